@@ -1,0 +1,351 @@
+//! Helpers called from translated code: the parts of x86 that are rare, long or need guest
+//! memory through the MMU. One table; `H` names each entry's index.
+
+use jit::engine::core_of;
+use jit::ir::{AccessKind, GlobalSet, HelperId, HelperInfo};
+use jit::Env;
+
+use crate::flags;
+use crate::state::*;
+
+/// Helper ids, in table order.
+pub struct HelperIds {
+    pub flags: HelperId,
+    pub div: HelperId,
+    pub rotate: HelperId,
+    pub shiftd: HelperId,
+    pub load_seg: HelperId,
+    pub lar_lsl: HelperId,
+    pub verrw: HelperId,
+    pub popf: HelperId,
+    pub far_jump: HelperId,
+    pub pdep_pext: HelperId,
+}
+
+pub const H: HelperIds = HelperIds {
+    flags: HelperId(0),
+    div: HelperId(1),
+    rotate: HelperId(2),
+    shiftd: HelperId(3),
+    load_seg: HelperId(4),
+    lar_lsl: HelperId(5),
+    verrw: HelperId(6),
+    popf: HelperId(7),
+    far_jump: HelperId(8),
+    pdep_pext: HelperId(9),
+};
+
+const CC: GlobalSet = GlobalSet::NONE.with(G_CC_OP).with(G_CC_DST).with(G_CC_SRC).with(G_CC_SRC2).with(G_RFLAGS);
+
+pub fn table() -> Vec<HelperInfo> {
+    let gprs = {
+        let mut s = GlobalSet::NONE;
+        for i in 0..16 {
+            s = s.with(G_GPR0 + i);
+        }
+        s
+    };
+    vec![
+        HelperInfo { name: "flags", func: flags::helper_flags, reads: CC, writes: GlobalSet::NONE, can_fault: false },
+        HelperInfo { name: "div", func: helper_div, reads: gprs, writes: gprs, can_fault: true },
+        HelperInfo { name: "rotate", func: helper_rotate, reads: CC, writes: CC, can_fault: false },
+        HelperInfo { name: "shiftd", func: helper_shiftd, reads: CC, writes: CC, can_fault: false },
+        HelperInfo { name: "load_seg", func: crate::desc::helper_load_seg, reads: GlobalSet::ALL, writes: GlobalSet::ALL, can_fault: true },
+        HelperInfo { name: "lar_lsl", func: crate::desc::helper_lar_lsl, reads: GlobalSet::ALL, writes: CC, can_fault: true },
+        HelperInfo { name: "verrw", func: crate::desc::helper_verrw, reads: GlobalSet::ALL, writes: CC, can_fault: true },
+        HelperInfo { name: "popf", func: helper_popf, reads: GlobalSet::ALL, writes: CC, can_fault: false },
+        HelperInfo { name: "far_jump", func: crate::desc::helper_far_jump, reads: GlobalSet::ALL, writes: GlobalSet::ALL, can_fault: true },
+        HelperInfo { name: "pdep_pext", func: helper_pdep_pext, reads: GlobalSet::NONE, writes: GlobalSet::NONE, can_fault: false },
+    ]
+}
+
+/// Access to the globals of the env a helper was called with.
+///
+/// # Safety
+/// `env` must be the valid pointer the helper received.
+pub unsafe fn env_mut<'a>(env: *mut Env) -> &'a mut Env {
+    // SAFETY: per the contract.
+    unsafe { &mut *env }
+}
+
+/// Guest memory load from a helper (through the MMU and TLB). Records the fault in env.
+///
+/// # Safety
+/// Inside a helper, with its env pointer.
+pub unsafe fn load(env: *mut Env, addr: u64, size: u32, who: AccessKind) -> Result<u64, ()> {
+    // SAFETY: helper context (see contract).
+    let (core, e) = unsafe { (core_of(env), &mut *env) };
+    core.load(e, addr, size, who).map_err(|f| e.raise(f.vector, f.error_code, f.addr))
+}
+
+/// Guest memory store from a helper.
+///
+/// # Safety
+/// Inside a helper, with its env pointer.
+pub unsafe fn store(env: *mut Env, addr: u64, size: u32, val: u64, who: AccessKind) -> Result<(), ()> {
+    // SAFETY: helper context (see contract).
+    let (core, e) = unsafe { (core_of(env), &mut *env) };
+    match core.store(e, addr, size, val, who) {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            e.fault = jit::env::fault::SMC_RESTART;
+            Err(())
+        }
+        Err(f) => {
+            e.raise(f.vector, f.error_code, f.addr);
+            Err(())
+        }
+    }
+}
+
+/// DIV/IDIV. a0 = operand size in bytes | signed << 8, a1 = divisor. Writes rax/rdx (or
+/// ax for 8-bit) or raises #DE.
+unsafe extern "C" fn helper_div(env: *mut Env, a0: u64, divisor: u64, _: u64, _: u64) -> u64 {
+    // SAFETY: helper contract.
+    let e = unsafe { env_mut(env) };
+    let bytes = (a0 & 0xff) as u32;
+    let signed = a0 & 0x100 != 0;
+    let rax = e.g[0];
+    let rdx = e.g[2];
+    let bits = bytes * 8;
+    let de = |e: &mut Env| {
+        e.raise(0, None, 0);
+        0
+    };
+    match (bytes, signed) {
+        (1, false) => {
+            let n = rax & 0xffff;
+            let d = divisor & 0xff;
+            if d == 0 || n / d > 0xff {
+                return de(e);
+            }
+            e.g[0] = (rax & !0xffff) | (n % d) << 8 | (n / d);
+        }
+        (1, true) => {
+            let n = rax as u16 as i16 as i64;
+            let d = divisor as u8 as i8 as i64;
+            if d == 0 {
+                return de(e);
+            }
+            let q = n / d;
+            if q > 127 || q < -128 {
+                return de(e);
+            }
+            let r = n % d;
+            e.g[0] = (rax & !0xffff) | ((r as u64 & 0xff) << 8) | (q as u64 & 0xff);
+        }
+        (_, false) => {
+            let m = super::translate::size_mask(bytes);
+            let n = ((rdx & m) as u128) << bits | (rax & m) as u128;
+            let d = (divisor & m) as u128;
+            if d == 0 || n / d > m as u128 {
+                return de(e);
+            }
+            let (q, r) = ((n / d) as u64, (n % d) as u64);
+            write_sized(e, 0, q, bytes);
+            write_sized(e, 2, r, bytes);
+        }
+        (_, true) => {
+            let m = super::translate::size_mask(bytes);
+            let sh = 128 - 2 * bits;
+            let n = (((((rdx & m) as u128) << bits | (rax & m) as u128) << sh) as i128) >> sh;
+            let dsh = 64 - bits;
+            let d = (((divisor << dsh) as i64) >> dsh) as i128;
+            if d == 0 {
+                return de(e);
+            }
+            let (q, r) = match n.checked_div(d) {
+                Some(q) => (q, n % d),
+                None => return de(e),
+            };
+            let max = (1i128 << (bits - 1)) - 1;
+            if q > max || q < -max - 1 {
+                return de(e);
+            }
+            write_sized(e, 0, q as u64, bytes);
+            write_sized(e, 2, r as u64, bytes);
+        }
+    }
+    0
+}
+
+fn write_sized(e: &mut Env, reg: usize, v: u64, bytes: u32) {
+    e.g[reg] = match bytes {
+        8 => v,
+        4 => v & 0xffff_ffff,
+        _ => {
+            let m = super::translate::size_mask(bytes);
+            (e.g[reg] & !m) | (v & m)
+        }
+    };
+}
+
+fn set_flags(e: &mut Env, arith: u64) {
+    let r = e.g[G_RFLAGS as usize];
+    e.g[G_RFLAGS as usize] = (r & !fl::ARITH) | (arith & fl::ARITH);
+    e.g[G_CC_OP as usize] = CcKind::Eflags as u64 * 4;
+}
+
+fn cur_flags(e: &Env) -> u64 {
+    flags::read_rflags(&e.g)
+}
+
+/// ROL/ROR/RCL/RCR with flags. a0 = bytes | kind << 8 (0 rol, 1 ror, 2 rcl, 3 rcr),
+/// a1 = value, a2 = raw count (masked here). Returns the result; updates CF/OF.
+unsafe extern "C" fn helper_rotate(env: *mut Env, a0: u64, val: u64, count: u64, _: u64) -> u64 {
+    // SAFETY: helper contract.
+    let e = unsafe { env_mut(env) };
+    let bytes = (a0 & 0xff) as u32;
+    let kind = (a0 >> 8) & 3;
+    let bits = bytes * 8;
+    let m = super::translate::size_mask(bytes);
+    let cmask = if bytes == 8 { 63 } else { 31 };
+    let mut c = (count & cmask) as u32;
+    let v = val & m;
+    let f = cur_flags(e);
+    let cf_in = f & 1;
+    if c == 0 {
+        return v;
+    }
+    let msb = |x: u64| (x >> (bits - 1)) & 1;
+    let (res, cf, of) = match kind {
+        0 => {
+            let cr = c % bits;
+            let r = if cr == 0 { v } else { ((v << cr) | (v >> (bits - cr))) & m };
+            let cf = r & 1;
+            (r, cf, msb(r) ^ cf)
+        }
+        1 => {
+            let cr = c % bits;
+            let r = if cr == 0 { v } else { ((v >> cr) | (v << (bits - cr))) & m };
+            let cf = msb(r);
+            (r, cf, msb(r) ^ ((r >> (bits - 2)) & 1))
+        }
+        2 => {
+            // RCL through CF over bits+1
+            if bytes < 4 {
+                c %= bits + 1;
+            }
+            let mut r = v;
+            let mut cf = cf_in;
+            for _ in 0..c {
+                let nc = msb(r);
+                r = ((r << 1) | cf) & m;
+                cf = nc;
+            }
+            (r, cf, msb(r) ^ cf)
+        }
+        _ => {
+            if bytes < 4 {
+                c %= bits + 1;
+            }
+            let mut r = v;
+            let mut cf = cf_in;
+            let of = msb(v) ^ cf_in;
+            for _ in 0..c {
+                let nc = r & 1;
+                r = (r >> 1) | (cf << (bits - 1));
+                cf = nc;
+            }
+            (r & m, cf, of)
+        }
+    };
+    if c != 0 {
+        let newf = (f & !(fl::CF | fl::OF)) | cf | (of << 11);
+        set_flags(e, newf);
+    }
+    res
+}
+
+/// SHLD/SHRD. a0 = bytes | (right as u64) << 8, a1 = dst value, a2 = src value, a3 = count.
+unsafe extern "C" fn helper_shiftd(env: *mut Env, a0: u64, dst: u64, src: u64, count: u64) -> u64 {
+    // SAFETY: helper contract.
+    let e = unsafe { env_mut(env) };
+    let bytes = (a0 & 0xff) as u32;
+    let right = a0 & 0x100 != 0;
+    let bits = bytes * 8;
+    let m = super::translate::size_mask(bytes);
+    let c = (count & if bytes == 8 { 63 } else { 31 }) as u32;
+    let d = dst & m;
+    let s = src & m;
+    if c == 0 {
+        return d;
+    }
+    // Use a wide concatenation; for 16-bit counts > 16 the result is undefined (we give
+    // what a 32-bit rotate through the pair yields, like Intel cores).
+    let (res, cf) = if bytes == 2 {
+        let wide: u64 = if right { (s << 16 | d) | (d << 32) } else { (d << 32) | (s << 16) | d };
+        if right {
+            let r = (wide >> c) & 0xffff;
+            (r, (wide >> (c - 1)) & 1)
+        } else {
+            let r = (wide << c >> 32) & 0xffff;
+            (r, (wide << (c - 1) >> 47) & 1)
+        }
+    } else if right {
+        let wide = (s as u128) << bits | d as u128;
+        ((wide >> c) as u64 & m, ((wide >> (c - 1)) & 1) as u64)
+    } else {
+        let wide = (d as u128) << bits | s as u128;
+        (((wide << c) >> bits) as u64 & m, ((wide >> (2 * bits - c)) & 1) as u64)
+    };
+    let msb = |x: u64| (x >> (bits - 1)) & 1;
+    let of = msb(res) ^ msb(d);
+    let zsp = {
+        let mut f = 0;
+        if res == 0 {
+            f |= fl::ZF;
+        }
+        if msb(res) != 0 {
+            f |= fl::SF;
+        }
+        if (res as u8).count_ones() % 2 == 0 {
+            f |= fl::PF;
+        }
+        f
+    };
+    set_flags(e, cf | zsp | (of << 11));
+    res
+}
+
+/// POPF/IRET-style flag write with privilege rules. a0 = new value, a1 = operand size
+/// bytes. Returns nothing; writes RFLAGS and the lazy state.
+unsafe extern "C" fn helper_popf(env: *mut Env, newv: u64, bytes: u64, _: u64, _: u64) -> u64 {
+    // SAFETY: helper contract.
+    let e = unsafe { env_mut(env) };
+    let old = cur_flags(e);
+    let cpl = e.g[G_CPL as usize];
+    let iopl = (old >> 12) & 3;
+    let mut mask = fl::ARITH | fl::TF | fl::DF | fl::NT | fl::AC | fl::ID;
+    if cpl == 0 {
+        mask |= fl::IOPL | fl::IF;
+    } else if cpl <= iopl {
+        mask |= fl::IF;
+    }
+    if bytes == 2 {
+        mask &= 0xffff;
+    }
+    let v = (old & !mask) | (newv & mask) | fl::FIXED1;
+    e.g[G_RFLAGS as usize] = v & !(fl::RF | fl::VM);
+    e.g[G_CC_OP as usize] = CcKind::Eflags as u64 * 4;
+    0
+}
+
+/// PDEP (a0 = 0) / PEXT (a0 = 1) of a1 with mask a2; a3 = operand bytes.
+unsafe extern "C" fn helper_pdep_pext(_env: *mut Env, which: u64, src: u64, mask: u64, bytes: u64) -> u64 {
+    let m = super::translate::size_mask(bytes as u32);
+    let (src, mask) = (src & m, mask & m);
+    let mut r = 0u64;
+    let mut k = 0;
+    for i in 0..64 {
+        if mask >> i & 1 != 0 {
+            if which == 0 {
+                r |= ((src >> k) & 1) << i;
+            } else {
+                r |= ((src >> i) & 1) << k;
+            }
+            k += 1;
+        }
+    }
+    r
+}

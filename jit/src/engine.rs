@@ -1,0 +1,681 @@
+//! The run loop, the translation-block cache with chaining and invalidation, and the softmmu
+//! slow paths.
+//!
+//! Contracts:
+//! - A TB is keyed by the linear pc of its first byte, the code-segment base, the frontend's
+//!   mode flags, and the *physical* address of its first byte, so a page-table change never
+//!   needs a code flush. A small jump cache by (pc, cs_base, flags) sits in front and is
+//!   flushed with the TLB.
+//! - Direct exits are chained only to TBs that start on the same virtual page as the exiting
+//!   TB, so a remapped page never leaves a stale chain (QEMU's rule).
+//! - Writes to a physical page holding translated code always take the slow path (the TLB
+//!   never holds a write tag for such pages); the slow path invalidates the TBs it overlaps.
+//!   If it overlaps the running TB and that TB has more than one instruction, the store is
+//!   not performed: the instruction is restarted in a single-instruction TB.
+//! - At every exit `Env::icount` is the exact number of retired guest instructions.
+
+use std::collections::HashMap;
+
+use crate::backend::{Backend, CodeHandle};
+use crate::env::{self, fault, tlb_index, Env, TlbEntry, PAGE_MASK, PAGE_SIZE};
+use crate::ir::{AccessKind, Block, Exit, Global, HelperInfo, MemSize};
+use crate::mem::GuestRam;
+
+/// The kind of memory access being translated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+    Exec,
+}
+
+/// A guest exception as data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestFault {
+    pub vector: u8,
+    pub error_code: Option<u32>,
+    /// The faulting linear address for #PF (CR2); 0 otherwise.
+    pub addr: u64,
+}
+
+/// Address translation, implemented by the frontend (page walks).
+pub trait Mmu {
+    /// Translate `vaddr` for one access of kind `access` by `who` in the current mode,
+    /// setting accessed/dirty bits as hardware does. Returns the physical address.
+    fn translate(&mut self, env: &Env, ram: &mut GuestRam, vaddr: u64, access: Access, who: AccessKind) -> Result<u64, GuestFault>;
+}
+
+/// What selects a translation besides the physical address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TbKey {
+    /// Linear address of the first instruction.
+    pub pc: u64,
+    /// The instruction pointer value (pc - cs_base).
+    pub rip: u64,
+    pub cs_base: u64,
+    pub flags: u32,
+}
+
+/// Fetches guest code for the translator and records which physical pages it came from.
+pub struct CodeFetcher<'a> {
+    env: &'a Env,
+    ram: &'a mut GuestRam,
+    mmu: &'a mut dyn Mmu,
+    /// Physical page of each virtual page touched: (vpage, ppage).
+    pub pages: Vec<(u64, u64)>,
+}
+
+impl CodeFetcher<'_> {
+    /// Fetch `buf.len()` bytes at linear `addr`. On a fault no byte is guaranteed.
+    pub fn fetch(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), GuestFault> {
+        let mut done = 0usize;
+        while done < buf.len() {
+            let a = addr.wrapping_add(done as u64);
+            let vpage = a & PAGE_MASK;
+            let ppage = match self.pages.iter().find(|p| p.0 == vpage) {
+                Some(p) => p.1,
+                None => {
+                    let p = self.mmu.translate(self.env, self.ram, a, Access::Exec, AccessKind::Normal)? & PAGE_MASK;
+                    self.pages.push((vpage, p));
+                    p
+                }
+            };
+            let off = a & !PAGE_MASK;
+            let n = ((PAGE_SIZE - off) as usize).min(buf.len() - done);
+            if !self.ram.read(ppage + off, &mut buf[done..done + n]) {
+                // Code outside RAM: fetch reads as all ones, like an unbacked bus.
+                buf[done..done + n].fill(0xff);
+            }
+            done += n;
+        }
+        Ok(())
+    }
+}
+
+/// The guest-architecture side of the engine.
+pub trait Frontend {
+    /// The key of the block to run next, from the current guest state.
+    fn key(&self, env: &Env) -> TbKey;
+    /// Translate at most `max_insns` instructions starting at `key`. Fails only when the
+    /// first instruction cannot be fetched.
+    fn translate(&mut self, env: &Env, key: &TbKey, fetch: &mut CodeFetcher, max_insns: u32) -> Result<Block, GuestFault>;
+    /// The helper table that `Op::Call` indexes.
+    fn helpers(&self) -> &[HelperInfo];
+    /// The global holding the instruction pointer.
+    fn pc_global(&self) -> Global;
+}
+
+/// Why `Engine::run` returned. Guest state is consistent in every case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// An exception; state is that before the faulting instruction.
+    Exception(GuestFault),
+    /// A platform instruction; state is that before it, `len` is its length.
+    Platform { op: u32, arg: u64, len: u8 },
+    /// `icount` reached `icount_limit`.
+    Budget,
+}
+
+/// Encoding of a block's return value: `tb << 32 | index << 8 | kind`.
+pub mod ret {
+    /// Left through static exit `index` of the TB (see `Tb::exits`).
+    pub const EXIT: u64 = 0;
+    /// A slow path or helper faulted during instruction `index`.
+    pub const FAULT: u64 = 1;
+    /// The icount budget was exhausted at TB entry (nothing executed).
+    pub const BUDGET: u64 = 2;
+    pub fn encode(tb: u32, index: u32, kind: u64) -> u64 {
+        (tb as u64) << 32 | (index as u64) << 8 | kind
+    }
+}
+
+/// A static exit of a TB with the index of the instruction it belongs to.
+#[derive(Clone, Copy, Debug)]
+pub struct TbExit {
+    pub exit: Exit,
+    pub insn: u32,
+}
+
+pub struct Tb {
+    pub key: TbKey,
+    /// Physical pages covered (first, optional second).
+    pub pages: [Option<u64>; 2],
+    /// Physical byte ranges covered.
+    pub ranges: Vec<(u64, u64)>,
+    pub block: Block,
+    pub exits: Vec<TbExit>,
+    pub code: Option<CodeHandle>,
+    pub valid: bool,
+    /// Chained jumps into this TB: (source tb, exit index).
+    pub incoming: Vec<(u32, u32)>,
+    /// Outgoing chains: exit index -> target tb.
+    pub chained: Vec<(u32, u32)>,
+    /// Translated for a single instruction (SMC restart); never entered in the cache.
+    pub one_shot: bool,
+}
+
+impl Tb {
+    pub fn ninsns(&self) -> u32 {
+        self.block.insn_pcs.len() as u32
+    }
+}
+
+/// Statistics, for benchmarks and tests.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stats {
+    pub tbs_translated: u64,
+    pub insns_translated: u64,
+    pub translate_ns: u64,
+    pub chains: u64,
+    pub invalidations: u64,
+    pub smc_restarts: u64,
+    pub flushes: u64,
+    pub lookups: u64,
+}
+
+const JC_SIZE: usize = 4096;
+
+/// Everything the slow paths reach through `Env::rt`.
+pub struct Core {
+    pub ram: GuestRam,
+    pub mmu: Box<dyn Mmu>,
+    pub backend: Box<dyn Backend>,
+    pub tbs: Vec<Tb>,
+    lookup: HashMap<(TbKey, u64), u32>,
+    jc: Vec<Option<(TbKey, u32)>>,
+    page_tbs: HashMap<u64, Vec<u32>>,
+    pub stats: Stats,
+    pub max_insns: u32,
+}
+
+/// One vCPU's execution engine.
+pub struct Engine {
+    pub env: Box<Env>,
+    pub core: Box<Core>,
+    pub frontend: Box<dyn Frontend>,
+    single_insn_next: bool,
+}
+
+impl Engine {
+    pub fn new(ram: GuestRam, mmu: Box<dyn Mmu>, frontend: Box<dyn Frontend>, backend: Box<dyn Backend>) -> Engine {
+        let mut env = Env::new();
+        let core = Box::new(Core {
+            ram,
+            mmu,
+            backend,
+            tbs: Vec::new(),
+            lookup: HashMap::new(),
+            jc: vec![None; JC_SIZE],
+            page_tbs: HashMap::new(),
+            stats: Stats::default(),
+            max_insns: 512,
+        });
+        env.rt = std::ptr::null_mut();
+        Engine { env, core, frontend, single_insn_next: false }
+    }
+
+    pub fn ram(&mut self) -> &mut GuestRam {
+        &mut self.core.ram
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.core.stats
+    }
+
+    /// Flush the TLB (e.g. CR3 reload) and the jump cache that depends on it.
+    pub fn tlb_flush(&mut self) {
+        self.env.tlb_flush();
+        self.core.jc.fill(None);
+    }
+
+    /// Flush one virtual page (INVLPG).
+    pub fn tlb_flush_page(&mut self, vaddr: u64) {
+        self.env.tlb_flush_page(vaddr);
+        self.core.jc.fill(None);
+    }
+
+    /// Drop every translation (e.g. when the platform rewrites code behind the engine's back).
+    pub fn flush_code(&mut self) {
+        self.core.flush_all();
+        self.env.tlb_flush();
+    }
+
+    /// Run until an exception, a platform instruction or the icount budget.
+    pub fn run(&mut self) -> StopReason {
+        let env: *mut Env = &mut *self.env;
+        let core: *mut Core = &mut *self.core;
+        // SAFETY: `env` and `core` are boxed, so their addresses are stable; generated code
+        // and slow paths reach `core` only through `Env::rt` while we are inside
+        // `backend.execute`, and we hold no reference into either across that call.
+        unsafe { (*env).rt = core as *mut u8 };
+        let pc_global = self.frontend.pc_global();
+        let mut last_exit: Option<(u32, u32)> = None;
+        loop {
+            // SAFETY: short-lived references; see above.
+            let (envr, corer) = unsafe { (&mut *env, &mut *core) };
+            if envr.icount >= envr.icount_limit {
+                return StopReason::Budget;
+            }
+            let key = self.frontend.key(envr);
+            let single = std::mem::take(&mut self.single_insn_next);
+            let tb = match corer.find_tb(envr, &key, single, &mut *self.frontend) {
+                Ok(t) => t,
+                Err(f) => return StopReason::Exception(f),
+            };
+            if let Some((from, idx)) = last_exit.take() {
+                if !single && corer.can_chain(from, tb) {
+                    corer.chain(from, idx, tb);
+                }
+            }
+            envr.cur_tb = tb;
+            let code = corer.tbs[tb as usize].code.expect("compiled TB");
+            // SAFETY: the backend runs generated code against `env`; no Rust references
+            // into env/core are live across the call.
+            let r = unsafe { (*core).backend.execute(env, code) };
+            let (envr, corer) = unsafe { (&mut *env, &mut *core) };
+            let tb_id = (r >> 32) as u32;
+            let index = ((r >> 8) & 0xff_ffff) as u32;
+            match r & 0xff {
+                ret::EXIT => {
+                    let t = &corer.tbs[tb_id as usize];
+                    let e = t.exits[index as usize];
+                    match e.exit {
+                        Exit::Jump { .. } | Exit::Repeat { .. } => {
+                            if t.valid && !t.one_shot {
+                                last_exit = Some((tb_id, index));
+                            }
+                        }
+                        Exit::Indirect { .. } => {}
+                        Exit::Exception { vector, error_code } => {
+                            envr.g[pc_global as usize] = t.block.insn_pcs[e.insn as usize];
+                            envr.icount += e.insn as u64;
+                            return StopReason::Exception(GuestFault { vector, error_code, addr: 0 });
+                        }
+                        Exit::Platform { op, arg, len } => {
+                            envr.g[pc_global as usize] = t.block.insn_pcs[e.insn as usize];
+                            envr.icount += e.insn as u64;
+                            return StopReason::Platform { op, arg, len };
+                        }
+                        Exit::Sync { pc } => {
+                            envr.g[pc_global as usize] = pc;
+                            envr.icount += e.insn as u64 + 1;
+                        }
+                    }
+                }
+                ret::FAULT => {
+                    let t = &corer.tbs[tb_id as usize];
+                    envr.g[pc_global as usize] = t.block.insn_pcs[index as usize];
+                    envr.icount += index as u64;
+                    let f = std::mem::replace(&mut envr.fault, fault::NONE);
+                    match f {
+                        fault::SMC_RESTART => {
+                            corer.stats.smc_restarts += 1;
+                            self.single_insn_next = true;
+                        }
+                        _ => {
+                            let gf = GuestFault {
+                                vector: envr.exc_vector as u8,
+                                error_code: (envr.exc_has_code != 0).then_some(envr.exc_code as u32),
+                                addr: envr.exc_addr,
+                            };
+                            return StopReason::Exception(gf);
+                        }
+                    }
+                }
+                ret::BUDGET => return StopReason::Budget,
+                k => panic!("backend returned unknown exit kind {k}"),
+            }
+        }
+    }
+}
+
+impl Core {
+    fn flush_all(&mut self) {
+        self.tbs.clear();
+        self.lookup.clear();
+        self.jc.fill(None);
+        self.page_tbs.clear();
+        self.backend.flush();
+        self.stats.flushes += 1;
+    }
+
+    fn jc_index(key: &TbKey) -> usize {
+        ((key.pc ^ (key.pc >> 12) ^ key.flags as u64) as usize) & (JC_SIZE - 1)
+    }
+
+    /// Physical address of the code at `pc` (through the exec TLB, filling it on a miss).
+    fn code_phys(&mut self, env: &mut Env, pc: u64) -> Result<u64, GuestFault> {
+        let e = &env.tlb[env.mmu_idx as usize][tlb_index(pc)];
+        if e.exec == pc & PAGE_MASK {
+            let host = pc.wrapping_add(e.addend);
+            return Ok(host - self.ram.base() as u64);
+        }
+        let p = self.mmu.translate(env, &mut self.ram, pc, Access::Exec, AccessKind::Normal)?;
+        self.tlb_fill(env, pc, p, Access::Exec);
+        Ok(p)
+    }
+
+    fn find_tb(&mut self, env: &mut Env, key: &TbKey, single: bool, fe: &mut dyn Frontend) -> Result<u32, GuestFault> {
+        self.stats.lookups += 1;
+        if !single {
+            if let Some((k, id)) = self.jc[Self::jc_index(key)] {
+                if k == *key && self.tbs[id as usize].valid {
+                    return Ok(id);
+                }
+            }
+        }
+        let phys = self.code_phys(env, key.pc)?;
+        if !single {
+            if let Some(&id) = self.lookup.get(&(*key, phys)) {
+                self.jc[Self::jc_index(key)] = Some((*key, id));
+                return Ok(id);
+            }
+        }
+        if self.backend.is_full() {
+            self.flush_all();
+        }
+        let t0 = std::time::Instant::now();
+        let mut fetch = CodeFetcher { env, ram: &mut self.ram, mmu: &mut *self.mmu, pages: Vec::new() };
+        let max = if single { 1 } else { self.max_insns };
+        let block = fe.translate(env, key, &mut fetch, max)?;
+        let pages: Vec<(u64, u64)> = std::mem::take(&mut fetch.pages);
+        let id = self.tbs.len() as u32;
+        let mut exits = Vec::new();
+        let mut insn: i64 = -1;
+        for op in &block.ops {
+            match op {
+                crate::ir::Op::InsnStart { .. } => insn += 1,
+                crate::ir::Op::Exit(e) => exits.push(TbExit { exit: *e, insn: insn.max(0) as u32 }),
+                _ => {}
+            }
+        }
+        // Physical byte ranges covered by the block's bytes.
+        let mut ranges = Vec::new();
+        let mut tbpages = [None, None];
+        let mut a = key.pc;
+        let end = key.pc.wrapping_add(block.guest_len.max(1) as u64);
+        while a != end {
+            let vpage = a & PAGE_MASK;
+            let n = (PAGE_SIZE - (a & !PAGE_MASK)).min(end.wrapping_sub(a));
+            if let Some(&(_, pp)) = pages.iter().find(|p| p.0 == vpage) {
+                let pa = pp + (a & !PAGE_MASK);
+                ranges.push((pa, pa + n));
+                if tbpages[0].is_none() {
+                    tbpages[0] = Some(pp);
+                } else if tbpages[0] != Some(pp) {
+                    tbpages[1] = Some(pp);
+                }
+            }
+            a = a.wrapping_add(n);
+        }
+        let code = self.backend.compile(&block, id, fe.helpers(), fe.pc_global());
+        let code = match code {
+            Ok(c) => c,
+            Err(_) => {
+                // Out of code space mid-compile: flush and retry once.
+                self.flush_all();
+                return self.find_tb(env, key, single, fe);
+            }
+        };
+        self.stats.tbs_translated += 1;
+        self.stats.insns_translated += block.insn_pcs.len() as u64;
+        self.stats.translate_ns += t0.elapsed().as_nanos() as u64;
+        let nexits = exits.len();
+        self.tbs.push(Tb {
+            key: *key,
+            pages: tbpages,
+            ranges,
+            block,
+            exits,
+            code: Some(code),
+            valid: true,
+            incoming: Vec::new(),
+            chained: Vec::with_capacity(nexits),
+            one_shot: single,
+        });
+        for p in tbpages.into_iter().flatten() {
+            if !self.page_tbs.contains_key(&p) {
+                self.protect_code_page(env, p);
+            }
+            self.page_tbs.entry(p).or_default().push(id);
+        }
+        if !single {
+            self.lookup.insert((*key, phys), id);
+            self.jc[Self::jc_index(key)] = Some((*key, id));
+        }
+        Ok(id)
+    }
+
+    /// Remove write tags that map to physical page `p`, so stores take the slow path.
+    fn protect_code_page(&mut self, env: &mut Env, p: u64) {
+        let base = self.ram.base() as u64;
+        for m in env.tlb.iter_mut() {
+            for e in m.iter_mut() {
+                if e.write & !PAGE_MASK == 0 && e.write.wrapping_add(e.addend) == base + p {
+                    e.write = env::TLB_INVALID;
+                }
+            }
+        }
+    }
+
+    fn can_chain(&self, from: u32, to: u32) -> bool {
+        let f = &self.tbs[from as usize];
+        let t = &self.tbs[to as usize];
+        f.valid && t.valid && !t.one_shot && f.key.pc & PAGE_MASK == t.key.pc & PAGE_MASK && f.key.cs_base == t.key.cs_base
+    }
+
+    fn chain(&mut self, from: u32, idx: u32, to: u32) {
+        if self.tbs[from as usize].chained.iter().any(|c| c.0 == idx) {
+            return;
+        }
+        let (fc, tc) = (self.tbs[from as usize].code.unwrap(), self.tbs[to as usize].code.unwrap());
+        if self.backend.chain(fc, idx, tc) {
+            self.tbs[from as usize].chained.push((idx, to));
+            self.tbs[to as usize].incoming.push((from, idx));
+            self.stats.chains += 1;
+        }
+    }
+
+    fn invalidate_tb(&mut self, id: u32) {
+        let t = &mut self.tbs[id as usize];
+        if !t.valid {
+            return;
+        }
+        t.valid = false;
+        self.stats.invalidations += 1;
+        let key = t.key;
+        let incoming = std::mem::take(&mut t.incoming);
+        let pages = t.pages;
+        let first = t.ranges.first().map(|r| r.0);
+        for (src, idx) in incoming {
+            let s = &mut self.tbs[src as usize];
+            if let Some(pos) = s.chained.iter().position(|c| *c == (idx, id)) {
+                s.chained.swap_remove(pos);
+                let code = s.code.unwrap();
+                self.backend.unchain(code, idx);
+            }
+        }
+        if let Some(p) = first {
+            if self.lookup.get(&(key, p)) == Some(&id) {
+                self.lookup.remove(&(key, p));
+            }
+        }
+        let j = Self::jc_index(&key);
+        if matches!(self.jc[j], Some((_, x)) if x == id) {
+            self.jc[j] = None;
+        }
+        for p in pages.into_iter().flatten() {
+            if let Some(list) = self.page_tbs.get_mut(&p) {
+                list.retain(|&x| x != id);
+                if list.is_empty() {
+                    self.page_tbs.remove(&p);
+                }
+            }
+        }
+    }
+
+    /// Handle a store to physical `[pa, pa+len)` on a page that holds code. Returns false
+    /// when the store must not happen (the running TB must restart at this instruction).
+    fn code_write(&mut self, pa: u64, len: u64, cur: u32) -> bool {
+        let page = pa & PAGE_MASK;
+        let Some(list) = self.page_tbs.get(&page) else { return true };
+        let hits: Vec<u32> = list
+            .iter()
+            .copied()
+            .filter(|&id| self.tbs[id as usize].ranges.iter().any(|r| r.0 < pa + len && pa < r.1))
+            .collect();
+        let restart = hits.contains(&cur) && (cur as usize) < self.tbs.len() && self.tbs[cur as usize].ninsns() > 1;
+        for id in hits {
+            self.invalidate_tb(id);
+        }
+        !restart
+    }
+
+    fn is_code_page(&self, p: u64) -> bool {
+        self.page_tbs.contains_key(&(p & PAGE_MASK))
+    }
+
+    fn tlb_fill(&mut self, env: &mut Env, vaddr: u64, paddr: u64, access: Access) {
+        let ppage = paddr & PAGE_MASK;
+        if ppage + PAGE_SIZE > self.ram.size() {
+            return; // not RAM: always slow path
+        }
+        let vpage = vaddr & PAGE_MASK;
+        let addend = (self.ram.base() as u64).wrapping_add(ppage).wrapping_sub(vpage);
+        let mmu = env.mmu_idx as usize;
+        let e = &mut env.tlb[mmu][tlb_index(vaddr)];
+        if e.addend != addend || (e.read != vpage && e.write != vpage && e.exec != vpage) {
+            *e = TlbEntry::EMPTY;
+            e.addend = addend;
+        }
+        match access {
+            Access::Read => e.read = vpage,
+            Access::Write => {
+                e.read = vpage;
+                if !self.page_tbs.contains_key(&ppage) {
+                    e.write = vpage;
+                }
+            }
+            Access::Exec => e.exec = vpage,
+        }
+    }
+
+    /// Translate one access (not crossing a page) and fill the TLB.
+    fn translate(&mut self, env: &mut Env, vaddr: u64, access: Access, who: AccessKind) -> Result<u64, GuestFault> {
+        let p = self.mmu.translate(env, &mut self.ram, vaddr, access, who)?;
+        if who != AccessKind::System {
+            self.tlb_fill(env, vaddr, p, access);
+        }
+        Ok(p)
+    }
+
+    /// Load `size` bytes at linear `vaddr` (any alignment), or the fault.
+    pub fn load(&mut self, env: &mut Env, vaddr: u64, size: u32, who: AccessKind) -> Result<u64, GuestFault> {
+        let off = vaddr & !PAGE_MASK;
+        if off + size as u64 <= PAGE_SIZE {
+            let p = self.translate(env, vaddr, Access::Read, who)?;
+            return Ok(self.ram.read_le(p, size as usize).unwrap_or(u64::MAX & MemSize::from_bytes(size).mask()));
+        }
+        let n1 = (PAGE_SIZE - off) as u32;
+        let v2 = vaddr.wrapping_add(n1 as u64);
+        let p1 = self.translate(env, vaddr, Access::Read, who)?;
+        let p2 = self.translate(env, v2, Access::Read, who)?;
+        let mut v = 0u64;
+        for i in 0..size {
+            let pa = if i < n1 { p1 + i as u64 } else { p2 + (i - n1) as u64 };
+            let b = self.ram.read_le(pa, 1).unwrap_or(0xff);
+            v |= b << (8 * i);
+        }
+        Ok(v)
+    }
+
+    /// Store `size` bytes at linear `vaddr`. `Ok(false)` means an SMC restart is needed.
+    pub fn store(&mut self, env: &mut Env, vaddr: u64, size: u32, val: u64, who: AccessKind) -> Result<bool, GuestFault> {
+        let off = vaddr & !PAGE_MASK;
+        let (p1, p2, n1) = if off + size as u64 <= PAGE_SIZE {
+            (self.translate(env, vaddr, Access::Write, who)?, 0, size)
+        } else {
+            let n1 = (PAGE_SIZE - off) as u32;
+            let p1 = self.translate(env, vaddr, Access::Write, who)?;
+            let p2 = self.translate(env, vaddr.wrapping_add(n1 as u64), Access::Write, who)?;
+            (p1, p2, n1)
+        };
+        let mut ok = true;
+        if self.is_code_page(p1) {
+            ok &= self.code_write(p1, n1 as u64, env.cur_tb);
+        }
+        if n1 < size && self.is_code_page(p2) {
+            ok &= self.code_write(p2, (size - n1) as u64, env.cur_tb);
+        }
+        if !ok {
+            return Ok(false);
+        }
+        for i in 0..size {
+            let pa = if i < n1 { p1 + i as u64 } else { p2 + (i - n1) as u64 };
+            self.ram.write_le(pa, 1, (val >> (8 * i)) & 0xff);
+        }
+        Ok(true)
+    }
+}
+
+/// Pack a slow-path access descriptor: size in bytes, sign, kind.
+pub fn mem_info(size: MemSize, signed: bool, kind: AccessKind) -> u64 {
+    size.bytes() as u64 | (signed as u64) << 4 | (kind as u64) << 5
+}
+
+fn kind_of(info: u64) -> AccessKind {
+    match (info >> 5) & 3 {
+        0 => AccessKind::Normal,
+        1 => AccessKind::System,
+        _ => AccessKind::Stack,
+    }
+}
+
+/// Softmmu slow path for loads. On a fault sets `Env::fault` and returns 0.
+///
+/// # Safety
+/// `env` must be a valid `Env` whose `rt` points at the running engine's `Core`.
+pub unsafe extern "C" fn slow_load(env: *mut Env, vaddr: u64, info: u64) -> u64 {
+    // SAFETY: the caller guarantees `env` and `env.rt` are valid and not otherwise borrowed.
+    let (env, core) = unsafe { (&mut *env, &mut *((*env).rt as *mut Core)) };
+    let size = (info & 0xf) as u32;
+    match core.load(env, vaddr, size, kind_of(info)) {
+        Ok(v) => {
+            if info & 0x10 != 0 {
+                let sh = 64 - 8 * size;
+                (((v << sh) as i64) >> sh) as u64
+            } else {
+                v
+            }
+        }
+        Err(f) => {
+            env.raise(f.vector, f.error_code, f.addr);
+            0
+        }
+    }
+}
+
+/// Softmmu slow path for stores. On a fault (or SMC restart) sets `Env::fault`.
+///
+/// # Safety
+/// As for [`slow_load`].
+pub unsafe extern "C" fn slow_store(env: *mut Env, vaddr: u64, val: u64, info: u64) {
+    // SAFETY: as in slow_load.
+    let (env, core) = unsafe { (&mut *env, &mut *((*env).rt as *mut Core)) };
+    let size = (info & 0xf) as u32;
+    match core.store(env, vaddr, size, val, kind_of(info)) {
+        Ok(true) => {}
+        Ok(false) => env.fault = fault::SMC_RESTART,
+        Err(f) => env.raise(f.vector, f.error_code, f.addr),
+    }
+}
+
+/// Access to the engine core from helpers (guest memory through the MMU).
+///
+/// # Safety
+/// Only valid inside a helper called by generated code or the interpreter, with the `env`
+/// pointer it was given.
+pub unsafe fn core_of<'a>(env: *mut Env) -> &'a mut Core {
+    // SAFETY: per the function contract.
+    unsafe { &mut *((*env).rt as *mut Core) }
+}

@@ -1,0 +1,150 @@
+//! The per-vCPU environment generated code runs against, and the softmmu TLB.
+//!
+//! `Env` is `#[repr(C)]` because backends address its fields by offset. Guest globals come
+//! first so that global `i` is at byte offset `8 * i`.
+
+use std::mem::offset_of;
+
+/// Number of u64 guest-state slots.
+pub const NGLOBALS: usize = 256;
+/// TLB entries per MMU mode (direct-mapped, indexed by virtual page number).
+pub const TLB_BITS: u32 = 8;
+pub const TLB_SIZE: usize = 1 << TLB_BITS;
+/// Number of MMU modes (the frontend decides what they mean, e.g. supervisor and user).
+pub const NB_MMU_MODES: usize = 2;
+pub const PAGE_BITS: u32 = 12;
+pub const PAGE_SIZE: u64 = 1 << PAGE_BITS;
+pub const PAGE_MASK: u64 = !(PAGE_SIZE - 1);
+/// Tag value that never matches (not page aligned).
+pub const TLB_INVALID: u64 = 1;
+
+/// One TLB entry. A tag holds the virtual page address for which that access is allowed
+/// without a slow path; `addend` turns a virtual address into a host pointer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TlbEntry {
+    pub read: u64,
+    pub write: u64,
+    pub exec: u64,
+    pub addend: u64,
+}
+
+impl TlbEntry {
+    pub const EMPTY: TlbEntry = TlbEntry { read: TLB_INVALID, write: TLB_INVALID, exec: TLB_INVALID, addend: 0 };
+}
+
+const _: () = assert!(std::mem::size_of::<TlbEntry>() == 32);
+const _: () = assert!(offset_of!(TlbEntry, read) == 0);
+const _: () = assert!(offset_of!(TlbEntry, write) == 8);
+const _: () = assert!(offset_of!(TlbEntry, exec) == 16);
+const _: () = assert!(offset_of!(TlbEntry, addend) == 24);
+
+/// Fault codes in [`Env::fault`].
+pub mod fault {
+    /// No fault.
+    pub const NONE: u32 = 0;
+    /// A guest exception is pending in `Env::exc_*`.
+    pub const EXCEPTION: u32 = 1;
+    /// A store hit the code of the running block: restart the instruction after the
+    /// block is invalidated.
+    pub const SMC_RESTART: u32 = 2;
+}
+
+/// The state generated code runs against.
+#[repr(C)]
+pub struct Env {
+    /// Guest globals; the frontend assigns their meaning.
+    pub g: [u64; NGLOBALS],
+    /// Guest instructions retired so far.
+    pub icount: u64,
+    /// The run loop stops before starting a block when `icount >= icount_limit`.
+    pub icount_limit: u64,
+    /// Non-zero when a slow path or helper raised a fault (see [`fault`]).
+    pub fault: u32,
+    /// Current MMU mode (selects the TLB).
+    pub mmu_idx: u32,
+    /// Id of the running TB (written by each TB on entry).
+    pub cur_tb: u32,
+    pub _pad: u32,
+    pub exc_vector: u32,
+    pub exc_has_code: u32,
+    pub exc_code: u64,
+    pub exc_addr: u64,
+    /// Index of the instruction within the running block that the last slow path was for.
+    pub cur_insn: u64,
+    /// Opaque back pointer to the engine's runtime (used by slow paths and helpers).
+    pub rt: *mut u8,
+    /// Scratch space for backends (spill slots are on the host stack; this is for helpers
+    /// that return a second value).
+    pub scratch: [u64; 4],
+    pub tlb: [[TlbEntry; TLB_SIZE]; NB_MMU_MODES],
+}
+
+pub const OFF_ICOUNT: usize = offset_of!(Env, icount);
+pub const OFF_ICOUNT_LIMIT: usize = offset_of!(Env, icount_limit);
+pub const OFF_FAULT: usize = offset_of!(Env, fault);
+pub const OFF_MMU_IDX: usize = offset_of!(Env, mmu_idx);
+pub const OFF_CUR_TB: usize = offset_of!(Env, cur_tb);
+pub const OFF_TLB: usize = offset_of!(Env, tlb);
+const _: () = assert!(offset_of!(Env, g) == 0);
+
+impl Env {
+    pub fn new() -> Box<Env> {
+        // Built field by field: the struct is large, avoid a big stack temporary.
+        let mut e: Box<std::mem::MaybeUninit<Env>> = Box::new_uninit();
+        let p = e.as_mut_ptr();
+        // SAFETY: every field of `Env` is written exactly once below before `assume_init`;
+        // `addr_of_mut!` never creates references to uninitialised memory.
+        unsafe {
+            std::ptr::addr_of_mut!((*p).g).write([0; NGLOBALS]);
+            std::ptr::addr_of_mut!((*p).icount).write(0);
+            std::ptr::addr_of_mut!((*p).icount_limit).write(u64::MAX);
+            std::ptr::addr_of_mut!((*p).fault).write(0);
+            std::ptr::addr_of_mut!((*p).mmu_idx).write(0);
+            std::ptr::addr_of_mut!((*p).cur_tb).write(u32::MAX);
+            std::ptr::addr_of_mut!((*p)._pad).write(0);
+            std::ptr::addr_of_mut!((*p).exc_vector).write(0);
+            std::ptr::addr_of_mut!((*p).exc_has_code).write(0);
+            std::ptr::addr_of_mut!((*p).exc_code).write(0);
+            std::ptr::addr_of_mut!((*p).exc_addr).write(0);
+            std::ptr::addr_of_mut!((*p).cur_insn).write(0);
+            std::ptr::addr_of_mut!((*p).rt).write(std::ptr::null_mut());
+            std::ptr::addr_of_mut!((*p).scratch).write([0; 4]);
+            std::ptr::addr_of_mut!((*p).tlb).write([[TlbEntry::EMPTY; TLB_SIZE]; NB_MMU_MODES]);
+            e.assume_init()
+        }
+    }
+
+    /// Flush every TLB entry of every mode.
+    pub fn tlb_flush(&mut self) {
+        for m in self.tlb.iter_mut() {
+            m.fill(TlbEntry::EMPTY);
+        }
+    }
+
+    /// Flush the entries for one virtual page in every mode.
+    pub fn tlb_flush_page(&mut self, vaddr: u64) {
+        let page = vaddr & PAGE_MASK;
+        let idx = tlb_index(vaddr);
+        for m in self.tlb.iter_mut() {
+            let e = &mut m[idx];
+            if e.read == page || e.write == page || e.exec == page {
+                *e = TlbEntry::EMPTY;
+            }
+        }
+    }
+
+    /// Record a guest exception for the run loop.
+    pub fn raise(&mut self, vector: u8, code: Option<u32>, addr: u64) {
+        self.fault = fault::EXCEPTION;
+        self.exc_vector = vector as u32;
+        self.exc_has_code = code.is_some() as u32;
+        self.exc_code = code.unwrap_or(0) as u64;
+        self.exc_addr = addr;
+    }
+}
+
+#[inline]
+pub fn tlb_index(vaddr: u64) -> usize {
+    ((vaddr >> PAGE_BITS) as usize) & (TLB_SIZE - 1)
+}

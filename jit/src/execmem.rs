@@ -1,0 +1,234 @@
+//! Executable memory for the JIT backends: one reserved region that code is appended to and
+//! that never moves, so generated code can hold absolute addresses of other generated code.
+//!
+//! This module is host-neutral; everything that differs between hosts is behind a `cfg` in
+//! [`ExecMem::write`] or [`flush_icache`].
+//!
+//! Host hazards, and how this module (or its callers) deal with them:
+//! - **W^X.** Pages are never writable and executable at the same time. The region is
+//!   reserved `PROT_NONE`; [`ExecMem::write`] makes the pages it touches `RW`, copies the
+//!   code, then makes them `RX`. Pages already holding older code are briefly not executable
+//!   while new code lands on them, which is fine because the engine only compiles when no
+//!   generated code of this region is running (one region per vCPU thread).
+//! - **macOS (Apple silicon) `MAP_JIT`.** There, `mprotect` between RW and RX is refused for
+//!   JIT memory; the region must be mapped with `MAP_JIT` and the *calling thread* toggles
+//!   its view with `pthread_jit_write_protect_np(0/1)` around the copy. That hook goes where
+//!   the `mprotect` calls are in [`ExecMem::write`]; it is per thread, which matches the one
+//!   region per vCPU thread design. Not implemented yet.
+//! - **Instruction-cache maintenance.** x86_64 keeps instruction fetch coherent with data
+//!   writes, so [`flush_icache`] is a no-op there. aarch64 needs `dc cvau`/`ic ivau`/`isb`
+//!   (and `sys_icache_invalidate` on macOS), riscv64 a `fence.i` on every hart that will run
+//!   the code (plus the Linux `riscv_flush_icache` syscall for other harts). The hook uses
+//!   `dynasmrt::cache_control` on those hosts.
+//! - **Branch ranges.** The region is small (64 MiB by default) so that any two code
+//!   addresses in it are within direct-branch range: x86_64 rel32 (±2 GiB) and aarch64 `B`/`BL`
+//!   (±128 MiB) always reach; riscv64 `JAL` reaches ±1 MiB only, so a riscv64 backend jumps
+//!   between blocks with `auipc`+`jalr` (±2 GiB). Calls out of the region (helpers, slow
+//!   paths) are made through a register loaded with the absolute address on every host.
+//! - **Page size.** Hosts have 4 KiB, 16 KiB (Apple silicon, some aarch64 Linux) or 64 KiB
+//!   pages; the page size comes from `sysconf(_SC_PAGESIZE)` and every protection change is
+//!   rounded to it, never to a hard-coded 4 KiB.
+
+use std::io;
+use std::ptr;
+
+/// Default size of a code region.
+pub const DEFAULT_CODE_SIZE: usize = 64 << 20;
+/// [`ExecMem::is_full`] reports full when less than this remains, so that a block never
+/// (in practice) runs out of space half way through being written.
+pub const FULL_MARGIN: usize = 256 << 10;
+/// Alignment of every piece of code written.
+pub const CODE_ALIGN: usize = 16;
+
+/// The host page size.
+pub fn host_page_size() -> usize {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p <= 0 {
+        4096
+    } else {
+        p as usize
+    }
+}
+
+/// Make freshly written code visible to instruction fetch.
+#[inline]
+pub fn flush_icache(code: &[u8]) {
+    #[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
+    {
+        // Instruction fetch is coherent with stores on x86: nothing to do.
+        let _ = code;
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "x86")))]
+    {
+        dynasmrt::cache_control::synchronize_icache(code);
+        dynasmrt::cache_control::prepare_for_execution(code);
+    }
+}
+
+/// A reserved region of executable memory that code is appended to.
+pub struct ExecMem {
+    base: *mut u8,
+    size: usize,
+    page: usize,
+    /// Bytes in use from `base`.
+    used: usize,
+    /// Highest byte ever made accessible (for flush).
+    touched: usize,
+}
+
+// SAFETY: the region is owned exclusively by this value; nothing in it is tied to the thread
+// that created it on the hosts supported today (macOS MAP_JIT toggling, when added, is done
+// around each write by whichever thread owns the value at that time).
+unsafe impl Send for ExecMem {}
+
+fn round_up(x: usize, a: usize) -> usize {
+    (x + a - 1) & !(a - 1)
+}
+
+impl ExecMem {
+    /// Reserve `size` bytes (rounded up to the host page size). No memory is committed
+    /// until code is written.
+    pub fn new(size: usize) -> io::Result<ExecMem> {
+        let page = host_page_size();
+        let size = round_up(size.max(page), page);
+        // SAFETY: an anonymous private mapping at an address of the kernel's choosing does
+        // not alias any existing memory.
+        let p = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                size,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(ExecMem { base: p as *mut u8, size, page, used: 0, touched: 0 })
+    }
+
+    pub fn page_size(&self) -> usize {
+        self.page
+    }
+
+    pub fn base(&self) -> usize {
+        self.base as usize
+    }
+
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Does `addr` lie inside the region?
+    pub fn contains(&self, addr: usize) -> bool {
+        addr >= self.base as usize && addr < self.base as usize + self.size
+    }
+
+    /// Address at which the next [`write`](Self::write) will place its code.
+    pub fn next_addr(&self) -> usize {
+        self.base as usize + round_up(self.used, CODE_ALIGN)
+    }
+
+    /// Bytes still free.
+    pub fn remaining(&self) -> usize {
+        self.size - round_up(self.used, CODE_ALIGN).min(self.size)
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.remaining() < FULL_MARGIN
+    }
+
+    /// Append `code` at [`next_addr`](Self::next_addr) and make it executable. Returns its
+    /// address, or None when it does not fit.
+    pub fn write(&mut self, code: &[u8]) -> Option<*const u8> {
+        let start = round_up(self.used, CODE_ALIGN);
+        let end = start.checked_add(code.len())?;
+        if end > self.size {
+            return None;
+        }
+        // The alignment padding [used, start) may lie on the page before `start`.
+        let pstart = self.used & !(self.page - 1);
+        let pend = round_up(end.max(start + 1), self.page);
+        // SAFETY: [pstart, pend) lies inside our own mapping (end <= size, size is a page
+        // multiple). No generated code of this region runs during a write (module contract),
+        // so making its pages temporarily non-executable is harmless.
+        unsafe {
+            let pp = self.base.add(pstart) as *mut libc::c_void;
+            if libc::mprotect(pp, pend - pstart, libc::PROT_READ | libc::PROT_WRITE) != 0 {
+                panic!("execmem: mprotect RW failed: {}", io::Error::last_os_error());
+            }
+            // Pad the alignment gap with int3 (x86) so stray execution traps.
+            ptr::write_bytes(self.base.add(self.used), 0xcc, start - self.used);
+            ptr::copy_nonoverlapping(code.as_ptr(), self.base.add(start), code.len());
+            if libc::mprotect(pp, pend - pstart, libc::PROT_READ | libc::PROT_EXEC) != 0 {
+                panic!("execmem: mprotect RX failed: {}", io::Error::last_os_error());
+            }
+            flush_icache(std::slice::from_raw_parts(self.base.add(start), code.len()));
+        }
+        self.used = end;
+        self.touched = self.touched.max(pend);
+        // SAFETY: start < size, inside the mapping.
+        Some(unsafe { self.base.add(start) } as *const u8)
+    }
+
+    /// Drop all code. Only call when no code of this region is running or will be entered
+    /// through a stale pointer.
+    pub fn flush(&mut self) {
+        if self.touched > 0 {
+            // SAFETY: [0, touched) is inside our mapping. Making it inaccessible turns any
+            // stale jump into it into a fault instead of running old code; on Linux the
+            // pages are also handed back to the kernel.
+            unsafe {
+                libc::mprotect(self.base as *mut libc::c_void, self.touched, libc::PROT_NONE);
+                #[cfg(target_os = "linux")]
+                libc::madvise(self.base as *mut libc::c_void, self.touched, libc::MADV_DONTNEED);
+            }
+        }
+        self.used = 0;
+        self.touched = 0;
+    }
+}
+
+impl Drop for ExecMem {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly the mapping created in `new`; no code runs from it once
+        // its owner is dropped.
+        unsafe {
+            libc::munmap(self.base as *mut libc::c_void, self.size);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_run_flush() {
+        let mut m = ExecMem::new(1 << 20).unwrap();
+        assert!(m.page_size().is_power_of_two());
+        let a = m.next_addr();
+        // x86_64: mov eax, 42; ret
+        #[cfg(target_arch = "x86_64")]
+        {
+            let p = m.write(&[0xb8, 42, 0, 0, 0, 0xc3]).unwrap();
+            assert_eq!(p as usize, a);
+            // SAFETY: p points at the 6 bytes just written: a valid `extern "C" fn() -> u32`.
+            let f: extern "C" fn() -> u32 = unsafe { std::mem::transmute(p) };
+            assert_eq!(f(), 42);
+            let q = m.write(&[0xb8, 7, 0, 0, 0, 0xc3]).unwrap();
+            assert_eq!(q as usize % CODE_ALIGN, 0);
+            // SAFETY: as above.
+            let g: extern "C" fn() -> u32 = unsafe { std::mem::transmute(q) };
+            assert_eq!(g(), 7);
+            assert_eq!(f(), 42);
+        }
+        assert!(!m.is_full());
+        m.flush();
+        assert_eq!(m.next_addr(), a);
+        assert!(m.write(&vec![0x90; 2 << 20]).is_none());
+    }
+}

@@ -1,0 +1,94 @@
+//! `xenolith`: run x86 guests without Xen, on any host.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+mod flat;
+
+#[derive(Parser)]
+#[command(name = "xenolith", version, about = "Run x86 Xen PV guests without Xen, on any host")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Engine {
+    /// The IR interpreter (every host).
+    Interp,
+    /// The host's JIT backend.
+    Jit,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a flat x86-64 image (the engine's test and benchmark guests; see roms/README.md).
+    Flat {
+        /// The raw image, loaded and entered at 0x100000.
+        image: PathBuf,
+        #[arg(long, value_enum, default_value = "jit")]
+        engine: Engine,
+        /// Guest RAM in MiB.
+        #[arg(long, default_value_t = 256)]
+        memory: u64,
+        /// Stop after this many guest instructions.
+        #[arg(long)]
+        max_insns: Option<u64>,
+        /// Print engine statistics to stderr at the end.
+        #[arg(long)]
+        stats: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match real_main(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xenolith: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.cmd {
+        Cmd::Flat { image, engine, memory, max_insns, stats } => {
+            let bytes = std::fs::read(&image).with_context(|| format!("reading {}", image.display()))?;
+            let opts = flat::FlatOptions {
+                ram_mib: memory,
+                engine: match engine {
+                    Engine::Interp => jit::EngineKind::Interp,
+                    Engine::Jit => jit::EngineKind::Jit,
+                },
+                max_insns,
+                echo: true,
+            };
+            let mut e = flat::load(&bytes, &opts)?;
+            let t0 = std::time::Instant::now();
+            let r = flat::run(&mut e, &opts);
+            let dt = t0.elapsed();
+            if stats {
+                let s = e.stats();
+                eprintln!(
+                    "engine {}: {} guest instructions in {:.3} s; {} TBs ({} instructions) translated in {:.3} s ({:.0} insns/s); {} chains, {} invalidations, {} SMC restarts",
+                    e.core.backend.name(),
+                    e.env.icount,
+                    dt.as_secs_f64(),
+                    s.tbs_translated,
+                    s.insns_translated,
+                    s.translate_ns as f64 / 1e9,
+                    s.insns_translated as f64 / (s.translate_ns.max(1) as f64 / 1e9),
+                    s.chains,
+                    s.invalidations,
+                    s.smc_restarts
+                );
+            }
+            let r = r?;
+            Ok(ExitCode::from(r.status))
+        }
+    }
+}
