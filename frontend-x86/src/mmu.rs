@@ -337,7 +337,7 @@ mod tests {
         f.ram.write_u64(0x3008, 0x400000 | P | RW | US | PS);
         assert_eq!(tr(&mut f, 0x212345, Access::Read, 3), Ok(0x412345));
         // misaligned 2 MiB frame -> reserved
-        f.ram.write_u64(0x3008, 0x401000 | P | RW | US | PS);
+        f.ram.write_u64(0x3008, 0x402000 | P | RW | US | PS);
         assert_eq!(tr(&mut f, 0x212345, Access::Read, 3), pf(pfec::P | pfec::RSVD | pfec::U, 0x212345));
 
         // PAE: CR3 -> PDPT at 0x5000; PDPTE0 -> PD 0x6000 -> PT 0x7000

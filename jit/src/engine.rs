@@ -571,15 +571,20 @@ impl Core {
 
     /// Load `size` bytes at linear `vaddr` (any alignment), or the fault.
     pub fn load(&mut self, env: &mut Env, vaddr: u64, size: u32, who: AccessKind) -> Result<u64, GuestFault> {
+        self.load_for(env, vaddr, size, who, Access::Read)
+    }
+
+    /// Load with the permission check of `access` (Write for the read of a RMW).
+    pub fn load_for(&mut self, env: &mut Env, vaddr: u64, size: u32, who: AccessKind, access: Access) -> Result<u64, GuestFault> {
         let off = vaddr & !PAGE_MASK;
         if off + size as u64 <= PAGE_SIZE {
-            let p = self.translate(env, vaddr, Access::Read, who)?;
+            let p = self.translate(env, vaddr, access, who)?;
             return Ok(self.ram.read_le(p, size as usize).unwrap_or(u64::MAX & MemSize::from_bytes(size).mask()));
         }
         let n1 = (PAGE_SIZE - off) as u32;
         let v2 = vaddr.wrapping_add(n1 as u64);
-        let p1 = self.translate(env, vaddr, Access::Read, who)?;
-        let p2 = self.translate(env, v2, Access::Read, who)?;
+        let p1 = self.translate(env, vaddr, access, who)?;
+        let p2 = self.translate(env, v2, access, who)?;
         let mut v = 0u64;
         for i in 0..size {
             let pa = if i < n1 { p1 + i as u64 } else { p2 + (i - n1) as u64 };
@@ -618,6 +623,9 @@ impl Core {
     }
 }
 
+/// Slow-path descriptor bit: the load is the read of a read-modify-write.
+pub const MEM_INFO_RMW: u64 = 1 << 7;
+
 /// Pack a slow-path access descriptor: size in bytes, sign, kind.
 pub fn mem_info(size: MemSize, signed: bool, kind: AccessKind) -> u64 {
     size.bytes() as u64 | (signed as u64) << 4 | (kind as u64) << 5
@@ -639,7 +647,8 @@ pub unsafe extern "C" fn slow_load(env: *mut Env, vaddr: u64, info: u64) -> u64 
     // SAFETY: the caller guarantees `env` and `env.rt` are valid and not otherwise borrowed.
     let (env, core) = unsafe { (&mut *env, &mut *((*env).rt as *mut Core)) };
     let size = (info & 0xf) as u32;
-    match core.load(env, vaddr, size, kind_of(info)) {
+    let access = if info & MEM_INFO_RMW != 0 { Access::Write } else { Access::Read };
+    match core.load_for(env, vaddr, size, kind_of(info), access) {
         Ok(v) => {
             if info & 0x10 != 0 {
                 let sh = 64 - 8 * size;

@@ -83,17 +83,20 @@ pub struct MemOp {
     /// Sign-extend a load to 64 bits (otherwise zero-extend).
     pub signed: bool,
     pub kind: AccessKind,
+    /// A load that belongs to a read-modify-write: it needs write permission (and faults
+    /// as a write), like the locked/RMW read of x86 `add [m], r`.
+    pub rmw: bool,
 }
 
 impl MemOp {
     pub fn new(size: MemSize) -> MemOp {
-        MemOp { size, signed: false, kind: AccessKind::Normal }
+        MemOp { size, signed: false, kind: AccessKind::Normal, rmw: false }
     }
     pub fn signed(size: MemSize) -> MemOp {
-        MemOp { size, signed: true, kind: AccessKind::Normal }
+        MemOp { size, signed: true, kind: AccessKind::Normal, rmw: false }
     }
     pub fn stack(size: MemSize) -> MemOp {
-        MemOp { size, signed: false, kind: AccessKind::Stack }
+        MemOp { size, signed: false, kind: AccessKind::Stack, rmw: false }
     }
 }
 

@@ -70,8 +70,7 @@ enum Alu {
 fn alu(tr: &mut Tr, insn: &Instruction, op: Alu) -> Flow {
     let bytes = tr.op_size(insn, 0);
     let w = width(bytes);
-    // xor r, r / sub r, r: zero idiom, still sets flags.
-    let dst = tr.loc(insn, 0, bytes);
+    let dst = if matches!(op, Alu::Cmp | Alu::Test) { tr.loc(insn, 0, bytes) } else { tr.loc_rmw(insn, 0, bytes) };
     let a = tr.read_loc(dst);
     let b = tr.read_op(insn, 1, bytes);
     let cin = if matches!(op, Alu::Adc | Alu::Sbb) { Some(tr.cf()) } else { None };
@@ -106,7 +105,7 @@ fn alu(tr: &mut Tr, insn: &Instruction, op: Alu) -> Flow {
 fn incdec(tr: &mut Tr, insn: &Instruction, inc: bool) -> Flow {
     let bytes = tr.op_size(insn, 0);
     let w = width(bytes);
-    let dst = tr.loc(insn, 0, bytes);
+    let dst = tr.loc_rmw(insn, 0, bytes);
     let a = tr.read_loc(dst);
     let cf = if tr.flags_live { Some(tr.cf()) } else { None };
     let r = tr.b.bin(if inc { BinOp::Add } else { BinOp::Sub }, w, a, Val::C(1));
@@ -120,7 +119,7 @@ fn incdec(tr: &mut Tr, insn: &Instruction, inc: bool) -> Flow {
 fn neg(tr: &mut Tr, insn: &Instruction) -> Flow {
     let bytes = tr.op_size(insn, 0);
     let w = width(bytes);
-    let dst = tr.loc(insn, 0, bytes);
+    let dst = tr.loc_rmw(insn, 0, bytes);
     let a = tr.read_loc(dst);
     let r = tr.b.un(UnOp::Neg, w, a);
     tr.write_loc(dst, r);
@@ -130,7 +129,7 @@ fn neg(tr: &mut Tr, insn: &Instruction) -> Flow {
 
 fn not(tr: &mut Tr, insn: &Instruction) -> Flow {
     let bytes = tr.op_size(insn, 0);
-    let dst = tr.loc(insn, 0, bytes);
+    let dst = tr.loc_rmw(insn, 0, bytes);
     let a = tr.read_loc(dst);
     let r = tr.b.un(UnOp::Not, width(bytes), a);
     tr.write_loc(dst, r);
@@ -190,8 +189,8 @@ fn lea(tr: &mut Tr, insn: &Instruction) -> Flow {
 fn xchg(tr: &mut Tr, insn: &Instruction) -> Flow {
     let bytes = tr.op_size(insn, 0);
     // xchg eax, eax (0x90 in 64-bit mode is NOP; iced decodes that as Nop).
-    let l0 = tr.loc(insn, 0, bytes);
-    let l1 = tr.loc(insn, 1, bytes);
+    let l0 = tr.loc_rmw(insn, 0, bytes);
+    let l1 = tr.loc_rmw(insn, 1, bytes);
     let a = tr.read_loc(l0);
     let b = tr.read_loc(l1);
     // Memory first (may fault), then the register.
@@ -210,7 +209,7 @@ fn xchg(tr: &mut Tr, insn: &Instruction) -> Flow {
 
 fn xadd(tr: &mut Tr, insn: &Instruction) -> Flow {
     let bytes = tr.op_size(insn, 0);
-    let l0 = tr.loc(insn, 0, bytes);
+    let l0 = tr.loc_rmw(insn, 0, bytes);
     let src = insn.op_register(1);
     let a = tr.read_loc(l0);
     let b = tr.reg(src);
@@ -231,7 +230,7 @@ fn xadd(tr: &mut Tr, insn: &Instruction) -> Flow {
 
 fn cmpxchg(tr: &mut Tr, insn: &Instruction) -> Flow {
     let bytes = tr.op_size(insn, 0);
-    let l0 = tr.loc(insn, 0, bytes);
+    let l0 = tr.loc_rmw(insn, 0, bytes);
     let old = tr.read_loc(l0);
     let src = tr.reg(insn.op_register(1));
     let acc_reg = super::sized_reg(0, bytes);
@@ -268,7 +267,7 @@ fn cmpxchg_wide(tr: &mut Tr, insn: &Instruction) -> Flow {
         tr.b.exit(jit::ir::Exit::Exception { vector: 13, error_code: Some(0) });
         tr.b.place(ok);
     }
-    let m = MemOp { size: MemSize::from_bytes(half), ..tr.mop(insn, half) };
+    let m = MemOp { size: MemSize::from_bytes(half), rmw: true, ..tr.mop(insn, half) };
     let addr_hi = tr.b.add(addr, Val::C(half as u64));
     let lo = tr.load(addr, m);
     let hi = tr.load(addr_hi, m);

@@ -1,7 +1,7 @@
 //! Bit tests and scans, counts, BMI1/BMI2 bit manipulation.
 
 use iced_x86::{Instruction, Mnemonic as M, OpKind};
-use jit::ir::{BinOp, Cond, MemSize, Temp, UnOp, Val, Width};
+use jit::ir::{BinOp, Cond, MemOp, MemSize, Temp, UnOp, Val, Width};
 
 use super::{width, Flow, Handler, Loc, Tr};
 use crate::helpers::H;
@@ -43,7 +43,7 @@ fn bt(tr: &mut Tr, insn: &Instruction, op: u8) -> Flow {
                 if !tr.code64() {
                     a = tr.b.ext(a, MemSize::B4, false);
                 }
-                let m = tr.mop(insn, bytes);
+                let m = MemOp { rmw: op != 0, ..tr.mop(insn, bytes) };
                 let bit = tr.b.and(off, Val::C(bits - 1));
                 (Loc::Mem(a, m), bit)
             }
@@ -53,7 +53,7 @@ fn bt(tr: &mut Tr, insn: &Instruction, op: u8) -> Flow {
             }
         }
     } else {
-        let l = tr.loc(insn, 0, bytes);
+        let l = if op != 0 { tr.loc_rmw(insn, 0, bytes) } else { tr.loc(insn, 0, bytes) };
         (l, tr.b.konst(insn.immediate(1) & (bits - 1)))
     };
     let v = tr.read_loc(loc);
@@ -90,10 +90,14 @@ fn bscan(tr: &mut Tr, insn: &Instruction, rev: bool) -> Flow {
     } else {
         tr.b.un(UnOp::Ctz, Width::W64, srcm)
     };
-    // Source zero: destination unchanged (what Intel and AMD cores do), ZF = 1.
-    let v = tr.b.select(Cond::Eq, srcm, Val::C(0), Val::T(old), Val::T(idx));
-    tr.set_reg(r0, v);
+    // Source zero: destination not written at all (what Intel and AMD cores do, upper
+    // half included), ZF = 1.
+    let _ = old;
     tr.set_cc(CcKind::Logic, bytes, srcm, Val::C(0), None);
+    let skip = tr.b.label();
+    tr.b.brcond(Cond::Eq, srcm, Val::C(0), skip);
+    tr.set_reg(r0, idx);
+    tr.b.place(skip);
     Flow::Next
 }
 

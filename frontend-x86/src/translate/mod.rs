@@ -261,7 +261,16 @@ impl Tr {
     /// A memory op for the instruction's memory operand of `bytes` size.
     pub fn mop(&self, insn: &Instruction, bytes: u32) -> MemOp {
         let kind = if insn.memory_segment() == Register::SS { AccessKind::Stack } else { AccessKind::Normal };
-        MemOp { size: MemSize::from_bytes(bytes), signed: false, kind }
+        MemOp { size: MemSize::from_bytes(bytes), signed: false, kind, rmw: false }
+    }
+
+    /// Location of a read-modify-write destination operand: its load needs write
+    /// permission (and faults as a write), as on hardware.
+    pub fn loc_rmw(&mut self, insn: &Instruction, i: u32, bytes: u32) -> Loc {
+        match self.loc(insn, i, bytes) {
+            Loc::Mem(a, m) => Loc::Mem(a, MemOp { rmw: true, ..m }),
+            l => l,
+        }
     }
 
     pub fn load(&mut self, addr: Temp, mop: MemOp) -> Temp {

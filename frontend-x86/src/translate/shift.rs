@@ -47,7 +47,7 @@ fn count(tr: &mut Tr, insn: &Instruction, i: u32, bytes: u32) -> Result<u64, Tem
 fn shift(tr: &mut Tr, insn: &Instruction, kind: Sh) -> Flow {
     let bytes = tr.op_size(insn, 0);
     let w = width(bytes);
-    let dst = tr.loc(insn, 0, bytes);
+    let dst = tr.loc_rmw(insn, 0, bytes);
     let a = tr.read_loc(dst);
     let c = count(tr, insn, 1, bytes);
     let a_ext = match kind {
@@ -107,7 +107,7 @@ fn shift(tr: &mut Tr, insn: &Instruction, kind: Sh) -> Flow {
 
 fn rotate(tr: &mut Tr, insn: &Instruction, kind: u64) -> Flow {
     let bytes = tr.op_size(insn, 0);
-    let dst = tr.loc(insn, 0, bytes);
+    let dst = tr.loc_rmw(insn, 0, bytes);
     let a = tr.read_loc(dst);
     let c = count(tr, insn, 1, bytes);
     if kind >= 2 || tr.flags_live {
@@ -145,12 +145,13 @@ fn rotate_inline(tr: &mut Tr, a: Temp, c: Val, bytes: u32, kind: u64) -> Temp {
         let ct = tr.b.val(c);
         let modn = if bytes < 4 { bits + 1 } else { u64::MAX };
         let cnt = if modn != u64::MAX {
-            // c % (bits+1) for c in 0..=31
-            let q = tr.b.bin(BinOp::Sub, Width::W64, ct, Val::C(modn));
-            let ge = tr.b.setcond(Cond::GeU, ct, Val::C(modn));
-            let c1 = tr.b.select(Cond::Ne, ge, Val::C(0), Val::T(q), Val::T(ct));
-            let q2 = tr.b.bin(BinOp::Sub, Width::W64, c1, Val::C(modn));
-            tr.b.select(Cond::GeU, c1, Val::C(modn), Val::T(q2), Val::T(c1))
+            // c % (bits+1) for c in 0..=31: at most three subtractions (31 = 3*9 + 4).
+            let mut c1 = ct;
+            for _ in 0..3 {
+                let q = tr.b.bin(BinOp::Sub, Width::W64, c1, Val::C(modn));
+                c1 = tr.b.select(Cond::GeU, c1, Val::C(modn), Val::T(q), Val::T(c1));
+            }
+            c1
         } else {
             ct
         };
@@ -218,7 +219,7 @@ fn rotate_inline(tr: &mut Tr, a: Temp, c: Val, bytes: u32, kind: u64) -> Temp {
 
 fn shiftd(tr: &mut Tr, insn: &Instruction, right: bool) -> Flow {
     let bytes = tr.op_size(insn, 0);
-    let dst = tr.loc(insn, 0, bytes);
+    let dst = tr.loc_rmw(insn, 0, bytes);
     let a = tr.read_loc(dst);
     let s = tr.reg(insn.op_register(1));
     let c = count(tr, insn, 2, bytes);

@@ -127,7 +127,7 @@ impl Backend for Interp {
                 Op::Load { dst, addr, mop } => {
                     let a = t[addr as usize];
                     let size = mop.size.bytes() as u64;
-                    let hit = if mop.kind == AccessKind::System { None } else { tlb_probe(env, a, size, false) };
+                    let hit = if mop.kind == AccessKind::System { None } else { tlb_probe(env, a, size, mop.rmw) };
                     t[dst as usize] = match hit {
                         Some(p) => {
                             // SAFETY: TLB entries only map pages wholly inside guest RAM and
@@ -149,7 +149,8 @@ impl Backend for Interp {
                         }
                         None => {
                             // SAFETY: env is valid and rt points at the core (execute contract).
-                            let v = unsafe { slow_load(envp, a, mem_info(mop.size, mop.signed, mop.kind)) };
+                            let rmw = if mop.rmw { crate::engine::MEM_INFO_RMW } else { 0 };
+                            let v = unsafe { slow_load(envp, a, mem_info(mop.size, mop.signed, mop.kind) | rmw) };
                             if env.fault != 0 {
                                 return ret::encode(b.tb, b.insn_of[ip - 1], ret::FAULT);
                             }

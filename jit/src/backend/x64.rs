@@ -1451,7 +1451,7 @@ impl Gen<'_> {
     fn mem_op(&mut self, i: usize, insn: u32, dst: Option<Temp>, addr: Temp, val: Option<Val>, mop: MemOp) {
         let store = val.is_some();
         let size = mop.size;
-        let info = mem_info(size, if store { false } else { mop.signed }, mop.kind);
+        let info = mem_info(size, if store { false } else { mop.signed }, mop.kind) | if mop.rmw { crate::engine::MEM_INFO_RMW } else { 0 };
         let ao = self.topnd(addr);
         // Store values are truncated to the access size; constants fit an imm32 then.
         let vo = match val {
@@ -1480,7 +1480,7 @@ impl Gen<'_> {
         let back = self.a.new_dynamic_label();
         // TLB probe (see interp::tlb_probe): index from the first byte, tag from the last.
         let tlb = OFF_TLB_I + (self.mmu_idx as usize * TLB_SIZE * TLB_ENTRY_BYTES) as i32;
-        let tag = tlb + if store { 8 } else { 0 };
+        let tag = tlb + if store || mop.rmw { 8 } else { 0 };
         let addend = tlb + 24;
         let sh = (PAGE_BITS - 5) as i8;
         let imask = ((TLB_SIZE - 1) * TLB_ENTRY_BYTES) as i32;
@@ -1845,7 +1845,7 @@ mod tests {
                 1 => AccessKind::Stack,
                 _ => AccessKind::Normal,
             };
-            MemOp { size, signed: signed_ok && self.rng.chance(50), kind }
+            MemOp { size, signed: signed_ok && self.rng.chance(50), kind, rmw: signed_ok && self.rng.chance(15) }
         }
         fn exit(&mut self) -> Exit {
             match self.rng.below(7) {
@@ -2406,7 +2406,7 @@ mod tests {
         let mut b = Builder::new();
         b.insn_start(0x100);
         let a = b.konst(0x3008);
-        let v = b.load(a, MemOp { size: MemSize::B8, signed: false, kind: AccessKind::System });
+        let v = b.load(a, MemOp { size: MemSize::B8, signed: false, kind: AccessKind::System, rmw: false });
         b.set(2, v);
         b.exit(Exit::Jump { pc: 0x200 });
         let c2 = be.compile(&b.finish(), 6, &hs, PC).unwrap();

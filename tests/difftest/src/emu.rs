@@ -1,0 +1,94 @@
+//! Runs a test case on Xenolith's engine with the same memory layout the native runner
+//! gives the host CPU: code at CODE_ADDR, the data area at DATA_ADDR with unmapped guard
+//! pages around it, 64-bit user mode (CPL 3).
+
+use frontend_x86::state::*;
+use frontend_x86::{PlatformOp, X86State};
+use jit::{Engine, EngineKind, StopReason};
+
+use crate::native::{NativeException, NativeOutcome, RegState, CODE_ADDR, CODE_SIZE, DATA_ADDR, DATA_SIZE};
+
+const RAM: u64 = 4 << 20;
+const CODE_PHYS: u64 = 0x10_0000;
+const DATA_PHYS: u64 = 0x20_0000;
+const PT: u64 = 0x1000;
+
+pub struct EmuRunner {
+    e: Engine,
+}
+
+impl EmuRunner {
+    pub fn new(kind: EngineKind) -> EmuRunner {
+        let mut e = frontend_x86::new_engine(RAM, kind).expect("guest RAM");
+        let ram = e.ram();
+        // L4 -> L3 -> L2; L2[128] -> code L1, L2[256] -> data L1.
+        ram.write_u64(PT, (PT + 0x1000) | 7);
+        ram.write_u64(PT + 0x1000, (PT + 0x2000) | 7);
+        let l2 = PT + 0x2000;
+        let code_l1 = PT + 0x3000;
+        let data_l1 = PT + 0x4000;
+        ram.write_u64(l2 + ((CODE_ADDR >> 21) & 511) * 8, code_l1 | 7);
+        ram.write_u64(l2 + ((DATA_ADDR >> 21) & 511) * 8, data_l1 | 7);
+        for i in 0..(CODE_SIZE as u64 / 4096) {
+            ram.write_u64(code_l1 + i * 8, (CODE_PHYS + i * 4096) | 7);
+        }
+        for i in 0..(DATA_SIZE as u64 / 4096) {
+            ram.write_u64(data_l1 + i * 8, (DATA_PHYS + i * 4096) | 7);
+        }
+        EmuRunner { e }
+    }
+
+    /// Run `code` from CODE_ADDR until it runs off its end (a HLT is appended), raises an
+    /// exception, or executes `max_insns` instructions (reported as Timeout).
+    pub fn run(&mut self, code: &[u8], init: &RegState, data: &[u8], max_insns: u64) -> NativeOutcome {
+        let e = &mut self.e;
+        e.flush_code();
+        let mut c = code.to_vec();
+        c.push(0xf4);
+        // Pad with int3 like the native runner so running past the end is visible.
+        c.resize((c.len() + 64).min(CODE_SIZE), 0xcc);
+        e.ram().write(CODE_PHYS, &c);
+        e.ram().write(DATA_PHYS, data);
+        e.env.g = [0; jit::env::NGLOBALS];
+        frontend_x86::setup_long_mode(&mut e.env, PT, 3);
+        e.tlb_flush();
+        let mut s = X86State(&mut e.env);
+        for i in 0..16 {
+            s.set_gpr(i, init.gpr[i]);
+        }
+        s.set_rflags((init.rflags & crate::native::RFLAGS_INPUT_MASK) | fl::IF | fl::FIXED1);
+        s.set_rip(CODE_ADDR);
+        e.env.icount = 0;
+        e.env.icount_limit = max_insns;
+        let end = CODE_ADDR + code.len() as u64;
+        let stop = e.run();
+        let mut regs = RegState::default();
+        let s = X86State(&mut e.env);
+        for i in 0..16 {
+            regs.gpr[i] = s.gpr(i);
+        }
+        regs.rflags = s.rflags();
+        regs.rip = s.rip();
+        let mut d = vec![0u8; DATA_SIZE];
+        e.ram().read(DATA_PHYS, &mut d);
+        match stop {
+            StopReason::Platform { op, .. } if op == PlatformOp::Hlt as u32 && regs.rip == end => NativeOutcome::Completed { regs, data: d },
+            StopReason::Platform { op, arg, len } if op == PlatformOp::SoftInt as u32 => {
+                // INT3/INTn are traps: the host reports rip after the instruction.
+                regs.rip += len as u64;
+                let vector = (arg & 0xff) as u8;
+                NativeOutcome::Exception { regs, data: d, exc: NativeException { vector, error_code: 0, cr2: 0 } }
+            }
+            StopReason::Platform { op, .. } => {
+                // Any other platform instruction at CPL 3 is #GP(0) on the host (or #UD).
+                NativeOutcome::Exception { regs, data: d, exc: NativeException { vector: 0xff, error_code: op as u64, cr2: 0 } }
+            }
+            StopReason::Exception(f) => NativeOutcome::Exception {
+                regs,
+                data: d,
+                exc: NativeException { vector: f.vector, error_code: f.error_code.unwrap_or(0) as u64, cr2: if f.vector == 14 { f.addr } else { 0 } },
+            },
+            StopReason::Budget => NativeOutcome::Timeout,
+        }
+    }
+}
