@@ -17,8 +17,17 @@
 
 use std::fmt;
 
-/// A block-local temporary.
-pub type Temp = u32;
+/// A block-local temporary (a newtype, so an integer literal never silently becomes a temp
+/// where a constant was meant).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Temp(pub u32);
+
+impl Temp {
+    /// Index into a per-block temp array.
+    pub fn idx(self) -> usize {
+        self.0 as usize
+    }
+}
 /// A guest-state global: index into [`crate::Env::g`].
 pub type Global = u16;
 /// A label inside a block.
@@ -331,7 +340,7 @@ impl Builder {
     pub fn temp(&mut self) -> Temp {
         let t = self.block.ntemps;
         self.block.ntemps += 1;
-        t
+        Temp(t)
     }
     pub fn label(&mut self) -> Label {
         let l = self.block.nlabels;

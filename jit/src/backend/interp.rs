@@ -40,7 +40,7 @@ impl Default for Interp {
 #[inline]
 fn val(t: &[u64], v: Val) -> u64 {
     match v {
-        Val::T(x) => t[x as usize],
+        Val::T(x) => t[x.idx()],
         Val::C(c) => c,
     }
 }
@@ -109,26 +109,26 @@ impl Backend for Interp {
             ip += 1;
             match *op {
                 Op::InsnStart { .. } | Op::Label(_) => {}
-                Op::Const { dst, val } => t[dst as usize] = val,
-                Op::Mov { dst, src } => t[dst as usize] = t[src as usize],
-                Op::GetG { dst, g } => t[dst as usize] = env.g[g as usize],
+                Op::Const { dst, val } => t[dst.idx()] = val,
+                Op::Mov { dst, src } => t[dst.idx()] = t[src.idx()],
+                Op::GetG { dst, g } => t[dst.idx()] = env.g[g as usize],
                 Op::SetG { g, src } => env.g[g as usize] = val(t, src),
-                Op::Bin { op, w, dst, a, b: bv } => t[dst as usize] = eval::bin(op, w, t[a as usize], val(t, bv)),
-                Op::Un { op, w, dst, a } => t[dst as usize] = eval::un(op, w, t[a as usize]),
+                Op::Bin { op, w, dst, a, b: bv } => t[dst.idx()] = eval::bin(op, w, t[a.idx()], val(t, bv)),
+                Op::Un { op, w, dst, a } => t[dst.idx()] = eval::un(op, w, t[a.idx()]),
                 Op::Ext { dst, a, from, signed } => {
-                    let v = t[a as usize];
+                    let v = t[a.idx()];
                     let sh = 64 - from.bits();
-                    t[dst as usize] = if signed { (((v << sh) as i64) >> sh) as u64 } else { (v << sh) >> sh };
+                    t[dst.idx()] = if signed { (((v << sh) as i64) >> sh) as u64 } else { (v << sh) >> sh };
                 }
-                Op::SetCond { cond, dst, a, b: bv } => t[dst as usize] = cond.eval(t[a as usize], val(t, bv)) as u64,
+                Op::SetCond { cond, dst, a, b: bv } => t[dst.idx()] = cond.eval(t[a.idx()], val(t, bv)) as u64,
                 Op::Select { cond, dst, a, b: bv, t: tv, f } => {
-                    t[dst as usize] = if cond.eval(t[a as usize], val(t, bv)) { val(t, tv) } else { val(t, f) }
+                    t[dst.idx()] = if cond.eval(t[a.idx()], val(t, bv)) { val(t, tv) } else { val(t, f) }
                 }
                 Op::Load { dst, addr, mop } => {
-                    let a = t[addr as usize];
+                    let a = t[addr.idx()];
                     let size = mop.size.bytes() as u64;
                     let hit = if mop.kind == AccessKind::System { None } else { tlb_probe(env, a, size, mop.rmw) };
-                    t[dst as usize] = match hit {
+                    t[dst.idx()] = match hit {
                         Some(p) => {
                             // SAFETY: TLB entries only map pages wholly inside guest RAM and
                             // the probe guarantees the access does not cross the page.
@@ -159,7 +159,7 @@ impl Backend for Interp {
                     };
                 }
                 Op::Store { addr, val: v, mop } => {
-                    let a = t[addr as usize];
+                    let a = t[addr.idx()];
                     let v = val(t, v);
                     let size = mop.size.bytes() as u64;
                     let hit = if mop.kind == AccessKind::System { None } else { tlb_probe(env, a, size, true) };
@@ -192,7 +192,7 @@ impl Backend for Interp {
                     // frontend for exactly this calling convention.
                     let r = unsafe { (h.func)(envp, a[0], a[1], a[2], a[3]) };
                     if let Some(d) = dst {
-                        t[d as usize] = r;
+                        t[d.idx()] = r;
                     }
                     if h.can_fault && env.fault != 0 {
                         return ret::encode(b.tb, b.insn_of[ip - 1], ret::FAULT);
@@ -200,7 +200,7 @@ impl Backend for Interp {
                 }
                 Op::Br(l) => ip = b.labels[l as usize],
                 Op::BrCond { cond, a, b: bv, label } => {
-                    if cond.eval(t[a as usize], val(t, bv)) {
+                    if cond.eval(t[a.idx()], val(t, bv)) {
                         ip = b.labels[label as usize];
                     }
                 }
@@ -217,7 +217,7 @@ impl Backend for Interp {
                             env.icount += n - 1;
                         }
                         Exit::Indirect { pc } => {
-                            env.g[b.pc_global] = t[pc as usize];
+                            env.g[b.pc_global] = t[pc.idx()];
                             env.icount += n;
                         }
                         _ => {}

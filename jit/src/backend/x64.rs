@@ -380,9 +380,9 @@ fn regalloc(block: &Block) -> Alloc {
     let mut nt = block.ntemps as usize;
     for op in ops {
         if let Some(d) = op_def(op) {
-            nt = nt.max(d as usize + 1);
+            nt = nt.max(d.idx() + 1);
         }
-        op_uses(op, |t| nt = nt.max(t as usize + 1));
+        op_uses(op, |t| nt = nt.max(t.idx() + 1));
     }
 
     // Basic blocks.
@@ -455,13 +455,13 @@ fn regalloc(block: &Block) -> Alloc {
         let (u, d) = (&mut use_b[b * w..(b + 1) * w], &mut def_b[b * w..(b + 1) * w]);
         for op in &ops[s..=e] {
             op_uses(op, |t| {
-                let (k, m) = (t as usize / 64, 1u64 << (t % 64));
+                let (k, m) = (t.idx() / 64, 1u64 << (t.0 % 64));
                 if d[k] & m == 0 {
                     u[k] |= m;
                 }
             });
             if let Some(t) = op_def(op) {
-                d[t as usize / 64] |= 1 << (t % 64);
+                d[t.idx() / 64] |= 1 << (t.0 % 64);
             }
         }
     }
@@ -494,9 +494,9 @@ fn regalloc(block: &Block) -> Alloc {
         end[t] = end[t].max(p);
     };
     for (i, op) in ops.iter().enumerate() {
-        op_uses(op, |t| touch(t as usize, 2 * i as i64));
+        op_uses(op, |t| touch(t.idx(), 2 * i as i64));
         if let Some(t) = op_def(op) {
-            touch(t as usize, 2 * i as i64 + 1);
+            touch(t.idx(), 2 * i as i64 + 1);
         }
     }
     for (b, &(s, e)) in bbs.iter().enumerate() {
@@ -789,7 +789,7 @@ macro_rules! rrm {
 
 impl Gen<'_> {
     fn topnd(&self, t: Temp) -> Opnd {
-        match self.loc[t as usize] {
+        match self.loc[t.idx()] {
             Loc::R(r) => Opnd::R(r),
             Loc::S(d) => Opnd::M(d),
         }
@@ -813,7 +813,7 @@ impl Gen<'_> {
     }
 
     fn dloc(&self, t: Temp) -> Loc {
-        self.loc[t as usize]
+        self.loc[t.idx()]
     }
 
     /// The register an op computes its result in: the destination's, or rax.
