@@ -157,5 +157,5 @@ pub fn run(e: &mut Engine, opts: &FlatOptions) -> Result<FlatExit> {
 }
 
 fn iced_code(v: u64) -> iced_x86::Code {
-    iced_x86::Code::values().nth(v as usize).unwrap_or(iced_x86::Code::INVALID)
+    iced_x86::Code::try_from(v as usize).unwrap_or(iced_x86::Code::INVALID)
 }

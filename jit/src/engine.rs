@@ -186,6 +186,8 @@ pub struct Core {
     page_tbs: HashMap<u64, Vec<u32>>,
     pub stats: Stats,
     pub max_insns: u32,
+    /// Run the IR optimiser on each block (`XENOLITH_NO_OPT=1` turns it off).
+    pub optimize: bool,
 }
 
 /// One vCPU's execution engine.
@@ -209,6 +211,7 @@ impl Engine {
             page_tbs: HashMap::new(),
             stats: Stats::default(),
             max_insns: 512,
+            optimize: std::env::var_os("XENOLITH_NO_OPT").is_none(),
         });
         env.rt = std::ptr::null_mut();
         Engine { env, core, frontend, single_insn_next: false }
@@ -377,7 +380,10 @@ impl Core {
         let t0 = std::time::Instant::now();
         let mut fetch = CodeFetcher { env, ram: &mut self.ram, mmu: &mut *self.mmu, pages: Vec::new() };
         let max = if single { 1 } else { self.max_insns };
-        let block = fe.translate(env, key, &mut fetch, max)?;
+        let mut block = fe.translate(env, key, &mut fetch, max)?;
+        if self.optimize {
+            crate::opt::optimize(&mut block, fe.helpers());
+        }
         let pages: Vec<(u64, u64)> = std::mem::take(&mut fetch.pages);
         let id = self.tbs.len() as u32;
         let mut exits = Vec::new();

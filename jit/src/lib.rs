@@ -23,6 +23,7 @@ pub mod env;
 pub mod execmem;
 pub mod ir;
 pub mod mem;
+pub mod opt;
 
 pub use backend::EngineKind;
 pub use engine::{Access, Engine, Frontend, GuestFault, Mmu, StopReason, TbKey};

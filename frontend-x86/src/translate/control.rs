@@ -242,18 +242,14 @@ fn loop_addr_size(tr: &Tr, insn: &Instruction) -> u32 {
         M::Jecxz => 4,
         M::Jcxz => 2,
         _ => {
-            // LOOP uses rCX at the address size; iced encodes it in the Code name.
-            let name = format!("{:?}", insn.code());
-            if name.ends_with("_RCX") {
-                8
-            } else if name.ends_with("_ECX") {
-                4
-            } else if name.ends_with("_CX") {
-                2
-            } else if tr.code64() {
-                8
-            } else {
-                4
+            // LOOP uses rCX at the address size, which iced encodes in the Code.
+            use iced_x86::Code as C;
+            match insn.code() {
+                C::Loop_rel8_64_RCX | C::Loope_rel8_64_RCX | C::Loopne_rel8_64_RCX | C::Loop_rel8_16_RCX | C::Loope_rel8_16_RCX | C::Loopne_rel8_16_RCX => 8,
+                C::Loop_rel8_64_ECX | C::Loope_rel8_64_ECX | C::Loopne_rel8_64_ECX | C::Loop_rel8_16_ECX | C::Loope_rel8_16_ECX | C::Loopne_rel8_16_ECX | C::Loop_rel8_32_ECX | C::Loope_rel8_32_ECX | C::Loopne_rel8_32_ECX => 4,
+                C::Loop_rel8_16_CX | C::Loope_rel8_16_CX | C::Loopne_rel8_16_CX | C::Loop_rel8_32_CX | C::Loope_rel8_32_CX | C::Loopne_rel8_32_CX => 2,
+                _ if tr.code64() => 8,
+                _ => 4,
             }
         }
     }

@@ -597,7 +597,7 @@ impl CloneIfLow for Register {
 }
 
 fn iced_reg(v: u16) -> Register {
-    Register::values().nth(v as usize).expect("register index")
+    Register::try_from(v as usize).expect("register index")
 }
 
 pub fn seg_of(r: Register) -> Seg {

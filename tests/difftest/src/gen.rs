@@ -135,7 +135,7 @@ fn gpr(rng: &mut Rng, bytes: u32) -> Register {
 }
 
 fn reg_at(base: Register, i: u16) -> Register {
-    Register::values().nth(base as usize + i as usize).unwrap()
+    Register::try_from(base as usize + i as usize).unwrap()
 }
 
 fn mem_operand(rng: &mut Rng) -> MemoryOperand {

@@ -1,0 +1,291 @@
+//! Host-independent IR optimisation, run on every block before a backend sees it:
+//!
+//! 1. forwarding: a `GetG` of a global whose value is already in a temp (or a constant) in
+//!    the same straight-line region becomes that value; moves and constants propagate into
+//!    operands; operations on constants fold;
+//! 2. dead global stores: a `SetG` overwritten by a later `SetG` of the same global, with no
+//!    read of it, no possible fault, no exit and no control flow in between, is dropped —
+//!    this is what removes the lazy-flags stores of instructions whose flags die;
+//! 3. dead code: pure ops whose result is never used are dropped (loads are kept: they can
+//!    fault).
+//!
+//! Contracts kept: every `InsnStart` and `Exit` stays in place and in order; a global's value
+//! in `Env` at any op that can fault or leave the block is what the unoptimised block would
+//! have stored there.
+
+use crate::backend::eval;
+use crate::env::NGLOBALS;
+use crate::ir::{Block, GlobalSet, HelperInfo, Op, Temp, Val};
+
+pub fn optimize(b: &mut Block, helpers: &[HelperInfo]) {
+    forward(b, helpers);
+    dead_setg(b, helpers);
+    dce(b);
+}
+
+fn def_of(op: &Op) -> Option<Temp> {
+    match *op {
+        Op::Const { dst, .. }
+        | Op::Mov { dst, .. }
+        | Op::GetG { dst, .. }
+        | Op::Bin { dst, .. }
+        | Op::Un { dst, .. }
+        | Op::Ext { dst, .. }
+        | Op::SetCond { dst, .. }
+        | Op::Select { dst, .. }
+        | Op::Load { dst, .. } => Some(dst),
+        Op::Call { dst, .. } => dst,
+        _ => None,
+    }
+}
+
+fn for_each_use(op: &Op, mut f: impl FnMut(Temp)) {
+    let mut v = |x: &Val| {
+        if let Val::T(t) = x {
+            f(*t)
+        }
+    };
+    match op {
+        Op::Mov { src, .. } => v(&Val::T(*src)),
+        Op::SetG { src, .. } => v(src),
+        Op::Bin { a, b, .. } => {
+            v(&Val::T(*a));
+            v(b)
+        }
+        Op::Un { a, .. } | Op::Ext { a, .. } => v(&Val::T(*a)),
+        Op::SetCond { a, b, .. } | Op::BrCond { a, b, .. } => {
+            v(&Val::T(*a));
+            v(b)
+        }
+        Op::Select { a, b, t, f: ff, .. } => {
+            v(&Val::T(*a));
+            v(b);
+            v(t);
+            v(ff)
+        }
+        Op::Load { addr, .. } => v(&Val::T(*addr)),
+        Op::Store { addr, val, .. } => {
+            v(&Val::T(*addr));
+            v(val)
+        }
+        Op::Call { args, .. } => args.iter().for_each(v),
+        Op::Exit(crate::ir::Exit::Indirect { pc }) => v(&Val::T(*pc)),
+        _ => {}
+    }
+}
+
+fn forward(b: &mut Block, helpers: &[HelperInfo]) {
+    let n = b.ntemps as usize;
+    // Only single-definition temps are propagated.
+    let mut defs = vec![0u32; n];
+    for op in &b.ops {
+        if let Some(d) = def_of(op) {
+            defs[d.idx()] += 1;
+        }
+    }
+    let mut alias: Vec<Option<Val>> = vec![None; n];
+    let mut known: Vec<Option<Val>> = vec![None; NGLOBALS];
+    let sub_v = |alias: &[Option<Val>], v: Val| -> Val {
+        match v {
+            Val::T(t) => alias[t.idx()].unwrap_or(v),
+            c => c,
+        }
+    };
+    let sub_t = |alias: &[Option<Val>], t: Temp| -> Temp {
+        match alias[t.idx()] {
+            Some(Val::T(x)) => x,
+            _ => t,
+        }
+    };
+    let konst = |alias: &[Option<Val>], t: Temp| -> Option<u64> {
+        match alias[t.idx()] {
+            Some(Val::C(c)) => Some(c),
+            _ => None,
+        }
+    };
+    for i in 0..b.ops.len() {
+        let mut op = std::mem::replace(&mut b.ops[i], Op::Label(u32::MAX));
+        // Substitute operands.
+        match &mut op {
+            Op::Mov { src, .. } => *src = sub_t(&alias, *src),
+            Op::SetG { src, .. } => *src = sub_v(&alias, *src),
+            Op::Bin { a, b: bv, .. } => {
+                *a = sub_t(&alias, *a);
+                *bv = sub_v(&alias, *bv);
+            }
+            Op::Un { a, .. } | Op::Ext { a, .. } => *a = sub_t(&alias, *a),
+            Op::SetCond { a, b: bv, .. } | Op::BrCond { a, b: bv, .. } => {
+                *a = sub_t(&alias, *a);
+                *bv = sub_v(&alias, *bv);
+            }
+            Op::Select { a, b: bv, t, f, .. } => {
+                *a = sub_t(&alias, *a);
+                *bv = sub_v(&alias, *bv);
+                *t = sub_v(&alias, *t);
+                *f = sub_v(&alias, *f);
+            }
+            Op::Load { addr, .. } => *addr = sub_t(&alias, *addr),
+            Op::Store { addr, val, .. } => {
+                *addr = sub_t(&alias, *addr);
+                *val = sub_v(&alias, *val);
+            }
+            Op::Call { args, .. } => args.iter_mut().for_each(|a| *a = sub_v(&alias, *a)),
+            Op::Exit(crate::ir::Exit::Indirect { pc }) => *pc = sub_t(&alias, *pc),
+            _ => {}
+        }
+        // Fold and record.
+        let single = |d: Temp| defs[d.idx()] == 1;
+        let new = match op {
+            Op::Const { dst, val } => {
+                if single(dst) {
+                    alias[dst.idx()] = Some(Val::C(val));
+                }
+                op
+            }
+            Op::Mov { dst, src } => {
+                if single(dst) {
+                    alias[dst.idx()] = Some(alias[src.idx()].unwrap_or(Val::T(src)));
+                    if defs[src.idx()] != 1 {
+                        alias[dst.idx()] = None;
+                    }
+                }
+                op
+            }
+            Op::GetG { dst, g } => match known[g as usize] {
+                Some(v) if single(dst) => {
+                    alias[dst.idx()] = Some(v);
+                    match v {
+                        Val::C(c) => Op::Const { dst, val: c },
+                        Val::T(t) => Op::Mov { dst, src: t },
+                    }
+                }
+                _ => {
+                    if single(dst) {
+                        known[g as usize] = Some(Val::T(dst));
+                    }
+                    op
+                }
+            },
+            Op::SetG { g, src } => {
+                known[g as usize] = match src {
+                    Val::T(t) if defs[t.idx()] != 1 => None,
+                    v => Some(v),
+                };
+                op
+            }
+            Op::Bin { op: bop, w, dst, a, b: Val::C(c) } if konst(&alias, a).is_some() && single(dst) => {
+                let v = eval::bin(bop, w, konst(&alias, a).unwrap(), c);
+                alias[dst.idx()] = Some(Val::C(v));
+                Op::Const { dst, val: v }
+            }
+            Op::Un { op: uop, w, dst, a } if konst(&alias, a).is_some() && single(dst) => {
+                let v = eval::un(uop, w, konst(&alias, a).unwrap());
+                alias[dst.idx()] = Some(Val::C(v));
+                Op::Const { dst, val: v }
+            }
+            Op::Ext { dst, a, from, signed } if konst(&alias, a).is_some() && single(dst) => {
+                let x = konst(&alias, a).unwrap();
+                let sh = 64 - from.bits();
+                let v = if signed { (((x << sh) as i64) >> sh) as u64 } else { (x << sh) >> sh };
+                alias[dst.idx()] = Some(Val::C(v));
+                Op::Const { dst, val: v }
+            }
+            Op::SetCond { cond, dst, a, b: Val::C(c) } if konst(&alias, a).is_some() && single(dst) => {
+                let v = cond.eval(konst(&alias, a).unwrap(), c) as u64;
+                alias[dst.idx()] = Some(Val::C(v));
+                Op::Const { dst, val: v }
+            }
+            Op::Select { cond, dst, a, b: Val::C(c), t, f } if konst(&alias, a).is_some() && single(dst) => {
+                let v = if cond.eval(konst(&alias, a).unwrap(), c) { t } else { f };
+                match v {
+                    Val::C(x) => {
+                        alias[dst.idx()] = Some(Val::C(x));
+                        Op::Const { dst, val: x }
+                    }
+                    Val::T(x) => {
+                        if defs[x.idx()] == 1 {
+                            alias[dst.idx()] = Some(Val::T(x));
+                        }
+                        Op::Mov { dst, src: x }
+                    }
+                }
+            }
+            Op::Call { helper, .. } => {
+                let w = helpers[helper.0 as usize].writes;
+                if w == GlobalSet::ALL {
+                    known.fill(None);
+                } else {
+                    for (g, k) in known.iter_mut().enumerate() {
+                        if w.contains(g as u16) {
+                            *k = None;
+                        }
+                    }
+                }
+                op
+            }
+            Op::Label(_) => {
+                known.fill(None);
+                op
+            }
+            other => other,
+        };
+        b.ops[i] = new;
+    }
+}
+
+fn dead_setg(b: &mut Block, helpers: &[HelperInfo]) {
+    // `over[g]`: g is written again later before anything can observe it.
+    let mut over = vec![false; NGLOBALS];
+    let mut remove = vec![false; b.ops.len()];
+    for i in (0..b.ops.len()).rev() {
+        match &b.ops[i] {
+            Op::Exit(_) | Op::Label(_) | Op::Br(_) | Op::BrCond { .. } | Op::Load { .. } | Op::Store { .. } => over.fill(false),
+            Op::Call { helper, .. } => {
+                let h = &helpers[helper.0 as usize];
+                if h.can_fault || h.reads == GlobalSet::ALL {
+                    over.fill(false);
+                } else {
+                    for (g, o) in over.iter_mut().enumerate() {
+                        if h.reads.contains(g as u16) {
+                            *o = false;
+                        }
+                    }
+                }
+            }
+            Op::GetG { g, .. } => over[*g as usize] = false,
+            Op::SetG { g, .. } => {
+                if over[*g as usize] {
+                    remove[i] = true;
+                } else {
+                    over[*g as usize] = true;
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut k = 0;
+    b.ops.retain(|_| {
+        k += 1;
+        !remove[k - 1]
+    });
+}
+
+fn dce(b: &mut Block) {
+    loop {
+        let mut uses = vec![0u32; b.ntemps as usize];
+        for op in &b.ops {
+            for_each_use(op, |t| uses[t.idx()] += 1);
+        }
+        let before = b.ops.len();
+        b.ops.retain(|op| {
+            let pure = matches!(
+                op,
+                Op::Const { .. } | Op::Mov { .. } | Op::GetG { .. } | Op::Bin { .. } | Op::Un { .. } | Op::Ext { .. } | Op::SetCond { .. } | Op::Select { .. }
+            );
+            !(pure && def_of(op).is_some_and(|d| uses[d.idx()] == 0))
+        });
+        if b.ops.len() == before {
+            break;
+        }
+    }
+}
