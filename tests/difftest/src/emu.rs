@@ -6,6 +6,7 @@ use frontend_x86::state::*;
 use frontend_x86::{PlatformOp, X86State};
 use jit::{Engine, EngineKind, StopReason};
 
+use crate::gen::Mode;
 use crate::native::{NativeException, NativeOutcome, RegState, CODE_ADDR, CODE_SIZE, DATA_ADDR, DATA_SIZE};
 
 const RAM: u64 = 4 << 20;
@@ -41,9 +42,16 @@ impl EmuRunner {
     /// Run `code` from CODE_ADDR until it runs off its end (a HLT is appended), raises an
     /// exception, or executes `max_insns` instructions (reported as Timeout).
     pub fn run(&mut self, code: &[u8], init: &RegState, data: &[u8], max_insns: u64) -> NativeOutcome {
+        self.run_mode(Mode::Long, code, init, data, max_insns)
+    }
+
+    /// Run `code` (placed at `mode.code_start()`) in 64-bit or compatibility mode.
+    pub fn run_mode(&mut self, mode: Mode, code: &[u8], init: &RegState, data: &[u8], max_insns: u64) -> NativeOutcome {
         let e = &mut self.e;
         e.flush_code();
-        let mut c = code.to_vec();
+        let start = mode.code_start();
+        let mut c = vec![0xcc; (start - CODE_ADDR) as usize];
+        c.extend_from_slice(code);
         c.push(0xf4);
         // Pad with int3 like the native runner so running past the end is visible.
         c.resize((c.len() + 64).min(CODE_SIZE), 0xcc);
@@ -57,10 +65,14 @@ impl EmuRunner {
             s.set_gpr(i, init.gpr[i]);
         }
         s.set_rflags((init.rflags & crate::native::RFLAGS_INPUT_MASK) | fl::IF | fl::FIXED1);
-        s.set_rip(CODE_ADDR);
+        s.set_rip(start);
+        if mode == Mode::Compat {
+            // Linux's USER32_CS: a 32-bit code segment in long mode.
+            s.set_seg(Seg::Cs, 0x23, 0, 0xffff_ffff, 0xb | attr::S | 3 << attr::DPL_SHIFT | attr::P | attr::DB | attr::G);
+        }
         e.env.icount = 0;
         e.env.icount_limit = max_insns;
-        let end = CODE_ADDR + code.len() as u64;
+        let end = start + code.len() as u64;
         let stop = e.run();
         let mut regs = RegState::default();
         let s = X86State(&mut e.env);

@@ -61,6 +61,78 @@ pub struct Case {
 }
 
 const R15_BASE: u64 = DATA_ADDR + 0x1000;
+
+/// Bytes of 64-bit prologue before compatibility-mode code.
+pub const COMPAT_PROLOGUE: u64 = 32;
+
+/// Wrap compatibility-mode code for the native runner (which enters and leaves in 64-bit
+/// mode): load DS and ES with Linux's USER_DS (a 64-bit process runs with null DS/ES, which
+/// would fault in compatibility mode), `jmp far` to 0x23:code, the code, then
+/// `jmp far 0x33:next` back to the runner's 64-bit exit sequence appended right after.
+/// No register is clobbered on the way in or out.
+pub fn compat_blob(code32: &[u8]) -> Vec<u8> {
+    let mut b = vec![
+        0x8e, 0x1d, 18, 0, 0, 0, // mov ds, [rip+18] (the selector at 24)
+        0x8e, 0x05, 12, 0, 0, 0, // mov es, [rip+12]
+        0xff, 0x2d, 0, 0, 0, 0, // jmp far [rip+0] (the pointer at 18)
+    ];
+    b.extend_from_slice(&((CODE_ADDR + COMPAT_PROLOGUE) as u32).to_le_bytes());
+    b.extend_from_slice(&0x23u16.to_le_bytes());
+    b.extend_from_slice(&0x2bu16.to_le_bytes());
+    b.resize(COMPAT_PROLOGUE as usize, 0xcc);
+    b.extend_from_slice(code32);
+    let next = CODE_ADDR + b.len() as u64 + 7;
+    b.push(0xea);
+    b.extend_from_slice(&(next as u32).to_le_bytes());
+    b.extend_from_slice(&0x33u16.to_le_bytes());
+    b
+}
+
+/// The code size cases are generated for, with its register conventions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// 64-bit mode: r15 = data base, r14 = faulting base.
+    Long,
+    /// 32-bit compatibility mode: ebx = data base, ebp = faulting base (or a frame pointer
+    /// after ENTER); only the low 32 bits of the eight legacy registers are compared.
+    Compat,
+}
+
+impl Mode {
+    pub fn bitness(self) -> u32 {
+        match self {
+            Mode::Long => 64,
+            Mode::Compat => 32,
+        }
+    }
+    fn base(self) -> Register {
+        match self {
+            Mode::Long => Register::R15,
+            Mode::Compat => Register::EBX,
+        }
+    }
+    fn fault_base(self) -> Register {
+        match self {
+            Mode::Long => Register::R14,
+            Mode::Compat => Register::EBP,
+        }
+    }
+    /// GPR indices generated instructions may write.
+    /// Where the generated code starts (compatibility-mode code follows a 64-bit prologue
+    /// that far-jumps into it; see [`compat_blob`]).
+    pub fn code_start(self) -> u64 {
+        match self {
+            Mode::Long => CODE_ADDR,
+            Mode::Compat => CODE_ADDR + COMPAT_PROLOGUE,
+        }
+    }
+    fn writable(self, i: u16) -> bool {
+        match self {
+            Mode::Long => !matches!(i, 4 | 14 | 15),
+            Mode::Compat => i < 8 && !matches!(i, 3 | 4 | 5),
+        }
+    }
+}
 const RSP_BASE: u64 = DATA_ADDR + 0x1800;
 
 /// Mnemonics covered by the generic generator.
@@ -88,11 +160,16 @@ fn supported_kind(k: K) -> bool {
 }
 
 /// All encodings the generic generator may pick.
-pub fn codes() -> Vec<Code> {
+pub fn codes(mode: Mode) -> Vec<Code> {
     Code::values()
         .filter(|c| {
             let i = c.op_code();
-            if !i.mode64() || !MNEMONICS.contains(&c.mnemonic()) {
+            let in_mode = match mode {
+                Mode::Long => i.mode64(),
+                Mode::Compat => i.mode32() && !matches!(c.mnemonic(), Mnemonic::Popa | Mnemonic::Popad),
+            };
+            let extra = mode == Mode::Compat && matches!(c.mnemonic(), Mnemonic::Pusha | Mnemonic::Pushad);
+            if !in_mode || !(MNEMONICS.contains(&c.mnemonic()) || extra) {
                 return false;
             }
             if !matches!(i.encoding(), EncodingKind::Legacy | EncodingKind::VEX) {
@@ -107,11 +184,14 @@ pub fn codes() -> Vec<Code> {
         .collect()
 }
 
-fn gpr(rng: &mut Rng, bytes: u32) -> Register {
-    // Never rsp, r14, r15 (nor their sub-registers).
+fn gpr(rng: &mut Rng, mode: Mode, bytes: u32) -> Register {
+    // Never the stack pointer or the two base registers (nor their sub-registers).
     loop {
         let i = rng.below(16) as u16;
-        if i == 4 || i == 14 || i == 15 {
+        if !mode.writable(i) {
+            continue;
+        }
+        if mode == Mode::Compat && bytes == 1 && i >= 4 {
             continue;
         }
         let r = match bytes {
@@ -138,13 +218,13 @@ fn reg_at(base: Register, i: u16) -> Register {
     Register::try_from(base as usize + i as usize).unwrap()
 }
 
-fn mem_operand(rng: &mut Rng) -> MemoryOperand {
+fn mem_operand(rng: &mut Rng, mode: Mode) -> MemoryOperand {
     if rng.chance(4) {
-        // A faulting access through r14.
-        return MemoryOperand::with_base_displ(Register::R14, rng.below(8) as i64);
+        // A faulting access through the fault base.
+        return MemoryOperand::with_base_displ(mode.fault_base(), rng.below(8) as i64);
     }
     let disp = rng.below(0x1e00) as i64 - 0xf00;
-    MemoryOperand::with_base_displ(Register::R15, disp)
+    MemoryOperand::with_base_displ(mode.base(), disp)
 }
 
 #[derive(Clone, Copy)]
@@ -154,17 +234,17 @@ enum Opnd {
     I(i64),
 }
 
-fn operand(rng: &mut Rng, k: K) -> Opnd {
+fn operand(rng: &mut Rng, mode: Mode, k: K) -> Opnd {
     match k {
         K::r8_or_mem | K::r16_or_mem | K::r32_or_mem | K::r64_or_mem => {
             if rng.chance(40) {
-                Opnd::M(mem_operand(rng))
+                Opnd::M(mem_operand(rng, mode))
             } else {
-                Opnd::R(gpr(rng, kind_bytes(k)))
+                Opnd::R(gpr(rng, mode, kind_bytes(k)))
             }
         }
-        K::r16_reg_mem | K::r32_reg_mem | K::r64_reg_mem => Opnd::R(gpr(rng, kind_bytes(k))),
-        K::mem => Opnd::M(mem_operand(rng)),
+        K::r16_reg_mem | K::r32_reg_mem | K::r64_reg_mem => Opnd::R(gpr(rng, mode, kind_bytes(k))),
+        K::mem => Opnd::M(mem_operand(rng, mode)),
         K::al => Opnd::R(Register::AL),
         K::cl => Opnd::R(Register::CL),
         K::ax => Opnd::R(Register::AX),
@@ -176,7 +256,7 @@ fn operand(rng: &mut Rng, k: K) -> Opnd {
         K::imm16 => Opnd::I(rng.below(0x10000) as i64),
         K::imm32 | K::imm32sex64 => Opnd::I(rng.value() as i32 as i64),
         K::imm64 => Opnd::I(rng.value() as i64),
-        _ => Opnd::R(gpr(rng, kind_bytes(k))),
+        _ => Opnd::R(gpr(rng, mode, kind_bytes(k))),
     }
 }
 
@@ -213,22 +293,22 @@ fn build(code: Code, ops: &[Opnd]) -> Option<Instruction> {
     r.ok()
 }
 
-fn encode(insn: &Instruction, ip: u64) -> Option<Vec<u8>> {
-    let mut e = Encoder::new(64);
+fn encode(insn: &Instruction, ip: u64, mode: Mode) -> Option<Vec<u8>> {
+    let mut e = Encoder::new(mode.bitness());
     e.encode(insn, ip).ok()?;
     Some(e.take_buffer())
 }
 
 /// Generate one random instruction from the opcode tables.
-fn random_insn(rng: &mut Rng, codes: &[Code], ip: u64) -> Option<(Vec<u8>, Instruction)> {
+fn random_insn(rng: &mut Rng, mode: Mode, codes: &[Code], ip: u64) -> Option<(Vec<u8>, Instruction)> {
     let code = codes[rng.below(codes.len() as u64) as usize];
     let info = code.op_code();
-    let mut ops: Vec<Opnd> = (0..info.op_count()).map(|k| operand(rng, info.op_kind(k))).collect();
+    let mut ops: Vec<Opnd> = (0..info.op_count()).map(|k| operand(rng, mode, info.op_kind(k))).collect();
     // BT* with a register bit offset reaches anywhere in memory: keep those in registers
     // (the host's address space has mappings the guest's does not).
     if matches!(code.mnemonic(), Mnemonic::Bt | Mnemonic::Bts | Mnemonic::Btr | Mnemonic::Btc) && matches!(ops.get(1), Some(Opnd::R(_))) {
         if let Some(Opnd::M(_)) = ops.first() {
-            ops[0] = Opnd::R(gpr(rng, kind_bytes(info.op_kind(0))));
+            ops[0] = Opnd::R(gpr(rng, mode, kind_bytes(info.op_kind(0))));
         }
     }
     // 16-bit SHLD/SHRD with counts above 16 have an undefined result: keep them in range,
@@ -251,8 +331,8 @@ fn random_insn(rng: &mut Rng, codes: &[Code], ip: u64) -> Option<(Vec<u8>, Instr
         }
     }
     let insn = build(code, &ops)?;
-    let bytes = encode(&insn, ip)?;
-    let mut d = Decoder::with_ip(64, &bytes, ip, DecoderOptions::NONE);
+    let bytes = encode(&insn, ip, mode)?;
+    let mut d = Decoder::with_ip(mode.bitness(), &bytes, ip, DecoderOptions::NONE);
     let dec = d.decode();
     if dec.is_invalid() {
         return None;
@@ -261,19 +341,24 @@ fn random_insn(rng: &mut Rng, codes: &[Code], ip: u64) -> Option<(Vec<u8>, Instr
 }
 
 /// Templates that need set-up instructions.
-fn template(rng: &mut Rng, ip: u64) -> Vec<u8> {
+fn template(rng: &mut Rng, mode: Mode, ip: u64) -> Vec<u8> {
     let mut out = Vec::new();
     let emit = |out: &mut Vec<u8>, i: Instruction| {
-        let b = encode(&i, ip + out.len() as u64).expect("template encodes");
+        let b = encode(&i, ip + out.len() as u64, mode).expect("template encodes");
         out.extend_from_slice(&b);
     };
+    let (lea, si, di, bp) = match mode {
+        Mode::Long => (Code::Lea_r64_m, Register::RSI, Register::RDI, Register::RBP),
+        Mode::Compat => (Code::Lea_r32_m, Register::ESI, Register::EDI, Register::EBP),
+    };
+    let base = mode.base();
     match rng.below(4) {
         0 => {
             // String instruction with set-up.
             let d1 = rng.below(0x400) as i64 - 0x200;
             let d2 = rng.below(0x400) as i64 - 0x200;
-            emit(&mut out, Instruction::with2(Code::Lea_r64_m, Register::RSI, MemoryOperand::with_base_displ(Register::R15, d1)).unwrap());
-            emit(&mut out, Instruction::with2(Code::Lea_r64_m, Register::RDI, MemoryOperand::with_base_displ(Register::R15, d2)).unwrap());
+            emit(&mut out, Instruction::with2(lea, si, MemoryOperand::with_base_displ(base, d1)).unwrap());
+            emit(&mut out, Instruction::with2(lea, di, MemoryOperand::with_base_displ(base, d2)).unwrap());
             emit(&mut out, Instruction::with2(Code::Mov_r32_imm32, Register::ECX, rng.below(20) as u32).unwrap());
             if rng.chance(50) {
                 out.push(0xfd); // std
@@ -281,10 +366,9 @@ fn template(rng: &mut Rng, ip: u64) -> Vec<u8> {
                 out.push(0xfc); // cld
             }
             let size_prefix: &[u8] = match rng.below(4) {
-                0 => &[],
                 1 => &[0x66],
-                2 => &[],
-                _ => &[0x48],
+                3 if mode == Mode::Long => &[0x48],
+                _ => &[],
             };
             let byte_form = rng.chance(25);
             let op = [0xa4u8, 0xaa, 0xac, 0xa6, 0xae][rng.below(5) as usize] + if byte_form { 0 } else { 1 };
@@ -304,12 +388,18 @@ fn template(rng: &mut Rng, ip: u64) -> Vec<u8> {
             // call to the next instruction (pushes a return address), then pop it back
             out.extend_from_slice(&[0xe8, 0, 0, 0, 0]);
             if rng.chance(50) {
-                out.push(0x58 + [0u8, 1, 2, 3, 5, 6, 7][rng.below(7) as usize]);
+                let r = loop {
+                    let r = rng.below(8) as u16;
+                    if mode.writable(r) {
+                        break r as u8;
+                    }
+                };
+                out.push(0x58 + r);
             }
         }
         2 => {
             // enter/leave with rbp set up
-            emit(&mut out, Instruction::with2(Code::Lea_r64_m, Register::RBP, MemoryOperand::with_base_displ(Register::R15, 0x600)).unwrap());
+            emit(&mut out, Instruction::with2(lea, bp, MemoryOperand::with_base_displ(base, 0x600)).unwrap());
             out.extend_from_slice(&[0xc8, rng.below(64) as u8, 0, rng.below(3) as u8]);
             if rng.chance(70) {
                 out.push(0xc9);
@@ -317,36 +407,40 @@ fn template(rng: &mut Rng, ip: u64) -> Vec<u8> {
         }
         _ => {
             // lahf/sahf round trip and a rep stos with a large count clipped by the area
-            emit(&mut out, Instruction::with2(Code::Lea_r64_m, Register::RDI, MemoryOperand::with_base_displ(Register::R15, -0x100)).unwrap());
+            emit(&mut out, Instruction::with2(lea, di, MemoryOperand::with_base_displ(base, -0x100)).unwrap());
             emit(&mut out, Instruction::with2(Code::Mov_r32_imm32, Register::ECX, rng.below(64) as u32).unwrap());
-            out.extend_from_slice(&[0xf3, 0x48, 0xab]); // rep stosq
+            if mode == Mode::Long {
+                out.extend_from_slice(&[0xf3, 0x48, 0xab]); // rep stosq
+            } else {
+                out.extend_from_slice(&[0xf3, 0xab]); // rep stosd
+            }
         }
     }
     out
 }
 
 /// Generate a case with 1..=max_len instructions.
-pub fn case(rng: &mut Rng, codes: &[Code], max_len: u64) -> Case {
+pub fn case(rng: &mut Rng, mode: Mode, codes: &[Code], max_len: u64) -> Case {
     let mut code = Vec::new();
     let n = 1 + rng.below(max_len);
     let mut k = 0;
     while k < n {
-        let ip = CODE_ADDR + code.len() as u64;
+        let ip = mode.code_start() + code.len() as u64;
         if rng.chance(8) {
-            code.extend(template(rng, ip));
+            code.extend(template(rng, mode, ip));
             k += 1;
             continue;
         }
         if rng.chance(8) && k + 1 < n {
             // jcc forward over the following instruction
-            let Some((b, _)) = random_insn(rng, codes, ip + 2) else { continue };
+            let Some((b, _)) = random_insn(rng, mode, codes, ip + 2) else { continue };
             code.push(0x70 + rng.below(16) as u8);
             code.push(b.len() as u8);
             code.extend(b);
             k += 2;
             continue;
         }
-        if let Some((b, _)) = random_insn(rng, codes, ip) {
+        if let Some((b, _)) = random_insn(rng, mode, codes, ip) {
             code.extend(b);
             k += 1;
         }
@@ -360,12 +454,26 @@ pub fn case(rng: &mut Rng, codes: &[Code], max_len: u64) -> Case {
         init.gpr[1] = rng.below(70);
     }
     init.gpr[4] = RSP_BASE;
-    init.gpr[15] = R15_BASE;
-    init.gpr[14] = match rng.below(3) {
+    let fault = match rng.below(3) {
         0 => DATA_ADDR + DATA_SIZE as u64,
         1 => DATA_ADDR - 8,
-        _ => 0x8000_0000_0000_0000,
+        _ if mode == Mode::Long => 0x8000_0000_0000_0000,
+        _ => DATA_ADDR + DATA_SIZE as u64 + 0x10,
     };
+    match mode {
+        Mode::Long => {
+            init.gpr[15] = R15_BASE;
+            init.gpr[14] = fault;
+        }
+        Mode::Compat => {
+            // Upper halves are not kept across mode switches: start them at zero.
+            for g in init.gpr.iter_mut() {
+                *g &= 0xffff_ffff;
+            }
+            init.gpr[3] = R15_BASE;
+            init.gpr[5] = fault;
+        }
+    }
     init.rflags = rng.next() & 0x8d5 | 2;
     let mut data = vec![0u8; DATA_SIZE];
     for c in data.chunks_mut(8) {
@@ -373,7 +481,7 @@ pub fn case(rng: &mut Rng, codes: &[Code], max_len: u64) -> Case {
     }
     // Decode back to learn the undefined flags.
     let mut insns = Vec::new();
-    let mut d = Decoder::with_ip(64, &code, CODE_ADDR, DecoderOptions::NONE);
+    let mut d = Decoder::with_ip(mode.bitness(), &code, mode.code_start(), DecoderOptions::NONE);
     while d.can_decode() {
         insns.push(d.decode());
     }

@@ -21,9 +21,14 @@ pub struct BatchResult {
     pub reports: Vec<String>,
 }
 
-fn regs_eq(a: &RegState, b: &RegState, undef: u64) -> bool {
+fn regs_eq(a: &RegState, b: &RegState, undef: u64, mode: gen::Mode) -> bool {
     let m = COMPARED_FLAGS & !undef;
-    a.gpr == b.gpr && a.rip == b.rip && (a.rflags & m) == (b.rflags & m)
+    let gprs = match mode {
+        gen::Mode::Long => a.gpr == b.gpr,
+        // Compatibility mode: the low halves of the eight legacy registers.
+        gen::Mode::Compat => (0..8).all(|i| a.gpr[i] as u32 == b.gpr[i] as u32),
+    };
+    gprs && a.rip == b.rip && (a.rflags & m) == (b.rflags & m)
 }
 
 fn has_error_code(v: u8) -> bool {
@@ -31,15 +36,15 @@ fn has_error_code(v: u8) -> bool {
 }
 
 /// Compare a native outcome with an emulated one.
-pub fn same(n: &NativeOutcome, e: &NativeOutcome, undef: u64) -> bool {
+pub fn same(n: &NativeOutcome, e: &NativeOutcome, undef: u64, mode: gen::Mode) -> bool {
     match (n, e) {
-        (NativeOutcome::Completed { regs: r1, data: d1 }, NativeOutcome::Completed { regs: r2, data: d2 }) => regs_eq(r1, r2, undef) && d1 == d2,
+        (NativeOutcome::Completed { regs: r1, data: d1 }, NativeOutcome::Completed { regs: r2, data: d2 }) => regs_eq(r1, r2, undef, mode) && d1 == d2,
         (NativeOutcome::Exception { regs: r1, data: d1, exc: x1 }, NativeOutcome::Exception { regs: r2, data: d2, exc: x2 }) => {
             // Faults report the state before the instruction: any flags an earlier
             // instruction left undefined are still compared only where defined.
             let code_ok = !has_error_code(x1.vector) || x1.error_code == x2.error_code;
             let cr2_ok = x1.vector != 14 || x1.cr2 == x2.cr2;
-            x1.vector == x2.vector && code_ok && cr2_ok && regs_eq(r1, r2, undef) && d1 == d2
+            x1.vector == x2.vector && code_ok && cr2_ok && regs_eq(r1, r2, undef, mode) && d1 == d2
         }
         (NativeOutcome::Timeout, NativeOutcome::Timeout) => true,
         _ => false,
@@ -58,29 +63,55 @@ fn describe(o: &NativeOutcome) -> String {
 
 /// Run `n` random cases from `seed` on the host and on both engines.
 pub fn run_batch(n: u64, seed: u64, max_len: u64) -> std::io::Result<BatchResult> {
+    run_batch_mode(gen::Mode::Long, n, seed, max_len)
+}
+
+/// As [`run_batch`], for cases of the given mode.
+pub fn run_batch_mode(mode: gen::Mode, n: u64, seed: u64, max_len: u64) -> std::io::Result<BatchResult> {
     let mut native = native::NativeRunner::new()?;
     let mut interp = emu::EmuRunner::new(jit::EngineKind::Interp);
     let mut jit_ = emu::EmuRunner::new(jit::EngineKind::Jit);
-    let codes = gen::codes();
+    let codes = gen::codes(mode);
     let mut rng = gen::Rng::new(seed);
     let mut res = BatchResult::default();
     let mut fmt = iced_x86::FastFormatter::new();
     while res.cases < n {
-        let c = gen::case(&mut rng, &codes, max_len);
+        let c = gen::case(&mut rng, mode, &codes, max_len);
         let Some(undef) = gen::undefined_flags(&c.insns) else {
             res.rejected += 1;
             continue;
         };
         res.cases += 1;
-        let nat = native.run(&c.code, &c.init, &c.data)?;
+        // A timeout on a loaded machine is retried once before it counts.
+        let mut run_native = |code: &[u8]| -> std::io::Result<NativeOutcome> {
+            match native.run(code, &c.init, &c.data)? {
+                NativeOutcome::Timeout => native.run(code, &c.init, &c.data),
+                o => Ok(o),
+            }
+        };
+        let nat = match mode {
+            gen::Mode::Long => run_native(&c.code)?,
+            gen::Mode::Compat => {
+                let blob = gen::compat_blob(&c.code);
+                let mut o = run_native(&blob)?;
+                // Completion is reported at the end of the blob: map it to the end of the
+                // compatibility-mode code.
+                if let NativeOutcome::Completed { regs, .. } = &mut o {
+                    if regs.rip == native::CODE_ADDR + blob.len() as u64 {
+                        regs.rip = mode.code_start() + c.code.len() as u64;
+                    }
+                }
+                o
+            }
+        };
         // The native runner reports IF and RF; the engine's flags are compared masked.
         for (name, runner) in [("interp", &mut interp), ("jit", &mut jit_)] {
-            let emu = runner.run(&c.code, &c.init, &c.data, 100_000);
+            let emu = runner.run_mode(mode, &c.code, &c.init, &c.data, 100_000);
             let undef = match &nat {
                 NativeOutcome::Exception { regs, .. } => gen::undefined_flags_before(&c.insns, regs.rip).unwrap_or(undef),
                 _ => undef,
             };
-            if !same(&nat, &emu, undef) {
+            if !same(&nat, &emu, undef, mode) {
                 res.mismatches += 1;
                 if res.reports.len() < 20 {
                     let mut dis = String::new();

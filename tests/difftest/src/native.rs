@@ -133,7 +133,7 @@ mod imp {
     use std::time::{Duration, Instant};
 
     /// How long the parent waits for one run.
-    const RUN_TIMEOUT: Duration = Duration::from_secs(1);
+    const RUN_TIMEOUT: Duration = Duration::from_secs(5);
     /// How long the parent waits for a freshly forked child to report ready.
     const SPAWN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -455,6 +455,9 @@ mod imp {
             g[libc::REG_RSP as usize] = host_rsp as i64;
             g[libc::REG_RIP as usize] = xenolith_difftest_native_recover as *const () as usize as i64;
             g[libc::REG_EFL as usize] &= !((1 << 8) | (1 << 10) | (1 << 18));
+            // A fault in compatibility-mode code: resume the recovery stub in 64-bit mode.
+            let csgsfs = g[libc::REG_CSGSFS as usize] as u64;
+            g[libc::REG_CSGSFS as usize] = ((csgsfs & !0xffff) | 0x33) as i64;
         }
     }
 
