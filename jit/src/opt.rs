@@ -14,6 +14,7 @@
 //! have stored there.
 
 use crate::backend::eval;
+use crate::backend::regalloc::{op_def, op_uses};
 use crate::env::NGLOBALS;
 use crate::ir::{Block, GlobalSet, HelperInfo, Op, Temp, Val};
 
@@ -23,63 +24,12 @@ pub fn optimize(b: &mut Block, helpers: &[HelperInfo]) {
     dce(b);
 }
 
-fn def_of(op: &Op) -> Option<Temp> {
-    match *op {
-        Op::Const { dst, .. }
-        | Op::Mov { dst, .. }
-        | Op::GetG { dst, .. }
-        | Op::Bin { dst, .. }
-        | Op::Un { dst, .. }
-        | Op::Ext { dst, .. }
-        | Op::SetCond { dst, .. }
-        | Op::Select { dst, .. }
-        | Op::Load { dst, .. } => Some(dst),
-        Op::Call { dst, .. } => dst,
-        _ => None,
-    }
-}
-
-fn for_each_use(op: &Op, mut f: impl FnMut(Temp)) {
-    let mut v = |x: &Val| {
-        if let Val::T(t) = x {
-            f(*t)
-        }
-    };
-    match op {
-        Op::Mov { src, .. } => v(&Val::T(*src)),
-        Op::SetG { src, .. } => v(src),
-        Op::Bin { a, b, .. } => {
-            v(&Val::T(*a));
-            v(b)
-        }
-        Op::Un { a, .. } | Op::Ext { a, .. } => v(&Val::T(*a)),
-        Op::SetCond { a, b, .. } | Op::BrCond { a, b, .. } => {
-            v(&Val::T(*a));
-            v(b)
-        }
-        Op::Select { a, b, t, f: ff, .. } => {
-            v(&Val::T(*a));
-            v(b);
-            v(t);
-            v(ff)
-        }
-        Op::Load { addr, .. } => v(&Val::T(*addr)),
-        Op::Store { addr, val, .. } => {
-            v(&Val::T(*addr));
-            v(val)
-        }
-        Op::Call { args, .. } => args.iter().for_each(v),
-        Op::Exit(crate::ir::Exit::Indirect { pc }) => v(&Val::T(*pc)),
-        _ => {}
-    }
-}
-
 fn forward(b: &mut Block, helpers: &[HelperInfo]) {
     let n = b.ntemps as usize;
     // Only single-definition temps are propagated.
     let mut defs = vec![0u32; n];
     for op in &b.ops {
-        if let Some(d) = def_of(op) {
+        if let Some(d) = op_def(op) {
             defs[d.idx()] += 1;
         }
     }
@@ -274,7 +224,7 @@ fn dce(b: &mut Block) {
     loop {
         let mut uses = vec![0u32; b.ntemps as usize];
         for op in &b.ops {
-            for_each_use(op, |t| uses[t.idx()] += 1);
+            op_uses(op, |t| uses[t.idx()] += 1);
         }
         let before = b.ops.len();
         b.ops.retain(|op| {
@@ -282,7 +232,7 @@ fn dce(b: &mut Block) {
                 op,
                 Op::Const { .. } | Op::Mov { .. } | Op::GetG { .. } | Op::Bin { .. } | Op::Un { .. } | Op::Ext { .. } | Op::SetCond { .. } | Op::Select { .. }
             );
-            !(pure && def_of(op).is_some_and(|d| uses[d.idx()] == 0))
+            !(pure && op_def(op).is_some_and(|d| uses[d.idx()] == 0))
         });
         if b.ops.len() == before {
             break;

@@ -17,6 +17,9 @@ use crate::env::Env;
 use crate::ir::{Block, Global, HelperInfo};
 
 pub mod interp;
+pub mod regalloc;
+#[cfg(test)]
+pub(crate) mod testkit;
 #[cfg(target_arch = "x86_64")]
 pub mod x64;
 

@@ -352,7 +352,20 @@ fn template(rng: &mut Rng, mode: Mode, ip: u64) -> Vec<u8> {
         Mode::Compat => (Code::Lea_r32_m, Register::ESI, Register::EDI, Register::EBP),
     };
     let base = mode.base();
-    match rng.below(4) {
+    match rng.below(5) {
+        4 => {
+            // Self-modifying code: store into the immediate of the next instruction
+            // (`mov al, imm8`), which is in the block being executed.
+            let imm = rng.below(256) as u8;
+            let disp: u32 = match mode {
+                Mode::Long => 1, // rip-relative: the byte after this 7-byte store + 1
+                Mode::Compat => (ip + out.len() as u64 + 7 + 1) as u32, // absolute
+            };
+            out.extend_from_slice(&[0xc6, 0x05]);
+            out.extend_from_slice(&disp.to_le_bytes());
+            out.push(imm);
+            out.extend_from_slice(&[0xb0, rng.below(256) as u8]);
+        }
         0 => {
             // String instruction with set-up.
             let d1 = rng.below(0x400) as i64 - 0x200;

@@ -1,0 +1,362 @@
+//! Host-independent register allocation for the native backends.
+//!
+//! A backend describes its temp registers with a [`RegPool`] and calls [`regalloc`] once per
+//! block; the result ([`Alloc`]) gives every temp one [`Loc`] for the whole block, the number
+//! of spill slots used, and for every op the caller-saved pool registers that must be
+//! preserved around a call made by that op (a helper call or a softmmu slow path).
+//!
+//! # Scheme
+//! Liveness is computed by a backward dataflow over the basic blocks of the IR (so
+//! non-SSA temps, loops and forward branches are all handled exactly). Each temp gets one
+//! interval: the hull of its definitions, uses and the block boundaries where it is live.
+//! Positions are `2*i` for the uses of op `i` and `2*i+1` for its definition, so a temp
+//! that dies at an op can hand its register to the op's result. Intervals are assigned by
+//! linear scan (Poletto & Sarkar): a temp whose interval spans a helper call prefers a
+//! callee-saved register, others prefer a caller-saved one; when no register is free the
+//! interval ending last is spilled. Spilled intervals then get frame slots by a second
+//! linear scan that reuses slots once their interval has ended.
+//!
+//! Registers are picked in the order they appear in [`RegPool::callee_saved`] and
+//! [`RegPool::caller_saved`]. Scratch registers a backend needs within one op (and the
+//! register holding `Env*`, the stack pointer, etc.) must not be in either pool.
+//!
+//! [`op_def`] and [`op_uses`] are the def/use view of an [`Op`] shared with the optimiser
+//! ([`crate::opt`]).
+
+use crate::ir::{Block, Exit, Op, Temp, Val};
+
+/// The host registers the allocator may hand to temps. Register numbers are the backend's
+/// own encoding (e.g. x86 `rbx` = 3, aarch64 `x19` = 19) and must be below 64.
+#[derive(Clone, Copy, Debug)]
+pub struct RegPool {
+    /// Registers preserved by calls, in order of preference.
+    pub callee_saved: &'static [u8],
+    /// Registers clobbered by calls, in order of preference (at most 32). A backend saves
+    /// the live ones around every call (see [`Alloc::caller_live`]).
+    pub caller_saved: &'static [u8],
+    /// Byte offset (from the backend's frame base register, e.g. `rsp`/`sp`) of spill slot
+    /// 0. Spill slot `k` is the 8 bytes at `spill_base + 8*k`.
+    pub spill_base: i32,
+}
+
+/// Where a temp lives for the whole block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Loc {
+    /// A register from the pool.
+    R(u8),
+    /// Byte offset from the frame base register (`spill_base + 8*slot`).
+    S(i32),
+}
+
+/// The result of [`regalloc`].
+#[derive(Clone, Debug)]
+pub struct Alloc {
+    /// Indexed by [`Temp::idx`]; covers every temp the block mentions (temps that are never
+    /// used or defined get a meaningless `Loc::S(0)`).
+    pub loc: Vec<Loc>,
+    /// Number of 8-byte spill slots used (slots `0..nspill`); the backend's frame must
+    /// hold `spill_base + 8*nspill` bytes.
+    pub nspill: usize,
+    /// For each op: bit k set when `caller_saved[k]` holds a temp live across the op (used
+    /// before and after it), i.e. must be saved around a call made by the op.
+    pub caller_live: Vec<u32>,
+}
+
+/// The temp an op defines, if any.
+pub(crate) fn op_def(op: &Op) -> Option<Temp> {
+    match *op {
+        Op::Const { dst, .. }
+        | Op::Mov { dst, .. }
+        | Op::GetG { dst, .. }
+        | Op::Bin { dst, .. }
+        | Op::Un { dst, .. }
+        | Op::Ext { dst, .. }
+        | Op::SetCond { dst, .. }
+        | Op::Select { dst, .. }
+        | Op::Load { dst, .. } => Some(dst),
+        Op::Call { dst, .. } => dst,
+        _ => None,
+    }
+}
+
+/// Calls `f` for every temp an op reads, in operand order (a temp read twice is reported
+/// twice).
+pub(crate) fn op_uses(op: &Op, mut f: impl FnMut(Temp)) {
+    let mut v = |x: Val| {
+        if let Val::T(t) = x {
+            f(t)
+        }
+    };
+    match *op {
+        Op::Mov { src, .. } => v(Val::T(src)),
+        Op::SetG { src, .. } => v(src),
+        Op::Bin { a, b, .. } | Op::SetCond { a, b, .. } | Op::BrCond { a, b, .. } => {
+            v(Val::T(a));
+            v(b);
+        }
+        Op::Un { a, .. } | Op::Ext { a, .. } => v(Val::T(a)),
+        Op::Select { a, b, t, f: ff, .. } => {
+            v(Val::T(a));
+            v(b);
+            v(t);
+            v(ff);
+        }
+        Op::Load { addr, .. } => v(Val::T(addr)),
+        Op::Store { addr, val, .. } => {
+            v(Val::T(addr));
+            v(val);
+        }
+        Op::Call { ref args, .. } => {
+            for &a in args {
+                v(a);
+            }
+        }
+        Op::Exit(Exit::Indirect { pc }) => v(Val::T(pc)),
+        _ => {}
+    }
+}
+
+/// Allocates every temp of `block` to a register of `pool` or a spill slot.
+pub fn regalloc(block: &Block, pool: &RegPool) -> Alloc {
+    assert!(pool.caller_saved.len() <= 32, "regalloc: at most 32 caller-saved registers");
+    assert!(pool.callee_saved.iter().chain(pool.caller_saved).all(|&r| r < 64), "regalloc: register numbers must be below 64");
+    let ops = &block.ops;
+    let nops = ops.len();
+    let mut nt = block.ntemps as usize;
+    for op in ops {
+        if let Some(d) = op_def(op) {
+            nt = nt.max(d.idx() + 1);
+        }
+        op_uses(op, |t| nt = nt.max(t.idx() + 1));
+    }
+
+    // Basic blocks.
+    let mut leader = vec![false; nops + 1];
+    leader[0] = true;
+    let mut label_op = vec![usize::MAX; block.nlabels as usize];
+    for (i, op) in ops.iter().enumerate() {
+        match op {
+            Op::Label(l) => {
+                leader[i] = true;
+                if (*l as usize) >= label_op.len() {
+                    label_op.resize(*l as usize + 1, usize::MAX);
+                }
+                label_op[*l as usize] = i;
+            }
+            Op::Br(_) | Op::BrCond { .. } | Op::Exit(_) => leader[i + 1] = true,
+            _ => {}
+        }
+    }
+    let mut bbs: Vec<(usize, usize)> = Vec::new();
+    let mut bb_of = vec![0usize; nops + 1];
+    let mut s = 0;
+    for (i, &lead) in leader.iter().enumerate().skip(1) {
+        if lead || i == nops {
+            if i > s {
+                bbs.push((s, i - 1));
+            }
+            s = i;
+        }
+    }
+    for (b, &(s, e)) in bbs.iter().enumerate() {
+        for x in bb_of.iter_mut().take(e + 1).skip(s) {
+            *x = b;
+        }
+    }
+    let nbb = bbs.len();
+    let bb_of_label = |l: u32| -> Option<usize> {
+        let i = *label_op.get(l as usize)?;
+        (i != usize::MAX).then(|| bb_of[i])
+    };
+    let succs: Vec<Vec<usize>> = bbs
+        .iter()
+        .enumerate()
+        .map(|(b, &(_, e))| {
+            let mut v = Vec::new();
+            match ops[e] {
+                Op::Br(l) => v.extend(bb_of_label(l)),
+                Op::BrCond { label, .. } => {
+                    v.extend(bb_of_label(label));
+                    if b + 1 < nbb {
+                        v.push(b + 1);
+                    }
+                }
+                Op::Exit(_) => {}
+                _ => {
+                    if b + 1 < nbb {
+                        v.push(b + 1);
+                    }
+                }
+            }
+            v
+        })
+        .collect();
+
+    // Liveness (bitsets per basic block).
+    let w = nt.div_ceil(64).max(1);
+    let mut use_b = vec![0u64; nbb * w];
+    let mut def_b = vec![0u64; nbb * w];
+    for (b, &(s, e)) in bbs.iter().enumerate() {
+        let (u, d) = (&mut use_b[b * w..(b + 1) * w], &mut def_b[b * w..(b + 1) * w]);
+        for op in &ops[s..=e] {
+            op_uses(op, |t| {
+                let (k, m) = (t.idx() / 64, 1u64 << (t.0 % 64));
+                if d[k] & m == 0 {
+                    u[k] |= m;
+                }
+            });
+            if let Some(t) = op_def(op) {
+                d[t.idx() / 64] |= 1 << (t.0 % 64);
+            }
+        }
+    }
+    let mut live_in = vec![0u64; nbb * w];
+    let mut live_out = vec![0u64; nbb * w];
+    let mut changed = true;
+    while changed {
+        changed = false;
+        for b in (0..nbb).rev() {
+            for k in 0..w {
+                let mut out = 0u64;
+                for &sb in &succs[b] {
+                    out |= live_in[sb * w + k];
+                }
+                let inn = use_b[b * w + k] | (out & !def_b[b * w + k]);
+                if out != live_out[b * w + k] || inn != live_in[b * w + k] {
+                    live_out[b * w + k] = out;
+                    live_in[b * w + k] = inn;
+                    changed = true;
+                }
+            }
+        }
+    }
+
+    // Intervals.
+    let mut start = vec![i64::MAX; nt];
+    let mut end = vec![-1i64; nt];
+    let mut touch = |t: usize, p: i64| {
+        start[t] = start[t].min(p);
+        end[t] = end[t].max(p);
+    };
+    for (i, op) in ops.iter().enumerate() {
+        op_uses(op, |t| touch(t.idx(), 2 * i as i64));
+        if let Some(t) = op_def(op) {
+            touch(t.idx(), 2 * i as i64 + 1);
+        }
+    }
+    for (b, &(s, e)) in bbs.iter().enumerate() {
+        for k in 0..w {
+            let mut li = live_in[b * w + k];
+            while li != 0 {
+                let t = k * 64 + li.trailing_zeros() as usize;
+                li &= li - 1;
+                touch(t, 2 * s as i64);
+            }
+            let mut lo = live_out[b * w + k];
+            while lo != 0 {
+                let t = k * 64 + lo.trailing_zeros() as usize;
+                lo &= lo - 1;
+                touch(t, 2 * e as i64 + 1);
+            }
+        }
+    }
+
+    // Ops across which an interval is live: ceil(s/2) ..= floor((e-1)/2).
+    let span = |s: i64, e: i64| -> Option<(usize, usize)> {
+        let lo = (s + 1) / 2;
+        if e < 1 {
+            return None;
+        }
+        let hi = (e - 1) / 2;
+        (lo <= hi).then_some((lo as usize, hi as usize))
+    };
+    // Prefix count of helper calls.
+    let mut calls = vec![0u32; nops + 1];
+    for (i, op) in ops.iter().enumerate() {
+        calls[i + 1] = calls[i] + matches!(op, Op::Call { .. }) as u32;
+    }
+
+    let mut order: Vec<usize> = (0..nt).filter(|&t| end[t] >= 0).collect();
+    order.sort_by_key(|&t| (start[t], end[t]));
+    let mut loc = vec![Loc::S(0); nt];
+    let mut spilled: Vec<usize> = Vec::new();
+    let mut active: Vec<(i64, usize, u8)> = Vec::new();
+    let mut free: u64 = 0;
+    for r in pool.callee_saved.iter().chain(pool.caller_saved) {
+        free |= 1 << r;
+    }
+    for &t in &order {
+        let s = start[t];
+        active.retain(|&(e, _, r)| {
+            if e < s {
+                free |= 1 << r;
+                false
+            } else {
+                true
+            }
+        });
+        let crosses_call = span(s, end[t]).is_some_and(|(lo, hi)| calls[hi + 1] > calls[lo]);
+        let pick = |regs: &[u8], free: u64| regs.iter().copied().find(|&r| free & (1 << r) != 0);
+        let reg = if crosses_call {
+            pick(pool.callee_saved, free).or_else(|| pick(pool.caller_saved, free))
+        } else {
+            pick(pool.caller_saved, free).or_else(|| pick(pool.callee_saved, free))
+        };
+        match reg {
+            Some(r) => {
+                free &= !(1 << r);
+                loc[t] = Loc::R(r);
+                active.push((end[t], t, r));
+            }
+            None => {
+                let (k, &(e, victim, r)) = active.iter().enumerate().max_by_key(|(_, a)| a.0).expect("no active interval");
+                if e > end[t] {
+                    active.swap_remove(k);
+                    spilled.push(victim);
+                    loc[t] = Loc::R(r);
+                    active.push((end[t], t, r));
+                } else {
+                    spilled.push(t);
+                }
+            }
+        }
+    }
+
+    // Stack slots for spilled intervals.
+    spilled.sort_by_key(|&t| (start[t], end[t]));
+    let mut slot_active: Vec<(i64, usize)> = Vec::new();
+    let mut free_slots: Vec<usize> = Vec::new();
+    let mut nspill = 0usize;
+    for &t in &spilled {
+        let s = start[t];
+        slot_active.retain(|&(e, sl)| {
+            if e < s {
+                free_slots.push(sl);
+                false
+            } else {
+                true
+            }
+        });
+        free_slots.sort_unstable_by(|a, b| b.cmp(a));
+        let sl = free_slots.pop().unwrap_or_else(|| {
+            nspill += 1;
+            nspill - 1
+        });
+        slot_active.push((end[t], sl));
+        loc[t] = Loc::S(pool.spill_base + 8 * sl as i32);
+    }
+
+    let mut caller_live = vec![0u32; nops];
+    for &t in &order {
+        if let Loc::R(r) = loc[t] {
+            if let Some(k) = pool.caller_saved.iter().position(|&c| c == r) {
+                if let Some((lo, hi)) = span(start[t], end[t]) {
+                    for m in &mut caller_live[lo..=hi.min(nops.saturating_sub(1))] {
+                        *m |= 1 << k;
+                    }
+                }
+            }
+        }
+    }
+    Alloc { loc, nspill, caller_live }
+}
