@@ -188,6 +188,8 @@ pub struct Core {
     pub max_insns: u32,
     /// Run the IR optimiser on each block (`XENOLITH_NO_OPT=1` turns it off).
     pub optimize: bool,
+    /// Print each block's IR to stderr (`XENOLITH_DUMP_IR=1`).
+    pub dump_ir: bool,
 }
 
 /// One vCPU's execution engine.
@@ -212,6 +214,7 @@ impl Engine {
             stats: Stats::default(),
             max_insns: 512,
             optimize: std::env::var_os("XENOLITH_NO_OPT").is_none(),
+            dump_ir: std::env::var_os("XENOLITH_DUMP_IR").is_some(),
         });
         env.rt = std::ptr::null_mut();
         Engine { env, core, frontend, single_insn_next: false }
@@ -383,6 +386,12 @@ impl Core {
         let mut block = fe.translate(env, key, &mut fetch, max)?;
         if self.optimize {
             crate::opt::optimize(&mut block, fe.helpers());
+        }
+        if self.dump_ir {
+            eprintln!("TB {} at {:#x} (flags {:#x}), {} insns, {} ops:", self.tbs.len(), key.pc, key.flags, block.insn_pcs.len(), block.ops.len());
+            for op in &block.ops {
+                eprintln!("    {op:?}");
+            }
         }
         let pages: Vec<(u64, u64)> = std::mem::take(&mut fetch.pages);
         let id = self.tbs.len() as u32;

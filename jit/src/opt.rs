@@ -20,8 +20,139 @@ use crate::ir::{Block, GlobalSet, HelperInfo, Op, Temp, Val};
 
 pub fn optimize(b: &mut Block, helpers: &[HelperInfo]) {
     forward(b, helpers);
+    if narrow(b) {
+        forward(b, helpers);
+    }
     dead_setg(b, helpers);
     dce(b);
+}
+
+fn bitlen(v: u64) -> u8 {
+    (64 - v.leading_zeros()) as u8
+}
+
+/// Drop zero/sign extensions that cannot change a value: extensions of values already known
+/// to fit, and extensions feeding only the low bits they preserve (32-bit operations,
+/// narrow stores, narrower extensions). Returns whether anything changed.
+fn narrow(b: &mut Block) -> bool {
+    use crate::ir::{BinOp, MemSize, UnOp, Width};
+    let n = b.ntemps as usize;
+    let mut defs = vec![0u32; n];
+    for op in &b.ops {
+        if let Some(d) = op_def(op) {
+            defs[d.idx()] += 1;
+        }
+    }
+    // Significant low bits of each single-definition temp (64 = unknown).
+    let mut bits = vec![64u8; n];
+    // temp = Ext(a, from): (a, from bytes)
+    let mut ext_of: Vec<Option<(Temp, u32)>> = vec![None; n];
+    let mut changed = false;
+    let low = |ext_of: &[Option<(Temp, u32)>], t: Temp, need: u32| -> Temp {
+        match ext_of[t.idx()] {
+            Some((a, from)) if from >= need => a,
+            _ => t,
+        }
+    };
+    for op in b.ops.iter_mut() {
+        let single = |d: Temp| defs[d.idx()] == 1;
+        match op {
+            Op::Ext { dst, a, from, signed } => {
+                let a0 = low(&ext_of, *a, from.bytes());
+                if a0 != *a {
+                    *a = a0;
+                    changed = true;
+                }
+                let fb = from.bits() as u8;
+                let ba = bits[a.idx()];
+                if (!*signed && ba <= fb) || (*signed && ba < fb) {
+                    let (d, src) = (*dst, *a);
+                    *op = Op::Mov { dst: d, src };
+                    if single(d) {
+                        bits[d.idx()] = ba;
+                    }
+                    changed = true;
+                    continue;
+                }
+                if single(*dst) {
+                    ext_of[dst.idx()] = Some((*a, from.bytes()));
+                    bits[dst.idx()] = if *signed { 64 } else { fb.min(ba) };
+                }
+            }
+            Op::Bin { op: bop, w, dst, a, b: bv } => {
+                if *w == Width::W32 {
+                    let a0 = low(&ext_of, *a, 4);
+                    if a0 != *a {
+                        *a = a0;
+                        changed = true;
+                    }
+                    if let Val::T(t) = bv {
+                        let t0 = low(&ext_of, *t, 4);
+                        if t0 != *t {
+                            *t = t0;
+                            changed = true;
+                        }
+                    }
+                }
+                if single(*dst) {
+                    let bb = match bv {
+                        Val::C(c) => bitlen(*c),
+                        Val::T(t) => bits[t.idx()],
+                    };
+                    bits[dst.idx()] = match (*w, *bop) {
+                        (Width::W32, BinOp::And) => 32.min(bits[a.idx()]).min(bb),
+                        (Width::W32, _) => 32,
+                        (Width::W64, BinOp::And) => bits[a.idx()].min(bb),
+                        (Width::W64, BinOp::Or | BinOp::Xor) => bits[a.idx()].max(bb),
+                        (Width::W64, BinOp::Shr) => match bv {
+                            Val::C(c) => bits[a.idx()].saturating_sub((*c & 63) as u8),
+                            _ => bits[a.idx()],
+                        },
+                        _ => 64,
+                    };
+                }
+            }
+            Op::Un { op: uop, w, dst, a } => {
+                if *w == Width::W32 {
+                    let a0 = low(&ext_of, *a, 4);
+                    if a0 != *a {
+                        *a = a0;
+                        changed = true;
+                    }
+                }
+                if single(*dst) {
+                    bits[dst.idx()] = match (uop, *w) {
+                        (UnOp::Clz | UnOp::Ctz | UnOp::Popcnt, _) => 7,
+                        (_, Width::W32) => 32,
+                        _ => 64,
+                    };
+                }
+            }
+            Op::Store { val: Val::T(t), mop, .. } if mop.size.bytes() <= 4 => {
+                let t0 = low(&ext_of, *t, mop.size.bytes());
+                if t0 != *t {
+                    *t = t0;
+                    changed = true;
+                }
+            }
+            Op::Const { dst, val } if single(*dst) => bits[dst.idx()] = bitlen(*val),
+            Op::Mov { dst, src } if single(*dst) => {
+                bits[dst.idx()] = bits[src.idx()];
+                ext_of[dst.idx()] = ext_of[src.idx()];
+            }
+            Op::SetCond { dst, .. } if single(*dst) => bits[dst.idx()] = 1,
+            Op::Load { dst, mop, .. } if single(*dst) && !mop.signed && mop.size != MemSize::B8 => bits[dst.idx()] = mop.size.bits() as u8,
+            Op::Select { dst, t, f, .. } if single(*dst) => {
+                let bt = |v: &Val| match v {
+                    Val::C(c) => bitlen(*c),
+                    Val::T(x) => bits[x.idx()],
+                };
+                bits[dst.idx()] = bt(t).max(bt(f));
+            }
+            _ => {}
+        }
+    }
+    changed
 }
 
 fn forward(b: &mut Block, helpers: &[HelperInfo]) {

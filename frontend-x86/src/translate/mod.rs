@@ -735,9 +735,11 @@ pub fn translate(env: &jit::Env, key: &TbKey, fetch: &mut CodeFetcher, max_insns
             let ins = &insns[i];
             let written = ins.rflags_modified() & ALL;
             let read = ins.rflags_read() & ALL;
+            // Partial or count-dependent writers merge with the old flags when they emit.
             let partial = written != 0 && (written != ALL || conditional_flag_writer(ins));
-            live_flags[i] = written == 0 || partial || written & live != 0;
-            live = if may_fault(ins) || partial {
+            let emit = written == 0 || written & live != 0;
+            live_flags[i] = emit;
+            live = if may_fault(ins) || (partial && emit) {
                 ALL
             } else {
                 (live & !written) | read
