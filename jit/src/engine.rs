@@ -256,6 +256,7 @@ impl Engine {
         unsafe { (*env).rt = core as *mut u8 };
         let pc_global = self.frontend.pc_global();
         let mut last_exit: Option<(u32, u32)> = None;
+        let mut fill_jc = false;
         loop {
             // SAFETY: short-lived references; see above.
             let (envr, corer) = unsafe { (&mut *env, &mut *core) };
@@ -271,6 +272,12 @@ impl Engine {
             if let Some((from, idx)) = last_exit.take() {
                 if !single && corer.can_chain(from, tb) {
                     corer.chain(from, idx, tb);
+                }
+            }
+            if std::mem::take(&mut fill_jc) && !single {
+                let t = &corer.tbs[tb as usize];
+                if let Some(entry) = t.code.and_then(|c| corer.backend.entry_addr(c)) {
+                    envr.jc[crate::env::jc_index(key.rip)] = crate::env::JcEntry { pc: key.rip, mode: mode_word(&key), code: entry, _pad: 0 };
                 }
             }
             envr.cur_tb = tb;
@@ -291,7 +298,7 @@ impl Engine {
                                 last_exit = Some((tb_id, index));
                             }
                         }
-                        Exit::Indirect { .. } => {}
+                        Exit::Indirect { .. } => fill_jc = true,
                         Exit::Exception { vector, error_code } => {
                             envr.g[pc_global as usize] = t.block.insn_pcs[e.insn as usize];
                             envr.icount += e.insn as u64;
@@ -303,7 +310,9 @@ impl Engine {
                             return StopReason::Platform { op, arg, len };
                         }
                         Exit::Sync { pc } => {
-                            envr.g[pc_global as usize] = pc;
+                            if pc != crate::ir::SYNC_KEEP_PC {
+                                envr.g[pc_global as usize] = pc;
+                            }
                             envr.icount += e.insn as u64 + 1;
                         }
                     }
@@ -379,6 +388,7 @@ impl Core {
         }
         if self.backend.is_full() {
             self.flush_all();
+            env.jc.fill(crate::env::JcEntry::EMPTY);
         }
         let t0 = std::time::Instant::now();
         let mut fetch = CodeFetcher { env, ram: &mut self.ram, mmu: &mut *self.mmu, pages: Vec::new() };
@@ -387,6 +397,7 @@ impl Core {
         if self.optimize {
             crate::opt::optimize(&mut block, fe.helpers());
         }
+        block.mode = mode_word(key);
         if self.dump_ir {
             eprintln!("TB {} at {:#x} (flags {:#x}), {} insns, {} ops:", self.tbs.len(), key.pc, key.flags, block.insn_pcs.len(), block.ops.len());
             for op in &block.ops {
@@ -429,6 +440,7 @@ impl Core {
             Err(_) => {
                 // Out of code space mid-compile: flush and retry once.
                 self.flush_all();
+                env.jc.fill(crate::env::JcEntry::EMPTY);
                 return self.find_tb(env, key, single, fe);
             }
         };
@@ -491,10 +503,15 @@ impl Core {
         }
     }
 
-    fn invalidate_tb(&mut self, id: u32) {
+    fn invalidate_tb(&mut self, env: &mut Env, id: u32) {
         let t = &mut self.tbs[id as usize];
         if !t.valid {
             return;
+        }
+        if let Some(entry) = t.code.and_then(|c| self.backend.entry_addr(c)) {
+            for e in env.jc.iter_mut().filter(|e| e.code == entry) {
+                *e = crate::env::JcEntry::EMPTY;
+            }
         }
         t.valid = false;
         self.stats.invalidations += 1;
@@ -531,7 +548,8 @@ impl Core {
 
     /// Handle a store to physical `[pa, pa+len)` on a page that holds code. Returns false
     /// when the store must not happen (the running TB must restart at this instruction).
-    fn code_write(&mut self, pa: u64, len: u64, cur: u32) -> bool {
+    fn code_write(&mut self, env: &mut Env, pa: u64, len: u64) -> bool {
+        let cur = env.cur_tb;
         let page = pa & PAGE_MASK;
         let Some(list) = self.page_tbs.get(&page) else { return true };
         let hits: Vec<u32> = list
@@ -541,7 +559,7 @@ impl Core {
             .collect();
         let restart = hits.contains(&cur) && (cur as usize) < self.tbs.len() && self.tbs[cur as usize].ninsns() > 1;
         for id in hits {
-            self.invalidate_tb(id);
+            self.invalidate_tb(env, id);
         }
         !restart
     }
@@ -622,10 +640,10 @@ impl Core {
         };
         let mut ok = true;
         if self.is_code_page(p1) {
-            ok &= self.code_write(p1, n1 as u64, env.cur_tb);
+            ok &= self.code_write(env, p1, n1 as u64);
         }
         if n1 < size && self.is_code_page(p2) {
-            ok &= self.code_write(p2, (size - n1) as u64, env.cur_tb);
+            ok &= self.code_write(env, p2, (size - n1) as u64);
         }
         if !ok {
             return Ok(false);
@@ -640,6 +658,11 @@ impl Core {
 
 /// Slow-path descriptor bit: the load is the read of a read-modify-write.
 pub const MEM_INFO_RMW: u64 = 1 << 7;
+
+/// The mode word of a key: what besides the pc an indirect jump's target must match.
+pub fn mode_word(key: &TbKey) -> u64 {
+    key.flags as u64 | key.cs_base << 32
+}
 
 /// Pack a slow-path access descriptor: size in bytes, sign, kind.
 pub fn mem_info(size: MemSize, signed: bool, kind: AccessKind) -> u64 {

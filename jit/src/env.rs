@@ -39,6 +39,36 @@ const _: () = assert!(offset_of!(TlbEntry, write) == 8);
 const _: () = assert!(offset_of!(TlbEntry, exec) == 16);
 const _: () = assert!(offset_of!(TlbEntry, addend) == 24);
 
+/// Entries of the indirect-jump cache generated code probes on `Exit::Indirect`.
+pub const JC_BITS: u32 = 10;
+pub const JC_ENTRIES: usize = 1 << JC_BITS;
+
+/// One indirect-jump cache entry: the target pc, the mode word of the blocks it is valid
+/// for (see [`crate::ir::Block::mode`]) and the host address to enter. `code == 0` is empty.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct JcEntry {
+    pub pc: u64,
+    pub mode: u64,
+    pub code: u64,
+    pub _pad: u64,
+}
+
+impl JcEntry {
+    pub const EMPTY: JcEntry = JcEntry { pc: 0, mode: u64::MAX, code: 0, _pad: 0 };
+}
+
+const _: () = assert!(std::mem::size_of::<JcEntry>() == 32);
+const _: () = assert!(offset_of!(JcEntry, pc) == 0);
+const _: () = assert!(offset_of!(JcEntry, mode) == 8);
+const _: () = assert!(offset_of!(JcEntry, code) == 16);
+
+/// Index of `pc` in the indirect-jump cache.
+#[inline]
+pub fn jc_index(pc: u64) -> usize {
+    ((pc ^ (pc >> JC_BITS)) as usize) & (JC_ENTRIES - 1)
+}
+
 /// Fault codes in [`Env::fault`].
 pub mod fault {
     /// No fault.
@@ -78,6 +108,8 @@ pub struct Env {
     /// that return a second value).
     pub scratch: [u64; 4],
     pub tlb: [[TlbEntry; TLB_SIZE]; NB_MMU_MODES],
+    /// Indirect-jump cache (host code addresses; only backends that chain use it).
+    pub jc: [JcEntry; JC_ENTRIES],
 }
 
 pub const OFF_ICOUNT: usize = offset_of!(Env, icount);
@@ -86,6 +118,7 @@ pub const OFF_FAULT: usize = offset_of!(Env, fault);
 pub const OFF_MMU_IDX: usize = offset_of!(Env, mmu_idx);
 pub const OFF_CUR_TB: usize = offset_of!(Env, cur_tb);
 pub const OFF_TLB: usize = offset_of!(Env, tlb);
+pub const OFF_JC: usize = offset_of!(Env, jc);
 const _: () = assert!(offset_of!(Env, g) == 0);
 
 impl Env {
@@ -111,15 +144,18 @@ impl Env {
             std::ptr::addr_of_mut!((*p).rt).write(std::ptr::null_mut());
             std::ptr::addr_of_mut!((*p).scratch).write([0; 4]);
             std::ptr::addr_of_mut!((*p).tlb).write([[TlbEntry::EMPTY; TLB_SIZE]; NB_MMU_MODES]);
+            std::ptr::addr_of_mut!((*p).jc).write([JcEntry::EMPTY; JC_ENTRIES]);
             e.assume_init()
         }
     }
 
-    /// Flush every TLB entry of every mode.
+    /// Flush every TLB entry of every mode (and the jump cache, whose entries assume the
+    /// current mappings).
     pub fn tlb_flush(&mut self) {
         for m in self.tlb.iter_mut() {
             m.fill(TlbEntry::EMPTY);
         }
+        self.jc.fill(JcEntry::EMPTY);
     }
 
     /// Flush the entries for one virtual page in every mode.
@@ -132,6 +168,7 @@ impl Env {
                 *e = TlbEntry::EMPTY;
             }
         }
+        self.jc.fill(JcEntry::EMPTY);
     }
 
     /// Record a guest exception for the run loop.

@@ -233,8 +233,12 @@ pub enum Exit {
     Platform { op: u32, arg: u64, len: u8 },
     /// Stop the block here and give control back to the run loop at `pc` (after the
     /// instruction has completed), e.g. after a mode change that invalidates the block key.
+    /// `pc == SYNC_KEEP_PC` means a helper already set the pc global (far transfers).
     Sync { pc: u64 },
 }
+
+/// `Exit::Sync` target meaning "the pc global is already set".
+pub const SYNC_KEEP_PC: u64 = u64::MAX;
 
 /// One IR operation.
 #[derive(Clone, Debug, PartialEq)]
@@ -325,6 +329,10 @@ pub struct Block {
     /// the block's key, so it is constant for the block and equals `Env::mmu_idx` whenever
     /// the block runs.
     pub mmu_idx: u32,
+    /// The block's mode word (set by the engine from its key: flags and code-segment base).
+    /// An `Exit::Indirect` continues in the same mode, so a backend may look the target up
+    /// in `Env::jc` with this mode.
+    pub mode: u64,
 }
 
 /// Builds a block: allocates temps and labels and records instruction starts.

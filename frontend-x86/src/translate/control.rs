@@ -133,13 +133,11 @@ fn far_ptr(tr: &mut Tr, insn: &Instruction) -> (Temp, Temp) {
     (sel, off)
 }
 
-/// A far transfer's helper has set CS and RIP; leave the block as an indirect jump to the
-/// new rip so the run loop recomputes the mode from the new CS.
+/// A far transfer's helper has set CS and RIP: leave the block with a Sync that keeps the
+/// pc the helper wrote, so the run loop recomputes the mode from the new CS.
 fn fix_sync(tr: &mut Tr) {
-    // Replace the placeholder Sync with an Indirect exit reading the rip global.
     tr.b.block.ops.pop();
-    let rip = tr.b.get(crate::state::G_RIP);
-    tr.b.exit(Exit::Indirect { pc: rip });
+    tr.b.exit(Exit::Sync { pc: jit::ir::SYNC_KEEP_PC });
 }
 
 fn jcc(tr: &mut Tr, insn: &Instruction) -> Flow {

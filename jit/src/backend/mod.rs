@@ -8,7 +8,9 @@
 //!   including the exiting one to `Env::icount`, then goes through the exit's chain slot
 //!   (initially: return `EXIT|index`). `Exit::Repeat` is the same except that it adds
 //!   only the index of the exiting instruction (it does not retire). `Exit::Indirect` does
-//!   the same as Jump with a computed pc.
+//!   the same as Jump with a computed pc, then may probe `Env::jc` (index
+//!   `env::jc_index(pc)`, matching pc and `Block::mode`) and jump to the cached entry
+//!   instead of returning.
 //!   The other exits return `EXIT|index` and the run loop does the bookkeeping.
 //! - A load/store slow path or a `can_fault` helper that leaves `Env::fault != 0` makes
 //!   the block return `FAULT|insn_index` at once.
@@ -16,6 +18,8 @@
 use crate::env::Env;
 use crate::ir::{Block, Global, HelperInfo};
 
+#[cfg(target_arch = "aarch64")]
+pub mod aarch64;
 pub mod interp;
 pub mod regalloc;
 #[cfg(test)]
@@ -43,6 +47,11 @@ pub trait Backend {
     /// backend does not chain.
     fn chain(&mut self, from: CodeHandle, exit: u32, to: CodeHandle) -> bool;
     fn unchain(&mut self, from: CodeHandle, exit: u32);
+    /// The host address generated code may jump to for `code` (for `Env::jc`), if the
+    /// backend probes the indirect-jump cache.
+    fn entry_addr(&self, _code: CodeHandle) -> Option<u64> {
+        None
+    }
     /// Drop all code.
     fn flush(&mut self);
     fn is_full(&self) -> bool;
@@ -61,7 +70,9 @@ pub fn new_backend(kind: EngineKind) -> Box<dyn Backend> {
         EngineKind::Interp => Box::new(interp::Interp::new()),
         #[cfg(target_arch = "x86_64")]
         EngineKind::Jit => Box::new(x64::X64Backend::new()),
-        #[cfg(not(target_arch = "x86_64"))]
+        #[cfg(target_arch = "aarch64")]
+        EngineKind::Jit => Box::new(aarch64::A64Backend::new()),
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
         EngineKind::Jit => Box::new(interp::Interp::new()),
     }
 }

@@ -45,7 +45,7 @@ use memmap2::MmapMut;
 use super::regalloc::{regalloc, Loc, RegPool};
 use super::{Backend, CodeBufferFull, CodeHandle};
 use crate::engine::{mem_info, ret, slow_load, slow_store};
-use crate::env::{Env, OFF_CUR_TB, OFF_FAULT, OFF_ICOUNT, OFF_ICOUNT_LIMIT, OFF_TLB, PAGE_BITS, PAGE_MASK, TLB_SIZE};
+use crate::env::{Env, JC_BITS, JC_ENTRIES, OFF_CUR_TB, OFF_FAULT, OFF_ICOUNT, OFF_ICOUNT_LIMIT, OFF_JC, OFF_TLB, PAGE_BITS, PAGE_MASK, TLB_SIZE};
 use crate::execmem::{ExecMem, DEFAULT_CODE_SIZE};
 use crate::ir::{AccessKind, BinOp, Block, Cond, Exit, Global, HelperInfo, MemOp, MemSize, Op, Temp, UnOp, Val, Width};
 
@@ -92,6 +92,7 @@ const NSLOTS: usize = 1 << 21;
 const SLOT_MARGIN: usize = 1 << 16;
 
 const OFF_TLB_I: i32 = OFF_TLB as i32;
+const OFF_JC_I: i32 = OFF_JC as i32;
 const OFF_FAULT_I: i32 = OFF_FAULT as i32;
 const OFF_ICOUNT_I: i32 = OFF_ICOUNT as i32;
 const OFF_ICOUNT_LIMIT_I: i32 = OFF_ICOUNT_LIMIT as i32;
@@ -225,6 +226,7 @@ impl Backend for X64Backend {
             helpers,
             pc_global,
             mmu_idx: block.mmu_idx,
+            mode: block.mode,
             loc: alloc.loc,
             caller_live: alloc.caller_live,
             extra: 0,
@@ -283,6 +285,10 @@ impl Backend for X64Backend {
             }
             None => false,
         }
+    }
+
+    fn entry_addr(&self, code: CodeHandle) -> Option<u64> {
+        Some(self.tbs[code.0].entry as u64)
     }
 
     fn unchain(&mut self, from: CodeHandle, exit: u32) {
@@ -386,6 +392,8 @@ struct Gen<'a> {
     helpers: &'a [HelperInfo],
     pc_global: Global,
     mmu_idx: u32,
+    /// The block's mode word (for the indirect-jump cache probe).
+    mode: u64,
     loc: Vec<Loc>,
     caller_live: Vec<u32>,
     extra: i32,
@@ -790,15 +798,31 @@ impl Gen<'_> {
             }
             Exit::Indirect { pc } => {
                 let o = self.topnd(pc);
-                match o {
-                    Opnd::R(r) => asm!(self; mov QWORD [r15 + pcg], Rq(r)),
-                    _ => {
-                        self.mov_r(RAX, o, false);
-                        asm!(self; mov QWORD [r15 + pcg], rax);
-                    }
-                }
-                asm!(self; add QWORD [r15 + OFF_ICOUNT_I], DWORD n);
-                self.ret_to_loop(ret::encode(self.tb, idx, ret::EXIT));
+                self.mov_r(RDX, o, false);
+                asm!(self;
+                    mov QWORD [r15 + pcg], rdx
+                    ; add QWORD [r15 + OFF_ICOUNT_I], DWORD n
+                );
+                self.leave_frame();
+                // Probe the indirect-jump cache: index (pc ^ pc >> JC_BITS) & (JC_ENTRIES-1),
+                // hit when pc and the mode word match; then enter the cached block.
+                let miss = self.a.new_dynamic_label();
+                asm!(self;
+                    mov rax, rdx
+                    ; shr rax, JC_BITS as i8
+                    ; xor rax, rdx
+                    ; and eax, (JC_ENTRIES - 1) as i32
+                    ; shl eax, 5
+                    ; cmp rdx, QWORD [r15 + rax + OFF_JC_I]
+                    ; jne =>miss
+                    ; mov rcx, QWORD self.mode as i64
+                    ; cmp rcx, QWORD [r15 + rax + OFF_JC_I + 8]
+                    ; jne =>miss
+                    ; jmp QWORD [r15 + rax + OFF_JC_I + 16]
+                    ; =>miss
+                    ; mov rax, QWORD ret::encode(self.tb, idx, ret::EXIT) as i64
+                    ; jmp extern self.epilogue
+                );
                 self.exit_defaults.push(None);
             }
             Exit::Exception { .. } | Exit::Platform { .. } | Exit::Sync { .. } => {
