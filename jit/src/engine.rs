@@ -15,6 +15,31 @@
 //! - At every exit `Env::icount` is the exact number of retired guest instructions.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// A fast non-cryptographic hasher for the engine's internal maps (keys are guest
+/// addresses; no adversary benefits from collisions beyond slowing its own guest).
+#[derive(Default)]
+pub struct FxHasher(u64);
+
+impl Hasher for FxHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(*b as u64);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(v as u64);
+    }
+}
+
+type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
 use crate::backend::{Backend, CodeHandle};
 use crate::env::{self, fault, tlb_index, Env, TlbEntry, PAGE_MASK, PAGE_SIZE};
@@ -181,9 +206,11 @@ pub struct Core {
     pub mmu: Box<dyn Mmu>,
     pub backend: Box<dyn Backend>,
     pub tbs: Vec<Tb>,
-    lookup: HashMap<(TbKey, u64), u32>,
+    lookup: FxMap<(TbKey, u64), u32>,
     jc: Vec<Option<(TbKey, u32)>>,
-    page_tbs: HashMap<u64, Vec<u32>>,
+    page_tbs: FxMap<u64, Vec<u32>>,
+    /// One bit per RAM page: the page holds translated code (mirrors `page_tbs`).
+    code_pages: Vec<u64>,
     pub stats: Stats,
     pub max_insns: u32,
     /// Run the IR optimiser on each block (`XENOLITH_NO_OPT=1` turns it off).
@@ -202,15 +229,17 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(ram: GuestRam, mmu: Box<dyn Mmu>, frontend: Box<dyn Frontend>, backend: Box<dyn Backend>) -> Engine {
+        let ram_pages = ram.size() / PAGE_SIZE;
         let mut env = Env::new();
         let core = Box::new(Core {
             ram,
             mmu,
             backend,
             tbs: Vec::new(),
-            lookup: HashMap::new(),
+            lookup: FxMap::default(),
             jc: vec![None; JC_SIZE],
-            page_tbs: HashMap::new(),
+            code_pages: vec![0; ram_pages.div_ceil(64) as usize + 1],
+            page_tbs: FxMap::default(),
             stats: Stats::default(),
             max_insns: 512,
             optimize: std::env::var_os("XENOLITH_NO_OPT").is_none(),
@@ -350,6 +379,7 @@ impl Core {
         self.lookup.clear();
         self.jc.fill(None);
         self.page_tbs.clear();
+        self.code_pages.fill(0);
         self.backend.flush();
         self.stats.flushes += 1;
     }
@@ -463,6 +493,7 @@ impl Core {
         for p in tbpages.into_iter().flatten() {
             if !self.page_tbs.contains_key(&p) {
                 self.protect_code_page(env, p);
+                self.set_code_page(p, true);
             }
             self.page_tbs.entry(p).or_default().push(id);
         }
@@ -476,11 +507,9 @@ impl Core {
     /// Remove write tags that map to physical page `p`, so stores take the slow path.
     fn protect_code_page(&mut self, env: &mut Env, p: u64) {
         let base = self.ram.base() as u64;
-        for m in env.tlb.iter_mut() {
-            for e in m.iter_mut() {
-                if e.write & !PAGE_MASK == 0 && e.write.wrapping_add(e.addend) == base + p {
-                    e.write = env::TLB_INVALID;
-                }
+        for e in env.tlb.iter_mut().flatten().chain(env.victim.iter_mut().flatten()) {
+            if e.write & !PAGE_MASK == 0 && e.write.wrapping_add(e.addend) == base + p {
+                e.write = env::TLB_INVALID;
             }
         }
     }
@@ -541,6 +570,7 @@ impl Core {
                 list.retain(|&x| x != id);
                 if list.is_empty() {
                     self.page_tbs.remove(&p);
+                    self.set_code_page(p, false);
                 }
             }
         }
@@ -565,7 +595,19 @@ impl Core {
     }
 
     fn is_code_page(&self, p: u64) -> bool {
-        self.page_tbs.contains_key(&(p & PAGE_MASK))
+        let n = (p >> crate::env::PAGE_BITS) as usize;
+        self.code_pages.get(n / 64).is_some_and(|w| w >> (n % 64) & 1 != 0)
+    }
+
+    fn set_code_page(&mut self, p: u64, on: bool) {
+        let n = (p >> crate::env::PAGE_BITS) as usize;
+        if let Some(w) = self.code_pages.get_mut(n / 64) {
+            if on {
+                *w |= 1 << (n % 64);
+            } else {
+                *w &= !(1 << (n % 64));
+            }
+        }
     }
 
     fn tlb_fill(&mut self, env: &mut Env, vaddr: u64, paddr: u64, access: Access) {
@@ -574,18 +616,27 @@ impl Core {
             return; // not RAM: always slow path
         }
         let vpage = vaddr & PAGE_MASK;
+        let code = self.is_code_page(ppage);
         let addend = (self.ram.base() as u64).wrapping_add(ppage).wrapping_sub(vpage);
         let mmu = env.mmu_idx as usize;
+        let old = env.tlb[mmu][tlb_index(vaddr)];
         let e = &mut env.tlb[mmu][tlb_index(vaddr)];
         if e.addend != addend || (e.read != vpage && e.write != vpage && e.exec != vpage) {
             *e = TlbEntry::EMPTY;
             e.addend = addend;
+            // Keep the evicted entry in the victim TLB.
+            if old.read & !PAGE_MASK == 0 || old.write & !PAGE_MASK == 0 || old.exec & !PAGE_MASK == 0 {
+                let k = env.victim_next[mmu] as usize;
+                env.victim[mmu][k] = old;
+                env.victim_next[mmu] = ((k + 1) % crate::env::VICTIM_SIZE) as u32;
+            }
         }
+        let e = &mut env.tlb[mmu][tlb_index(vaddr)];
         match access {
             Access::Read => e.read = vpage,
             Access::Write => {
                 e.read = vpage;
-                if !self.page_tbs.contains_key(&ppage) {
+                if !code {
                     e.write = vpage;
                 }
             }
@@ -595,11 +646,34 @@ impl Core {
 
     /// Translate one access (not crossing a page) and fill the TLB.
     fn translate(&mut self, env: &mut Env, vaddr: u64, access: Access, who: AccessKind) -> Result<u64, GuestFault> {
+        if who != AccessKind::System {
+            if let Some(p) = self.victim_hit(env, vaddr, access) {
+                return Ok(p);
+            }
+        }
         let p = self.mmu.translate(env, &mut self.ram, vaddr, access, who)?;
         if who != AccessKind::System {
             self.tlb_fill(env, vaddr, p, access);
         }
         Ok(p)
+    }
+
+    /// Look `vaddr` up in the victim TLB; on a hit swap the entry into the main TLB and
+    /// return the physical address.
+    fn victim_hit(&mut self, env: &mut Env, vaddr: u64, access: Access) -> Option<u64> {
+        let vpage = vaddr & PAGE_MASK;
+        let mmu = env.mmu_idx as usize;
+        let k = env.victim[mmu].iter().position(|v| match access {
+            Access::Read => v.read == vpage,
+            Access::Write => v.write == vpage,
+            Access::Exec => v.exec == vpage,
+        })?;
+        let idx = tlb_index(vaddr);
+        let hit = env.victim[mmu][k];
+        env.victim[mmu][k] = env.tlb[mmu][idx];
+        env.tlb[mmu][idx] = hit;
+        let host = vaddr.wrapping_add(hit.addend);
+        Some(host.wrapping_sub(self.ram.base() as u64))
     }
 
     /// Load `size` bytes at linear `vaddr` (any alignment), or the fault.

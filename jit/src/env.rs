@@ -8,13 +8,17 @@ use std::mem::offset_of;
 /// Number of u64 guest-state slots.
 pub const NGLOBALS: usize = 256;
 /// TLB entries per MMU mode (direct-mapped, indexed by virtual page number).
-pub const TLB_BITS: u32 = 8;
+pub const TLB_BITS: u32 = 10;
 pub const TLB_SIZE: usize = 1 << TLB_BITS;
 /// Number of MMU modes (the frontend decides what they mean, e.g. supervisor and user).
 pub const NB_MMU_MODES: usize = 2;
 pub const PAGE_BITS: u32 = 12;
 pub const PAGE_SIZE: u64 = 1 << PAGE_BITS;
 pub const PAGE_MASK: u64 = !(PAGE_SIZE - 1);
+/// Victim TLB entries per MMU mode: a small fully associative cache of entries evicted
+/// from the direct-mapped TLB, checked by the slow path before a page walk (two buffers a
+/// power-of-two apart map to the same TLB index).
+pub const VICTIM_SIZE: usize = 8;
 /// Tag value that never matches (not page aligned).
 pub const TLB_INVALID: u64 = 1;
 
@@ -110,6 +114,9 @@ pub struct Env {
     pub tlb: [[TlbEntry; TLB_SIZE]; NB_MMU_MODES],
     /// Indirect-jump cache (host code addresses; only backends that chain use it).
     pub jc: [JcEntry; JC_ENTRIES],
+    /// Victim TLB (slow path only), and the next slot to replace per mode.
+    pub victim: [[TlbEntry; VICTIM_SIZE]; NB_MMU_MODES],
+    pub victim_next: [u32; NB_MMU_MODES],
 }
 
 pub const OFF_ICOUNT: usize = offset_of!(Env, icount);
@@ -145,6 +152,8 @@ impl Env {
             std::ptr::addr_of_mut!((*p).scratch).write([0; 4]);
             std::ptr::addr_of_mut!((*p).tlb).write([[TlbEntry::EMPTY; TLB_SIZE]; NB_MMU_MODES]);
             std::ptr::addr_of_mut!((*p).jc).write([JcEntry::EMPTY; JC_ENTRIES]);
+            std::ptr::addr_of_mut!((*p).victim).write([[TlbEntry::EMPTY; VICTIM_SIZE]; NB_MMU_MODES]);
+            std::ptr::addr_of_mut!((*p).victim_next).write([0; NB_MMU_MODES]);
             e.assume_init()
         }
     }
@@ -153,6 +162,9 @@ impl Env {
     /// current mappings).
     pub fn tlb_flush(&mut self) {
         for m in self.tlb.iter_mut() {
+            m.fill(TlbEntry::EMPTY);
+        }
+        for m in self.victim.iter_mut() {
             m.fill(TlbEntry::EMPTY);
         }
         self.jc.fill(JcEntry::EMPTY);
@@ -165,6 +177,11 @@ impl Env {
         for m in self.tlb.iter_mut() {
             let e = &mut m[idx];
             if e.read == page || e.write == page || e.exec == page {
+                *e = TlbEntry::EMPTY;
+            }
+        }
+        for m in self.victim.iter_mut() {
+            for e in m.iter_mut().filter(|e| e.read == page || e.write == page || e.exec == page) {
                 *e = TlbEntry::EMPTY;
             }
         }
@@ -181,7 +198,10 @@ impl Env {
     }
 }
 
+/// TLB index of a virtual address: the page number folded with the next TLB_BITS bits, so
+/// buffers a power-of-two number of pages apart (the classic copy between two 4 MiB
+/// arrays) do not all collide in the direct-mapped TLB.
 #[inline]
 pub fn tlb_index(vaddr: u64) -> usize {
-    ((vaddr >> PAGE_BITS) as usize) & (TLB_SIZE - 1)
+    (((vaddr >> PAGE_BITS) ^ (vaddr >> (PAGE_BITS + TLB_BITS))) as usize) & (TLB_SIZE - 1)
 }

@@ -583,14 +583,28 @@ impl Gen<'_> {
         }
     }
 
-    /// `d = s + imm` (64-bit) for any immediate; `tmp` is used when it does not fit.
+    /// `d = s + imm` (64-bit, 31 = sp) for any immediate: one or two add/sub immediates
+    /// when the magnitude is below 2^24, otherwise through `tmp`.
     fn add_imm(&mut self, d: u8, s: u8, imm: u64, tmp: u8) {
-        if imm < 4096 {
-            let i = imm as u32;
-            asm!(self; add XSP(d), XSP(s), #i);
-        } else if imm.wrapping_neg() < 4096 {
-            let i = imm.wrapping_neg() as u32;
-            asm!(self; sub XSP(d), XSP(s), #i);
+        let (neg, m) = if imm >> 63 == 0 { (false, imm) } else { (true, imm.wrapping_neg()) };
+        if m < 1 << 24 {
+            let (hi, lo) = ((m >> 12) as u32, (m & 0xfff) as u32);
+            let mut src = s;
+            if hi != 0 {
+                if neg {
+                    asm!(self; sub XSP(d), XSP(src), #hi, LSL #12);
+                } else {
+                    asm!(self; add XSP(d), XSP(src), #hi, LSL #12);
+                }
+                src = d;
+            }
+            if lo != 0 || hi == 0 {
+                if neg {
+                    asm!(self; sub XSP(d), XSP(src), #lo);
+                } else {
+                    asm!(self; add XSP(d), XSP(src), #lo);
+                }
+            }
         } else {
             self.load_imm(tmp, imm);
             asm!(self; add XSP(d), XSP(s), X(tmp));
@@ -1185,16 +1199,22 @@ impl Gen<'_> {
         let slow = self.a.new_dynamic_label();
         let back = self.a.new_dynamic_label();
         // TLB probe (see interp::tlb_probe): index from the first byte, tag from the last.
-        // x16 = &env.tlb[..][index] - OFF_TLB_MODE, x17 = tag, then the addend.
-        let tlb = OFF_TLB as i64 + (self.mmu_idx as usize * TLB_SIZE * TLB_ENTRY_BYTES) as i64;
-        let tag = tlb + if store || mop.rmw { 8 } else { 0 };
-        let addend = tlb + 24;
+        // x16 = env + 32*index (+ the mode's table base when it is far), x17 = tag, then
+        // the addend.
+        let mut tlb = OFF_TLB as i64 + (self.mmu_idx as usize * TLB_SIZE * TLB_ENTRY_BYTES) as i64;
         let (pb, tb) = (PAGE_BITS, TLB_BITS);
         let pmask = PAGE_MASK;
         asm!(self;
             ubfx x16, X(ra), #pb, #tb
             ; add x16, x28, x16, LSL #5
         );
+        if tlb + 24 > 32760 {
+            // This mode's table is beyond the scaled 12-bit offsets: fold its base in.
+            self.add_imm(IP0, IP0, tlb as u64, IP1);
+            tlb = 0;
+        }
+        let tag = tlb + if store || mop.rmw { 8 } else { 0 };
+        let addend = tlb + 24;
         self.mem(Ls::LdX, IP1, IP0, tag);
         if size == MemSize::B1 {
             asm!(self; and x3, X(ra), #pmask);
@@ -1377,8 +1397,8 @@ mod tests {
     fn huge_frames() {
         let hs = helpers();
         let mut be = A64Backend::new();
-        let mut e = testkit::engine();
         for n in [100u64, 200, 5000] {
+            let mut e = testkit::engine();
             let mut b = Builder::new();
             b.insn_start(0x100);
             let x = b.get(1);

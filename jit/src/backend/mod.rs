@@ -22,6 +22,8 @@ use crate::ir::{Block, Global, HelperInfo};
 pub mod aarch64;
 pub mod interp;
 pub mod regalloc;
+#[cfg(target_arch = "riscv64")]
+pub mod riscv64;
 #[cfg(test)]
 pub(crate) mod testkit;
 #[cfg(target_arch = "x86_64")]
@@ -72,7 +74,9 @@ pub fn new_backend(kind: EngineKind) -> Box<dyn Backend> {
         EngineKind::Jit => Box::new(x64::X64Backend::new()),
         #[cfg(target_arch = "aarch64")]
         EngineKind::Jit => Box::new(aarch64::A64Backend::new()),
-        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+        #[cfg(target_arch = "riscv64")]
+        EngineKind::Jit => Box::new(riscv64::Rv64Backend::new()),
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64")))]
         EngineKind::Jit => Box::new(interp::Interp::new()),
     }
 }

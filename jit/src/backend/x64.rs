@@ -45,7 +45,7 @@ use memmap2::MmapMut;
 use super::regalloc::{regalloc, Loc, RegPool};
 use super::{Backend, CodeBufferFull, CodeHandle};
 use crate::engine::{mem_info, ret, slow_load, slow_store};
-use crate::env::{Env, JC_BITS, JC_ENTRIES, OFF_CUR_TB, OFF_FAULT, OFF_ICOUNT, OFF_ICOUNT_LIMIT, OFF_JC, OFF_TLB, PAGE_BITS, PAGE_MASK, TLB_SIZE};
+use crate::env::{Env, JC_BITS, JC_ENTRIES, OFF_CUR_TB, OFF_FAULT, OFF_ICOUNT, OFF_ICOUNT_LIMIT, OFF_JC, OFF_TLB, PAGE_BITS, PAGE_MASK, TLB_BITS, TLB_SIZE};
 use crate::execmem::{ExecMem, DEFAULT_CODE_SIZE};
 use crate::ir::{AccessKind, BinOp, Block, Cond, Exit, Global, HelperInfo, MemOp, MemSize, Op, Temp, UnOp, Val, Width};
 
@@ -1194,12 +1194,17 @@ impl Gen<'_> {
         let tlb = OFF_TLB_I + (self.mmu_idx as usize * TLB_SIZE * TLB_ENTRY_BYTES) as i32;
         let tag = tlb + if store || mop.rmw { 8 } else { 0 };
         let addend = tlb + 24;
+        // index = ((a >> 12) ^ (a >> (12 + TLB_BITS))) & (TLB_SIZE-1), scaled by 32
         let sh = (PAGE_BITS - 5) as i8;
+        let sh2 = (PAGE_BITS + TLB_BITS - 5) as i8;
         let imask = ((TLB_SIZE - 1) * TLB_ENTRY_BYTES) as i32;
         let pmask = PAGE_MASK as i64 as i32;
         asm!(self;
             mov rax, Rq(areg)
+            ; mov rdx, Rq(areg)
             ; shr rax, BYTE sh
+            ; shr rdx, BYTE sh2
+            ; xor eax, edx
             ; and eax, DWORD imask
         );
         if size == MemSize::B1 {
