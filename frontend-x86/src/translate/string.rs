@@ -138,9 +138,7 @@ fn string(tr: &mut Tr, insn: &Instruction, kind: Kind) -> Flow {
         }
     }
     if !rep {
-        let next = tr.next;
-        tr.exit_jump(next);
-        return Flow::End;
+        return Flow::Next;
     }
     let c = tr.gpr(1);
     let c1 = tr.b.sub(c, Val::C(1));

@@ -53,11 +53,12 @@
 //! The host-independent linear-scan allocator in [`super::regalloc`], given `POOL`.
 //!
 //! # Branch ranges
-//! Conditional branches reach ±4 KiB and `jal` ±1 MiB. Branches whose target may be far
+//! Conditional branches reach ±4 KiB and `jal` ±1 MiB (dynasmrt 5.1 only accepts half of
+//! that: ±2 KiB and ±512 KiB, see `B_REACH`). Branches whose target may be far
 //! (IR labels, the out-of-line slow paths and fault exits at the end of the block, the
 //! shared return code) are relaxed per branch: a block is first assembled with short
 //! branches; each such branch's distance is then checked against the resolved labels, and
-//! those out of range are re-emitted as an inverted short branch over a `jal` (±1 MiB), or
+//! those out of range are re-emitted as an inverted short branch over a `jal`, or
 //! over `auipc+jalr` (±2 GiB), and the block is assembled again until every branch fits.
 //! Jumps to the shared epilogue and chain targets go through `auipc+jalr` or a register.
 //!
@@ -90,7 +91,7 @@ use memmap2::MmapMut;
 use super::regalloc::{regalloc, Loc, RegPool};
 use super::{Backend, CodeBufferFull, CodeHandle};
 use crate::engine::{mem_info, ret, slow_load, slow_store, MEM_INFO_RMW};
-use crate::env::{Env, JC_BITS, JC_ENTRIES, OFF_CUR_TB, OFF_FAULT, OFF_ICOUNT, OFF_ICOUNT_LIMIT, OFF_JC, OFF_TLB, PAGE_BITS, TLB_SIZE};
+use crate::env::{Env, JC_BITS, JC_ENTRIES, OFF_CUR_TB, OFF_FAULT, OFF_ICOUNT, OFF_ICOUNT_LIMIT, OFF_JC, OFF_TLB, PAGE_BITS, TLB_BITS, TLB_SIZE};
 use crate::execmem::{ExecMem, DEFAULT_CODE_SIZE};
 use crate::ir::{AccessKind, BinOp, Block, Cond, Exit, Global, HelperInfo, MemOp, MemSize, Op, Temp, UnOp, Val, Width};
 
@@ -186,18 +187,15 @@ const fn fits12(v: i64) -> bool {
     v >= -2048 && v <= 2047
 }
 const _: () = assert!(fits12(ICOUNT_T as i64) && fits12(ICOUNT_LIMIT_T as i64) && fits12(FAULT_T as i64) && fits12(CUR_TB_T as i64));
-/// The jump cache relative to `TLBB`, in 32-byte entries (added to the index before scaling).
-const JC_T_ENTRIES: i32 = (OFF_JC as i32 - OFF_TLB as i32) / 32;
-const _: () = assert!((OFF_JC - OFF_TLB) % 32 == 0 && fits12(JC_T_ENTRIES as i64 + (JC_ENTRIES as i64 - 1)));
 const _: () = assert!(std::mem::size_of::<crate::env::JcEntry>() == 32);
 /// Guest globals must be within the 12-bit reach of `ENV`.
 const _: () = assert!(crate::env::NGLOBALS * 8 <= 2048);
-/// The TLB index is `(vaddr >> PAGE_BITS) & (TLB_SIZE - 1)`, an `andi` mask.
-const _: () = assert!(TLB_SIZE - 1 <= 2047);
 
-/// Conditional branch reach (bytes, either way) and `jal` reach.
-const B_REACH: i64 = 1 << 12;
-const J_REACH: i64 = 1 << 20;
+/// Conditional branch reach (bytes, either way) and `jal` reach, as dynasmrt 5.1 checks
+/// them: its relocation range check treats the 13-bit (B) and 21-bit (J) byte offsets as
+/// 12 and 20 bits, so only half the architectural reach (±2 KiB, ±512 KiB) is usable.
+const B_REACH: i64 = 1 << 11;
+const J_REACH: i64 = 1 << 19;
 
 // ---------------------------------------------------------------------------------------
 // Constants
@@ -433,7 +431,17 @@ impl Backend for Rv64Backend {
                 br_mode = g.br_mode;
                 continue;
             }
-            g.a.commit().expect("riscv64 backend: bad labels in block");
+            if let Err(e) = g.a.commit() {
+                let mut ls: Vec<(String, DynamicLabel)> = Vec::new();
+                for (i, l) in g.labels.iter().enumerate() { ls.push((format!("ir{i}"), *l)); }
+                for (v, l) in g.pool.iter() { ls.push((format!("pool {v:#x}"), *l)); }
+                for (i, l) in g.fault_labels.iter().enumerate() { if let Some(l) = l { ls.push((format!("fault{i}"), *l)); } }
+                if let Some(l) = g.ret_tail { ls.push(("ret_tail".into(), l)); }
+                if let Some(l) = g.ret_noframe { ls.push(("ret_noframe".into(), l)); }
+                for (n, l) in ls { eprintln!("{n}: id {} at {:?}", l.get_id(), g.a.labels().resolve_dynamic(l)); }
+                eprintln!("len {}", g.a.offset().0);
+                panic!("riscv64 backend: bad labels in block: {e:?}");
+            }
             let defaults: Vec<Option<(usize, usize)>> = g
                 .exit_defaults
                 .iter()
@@ -1004,15 +1012,32 @@ impl Gen<'_> {
                 // hit when pc and the mode word match; then enter the cached block.
                 let miss = self.new_label();
                 let jbits = JC_BITS;
-                let jmask = (JC_ENTRIES - 1) as i32;
                 asm!(self;
                     srli t1, X(r), jbits
                     ; xor t1, t1, X(r)
-                    ; andi t1, t1, jmask
-                    ; addi t1, t1, JC_T_ENTRIES
-                    ; slli t1, t1, 5
+                );
+                if JC_ENTRIES - 1 <= 2047 {
+                    let jmask = (JC_ENTRIES - 1) as i32;
+                    asm!(self; andi t1, t1, jmask);
+                } else {
+                    let sh = 64 - JC_BITS;
+                    asm!(self; slli t1, t1, sh ; srli t1, t1, sh);
+                }
+                let jc_rel = OFF_JC as i64 - OFF_TLB as i64;
+                let fold = jc_rel % 32 == 0 && fits12(jc_rel / 32 + JC_ENTRIES as i64);
+                if fold {
+                    let e = (jc_rel / 32) as i32;
+                    asm!(self; addi t1, t1, e);
+                }
+                asm!(self;
+                    slli t1, t1, 5
                     ; add t1, t1, X(TLBB)
-                    ; ld t2, [t1, 0]
+                );
+                if !fold {
+                    self.add_imm(T1, T1, jc_rel, T2);
+                }
+                asm!(self;
+                    ld t2, [t1, 0]
                     ; bne t2, X(r), =>miss
                 );
                 self.li(T0, self.mode);
@@ -1551,21 +1576,35 @@ impl Gen<'_> {
         let slow = self.new_label();
         let back = self.new_label();
         // TLB probe (see interp::tlb_probe): index from the first byte, tag from the last.
+        // t0 = &env.tlb[mmu][tlb_index(addr)], t1 = page of the last byte, t2 = tag.
         let tag = if store || mop.rmw { 8 } else { 0 };
-        let pb = PAGE_BITS;
-        let imask = (TLB_SIZE - 1) as i32;
+        let (pb, pb2) = (PAGE_BITS, PAGE_BITS + TLB_BITS);
         asm!(self;
             srli t0, X(areg), pb
-            ; andi t0, t0, imask
+            ; srli t1, X(areg), pb2
+            ; xor t0, t0, t1
         );
-        if self.mmu_idx != 0 {
-            let mo = (self.mmu_idx as usize * TLB_SIZE) as i32;
+        if TLB_SIZE - 1 <= 2047 {
+            let imask = (TLB_SIZE - 1) as i32;
+            asm!(self; andi t0, t0, imask);
+        } else {
+            let sh = 64 - TLB_BITS;
+            asm!(self; slli t0, t0, sh ; srli t0, t0, sh);
+        }
+        // This mode's table: folded into the index when small, else added after scaling.
+        let mode_entries = (self.mmu_idx as usize * TLB_SIZE) as i64;
+        let fold = fits12(mode_entries);
+        if mode_entries != 0 && fold {
+            let mo = mode_entries as i32;
             asm!(self; addi t0, t0, mo);
         }
         asm!(self;
             slli t0, t0, 5
             ; add t0, t0, X(TLBB)
         );
+        if !fold {
+            self.add_imm(T0, T0, mode_entries * TLB_ENTRY_BYTES as i64, T1);
+        }
         if size == MemSize::B1 {
             asm!(self; srli t1, X(areg), pb);
         } else {

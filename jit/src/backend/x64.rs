@@ -253,6 +253,10 @@ impl Backend for X64Backend {
             .map(|e| e.map(|(slot, l)| (slot, base + g.a.labels().resolve_dynamic(l).expect("exit label").0)))
             .collect();
         let code = g.a.finalize().expect("x64 backend: assembly failed");
+        if let Some(dir) = std::env::var_os("XENOLITH_DUMP_CODE") {
+            // Debug aid: `objdump -D -b binary -mi386:x86-64 --adjust-vma=ADDR FILE`.
+            let _ = std::fs::write(std::path::Path::new(&dir).join(format!("tb{tb}_{base:x}.bin")), &code);
+        }
         let p = self.mem.write(&code).ok_or(CodeBufferFull)?;
         assert_eq!(p as usize, base);
         self.slots_used = slot_base + njumps;
