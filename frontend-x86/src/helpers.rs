@@ -20,6 +20,7 @@ pub struct HelperIds {
     pub popf: HelperId,
     pub far_jump: HelperId,
     pub pdep_pext: HelperId,
+    pub rep_fast: HelperId,
 }
 
 pub const H: HelperIds = HelperIds {
@@ -33,6 +34,7 @@ pub const H: HelperIds = HelperIds {
     popf: HelperId(7),
     far_jump: HelperId(8),
     pdep_pext: HelperId(9),
+    rep_fast: HelperId(10),
 };
 
 const CC: GlobalSet = GlobalSet::NONE.with(G_CC_OP).with(G_CC_DST).with(G_CC_SRC).with(G_CC_SRC2).with(G_RFLAGS);
@@ -56,6 +58,7 @@ pub fn table() -> Vec<HelperInfo> {
         HelperInfo { name: "popf", func: helper_popf, reads: GlobalSet::ALL, writes: CC, can_fault: false },
         HelperInfo { name: "far_jump", func: crate::desc::helper_far_jump, reads: GlobalSet::ALL, writes: GlobalSet::ALL, can_fault: true },
         HelperInfo { name: "pdep_pext", func: helper_pdep_pext, reads: GlobalSet::NONE, writes: GlobalSet::NONE, can_fault: false },
+        HelperInfo { name: "rep_fast", func: helper_rep_fast, reads: GlobalSet::ALL, writes: gprs, can_fault: false },
     ]
 }
 
@@ -348,4 +351,91 @@ unsafe extern "C" fn helper_pdep_pext(_env: *mut Env, which: u64, src: u64, mask
         }
     }
     r
+}
+
+/// Bulk REP MOVS/STOS (DF = 0): performs as many whole iterations as fit in the current
+/// source and destination pages, when both are plain RAM (no fault possible, no code on
+/// the destination page), and updates rCX/rSI/rDI. Returns the number of iterations done;
+/// 0 means "run one iteration the precise way" (faults, code pages, page-crossing
+/// elements, DF = 1). a0 = kind (0 movs, 1 stos) | element size << 4 | address size << 8 |
+/// 64-bit code << 12, a1 = source segment base, a2 = ES base.
+pub unsafe extern "C" fn helper_rep_fast(env: *mut Env, a0: u64, src_base: u64, es_base: u64, _: u64) -> u64 {
+    use jit::engine::Access;
+    // SAFETY: helper contract.
+    let (core, e) = unsafe { (core_of(env), &mut *env) };
+    if e.g[G_RFLAGS as usize] & fl::DF != 0 {
+        return 0;
+    }
+    let movs = a0 & 0xf == 0;
+    let size = (a0 >> 4) & 0xf;
+    let asize = ((a0 >> 8) & 0xf) as u32;
+    let amask = crate::translate::size_mask(asize);
+    let code64 = a0 & 0x1000 != 0;
+    let linear = |base: u64, off: u64| -> u64 {
+        let l = base.wrapping_add(off);
+        if code64 {
+            l
+        } else {
+            l & 0xffff_ffff
+        }
+    };
+    let count = e.g[1] & amask;
+    if count == 0 {
+        return 0;
+    }
+    let rsi = e.g[6] & amask;
+    let rdi = e.g[7] & amask;
+    let dlin = linear(es_base, rdi);
+    let mut n = count.min((0x1000 - (dlin & 0xfff)) / size);
+    // Keep the index registers from wrapping inside one chunk.
+    n = n.min((amask - rdi) / size + 1);
+    let slin = linear(src_base, rsi);
+    if movs {
+        n = n.min((0x1000 - (slin & 0xfff)) / size).min((amask - rsi) / size + 1);
+    }
+    if n == 0 {
+        return 0;
+    }
+    let Some(dp) = core.bulk_translate(e, dlin, Access::Write) else { return 0 };
+    let bytes = (n * size) as usize;
+    if movs {
+        let Some(sp) = core.bulk_translate(e, slin, Access::Read) else { return 0 };
+        let ram = core.ram_mut();
+        if sp + bytes as u64 <= dp || dp + bytes as u64 <= sp || sp >= dp {
+            // Disjoint, or copying downwards: front-to-back element order equals memmove.
+            let tmp = ram.slice(sp, bytes).map(|s| s.to_vec());
+            match tmp {
+                Some(t) => {
+                    ram.write(dp, &t);
+                }
+                None => return 0,
+            }
+        } else {
+            // Overlapping upwards: element by element, as the architectural order defines.
+            let sz = size as usize;
+            for i in 0..n {
+                let v = ram.read_le(sp + i * size, sz).unwrap_or(0);
+                ram.write_le(dp + i * size, sz, v);
+            }
+        }
+        e.g[6] = (e.g[6] & !amask) | (rsi.wrapping_add(n * size) & amask);
+    } else {
+        let v = e.g[0].to_le_bytes();
+        let ram = core.ram_mut();
+        let Some(d) = ram.slice_mut(dp, bytes) else { return 0 };
+        for c in d.chunks_mut(size as usize) {
+            c.copy_from_slice(&v[..size as usize]);
+        }
+    }
+    e.g[7] = (e.g[7] & !amask) | (rdi.wrapping_add(n * size) & amask);
+    e.g[1] = (e.g[1] & !amask) | ((count - n) & amask);
+    if asize == 4 {
+        // 32-bit address size writes zero-extend the whole registers.
+        e.g[1] &= 0xffff_ffff;
+        e.g[7] &= 0xffff_ffff;
+        if movs {
+            e.g[6] &= 0xffff_ffff;
+        }
+    }
+    n
 }

@@ -658,6 +658,23 @@ impl Core {
         Ok(p)
     }
 
+    /// For helpers doing bulk accesses (REP string instructions): the physical address of
+    /// `vaddr` when the whole page is RAM that can be accessed directly — translated without
+    /// a fault and, for writes, holding no translated code. None means "take the precise
+    /// per-element path" (which raises any fault); no state other than the TLB changes.
+    pub fn bulk_translate(&mut self, env: &mut Env, vaddr: u64, access: Access) -> Option<u64> {
+        let p = self.translate(env, vaddr, access, AccessKind::Normal).ok()?;
+        let page = p & PAGE_MASK;
+        if page + PAGE_SIZE > self.ram.size() || (access == Access::Write && self.is_code_page(page)) {
+            return None;
+        }
+        Some(p)
+    }
+
+    pub fn ram_mut(&mut self) -> &mut GuestRam {
+        &mut self.ram
+    }
+
     /// Look `vaddr` up in the victim TLB; on a hit swap the entry into the main TLB and
     /// return the physical address.
     fn victim_hit(&mut self, env: &mut Env, vaddr: u64, access: Access) -> Option<u64> {

@@ -19,7 +19,8 @@
 //!   writes, so [`flush_icache`] is a no-op there. aarch64 needs `dc cvau`/`ic ivau`/`isb`
 //!   (and `sys_icache_invalidate` on macOS), riscv64 a `fence.i` on every hart that will run
 //!   the code (plus the Linux `riscv_flush_icache` syscall for other harts). The hook uses
-//!   `dynasmrt::cache_control` on those hosts.
+//!   `dynasmrt::cache_control` on aarch64 and the process-wide `riscv_flush_icache`
+//!   syscall on riscv64 Linux.
 //! - **Branch ranges.** The region is small (64 MiB by default) so that any two code
 //!   addresses in it are within direct-branch range: x86_64 rel32 (±2 GiB) and aarch64 `B`/`BL`
 //!   (±128 MiB) always reach; riscv64 `JAL` reaches ±1 MiB only, so a riscv64 backend jumps
@@ -59,7 +60,19 @@ pub fn flush_icache(code: &[u8]) {
         // Instruction fetch is coherent with stores on x86: nothing to do.
         let _ = code;
     }
-    #[cfg(not(any(target_arch = "x86_64", target_arch = "x86")))]
+    #[cfg(all(target_arch = "riscv64", target_os = "linux"))]
+    {
+        // `riscv_flush_icache(start, end, flags = 0)`. A `fence.i` only orders this hart,
+        // and dynasmrt's cache_control passes SYS_RISCV_FLUSH_ICACHE_LOCAL (this thread
+        // only); the engine owning the region is `Send`, so ask the kernel to order the
+        // new code for every thread of the process instead.
+        const SYS_RISCV_FLUSH_ICACHE: libc::c_long = 259;
+        let r = code.as_ptr_range();
+        // SAFETY: the syscall only performs cache maintenance; it reads no memory.
+        let rc = unsafe { libc::syscall(SYS_RISCV_FLUSH_ICACHE, r.start, r.end, 0 as libc::c_ulong) };
+        assert_eq!(rc, 0, "riscv_flush_icache failed: {}", io::Error::last_os_error());
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "x86", all(target_arch = "riscv64", target_os = "linux"))))]
     {
         dynasmrt::cache_control::synchronize_icache(code);
         dynasmrt::cache_control::prepare_for_execution(code);

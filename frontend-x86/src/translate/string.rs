@@ -61,6 +61,21 @@ fn string(tr: &mut Tr, insn: &Instruction, kind: Kind) -> Flow {
     if rep {
         let c = tr.gpr(1);
         tr.b.brcond(Cond::TstZ, c, Val::C(amask), done);
+        if matches!(kind, Kind::Movs | Kind::Stos) {
+            // Whole pages at a time when nothing can fault (see helper_rep_fast).
+            let zero = tr.b.konst(0);
+            let sbase = tr.seg_add(insn.memory_segment(), zero);
+            let ebase = tr.seg_add(Register::ES, zero);
+            let a0 = (kind == Kind::Stos) as u64 | (size as u64) << 4 | (asize as u64) << 8 | (tr.code64() as u64) << 12;
+            let k = tr.b.call(crate::helpers::H.rep_fast, &[Val::C(a0), Val::T(sbase), Val::T(ebase)]);
+            let slow = tr.b.label();
+            tr.b.brcond(Cond::Eq, k, Val::C(0), slow);
+            let c2 = tr.gpr(1);
+            tr.b.brcond(Cond::TstZ, c2, Val::C(amask), done);
+            let pc = tr.pc;
+            tr.b.exit(Exit::Repeat { pc });
+            tr.b.place(slow);
+        }
     }
     // Direction.
     let rf = tr.b.get(G_RFLAGS);

@@ -48,7 +48,7 @@
 //! # Register allocation
 //! Done by the host-independent linear-scan allocator in [`super::regalloc`], given `POOL`.
 //!
-//! # Exits and chaining
+//! # Exits, chaining and the indirect-jump cache
 //! Every chainable exit (`Exit::Jump`, `Exit::Repeat`) ends with
 //! `ldr x16, =slot; ldr x16, [x16]; br x16`, where the slot lives in an RW, non-executable
 //! array owned by the backend and initially holds the address of the code right after
@@ -56,6 +56,17 @@
 //! slot, [`unchain`](Backend::unchain) restores the default. No code is ever patched, so
 //! chaining needs neither W^X toggles nor icache maintenance, and is safe even while the
 //! block is running (aligned 8-byte loads and stores are single-copy atomic on aarch64).
+//! `Exit::Indirect` stores the pc and icount like the run loop expects, then probes
+//! `Env::jc` (index `env::jc_index(pc)`, hit when pc and the block's mode word match) and
+//! `br`s to the cached entry, or returns `EXIT|index` on a miss ([`Backend::entry_addr`]
+//! gives the engine the entry addresses to cache).
+//!
+//! # Softmmu fast path
+//! `env::tlb_index` folded inline (`eor` with the address shifted by `TLB_BITS`, `ubfx`),
+//! the entry addressed as `x28 + 32*index` (plus the mode's table base with one or two
+//! `add`s when it lies beyond the scaled 12-bit offset range), the tag compared with the
+//! page of the access's last byte, then a register-offset access through the addend. Misses
+//! call `slow_load`/`slow_store` out of line and branch back.
 
 // dynasm expands dynamic registers `X(r)` to `r.into()`, which clippy flags for u8.
 #![allow(clippy::useless_conversion)]
@@ -67,7 +78,7 @@ use memmap2::MmapMut;
 use super::regalloc::{regalloc, Loc, RegPool};
 use super::{Backend, CodeBufferFull, CodeHandle};
 use crate::engine::{mem_info, ret, slow_load, slow_store};
-use crate::env::{Env, OFF_CUR_TB, OFF_FAULT, OFF_ICOUNT, OFF_ICOUNT_LIMIT, OFF_TLB, PAGE_BITS, PAGE_MASK, TLB_BITS, TLB_SIZE};
+use crate::env::{Env, JC_BITS, JC_ENTRIES, OFF_CUR_TB, OFF_FAULT, OFF_ICOUNT, OFF_ICOUNT_LIMIT, OFF_JC, OFF_TLB, PAGE_BITS, PAGE_MASK, TLB_BITS, TLB_SIZE};
 use crate::execmem::{ExecMem, DEFAULT_CODE_SIZE};
 use crate::ir::{AccessKind, BinOp, Block, Cond, Exit, Global, HelperInfo, MemOp, MemSize, Op, Temp, UnOp, Val, Width};
 
@@ -226,6 +237,7 @@ impl Backend for A64Backend {
             helpers,
             pc_global,
             mmu_idx: block.mmu_idx,
+            mode: block.mode,
             loc: alloc.loc,
             caller_live: alloc.caller_live,
             extra: 0,
@@ -252,6 +264,10 @@ impl Backend for A64Backend {
             .map(|e| e.map(|(slot, l)| (slot, base + g.a.labels().resolve_dynamic(l).expect("exit label").0)))
             .collect();
         let code = g.a.finalize().expect("aarch64 backend: assembly failed (block code over 1 MiB?)");
+        if let Some(dir) = std::env::var_os("XENOLITH_DUMP_CODE") {
+            // Debug aid: `aarch64-linux-gnu-objdump -D -b binary -maarch64 --adjust-vma=ADDR FILE`.
+            let _ = std::fs::write(std::path::Path::new(&dir).join(format!("tb{tb}_{base:x}.bin")), &code);
+        }
         let p = self.mem.write(&code).ok_or(CodeBufferFull)?;
         assert_eq!(p as usize, base);
         self.slots_used = slot_base + njumps;
@@ -286,6 +302,10 @@ impl Backend for A64Backend {
             }
             None => false,
         }
+    }
+
+    fn entry_addr(&self, code: CodeHandle) -> Option<u64> {
+        Some(self.tbs[code.0].entry as u64)
     }
 
     fn unchain(&mut self, from: CodeHandle, exit: u32) {
@@ -371,6 +391,8 @@ struct Gen<'a> {
     helpers: &'a [HelperInfo],
     pc_global: Global,
     mmu_idx: u32,
+    /// The block's mode word (for the indirect-jump cache probe).
+    mode: u64,
     loc: Vec<Loc>,
     caller_live: Vec<u32>,
     extra: i32,
@@ -869,10 +891,34 @@ impl Gen<'_> {
                 self.exit_defaults.push(Some((slot, l)));
             }
             Exit::Indirect { pc } => {
-                let r = self.treg(pc, IP0);
-                self.mem(Ls::StX, r, ENV, pcg);
+                let l = self.dloc(pc);
+                self.mov_from_loc(T1, l);
+                self.mem(Ls::StX, T1, ENV, pcg);
                 self.add_icount(n);
-                self.ret_to_loop(ret::encode(self.tb, idx, ret::EXIT));
+                self.leave_frame();
+                // Probe the indirect-jump cache: index (pc ^ pc >> JC_BITS) & (JC_ENTRIES-1),
+                // hit when pc and the mode word match; then enter the cached block.
+                let miss = self.a.new_dynamic_label();
+                let (jbits, jmask) = (JC_BITS, (JC_ENTRIES - 1) as u64);
+                self.add_imm(IP0, ENV, OFF_JC as u64, IP1);
+                asm!(self;
+                    eor x17, x1, x1, LSR #jbits
+                    ; and x17, x17, #jmask
+                    ; add x16, x16, x17, LSL #5
+                    ; ldp x17, x2, [x16]
+                    ; cmp x17, x1
+                    ; b.ne =>miss
+                );
+                self.load_imm(T3, self.mode);
+                asm!(self;
+                    cmp x2, x3
+                    ; b.ne =>miss
+                    ; ldr x16, [x16, #16]
+                    ; br x16
+                    ; =>miss
+                );
+                self.load_imm(T0, ret::encode(self.tb, idx, ret::EXIT));
+                asm!(self; b extern self.epilogue);
                 self.exit_defaults.push(None);
             }
             Exit::Exception { .. } | Exit::Platform { .. } | Exit::Sync { .. } => {
@@ -1204,8 +1250,10 @@ impl Gen<'_> {
         let mut tlb = OFF_TLB as i64 + (self.mmu_idx as usize * TLB_SIZE * TLB_ENTRY_BYTES) as i64;
         let (pb, tb) = (PAGE_BITS, TLB_BITS);
         let pmask = PAGE_MASK;
+        // index = ((a >> 12) ^ (a >> (12 + TLB_BITS))) & (TLB_SIZE-1) (env::tlb_index)
         asm!(self;
-            ubfx x16, X(ra), #pb, #tb
+            eor x16, X(ra), X(ra), LSR #tb
+            ; ubfx x16, x16, #pb, #tb
             ; add x16, x28, x16, LSL #5
         );
         if tlb + 24 > 32760 {
@@ -1471,6 +1519,98 @@ mod tests {
     #[ignore]
     fn bench_loop() {
         testkit::bench_loop(&mut || Box::new(A64Backend::new()));
+    }
+
+    /// The inline probe uses exactly `env::tlb_index` (xor-folded) and the block's MMU
+    /// mode: a hand-made entry at that index is hit for loads, RMW loads and stores, in
+    /// both modes, at addresses whose slow path would fault.
+    #[test]
+    fn tlb_probe_index_and_mode() {
+        use crate::env::{tlb_index, TlbEntry, NB_MMU_MODES, PAGE_MASK};
+        let hs = helpers();
+        let mut be = A64Backend::new();
+        let mut e = testkit::engine();
+        let mut buf: Box<[u64; 512]> = Box::new([0; 512]);
+        for (k, w) in buf.iter_mut().enumerate() {
+            *w = 0x1111_0000_0000_0000 | k as u64;
+        }
+        let addrs = [0x40_3008u64, 0x7fc0_5ff8, 0xffff_8000_1234_5010, (5 << 22) | 0x3ff000 | 0x100];
+        for mmu in 0..NB_MMU_MODES as u32 {
+            for &a in &addrs {
+                let page = a & PAGE_MASK;
+                let off = (a & !PAGE_MASK) as usize / 8;
+                e.env.tlb_flush();
+                e.env.mmu_idx = mmu;
+                e.env.tlb[mmu as usize][tlb_index(a)] =
+                    TlbEntry { read: page, write: page, exec: crate::env::TLB_INVALID, addend: (buf.as_mut_ptr() as u64).wrapping_sub(page) };
+                let mut b = Builder::new();
+                b.insn_start(0x100);
+                let at = b.konst(a);
+                let v = b.load(at, MemOp::new(MemSize::B8));
+                b.set(1, v);
+                let v2 = b.load(at, MemOp { size: MemSize::B4, signed: true, kind: AccessKind::Normal, rmw: true });
+                b.set(2, v2);
+                let x = b.add(v, Val::C(1));
+                b.store(at, x, MemOp::new(MemSize::B8));
+                b.exit(Exit::Jump { pc: 0x200 });
+                let mut blk = b.finish();
+                blk.mmu_idx = mmu;
+                let c = be.compile(&blk, 3, &hs, PC).unwrap();
+                let before = buf[off];
+                assert_eq!(testkit::exec(&mut be, &mut e, c), ret::encode(3, 0, ret::EXIT), "{a:#x} mode {mmu}");
+                assert_eq!(e.env.g[1], before, "{a:#x} mode {mmu}");
+                assert_eq!(e.env.g[2], before as u32 as i32 as i64 as u64);
+                assert_eq!(buf[off], before + 1);
+            }
+        }
+    }
+
+    /// `Exit::Indirect` probes `Env::jc`: a hit on pc and mode enters the cached block
+    /// (whose entry still checks the budget), a miss returns to the run loop.
+    #[test]
+    fn indirect_jump_cache_probe() {
+        use crate::env::{jc_index, JcEntry};
+        let hs = helpers();
+        let mut be = A64Backend::new();
+        let mut e = testkit::engine();
+        let mut b = Builder::new();
+        b.insn_start(0x100);
+        let t = b.get(5);
+        b.exit(Exit::Indirect { pc: t });
+        let mut a = b.finish();
+        a.mode = 0x1234_5678_0000_0003;
+        let mut b = Builder::new();
+        b.insn_start(0x180);
+        b.set(6, Val::C(42));
+        b.exit(Exit::Exception { vector: 3, error_code: None });
+        let bb = b.finish();
+        let ca = be.compile(&a, 1, &hs, PC).unwrap();
+        let cb = be.compile(&bb, 2, &hs, PC).unwrap();
+        for pc in [0x180u64, 0xffff_ffff_8000_1234, 0x12_3456_7000] {
+            e.env.jc.fill(JcEntry::EMPTY);
+            e.env.g[5] = pc;
+            e.env.g[6] = 0;
+            e.env.icount = 10;
+            e.env.icount_limit = u64::MAX;
+            assert_eq!(testkit::exec(&mut be, &mut e, ca), ret::encode(1, 0, ret::EXIT));
+            assert_eq!((e.env.g[PC as usize], e.env.icount, e.env.g[6]), (pc, 11, 0));
+            let entry = be.entry_addr(cb).unwrap();
+            e.env.jc[jc_index(pc)] = JcEntry { pc, mode: a.mode, code: entry, _pad: 0 };
+            assert_eq!(testkit::exec(&mut be, &mut e, ca), ret::encode(2, 0, ret::EXIT));
+            assert_eq!((e.env.g[PC as usize], e.env.icount, e.env.g[6], e.env.cur_tb), (pc, 12, 42, 2));
+            // The cached block still checks the budget at entry.
+            e.env.g[6] = 0;
+            e.env.icount_limit = 13;
+            assert_eq!(testkit::exec(&mut be, &mut e, ca), ret::encode(2, 0, ret::BUDGET));
+            assert_eq!((e.env.icount, e.env.g[6]), (13, 0));
+            e.env.icount_limit = u64::MAX;
+            // Mode or pc mismatch: back to the run loop.
+            e.env.jc[jc_index(pc)].mode ^= 1;
+            assert_eq!(testkit::exec(&mut be, &mut e, ca), ret::encode(1, 0, ret::EXIT));
+            e.env.jc[jc_index(pc)] = JcEntry { pc: pc ^ 0x1000, mode: a.mode, code: entry, _pad: 0 };
+            assert_eq!(testkit::exec(&mut be, &mut e, ca), ret::encode(1, 0, ret::EXIT));
+            assert_eq!(e.env.g[6], 0);
+        }
     }
 
     #[test]
