@@ -15,7 +15,6 @@
 
 use crate::backend::eval;
 use crate::backend::regalloc::{op_def, op_uses};
-use crate::env::NGLOBALS;
 use crate::ir::{Block, GlobalSet, HelperInfo, Op, Temp, Val};
 
 pub fn optimize(b: &mut Block, helpers: &[HelperInfo]) {
@@ -165,7 +164,8 @@ fn forward(b: &mut Block, helpers: &[HelperInfo]) {
         }
     }
     let mut alias: Vec<Option<Val>> = vec![None; n];
-    let mut known: Vec<Option<Val>> = vec![None; NGLOBALS];
+    // Globals whose current value is known: a short list (blocks touch few globals).
+    let mut known = Known::default();
     let sub_v = |alias: &[Option<Val>], v: Val| -> Val {
         match v {
             Val::T(t) => alias[t.idx()].unwrap_or(v),
@@ -232,7 +232,7 @@ fn forward(b: &mut Block, helpers: &[HelperInfo]) {
                 }
                 op
             }
-            Op::GetG { dst, g } => match known[g as usize] {
+            Op::GetG { dst, g } => match known.get(g) {
                 Some(v) if single(dst) => {
                     alias[dst.idx()] = Some(v);
                     match v {
@@ -242,16 +242,17 @@ fn forward(b: &mut Block, helpers: &[HelperInfo]) {
                 }
                 _ => {
                     if single(dst) {
-                        known[g as usize] = Some(Val::T(dst));
+                        known.set(g, Some(Val::T(dst)));
                     }
                     op
                 }
             },
             Op::SetG { g, src } => {
-                known[g as usize] = match src {
+                let v = match src {
                     Val::T(t) if defs[t.idx()] != 1 => None,
                     v => Some(v),
                 };
+                known.set(g, v);
                 op
             }
             Op::Bin { op: bop, w, dst, a, b: Val::C(c) } if konst(&alias, a).is_some() && single(dst) => {
@@ -294,18 +295,14 @@ fn forward(b: &mut Block, helpers: &[HelperInfo]) {
             Op::Call { helper, .. } => {
                 let w = helpers[helper.0 as usize].writes;
                 if w == GlobalSet::ALL {
-                    known.fill(None);
+                    known.0.clear();
                 } else {
-                    for (g, k) in known.iter_mut().enumerate() {
-                        if w.contains(g as u16) {
-                            *k = None;
-                        }
-                    }
+                    known.0.retain(|(g, _)| !w.contains(*g));
                 }
                 op
             }
             Op::Label(_) => {
-                known.fill(None);
+                known.0.clear();
                 op
             }
             other => other,
@@ -314,31 +311,45 @@ fn forward(b: &mut Block, helpers: &[HelperInfo]) {
     }
 }
 
+/// A small map from globals to known values.
+#[derive(Default)]
+struct Known(Vec<(u16, Val)>);
+
+impl Known {
+    fn get(&self, g: u16) -> Option<Val> {
+        self.0.iter().find(|e| e.0 == g).map(|e| e.1)
+    }
+    fn set(&mut self, g: u16, v: Option<Val>) {
+        self.0.retain(|e| e.0 != g);
+        if let Some(v) = v {
+            self.0.push((g, v));
+        }
+    }
+}
+
 fn dead_setg(b: &mut Block, helpers: &[HelperInfo]) {
     // `over[g]`: g is written again later before anything can observe it.
-    let mut over = vec![false; NGLOBALS];
+    let mut over = GlobalSet::NONE;
     let mut remove = vec![false; b.ops.len()];
     for i in (0..b.ops.len()).rev() {
         match &b.ops[i] {
-            Op::Exit(_) | Op::Label(_) | Op::Br(_) | Op::BrCond { .. } | Op::Load { .. } | Op::Store { .. } => over.fill(false),
+            Op::Exit(_) | Op::Label(_) | Op::Br(_) | Op::BrCond { .. } | Op::Load { .. } | Op::Store { .. } => over = GlobalSet::NONE,
             Op::Call { helper, .. } => {
                 let h = &helpers[helper.0 as usize];
                 if h.can_fault || h.reads == GlobalSet::ALL {
-                    over.fill(false);
+                    over = GlobalSet::NONE;
                 } else {
-                    for (g, o) in over.iter_mut().enumerate() {
-                        if h.reads.contains(g as u16) {
-                            *o = false;
-                        }
+                    for (o, r) in over.0.iter_mut().zip(h.reads.0) {
+                        *o &= !r;
                     }
                 }
             }
-            Op::GetG { g, .. } => over[*g as usize] = false,
+            Op::GetG { g, .. } => over.0[*g as usize / 64] &= !(1 << (*g % 64)),
             Op::SetG { g, .. } => {
-                if over[*g as usize] {
+                if over.contains(*g) {
                     remove[i] = true;
                 } else {
-                    over[*g as usize] = true;
+                    over = over.with(*g);
                 }
             }
             _ => {}
