@@ -628,6 +628,15 @@ fn may_fault(insn: &Instruction) -> bool {
     if insn.is_stack_instruction() {
         return true;
     }
+    // Segment, control and debug register moves check descriptors or exit to the platform.
+    if (0..insn.op_count()).any(|i| {
+        insn.op_kind(i) == OpKind::Register && {
+            let r = insn.op_register(i);
+            r.is_segment_register() || r.is_cr() || r.is_dr()
+        }
+    }) {
+        return true;
+    }
     if is_cc_insn(insn.mnemonic()) {
         return false;
     }

@@ -13,6 +13,29 @@ const RAM: u64 = 4 << 20;
 const CODE_PHYS: u64 = 0x10_0000;
 const DATA_PHYS: u64 = 0x20_0000;
 const PT: u64 = 0x1000;
+/// Where the emulator keeps its copy of Linux's GDT (inside the code area, past any test).
+const GDT_OFF: u64 = 0xf000;
+/// GDT entries as Linux 6.x sets them up (arch/x86/kernel/cpu/common.c): kernel 32-bit
+/// code, kernel code, kernel data, user 32-bit code, user data, user code, then the 64-bit
+/// TSS (busy) at 8-9; 16 entries, limit 127.
+const LINUX_GDT: [u64; 16] = [
+    0,
+    0x00cf_9b00_0000_ffff,
+    0x00af_9b00_0000_ffff,
+    0x00cf_9300_0000_ffff,
+    0x00cf_fb00_0000_ffff,
+    0x00cf_f300_0000_ffff,
+    0x00af_fb00_0000_ffff,
+    0,
+    0x0000_8b00_0000_4087,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+];
 
 pub struct EmuRunner {
     e: Engine,
@@ -35,6 +58,10 @@ impl EmuRunner {
         }
         for i in 0..(DATA_SIZE as u64 / 4096) {
             ram.write_u64(data_l1 + i * 8, (DATA_PHYS + i * 4096) | 7);
+        }
+        // Linux x86_64's GDT (the entries user code can observe), in the last code page.
+        for (i, d) in LINUX_GDT.iter().enumerate() {
+            ram.write_u64(CODE_PHYS + GDT_OFF + 8 * i as u64, *d);
         }
         EmuRunner { e }
     }
@@ -66,10 +93,22 @@ impl EmuRunner {
         }
         s.set_rflags((init.rflags & crate::native::RFLAGS_INPUT_MASK) | fl::IF | fl::FIXED1);
         s.set_rip(start);
+        // The selectors a Linux process runs with: CS 0x33 (0x23 in compatibility mode),
+        // SS 0x2b, DS/ES null (0x2b in compatibility mode, loaded by the blob), FS/GS null.
+        let data = 0x3 | attr::S | 3 << attr::DPL_SHIFT | attr::P | attr::DB | attr::G;
+        s.set_seg(Seg::Cs, 0x33, 0, 0xffff_ffff, 0xb | attr::S | 3 << attr::DPL_SHIFT | attr::P | attr::L | attr::G);
+        s.set_seg(Seg::Ss, 0x2b, 0, 0xffff_ffff, data);
+        for sg in [Seg::Ds, Seg::Es, Seg::Fs, Seg::Gs] {
+            s.set_seg(sg, 0, 0, 0, 0);
+        }
         if mode == Mode::Compat {
             // Linux's USER32_CS: a 32-bit code segment in long mode.
             s.set_seg(Seg::Cs, 0x23, 0, 0xffff_ffff, 0xb | attr::S | 3 << attr::DPL_SHIFT | attr::P | attr::DB | attr::G);
+            s.set_seg(Seg::Ds, 0x2b, 0, 0xffff_ffff, data);
+            s.set_seg(Seg::Es, 0x2b, 0, 0xffff_ffff, data);
         }
+        s.set_g(G_GDTR_BASE, CODE_ADDR + GDT_OFF);
+        s.set_g(G_GDTR_LIMIT, LINUX_GDT.len() as u64 * 8 - 1);
         e.env.icount = 0;
         e.env.icount_limit = max_insns;
         let end = start + code.len() as u64;

@@ -352,7 +352,22 @@ fn template(rng: &mut Rng, mode: Mode, ip: u64) -> Vec<u8> {
         Mode::Compat => (Code::Lea_r32_m, Register::ESI, Register::EDI, Register::EBP),
     };
     let base = mode.base();
-    match rng.below(5) {
+    match rng.below(if mode == Mode::Long { 6 } else { 5 }) {
+        5 => {
+            // Segment selectors against Linux's GDT (64-bit mode only: there data
+            // segment attributes do not affect later accesses). Loads into DS/ES with
+            // the descriptor checks, then LAR/LSL/VERR/VERW, with the results in GPRs.
+            const SELS: [u16; 16] = [0, 1, 3, 0x8, 0x10, 0x13, 0x18, 0x1b, 0x20, 0x23, 0x2b, 0x2a, 0x33, 0x40, 0x80, 0x4];
+            let sel = SELS[rng.below(SELS.len() as u64) as usize] | if rng.chance(20) { rng.below(4) as u16 } else { 0 };
+            out.push(0xb8); // mov eax, imm32
+            out.extend_from_slice(&(sel as u32).to_le_bytes());
+            match rng.below(4) {
+                0 => out.extend_from_slice(&[0x8e, 0xd8, 0x8c, 0xd9]), // mov ds, ax; mov ecx, ds
+                1 => out.extend_from_slice(&[0x8e, 0xc0, 0x8c, 0xc1]), // mov es, ax; mov ecx, es
+                2 => out.extend_from_slice(&[0x0f, 0x02, 0xc8, 0x0f, 0x03, 0xd0]), // lar ecx, ax; lsl edx, ax
+                _ => out.extend_from_slice(&[0x0f, 0x00, 0xe0, 0x0f, 0x94, 0xc1, 0x0f, 0x00, 0xe8]), // verr ax; sete cl; verw ax
+            }
+        }
         4 => {
             // Self-modifying code: store into the immediate of the next instruction
             // (`mov al, imm8`), which is in the block being executed.
