@@ -403,13 +403,10 @@ pub unsafe extern "C" fn helper_rep_fast(env: *mut Env, a0: u64, src_base: u64, 
         let ram = core.ram_mut();
         if sp + bytes as u64 <= dp || dp + bytes as u64 <= sp || sp >= dp {
             // Disjoint, or copying downwards: front-to-back element order equals memmove.
-            let tmp = ram.slice(sp, bytes).map(|s| s.to_vec());
-            match tmp {
-                Some(t) => {
-                    ram.write(dp, &t);
-                }
-                None => return 0,
-            }
+            let (lo, hi) = (sp.min(dp), sp.max(dp) + bytes as u64);
+            let Some(win) = ram.slice_mut(lo, (hi - lo) as usize) else { return 0 };
+            let (s0, d0) = ((sp - lo) as usize, (dp - lo) as usize);
+            win.copy_within(s0..s0 + bytes, d0);
         } else {
             // Overlapping upwards: element by element, as the architectural order defines.
             let sz = size as usize;
@@ -423,8 +420,18 @@ pub unsafe extern "C" fn helper_rep_fast(env: *mut Env, a0: u64, src_base: u64, 
         let v = e.g[0].to_le_bytes();
         let ram = core.ram_mut();
         let Some(d) = ram.slice_mut(dp, bytes) else { return 0 };
-        for c in d.chunks_mut(size as usize) {
-            c.copy_from_slice(&v[..size as usize]);
+        if size == 1 {
+            d.fill(v[0]);
+        } else {
+            // One element, then double the filled prefix.
+            let sz = size as usize;
+            d[..sz].copy_from_slice(&v[..sz]);
+            let mut done = sz;
+            while done < bytes {
+                let k = done.min(bytes - done);
+                d.copy_within(0..k, done);
+                done += k;
+            }
         }
     }
     e.g[7] = (e.g[7] & !amask) | (rdi.wrapping_add(n * size) & amask);
