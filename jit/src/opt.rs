@@ -15,7 +15,7 @@
 
 use crate::backend::eval;
 use crate::backend::regalloc::{op_def, op_uses};
-use crate::ir::{Block, GlobalSet, HelperInfo, Op, Temp, Val};
+use crate::ir::{BinOp, Block, GlobalSet, HelperInfo, Op, Temp, Val};
 
 pub fn optimize(b: &mut Block, helpers: &[HelperInfo]) {
     forward(b, helpers);
@@ -254,6 +254,17 @@ fn forward(b: &mut Block, helpers: &[HelperInfo]) {
                 };
                 known.set(g, v);
                 op
+            }
+            // x op 0 == x for these 64-bit operations (x & !0 too).
+            Op::Bin { op: bop, w: crate::ir::Width::W64, dst, a, b: Val::C(c) }
+                if single(dst)
+                    && defs[a.idx()] == 1
+                    && ((c == 0 && matches!(bop, BinOp::Add | BinOp::Sub | BinOp::Or | BinOp::Xor | BinOp::Shl | BinOp::Shr | BinOp::Sar | BinOp::Rotl | BinOp::Rotr))
+                        || (c == u64::MAX && bop == BinOp::And)
+                        || (c == 1 && bop == BinOp::Mul)) =>
+            {
+                alias[dst.idx()] = Some(alias[a.idx()].unwrap_or(Val::T(a)));
+                Op::Mov { dst, src: a }
             }
             Op::Bin { op: bop, w, dst, a, b: Val::C(c) } if konst(&alias, a).is_some() && single(dst) => {
                 let v = eval::bin(bop, w, konst(&alias, a).unwrap(), c);

@@ -1,6 +1,6 @@
 //! aarch64 host backend (dynasmrt, `.arch aarch64`).
 //!
-//! Structure mirrors the x86_64 backend ([`super::x64`]): each block is assembled into a
+//! Structure mirrors the x86_64 backend (`x64.rs`): each block is assembled into a
 //! `VecAssembler` whose base address is where the bytes will land in the [`ExecMem`]
 //! region, then copied there (the copy flushes the instruction cache for the written range,
 //! see [`crate::execmem::flush_icache`]); code never moves afterwards.
@@ -21,7 +21,7 @@
 //!
 //! Temps live in x19..x27 (callee-saved) and x8..x15 (caller-saved; saved around helper
 //! calls and inside the out-of-line softmmu slow paths only when a temp in them is live
-//! across the call), or in spill slots. x0..x6, x16 and x17 are scratch within one op; x7
+//! across the call), or in spill slots. x0..x4, x16 and x17 are scratch within one op; x7
 //! is reserved for addressing frame/env offsets that no immediate form reaches. x18 (the
 //! platform register) is never touched. Globals are never cached: `GetG`/`SetG` access
 //! `[x28 + 8*g]` (always within the scaled 12-bit offset range).
@@ -78,7 +78,10 @@ use memmap2::MmapMut;
 use super::regalloc::{regalloc, Loc, RegPool};
 use super::{Backend, CodeBufferFull, CodeHandle};
 use crate::engine::{mem_info, ret, slow_load, slow_store};
-use crate::env::{Env, JC_BITS, JC_ENTRIES, OFF_CUR_TB, OFF_FAULT, OFF_ICOUNT, OFF_ICOUNT_LIMIT, OFF_JC, OFF_TLB, PAGE_BITS, PAGE_MASK, TLB_BITS, TLB_SIZE};
+use crate::env::{
+    Env, JC_BITS, JC_ENTRIES, OFF_CUR_TB, OFF_FAULT, OFF_ICOUNT, OFF_ICOUNT_LIMIT, OFF_JC, OFF_TLB, PAGE_BITS, PAGE_MASK, TLB_BITS,
+    TLB_SIZE,
+};
 use crate::execmem::{ExecMem, DEFAULT_CODE_SIZE};
 use crate::ir::{AccessKind, BinOp, Block, Cond, Exit, Global, HelperInfo, MemOp, MemSize, Op, Temp, UnOp, Val, Width};
 
@@ -1354,6 +1357,15 @@ mod tests {
         testkit::differential(3000, 0x1234_5678_9abc_def1, &mut A64Backend::new());
     }
 
+    /// A longer soak (`--ignored`); `XENOLITH_SEED` picks the seed.
+    #[test]
+    #[ignore]
+    fn differential_long() {
+        let seed = std::env::var("XENOLITH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0xdead_beef_1234_5679);
+        testkit::differential(40000, seed | 1, &mut A64Backend::new());
+        assert_eq!(testkit::misaligned_calls(), 0);
+    }
+
     #[test]
     fn differential_small_code_buffer_flushes() {
         // Many compiles into one backend, flushing whenever it reports full.
@@ -1541,8 +1553,12 @@ mod tests {
                 let off = (a & !PAGE_MASK) as usize / 8;
                 e.env.tlb_flush();
                 e.env.mmu_idx = mmu;
-                e.env.tlb[mmu as usize][tlb_index(a)] =
-                    TlbEntry { read: page, write: page, exec: crate::env::TLB_INVALID, addend: (buf.as_mut_ptr() as u64).wrapping_sub(page) };
+                e.env.tlb[mmu as usize][tlb_index(a)] = TlbEntry {
+                    read: page,
+                    write: page,
+                    exec: crate::env::TLB_INVALID,
+                    addend: (buf.as_mut_ptr() as u64).wrapping_sub(page),
+                };
                 let mut b = Builder::new();
                 b.insn_start(0x100);
                 let at = b.konst(a);
