@@ -20,8 +20,8 @@ const PT_BASE: u64 = 0x1000;
 #[derive(Debug)]
 pub struct FlatExit {
     pub status: u8,
+    /// Guest instructions retired.
     pub icount: u64,
-    pub console: Vec<u8>,
 }
 
 pub struct FlatOptions {
@@ -64,7 +64,6 @@ pub fn load(image: &[u8], opts: &FlatOptions) -> Result<Engine> {
 
 /// Run a loaded flat guest to its exit.
 pub fn run(e: &mut Engine, opts: &FlatOptions) -> Result<FlatExit> {
-    let mut console = Vec::new();
     let out = std::io::stdout();
     if let Some(m) = opts.max_insns {
         e.env.icount_limit = m;
@@ -105,7 +104,6 @@ pub fn run(e: &mut Engine, opts: &FlatOptions) -> Result<FlatExit> {
                         let al = s.gpr(0) as u8;
                         match port {
                             0xe9 => {
-                                console.push(al);
                                 if opts.echo {
                                     let mut o = out.lock();
                                     o.write_all(&[al])?;
@@ -117,7 +115,7 @@ pub fn run(e: &mut Engine, opts: &FlatOptions) -> Result<FlatExit> {
                             0xf4 => {
                                 s.set_rip(next);
                                 e.env.icount += 1;
-                                return Ok(FlatExit { status: al, icount: e.env.icount, console });
+                                return Ok(FlatExit { status: al, icount: e.env.icount });
                             }
                             p => bail!("write to unknown port {p:#x} at {rip:#x}"),
                         }
@@ -126,7 +124,7 @@ pub fn run(e: &mut Engine, opts: &FlatOptions) -> Result<FlatExit> {
                     Some(PlatformOp::Hlt) => {
                         s.set_rip(next);
                         e.env.icount += 1;
-                        return Ok(FlatExit { status: 0, icount: e.env.icount, console });
+                        return Ok(FlatExit { status: 0, icount: e.env.icount });
                     }
                     Some(PlatformOp::Rdtsc) => {
                         let t = s.0.icount;

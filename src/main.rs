@@ -88,6 +88,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
             }
             let r = r?;
+            debug_assert_eq!(r.icount, e.env.icount);
             Ok(ExitCode::from(r.status))
         }
     }

@@ -116,6 +116,9 @@ pub fn tb_flags(g: &[u64]) -> u32 {
     if cpl == 3 {
         f |= tbf::MMU_USER;
     }
+    if g[G_RFLAGS as usize] & fl::DF != 0 {
+        f |= tbf::DF;
+    }
     f
 }
 

@@ -158,6 +158,9 @@ pub mod tbf {
     pub const LMA: u32 = 1 << 6;
     /// The MMU mode used by the block's accesses (1 = user, CPL 3).
     pub const MMU_USER: u32 = 1 << 7;
+    /// RFLAGS.DF: string instructions step downwards. Instructions that change DF end the
+    /// block, so string steps are translation-time constants.
+    pub const DF: u32 = 1 << 8;
 }
 
 /// Lazy-flags operation kinds; `CC_OP = kind * 4 + size index` (0: 8, 1: 16, 2: 32, 3: 64).

@@ -359,11 +359,18 @@ fn setflag(tr: &mut Tr, bit: u64, v: Option<bool>) -> Flow {
     Flow::Next
 }
 
+/// CLD/STD. DF is part of the block key: a no-op when it already has that value, otherwise
+/// the block ends so the next one is translated for the new direction.
 fn df(tr: &mut Tr, set: bool) -> Flow {
+    if (tr.flags & tbf::DF != 0) == set {
+        return Flow::Next;
+    }
     let r = tr.b.get(G_RFLAGS);
     let n = if set { tr.b.or(r, Val::C(fl::DF)) } else { tr.b.and(r, Val::C(!fl::DF)) };
     tr.b.set(G_RFLAGS, n);
-    Flow::Next
+    let next = tr.next;
+    tr.b.exit(jit::ir::Exit::Sync { pc: next });
+    Flow::End
 }
 
 fn xlat(tr: &mut Tr, insn: &Instruction) -> Flow {

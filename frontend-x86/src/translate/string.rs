@@ -77,9 +77,8 @@ fn string(tr: &mut Tr, insn: &Instruction, kind: Kind) -> Flow {
             tr.b.place(slow);
         }
     }
-    // Direction.
-    let rf = tr.b.get(G_RFLAGS);
-    let step = tr.b.select(Cond::TstNz, rf, Val::C(fl::DF), Val::C((size as u64).wrapping_neg()), Val::C(size as u64));
+    // Direction: RFLAGS.DF is part of the block key.
+    let step = if tr.flags & tbf::DF != 0 { (size as u64).wrapping_neg() } else { size as u64 };
     let m = MemOp::new(MemSize::from_bytes(size));
     let src_seg = insn.memory_segment();
     let si = tr.gpr(6);
@@ -131,11 +130,11 @@ fn string(tr: &mut Tr, insn: &Instruction, kind: Kind) -> Flow {
     }
     // Commit: index registers (at the address size), flags, count.
     if uses_si {
-        let n = tr.b.add(si, step);
+        let n = tr.b.add(si, Val::C(step));
         tr.set_gpr_sized(6, n, asize);
     }
     if uses_di {
-        let n = tr.b.add(di, step);
+        let n = tr.b.add(di, Val::C(step));
         tr.set_gpr_sized(7, n, asize);
     }
     let mut zf_exit: Option<(Cond, Temp)> = None;
