@@ -140,15 +140,15 @@ fn fix_sync(tr: &mut Tr) {
     tr.b.exit(Exit::Sync { pc: jit::ir::SYNC_KEEP_PC });
 }
 
+/// Jcc: a side exit for the taken branch; the block goes on with the fall-through path
+/// (the block loop ends it after the last instruction it decoded).
 fn jcc(tr: &mut Tr, insn: &Instruction) -> Flow {
     let (c, a, b) = tr.cond(cc_of(insn));
-    let taken = tr.b.label();
-    tr.b.brcond(c, a, b, taken);
-    let next = tr.next;
-    tr.exit_jump(next);
-    tr.b.place(taken);
+    let fall = tr.b.label();
+    tr.b.brcond(c.invert(), a, b, fall);
     tr.exit_direct(insn.near_branch_target());
-    Flow::End
+    tr.b.place(fall);
+    Flow::Next
 }
 
 fn call(tr: &mut Tr, insn: &Instruction) -> Flow {

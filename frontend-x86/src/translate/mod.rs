@@ -612,6 +612,14 @@ pub fn seg_of(r: Register) -> Seg {
 }
 
 /// Instructions after which a block must end.
+/// Conditional branches a block may leave through before it ends.
+const MAX_SIDE_EXITS: u32 = 8;
+
+/// Jcc (not LOOP/JCXZ, which also write or test rCX).
+fn is_jcc(insn: &Instruction) -> bool {
+    insn.flow_control() == iced_x86::FlowControl::ConditionalBranch && insn.is_jcc_short_or_near()
+}
+
 fn ends_block(insn: &Instruction) -> bool {
     use iced_x86::FlowControl as F;
     !matches!(insn.flow_control(), F::Next) || insn.is_string_instruction() && (insn.has_rep_prefix() || insn.has_repne_prefix())
@@ -686,6 +694,7 @@ pub fn translate(env: &jit::Env, key: &TbKey, fetch: &mut CodeFetcher, max_insns
     };
     // Decode the block.
     let mut insns: Vec<Instruction> = Vec::new();
+    let mut side_exits = 0;
     let mut rip = key.rip;
     let first_page = key.pc & !0xfff;
     let mut bytes_len = 0u64;
@@ -724,7 +733,13 @@ pub fn translate(env: &jit::Env, key: &TbKey, fetch: &mut CodeFetcher, max_insns
         };
         rip = rip.wrapping_add(insn.len() as u64);
         bytes_len += insn.len() as u64;
-        let end = ends_block(&insn) || insn.code() == iced_x86::Code::Ud2;
+        // A conditional branch leaves through a side exit and translation continues on the
+        // fall-through path (up to MAX_SIDE_EXITS per block).
+        let side_exit = is_jcc(&insn) && side_exits < MAX_SIDE_EXITS;
+        if side_exit {
+            side_exits += 1;
+        }
+        let end = (ends_block(&insn) && !side_exit) || insn.code() == iced_x86::Code::Ud2;
         insns.push(insn);
         if end {
             break;
