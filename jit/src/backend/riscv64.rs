@@ -1863,94 +1863,14 @@ mod tests {
         assert_eq!(testkit::misaligned_calls(), 0);
     }
 
-    /// The inline probe uses exactly `env::tlb_index` and the block's MMU mode: a hand-made
-    /// entry at that index is hit for loads, RMW loads and stores, in every mode, at
-    /// addresses whose slow path would fault.
     #[test]
     fn tlb_probe_index_and_mode() {
-        use crate::env::{tlb_index, TlbEntry, NB_MMU_MODES, PAGE_MASK};
-        let hs = helpers();
-        let mut be = Rv64Backend::new();
-        let mut e = testkit::engine();
-        let mut buf: Box<[u64; 512]> = Box::new([0; 512]);
-        for (k, w) in buf.iter_mut().enumerate() {
-            *w = 0x2222_0000_0000_0000 | k as u64;
-        }
-        let addrs = [0x40_3008u64, 0x7fc0_5ff8, 0xffff_8000_1234_5010, (5 << 22) | 0x3ff000 | 0x100, 0x1_0000_0ff8];
-        for mmu in 0..NB_MMU_MODES as u32 {
-            for &a in &addrs {
-                let page = a & PAGE_MASK;
-                let off = (a & !PAGE_MASK) as usize / 8;
-                e.env.tlb_flush();
-                e.env.mmu_idx = mmu;
-                e.env.tlb[mmu as usize][tlb_index(a)] =
-                    TlbEntry { read: page, write: page, exec: crate::env::TLB_INVALID, addend: (buf.as_mut_ptr() as u64).wrapping_sub(page) };
-                let mut b = Builder::new();
-                b.insn_start(0x100);
-                let at = b.konst(a);
-                let v = b.load(at, MemOp::new(MemSize::B8));
-                b.set(1, v);
-                let v2 = b.load(at, MemOp { size: MemSize::B4, signed: true, kind: AccessKind::Normal, rmw: true });
-                b.set(2, v2);
-                let x = b.add(v, Val::C(1));
-                b.store(at, x, MemOp::new(MemSize::B8));
-                b.exit(Exit::Jump { pc: 0x200 });
-                let mut blk = b.finish();
-                blk.mmu_idx = mmu;
-                let c = be.compile(&blk, 3, &hs, PC).unwrap();
-                let before = buf[off];
-                assert_eq!(testkit::exec(&mut be, &mut e, c), ret::encode(3, 0, ret::EXIT), "{a:#x} mode {mmu}");
-                assert_eq!(e.env.g[1], before, "{a:#x} mode {mmu}");
-                assert_eq!(e.env.g[2], before as u32 as i32 as i64 as u64);
-                assert_eq!(buf[off], before + 1);
-            }
-        }
+        testkit::tlb_probe_index_and_mode(&mut Rv64Backend::new());
     }
 
-    /// `Exit::Indirect` probes `Env::jc`: a hit on pc and mode enters the cached block
-    /// (whose entry still checks the budget), a miss returns to the run loop.
     #[test]
     fn indirect_jump_cache_probe() {
-        use crate::env::{jc_index, JcEntry};
-        let hs = helpers();
-        let mut be = Rv64Backend::new();
-        let mut e = testkit::engine();
-        let mut b = Builder::new();
-        b.insn_start(0x100);
-        let t = b.get(5);
-        b.exit(Exit::Indirect { pc: t });
-        let mut a = b.finish();
-        a.mode = 0x1234_5678_0000_0003;
-        let mut b = Builder::new();
-        b.insn_start(0x180);
-        b.set(6, Val::C(42));
-        b.exit(Exit::Exception { vector: 3, error_code: None });
-        let bb = b.finish();
-        let ca = be.compile(&a, 1, &hs, PC).unwrap();
-        let cb = be.compile(&bb, 2, &hs, PC).unwrap();
-        for pc in [0x180u64, 0xffff_ffff_8000_1234, 0x12_3456_7000] {
-            e.env.jc.fill(JcEntry::EMPTY);
-            e.env.g[5] = pc;
-            e.env.g[6] = 0;
-            e.env.icount = 10;
-            e.env.icount_limit = u64::MAX;
-            assert_eq!(testkit::exec(&mut be, &mut e, ca), ret::encode(1, 0, ret::EXIT));
-            assert_eq!((e.env.g[PC as usize], e.env.icount, e.env.g[6]), (pc, 11, 0));
-            let entry = be.entry_addr(cb).unwrap();
-            e.env.jc[jc_index(pc)] = JcEntry { pc, mode: a.mode, code: entry, _pad: 0 };
-            assert_eq!(testkit::exec(&mut be, &mut e, ca), ret::encode(2, 0, ret::EXIT));
-            assert_eq!((e.env.g[PC as usize], e.env.icount, e.env.g[6], e.env.cur_tb), (pc, 12, 42, 2));
-            e.env.g[6] = 0;
-            e.env.icount_limit = 13;
-            assert_eq!(testkit::exec(&mut be, &mut e, ca), ret::encode(2, 0, ret::BUDGET));
-            assert_eq!((e.env.icount, e.env.g[6]), (13, 0));
-            e.env.icount_limit = u64::MAX;
-            e.env.jc[jc_index(pc)].mode ^= 1;
-            assert_eq!(testkit::exec(&mut be, &mut e, ca), ret::encode(1, 0, ret::EXIT));
-            e.env.jc[jc_index(pc)] = JcEntry { pc: pc ^ 0x1000, mode: a.mode, code: entry, _pad: 0 };
-            assert_eq!(testkit::exec(&mut be, &mut e, ca), ret::encode(1, 0, ret::EXIT));
-            assert_eq!(e.env.g[6], 0);
-        }
+        testkit::indirect_jump_cache_probe(&mut Rv64Backend::new());
     }
 
     /// Dump the code of a small typical block (for eyeballing with

@@ -1402,6 +1402,16 @@ mod tests {
     }
 
     #[test]
+    fn tlb_probe_index_and_mode() {
+        testkit::tlb_probe_index_and_mode(&mut X64Backend::new());
+    }
+
+    #[test]
+    fn indirect_jump_cache_probe() {
+        testkit::indirect_jump_cache_probe(&mut X64Backend::new());
+    }
+
+    #[test]
     fn engine_run_with_chaining() {
         testkit::engine_run_with_chaining(&mut || Box::new(X64Backend::new()));
     }
