@@ -323,8 +323,11 @@ mod tests {
         assert_eq!(tr(&mut f, 0x5000, Access::Write, 3), pf(pfec::W | pfec::U, 0x5000));
         // not-present at the L3 level
         assert_eq!(tr(&mut f, 1 << 30, Access::Read, 0), pf(0, 1 << 30));
-        // non-canonical -> #GP(0)
+        // non-canonical -> #GP(0), or #SS(0) through the stack segment
         assert_eq!(tr(&mut f, 0x0000_8000_0000_0000, Access::Read, 3), Err(GuestFault { vector: 13, error_code: Some(0), addr: 0 }));
+        f.env.g[G_CPL as usize] = 3;
+        let ss = X86Mmu.translate(&f.env, &mut f.ram, 0xffff_7fff_ffff_fff8, Access::Write, AccessKind::Stack);
+        assert_eq!(ss, Err(GuestFault { vector: 12, error_code: Some(0), addr: 0 }));
         // reserved bit (NX with NXE=0)
         f.env.g[G_EFER as usize] &= !efer::NXE;
         assert_eq!(tr(&mut f, 0x3000, Access::Read, 3), pf(pfec::P | pfec::RSVD | pfec::U, 0x3000));
