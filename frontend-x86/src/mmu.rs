@@ -115,7 +115,14 @@ impl Walk<'_> {
         let mut nx = false;
         let mut entries: [(u64, u64); 4] = [(0, 0); 4];
         let mut n = 0;
-        let rsvd_hi = if wide { !PHYS_MASK & !(NX) & 0x7ff0_0000_0000_0000 | ((!0u64 << MAXPHYADDR) & !(0xfffu64 << 52)) } else { 0 };
+        // Reserved: physical-address bits from MAXPHYADDR up. With 4-level paging bits
+        // 52..62 are ignored (software-available; 59..62 would be protection keys with
+        // CR4.PKE, never set); with PAE paging bits MAXPHYADDR..62 are all reserved.
+        let rsvd_hi = match mode {
+            PagingMode::Long => ((1u64 << 52) - 1) & !((1u64 << MAXPHYADDR) - 1),
+            PagingMode::Pae => ((1u64 << 63) - 1) & !((1u64 << MAXPHYADDR) - 1),
+            PagingMode::Legacy => 0,
+        };
         for (level, &shift) in shifts.iter().enumerate() {
             let nbits = if mode == PagingMode::Pae && level == 0 { 2 } else { idx_bits };
             let idx = (v >> shift) & ((1 << nbits) - 1);
@@ -328,6 +335,13 @@ mod tests {
         f.env.g[G_CPL as usize] = 3;
         let ss = X86Mmu.translate(&f.env, &mut f.ram, 0xffff_7fff_ffff_fff8, Access::Write, AccessKind::Stack);
         assert_eq!(ss, Err(GuestFault { vector: 12, error_code: Some(0), addr: 0 }));
+        // Software bits 52..58 (Linux uses 58, Xen 52) are ignored, not reserved.
+        f.ram.write_u64(0x4000, 0x10000 | P | RW | US | 1 << 52 | 1 << 58);
+        f.env.tlb_flush();
+        assert_eq!(tr(&mut f, 0x10, Access::Read, 3), Ok(0x10010));
+        // A physical-address bit above MAXPHYADDR is reserved.
+        f.ram.write_u64(0x4000, 0x10000 | P | RW | US | 1 << 50);
+        assert_eq!(tr(&mut f, 0x10, Access::Read, 3), pf(pfec::P | pfec::RSVD | pfec::U, 0x10));
         // reserved bit (NX with NXE=0)
         f.env.g[G_EFER as usize] &= !efer::NXE;
         assert_eq!(tr(&mut f, 0x3000, Access::Read, 3), pf(pfec::P | pfec::RSVD | pfec::U, 0x3000));

@@ -73,8 +73,8 @@
 
 use dynasmrt::aarch64::{encode_logical_immediate_32bit, encode_logical_immediate_64bit, Aarch64Relocation};
 use dynasmrt::{dynasm, DynamicLabel, DynasmApi, DynasmLabelApi, VecAssembler};
-use memmap2::MmapMut;
 
+use super::codecache::CodeCache;
 use super::regalloc::{regalloc, Loc, RegPool};
 use super::{Backend, CodeBufferFull, CodeHandle};
 use crate::engine::{mem_info, ret, slow_load, slow_store};
@@ -82,7 +82,7 @@ use crate::env::{
     Env, JC_BITS, JC_ENTRIES, OFF_CUR_TB, OFF_FAULT, OFF_ICOUNT, OFF_ICOUNT_LIMIT, OFF_JC, OFF_TLB, PAGE_BITS, PAGE_MASK, TLB_BITS,
     TLB_SIZE,
 };
-use crate::execmem::{ExecMem, DEFAULT_CODE_SIZE};
+use crate::execmem::DEFAULT_CODE_SIZE;
 use crate::ir::{AccessKind, BinOp, Block, Cond, Exit, Global, HelperInfo, MemOp, MemSize, Op, Temp, UnOp, Val, Width};
 
 type Asm = VecAssembler<Aarch64Relocation>;
@@ -124,29 +124,13 @@ const SAVE_SLOTS: usize = CALLER_POOL.len();
 /// What the shared register allocator may use; spill slots follow the save area.
 const POOL: RegPool = RegPool { callee_saved: &CALLEE_POOL, caller_saved: &CALLER_POOL, spill_base: 8 * SAVE_SLOTS as i32 };
 
-/// Number of chain slots (8 bytes each, committed lazily).
-const NSLOTS: usize = 1 << 21;
-/// `is_full` when fewer slots than this remain.
-const SLOT_MARGIN: usize = 1 << 16;
 
 const TLB_ENTRY_BYTES: usize = std::mem::size_of::<crate::env::TlbEntry>();
 const _: () = assert!(TLB_ENTRY_BYTES == 32);
 
-struct TbInfo {
-    entry: usize,
-    /// Per static exit: (chain slot index, default target address) for chainable exits
-    /// (`Exit::Jump`, `Exit::Repeat`).
-    exits: Vec<Option<(usize, usize)>>,
-}
-
 pub struct A64Backend {
-    mem: ExecMem,
-    /// Chain slots: RW, never executable; addresses stay valid until `flush`.
-    _slots_map: MmapMut,
-    slots: *mut u64,
-    slots_used: usize,
-    tbs: Vec<TbInfo>,
-    prologue: usize,
+    /// Code region, chain slots and the TB table.
+    cc: CodeCache,
     epilogue: usize,
 }
 
@@ -156,17 +140,14 @@ impl A64Backend {
     }
 
     fn with_code_size(size: usize) -> A64Backend {
-        let mem = ExecMem::new(size).expect("aarch64 backend: cannot reserve code memory");
-        let mut slots_map = MmapMut::map_anon(NSLOTS * 8).expect("aarch64 backend: cannot map chain slots");
-        let slots = slots_map.as_mut_ptr() as *mut u64;
-        let mut b = A64Backend { mem, _slots_map: slots_map, slots, slots_used: 0, tbs: Vec::new(), prologue: 0, epilogue: 0 };
+        let mut b = A64Backend { cc: CodeCache::new(size, "aarch64"), epilogue: 0 };
         b.emit_trampoline();
         b
     }
 
     /// The entry trampoline `extern "C" fn(env, code) -> u64` and the shared epilogue.
     fn emit_trampoline(&mut self) {
-        let base = self.mem.next_addr();
+        let base = self.cc.mem.next_addr();
         let mut g = Tramp { a: Asm::new(base) };
         asm!(g;
             stp x29, x30, [sp, #-96]!
@@ -192,23 +173,11 @@ impl A64Backend {
             ; ret
         );
         let code = g.a.finalize().expect("trampoline");
-        let p = self.mem.write(&code).expect("code region too small for the trampoline");
-        self.prologue = p as usize;
+        let p = self.cc.mem.write(&code).expect("code region too small for the trampoline");
+        self.cc.prologue = p as usize;
         self.epilogue = p as usize + epi;
     }
 
-    fn slot_ptr(&self, idx: usize) -> *mut u64 {
-        assert!(idx < NSLOTS);
-        // SAFETY: idx < NSLOTS, inside the slot mapping.
-        unsafe { self.slots.add(idx) }
-    }
-
-    fn set_slot(&mut self, idx: usize, target: usize) {
-        let p = self.slot_ptr(idx);
-        // SAFETY: p is a valid, aligned u64 in our RW slot mapping. Generated code only
-        // reads slots, with aligned 8-byte `ldr`s, which are single-copy atomic on aarch64.
-        unsafe { std::ptr::write_volatile(p, target as u64) };
-    }
 }
 
 impl Default for A64Backend {
@@ -228,11 +197,8 @@ impl Backend for A64Backend {
 
     fn compile(&mut self, block: &Block, tb: u32, helpers: &[HelperInfo], pc_global: Global) -> Result<CodeHandle, CodeBufferFull> {
         let njumps = block.ops.iter().filter(|o| matches!(o, Op::Exit(Exit::Jump { .. } | Exit::Repeat { .. }))).count();
-        if self.slots_used + njumps > NSLOTS {
-            return Err(CodeBufferFull);
-        }
-        let slot_base = self.slots_used;
-        let base = self.mem.next_addr();
+        let slot_base = self.cc.reserve_slots(njumps)?;
+        let base = self.cc.mem.next_addr();
         let alloc = regalloc(block, &POOL);
         let mut g = Gen {
             a: Asm::new(base),
@@ -249,7 +215,7 @@ impl Backend for A64Backend {
             stubs: Vec::new(),
             lits: Vec::new(),
             epilogue: self.epilogue,
-            slots: self.slots as usize,
+            slots: self.cc.slots as usize,
             next_slot: slot_base,
             exit_defaults: Vec::new(),
         };
@@ -267,65 +233,34 @@ impl Backend for A64Backend {
             .map(|e| e.map(|(slot, l)| (slot, base + g.a.labels().resolve_dynamic(l).expect("exit label").0)))
             .collect();
         let code = g.a.finalize().expect("aarch64 backend: assembly failed (block code over 1 MiB?)");
-        if let Some(dir) = std::env::var_os("XENOLITH_DUMP_CODE") {
-            // Debug aid: `aarch64-linux-gnu-objdump -D -b binary -maarch64 --adjust-vma=ADDR FILE`.
-            let _ = std::fs::write(std::path::Path::new(&dir).join(format!("tb{tb}_{base:x}.bin")), &code);
-        }
-        let p = self.mem.write(&code).ok_or(CodeBufferFull)?;
-        assert_eq!(p as usize, base);
-        self.slots_used = slot_base + njumps;
-        for &(slot, addr) in defaults.iter().flatten() {
-            self.set_slot(slot, addr);
-        }
-        self.tbs.push(TbInfo { entry: base, exits: defaults });
-        Ok(CodeHandle(self.tbs.len() - 1))
+        self.cc.install(tb, &code, base, slot_base + njumps, defaults)
     }
 
     unsafe fn execute(&mut self, env: *mut Env, code: CodeHandle) -> u64 {
-        let entry = self.tbs[code.0].entry;
-        // SAFETY: `prologue` is the trampoline written by `emit_trampoline`, which follows
-        // the AAPCS64 for `extern "C" fn(*mut Env, *const u8) -> u64` (it saves x19..x30 and
-        // keeps sp 16-byte aligned). `entry` is a block compiled by this backend and not
-        // flushed; `ExecMem::write` made it executable and synchronised the icache. The
-        // generated code only touches `env` (valid per this function's contract), guest RAM
-        // through TLB entries the engine filled, our chain slots, its own frame, and the
-        // engine's slow paths and helpers.
-        unsafe {
-            let f: unsafe extern "C" fn(*mut Env, *const u8) -> u64 = std::mem::transmute(self.prologue);
-            f(env, entry as *const u8)
-        }
+        // SAFETY: `cc.prologue` is the trampoline written by `emit_trampoline`, which
+        // follows the host C ABI; the env contract is the caller's (Backend::execute).
+        unsafe { self.cc.execute(env, code) }
     }
 
     fn chain(&mut self, from: CodeHandle, exit: u32, to: CodeHandle) -> bool {
-        let target = self.tbs[to.0].entry;
-        match self.tbs[from.0].exits.get(exit as usize).copied().flatten() {
-            Some((slot, _)) => {
-                self.set_slot(slot, target);
-                true
-            }
-            None => false,
-        }
+        self.cc.chain(from, exit, to)
     }
 
     fn entry_addr(&self, code: CodeHandle) -> Option<u64> {
-        Some(self.tbs[code.0].entry as u64)
+        self.cc.entry_addr(code)
     }
 
     fn unchain(&mut self, from: CodeHandle, exit: u32) {
-        if let Some((slot, default)) = self.tbs[from.0].exits.get(exit as usize).copied().flatten() {
-            self.set_slot(slot, default);
-        }
+        self.cc.unchain(from, exit)
     }
 
     fn flush(&mut self) {
-        self.mem.flush();
-        self.tbs.clear();
-        self.slots_used = 0;
+        self.cc.reset();
         self.emit_trampoline();
     }
 
     fn is_full(&self) -> bool {
-        self.mem.is_full() || self.slots_used + SLOT_MARGIN > NSLOTS
+        self.cc.is_full()
     }
 }
 
@@ -1517,8 +1452,8 @@ mod tests {
         b.exit(Exit::Jump { pc: 0x1008 });
         let blk = b.finish();
         let c = be.compile(&blk, 1, &hs, PC).unwrap();
-        let start = be.tbs[c.0].entry;
-        let len = be.mem.next_addr() - start;
+        let start = be.entry_addr(c).unwrap() as usize;
+        let len = be.cc.mem.next_addr() - start;
         // SAFETY: [start, start+len) is code this backend just wrote (readable, RX).
         let bytes = unsafe { std::slice::from_raw_parts(start as *const u8, len) };
         let path = std::env::temp_dir().join("xenolith_block_a64.bin");

@@ -20,6 +20,7 @@ use crate::ir::{Block, Global, HelperInfo};
 
 #[cfg(target_arch = "aarch64")]
 pub mod aarch64;
+pub mod codecache;
 pub mod interp;
 pub mod regalloc;
 #[cfg(target_arch = "riscv64")]

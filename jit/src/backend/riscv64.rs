@@ -87,13 +87,13 @@ use std::collections::HashMap;
 
 use dynasmrt::riscv::RiscvRelocation;
 use dynasmrt::{dynasm, DynamicLabel, DynasmApi, DynasmLabelApi, VecAssembler};
-use memmap2::MmapMut;
 
+use super::codecache::CodeCache;
 use super::regalloc::{regalloc, Loc, RegPool};
 use super::{Backend, CodeBufferFull, CodeHandle};
 use crate::engine::{mem_info, ret, slow_load, slow_store, MEM_INFO_RMW};
 use crate::env::{Env, JC_BITS, JC_ENTRIES, OFF_CUR_TB, OFF_FAULT, OFF_ICOUNT, OFF_ICOUNT_LIMIT, OFF_JC, OFF_TLB, PAGE_BITS, TLB_BITS, TLB_SIZE};
-use crate::execmem::{ExecMem, DEFAULT_CODE_SIZE};
+use crate::execmem::DEFAULT_CODE_SIZE;
 use crate::ir::{AccessKind, BinOp, Block, Cond, Exit, Global, HelperInfo, MemOp, MemSize, Op, Temp, UnOp, Val, Width};
 
 type Asm = VecAssembler<RiscvRelocation>;
@@ -170,10 +170,6 @@ const _: () = assert!(FRAME_BYTES % 16 == 0 && SAVED_BYTES % 16 == 0 && FRAME_BY
 /// What the shared register allocator may use; spill slots follow the save area.
 const POOL: RegPool = RegPool { callee_saved: &CALLEE_POOL, caller_saved: &CALLER_POOL, spill_base: 8 * SAVE_SLOTS as i32 };
 
-/// Number of chain slots (8 bytes each, committed lazily).
-const NSLOTS: usize = 1 << 21;
-/// `is_full` when fewer slots than this remain.
-const SLOT_MARGIN: usize = 1 << 16;
 /// `s2` points this many bytes into the slot array, so that 512 slots are one `ld` away.
 const SLOT_BIAS: i64 = 2048;
 
@@ -292,21 +288,9 @@ fn split_off(off: i64) -> (i32, i32) {
 // ---------------------------------------------------------------------------------------
 // The backend
 
-struct TbInfo {
-    entry: usize,
-    /// Per static exit: (chain slot index, default target address) for chainable exits
-    /// (`Exit::Jump`, `Exit::Repeat`).
-    exits: Vec<Option<(usize, usize)>>,
-}
-
 pub struct Rv64Backend {
-    mem: ExecMem,
-    /// Chain slots: RW, never executable; addresses stay valid until `flush`.
-    _slots_map: MmapMut,
-    slots: *mut u64,
-    slots_used: usize,
-    tbs: Vec<TbInfo>,
-    prologue: usize,
+    /// Code region, chain slots and the TB table.
+    cc: CodeCache,
     epilogue: usize,
 }
 
@@ -316,17 +300,14 @@ impl Rv64Backend {
     }
 
     fn with_code_size(size: usize) -> Rv64Backend {
-        let mem = ExecMem::new(size).expect("riscv64 backend: cannot reserve code memory");
-        let mut slots_map = MmapMut::map_anon(NSLOTS * 8).expect("riscv64 backend: cannot map chain slots");
-        let slots = slots_map.as_mut_ptr() as *mut u64;
-        let mut b = Rv64Backend { mem, _slots_map: slots_map, slots, slots_used: 0, tbs: Vec::new(), prologue: 0, epilogue: 0 };
+        let mut b = Rv64Backend { cc: CodeCache::new(size, "riscv64"), epilogue: 0 };
         b.emit_trampoline();
         b
     }
 
     /// The entry trampoline `extern "C" fn(env, code) -> u64` and the shared epilogue.
     fn emit_trampoline(&mut self) {
-        let base = self.mem.next_addr();
+        let base = self.cc.mem.next_addr();
         let mut a = Asm::new(base);
         rv!(a; addi sp, sp, -SAVED_BYTES);
         for (k, &r) in SAVED.iter().enumerate() {
@@ -336,7 +317,7 @@ impl Rv64Backend {
         rv!(a; addi sp, sp, -FRAME_BYTES ; mv X(ENV), a0);
         li_raw(&mut a, T0, OFF_TLB as u64);
         rv!(a; add X(TLBB), a0, t0);
-        li_raw(&mut a, SLOTB, (self.slots as i64 + SLOT_BIAS) as u64);
+        li_raw(&mut a, SLOTB, (self.cc.slots as i64 + SLOT_BIAS) as u64);
         rv!(a; jr a1);
         let epi = a.offset().0;
         rv!(a; addi sp, sp, FRAME_BYTES);
@@ -346,23 +327,11 @@ impl Rv64Backend {
         }
         rv!(a; addi sp, sp, SAVED_BYTES ; ret);
         let code = a.finalize().expect("trampoline");
-        let p = self.mem.write(&code).expect("code region too small for the trampoline");
-        self.prologue = p as usize;
+        let p = self.cc.mem.write(&code).expect("code region too small for the trampoline");
+        self.cc.prologue = p as usize;
         self.epilogue = p as usize + epi;
     }
 
-    fn slot_ptr(&self, idx: usize) -> *mut u64 {
-        assert!(idx < NSLOTS);
-        // SAFETY: idx < NSLOTS, inside the slot mapping.
-        unsafe { self.slots.add(idx) }
-    }
-
-    fn set_slot(&mut self, idx: usize, target: usize) {
-        let p = self.slot_ptr(idx);
-        // SAFETY: p is a valid, aligned u64 in our RW slot mapping. Generated code only
-        // reads slots, with aligned 8-byte `ld`s, which are single-copy atomic on RV64.
-        unsafe { std::ptr::write_volatile(p, target as u64) };
-    }
 }
 
 impl Default for Rv64Backend {
@@ -378,11 +347,8 @@ impl Backend for Rv64Backend {
 
     fn compile(&mut self, block: &Block, tb: u32, helpers: &[HelperInfo], pc_global: Global) -> Result<CodeHandle, CodeBufferFull> {
         let njumps = block.ops.iter().filter(|o| matches!(o, Op::Exit(Exit::Jump { .. } | Exit::Repeat { .. }))).count();
-        if self.slots_used + njumps > NSLOTS {
-            return Err(CodeBufferFull);
-        }
-        let slot_base = self.slots_used;
-        let base = self.mem.next_addr();
+        let slot_base = self.cc.reserve_slots(njumps)?;
+        let base = self.cc.mem.next_addr();
         let alloc = regalloc(block, &POOL);
         let ninsns = block.ops.iter().filter(|o| matches!(o, Op::InsnStart { .. })).count().max(1);
         let need = ((SAVE_SLOTS + alloc.nspill) * 8) as i32;
@@ -445,60 +411,34 @@ impl Backend for Rv64Backend {
                 .collect();
             break (g.a.finalize().expect("riscv64 backend: assembly failed"), defaults);
         };
-        let p = self.mem.write(&code).ok_or(CodeBufferFull)?;
-        assert_eq!(p as usize, base);
-        self.slots_used = slot_base + njumps;
-        for &(slot, addr) in defaults.iter().flatten() {
-            self.set_slot(slot, addr);
-        }
-        self.tbs.push(TbInfo { entry: base, exits: defaults });
-        Ok(CodeHandle(self.tbs.len() - 1))
+        self.cc.install(tb, &code, base, slot_base + njumps, defaults)
     }
 
     unsafe fn execute(&mut self, env: *mut Env, code: CodeHandle) -> u64 {
-        let entry = self.tbs[code.0].entry;
-        // SAFETY: `prologue` is the trampoline written by `emit_trampoline`, which follows
-        // the RISC-V LP64 calling convention for `extern "C" fn(*mut Env, *const u8) -> u64`
-        // (saves ra/s0..s11, keeps sp 16-byte aligned). `entry` is a block compiled by this
-        // backend and not flushed. The generated code only touches `env` (valid per this
-        // function's contract), its own stack frame, guest RAM through TLB entries the
-        // engine filled, our chain slots, and the engine's slow paths and helpers.
-        unsafe {
-            let f: unsafe extern "C" fn(*mut Env, *const u8) -> u64 = std::mem::transmute(self.prologue);
-            f(env, entry as *const u8)
-        }
+        // SAFETY: `cc.prologue` is the trampoline written by `emit_trampoline`, which
+        // follows the host C ABI; the env contract is the caller's (Backend::execute).
+        unsafe { self.cc.execute(env, code) }
     }
 
     fn chain(&mut self, from: CodeHandle, exit: u32, to: CodeHandle) -> bool {
-        let target = self.tbs[to.0].entry;
-        match self.tbs[from.0].exits.get(exit as usize).copied().flatten() {
-            Some((slot, _)) => {
-                self.set_slot(slot, target);
-                true
-            }
-            None => false,
-        }
+        self.cc.chain(from, exit, to)
     }
 
     fn unchain(&mut self, from: CodeHandle, exit: u32) {
-        if let Some((slot, default)) = self.tbs[from.0].exits.get(exit as usize).copied().flatten() {
-            self.set_slot(slot, default);
-        }
+        self.cc.unchain(from, exit)
     }
 
     fn entry_addr(&self, code: CodeHandle) -> Option<u64> {
-        Some(self.tbs[code.0].entry as u64)
+        self.cc.entry_addr(code)
     }
 
     fn flush(&mut self) {
-        self.mem.flush();
-        self.tbs.clear();
-        self.slots_used = 0;
+        self.cc.reset();
         self.emit_trampoline();
     }
 
     fn is_full(&self) -> bool {
-        self.mem.is_full() || self.slots_used + SLOT_MARGIN > NSLOTS
+        self.cc.is_full()
     }
 }
 
@@ -1903,8 +1843,8 @@ mod tests {
         b.exit(Exit::Jump { pc: 0x1008 });
         let blk = b.finish();
         let c = be.compile(&blk, 1, &hs, PC).unwrap();
-        let start = be.tbs[c.0].entry;
-        let len = be.mem.next_addr() - start;
+        let start = be.entry_addr(c).unwrap() as usize;
+        let len = be.cc.mem.next_addr() - start;
         // SAFETY: [start, start+len) is code this backend just wrote (readable, RX).
         let bytes = unsafe { std::slice::from_raw_parts(start as *const u8, len) };
         let path = std::env::temp_dir().join("xenolith_block_rv64.bin");

@@ -1,0 +1,129 @@
+//! The bookkeeping every native backend shares: the executable region, the chain slots
+//! and the per-TB table behind `Backend::{execute, chain, unchain, entry_addr, flush,
+//! is_full}`.
+//!
+//! Chaining never patches code: each chainable exit (`Exit::Jump`, `Exit::Repeat`) loads
+//! its target from a slot in a separate RW, never-executable array and jumps there. A slot
+//! starts out holding the address of the exit's own "return to the run loop" code;
+//! `chain` stores another block's entry, `unchain` restores the default. Slots and code
+//! stay valid until `reset`, which the engine only requests when no generated code runs.
+
+use memmap2::MmapMut;
+
+use super::{CodeBufferFull, CodeHandle};
+use crate::env::Env;
+use crate::execmem::ExecMem;
+
+/// Chain slots available between flushes.
+pub const NSLOTS: usize = 1 << 21;
+/// Report "full" while this many slots are still free, so a block always fits.
+const SLOT_MARGIN: usize = 1 << 16;
+
+struct TbInfo {
+    entry: usize,
+    /// Per static exit: (chain slot index, default target address) for chainable exits.
+    exits: Vec<Option<(usize, usize)>>,
+}
+
+pub struct CodeCache {
+    pub mem: ExecMem,
+    _slots_map: MmapMut,
+    /// Base of the slot array (generated code loads `slots[i]`).
+    pub slots: *mut u64,
+    slots_used: usize,
+    tbs: Vec<TbInfo>,
+    /// The backend's entry trampoline, `extern "C" fn(*mut Env, *const u8) -> u64`.
+    pub prologue: usize,
+}
+
+impl CodeCache {
+    pub fn new(code_size: usize, backend: &str) -> CodeCache {
+        let mem = ExecMem::new(code_size).unwrap_or_else(|e| panic!("{backend} backend: cannot reserve code memory: {e}"));
+        let mut slots_map = MmapMut::map_anon(NSLOTS * 8).unwrap_or_else(|e| panic!("{backend} backend: cannot map chain slots: {e}"));
+        let slots = slots_map.as_mut_ptr() as *mut u64;
+        CodeCache { mem, _slots_map: slots_map, slots, slots_used: 0, tbs: Vec::new(), prologue: 0 }
+    }
+
+    /// The first of `n` consecutive slots for the block being compiled, or `CodeBufferFull`.
+    pub fn reserve_slots(&self, n: usize) -> Result<usize, CodeBufferFull> {
+        if self.slots_used + n > NSLOTS {
+            return Err(CodeBufferFull);
+        }
+        Ok(self.slots_used)
+    }
+
+    fn set_slot(&mut self, idx: usize, target: usize) {
+        assert!(idx < NSLOTS);
+        // SAFETY: idx < NSLOTS, so the pointer is a valid, aligned u64 inside our RW slot
+        // mapping. Generated code only reads slots, with plain aligned 8-byte loads, which
+        // are single-copy atomic on every supported host.
+        unsafe { std::ptr::write_volatile(self.slots.add(idx), target as u64) };
+    }
+
+    /// Write a compiled block at `base` (which must be `mem.next_addr()` when it was
+    /// assembled), claim its slots up to `slot_end` and point them at their defaults.
+    pub fn install(&mut self, tb: u32, code: &[u8], base: usize, slot_end: usize, defaults: Vec<Option<(usize, usize)>>) -> Result<CodeHandle, CodeBufferFull> {
+        if let Some(dir) = std::env::var_os("XENOLITH_DUMP_CODE") {
+            // Debug aid: `objdump -D -b binary -m<arch> --adjust-vma=ADDR FILE`.
+            let _ = std::fs::write(std::path::Path::new(&dir).join(format!("tb{tb}_{base:x}.bin")), code);
+        }
+        let p = self.mem.write(code).ok_or(CodeBufferFull)?;
+        assert_eq!(p as usize, base, "code was assembled for another address");
+        self.slots_used = slot_end;
+        for &(slot, addr) in defaults.iter().flatten() {
+            self.set_slot(slot, addr);
+        }
+        self.tbs.push(TbInfo { entry: base, exits: defaults });
+        Ok(CodeHandle(self.tbs.len() - 1))
+    }
+
+    /// Run a block through the backend's trampoline.
+    ///
+    /// # Safety
+    /// `prologue` must be the backend's trampoline, following the host C ABI for
+    /// `extern "C" fn(*mut Env, *const u8) -> u64`; `env` must be valid with `Env::rt`
+    /// pointing at the engine core (see `Backend::execute`).
+    pub unsafe fn execute(&self, env: *mut Env, code: CodeHandle) -> u64 {
+        let entry = self.tbs[code.0].entry;
+        // SAFETY: per this function's contract; `entry` is a block installed here and not
+        // flushed. The generated code only touches `env`, guest RAM through TLB entries the
+        // engine filled, the chain slots, its own frame, and the engine's slow paths and
+        // helpers.
+        unsafe {
+            let f: unsafe extern "C" fn(*mut Env, *const u8) -> u64 = std::mem::transmute(self.prologue);
+            f(env, entry as *const u8)
+        }
+    }
+
+    pub fn chain(&mut self, from: CodeHandle, exit: u32, to: CodeHandle) -> bool {
+        let target = self.tbs[to.0].entry;
+        match self.tbs[from.0].exits.get(exit as usize).copied().flatten() {
+            Some((slot, _)) => {
+                self.set_slot(slot, target);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn unchain(&mut self, from: CodeHandle, exit: u32) {
+        if let Some((slot, default)) = self.tbs[from.0].exits.get(exit as usize).copied().flatten() {
+            self.set_slot(slot, default);
+        }
+    }
+
+    pub fn entry_addr(&self, code: CodeHandle) -> Option<u64> {
+        Some(self.tbs[code.0].entry as u64)
+    }
+
+    /// Drop all code and slots (the backend then writes its trampoline again).
+    pub fn reset(&mut self) {
+        self.mem.flush();
+        self.tbs.clear();
+        self.slots_used = 0;
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.mem.is_full() || self.slots_used + SLOT_MARGIN > NSLOTS
+    }
+}
