@@ -770,8 +770,11 @@ pub fn translate(env: &jit::Env, key: &TbKey, fetch: &mut CodeFetcher, max_insns
             };
         }
     }
+    let mut b = Builder::new();
+    b.block.ops.reserve(insns.len() * 12);
+    b.block.insn_pcs.reserve(insns.len());
     let mut tr = Tr {
-        b: Builder::new(),
+        b,
         flags,
         pc: key.rip,
         next: key.rip,
