@@ -1422,45 +1422,6 @@ mod tests {
         assert_eq!(testkit::misaligned_calls(), 0);
     }
 
-    /// Dump the code of a small typical block (for eyeballing with
-    /// `aarch64-linux-gnu-objdump -D -b binary -maarch64 $TMPDIR/xenolith_block_a64.bin`).
-    #[test]
-    #[ignore]
-    fn dump_code() {
-        let hs = helpers();
-        let mut be = A64Backend::new();
-        let mut b = Builder::new();
-        // add dword [rbx+8], eax ; flags ; loop back while ecx != 0
-        b.insn_start(0x1000);
-        let rbx = b.get(3);
-        let a = b.add(rbx, Val::C(8));
-        let m = b.load(a, MemOp::new(MemSize::B4));
-        let eax = b.get(0);
-        let r = b.bin(BinOp::Add, Width::W32, m, eax);
-        b.store(a, r, MemOp::new(MemSize::B4));
-        let z = b.setcond(Cond::Eq, r, Val::C(0));
-        b.set(20, z);
-        b.set(21, r);
-        b.insn_start(0x1003);
-        let rcx = b.get(1);
-        let rcx = b.sub(rcx, Val::C(1));
-        b.set(1, rcx);
-        let l = b.label();
-        b.brcond(Cond::Eq, rcx, Val::C(0), l);
-        b.exit(Exit::Jump { pc: 0x1000 });
-        b.place(l);
-        b.exit(Exit::Jump { pc: 0x1008 });
-        let blk = b.finish();
-        let c = be.compile(&blk, 1, &hs, PC).unwrap();
-        let start = be.entry_addr(c).unwrap() as usize;
-        let len = be.cc.mem.next_addr() - start;
-        // SAFETY: [start, start+len) is code this backend just wrote (readable, RX).
-        let bytes = unsafe { std::slice::from_raw_parts(start as *const u8, len) };
-        let path = std::env::temp_dir().join("xenolith_block_a64.bin");
-        std::fs::write(&path, bytes).unwrap();
-        eprintln!("{len} bytes at {start:#x} written to {}", path.display());
-    }
-
     /// Rough speed check against the interpreter (see [`testkit::bench_loop`]).
     #[test]
     #[ignore]

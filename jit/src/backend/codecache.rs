@@ -64,7 +64,9 @@ impl CodeCache {
     /// assembled), claim its slots up to `slot_end` and point them at their defaults.
     pub fn install(&mut self, tb: u32, code: &[u8], base: usize, slot_end: usize, defaults: Vec<Option<(usize, usize)>>) -> Result<CodeHandle, CodeBufferFull> {
         if let Some(dir) = std::env::var_os("XENOLITH_DUMP_CODE") {
-            // Debug aid: `objdump -D -b binary -m<arch> --adjust-vma=ADDR FILE`.
+            // Debug aid: `objdump -D -b binary -mi386:x86-64 --adjust-vma=ADDR FILE`
+            // (aarch64: `aarch64-linux-gnu-objdump ... -maarch64`, riscv64:
+            // `riscv64-linux-gnu-objdump ... -m riscv:rv64`).
             let _ = std::fs::write(std::path::Path::new(&dir).join(format!("tb{tb}_{base:x}.bin")), code);
         }
         let p = self.mem.write(code).ok_or(CodeBufferFull)?;
