@@ -1,0 +1,1 @@
+//! The PV MMU (being written).
