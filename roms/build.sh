@@ -9,3 +9,4 @@ for s in hello/hello.S; do
   ld -nostdlib -static -Ttext=0x100000 -Tdata=0x108000 -e _start -o "$d/$n.elf" "$d/$n.o"
   objcopy -O binary "$d/$n.elf" "$d/$n.bin"
 done
+pv/build.sh

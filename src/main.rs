@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod flat;
+mod run;
 
 #[derive(Parser)]
 #[command(name = "xenolith", version, about = "Run x86 Xen PV guests without Xen, on any host")]
@@ -23,8 +24,53 @@ enum Engine {
     Jit,
 }
 
+impl Engine {
+    fn kind(self) -> jit::EngineKind {
+        match self {
+            Engine::Interp => jit::EngineKind::Interp,
+            Engine::Jit => jit::EngineKind::Jit,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+enum LogWhat {
+    Hypercalls,
+    Traps,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
+    /// Run a Xen PV guest (the demo guest from roms/ when no kernel is given).
+    Run {
+        /// The kernel: an ELF with Xen notes or a bzImage.
+        #[arg(long)]
+        kernel: Option<PathBuf>,
+        /// The initrd (module).
+        #[arg(long)]
+        ramdisk: Option<PathBuf>,
+        /// The kernel command line.
+        #[arg(long, default_value = "")]
+        cmdline: String,
+        /// Guest RAM in MiB.
+        #[arg(long, default_value_t = 256)]
+        memory: u64,
+        #[arg(long, value_enum, default_value = "jit")]
+        engine: Engine,
+        /// Log hypercalls or traps to stderr (repeatable).
+        #[arg(long, value_enum)]
+        log: Vec<LogWhat>,
+        /// Stop (exit status 1) after this many guest instructions.
+        #[arg(long)]
+        max_insns: Option<u64>,
+    },
+    /// Print what the loader sees in a kernel image and the layout the builder gives it.
+    Info {
+        image: PathBuf,
+        /// Guest RAM in MiB for the layout.
+        #[arg(long, default_value_t = 256)]
+        memory: u64,
+    },
     /// Run a flat x86-64 image (the engine's test and benchmark guests; see roms/README.md).
     Flat {
         /// The raw image, loaded and entered at 0x100000.
@@ -56,14 +102,27 @@ fn main() -> ExitCode {
 
 fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
+        Cmd::Run { kernel, ramdisk, cmdline, memory, engine, log, max_insns } => {
+            let status = run::run(run::RunArgs {
+                kernel,
+                ramdisk,
+                cmdline,
+                memory_mib: memory,
+                engine: engine.kind(),
+                log: xen_pv::pv::LogFlags { hypercalls: log.contains(&LogWhat::Hypercalls), traps: log.contains(&LogWhat::Traps) },
+                max_insns,
+            })?;
+            Ok(ExitCode::from(status))
+        }
+        Cmd::Info { image, memory } => {
+            run::info(&image, memory)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Flat { image, engine, memory, max_insns, stats } => {
             let bytes = std::fs::read(&image).with_context(|| format!("reading {}", image.display()))?;
             let opts = flat::FlatOptions {
                 ram_mib: memory,
-                engine: match engine {
-                    Engine::Interp => jit::EngineKind::Interp,
-                    Engine::Jit => jit::EngineKind::Jit,
-                },
+                engine: engine.kind(),
                 max_insns,
                 echo: true,
             };

@@ -671,6 +671,16 @@ impl Core {
         Some(p)
     }
 
+    /// The platform wrote guest RAM directly at `[pa, pa + len)` (one page at most): drop
+    /// the translations it overlaps. Call outside `Engine::run`.
+    pub fn notify_phys_write(&mut self, env: &mut Env, pa: u64, len: u64) {
+        if self.is_code_page(pa & PAGE_MASK) {
+            let cur = std::mem::replace(&mut env.cur_tb, u32::MAX);
+            self.code_write(env, pa, len);
+            env.cur_tb = cur;
+        }
+    }
+
     pub fn ram_mut(&mut self) -> &mut GuestRam {
         &mut self.ram
     }

@@ -22,3 +22,4 @@ pub mod builder;
 pub mod core;
 pub mod image;
 pub mod mm;
+pub mod pv;

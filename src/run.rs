@@ -1,0 +1,83 @@
+//! `xenolith run` and `xenolith info`: build a PV domain from a kernel image and run it.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use xen_pv::builder::{self, DomainConfig};
+use xen_pv::image::GuestImage;
+use xen_pv::pv::{LogFlags, PvDomain, RunOptions, Shutdown};
+
+/// The demo guest `xenolith run` boots with no kernel given.
+pub const DEFAULT_KERNEL: &str = "roms/pv/hello.elf";
+
+pub struct RunArgs {
+    pub kernel: Option<PathBuf>,
+    pub ramdisk: Option<PathBuf>,
+    pub cmdline: String,
+    pub memory_mib: u64,
+    pub engine: jit::EngineKind,
+    pub log: LogFlags,
+    pub max_insns: Option<u64>,
+}
+
+/// Exit status for a shutdown: 0 poweroff (and reboot/suspend, which end the run), 1 crash.
+pub fn exit_status(s: &Shutdown) -> u8 {
+    match s {
+        Shutdown::Poweroff | Shutdown::Reboot | Shutdown::Suspend => 0,
+        Shutdown::Crash(_) | Shutdown::Watchdog | Shutdown::Budget => 1,
+    }
+}
+
+fn default_kernel() -> PathBuf {
+    // Relative to the working directory, else next to the source tree the binary was built from.
+    let p = PathBuf::from(DEFAULT_KERNEL);
+    if p.is_file() {
+        return p;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_KERNEL)
+}
+
+/// Errors here are usage or image errors (exit status 2); the guest's own end is the Ok value.
+pub fn run(a: RunArgs) -> Result<u8> {
+    let kpath = a.kernel.clone().unwrap_or_else(default_kernel);
+    let bytes = std::fs::read(&kpath).with_context(|| format!("reading kernel {}", kpath.display()))?;
+    let image = GuestImage::parse(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", kpath.display()))?;
+    let module = match &a.ramdisk {
+        Some(p) => Some(std::fs::read(p).with_context(|| format!("reading ramdisk {}", p.display()))?),
+        None => None,
+    };
+    if a.memory_mib < 4 || a.memory_mib > 65536 {
+        bail!("--memory {} MiB: must be between 4 and 65536", a.memory_mib);
+    }
+    let mut e = frontend_x86::new_engine(a.memory_mib << 20, a.engine).context("allocating guest RAM")?;
+    let cfg = DomainConfig { cmdline: a.cmdline.as_bytes(), module: module.as_deref(), ..Default::default() };
+    let dom = builder::build(e.ram(), &image, &cfg).map_err(|err| anyhow::anyhow!("{}: {err}", kpath.display()))?;
+    drop(image);
+    let mut pv = PvDomain::new(dom, RunOptions { log: a.log, max_insns: a.max_insns });
+    pv.start(&mut e).map_err(|err| anyhow::anyhow!("{}: {err}", kpath.display()))?;
+    let s = pv.run(&mut e);
+    match &s {
+        Shutdown::Poweroff => {}
+        Shutdown::Reboot => eprintln!("xenolith: the guest asked to reboot; ending the run"),
+        Shutdown::Suspend => eprintln!("xenolith: the guest suspended; ending the run"),
+        Shutdown::Crash(why) => eprintln!("xenolith: guest crashed: {why}"),
+        Shutdown::Watchdog => eprintln!("xenolith: the guest's watchdog fired"),
+        Shutdown::Budget => eprintln!("xenolith: instruction budget exhausted after {} instructions", e.env.icount),
+    }
+    Ok(exit_status(&s))
+}
+
+/// `xenolith info IMG`: what the loader sees and where the builder would put it.
+pub fn info(path: &Path, memory_mib: u64) -> Result<()> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let image = GuestImage::parse(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    println!("{}: {}", path.display(), image.guest_type());
+    if let Some(bz) = &image.container.bzimage {
+        println!("bzImage: boot protocol {:#06x}, payload {:?}", bz.protocol, bz.compression);
+    }
+    println!("Xen notes: {:#?}", image.xen);
+    let mut ram = jit::GuestRam::new(memory_mib << 20).context("allocating scratch RAM")?;
+    let dom = builder::build(&mut ram, &image, &DomainConfig::default()).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    println!("layout with {memory_mib} MiB:\n{}", dom.layout);
+    Ok(())
+}

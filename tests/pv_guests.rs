@@ -1,0 +1,86 @@
+//! End to end: `xenolith run` on the PV test guests in roms/pv.
+
+use std::process::{Command, Output};
+
+fn xenolith(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_xenolith")).args(args).output().expect("run xenolith")
+}
+
+fn rom(name: &str) -> String {
+    format!("{}/roms/pv/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn hello_guest_passes_on_both_engines() {
+    for engine in ["interp", "jit"] {
+        let out = xenolith(&["run", "--kernel", &rom("hello.elf"), "--engine", engine, "--memory", "64"]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // console_io output and the console ring both reach the terminal, once each.
+        assert_eq!(stdout.matches("xenolith-hello: console_io works").count(), 1, "{engine}: {stdout}");
+        assert_eq!(stdout.matches("XENOLITH-TEST hello: PASS").count(), 1, "{engine}: {stdout}\n{stderr}");
+        assert_eq!(out.status.code(), Some(0), "{engine}: {stderr}");
+        // The unimplemented hypercall it probes is logged.
+        assert!(stderr.contains("hypercall 41 (dm_op) not implemented"), "{stderr}");
+    }
+}
+
+#[test]
+fn default_guest_is_the_demo() {
+    let out = Command::new(env!("CARGO_BIN_EXE_xenolith"))
+        .arg("run")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("XENOLITH-TEST hello: PASS"));
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn hypercall_log_shows_calls_and_results() {
+    let out = xenolith(&["run", "--kernel", &rom("hello.elf"), "--log", "hypercalls", "--memory", "64"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("hypercall xen_version(0x0, "), "{stderr}");
+    assert!(stderr.contains("hypercall dm_op(") && stderr.contains("Err(38)"), "{stderr}");
+    assert!(stderr.contains("hypercall sched_op(0x2, "), "{stderr}");
+}
+
+#[test]
+fn guest_fault_without_handler_crashes_the_guest_not_the_emulator() {
+    let out = xenolith(&["run", "--kernel", &rom("crash.elf"), "--memory", "64"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("guest crashed: unhandled #UD (vector 6"), "{stderr}");
+    // The register dump shows the guest's state at the fault.
+    assert!(stderr.contains("r15: 00000000deadbeef"), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("about to execute ud2"));
+}
+
+#[test]
+fn instruction_budget_ends_the_run_with_status_1() {
+    let out = xenolith(&["run", "--kernel", &rom("hello.elf"), "--max-insns", "5", "--memory", "64"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("instruction budget exhausted"));
+}
+
+#[test]
+fn bad_images_get_status_2_and_one_line() {
+    let flat = format!("{}/roms/hello/hello.bin", env!("CARGO_MANIFEST_DIR"));
+    let out = xenolith(&["run", "--kernel", &flat]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("not an ELF image"), "{stderr}");
+    let out = xenolith(&["run", "--kernel", "/nonexistent"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn info_prints_notes_and_layout() {
+    let out = xenolith(&["info", &rom("hello.elf"), "--memory", "64"]);
+    assert_eq!(out.status.code(), Some(0));
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(s.contains("xen-3.0-x86_64"), "{s}");
+    assert!(s.contains("\"xenolith-hello\""), "{s}");
+    assert!(s.contains("start info"), "{s}");
+}

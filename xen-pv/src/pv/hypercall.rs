@@ -1,0 +1,533 @@
+//! The hypercall table: number → name, handler. Handlers read their arguments from guest
+//! memory through bounds-checked, page-walked copies and return Xen's values and errors.
+//! Numbers without a handler return -ENOSYS and are logged once.
+
+use frontend_x86::state::{Seg, X86State, G_KERNEL_GS_BASE};
+use jit::Engine;
+
+use super::{PvDomain, Shutdown};
+use crate::builder::vcpu::xen_desc;
+use crate::builder::GuestType;
+use crate::core::errno::*;
+
+/// One virtual IDT entry (trap_info).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrapInfo {
+    /// Bits 0-1: DPL; bit 2: mask events on entry.
+    pub flags: u8,
+    pub cs: u16,
+    pub address: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct TrapTable(pub [TrapInfo; 256]);
+
+impl Default for TrapTable {
+    fn default() -> Self {
+        TrapTable([TrapInfo::default(); 256])
+    }
+}
+
+impl TrapTable {
+    pub fn get(&self, v: u8) -> Option<TrapInfo> {
+        let t = self.0[v as usize];
+        (t.address != 0).then_some(t)
+    }
+}
+
+/// Registered callbacks (callback_op / set_callbacks): address and CALLBACKF_* flags.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Callbacks {
+    pub event: (u64, u16),
+    pub failsafe: (u64, u16),
+    pub syscall: (u64, u16),
+    pub syscall32: (u64, u16),
+    pub sysenter: (u64, u16),
+    pub nmi: (u64, u16),
+}
+
+pub type Handler = fn(&mut PvDomain, &mut Engine, [u64; 6]) -> HcResult;
+
+/// A table entry: name, handler, and whether the handler sets the guest's registers itself
+/// (iret: rax is not the return value).
+pub struct Hypercall {
+    pub name: &'static str,
+    pub handler: Option<Handler>,
+    pub sets_regs: bool,
+}
+
+const fn hc(name: &'static str, handler: Handler) -> Hypercall {
+    Hypercall { name, handler: Some(handler), sets_regs: false }
+}
+const fn none(name: &'static str) -> Hypercall {
+    Hypercall { name, handler: None, sets_regs: false }
+}
+
+/// Xen's hypercall numbers (public/xen.h), in order.
+pub static TABLE: [Hypercall; 42] = [
+    hc("set_trap_table", set_trap_table),
+    none("mmu_update"),
+    none("set_gdt"),
+    hc("stack_switch", stack_switch),
+    hc("set_callbacks", set_callbacks),
+    hc("fpu_taskswitch", fpu_taskswitch),
+    hc("sched_op_compat", sched_op_compat),
+    none("platform_op"),
+    none("set_debugreg"),
+    none("get_debugreg"),
+    none("update_descriptor"),
+    none("ni_hypercall"),
+    none("memory_op"),
+    none("multicall"),
+    none("update_va_mapping"),
+    none("set_timer_op"),
+    none("event_channel_op_compat"),
+    hc("xen_version", xen_version),
+    hc("console_io", console_io),
+    none("physdev_op_compat"),
+    none("grant_table_op"),
+    hc("vm_assist", vm_assist),
+    none("update_va_mapping_otherdomain"),
+    Hypercall { name: "iret", handler: Some(iret), sets_regs: true },
+    none("vcpu_op"),
+    hc("set_segment_base", set_segment_base),
+    none("mmuext_op"),
+    none("xsm_op"),
+    none("nmi_op"),
+    hc("sched_op", sched_op),
+    hc("callback_op", callback_op),
+    none("xenoprof_op"),
+    hc("event_channel_op", event_channel_op),
+    none("physdev_op"),
+    none("hvm_op"),
+    none("sysctl"),
+    none("domctl"),
+    none("kexec_op"),
+    none("tmem_op"),
+    none("argo_op"),
+    none("xenpmu_op"),
+    none("dm_op"),
+];
+
+/// Xen's hypercall page: 32-byte stubs, `syscall` (64-bit) or `int $0x82` (32-bit); the
+/// iret stub (23) does not return.
+pub fn hypercall_page(guest: GuestType) -> [u8; 4096] {
+    let mut p = [0xccu8; 4096];
+    for i in 0..128u32 {
+        let s = &mut p[i as usize * 32..i as usize * 32 + 32];
+        let n = i.to_le_bytes();
+        let stub: Vec<u8> = match (guest, i) {
+            // push rcx; push r11; push rax; mov $23, eax; syscall
+            (GuestType::X86_64, 23) => [&[0x51, 0x41, 0x53, 0x50, 0xb8][..], &n, &[0x0f, 0x05]].concat(),
+            // push rcx; push r11; mov $i, eax; syscall; pop r11; pop rcx; ret
+            (GuestType::X86_64, _) => [&[0x51, 0x41, 0x53, 0xb8][..], &n, &[0x0f, 0x05, 0x41, 0x5b, 0x59, 0xc3]].concat(),
+            // push eax; mov $23, eax; int $0x82
+            (GuestType::X86_32Pae, 23) => [&[0x50, 0xb8][..], &n, &[0xcd, 0x82]].concat(),
+            // mov $i, eax; int $0x82; ret
+            (GuestType::X86_32Pae, _) => [&[0xb8][..], &n, &[0xcd, 0x82, 0xc3]].concat(),
+        };
+        s[..stub.len()].copy_from_slice(&stub);
+    }
+    p
+}
+
+impl PvDomain {
+    /// Dispatch hypercall `nr` (rip already past the instruction).
+    pub fn hypercall(&mut self, e: &mut Engine, nr: u64, args: [u64; 6]) {
+        let entry = TABLE.get(nr as usize);
+        let name = entry.map_or("unknown", |h| h.name);
+        let (r, sets_regs) = match entry.and_then(|h| h.handler.map(|f| (f, h.sets_regs))) {
+            Some((f, sets)) => (f(self, e, args), sets),
+            None => {
+                if !self.unimplemented.contains(&nr) {
+                    self.unimplemented.push(nr);
+                    eprintln!("(XEN) hypercall {nr} ({name}) not implemented: -ENOSYS");
+                }
+                (Err(ENOSYS), false)
+            }
+        };
+        if self.opts.log.hypercalls {
+            eprintln!("(XEN) hypercall {name}({:#x}, {:#x}, {:#x}) = {r:?}", args[0], args[1], args[2]);
+        }
+        if !sets_regs {
+            let v = to_rax(r);
+            let v = if self.guest() == GuestType::X86_32Pae { v & 0xffff_ffff } else { v };
+            X86State(&mut e.env).set_gpr(0, v);
+        }
+    }
+
+    fn word(&self) -> usize {
+        self.guest().word_size() as usize
+    }
+
+    fn read_bytes(&self, e: &mut Engine, va: u64, len: usize) -> Result<Vec<u8>, i64> {
+        let mut b = vec![0u8; len];
+        self.read_guest(e, va, &mut b).map_err(|_| EFAULT)?;
+        Ok(b)
+    }
+
+    fn read_u32_at(&self, e: &mut Engine, va: u64) -> Result<u32, i64> {
+        let b = self.read_bytes(e, va, 4)?;
+        Ok(u32::from_le_bytes(b.try_into().unwrap()))
+    }
+
+    fn put_bytes(&self, e: &mut Engine, va: u64, data: &[u8]) -> Result<(), i64> {
+        self.write_guest(e, va, data).map_err(|_| EFAULT)
+    }
+
+    /// Swap kernel and user mode (Xen's toggle_guest_mode: the GS bases swap too).
+    pub fn toggle_mode(&mut self, e: &mut Engine) {
+        self.kernel_mode = !self.kernel_mode;
+        if self.guest() == GuestType::X86_64 {
+            let mut s = X86State(&mut e.env);
+            let gs = s.g(Seg::Gs.base_g());
+            let kgs = s.g(G_KERNEL_GS_BASE);
+            s.set_g(Seg::Gs.base_g(), kgs);
+            s.set_g(G_KERNEL_GS_BASE, gs);
+        }
+    }
+}
+
+fn set_trap_table(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult {
+    let mut va = a[0];
+    if va == 0 {
+        d.trap_table = TrapTable::default();
+        return Ok(0);
+    }
+    let w = d.word();
+    let entry = if w == 8 { 16 } else { 8 };
+    // Xen processes entries until one with address 0 (bounded by the table size).
+    for _ in 0..=256 {
+        let b = d.read_bytes(e, va, entry)?;
+        let address = if w == 8 {
+            u64::from_le_bytes(b[8..16].try_into().unwrap())
+        } else {
+            u32::from_le_bytes(b[4..8].try_into().unwrap()) as u64
+        };
+        if address == 0 {
+            break;
+        }
+        let vector = b[0];
+        d.trap_table.0[vector as usize] = TrapInfo { flags: b[1], cs: u16::from_le_bytes([b[2], b[3]]), address };
+        va = va.wrapping_add(entry as u64);
+    }
+    Ok(0)
+}
+
+fn stack_switch(d: &mut PvDomain, _e: &mut Engine, a: [u64; 6]) -> HcResult {
+    d.kernel_ss = a[0] & 0xffff;
+    d.kernel_sp = a[1];
+    Ok(0)
+}
+
+fn set_callbacks(d: &mut PvDomain, _e: &mut Engine, a: [u64; 6]) -> HcResult {
+    match d.guest() {
+        GuestType::X86_64 => {
+            d.callbacks.event = (a[0], 0);
+            d.callbacks.failsafe = (a[1], 0);
+            d.callbacks.syscall = (a[2], 0);
+        }
+        GuestType::X86_32Pae => {
+            // (event_selector, event_address, failsafe_selector, failsafe_address)
+            d.callbacks.event = (a[1] & 0xffff_ffff, 0);
+            d.callbacks.failsafe = (a[3] & 0xffff_ffff, 0);
+        }
+    }
+    Ok(0)
+}
+
+fn fpu_taskswitch(_d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult {
+    // Sets or clears CR0.TS as the guest sees it.
+    let mut s = X86State(&mut e.env);
+    let cr0 = s.g(frontend_x86::state::G_CR0);
+    let ts = 1 << 3;
+    s.set_g(frontend_x86::state::G_CR0, if a[0] != 0 { cr0 | ts } else { cr0 & !ts });
+    Ok(0)
+}
+
+/// SHUTDOWN_* reasons.
+fn shutdown_reason(r: u64) -> Option<Shutdown> {
+    Some(match r {
+        0 => Shutdown::Poweroff,
+        1 => Shutdown::Reboot,
+        2 => Shutdown::Suspend,
+        3 => Shutdown::Crash("the guest reported a crash (SHUTDOWN_crash)".into()),
+        4 => Shutdown::Watchdog,
+        _ => return None,
+    })
+}
+
+fn sched_op_compat(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult {
+    match a[0] {
+        0 | 1 => {
+            d.console.drain(e.ram(), &d.dom.layout);
+            Ok(0)
+        }
+        2 => {
+            // Xen ignores unknown reasons in the compat call's domain_shutdown, except
+            // that the domain stops; treat them as a crash.
+            d.shutdown = Some(shutdown_reason(a[1]).unwrap_or(Shutdown::Crash(format!("shutdown with unknown reason {}", a[1]))));
+            Ok(0)
+        }
+        _ => Err(ENOSYS),
+    }
+}
+
+fn sched_op(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult {
+    match a[0] {
+        // yield, block
+        0 | 1 => {
+            d.console.drain(e.ram(), &d.dom.layout);
+            Ok(0)
+        }
+        // shutdown: struct sched_shutdown { unsigned int reason; }
+        2 => {
+            let reason = d.read_u32_at(e, a[1])? as u64;
+            match shutdown_reason(reason) {
+                Some(s) => {
+                    d.shutdown = Some(s);
+                    Ok(0)
+                }
+                None => Err(EINVAL),
+            }
+        }
+        // remote_shutdown: a domU may not shut down another domain.
+        4 => Err(EPERM),
+        // shutdown_code: remembered for the shutdown that follows.
+        5 => {
+            d.read_u32_at(e, a[1])?;
+            Ok(0)
+        }
+        _ => Err(ENOSYS),
+    }
+}
+
+/// The version this platform reports: Xen 4.17.
+pub const XEN_MAJOR: u64 = 4;
+pub const XEN_MINOR: u64 = 17;
+
+fn xen_version(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult {
+    let fixed = |s: &[u8], n: usize| {
+        let mut v = s.to_vec();
+        v.resize(n, 0);
+        v
+    };
+    match a[0] {
+        0 => Ok((XEN_MAJOR << 16 | XEN_MINOR) as i64),
+        // extraversion: char[16]
+        1 => d.put_bytes(e, a[1], &fixed(b".0-xenolith", 16)).map(|_| 0),
+        // compile_info: compiler[64], compile_by[16], compile_domain[32], compile_date[32]
+        2 => {
+            let mut v = fixed(b"rustc", 64);
+            v.extend(fixed(b"xenolith", 16));
+            v.extend(fixed(b"", 32));
+            v.extend(fixed(b"", 32));
+            d.put_bytes(e, a[1], &v).map(|_| 0)
+        }
+        // capabilities: char[1024]
+        3 => {
+            let caps: &[u8] = match d.guest() {
+                GuestType::X86_64 => b"xen-3.0-x86_64 xen-3.0-x86_32p",
+                GuestType::X86_32Pae => b"xen-3.0-x86_64 xen-3.0-x86_32p",
+            };
+            d.put_bytes(e, a[1], &fixed(caps, 1024)).map(|_| 0)
+        }
+        // changeset: char[64]
+        4 => d.put_bytes(e, a[1], &fixed(b"xenolith", 64)).map(|_| 0),
+        // platform_parameters: { unsigned long virt_start; }
+        5 => {
+            let (v, w) = match d.guest() {
+                GuestType::X86_64 => (crate::builder::abi::va::HYPERVISOR_VIRT_START_64, 8),
+                GuestType::X86_32Pae => (crate::builder::abi::va::HYPERVISOR_VIRT_START_PAE, 4),
+            };
+            d.put_bytes(e, a[1], &v.to_le_bytes()[..w]).map(|_| 0)
+        }
+        // get_features: { unsigned int submap_idx; uint32_t submap; }
+        6 => {
+            let idx = d.read_u32_at(e, a[1])?;
+            let map: u32 = match idx {
+                // writable_page_tables(0), writable_descriptor_tables(1),
+                // supervisor_mode_kernel no, pae_pgdir_above_4gb(4), mmu_pt_update_preserve_ad(5),
+                // gnttab_map_avail_bits(7)
+                0 => (1 << 0) | (1 << 4) | (1 << 5),
+                _ => 0,
+            };
+            d.put_bytes(e, a[1] + 4, &map.to_le_bytes()).map(|_| 0)
+        }
+        // pagesize
+        7 => Ok(4096),
+        // guest_handle: xen_domain_handle_t (16 bytes)
+        8 => d.put_bytes(e, a[1], &[0u8; 16]).map(|_| 0),
+        // commandline: privileged only
+        9 => Err(EPERM),
+        // build_id: privileged only
+        10 => Err(EPERM),
+        _ => Err(ENOSYS),
+    }
+}
+
+fn console_io(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult {
+    match a[0] {
+        // CONSOLEIO_write
+        0 => {
+            let n = (a[1] & 0xffff_ffff) as usize;
+            if n > super::MAX_COPY {
+                return Err(EINVAL);
+            }
+            let b = d.read_bytes(e, a[2], n)?;
+            d.console.put(&b);
+            Ok(0)
+        }
+        // CONSOLEIO_read: a domU has nothing to read here (input goes through the ring).
+        1 => Ok(0),
+        _ => Err(ENOSYS),
+    }
+}
+
+fn vm_assist(d: &mut PvDomain, _e: &mut Engine, a: [u64; 6]) -> HcResult {
+    let ty = a[1];
+    // VMASST_TYPE_4gb_segments(0), _notify(1), writable_pagetables(2), pae_extended_cr3(3),
+    // architectural_iopl(4), runstate_update_flag(5), m2p_strict(32): the PV set.
+    let valid: u64 = match d.guest() {
+        GuestType::X86_64 => 0x3f | 1 << 32,
+        GuestType::X86_32Pae => 0x3f,
+    };
+    if ty >= 64 || valid & (1 << ty) == 0 {
+        return Err(EINVAL);
+    }
+    match a[0] {
+        0 => d.vm_assist |= 1 << ty,
+        1 => d.vm_assist &= !(1 << ty),
+        _ => return Err(ENOSYS),
+    }
+    Ok(0)
+}
+
+/// Load a flat Xen selector into `seg` (RPL forced to 3 for 64-bit guests).
+fn load_flat(d: &PvDomain, s: &mut X86State<'_>, seg: Seg, sel: u16) -> Result<(), String> {
+    match xen_desc(d.guest(), sel) {
+        Some(desc) => {
+            s.set_seg(seg, sel, desc.base(), desc.limit(), desc.attr());
+            Ok(())
+        }
+        None if sel & !3 == 0 && seg != Seg::Cs => {
+            s.set_seg(seg, sel, 0, 0, 0);
+            Ok(())
+        }
+        None => Err(format!("iret to selector {sel:#x}: only Xen's flat selectors are supported so far")),
+    }
+}
+
+/// HYPERVISOR_iret: pop the iret_context from the guest stack.
+fn iret(d: &mut PvDomain, e: &mut Engine, _a: [u64; 6]) -> HcResult {
+    if d.guest() != GuestType::X86_64 {
+        d.crash(e, "32-bit iret is not implemented yet".into());
+        return Ok(0);
+    }
+    let rsp = X86State(&mut e.env).gpr(4);
+    let Ok(b) = d.read_bytes(e, rsp, 9 * 8) else {
+        d.crash(e, format!("iret: cannot read the iret frame at {rsp:#x}"));
+        return Ok(0);
+    };
+    let f: Vec<u64> = b.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
+    let (rax, r11, rcx, flags, rip, cs, rflags, sp, ss) = (f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8]);
+    if cs & 3 == 3 && d.kernel_mode {
+        d.toggle_mode(e);
+    }
+    let mut s = X86State(&mut e.env);
+    if let Err(why) = load_flat(d, &mut s, Seg::Cs, (cs | 3) as u16).and_then(|_| load_flat(d, &mut s, Seg::Ss, (ss | 3) as u16)) {
+        d.crash(e, why);
+        return Ok(0);
+    }
+    let mut s = X86State(&mut e.env);
+    s.set_rip(rip);
+    // IOPL and VM cleared, IF always set (the guest's IF lives in the upcall mask).
+    s.set_rflags((rflags & !(0x3000 | 0x2_0000)) | 0x200 | 2);
+    s.set_gpr(4, sp);
+    s.set_gpr(0, rax);
+    // VGCF_in_syscall (bit 8): sysret semantics, rcx/r11 not restored.
+    if flags & (1 << 8) == 0 {
+        s.set_gpr(11, r11);
+        s.set_gpr(1, rcx);
+    }
+    d.set_upcall_mask(e, (rflags & 0x200 == 0) as u8);
+    Ok(0)
+}
+
+fn set_segment_base(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult {
+    if d.guest() != GuestType::X86_64 {
+        return Err(ENOSYS);
+    }
+    let mut s = X86State(&mut e.env);
+    match a[0] {
+        // SEGBASE_FS
+        0 => s.set_g(Seg::Fs.base_g(), a[1]),
+        // SEGBASE_GS_USER: the inactive (user) GS base while in kernel mode
+        1 => s.set_g(G_KERNEL_GS_BASE, a[1]),
+        // SEGBASE_GS_KERNEL
+        2 => s.set_g(Seg::Gs.base_g(), a[1]),
+        // SEGBASE_GS_USER_SEL: load the user gs selector (flat or null only so far)
+        3 => {
+            let sel = (a[1] & 0xffff) as u16;
+            if sel & !3 != 0 && xen_desc(d.guest(), sel).is_none() {
+                return Err(EINVAL);
+            }
+        }
+        _ => return Err(EINVAL),
+    }
+    Ok(0)
+}
+
+fn callback_op(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult {
+    // struct callback_register { uint16_t type; uint16_t flags; xen_callback_t address; }
+    let (ty, flags, address) = match d.guest() {
+        GuestType::X86_64 => {
+            let b = d.read_bytes(e, a[1], 16)?;
+            (u16::from_le_bytes([b[0], b[1]]), u16::from_le_bytes([b[2], b[3]]), u64::from_le_bytes(b[8..16].try_into().unwrap()))
+        }
+        GuestType::X86_32Pae => {
+            let b = d.read_bytes(e, a[1], 12)?;
+            (u16::from_le_bytes([b[0], b[1]]), u16::from_le_bytes([b[2], b[3]]), u32::from_le_bytes(b[8..12].try_into().unwrap()) as u64)
+        }
+    };
+    let slot = match ty {
+        0 => &mut d.callbacks.event,
+        1 => &mut d.callbacks.failsafe,
+        2 if d.guest() == GuestType::X86_64 => &mut d.callbacks.syscall,
+        7 if d.guest() == GuestType::X86_64 => &mut d.callbacks.syscall32,
+        5 => &mut d.callbacks.sysenter,
+        4 => &mut d.callbacks.nmi,
+        _ => return Err(EINVAL),
+    };
+    match a[0] {
+        // CALLBACKOP_register
+        0 => *slot = (address, flags),
+        // CALLBACKOP_unregister: the event and failsafe callbacks cannot be unregistered.
+        1 => {
+            if ty == 0 || ty == 1 {
+                return Err(EINVAL);
+            }
+            *slot = (0, 0);
+        }
+        _ => return Err(ENOSYS),
+    }
+    Ok(0)
+}
+
+fn event_channel_op(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult {
+    match a[0] {
+        // EVTCHNOP_send { evtchn_port_t port; }
+        4 => {
+            let port = d.read_u32_at(e, a[1])?;
+            if port == d.console_port {
+                d.console.drain(e.ram(), &d.dom.layout);
+                Ok(0)
+            } else if port == d.store_port {
+                Ok(0)
+            } else {
+                Err(EINVAL)
+            }
+        }
+        _ => Err(ENOSYS),
+    }
+}

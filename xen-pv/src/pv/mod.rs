@@ -1,0 +1,432 @@
+//! Running a PV domain on the engine: vCPU 0's platform loop, the hypercall table, guest
+//! virtual-memory copies for hypercall arguments, the console, and domain shutdown.
+//!
+//! The engine stops on every platform instruction ([`frontend_x86::PlatformOp`]) and on
+//! every guest exception; this module gives them Xen's meaning:
+//! - 64-bit: `syscall` from guest kernel mode is a hypercall (number in rax, arguments in
+//!   rdi rsi rdx r10 r8; rcx and r11 are clobbered as by the instruction). 32-bit PAE:
+//!   `int $0x82` from ring 1 (ebx ecx edx esi edi).
+//! - The hypercall page, when the image's HYPERCALL_PAGE note asks for one, is filled with
+//!   Xen's stubs before the guest starts.
+//! - An exception the guest has no handler for, and anything Xen would turn into a domain
+//!   crash, ends the run as [`Shutdown::Crash`] with the reason: never an emulator panic.
+
+pub mod console;
+pub mod hypercall;
+
+use frontend_x86::state::{Seg, X86State, G_CR2};
+use frontend_x86::PlatformOp;
+use jit::engine::Access;
+use jit::ir::AccessKind;
+use jit::{Engine, GuestFault, StopReason};
+
+use crate::builder::{Domain, GuestType};
+use crate::core::GuestPhys;
+
+/// How a domain's run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Shutdown {
+    Poweroff,
+    Reboot,
+    Suspend,
+    /// The guest crashed (SHUTDOWN_crash) or did something Xen kills a domain for.
+    Crash(String),
+    /// The instruction budget ran out.
+    Budget,
+    /// The watchdog fired.
+    Watchdog,
+}
+
+/// What to log to stderr.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LogFlags {
+    pub hypercalls: bool,
+    pub traps: bool,
+}
+
+/// Per-run options.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    pub log: LogFlags,
+    /// Stop after this many guest instructions.
+    pub max_insns: Option<u64>,
+}
+
+/// A PV domain with one vCPU, on the engine.
+pub struct PvDomain {
+    pub dom: Domain,
+    pub opts: RunOptions,
+    /// Guest kernel mode (the virtual privilege bit; 64-bit guests run both modes in ring 3).
+    pub kernel_mode: bool,
+    /// VMASST_TYPE_* bits the guest enabled.
+    pub vm_assist: u64,
+    pub trap_table: hypercall::TrapTable,
+    pub callbacks: hypercall::Callbacks,
+    pub kernel_ss: u64,
+    pub kernel_sp: u64,
+    pub console: console::Console,
+    /// Event channel ports of the console and xenstore rings (bound to the back ends).
+    pub console_port: u32,
+    pub store_port: u32,
+    pub shutdown: Option<Shutdown>,
+    /// Hypercalls that returned -ENOSYS, by number (for the log and tests).
+    pub unimplemented: Vec<u64>,
+}
+
+/// Size of the window in which hypercall handlers may copy guest memory at once.
+pub const MAX_COPY: usize = 1 << 20;
+
+impl PvDomain {
+    pub fn new(dom: Domain, opts: RunOptions) -> PvDomain {
+        let kernel_ss = dom.vcpu.kernel_ss as u64;
+        let kernel_sp = dom.vcpu.kernel_sp;
+        PvDomain {
+            dom,
+            opts,
+            kernel_mode: true,
+            vm_assist: 0,
+            trap_table: hypercall::TrapTable::default(),
+            callbacks: hypercall::Callbacks::default(),
+            kernel_ss,
+            kernel_sp,
+            console: console::Console::new(Box::new(std::io::stdout())),
+            console_port: 2,
+            store_port: 1,
+            shutdown: None,
+            unimplemented: Vec::new(),
+        }
+    }
+
+    pub fn guest(&self) -> GuestType {
+        self.dom.layout.guest
+    }
+
+    /// Put vCPU 0's initial state into the engine and write the hypercall page.
+    pub fn start(&mut self, e: &mut Engine) -> Result<(), String> {
+        self.dom.vcpu.apply(&mut e.env);
+        if let Some(va) = self.dom.layout.hypercall_page {
+            let page = hypercall::hypercall_page(self.guest());
+            let off = va.wrapping_sub(self.dom.layout.virt_base);
+            if va & 0xfff != 0 || off >= self.dom.layout.virt_pgtab_end.wrapping_sub(self.dom.layout.virt_base) {
+                return Err(format!("hypercall page {va:#x} is not a page of the initial mapping"));
+            }
+            if !e.ram().write(off, &page) {
+                return Err(format!("hypercall page {va:#x} is outside guest RAM"));
+            }
+        }
+        if let Some(m) = self.opts.max_insns {
+            e.env.icount_limit = m;
+        }
+        Ok(())
+    }
+
+    /// Run until the domain shuts down.
+    pub fn run(&mut self, e: &mut Engine) -> Shutdown {
+        loop {
+            if let Some(s) = self.shutdown.take() {
+                self.console.drain(e.ram(), &self.dom.layout);
+                self.console.flush();
+                return s;
+            }
+            match e.run() {
+                StopReason::Budget => {
+                    self.shutdown = Some(Shutdown::Budget);
+                }
+                StopReason::Exception(f) => self.exception(e, f),
+                StopReason::Platform { op, arg, len } => self.platform(e, op, arg, len),
+            }
+        }
+    }
+
+    /// Kill the domain as Xen's domain_crash does, with the reason and a register dump.
+    pub fn crash(&mut self, e: &mut Engine, why: String) {
+        let dump = register_dump(e);
+        self.shutdown = Some(Shutdown::Crash(format!("{why}\n{dump}")));
+    }
+
+    fn exception(&mut self, e: &mut Engine, f: GuestFault) {
+        if self.opts.log.traps {
+            let rip = X86State(&mut e.env).rip();
+            eprintln!("(XEN) trap {} ec {:?} addr {:#x} at rip {rip:#x}", f.vector, f.error_code, f.addr);
+        }
+        match self.trap_table.get(f.vector) {
+            Some(t) if t.address != 0 => {
+                if f.vector == 14 {
+                    // Xen puts cr2 in vcpu_info.arch.cr2 for the guest.
+                    self.set_vcpu_cr2(e, f.addr);
+                    X86State(&mut e.env).set_g(G_CR2, f.addr);
+                }
+                let rip = X86State(&mut e.env).rip();
+                if let Err(why) = self.bounce(e, f.vector, f.error_code, rip, t) {
+                    self.crash(e, why);
+                }
+            }
+            _ => {
+                let name = vector_name(f.vector);
+                let extra = if f.vector == 14 { format!(" at address {:#x}", f.addr) } else { String::new() };
+                self.crash(
+                    e,
+                    format!(
+                        "unhandled {name} (vector {}, error code {:?}){extra}: the guest has no trap handler",
+                        f.vector, f.error_code
+                    ),
+                );
+            }
+        }
+    }
+
+    fn set_vcpu_cr2(&mut self, e: &mut Engine, cr2: u64) {
+        // vcpu_info 0 starts shared_info; arch.cr2 is at offset 0x28 (64) / 0x18 (32).
+        let base = self.dom.layout.platform.shared_info_mfn << 12;
+        match self.guest() {
+            GuestType::X86_64 => {
+                GuestPhys::write_u64(e.ram(), base + 0x28, cr2);
+            }
+            GuestType::X86_32Pae => {
+                GuestPhys::write_u32(e.ram(), base + 0x18, cr2 as u32);
+            }
+        }
+    }
+
+    /// Deliver an exception (or software interrupt) to the guest's handler, building Xen's
+    /// bounce frame. `rip` is the return address.
+    fn bounce(&mut self, e: &mut Engine, _vector: u8, ec: Option<u32>, rip: u64, t: hypercall::TrapInfo) -> Result<(), String> {
+        let mask = self.upcall_mask(e);
+        if t.flags & 4 != 0 {
+            self.set_upcall_mask(e, 1);
+        }
+        let s = X86State(&mut e.env);
+        let rflags = s.rflags();
+        let cs = s.seg_sel(Seg::Cs) as u64;
+        let ss = s.seg_sel(Seg::Ss) as u64;
+        let rsp = s.gpr(4);
+        match self.guest() {
+            GuestType::X86_64 => {
+                let (mut sp, ret_cs, ret_ss) = if self.kernel_mode {
+                    // Kernel-mode frames show RPL 0 in cs as Xen does... for a ring-3 kernel,
+                    // cs & ~3.
+                    (rsp, cs & !3, ss)
+                } else {
+                    self.kernel_mode = true;
+                    (self.kernel_sp, cs, ss)
+                };
+                sp &= !15;
+                let mut frame: Vec<u64> = vec![self_rcx(e), self_r11(e)];
+                if let Some(c) = ec {
+                    frame.push(c as u64);
+                }
+                let iflag = if mask == 0 { 0x200 } else { 0 };
+                frame.extend_from_slice(&[rip, ret_cs | (mask as u64) << 32, (rflags & !0x200) | iflag, rsp, ret_ss]);
+                sp -= 8 * frame.len() as u64;
+                for (i, v) in frame.iter().enumerate() {
+                    self.write_guest(e, sp + 8 * i as u64, &v.to_le_bytes())
+                        .map_err(|f| format!("cannot write the exception frame at {:#x}: {}", f.addr, vector_name(f.vector)))?;
+                }
+                let mut s = X86State(&mut e.env);
+                s.set_gpr(4, sp);
+                s.set_rip(t.address);
+                // Xen clears TF, VM, RF and NT on delivery.
+                s.set_rflags(rflags & !(0x100 | 0x2_0000 | 0x1_0000 | 0x4000));
+                Ok(())
+            }
+            GuestType::X86_32Pae => {
+                let mut sp = rsp as u32 as u64;
+                let mut frame: Vec<u32> = Vec::new();
+                if let Some(c) = ec {
+                    frame.push(c);
+                }
+                let iflag = if mask == 0 { 0x200 } else { 0 };
+                frame.extend_from_slice(&[rip as u32, (cs as u32) | (mask as u32) << 16, ((rflags as u32) & !0x200) | iflag]);
+                sp -= 4 * frame.len() as u64;
+                for (i, v) in frame.iter().enumerate() {
+                    self.write_guest(e, sp + 4 * i as u64, &v.to_le_bytes())
+                        .map_err(|f| format!("cannot write the exception frame at {:#x}: {}", f.addr, vector_name(f.vector)))?;
+                }
+                let mut s = X86State(&mut e.env);
+                s.set_gpr(4, sp);
+                s.set_rip(t.address);
+                s.set_rflags(rflags & !(0x100 | 0x2_0000 | 0x1_0000 | 0x4000));
+                Ok(())
+            }
+        }
+    }
+
+    fn vcpu_info_addr(&self) -> u64 {
+        self.dom.layout.platform.shared_info_mfn << 12
+    }
+
+    /// evtchn_upcall_mask of vCPU 0 (byte 1 of vcpu_info).
+    pub fn upcall_mask(&self, e: &mut Engine) -> u8 {
+        GuestPhys::read_u8(e.ram(), self.vcpu_info_addr() + 1).unwrap_or(1)
+    }
+
+    pub fn set_upcall_mask(&self, e: &mut Engine, v: u8) {
+        GuestPhys::write_u8(e.ram(), self.vcpu_info_addr() + 1, v);
+    }
+
+    fn platform(&mut self, e: &mut Engine, op: u32, arg: u64, len: u8) {
+        let rip = X86State(&mut e.env).rip();
+        let next = rip.wrapping_add(len as u64);
+        let op = PlatformOp::from_u32(op);
+        match op {
+            Some(PlatformOp::Syscall) if self.guest() == GuestType::X86_64 && self.kernel_mode => {
+                let mut s = X86State(&mut e.env);
+                let rflags = s.rflags();
+                s.set_gpr(1, next);
+                s.set_gpr(11, rflags);
+                s.set_rip(next);
+                e.env.icount += 1;
+                let args = {
+                    let s = X86State(&mut e.env);
+                    [s.gpr(7), s.gpr(6), s.gpr(2), s.gpr(10), s.gpr(8), s.gpr(9)]
+                };
+                let nr = X86State(&mut e.env).gpr(0);
+                self.hypercall(e, nr, args);
+            }
+            Some(PlatformOp::Syscall) if self.guest() == GuestType::X86_64 => {
+                // From guest user mode: bounce to the registered syscall callback.
+                let (addr, cbflags) = self.callbacks.syscall;
+                if addr == 0 {
+                    self.exception(e, GuestFault { vector: 6, error_code: None, addr: 0 });
+                    return;
+                }
+                let mut s = X86State(&mut e.env);
+                let rflags = s.rflags();
+                s.set_gpr(1, next);
+                s.set_gpr(11, rflags);
+                e.env.icount += 1;
+                // CALLBACKF_mask_events masks events on entry, like a trap gate flag.
+                let t = hypercall::TrapInfo { flags: if cbflags & 1 != 0 { 4 } else { 0 }, cs: 0, address: addr };
+                if let Err(why) = self.bounce(e, 0, None, next, t) {
+                    self.crash(e, why);
+                }
+            }
+            Some(PlatformOp::SoftInt) if (arg & 0xff) == 0x82 && (arg >> 8) == 0 && self.guest() == GuestType::X86_32Pae && self.kernel_mode => {
+                X86State(&mut e.env).set_rip(next);
+                e.env.icount += 1;
+                let (nr, args) = {
+                    let s = X86State(&mut e.env);
+                    let r = |i| s.gpr(i) & 0xffff_ffff;
+                    (r(0), [r(3), r(1), r(2), r(6), r(7), r(5)])
+                };
+                self.hypercall(e, nr, args);
+            }
+            Some(PlatformOp::SoftInt) => {
+                let vector = (arg & 0xff) as u8;
+                let kind = arg >> 8;
+                // int3 / into / int n: the guest's trap table with the DPL check.
+                let t = self.trap_table.get(vector);
+                let dpl_ok = kind == 3 || t.is_some_and(|t| (t.flags & 3) as u8 >= if self.kernel_mode { 1 } else { 3 });
+                if !dpl_ok || t.is_none_or(|t| t.address == 0) {
+                    // #GP with error code (n << 3) | 2, at the int instruction.
+                    self.exception(e, GuestFault { vector: 13, error_code: Some(((vector as u32) << 3) | 2), addr: 0 });
+                    return;
+                }
+                e.env.icount += 1;
+                if let Err(why) = self.bounce(e, vector, None, next, t.unwrap()) {
+                    self.crash(e, why);
+                }
+            }
+            Some(PlatformOp::Io) => {
+                // A domU without I/O privileges: Xen would #GP an in/out without IOPL; the
+                // guest's IOPL is 0 until physdev_op set_iopl.
+                self.exception(e, GuestFault { vector: 13, error_code: Some(0), addr: 0 });
+            }
+            Some(PlatformOp::Rdtsc) => {
+                let t = e.env.icount;
+                let mut s = X86State(&mut e.env);
+                s.set_gpr(0, t & 0xffff_ffff);
+                s.set_gpr(2, t >> 32);
+                s.set_rip(next);
+                e.env.icount += 1;
+            }
+            Some(PlatformOp::Hlt) | Some(PlatformOp::Cli) | Some(PlatformOp::Sti) | Some(PlatformOp::MovCr) | Some(PlatformOp::DescTable) => {
+                // Privileged in ring 3 (or ring 1): #GP(0), as the hardware raises it.
+                self.exception(e, GuestFault { vector: 13, error_code: Some(0), addr: 0 });
+            }
+            _ => {
+                let why = format!("platform instruction {op:?} (arg {arg:#x}) at rip {rip:#x} is not emulated yet");
+                self.crash(e, why);
+            }
+        }
+    }
+
+    /// Copy `buf.len()` bytes from guest virtual `va` (the current page tables, as the guest
+    /// kernel would read them).
+    pub fn read_guest(&self, e: &mut Engine, va: u64, buf: &mut [u8]) -> Result<(), GuestFault> {
+        self.copy_guest(e, va, buf.len(), Access::Read, |ram, pa, range| {
+            let (s, n) = range;
+            GuestPhys::read(ram, pa, &mut buf[s..s + n]);
+        })
+    }
+
+    pub fn write_guest(&self, e: &mut Engine, va: u64, data: &[u8]) -> Result<(), GuestFault> {
+        self.copy_guest(e, va, data.len(), Access::Write, |ram, pa, range| {
+            let (s, n) = range;
+            GuestPhys::write(ram, pa, &data[s..s + n]);
+        })
+    }
+
+    fn copy_guest(
+        &self,
+        e: &mut Engine,
+        va: u64,
+        len: usize,
+        access: Access,
+        mut f: impl FnMut(&mut jit::GuestRam, u64, (usize, usize)),
+    ) -> Result<(), GuestFault> {
+        let mut done = 0usize;
+        let mut pages = Vec::new();
+        // Translate every page first, so a fault leaves memory untouched.
+        while done < len {
+            let a = va.wrapping_add(done as u64);
+            let n = ((0x1000 - (a & 0xfff)) as usize).min(len - done);
+            let core = &mut *e.core;
+            let pa = core.mmu.translate(&e.env, &mut core.ram, a, access, AccessKind::Normal)?;
+            pages.push((pa, done, n));
+            done += n;
+        }
+        for (pa, s, n) in pages {
+            f(&mut e.core.ram, pa, (s, n));
+            if access == Access::Write {
+                // A write into translated code drops those translations.
+                let core = &mut *e.core;
+                core.notify_phys_write(&mut e.env, pa, n as u64);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn self_rcx(e: &mut Engine) -> u64 {
+    X86State(&mut e.env).gpr(1)
+}
+fn self_r11(e: &mut Engine) -> u64 {
+    X86State(&mut e.env).gpr(11)
+}
+
+/// The architectural name of an exception vector.
+pub fn vector_name(v: u8) -> &'static str {
+    const NAMES: [&str; 20] = [
+        "#DE", "#DB", "NMI", "#BP", "#OF", "#BR", "#UD", "#NM", "#DF", "coprocessor overrun", "#TS", "#NP", "#SS",
+        "#GP", "#PF", "reserved", "#MF", "#AC", "#MC", "#XM",
+    ];
+    NAMES.get(v as usize).copied().unwrap_or("interrupt")
+}
+
+/// The registers, as Xen prints them when it crashes a domain.
+pub fn register_dump(e: &mut Engine) -> String {
+    let s = X86State(&mut e.env);
+    const N: [&str; 16] = ["rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15"];
+    let mut out = format!(
+        "rip: {:016x}   rflags: {:016x}   cs: {:04x}   ss: {:04x}\n",
+        s.rip(),
+        s.rflags(),
+        s.seg_sel(Seg::Cs),
+        s.seg_sel(Seg::Ss)
+    );
+    for (i, n) in N.iter().enumerate() {
+        out += &format!("{n:>3}: {:016x}{}", s.gpr(i), if i % 4 == 3 { "\n" } else { "   " });
+    }
+    out
+}
