@@ -84,3 +84,13 @@ fn info_prints_notes_and_layout() {
     assert!(s.contains("\"xenolith-hello\""), "{s}");
     assert!(s.contains("start info"), "{s}");
 }
+
+#[test]
+fn mm_guest_passes_on_both_engines() {
+    for engine in ["interp", "jit"] {
+        let out = xenolith(&["run", "--kernel", &rom("mm.elf"), "--engine", engine, "--memory", "64"]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("XENOLITH-TEST mm: PASS"), "{engine}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.status.code(), Some(0), "{engine}");
+    }
+}

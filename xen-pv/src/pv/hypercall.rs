@@ -66,7 +66,7 @@ const fn none(name: &'static str) -> Hypercall {
 /// Xen's hypercall numbers (public/xen.h), in order.
 pub static TABLE: [Hypercall; 42] = [
     hc("set_trap_table", set_trap_table),
-    none("mmu_update"),
+    hc("mmu_update", super::mmu::mmu_update),
     none("set_gdt"),
     hc("stack_switch", stack_switch),
     hc("set_callbacks", set_callbacks),
@@ -77,9 +77,9 @@ pub static TABLE: [Hypercall; 42] = [
     none("get_debugreg"),
     none("update_descriptor"),
     none("ni_hypercall"),
-    none("memory_op"),
-    none("multicall"),
-    none("update_va_mapping"),
+    hc("memory_op", super::mmu::memory_op),
+    hc("multicall", super::mmu::multicall),
+    hc("update_va_mapping", super::mmu::update_va_mapping),
     none("set_timer_op"),
     none("event_channel_op_compat"),
     hc("xen_version", xen_version),
@@ -89,9 +89,9 @@ pub static TABLE: [Hypercall; 42] = [
     hc("vm_assist", vm_assist),
     none("update_va_mapping_otherdomain"),
     Hypercall { name: "iret", handler: Some(iret), sets_regs: true },
-    none("vcpu_op"),
+    hc("vcpu_op", super::mmu::vcpu_op),
     hc("set_segment_base", set_segment_base),
-    none("mmuext_op"),
+    hc("mmuext_op", super::mmu::mmuext_op),
     none("xsm_op"),
     none("nmi_op"),
     hc("sched_op", sched_op),
@@ -185,6 +185,7 @@ impl PvDomain {
             s.set_g(Seg::Gs.base_g(), kgs);
             s.set_g(G_KERNEL_GS_BASE, gs);
         }
+        self.load_cr3(e);
     }
 }
 

@@ -13,6 +13,7 @@
 
 pub mod console;
 pub mod hypercall;
+pub mod mmu;
 
 use frontend_x86::state::{Seg, X86State, G_CR2};
 use frontend_x86::PlatformOp;
@@ -69,6 +70,7 @@ pub struct PvDomain {
     pub console_port: u32,
     pub store_port: u32,
     pub shutdown: Option<Shutdown>,
+    pub mmu: mmu::PvMmu,
     /// Hypercalls that returned -ENOSYS, by number (for the log and tests).
     pub unimplemented: Vec<u64>,
 }
@@ -93,6 +95,7 @@ impl PvDomain {
             console_port: 2,
             store_port: 1,
             shutdown: None,
+            mmu: mmu::PvMmu::default(),
             unimplemented: Vec::new(),
         }
     }
@@ -104,6 +107,7 @@ impl PvDomain {
     /// Put vCPU 0's initial state into the engine and write the hypercall page.
     pub fn start(&mut self, e: &mut Engine) -> Result<(), String> {
         self.dom.vcpu.apply(&mut e.env);
+        self.init_mmu(e);
         if let Some(va) = self.dom.layout.hypercall_page {
             let page = hypercall::hypercall_page(self.guest());
             let off = va.wrapping_sub(self.dom.layout.virt_base);

@@ -1,0 +1,188 @@
+/* mm: PV MMU checks — update_va_mapping (and that the TLB follows it), validation errors
+ * (writable mapping of a page table, frame outside the domain, reserved bits, Xen's L4
+ * slots), pinning rules, MMU_MACHPHYS_UPDATE, multicall results. Prints
+ * "XENOLITH-TEST mm: PASS" or FAIL with the failing step, then powers off. */
+#include "xennotes.h"
+XEN_NOTE_STR(XEN_ELFNOTE_GUEST_OS, "xenolith-mm")
+XEN_NOTE_STR(XEN_ELFNOTE_XEN_VERSION, "xen-3.0")
+XEN_NOTE_STR(XEN_ELFNOTE_LOADER, "generic")
+XEN_NOTE_QUAD(XEN_ELFNOTE_ENTRY, _start)
+XEN_NOTE_QUAD(XEN_ELFNOTE_HYPERCALL_PAGE, hypercall_page)
+
+#define HYPERCALL(n) call hypercall_page + (n) * 32
+#define EXPECT(v, step) cmp $(v), %rax; je 9f; movl $(step), step_no(%rip); jmp fail; 9:
+#define PTE_RW 0x3
+#define VA_TEST 0x300000
+#define PFN_TEST 0x200
+
+        .section .text.entry, "ax"
+        .globl _start
+_start:
+        mov %rsi, start_info(%rip)
+        lea stack_top(%rip), %rsp
+
+        /* 1. update_va_mapping(VA_TEST -> PFN_TEST, rw), then VA_TEST aliases PFN_TEST */
+        mov $VA_TEST, %rdi
+        mov $(PFN_TEST << 12 | PTE_RW), %rsi
+        mov $2, %edx                           /* UVMF_INVLPG */
+        HYPERCALL(14)
+        EXPECT(0, 1)
+        movq $0x5a5a1234, VA_TEST
+        mov (PFN_TEST << 12), %rax
+        EXPECT(0x5a5a1234, 2)
+
+        /* 2. a writable mapping of the L4 (a page table) is refused */
+        mov start_info(%rip), %r8
+        mov 88(%r8), %r12                      /* pt_base (VA == machine address here) */
+        mov $VA_TEST, %rdi
+        mov %r12, %rsi
+        or $PTE_RW, %rsi
+        xor %edx, %edx
+        HYPERCALL(14)
+        EXPECT(-22, 3)
+        /* read-only is fine */
+        mov $VA_TEST, %rdi
+        mov %r12, %rsi
+        or $1, %rsi
+        xor %edx, %edx
+        HYPERCALL(14)
+        EXPECT(0, 4)
+        mov VA_TEST, %rax                       /* reads the L4 itself: slot 0 present */
+        and $1, %eax
+        EXPECT(1, 5)
+
+        /* 3. a frame outside the domain */
+        mov $VA_TEST, %rdi
+        mov $(0xfffff << 12 | 1), %rsi
+        xor %edx, %edx
+        HYPERCALL(14)
+        EXPECT(-22, 6)
+
+        /* 4. reserved bit 52 */
+        mov $VA_TEST, %rdi
+        mov $(1 << 52 | PFN_TEST << 12 | 1), %rsi
+        xor %edx, %edx
+        HYPERCALL(14)
+        EXPECT(-22, 7)
+
+        /* 5. mmu_update on one of Xen's L4 slots (256) */
+        lea 256*8(%r12), %rax
+        mov %rax, req(%rip)
+        movq $0, req+8(%rip)
+        lea req(%rip), %rdi
+        mov $1, %esi
+        lea done(%rip), %rdx
+        mov $0x7ff0, %r10
+        mov $1, %eax                            /* mmu_update, bare syscall */
+        syscall
+        EXPECT(-22, 8)
+        mov done(%rip), %eax
+        EXPECT(0, 9)
+
+        /* 6. the current L4 is pinned already: pinning again fails */
+        movl $3, ext(%rip)                      /* MMUEXT_PIN_L4_TABLE */
+        mov %r12, %rax
+        shr $12, %rax
+        mov %rax, ext+8(%rip)
+        lea ext(%rip), %rdi
+        mov $1, %esi
+        xor %edx, %edx
+        mov $0x7ff0, %r10
+        mov $26, %eax
+        syscall
+        EXPECT(-22, 10)
+
+        /* 7. MMU_MACHPHYS_UPDATE keeping the identity is accepted */
+        movq $(PFN_TEST << 12 | 1), req(%rip)
+        movq $PFN_TEST, req+8(%rip)
+        lea req(%rip), %rdi
+        mov $1, %esi
+        xor %edx, %edx
+        mov $0x7ff0, %r10
+        mov $1, %eax
+        syscall
+        EXPECT(0, 11)
+
+        /* 8. multicall: two update_va_mappings, the second invalid */
+        lea mc(%rip), %rdi
+        mov $2, %esi
+        HYPERCALL(13)
+        EXPECT(0, 12)
+        mov mc+8(%rip), %rax
+        EXPECT(0, 13)
+        mov mc+64+8(%rip), %rax
+        EXPECT(-22, 14)
+        mov VA_TEST, %rax                       /* the first one took effect */
+        EXPECT(0x5a5a1234, 15)
+
+        /* 9. a foreign domain id is refused */
+        lea req(%rip), %rdi
+        mov $1, %esi
+        xor %edx, %edx
+        mov $5, %r10
+        mov $1, %eax
+        syscall
+        EXPECT(-3, 16)
+
+        lea m_pass(%rip), %rsi
+        mov $m_pass_len, %edx
+        call print
+        movl $0, sched_shutdown(%rip)
+        jmp shutdown
+
+fail:
+        lea m_fail(%rip), %rsi
+        mov $m_fail_len, %edx
+        call print
+        mov step_no(%rip), %eax                 /* step number as two digits */
+        xor %edx, %edx
+        mov $10, %ecx
+        div %ecx
+        add $'0', %al
+        add $'0', %dl
+        mov %al, digits(%rip)
+        mov %dl, digits+1(%rip)
+        lea digits(%rip), %rsi
+        mov $3, %edx
+        call print
+        movl $3, sched_shutdown(%rip)
+shutdown:
+        mov $2, %edi
+        lea sched_shutdown(%rip), %rsi
+        HYPERCALL(29)
+        ud2
+
+/* print(rsi = bytes, edx = length) through console_io */
+print:
+        xor %edi, %edi
+        xchg %rsi, %rdx
+        xchg %rsi, %rdx
+        mov %rsi, %rax
+        mov %edx, %esi
+        mov %rax, %rdx
+        HYPERCALL(18)
+        ret
+
+        .section .rodata
+m_pass: .ascii "XENOLITH-TEST mm: PASS\n"
+        .set m_pass_len, . - m_pass
+m_fail: .ascii "XENOLITH-TEST mm: FAIL at step "
+        .set m_fail_len, . - m_fail
+
+        .data
+        .balign 16
+mc:     .quad 14, 0, VA_TEST, (PFN_TEST << 12 | PTE_RW), 2, 0, 0, 0
+        .quad 14, 0, VA_TEST, (0xfffff << 12 | 1), 0, 0, 0, 0
+req:    .quad 0, 0
+ext:    .long 0, 0
+        .quad 0, 0
+done:   .quad 0
+start_info: .quad 0
+step_no: .long 0
+sched_shutdown: .long 0
+digits: .ascii "00\n"
+
+        .bss
+        .balign 16
+        .space 16384
+stack_top:

@@ -1,0 +1,521 @@
+//! PV memory management hypercalls: mmu_update, update_va_mapping, mmuext_op, multicall,
+//! and the memory_op / vcpu_op queries a guest makes at boot.
+//!
+//! Page-table frames are tracked with their level and pin state: the initial tables, every
+//! table the guest pins or installs as a base pointer, and every frame an entry validated
+//! at level N > 1 names (which becomes a level N-1 table, as Xen's get_page_type makes it).
+//! Every entry written to a tracked table is validated as Xen does at its level: frames
+//! inside the domain (or the shared_info frame), no superpages, no reserved bits, no
+//! writable mapping of a page table; 64-bit guests get `_PAGE_USER` added (the kernel runs
+//! in ring 3). Writes to untracked frames are plain writes (Xen's writable-page case).
+//! Not yet Xen's full type and reference counts: a table is not devalidated when its last
+//! reference goes, so a frame once used as a page table stays one until it is unpinned.
+
+use std::collections::HashMap;
+
+use frontend_x86::state::{X86State, G_CR3};
+use jit::Engine;
+
+use super::PvDomain;
+use crate::builder::pagetable::{A, ADDR_MASK, D, P, RW, US};
+use crate::builder::GuestType;
+use crate::core::errno::*;
+use crate::core::GuestPhys;
+
+pub const DOMID_SELF: u64 = 0x7ff0;
+const PSE: u64 = 1 << 7;
+
+/// A frame in use as a page table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PtFrame {
+    pub level: u8,
+    pub pinned: bool,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct PvMmu {
+    /// Page-table frames by mfn.
+    pub tables: HashMap<u64, PtFrame>,
+    /// The guest's kernel and user base pointers (machine addresses; user 0 = none).
+    pub kernel_base: u64,
+    pub user_base: u64,
+    /// The engine's TLB must be flushed before the guest runs again.
+    pub tlb_dirty: bool,
+}
+
+impl PvDomain {
+    fn top_level(&self) -> u8 {
+        match self.guest() {
+            GuestType::X86_64 => 4,
+            GuestType::X86_32Pae => 3,
+        }
+    }
+
+    /// Record the initial page tables (pinned by the builder as Xen pins them at domain
+    /// creation) by walking them from the base pointer.
+    pub fn init_mmu(&mut self, e: &mut Engine) {
+        let top = self.dom.layout.pgtables.pfn;
+        self.mmu.kernel_base = top << 12;
+        let lvl = self.top_level();
+        self.mmu.tables.insert(top, PtFrame { level: lvl, pinned: true });
+        self.walk_record(e, top, lvl);
+    }
+
+    fn walk_record(&mut self, e: &mut Engine, mfn: u64, level: u8) {
+        if level == 1 {
+            return;
+        }
+        let n = if level == 3 && self.guest() == GuestType::X86_32Pae { 4 } else { 512 };
+        for i in 0..n {
+            let Some(v) = GuestPhys::read_u64(e.ram(), (mfn << 12) + i * 8) else { return };
+            if v & P == 0 || v & PSE != 0 && level == 2 {
+                continue;
+            }
+            let child = (v & ADDR_MASK) >> 12;
+            if child >= self.dom.layout.nr_pages || self.mmu.tables.contains_key(&child) {
+                continue;
+            }
+            self.mmu.tables.insert(child, PtFrame { level: level - 1, pinned: false });
+            self.walk_record(e, child, level - 1);
+        }
+    }
+
+    fn is_guest_slot(&self, level: u8, index: u64) -> bool {
+        match (self.guest(), level) {
+            // L4 slots 256..=271 are Xen's.
+            (GuestType::X86_64, 4) => !(256..272).contains(&index),
+            (GuestType::X86_32Pae, 3) => index < 4,
+            _ => true,
+        }
+    }
+
+    /// Validate `val` as an entry of a level-`level` table; returns the value to store.
+    fn check_entry(&mut self, e: &mut Engine, level: u8, val: u64) -> Result<u64, i64> {
+        if val & P == 0 {
+            return Ok(val);
+        }
+        let mfn = (val & ADDR_MASK) >> 12;
+        let nr = self.dom.layout.nr_pages;
+        let shinfo = self.dom.layout.platform.shared_info_mfn;
+        // Bits 52..62 are reserved in Xen's PV entries (NX, bit 63, is allowed).
+        if val & 0x7ff0_0000_0000_0000 != 0 {
+            return Err(EINVAL);
+        }
+        let mut v = val;
+        if self.guest() == GuestType::X86_64 {
+            v |= US;
+        }
+        if level == 1 {
+            if mfn >= nr && mfn != shinfo {
+                return Err(EINVAL);
+            }
+            if v & RW != 0 && self.mmu.tables.contains_key(&mfn) {
+                // A writable mapping of a page table: get_page_type(writable) fails.
+                return Err(EINVAL);
+            }
+            return Ok(v);
+        }
+        if v & PSE != 0 || mfn >= nr {
+            return Err(EINVAL);
+        }
+        match self.mmu.tables.get(&mfn) {
+            Some(t) if t.level != level - 1 => Err(EINVAL),
+            Some(_) => Ok(v),
+            None => {
+                // The frame becomes a table of the level below: its entries must validate.
+                self.validate_table(e, mfn, level - 1)?;
+                self.mmu.tables.insert(mfn, PtFrame { level: level - 1, pinned: false });
+                Ok(v)
+            }
+        }
+    }
+
+    /// Validate every guest entry of frame `mfn` as a level-`level` table, adjusting them
+    /// as Xen does (`_PAGE_USER` for 64-bit guests) and installing Xen's own L4 slots.
+    fn validate_table(&mut self, e: &mut Engine, mfn: u64, level: u8) -> Result<(), i64> {
+        if mfn >= self.dom.layout.nr_pages {
+            return Err(EINVAL);
+        }
+        let base = mfn << 12;
+        let n = if level == 3 && self.guest() == GuestType::X86_32Pae { 4 } else { 512 };
+        let mut out = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            if !self.is_guest_slot(level, i) {
+                continue;
+            }
+            let v = GuestPhys::read_u64(e.ram(), base + i * 8).ok_or(EFAULT)?;
+            out.push((i, self.check_entry(e, level, v)?));
+        }
+        for (i, v) in out {
+            GuestPhys::write_u64(e.ram(), base + i * 8, v);
+        }
+        if level == 4 && self.guest() == GuestType::X86_64 {
+            for x in self.dom.layout.xen_entries.clone() {
+                if x.level == 4 {
+                    GuestPhys::write_u64(e.ram(), base + x.index as u64 * 8, x.entry);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Get frame `mfn` as a level-`level` table (validating it the first time).
+    fn get_table(&mut self, e: &mut Engine, mfn: u64, level: u8) -> Result<(), i64> {
+        match self.mmu.tables.get(&mfn) {
+            Some(t) if t.level == level => Ok(()),
+            Some(_) => Err(EINVAL),
+            None => {
+                self.validate_table(e, mfn, level)?;
+                self.mmu.tables.insert(mfn, PtFrame { level, pinned: false });
+                Ok(())
+            }
+        }
+    }
+
+    /// Write entry `ptr` (machine address) with `val`, validated for the table it is in.
+    fn update_entry(&mut self, e: &mut Engine, ptr: u64, val: u64, preserve_ad: bool) -> Result<(), i64> {
+        if ptr & 7 != 0 {
+            return Err(EINVAL);
+        }
+        let mfn = ptr >> 12;
+        if mfn >= self.dom.layout.nr_pages {
+            return Err(EINVAL);
+        }
+        let v = match self.mmu.tables.get(&mfn).copied() {
+            Some(t) => {
+                let index = (ptr & 0xfff) / 8;
+                if !self.is_guest_slot(t.level, index) {
+                    return Err(EINVAL);
+                }
+                let mut v = self.check_entry(e, t.level, val)?;
+                if preserve_ad {
+                    let old = GuestPhys::read_u64(e.ram(), ptr).ok_or(EFAULT)?;
+                    v = (v & !(A | D)) | (old & (A | D));
+                }
+                self.mmu.tlb_dirty = true;
+                v
+            }
+            // Not a page table: a plain write, as Xen's writable-page case.
+            None => val,
+        };
+        GuestPhys::write_u64(e.ram(), ptr, v);
+        let core = &mut *e.core;
+        core.notify_phys_write(&mut e.env, ptr, 8);
+        Ok(())
+    }
+
+    fn check_domid(domid: u64) -> Result<(), i64> {
+        match domid & 0xffff {
+            DOMID_SELF | 1 => Ok(()),
+            _ => Err(ESRCH),
+        }
+    }
+
+    /// Point the engine at the base pointer of the current mode.
+    pub fn load_cr3(&mut self, e: &mut Engine) {
+        match self.guest() {
+            GuestType::X86_64 => {
+                let b = if self.kernel_mode || self.mmu.user_base == 0 { self.mmu.kernel_base } else { self.mmu.user_base };
+                X86State(&mut e.env).set_g(G_CR3, b);
+            }
+            GuestType::X86_32Pae => {
+                if let Some(c) = self.dom.layout.platform.compat_l4_mfn {
+                    let v = self.mmu.kernel_base | P | RW | US | A | D;
+                    GuestPhys::write_u64(e.ram(), c << 12, v);
+                }
+            }
+        }
+        e.tlb_flush();
+        self.mmu.tlb_dirty = false;
+    }
+
+    fn flush_if_dirty(&mut self, e: &mut Engine) {
+        if std::mem::take(&mut self.mmu.tlb_dirty) {
+            e.tlb_flush();
+        }
+    }
+
+    /// Machine address of the L1 entry mapping `va` in the current tables.
+    fn l1_entry_addr(&self, e: &mut Engine, va: u64) -> Option<u64> {
+        let mut table = X86State(&mut e.env).g(G_CR3) & ADDR_MASK;
+        for level in (2..=4u32).rev() {
+            let idx = (va >> (12 + 9 * (level - 1))) & 511;
+            let v = GuestPhys::read_u64(e.ram(), table + idx * 8)?;
+            if v & P == 0 || (level == 2 && v & PSE != 0) {
+                return None;
+            }
+            table = v & ADDR_MASK;
+        }
+        Some(table + ((va >> 12) & 511) * 8)
+    }
+}
+
+pub(super) fn mmu_update(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult {
+    PvDomain::check_domid(a[3])?;
+    let (reqs, count, pdone) = (a[0], a[1] & 0xffff_ffff, a[2]);
+    let w = d.guest().word_size();
+    let mut done = 0u64;
+    let mut rc = Ok(0);
+    while done < count {
+        let mut b = [0u8; 16];
+        if d.read_guest(e, reqs + done * 16, &mut b).is_err() {
+            rc = Err(EFAULT);
+            break;
+        }
+        let ptr = u64::from_le_bytes(b[..8].try_into().unwrap());
+        let val = u64::from_le_bytes(b[8..].try_into().unwrap());
+        let r = match ptr & 3 {
+            // MMU_NORMAL_PT_UPDATE, MMU_PT_UPDATE_PRESERVE_AD
+            0 => d.update_entry(e, ptr & !3, val, false),
+            2 => d.update_entry(e, ptr & !3, val, true),
+            // MMU_MACHPHYS_UPDATE: the M2P is the identity and read-only for the guest;
+            // an identity update is accepted, others refused.
+            1 => {
+                let mfn = ptr >> 12;
+                if mfn >= d.dom.layout.nr_pages {
+                    Err(EINVAL)
+                } else if val == mfn {
+                    Ok(())
+                } else {
+                    Err(EINVAL)
+                }
+            }
+            _ => Err(ENOSYS),
+        };
+        if let Err(x) = r {
+            rc = Err(x);
+            break;
+        }
+        done += 1;
+    }
+    if pdone != 0 {
+        let _ = d.write_guest(e, pdone, &done.to_le_bytes()[..w.min(4) as usize]);
+    }
+    d.flush_if_dirty(e);
+    rc
+}
+
+pub(super) fn update_va_mapping(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult {
+    let (va, val, flags) = match d.guest() {
+        GuestType::X86_64 => (a[0], a[1], a[2]),
+        // 32-bit: (va, val_lo, val_hi, flags)
+        GuestType::X86_32Pae => (a[0] & 0xffff_ffff, (a[1] & 0xffff_ffff) | (a[2] & 0xffff_ffff) << 32, a[3]),
+    };
+    let Some(ptr) = d.l1_entry_addr(e, va) else { return Err(EINVAL) };
+    if !d.mmu.tables.get(&(ptr >> 12)).is_some_and(|t| t.level == 1) {
+        return Err(EINVAL);
+    }
+    d.update_entry(e, ptr, val, false)?;
+    // UVMF_NONE / TLB_FLUSH / INVLPG: the engine's TLB is flushed on every change.
+    let _ = flags;
+    d.flush_if_dirty(e);
+    Ok(0)
+}
+
+pub(super) fn mmuext_op(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult {
+    PvDomain::check_domid(a[3])?;
+    let (ops, count, pdone) = (a[0], a[1] & 0xffff_ffff, a[2]);
+    let sz: u64 = if d.guest() == GuestType::X86_64 { 24 } else { 12 };
+    let mut done = 0u64;
+    let mut rc = Ok(0);
+    while done < count {
+        let mut b = [0u8; 24];
+        if d.read_guest(e, ops + done * sz, &mut b[..sz as usize]).is_err() {
+            rc = Err(EFAULT);
+            break;
+        }
+        let cmd = u32::from_le_bytes(b[..4].try_into().unwrap());
+        let arg1 = if sz == 24 { u64::from_le_bytes(b[8..16].try_into().unwrap()) } else { u32::from_le_bytes(b[4..8].try_into().unwrap()) as u64 };
+        if let Err(x) = mmuext_one(d, e, cmd, arg1) {
+            rc = Err(x);
+            break;
+        }
+        done += 1;
+    }
+    if pdone != 0 {
+        let _ = d.write_guest(e, pdone, &(done as u32).to_le_bytes());
+    }
+    d.flush_if_dirty(e);
+    rc
+}
+
+fn mmuext_one(d: &mut PvDomain, e: &mut Engine, cmd: u32, arg1: u64) -> Result<(), i64> {
+    let top = d.top_level();
+    match cmd {
+        // MMUEXT_PIN_L1_TABLE .. PIN_L4_TABLE
+        0..=3 => {
+            let level = cmd as u8 + 1;
+            if level > top {
+                return Err(EINVAL);
+            }
+            d.get_table(e, arg1, level)?;
+            let t = d.mmu.tables.get_mut(&arg1).ok_or(EINVAL)?;
+            if t.pinned {
+                return Err(EINVAL);
+            }
+            t.pinned = true;
+            Ok(())
+        }
+        // MMUEXT_UNPIN_TABLE
+        4 => {
+            let t = d.mmu.tables.get_mut(&arg1).ok_or(EINVAL)?;
+            if !t.pinned {
+                return Err(EINVAL);
+            }
+            // Without reference counts, an unpinned table stops being tracked unless it is
+            // a current base pointer.
+            if arg1 << 12 == d.mmu.kernel_base || arg1 << 12 == d.mmu.user_base {
+                t.pinned = false;
+            } else {
+                d.mmu.tables.remove(&arg1);
+            }
+            Ok(())
+        }
+        // MMUEXT_NEW_BASEPTR
+        5 => {
+            d.get_table(e, arg1, top)?;
+            d.mmu.kernel_base = arg1 << 12;
+            if d.kernel_mode {
+                d.load_cr3(e);
+            }
+            Ok(())
+        }
+        // MMUEXT_NEW_USER_BASEPTR (64-bit only)
+        15 => {
+            if d.guest() != GuestType::X86_64 {
+                return Err(EINVAL);
+            }
+            if arg1 != 0 {
+                d.get_table(e, arg1, 4)?;
+            }
+            d.mmu.user_base = arg1 << 12;
+            if !d.kernel_mode {
+                d.load_cr3(e);
+            }
+            Ok(())
+        }
+        // TLB_FLUSH_LOCAL, INVLPG_LOCAL, TLB_FLUSH_MULTI, INVLPG_MULTI, TLB_FLUSH_ALL,
+        // INVLPG_ALL: one vCPU, one TLB.
+        6 | 8 | 10 => {
+            e.tlb_flush();
+            Ok(())
+        }
+        7 | 9 | 11 => {
+            e.tlb_flush_page(arg1);
+            Ok(())
+        }
+        // FLUSH_CACHE, FLUSH_CACHE_GLOBAL: nothing to do (but privileged in Xen for a domU
+        // without cache-flush rights: FLUSH_CACHE is allowed, GLOBAL needs it).
+        12 => Ok(()),
+        18 => Err(EPERM),
+        // SET_LDT: accepted with a zero-length LDT or a page-aligned base.
+        13 => {
+            if arg1 & 0xfff != 0 {
+                return Err(EINVAL);
+            }
+            Ok(())
+        }
+        // CLEAR_PAGE / COPY_PAGE: the frame must be the domain's and writable.
+        16 => {
+            if arg1 >= d.dom.layout.nr_pages || d.mmu.tables.contains_key(&arg1) {
+                return Err(EINVAL);
+            }
+            GuestPhys::write(e.ram(), arg1 << 12, &[0u8; 4096]);
+            let core = &mut *e.core;
+            core.notify_phys_write(&mut e.env, arg1 << 12, 4096);
+            Ok(())
+        }
+        // MARK_SUPER / UNMARK_SUPER: superpages are gone from Xen.
+        19 | 20 => Err(EOPNOTSUPP),
+        _ => Err(ENOSYS),
+    }
+}
+
+/// HYPERVISOR_multicall: run each entry through the table, storing its result.
+pub(super) fn multicall(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult {
+    let (list, n) = (a[0], a[1] & 0xffff_ffff);
+    let w = d.guest().word_size();
+    let sz = 8 * w;
+    for i in 0..n {
+        let at = list + i * sz;
+        let mut b = vec![0u8; sz as usize];
+        d.read_guest(e, at, &mut b).map_err(|_| EFAULT)?;
+        let word = |k: usize| {
+            let mut x = [0u8; 8];
+            x[..w as usize].copy_from_slice(&b[k * w as usize..(k + 1) * w as usize]);
+            u64::from_le_bytes(x)
+        };
+        let op = word(0);
+        let args = [word(2), word(3), word(4), word(5), word(6), word(7)];
+        // iret and multicall itself cannot be batched.
+        let r = if op == 23 || op == 13 {
+            Err(EINVAL)
+        } else {
+            match super::hypercall::TABLE.get(op as usize).and_then(|h| h.handler) {
+                Some(f) => f(d, e, args),
+                None => Err(ENOSYS),
+            }
+        };
+        let v = to_rax(r);
+        d.write_guest(e, at + w, &v.to_le_bytes()[..w as usize]).map_err(|_| EFAULT)?;
+        if d.shutdown.is_some() {
+            break;
+        }
+    }
+    Ok(0)
+}
+
+pub(super) fn memory_op(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult {
+    let nr = d.dom.layout.nr_pages;
+    let w = d.guest().word_size() as usize;
+    match a[0] & 0xf {
+        // XENMEM_maximum_ram_page
+        2 => Ok(d.dom.layout.ram_pages as i64 - 1),
+        // current_reservation, maximum_reservation: domid argument
+        3 | 4 => {
+            let mut b = [0u8; 2];
+            d.read_guest(e, a[1], &mut b).map_err(|_| EFAULT)?;
+            PvDomain::check_domid(u16::from_le_bytes(b) as u64)?;
+            Ok(nr as i64)
+        }
+        // XENMEM_machphys_mapping { v_start, v_end, max_mfn }
+        12 => {
+            let (start, end) = match d.guest() {
+                GuestType::X86_64 => (crate::builder::abi::va::MACH2PHYS_VIRT_START_64, crate::builder::abi::va::MACH2PHYS_VIRT_END_64),
+                GuestType::X86_32Pae => (d.dom.layout.platform.m2p_va, d.dom.layout.platform.m2p_va + (d.dom.layout.platform.m2p_frames << 12)),
+            };
+            let max = d.dom.layout.platform.m2p_entries - 1;
+            let mut v = Vec::new();
+            for x in [start, end, max] {
+                v.extend_from_slice(&x.to_le_bytes()[..w]);
+            }
+            d.write_guest(e, a[1], &v).map_err(|_| EFAULT)?;
+            Ok(0)
+        }
+        // XENMEM_maximum_gpfn: domid argument
+        14 => {
+            let mut b = [0u8; 2];
+            d.read_guest(e, a[1], &mut b).map_err(|_| EFAULT)?;
+            PvDomain::check_domid(u16::from_le_bytes(b) as u64)?;
+            Ok(nr as i64 - 1)
+        }
+        _ => Err(ENOSYS),
+    }
+}
+
+/// vcpu_op: one vCPU.
+pub(super) fn vcpu_op(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult {
+    let (cmd, vcpu) = (a[0], a[1] & 0xffff_ffff);
+    let _ = (&d, &e);
+    if vcpu != 0 {
+        // Xen: vcpu_op on a vCPU the domain does not have.
+        return Err(ENOENT);
+    }
+    match cmd {
+        // VCPUOP_is_up
+        3 => Ok(1),
+        // VCPUOP_up / down on the running vCPU
+        1 | 2 => Err(EINVAL),
+        _ => Err(ENOSYS),
+    }
+}
