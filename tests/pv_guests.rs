@@ -85,12 +85,24 @@ fn info_prints_notes_and_layout() {
     assert!(s.contains("start info"), "{s}");
 }
 
-#[test]
-fn mm_guest_passes_on_both_engines() {
+/// Run a self-checking guest from roms/pv on both engines: it must print its PASS line and
+/// power off.
+fn guest_passes(name: &str) {
     for engine in ["interp", "jit"] {
-        let out = xenolith(&["run", "--kernel", &rom("mm.elf"), "--engine", engine, "--memory", "64"]);
+        let out = xenolith(&["run", "--kernel", &rom(&format!("{name}.elf")), "--engine", engine, "--memory", "64"]);
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(stdout.contains("XENOLITH-TEST mm: PASS"), "{engine}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        let line = format!("XENOLITH-TEST {name}: PASS");
+        assert!(stdout.contains(&line), "{engine}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
         assert_eq!(out.status.code(), Some(0), "{engine}");
     }
+}
+
+#[test]
+fn mm_guest_passes_on_both_engines() {
+    guest_passes("mm");
+}
+
+#[test]
+fn privop_guest_passes_on_both_engines() {
+    guest_passes("privop");
 }

@@ -98,7 +98,7 @@ pub static TABLE: [Hypercall; 42] = [
     hc("callback_op", callback_op),
     none("xenoprof_op"),
     hc("event_channel_op", event_channel_op),
-    none("physdev_op"),
+    hc("physdev_op", physdev_op),
     none("hvm_op"),
     none("sysctl"),
     none("domctl"),
@@ -529,6 +529,23 @@ fn event_channel_op(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult {
                 Err(EINVAL)
             }
         }
+        _ => Err(ENOSYS),
+    }
+}
+
+fn physdev_op(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult {
+    match a[0] {
+        // PHYSDEVOP_set_iopl { uint32_t iopl; }
+        6 => {
+            let v = d.read_u32_at(e, a[1])?;
+            if v > 3 {
+                return Err(EINVAL);
+            }
+            d.iopl = v as u8;
+            Ok(0)
+        }
+        // PHYSDEVOP_set_iobitmap, and the IRQ/PCI calls: a domU has no physical devices.
+        7 => Err(EPERM),
         _ => Err(ENOSYS),
     }
 }

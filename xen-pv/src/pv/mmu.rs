@@ -372,14 +372,7 @@ fn mmuext_one(d: &mut PvDomain, e: &mut Engine, cmd: u32, arg1: u64) -> Result<(
             Ok(())
         }
         // MMUEXT_NEW_BASEPTR
-        5 => {
-            d.get_table(e, arg1, top)?;
-            d.mmu.kernel_base = arg1 << 12;
-            if d.kernel_mode {
-                d.load_cr3(e);
-            }
-            Ok(())
-        }
+        5 => new_baseptr(d, e, arg1),
         // MMUEXT_NEW_USER_BASEPTR (64-bit only)
         15 => {
             if d.guest() != GuestType::X86_64 {
@@ -429,6 +422,17 @@ fn mmuext_one(d: &mut PvDomain, e: &mut Engine, cmd: u32, arg1: u64) -> Result<(
         19 | 20 => Err(EOPNOTSUPP),
         _ => Err(ENOSYS),
     }
+}
+
+/// MMUEXT_NEW_BASEPTR (and a guest write to cr3).
+pub(super) fn new_baseptr(d: &mut PvDomain, e: &mut Engine, mfn: u64) -> Result<(), i64> {
+    let top = d.top_level();
+    d.get_table(e, mfn, top)?;
+    d.mmu.kernel_base = mfn << 12;
+    if d.kernel_mode {
+        d.load_cr3(e);
+    }
+    Ok(())
 }
 
 /// HYPERVISOR_multicall: run each entry through the table, storing its result.

@@ -12,6 +12,7 @@
 //!   crash, ends the run as [`Shutdown::Crash`] with the reason: never an emulator panic.
 
 pub mod console;
+pub mod emulate;
 pub mod hypercall;
 pub mod mmu;
 
@@ -71,6 +72,8 @@ pub struct PvDomain {
     pub store_port: u32,
     pub shutdown: Option<Shutdown>,
     pub mmu: mmu::PvMmu,
+    /// The virtual IOPL (physdev_op set_iopl).
+    pub iopl: u8,
     /// Hypercalls that returned -ENOSYS, by number (for the log and tests).
     pub unimplemented: Vec<u64>,
 }
@@ -96,6 +99,7 @@ impl PvDomain {
             store_port: 1,
             shutdown: None,
             mmu: mmu::PvMmu::default(),
+            iopl: 0,
             unimplemented: Vec::new(),
         }
     }
@@ -149,6 +153,14 @@ impl PvDomain {
     }
 
     fn exception(&mut self, e: &mut Engine, f: GuestFault) {
+        if f.vector == 6 && self.try_forced_cpuid(e) {
+            return;
+        }
+        self.deliver_fault(e, f);
+    }
+
+    /// Deliver a fault to the guest's handler, or crash the domain when it has none.
+    pub(super) fn deliver_fault(&mut self, e: &mut Engine, f: GuestFault) {
         if self.opts.log.traps {
             let rip = X86State(&mut e.env).rip();
             eprintln!("(XEN) trap {} ec {:?} addr {:#x} at rip {rip:#x}", f.vector, f.error_code, f.addr);
@@ -331,10 +343,15 @@ impl PvDomain {
                     self.crash(e, why);
                 }
             }
-            Some(PlatformOp::Io) => {
-                // A domU without I/O privileges: Xen would #GP an in/out without IOPL; the
-                // guest's IOPL is 0 until physdev_op set_iopl.
-                self.exception(e, GuestFault { vector: 13, error_code: Some(0), addr: 0 });
+            Some(PlatformOp::Io) => self.emulate_io(e, next),
+            Some(PlatformOp::Cpuid) => self.emulate_cpuid(e, next),
+            Some(PlatformOp::Rdmsr) => self.emulate_msr(e, false, next),
+            Some(PlatformOp::Wrmsr) => self.emulate_msr(e, true, next),
+            Some(PlatformOp::MovCr) => self.emulate_cr(e, next),
+            Some(PlatformOp::CacheCtl) if self.kernel_mode => {
+                // WBINVD/INVD: nothing to do for a guest without device memory.
+                X86State(&mut e.env).set_rip(next);
+                e.env.icount += 1;
             }
             Some(PlatformOp::Rdtsc) => {
                 let t = e.env.icount;
@@ -344,7 +361,7 @@ impl PvDomain {
                 s.set_rip(next);
                 e.env.icount += 1;
             }
-            Some(PlatformOp::Hlt) | Some(PlatformOp::Cli) | Some(PlatformOp::Sti) | Some(PlatformOp::MovCr) | Some(PlatformOp::DescTable) => {
+            Some(PlatformOp::Hlt) | Some(PlatformOp::Cli) | Some(PlatformOp::Sti) | Some(PlatformOp::DescTable) | Some(PlatformOp::CacheCtl) | Some(PlatformOp::MovDr) | Some(PlatformOp::Swapgs) => {
                 // Privileged in ring 3 (or ring 1): #GP(0), as the hardware raises it.
                 self.exception(e, GuestFault { vector: 13, error_code: Some(0), addr: 0 });
             }

@@ -1,0 +1,259 @@
+//! Privileged and platform instructions as Xen emulates them for PV guests: CPUID (the
+//! policy, plain and through the forced-emulation prefix `ud2; "xen"; cpuid`), RDMSR/WRMSR
+//! with Xen's MSR policy, port I/O under the virtual IOPL (a domU has no ports: reads give
+//! all ones, writes are dropped), moves from control registers, CLTS, WBINVD.
+
+use frontend_x86::state::{Seg, X86State, G_CR0, G_CR2, G_KERNEL_GS_BASE};
+use iced_x86::{Code, Decoder, DecoderOptions, Instruction, OpKind, Register};
+use jit::{Engine, GuestFault};
+
+use super::PvDomain;
+use crate::builder::GuestType;
+
+/// The forced-emulation prefix and CPUID: `ud2; .ascii "xen"; cpuid`.
+pub const FORCED_CPUID: [u8; 7] = [0x0f, 0x0b, 0x78, 0x65, 0x6e, 0x0f, 0xa2];
+
+const fn sig(s: &[u8; 12]) -> (u32, u32, u32) {
+    (
+        u32::from_le_bytes([s[0], s[1], s[2], s[3]]),
+        u32::from_le_bytes([s[4], s[5], s[6], s[7]]),
+        u32::from_le_bytes([s[8], s[9], s[10], s[11]]),
+    )
+}
+
+/// Xenolith's CPUID policy for PV guests (one place): what the guest sees for `leaf`/`sub`.
+/// The x86-64 baseline a PV kernel requires, the hypervisor bit, and Xen's leaves at
+/// 0x40000000 ("XenVMMXenVMM", version).
+pub fn cpuid_policy(leaf: u32, _sub: u32) -> (u32, u32, u32, u32) {
+    let (b, d, c) = sig(b"GenuineIntel");
+    match leaf {
+        0 => (0xd, b, c, d),
+        // family 6 model 0x3a stepping 9; 1 logical processor.
+        1 => {
+            let edx = 1 | 1 << 4 | 1 << 5 | 1 << 6 | 1 << 8 | 1 << 15 | 1 << 19 | 1 << 23 | 1 << 24 | 1 << 25 | 1 << 26;
+            let ecx = 1 | 1 << 13 | 1 << 23 | 1 << 31;
+            (0x0003_06a9, 0x0001_0800, ecx, edx)
+        }
+        // BMI1, BMI2
+        7 => (0, 1 << 3 | 1 << 8, 0, 0),
+        0x4000_0000 => {
+            let (b, c, d) = sig(b"XenVMMXenVMM");
+            (0x4000_0005, b, c, d)
+        }
+        0x4000_0001 => ((super::hypercall::XEN_MAJOR << 16 | super::hypercall::XEN_MINOR) as u32, 0, 0, 0),
+        // One hypercall page, installed by writing its address to MSR 0x40000000.
+        0x4000_0002 => (1, 0x4000_0000, 0, 0),
+        0x8000_0000 => (0x8000_0008, 0, 0, 0),
+        // LAHF/SAHF, LZCNT; SYSCALL, NX, LM
+        0x8000_0001 => (0, 0, 1 | 1 << 5, 1 << 11 | 1 << 20 | 1 << 29),
+        0x8000_0002..=0x8000_0004 => {
+            let name = *b"Xenolith x86-64 virtual CPU\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
+            let i = (leaf - 0x8000_0002) as usize * 16;
+            let w = |k: usize| u32::from_le_bytes(name[i + k..i + k + 4].try_into().unwrap());
+            (w(0), w(4), w(8), w(12))
+        }
+        // 48-bit virtual, 40-bit physical addresses
+        0x8000_0008 => (0x3028, 0, 0, 0),
+        _ => (0, 0, 0, 0),
+    }
+}
+
+impl PvDomain {
+    fn set_cpuid_regs(e: &mut Engine) {
+        let mut s = X86State(&mut e.env);
+        let (a, b, c, d) = cpuid_policy(s.gpr(0) as u32, s.gpr(1) as u32);
+        s.set_gpr(0, a as u64);
+        s.set_gpr(3, b as u64);
+        s.set_gpr(1, c as u64);
+        s.set_gpr(2, d as u64);
+    }
+
+    /// A #UD at rip: the forced-emulation CPUID, if that is what is there.
+    pub(super) fn try_forced_cpuid(&mut self, e: &mut Engine) -> bool {
+        let rip = X86State(&mut e.env).rip();
+        let mut b = [0u8; 7];
+        if self.read_guest(e, rip, &mut b).is_err() || b != FORCED_CPUID {
+            return false;
+        }
+        Self::set_cpuid_regs(e);
+        X86State(&mut e.env).set_rip(rip + 7);
+        e.env.icount += 1;
+        true
+    }
+
+    /// Plain CPUID (from user or kernel mode): the same policy.
+    pub(super) fn emulate_cpuid(&mut self, e: &mut Engine, next: u64) {
+        Self::set_cpuid_regs(e);
+        X86State(&mut e.env).set_rip(next);
+        e.env.icount += 1;
+    }
+
+    fn decode_at_rip(&self, e: &mut Engine) -> Option<Instruction> {
+        let rip = X86State(&mut e.env).rip();
+        let mut b = [0u8; 15];
+        // An instruction may end before an unmapped page: fetch what can be fetched.
+        let mut n = 15;
+        while n > 0 && self.read_guest(e, rip, &mut b[..n]).is_err() {
+            n -= 1;
+        }
+        let bits = if self.guest() == GuestType::X86_64 && X86State(&mut e.env).g(Seg::Cs.attr_g()) & frontend_x86::state::attr::L != 0 { 64 } else { 32 };
+        let mut dec = Decoder::with_ip(bits, &b[..n], rip, DecoderOptions::NONE);
+        let i = dec.decode();
+        (i.code() != Code::INVALID).then_some(i)
+    }
+
+    fn gp0(&mut self, e: &mut Engine) {
+        self.deliver_fault(e, GuestFault { vector: 13, error_code: Some(0), addr: 0 });
+    }
+
+    /// Is the virtual IOPL enough for port I/O in the current mode?
+    fn iopl_ok(&self) -> bool {
+        let cpl = if self.kernel_mode { 1 } else { 3 };
+        self.iopl >= cpl
+    }
+
+    pub(super) fn emulate_io(&mut self, e: &mut Engine, next: u64) {
+        if !self.iopl_ok() {
+            return self.gp0(e);
+        }
+        let Some(i) = self.decode_at_rip(e) else { return self.gp0(e) };
+        let is_in = matches!(i.mnemonic(), iced_x86::Mnemonic::In);
+        let is_out = matches!(i.mnemonic(), iced_x86::Mnemonic::Out);
+        if !is_in && !is_out {
+            // INS/OUTS: a domU has no ports; nothing to transfer is not Xen's behaviour,
+            // so refuse loudly.
+            let rip = X86State(&mut e.env).rip();
+            return self.crash(e, format!("string port I/O at {rip:#x} is not emulated"));
+        }
+        if is_in {
+            let r = i.op0_register();
+            let size = r.size();
+            let mut s = X86State(&mut e.env);
+            let old = s.gpr(0);
+            let v = match size {
+                1 => (old & !0xff) | 0xff,
+                2 => (old & !0xffff) | 0xffff,
+                _ => 0xffff_ffff,
+            };
+            s.set_gpr(0, v);
+        }
+        X86State(&mut e.env).set_rip(next);
+        e.env.icount += 1;
+    }
+
+    pub(super) fn emulate_msr(&mut self, e: &mut Engine, write: bool, next: u64) {
+        if !self.kernel_mode {
+            return self.gp0(e);
+        }
+        let mut s = X86State(&mut e.env);
+        let msr = s.gpr(1) as u32;
+        let val = (s.gpr(2) << 32) | (s.gpr(0) & 0xffff_ffff);
+        let canonical = |v: u64| ((v as i64) << 16 >> 16) as u64 == v;
+        let gs_g = Seg::Gs.base_g();
+        let fs_g = Seg::Fs.base_g();
+        let ok = match (msr, write) {
+            (0xc000_0100, false) => Some(s.g(fs_g)),
+            (0xc000_0101, false) => Some(s.g(gs_g)),
+            (0xc000_0102, false) => Some(s.g(G_KERNEL_GS_BASE)),
+            (0xc000_0100, true) if canonical(val) => {
+                s.set_g(fs_g, val);
+                Some(0)
+            }
+            (0xc000_0101, true) if canonical(val) => {
+                s.set_g(gs_g, val);
+                Some(0)
+            }
+            (0xc000_0102, true) if canonical(val) => {
+                s.set_g(G_KERNEL_GS_BASE, val);
+                Some(0)
+            }
+            // EFER: LME | LMA | NXE | SCE, read-only for the guest.
+            (0xc000_0080, false) => Some(0xd01),
+            // TSC: the virtual TSC.
+            (0x10, false) => Some(e.env.icount),
+            // MSR_IA32_MISC_ENABLE: Xen's PV policy (fast strings, BTS/PEBS unavailable)
+            (0x1a0, false) => Some(1 | 1 << 11 | 1 << 12),
+            // PAT: the power-on value, read-only for a PV guest.
+            (0x277, false) => Some(0x0007_0406_0007_0406),
+            // Xen's hypercall-page MSR is for HVM guests.
+            _ => None,
+        };
+        match ok {
+            Some(v) => {
+                let mut s = X86State(&mut e.env);
+                if !write {
+                    s.set_gpr(0, v & 0xffff_ffff);
+                    s.set_gpr(2, v >> 32);
+                }
+                s.set_rip(next);
+                e.env.icount += 1;
+            }
+            None => self.gp0(e),
+        }
+    }
+
+    /// MOV to/from CRn, CLTS, LMSW from the guest kernel.
+    pub(super) fn emulate_cr(&mut self, e: &mut Engine, next: u64) {
+        if !self.kernel_mode {
+            return self.gp0(e);
+        }
+        let Some(i) = self.decode_at_rip(e) else { return self.gp0(e) };
+        let gpr = |r: Register| r.full_register().number().checked_sub(Register::RAX.number());
+        match i.code() {
+            Code::Clts => {
+                let mut s = X86State(&mut e.env);
+                let v = s.g(G_CR0) & !(1 << 3);
+                s.set_g(G_CR0, v);
+            }
+            Code::Mov_r64_cr | Code::Mov_r32_cr => {
+                let Some(dst) = gpr(i.op0_register()) else { return self.gp0(e) };
+                let v = match i.op1_register() {
+                    Register::CR0 => X86State(&mut e.env).g(G_CR0),
+                    Register::CR2 => X86State(&mut e.env).g(G_CR2),
+                    Register::CR3 => match self.guest() {
+                        GuestType::X86_64 => self.mmu.kernel_base,
+                        GuestType::X86_32Pae => {
+                            let pfn = (self.mmu.kernel_base >> 12) as u32;
+                            (pfn << 12 | pfn >> 20) as u64
+                        }
+                    },
+                    // PAE | PGE? Xen shows PAE, OSFXSR, OSXMMEXCPT (and what it allows).
+                    Register::CR4 => 0x20 | 0x200 | 0x400,
+                    _ => return self.gp0(e),
+                };
+                let v = if i.code() == Code::Mov_r32_cr { v & 0xffff_ffff } else { v };
+                X86State(&mut e.env).set_gpr(dst, v);
+            }
+            Code::Mov_cr_r64 | Code::Mov_cr_r32 if i.op0_register() == Register::CR3 => {
+                let Some(src) = gpr(i.op1_register()) else { return self.gp0(e) };
+                let v = X86State(&mut e.env).gpr(src);
+                let mfn = match self.guest() {
+                    GuestType::X86_64 => v >> 12,
+                    GuestType::X86_32Pae => {
+                        let v = v as u32;
+                        ((v >> 12) | (v << 20)) as u64 & 0xf_ffff_ffff
+                    }
+                };
+                // As MMUEXT_NEW_BASEPTR.
+                if super::mmu::new_baseptr(self, e, mfn).is_err() {
+                    return self.gp0(e);
+                }
+            }
+            Code::Mov_cr_r64 | Code::Mov_cr_r32 if i.op0_register() == Register::CR0 => {
+                // Only TS may change.
+                let Some(src) = gpr(i.op1_register()) else { return self.gp0(e) };
+                let v = X86State(&mut e.env).gpr(src);
+                let mut s = X86State(&mut e.env);
+                let cr0 = s.g(G_CR0);
+                if (v ^ cr0) & !(1u64 << 3) & 0xffff_ffff != 0 {
+                    return self.gp0(e);
+                }
+                s.set_g(G_CR0, (cr0 & !8) | (v & 8));
+            }
+            _ => return self.gp0(e),
+        }
+        let _ = i.op_kind(0) == OpKind::Register;
+        X86State(&mut e.env).set_rip(next);
+        e.env.icount += 1;
+    }
+}
