@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod flat;
 mod run;
+mod xlcfg;
 
 #[derive(Parser)]
 #[command(name = "xenolith", version, about = "Run x86 Xen PV guests without Xen, on any host")]
@@ -34,6 +35,12 @@ impl Engine {
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
+enum Clock {
+    Deterministic,
+    Realtime,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
 enum LogWhat {
     Hypercalls,
     Traps,
@@ -50,11 +57,11 @@ enum Cmd {
         #[arg(long)]
         ramdisk: Option<PathBuf>,
         /// The kernel command line.
-        #[arg(long, default_value = "")]
-        cmdline: String,
-        /// Guest RAM in MiB.
-        #[arg(long, default_value_t = 256)]
-        memory: u64,
+        #[arg(long)]
+        cmdline: Option<String>,
+        /// Guest RAM in MiB (default 256).
+        #[arg(long)]
+        memory: Option<u64>,
         #[arg(long, value_enum, default_value = "jit")]
         engine: Engine,
         /// Log hypercalls or traps to stderr (repeatable).
@@ -63,6 +70,12 @@ enum Cmd {
         /// Stop (exit status 1) after this many guest instructions.
         #[arg(long)]
         max_insns: Option<u64>,
+        /// Guest time: deterministic (from the instruction count) or realtime.
+        #[arg(long, value_enum, default_value = "deterministic")]
+        clock: Clock,
+        /// An xl.cfg file (name, type, kernel, ramdisk, cmdline/extra/root, memory, vcpus,
+        /// disk, on_poweroff, on_crash); options given on the command line win.
+        config: Option<PathBuf>,
     },
     /// Print what the loader sees in a kernel image and the layout the builder gives it.
     Info {
@@ -102,12 +115,26 @@ fn main() -> ExitCode {
 
 fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
-        Cmd::Run { kernel, ramdisk, cmdline, memory, engine, log, max_insns } => {
+        Cmd::Run { kernel, ramdisk, cmdline, memory, engine, log, max_insns, clock, config } => {
+            let cfg = match &config {
+                Some(p) => {
+                    let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+                    xlcfg::parse(&text).with_context(|| format!("{}", p.display()))?
+                }
+                None => xlcfg::XlConfig::default(),
+            };
+            if !cfg.disks.is_empty() {
+                anyhow::bail!("disk = {:?}: the PV block back end is not implemented yet", cfg.disks);
+            }
             let status = run::run(run::RunArgs {
-                kernel,
-                ramdisk,
-                cmdline,
-                memory_mib: memory,
+                kernel: kernel.or(cfg.kernel.map(PathBuf::from)),
+                ramdisk: ramdisk.or(cfg.ramdisk.map(PathBuf::from)),
+                cmdline: cmdline.or(cfg.cmdline).unwrap_or_default(),
+                memory_mib: memory.or(cfg.memory_mib).unwrap_or(256),
+                clock: match clock {
+                    Clock::Deterministic => xen_pv::core::time::ClockMode::Deterministic,
+                    Clock::Realtime => xen_pv::core::time::ClockMode::Realtime,
+                },
                 engine: engine.kind(),
                 log: xen_pv::pv::LogFlags { hypercalls: log.contains(&LogWhat::Hypercalls), traps: log.contains(&LogWhat::Traps) },
                 max_insns,

@@ -18,6 +18,7 @@ pub struct RunArgs {
     pub engine: jit::EngineKind,
     pub log: LogFlags,
     pub max_insns: Option<u64>,
+    pub clock: xen_pv::core::time::ClockMode,
 }
 
 /// Exit status for a shutdown: 0 poweroff (and reboot/suspend, which end the run), 1 crash.
@@ -53,7 +54,7 @@ pub fn run(a: RunArgs) -> Result<u8> {
     let cfg = DomainConfig { cmdline: a.cmdline.as_bytes(), module: module.as_deref(), ..Default::default() };
     let dom = builder::build(e.ram(), &image, &cfg).map_err(|err| anyhow::anyhow!("{}: {err}", kpath.display()))?;
     drop(image);
-    let mut pv = PvDomain::new(dom, RunOptions { log: a.log, max_insns: a.max_insns });
+    let mut pv = PvDomain::new(dom, RunOptions { log: a.log, max_insns: a.max_insns, clock: Some(a.clock) });
     pv.start(&mut e).map_err(|err| anyhow::anyhow!("{}: {err}", kpath.display()))?;
     let s = pv.run(&mut e);
     match &s {

@@ -106,3 +106,45 @@ fn mm_guest_passes_on_both_engines() {
 fn privop_guest_passes_on_both_engines() {
     guest_passes("privop");
 }
+
+#[test]
+fn events_guest_passes_on_both_engines() {
+    guest_passes("events");
+}
+
+#[test]
+fn events_guest_passes_in_realtime_mode() {
+    let out = xenolith(&["run", "--kernel", &rom("events.elf"), "--clock", "realtime", "--memory", "64"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("XENOLITH-TEST events: PASS"));
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn deterministic_runs_are_identical() {
+    // Same guest, same clock: the hypercall log (arguments and results, timer deadlines
+    // included) is the same on every run and on both engines.
+    let log = |engine: &str| {
+        let out = xenolith(&["run", "--kernel", &rom("events.elf"), "--engine", engine, "--log", "hypercalls", "--memory", "64"]);
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let a = log("jit");
+    assert!(a.contains("set_timer_op"), "{a}");
+    assert_eq!(a, log("jit"));
+    assert_eq!(a, log("interp"));
+}
+
+#[test]
+fn xl_config_file_runs_the_guest() {
+    let dir = std::env::temp_dir().join(format!("xenolith-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("hello.cfg");
+    std::fs::write(&cfg, format!("name = 'hello'\ntype = 'pv'\nkernel = '{}'\nmemory = 32\nvcpus = 1\non_crash = 'destroy'\n", rom("hello.elf"))).unwrap();
+    let out = xenolith(&["run", cfg.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("XENOLITH-TEST hello: PASS"));
+    assert_eq!(out.status.code(), Some(0));
+    std::fs::write(&cfg, "type = 'hvm'\n").unwrap();
+    let out = xenolith(&["run", cfg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PV guests only"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -4,6 +4,8 @@
 //! runs the guest.
 
 pub mod errno;
+pub mod evtchn;
+pub mod time;
 
 /// Bounds-checked access to guest physical (= machine, the p2m is the identity) memory.
 /// Every method fails (false / None) rather than touching memory outside the guest.

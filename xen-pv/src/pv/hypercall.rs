@@ -80,7 +80,7 @@ pub static TABLE: [Hypercall; 42] = [
     hc("memory_op", super::mmu::memory_op),
     hc("multicall", super::mmu::multicall),
     hc("update_va_mapping", super::mmu::update_va_mapping),
-    none("set_timer_op"),
+    hc("set_timer_op", super::events::set_timer_op),
     none("event_channel_op_compat"),
     hc("xen_version", xen_version),
     hc("console_io", console_io),
@@ -260,8 +260,12 @@ fn shutdown_reason(r: u64) -> Option<Shutdown> {
 
 fn sched_op_compat(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult {
     match a[0] {
-        0 | 1 => {
+        0 => {
             d.console.drain(e.ram(), &d.dom.layout);
+            Ok(0)
+        }
+        1 => {
+            d.block(e);
             Ok(0)
         }
         2 => {
@@ -276,9 +280,41 @@ fn sched_op_compat(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult {
 
 fn sched_op(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult {
     match a[0] {
-        // yield, block
-        0 | 1 => {
+        // yield
+        0 => {
             d.console.drain(e.ram(), &d.dom.layout);
+            Ok(0)
+        }
+        // block
+        1 => {
+            d.block(e);
+            Ok(0)
+        }
+        // poll: struct sched_poll { XEN_GUEST_HANDLE(evtchn_port_t) ports; unsigned int
+        // nr_ports; uint64_t timeout; }
+        3 => {
+            let (ports_va, n, timeout) = match d.guest() {
+                GuestType::X86_64 => {
+                    let b = d.read_bytes(e, a[1], 24)?;
+                    (u64::from_le_bytes(b[..8].try_into().unwrap()), u32::from_le_bytes(b[8..12].try_into().unwrap()), u64::from_le_bytes(b[16..24].try_into().unwrap()))
+                }
+                GuestType::X86_32Pae => {
+                    let b = d.read_bytes(e, a[1], 16)?;
+                    (u32::from_le_bytes(b[..4].try_into().unwrap()) as u64, u32::from_le_bytes(b[4..8].try_into().unwrap()), u64::from_le_bytes(b[8..16].try_into().unwrap()))
+                }
+            };
+            // Xen: at most 128 ports (and never more than the domain has).
+            if n > 128 {
+                return Err(EINVAL);
+            }
+            let mut ports = Vec::with_capacity(n as usize);
+            for i in 0..n as u64 {
+                ports.push(d.read_u32_at(e, ports_va + 4 * i)?);
+            }
+            let timeout = (timeout != 0).then_some(timeout);
+            if !d.wait_for_event(e, timeout, &ports) {
+                d.crash(e, "sched_op poll with no timeout on ports nothing can signal".into());
+            }
             Ok(0)
         }
         // shutdown: struct sched_shutdown { unsigned int reason; }
@@ -516,19 +552,102 @@ fn callback_op(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult {
 }
 
 fn event_channel_op(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult {
+    use crate::core::evtchn::{PortState, EVTCHNSTAT_CLOSED, EVTCHNSTAT_INTERDOMAIN, EVTCHNSTAT_IPI, EVTCHNSTAT_PIRQ, EVTCHNSTAT_UNBOUND, EVTCHNSTAT_VIRQ};
+    let arg = a[1];
+    let u32_at = |d: &PvDomain, e: &mut Engine, off: u64| d.read_u32_at(e, arg + off);
     match a[0] {
-        // EVTCHNOP_send { evtchn_port_t port; }
-        4 => {
-            let port = d.read_u32_at(e, a[1])?;
-            if port == d.console_port {
-                d.console.drain(e.ram(), &d.dom.layout);
-                Ok(0)
-            } else if port == d.store_port {
-                Ok(0)
-            } else {
-                Err(EINVAL)
-            }
+        // bind_interdomain { remote_dom u16, pad, remote_port u32, local_port u32 }: the
+        // back ends' own channels are pre-bound; a domU has no other domain to bind to.
+        0 => Err(EPERM),
+        // bind_virq { virq, vcpu, port }
+        1 => {
+            let (virq, vcpu) = (u32_at(d, e, 0)?, u32_at(d, e, 4)?);
+            let p = d.evtchn.bind_virq(virq, vcpu)?;
+            d.put_bytes(e, arg + 8, &p.to_le_bytes())?;
+            Ok(0)
         }
+        // bind_pirq: no physical IRQs in a domU
+        2 => Err(EPERM),
+        // close { port }
+        3 => {
+            let p = u32_at(d, e, 0)?;
+            d.evtchn.close(p).map(|_| 0)
+        }
+        // send { port }
+        4 => {
+            let p = u32_at(d, e, 0)?;
+            let r = d.evtchn.send(e.ram(), p)?;
+            if let Some((_, port)) = r {
+                if port == d.console_port {
+                    d.console.drain(e.ram(), &d.dom.layout);
+                }
+            }
+            Ok(0)
+        }
+        // status { dom u16, pad, port u32, status u32, vcpu u32, union u }
+        5 => {
+            let mut b = [0u8; 2];
+            d.read_guest(e, arg, &mut b).map_err(|_| EFAULT)?;
+            crate::pv::mmu::check_self(u16::from_le_bytes(b) as u64)?;
+            let port = u32_at(d, e, 4)?;
+            let st = d.evtchn.status(port)?;
+            let (status, u0, u1): (u32, u32, u32) = match st.state {
+                PortState::Free => (EVTCHNSTAT_CLOSED, 0, 0),
+                PortState::Unbound { remote_dom } => (EVTCHNSTAT_UNBOUND, remote_dom as u32, 0),
+                PortState::Interdomain { remote_dom, remote_port } => (EVTCHNSTAT_INTERDOMAIN, remote_dom as u32, remote_port),
+                PortState::Pirq(p) => (EVTCHNSTAT_PIRQ, p, 0),
+                PortState::Virq(v) => (EVTCHNSTAT_VIRQ, v, 0),
+                PortState::Ipi => (EVTCHNSTAT_IPI, 0, 0),
+            };
+            let mut out = Vec::new();
+            for v in [status, st.vcpu, u0, u1] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            d.put_bytes(e, arg + 8, &out)?;
+            Ok(0)
+        }
+        // alloc_unbound { dom u16, remote_dom u16, port u32 }
+        6 => {
+            let mut b = [0u8; 4];
+            d.read_guest(e, arg, &mut b).map_err(|_| EFAULT)?;
+            crate::pv::mmu::check_self(u16::from_le_bytes([b[0], b[1]]) as u64)?;
+            let remote = u16::from_le_bytes([b[2], b[3]]);
+            let remote = if remote == crate::pv::mmu::DOMID_SELF as u16 { 1 } else { remote };
+            let p = d.evtchn.alloc_unbound(remote)?;
+            d.put_bytes(e, arg + 4, &p.to_le_bytes())?;
+            Ok(0)
+        }
+        // bind_ipi { vcpu, port }
+        7 => {
+            let vcpu = u32_at(d, e, 0)?;
+            let p = d.evtchn.bind_ipi(vcpu)?;
+            d.put_bytes(e, arg + 4, &p.to_le_bytes())?;
+            Ok(0)
+        }
+        // bind_vcpu { port, vcpu }
+        8 => {
+            let (p, v) = (u32_at(d, e, 0)?, u32_at(d, e, 4)?);
+            d.evtchn.bind_vcpu(p, v).map(|_| 0)
+        }
+        // unmask { port }
+        9 => {
+            let p = u32_at(d, e, 0)?;
+            d.evtchn.unmask(e.ram(), p).map(|_| 0)
+        }
+        // reset { dom }
+        10 => {
+            let mut b = [0u8; 2];
+            d.read_guest(e, arg, &mut b).map_err(|_| EFAULT)?;
+            crate::pv::mmu::check_self(u16::from_le_bytes(b) as u64)?;
+            d.evtchn.reset();
+            let (s, c) = (d.store_port, d.console_port);
+            let _ = d.evtchn.bind_backend(s, 0);
+            let _ = d.evtchn.bind_backend(c, 0);
+            Ok(0)
+        }
+        // The FIFO ABI (init_control, expand_array, set_priority): not offered, so guests
+        // use 2-level; Xen without FIFO support answers -ENOSYS too.
+        11..=13 => Err(ENOSYS),
         _ => Err(ENOSYS),
     }
 }

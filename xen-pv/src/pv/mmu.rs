@@ -205,10 +205,7 @@ impl PvDomain {
     }
 
     fn check_domid(domid: u64) -> Result<(), i64> {
-        match domid & 0xffff {
-            DOMID_SELF | 1 => Ok(()),
-            _ => Err(ESRCH),
-        }
+        check_self(domid)
     }
 
     /// Point the engine at the base pointer of the current mode.
@@ -424,6 +421,14 @@ fn mmuext_one(d: &mut PvDomain, e: &mut Engine, cmd: u32, arg1: u64) -> Result<(
     }
 }
 
+/// Our domain is domain 1 (DOMID_SELF names it too); any other is not ours to touch.
+pub fn check_self(domid: u64) -> Result<(), i64> {
+    match domid & 0xffff {
+        DOMID_SELF | 1 => Ok(()),
+        _ => Err(ESRCH),
+    }
+}
+
 /// MMUEXT_NEW_BASEPTR (and a guest write to cr3).
 pub(super) fn new_baseptr(d: &mut PvDomain, e: &mut Engine, mfn: u64) -> Result<(), i64> {
     let top = d.top_level();
@@ -510,7 +515,6 @@ pub(super) fn memory_op(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResu
 /// vcpu_op: one vCPU.
 pub(super) fn vcpu_op(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult {
     let (cmd, vcpu) = (a[0], a[1] & 0xffff_ffff);
-    let _ = (&d, &e);
     if vcpu != 0 {
         // Xen: vcpu_op on a vCPU the domain does not have.
         return Err(ENOENT);
@@ -520,6 +524,7 @@ pub(super) fn vcpu_op(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult
         3 => Ok(1),
         // VCPUOP_up / down on the running vCPU
         1 | 2 => Err(EINVAL),
+        6..=9 => super::events::vcpu_timer_op(d, e, cmd, a[2]),
         _ => Err(ENOSYS),
     }
 }

@@ -13,6 +13,7 @@
 
 pub mod console;
 pub mod emulate;
+pub mod events;
 pub mod hypercall;
 pub mod mmu;
 
@@ -52,6 +53,8 @@ pub struct RunOptions {
     pub log: LogFlags,
     /// Stop after this many guest instructions.
     pub max_insns: Option<u64>,
+    /// Deterministic (time from the instruction count) or realtime.
+    pub clock: Option<crate::core::time::ClockMode>,
 }
 
 /// A PV domain with one vCPU, on the engine.
@@ -74,6 +77,9 @@ pub struct PvDomain {
     pub mmu: mmu::PvMmu,
     /// The virtual IOPL (physdev_op set_iopl).
     pub iopl: u8,
+    pub clock: crate::core::time::VirtualClock,
+    pub timers: crate::core::time::Timers,
+    pub evtchn: crate::core::evtchn::EventChannels,
     /// Hypercalls that returned -ENOSYS, by number (for the log and tests).
     pub unimplemented: Vec<u64>,
 }
@@ -85,6 +91,12 @@ impl PvDomain {
     pub fn new(dom: Domain, opts: RunOptions) -> PvDomain {
         let kernel_ss = dom.vcpu.kernel_ss as u64;
         let kernel_sp = dom.vcpu.kernel_sp;
+        let clock = crate::core::time::VirtualClock::new(opts.clock.unwrap_or(crate::core::time::ClockMode::Deterministic));
+        let width = match dom.layout.guest {
+            GuestType::X86_64 => crate::core::evtchn::GuestWidth::W64,
+            GuestType::X86_32Pae => crate::core::evtchn::GuestWidth::W32,
+        };
+        let evtchn = crate::core::evtchn::EventChannels::new(width, dom.layout.platform.shared_info_mfn << 12);
         PvDomain {
             dom,
             opts,
@@ -100,6 +112,9 @@ impl PvDomain {
             shutdown: None,
             mmu: mmu::PvMmu::default(),
             iopl: 0,
+            clock,
+            timers: Default::default(),
+            evtchn,
             unimplemented: Vec::new(),
         }
     }
@@ -112,6 +127,10 @@ impl PvDomain {
     pub fn start(&mut self, e: &mut Engine) -> Result<(), String> {
         self.dom.vcpu.apply(&mut e.env);
         self.init_mmu(e);
+        self.publish_time(e);
+        // The console and xenstore rings' channels, bound to the back ends in domain 0.
+        let _ = self.evtchn.bind_backend(self.store_port, 0);
+        let _ = self.evtchn.bind_backend(self.console_port, 0);
         if let Some(va) = self.dom.layout.hypercall_page {
             let page = hypercall::hypercall_page(self.guest());
             let off = va.wrapping_sub(self.dom.layout.virt_base);
@@ -121,9 +140,6 @@ impl PvDomain {
             if !e.ram().write(off, &page) {
                 return Err(format!("hypercall page {va:#x} is outside guest RAM"));
             }
-        }
-        if let Some(m) = self.opts.max_insns {
-            e.env.icount_limit = m;
         }
         Ok(())
     }
@@ -136,9 +152,16 @@ impl PvDomain {
                 self.console.flush();
                 return s;
             }
+            self.service_timers(e);
+            self.maybe_upcall(e);
+            if self.shutdown.is_some() {
+                continue;
+            }
             match e.run() {
                 StopReason::Budget => {
-                    self.shutdown = Some(Shutdown::Budget);
+                    if self.opts.max_insns.is_some_and(|m| e.env.icount >= m) {
+                        self.shutdown = Some(Shutdown::Budget);
+                    }
                 }
                 StopReason::Exception(f) => self.exception(e, f),
                 StopReason::Platform { op, arg, len } => self.platform(e, op, arg, len),
@@ -192,14 +215,16 @@ impl PvDomain {
     }
 
     fn set_vcpu_cr2(&mut self, e: &mut Engine, cr2: u64) {
-        // vcpu_info 0 starts shared_info; arch.cr2 is at offset 0x28 (64) / 0x18 (32).
+        // vcpu_info 0 starts shared_info.
+        use crate::builder::abi::{VcpuInfo32, VcpuInfo64};
+        use std::mem::offset_of;
         let base = self.dom.layout.platform.shared_info_mfn << 12;
         match self.guest() {
             GuestType::X86_64 => {
-                GuestPhys::write_u64(e.ram(), base + 0x28, cr2);
+                GuestPhys::write_u64(e.ram(), base + offset_of!(VcpuInfo64, arch) as u64, cr2);
             }
             GuestType::X86_32Pae => {
-                GuestPhys::write_u32(e.ram(), base + 0x18, cr2 as u32);
+                GuestPhys::write_u32(e.ram(), base + offset_of!(VcpuInfo32, arch) as u64, cr2 as u32);
             }
         }
     }
@@ -354,7 +379,7 @@ impl PvDomain {
                 e.env.icount += 1;
             }
             Some(PlatformOp::Rdtsc) => {
-                let t = e.env.icount;
+                let t = self.clock.tsc(e.env.icount);
                 let mut s = X86State(&mut e.env);
                 s.set_gpr(0, t & 0xffff_ffff);
                 s.set_gpr(2, t >> 32);
