@@ -275,6 +275,8 @@ fn virq_is_global(virq: u32) -> bool {
 pub struct EventChannels {
     width: GuestWidth,
     shared_info_gpa: u64,
+    /// vCPU 0's vcpu_info: in shared_info until VCPUOP_register_vcpu_info moves it.
+    vcpu_info_gpa: u64,
     ports: Vec<Port>,
     virq_to_port: [u32; NR_VIRQS as usize],
 }
@@ -284,6 +286,7 @@ impl EventChannels {
         EventChannels {
             width,
             shared_info_gpa,
+            vcpu_info_gpa: shared_info_gpa,
             ports: vec![FREE; width.max_ports() as usize],
             virq_to_port: [0; NR_VIRQS as usize],
         }
@@ -295,6 +298,15 @@ impl EventChannels {
 
     pub fn shared_info_gpa(&self) -> u64 {
         self.shared_info_gpa
+    }
+
+    /// Where vCPU 0's vcpu_info lives (VCPUOP_register_vcpu_info).
+    pub fn vcpu_info_gpa(&self) -> u64 {
+        self.vcpu_info_gpa
+    }
+
+    pub fn set_vcpu_info_gpa(&mut self, gpa: u64) {
+        self.vcpu_info_gpa = gpa;
     }
 
     fn resolve_dom(dom: u16) -> u16 {
@@ -556,8 +568,8 @@ impl EventChannels {
     /// pending (vcpu_mark_events_pending).
     fn mark_pending(&self, mem: &mut dyn GuestPhys, port: u32) {
         let word = port / self.width.word_bits();
-        if self.test_and_set_bit(mem, self.width.pending_sel_off(), word) == Some(false) {
-            let _ = mem.write_u8(self.shared_info_gpa.wrapping_add(VCPU0_UPCALL_PENDING), 1);
+        if self.test_and_set_bit(mem, self.vcpu_info_gpa.wrapping_sub(self.shared_info_gpa).wrapping_add(self.width.pending_sel_off()), word) == Some(false) {
+            let _ = mem.write_u8(self.vcpu_info_gpa.wrapping_add(VCPU0_UPCALL_PENDING), 1);
         }
     }
 
@@ -607,7 +619,7 @@ impl EventChannels {
     /// vcpu_info[0].evtchn_upcall_pending, ignoring the upcall mask (false when
     /// shared_info is outside guest memory).
     pub fn upcall_pending(&self, mem: &dyn GuestPhys) -> bool {
-        matches!(mem.read_u8(self.shared_info_gpa.wrapping_add(VCPU0_UPCALL_PENDING)), Some(p) if p != 0)
+        matches!(mem.read_u8(self.vcpu_info_gpa.wrapping_add(VCPU0_UPCALL_PENDING)), Some(p) if p != 0)
     }
 
     /// Is `port`'s bit set in evtchn_pending (mask ignored, as SCHEDOP_poll)? False for
@@ -618,8 +630,8 @@ impl EventChannels {
 
     /// Is an event deliverable right now (upcall_pending && !upcall_mask)?
     pub fn upcall_deliverable(&self, mem: &dyn GuestPhys) -> bool {
-        let pending = mem.read_u8(self.shared_info_gpa.wrapping_add(VCPU0_UPCALL_PENDING));
-        let mask = mem.read_u8(self.shared_info_gpa.wrapping_add(VCPU0_UPCALL_MASK));
+        let pending = mem.read_u8(self.vcpu_info_gpa.wrapping_add(VCPU0_UPCALL_PENDING));
+        let mask = mem.read_u8(self.vcpu_info_gpa.wrapping_add(VCPU0_UPCALL_MASK));
         matches!((pending, mask), (Some(p), Some(0)) if p != 0)
     }
 }

@@ -257,3 +257,45 @@ impl PvDomain {
         e.env.icount += 1;
     }
 }
+
+impl PvDomain {
+    /// IRET executed by the guest in ring 3 (64-bit: Linux's sync_core "iret to self"):
+    /// the hardware allows it to the same ring, so it is emulated as the CPU would run it.
+    /// Returning to an inner ring is #GP(selector).
+    pub(super) fn emulate_iret(&mut self, e: &mut Engine, code: u64) {
+        let size: u64 = match Code::try_from(code as usize).unwrap_or(Code::INVALID) {
+            Code::Iretq => 8,
+            Code::Iretd => 4,
+            _ => 2,
+        };
+        let rsp = X86State(&mut e.env).gpr(4);
+        let mut b = vec![0u8; 5 * size as usize];
+        if let Err(f) = self.read_guest(e, rsp, &mut b) {
+            return self.deliver_fault(e, GuestFault { vector: if f.vector == 14 { 14 } else { 12 }, error_code: f.error_code.or(Some(0)), addr: f.addr });
+        }
+        let w = |i: usize| {
+            let mut x = [0u8; 8];
+            x[..size as usize].copy_from_slice(&b[i * size as usize..(i + 1) * size as usize]);
+            u64::from_le_bytes(x)
+        };
+        let (rip, cs, fl, sp, ss) = (w(0), w(1) as u16, w(2), w(3), w(4) as u16);
+        let cpl = if self.guest() == GuestType::X86_64 { 3 } else { 1 };
+        if cs & 3 < cpl || ss & 3 != cs & 3 {
+            return self.deliver_fault(e, GuestFault { vector: 13, error_code: Some((cs & !3) as u32), addr: 0 });
+        }
+        let mut s = X86State(&mut e.env);
+        if let Err(why) = super::hypercall::load_flat(self, &mut s, Seg::Cs, cs).and_then(|_| super::hypercall::load_flat(self, &mut s, Seg::Ss, ss)) {
+            return self.crash(e, why);
+        }
+        let mut s = X86State(&mut e.env);
+        let old = s.rflags();
+        // At CPL 3 (IOPL 0) IOPL, IF, VM, VIF, VIP stay; the rest come from the frame.
+        let keep: u64 = 0x3000 | 0x200 | 0x2_0000 | 0x8_0000 | 0x10_0000;
+        let changeable: u64 = 0x0025_4dd5 & !keep;
+        let new = (old & !changeable) | (fl & changeable) | 2;
+        s.set_rflags(new);
+        s.set_rip(rip);
+        s.set_gpr(4, sp);
+        e.env.icount += 1;
+    }
+}

@@ -25,7 +25,7 @@ impl PvDomain {
     /// updating).
     pub fn publish_time(&mut self, e: &mut Engine) {
         let (ts, st, mul, shift) = self.clock.time_info();
-        let t = self.shared_info() + offset_of!(VcpuInfo64, time) as u64;
+        let t = self.vcpu_info_addr() + offset_of!(VcpuInfo64, time) as u64;
         let ram = e.ram();
         let v = GuestPhys::read_u32(ram, t).unwrap_or(0) | 1;
         GuestPhys::write_u32(ram, t, v);
@@ -59,6 +59,27 @@ impl PvDomain {
         GuestPhys::write_u32(ram, base + ns as u64, nsec);
         GuestPhys::write_u32(ram, base + hi as u64, (sec >> 32) as u32);
         GuestPhys::write_u32(ram, base + ver as u64, wv.wrapping_add(1));
+    }
+
+    /// Write vcpu_runstate_info at the registered address: `state` (RUNSTATE_running 0,
+    /// blocked 2) since now; time[0] running, time[2] blocked. One vCPU never waits
+    /// (runnable) or is taken offline here.
+    pub fn update_runstate(&mut self, e: &mut Engine, state: u32) {
+        let Some(va) = self.runstate_va else { return };
+        let now = self.now(e);
+        let total_blocked = self.blocked_ns;
+        let running = now.saturating_sub(total_blocked);
+        let mut b = Vec::with_capacity(48);
+        b.extend_from_slice(&state.to_le_bytes());
+        if self.guest() == GuestType::X86_64 {
+            b.extend_from_slice(&[0; 4]);
+        }
+        b.extend_from_slice(&now.to_le_bytes());
+        for t in [running, 0, total_blocked, 0] {
+            b.extend_from_slice(&t.to_le_bytes());
+        }
+        // A bad address is the guest's problem: Xen silently skips the update.
+        let _ = self.write_guest(e, va, &b);
     }
 
     /// System time now.
@@ -127,8 +148,11 @@ impl PvDomain {
                 (None, None) => return false,
             };
             let ic = e.env.icount;
+            self.update_runstate(e, 2);
             self.clock.idle_until(ic, next);
             let now2 = self.now(e).max(now);
+            self.blocked_ns += now2.saturating_sub(now);
+            self.update_runstate(e, 0);
             if self.timers.expire(now2) {
                 self.evtchn.raise_virq(e.ram(), VIRQ_TIMER);
             }

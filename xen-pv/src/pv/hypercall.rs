@@ -67,15 +67,15 @@ const fn none(name: &'static str) -> Hypercall {
 pub static TABLE: [Hypercall; 42] = [
     hc("set_trap_table", set_trap_table),
     hc("mmu_update", super::mmu::mmu_update),
-    none("set_gdt"),
+    hc("set_gdt", super::desc::set_gdt),
     hc("stack_switch", stack_switch),
     hc("set_callbacks", set_callbacks),
     hc("fpu_taskswitch", fpu_taskswitch),
     hc("sched_op_compat", sched_op_compat),
     none("platform_op"),
-    none("set_debugreg"),
-    none("get_debugreg"),
-    none("update_descriptor"),
+    hc("set_debugreg", set_debugreg),
+    hc("get_debugreg", get_debugreg),
+    hc("update_descriptor", super::desc::update_descriptor),
     none("ni_hypercall"),
     hc("memory_op", super::mmu::memory_op),
     hc("multicall", super::mmu::multicall),
@@ -382,11 +382,13 @@ fn xen_version(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult {
         // get_features: { unsigned int submap_idx; uint32_t submap; }
         6 => {
             let idx = d.read_u32_at(e, a[1])?;
+            // What Xen 4.17's XENVER_get_features reports to a PV domU: preserve-AD
+            // mmu_update (5), highmem_assist (6), gnttab_map_avail_bits (7),
+            // memory_op_vnode_supported (13), and pae_pgdir_above_4gb (4) once the guest
+            // enabled VMASST_TYPE_pae_extended_cr3. (writable_page_tables is only for
+            // translated guests.)
             let map: u32 = match idx {
-                // writable_page_tables(0), writable_descriptor_tables(1),
-                // supervisor_mode_kernel no, pae_pgdir_above_4gb(4), mmu_pt_update_preserve_ad(5),
-                // gnttab_map_avail_bits(7)
-                0 => (1 << 0) | (1 << 4) | (1 << 5),
+                0 => (1 << 5) | (1 << 6) | (1 << 7) | (1 << 13) | if d.vm_assist & (1 << 3) != 0 { 1 << 4 } else { 0 },
                 _ => 0,
             };
             d.put_bytes(e, a[1] + 4, &map.to_le_bytes()).map(|_| 0)
@@ -441,7 +443,7 @@ fn vm_assist(d: &mut PvDomain, _e: &mut Engine, a: [u64; 6]) -> HcResult {
 }
 
 /// Load a flat Xen selector into `seg` (RPL forced to 3 for 64-bit guests).
-fn load_flat(d: &PvDomain, s: &mut X86State<'_>, seg: Seg, sel: u16) -> Result<(), String> {
+pub(super) fn load_flat(d: &PvDomain, s: &mut X86State<'_>, seg: Seg, sel: u16) -> Result<(), String> {
     match xen_desc(d.guest(), sel) {
         Some(desc) => {
             s.set_seg(seg, sel, desc.base(), desc.limit(), desc.attr());
@@ -667,4 +669,41 @@ fn physdev_op(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult {
         7 => Err(EPERM),
         _ => Err(ENOSYS),
     }
+}
+
+fn get_debugreg(d: &mut PvDomain, _e: &mut Engine, a: [u64; 6]) -> HcResult {
+    match a[0] {
+        0..=3 | 6 | 7 => Ok(d.debugreg[a[0] as usize] as i64),
+        _ => Err(EINVAL),
+    }
+}
+
+fn set_debugreg(d: &mut PvDomain, _e: &mut Engine, a: [u64; 6]) -> HcResult {
+    let (r, v) = (a[0], a[1]);
+    let canonical = |v: u64| ((v as i64) << 16 >> 16) as u64 == v;
+    match r {
+        // Breakpoint addresses must be canonical and below the hypervisor hole.
+        0..=3 => {
+            if !canonical(v) || (0xffff_8000_0000_0000..0xffff_8800_0000_0000).contains(&v) {
+                return Err(EPERM);
+            }
+            d.debugreg[r as usize] = v;
+        }
+        // DR6: reserved bits read as set.
+        6 => {
+            if v >> 32 != 0 {
+                return Err(EINVAL);
+            }
+            d.debugreg[6] = (v & 0xe00f) | 0xffff_0ff0;
+        }
+        // DR7: reserved bits 11-12, 14-15 and the upper half must be clear; GD unsupported.
+        7 => {
+            if v >> 32 != 0 || v & 0xd800 != 0 || v & (1 << 13) != 0 {
+                return Err(EINVAL);
+            }
+            d.debugreg[7] = v | 0x400;
+        }
+        _ => return Err(EINVAL),
+    }
+    Ok(0)
 }

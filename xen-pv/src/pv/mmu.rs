@@ -28,8 +28,11 @@ const PSE: u64 = 1 << 7;
 /// A frame in use as a page table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PtFrame {
+    /// 1-4: a page table of that level; 0: a descriptor (GDT/LDT) page.
     pub level: u8,
     pub pinned: bool,
+    /// Type references: entries of higher-level tables naming it, base pointers, the pin.
+    pub refs: u32,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -51,33 +54,18 @@ impl PvDomain {
         }
     }
 
-    /// Record the initial page tables (pinned by the builder as Xen pins them at domain
-    /// creation) by walking them from the base pointer.
-    pub fn init_mmu(&mut self, e: &mut Engine) {
+    /// Take the initial page tables as Xen's domain builder leaves them: validated,
+    /// pinned, and the kernel base pointer.
+    pub fn init_mmu(&mut self, e: &mut Engine) -> Result<(), String> {
         let top = self.dom.layout.pgtables.pfn;
-        self.mmu.kernel_base = top << 12;
         let lvl = self.top_level();
-        self.mmu.tables.insert(top, PtFrame { level: lvl, pinned: true });
-        self.walk_record(e, top, lvl);
-    }
-
-    fn walk_record(&mut self, e: &mut Engine, mfn: u64, level: u8) {
-        if level == 1 {
-            return;
+        self.get_table(e, top, lvl).map_err(|x| format!("the initial page tables do not validate (error {x})"))?;
+        self.get_table(e, top, lvl).map_err(|x| format!("the initial page tables do not validate (error {x})"))?;
+        if let Some(t) = self.mmu.tables.get_mut(&top) {
+            t.pinned = true;
         }
-        let n = if level == 3 && self.guest() == GuestType::X86_32Pae { 4 } else { 512 };
-        for i in 0..n {
-            let Some(v) = GuestPhys::read_u64(e.ram(), (mfn << 12) + i * 8) else { return };
-            if v & P == 0 || v & PSE != 0 && level == 2 {
-                continue;
-            }
-            let child = (v & ADDR_MASK) >> 12;
-            if child >= self.dom.layout.nr_pages || self.mmu.tables.contains_key(&child) {
-                continue;
-            }
-            self.mmu.tables.insert(child, PtFrame { level: level - 1, pinned: false });
-            self.walk_record(e, child, level - 1);
-        }
+        self.mmu.kernel_base = top << 12;
+        Ok(())
     }
 
     fn is_guest_slot(&self, level: u8, index: u64) -> bool {
@@ -118,16 +106,14 @@ impl PvDomain {
         if v & PSE != 0 || mfn >= nr {
             return Err(EINVAL);
         }
-        match self.mmu.tables.get(&mfn) {
-            Some(t) if t.level != level - 1 => Err(EINVAL),
-            Some(_) => Ok(v),
-            None => {
-                // The frame becomes a table of the level below: its entries must validate.
-                self.validate_table(e, mfn, level - 1)?;
-                self.mmu.tables.insert(mfn, PtFrame { level: level - 1, pinned: false });
-                Ok(v)
-            }
-        }
+        // The entry holds a type reference on the table below.
+        self.get_table(e, mfn, level - 1)?;
+        Ok(v)
+    }
+
+    /// The table frame a present entry of a level-`level` (> 1) table names.
+    fn child_of(level: u8, v: u64) -> Option<u64> {
+        (level > 1 && v & P != 0).then_some((v & ADDR_MASK) >> 12)
     }
 
     /// Validate every guest entry of frame `mfn` as a level-`level` table, adjusting them
@@ -138,13 +124,24 @@ impl PvDomain {
         }
         let base = mfn << 12;
         let n = if level == 3 && self.guest() == GuestType::X86_32Pae { 4 } else { 512 };
-        let mut out = Vec::with_capacity(n as usize);
+        let mut out: Vec<(u64, u64)> = Vec::with_capacity(n as usize);
         for i in 0..n {
             if !self.is_guest_slot(level, i) {
                 continue;
             }
-            let v = GuestPhys::read_u64(e.ram(), base + i * 8).ok_or(EFAULT)?;
-            out.push((i, self.check_entry(e, level, v)?));
+            let r = GuestPhys::read_u64(e.ram(), base + i * 8).ok_or(EFAULT).and_then(|v| self.check_entry(e, level, v));
+            match r {
+                Ok(v) => out.push((i, v)),
+                Err(x) => {
+                    // Drop the references the entries validated so far took.
+                    for (_, v) in out {
+                        if let Some(c) = Self::child_of(level, v) {
+                            self.put_table(e, c);
+                        }
+                    }
+                    return Err(x);
+                }
+            }
         }
         for (i, v) in out {
             GuestPhys::write_u64(e.ram(), base + i * 8, v);
@@ -159,15 +156,53 @@ impl PvDomain {
         Ok(())
     }
 
-    /// Get frame `mfn` as a level-`level` table (validating it the first time).
-    fn get_table(&mut self, e: &mut Engine, mfn: u64, level: u8) -> Result<(), i64> {
-        match self.mmu.tables.get(&mfn) {
-            Some(t) if t.level == level => Ok(()),
+    /// Take a type reference on frame `mfn` as a level-`level` table, validating it when
+    /// it gains the type (Xen's get_page_type).
+    pub(super) fn get_table(&mut self, e: &mut Engine, mfn: u64, level: u8) -> Result<(), i64> {
+        match self.mmu.tables.get_mut(&mfn) {
+            Some(t) if t.level == level => {
+                t.refs += 1;
+                Ok(())
+            }
             Some(_) => Err(EINVAL),
             None => {
-                self.validate_table(e, mfn, level)?;
-                self.mmu.tables.insert(mfn, PtFrame { level, pinned: false });
+                if mfn >= self.dom.layout.nr_pages {
+                    return Err(EINVAL);
+                }
+                // Mark it first, so a table that names itself (a linear mapping) is seen.
+                self.mmu.tables.insert(mfn, PtFrame { level, pinned: false, refs: 1 });
+                if level > 0 {
+                    if let Err(x) = self.validate_table(e, mfn, level) {
+                        self.mmu.tables.remove(&mfn);
+                        return Err(x);
+                    }
+                }
+                self.mmu.tlb_dirty = true;
                 Ok(())
+            }
+        }
+    }
+
+    /// Drop a type reference; at zero the frame loses its type and its entries drop theirs
+    /// (Xen's put_page_type and free_lN_table).
+    pub(super) fn put_table(&mut self, e: &mut Engine, mfn: u64) {
+        let Some(t) = self.mmu.tables.get_mut(&mfn) else { return };
+        t.refs = t.refs.saturating_sub(1);
+        if t.refs > 0 {
+            return;
+        }
+        let level = t.level;
+        self.mmu.tables.remove(&mfn);
+        if level > 1 {
+            let n = if level == 3 && self.guest() == GuestType::X86_32Pae { 4 } else { 512 };
+            for i in 0..n {
+                if !self.is_guest_slot(level, i) {
+                    continue;
+                }
+                let v = GuestPhys::read_u64(e.ram(), (mfn << 12) + i * 8).unwrap_or(0);
+                if let Some(c) = Self::child_of(level, v) {
+                    self.put_table(e, c);
+                }
             }
         }
     }
@@ -187,12 +222,17 @@ impl PvDomain {
                 if !self.is_guest_slot(t.level, index) {
                     return Err(EINVAL);
                 }
+                let old = GuestPhys::read_u64(e.ram(), ptr).ok_or(EFAULT)?;
                 let mut v = self.check_entry(e, t.level, val)?;
                 if preserve_ad {
-                    let old = GuestPhys::read_u64(e.ram(), ptr).ok_or(EFAULT)?;
                     v = (v & !(A | D)) | (old & (A | D));
                 }
                 self.mmu.tlb_dirty = true;
+                GuestPhys::write_u64(e.ram(), ptr, v);
+                // The old entry's reference goes after the new one is taken.
+                if let Some(c) = Self::child_of(t.level, old) {
+                    self.put_table(e, c);
+                }
                 v
             }
             // Not a page table: a plain write, as Xen's writable-page case.
@@ -345,27 +385,23 @@ fn mmuext_one(d: &mut PvDomain, e: &mut Engine, cmd: u32, arg1: u64) -> Result<(
             if level > top {
                 return Err(EINVAL);
             }
-            d.get_table(e, arg1, level)?;
-            let t = d.mmu.tables.get_mut(&arg1).ok_or(EINVAL)?;
-            if t.pinned {
+            if d.mmu.tables.get(&arg1).is_some_and(|t| t.pinned) {
                 return Err(EINVAL);
             }
-            t.pinned = true;
+            d.get_table(e, arg1, level)?;
+            if let Some(t) = d.mmu.tables.get_mut(&arg1) {
+                t.pinned = true;
+            }
             Ok(())
         }
         // MMUEXT_UNPIN_TABLE
         4 => {
             let t = d.mmu.tables.get_mut(&arg1).ok_or(EINVAL)?;
-            if !t.pinned {
+            if !t.pinned || t.level == 0 {
                 return Err(EINVAL);
             }
-            // Without reference counts, an unpinned table stops being tracked unless it is
-            // a current base pointer.
-            if arg1 << 12 == d.mmu.kernel_base || arg1 << 12 == d.mmu.user_base {
-                t.pinned = false;
-            } else {
-                d.mmu.tables.remove(&arg1);
-            }
+            t.pinned = false;
+            d.put_table(e, arg1);
             Ok(())
         }
         // MMUEXT_NEW_BASEPTR
@@ -378,7 +414,11 @@ fn mmuext_one(d: &mut PvDomain, e: &mut Engine, cmd: u32, arg1: u64) -> Result<(
             if arg1 != 0 {
                 d.get_table(e, arg1, 4)?;
             }
+            let old = d.mmu.user_base >> 12;
             d.mmu.user_base = arg1 << 12;
+            if old != 0 {
+                d.put_table(e, old);
+            }
             if !d.kernel_mode {
                 d.load_cr3(e);
             }
@@ -433,7 +473,9 @@ pub fn check_self(domid: u64) -> Result<(), i64> {
 pub(super) fn new_baseptr(d: &mut PvDomain, e: &mut Engine, mfn: u64) -> Result<(), i64> {
     let top = d.top_level();
     d.get_table(e, mfn, top)?;
+    let old = d.mmu.kernel_base >> 12;
     d.mmu.kernel_base = mfn << 12;
+    d.put_table(e, old);
     if d.kernel_mode {
         d.load_cr3(e);
     }
@@ -525,6 +567,46 @@ pub(super) fn vcpu_op(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult
         // VCPUOP_up / down on the running vCPU
         1 | 2 => Err(EINVAL),
         6..=9 => super::events::vcpu_timer_op(d, e, cmd, a[2]),
+        // VCPUOP_register_vcpu_info { uint64_t mfn; uint32_t offset; uint32_t rsvd; }:
+        // move vcpu_info into a guest frame (its current contents copied over), once.
+        10 => {
+            let mut b = [0u8; 16];
+            d.read_guest(e, a[2], &mut b).map_err(|_| EFAULT)?;
+            let mfn = u64::from_le_bytes(b[..8].try_into().unwrap());
+            let off = u32::from_le_bytes(b[8..12].try_into().unwrap()) as u64;
+            let rsvd = u32::from_le_bytes(b[12..16].try_into().unwrap());
+            if rsvd != 0 || off + 64 > 4096 || mfn >= d.dom.layout.nr_pages || d.mmu.tables.contains_key(&mfn) {
+                return Err(EINVAL);
+            }
+            // Xen: a vCPU's vcpu_info can be registered once.
+            if d.evtchn.vcpu_info_gpa() != d.evtchn.shared_info_gpa() {
+                return Err(EINVAL);
+            }
+            let old = d.vcpu_info_addr();
+            let new = (mfn << 12) + off;
+            let mut v = [0u8; 64];
+            GuestPhys::read(e.ram(), old, &mut v);
+            GuestPhys::write(e.ram(), new, &v);
+            // Xen marks every selector bit pending after the move, so nothing is lost.
+            let sel_off = if d.guest() == GuestType::X86_64 { 8 } else { 4 };
+            let w = d.guest().word_size() as usize;
+            GuestPhys::write(e.ram(), new + sel_off, &u64::MAX.to_le_bytes()[..w]);
+            GuestPhys::write_u8(e.ram(), new, 1);
+            d.evtchn.set_vcpu_info_gpa(new);
+            let core = &mut *e.core;
+            core.notify_phys_write(&mut e.env, new, 64);
+            d.publish_time(e);
+            Ok(0)
+        }
+        // VCPUOP_register_runstate_memory_area { uint64_t addr; } (a guest virtual address)
+        5 => {
+            let mut b = [0u8; 8];
+            d.read_guest(e, a[2], &mut b).map_err(|_| EFAULT)?;
+            let va = u64::from_le_bytes(b);
+            d.runstate_va = (va != 0).then_some(va);
+            d.update_runstate(e, 0);
+            Ok(0)
+        }
         _ => Err(ENOSYS),
     }
 }

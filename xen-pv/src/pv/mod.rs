@@ -12,6 +12,7 @@
 //!   crash, ends the run as [`Shutdown::Crash`] with the reason: never an emulator panic.
 
 pub mod console;
+pub mod desc;
 pub mod emulate;
 pub mod events;
 pub mod hypercall;
@@ -80,6 +81,12 @@ pub struct PvDomain {
     pub clock: crate::core::time::VirtualClock,
     pub timers: crate::core::time::Timers,
     pub evtchn: crate::core::evtchn::EventChannels,
+    /// Debug registers dr0-dr7 as the guest set them (set_debugreg).
+    pub debugreg: [u64; 8],
+    /// VCPUOP_register_runstate_memory_area: guest virtual address of vcpu_runstate_info.
+    pub runstate_va: Option<u64>,
+    /// Nanoseconds vCPU 0 spent blocked.
+    pub blocked_ns: u64,
     /// Hypercalls that returned -ENOSYS, by number (for the log and tests).
     pub unimplemented: Vec<u64>,
 }
@@ -115,6 +122,9 @@ impl PvDomain {
             clock,
             timers: Default::default(),
             evtchn,
+            debugreg: [0, 0, 0, 0, 0, 0, crate::builder::vcpu::DR6_DEFAULT, crate::builder::vcpu::DR7_DEFAULT],
+            runstate_va: None,
+            blocked_ns: 0,
             unimplemented: Vec::new(),
         }
     }
@@ -126,7 +136,7 @@ impl PvDomain {
     /// Put vCPU 0's initial state into the engine and write the hypercall page.
     pub fn start(&mut self, e: &mut Engine) -> Result<(), String> {
         self.dom.vcpu.apply(&mut e.env);
-        self.init_mmu(e);
+        self.init_mmu(e)?;
         self.publish_time(e);
         // The console and xenstore rings' channels, bound to the back ends in domain 0.
         let _ = self.evtchn.bind_backend(self.store_port, 0);
@@ -171,7 +181,16 @@ impl PvDomain {
 
     /// Kill the domain as Xen's domain_crash does, with the reason and a register dump.
     pub fn crash(&mut self, e: &mut Engine, why: String) {
-        let dump = register_dump(e);
+        let mut dump = register_dump(e);
+        let rip = X86State(&mut e.env).rip();
+        let mut code = [0u8; 16];
+        if self.read_guest(e, rip, &mut code).is_ok() {
+            dump += "code at rip:";
+            for b in code {
+                dump += &format!(" {b:02x}");
+            }
+            dump += "\n";
+        }
         self.shutdown = Some(Shutdown::Crash(format!("{why}\n{dump}")));
     }
 
@@ -218,7 +237,7 @@ impl PvDomain {
         // vcpu_info 0 starts shared_info.
         use crate::builder::abi::{VcpuInfo32, VcpuInfo64};
         use std::mem::offset_of;
-        let base = self.dom.layout.platform.shared_info_mfn << 12;
+        let base = self.vcpu_info_addr();
         match self.guest() {
             GuestType::X86_64 => {
                 GuestPhys::write_u64(e.ram(), base + offset_of!(VcpuInfo64, arch) as u64, cr2);
@@ -292,8 +311,9 @@ impl PvDomain {
         }
     }
 
-    fn vcpu_info_addr(&self) -> u64 {
-        self.dom.layout.platform.shared_info_mfn << 12
+    /// vCPU 0's vcpu_info (shared_info's slot 0 until register_vcpu_info moves it).
+    pub fn vcpu_info_addr(&self) -> u64 {
+        self.evtchn.vcpu_info_gpa()
     }
 
     /// evtchn_upcall_mask of vCPU 0 (byte 1 of vcpu_info).
@@ -370,6 +390,13 @@ impl PvDomain {
             }
             Some(PlatformOp::Io) => self.emulate_io(e, next),
             Some(PlatformOp::Cpuid) => self.emulate_cpuid(e, next),
+            Some(PlatformOp::Iret) => self.emulate_iret(e, arg),
+            // CLI/STI under a sufficient virtual IOPL: Xen emulates them as no-ops (guests
+            // mask events through vcpu_info); otherwise #GP.
+            Some(PlatformOp::Cli) | Some(PlatformOp::Sti) if self.iopl >= if self.kernel_mode { 1 } else { 3 } => {
+                X86State(&mut e.env).set_rip(next);
+                e.env.icount += 1;
+            }
             Some(PlatformOp::Rdmsr) => self.emulate_msr(e, false, next),
             Some(PlatformOp::Wrmsr) => self.emulate_msr(e, true, next),
             Some(PlatformOp::MovCr) => self.emulate_cr(e, next),
