@@ -130,38 +130,7 @@ _start:
         cmp %rbx, %rax
         jb 8f
 
-        lea m_pass(%rip), %rdx
-        mov $m_pass_len, %esi
-        call print
-        movl $0, sched_shutdown(%rip)
-        jmp shutdown
-8:      movl $99, step_no(%rip)
-fail:
-        lea m_fail(%rip), %rdx
-        mov $m_fail_len, %esi
-        call print
-        mov step_no(%rip), %eax
-        xor %edx, %edx
-        mov $10, %ecx
-        div %ecx
-        add $'0', %al
-        add $'0', %dl
-        mov %al, digits(%rip)
-        mov %dl, digits+1(%rip)
-        lea digits(%rip), %rdx
-        mov $3, %esi
-        call print
-        movl $3, sched_shutdown(%rip)
-shutdown:
-        mov $2, %edi
-        lea sched_shutdown(%rip), %rsi
-        HYPERCALL(29)
-        ud2
-
-print:
-        xor %edi, %edi
-        HYPERCALL(18)
-        ret
+        jmp test_pass
 
 /* now(): system time in ns from vcpu_time_info (version loop, pvclock formula) */
 now:
@@ -213,10 +182,6 @@ upcall:
         jmp hypercall_page + 23 * 32
 
         .section .rodata
-m_pass: .ascii "XENOLITH-TEST events: PASS\n"
-        .set m_pass_len, . - m_pass
-m_fail: .ascii "XENOLITH-TEST events: FAIL at step "
-        .set m_fail_len, . - m_fail
 
         .data
         .balign 16
@@ -233,11 +198,11 @@ start_info: .quad 0
 upcalls: .long 0
 seen_port: .long 0
 virq_port: .long 0
-step_no: .long 0
-sched_shutdown: .long 0
-digits: .ascii "00\n"
 
         .bss
         .balign 16
         .space 16384
 stack_top:
+
+#include "testlib.S"
+        TESTLIB events

@@ -124,50 +124,9 @@ _start:
         syscall
         EXPECT(-3, 16)
 
-        lea m_pass(%rip), %rsi
-        mov $m_pass_len, %edx
-        call print
-        movl $0, sched_shutdown(%rip)
-        jmp shutdown
-
-fail:
-        lea m_fail(%rip), %rsi
-        mov $m_fail_len, %edx
-        call print
-        mov step_no(%rip), %eax                 /* step number as two digits */
-        xor %edx, %edx
-        mov $10, %ecx
-        div %ecx
-        add $'0', %al
-        add $'0', %dl
-        mov %al, digits(%rip)
-        mov %dl, digits+1(%rip)
-        lea digits(%rip), %rsi
-        mov $3, %edx
-        call print
-        movl $3, sched_shutdown(%rip)
-shutdown:
-        mov $2, %edi
-        lea sched_shutdown(%rip), %rsi
-        HYPERCALL(29)
-        ud2
-
-/* print(rsi = bytes, edx = length) through console_io */
-print:
-        xor %edi, %edi
-        xchg %rsi, %rdx
-        xchg %rsi, %rdx
-        mov %rsi, %rax
-        mov %edx, %esi
-        mov %rax, %rdx
-        HYPERCALL(18)
-        ret
+        jmp test_pass
 
         .section .rodata
-m_pass: .ascii "XENOLITH-TEST mm: PASS\n"
-        .set m_pass_len, . - m_pass
-m_fail: .ascii "XENOLITH-TEST mm: FAIL at step "
-        .set m_fail_len, . - m_fail
 
         .data
         .balign 16
@@ -178,11 +137,11 @@ ext:    .long 0, 0
         .quad 0, 0
 done:   .quad 0
 start_info: .quad 0
-step_no: .long 0
-sched_shutdown: .long 0
-digits: .ascii "00\n"
 
         .bss
         .balign 16
         .space 16384
 stack_top:
+
+#include "testlib.S"
+        TESTLIB mm

@@ -102,39 +102,7 @@ _start:
         cmp %r13d, %eax
         jbe 8f
 
-        lea m_pass(%rip), %rdx
-        mov $m_pass_len, %esi
-        call print
-        movl $0, sched_shutdown(%rip)
-        jmp shutdown
-8:      movl $99, step_no(%rip)
-fail:
-        lea m_fail(%rip), %rdx
-        mov $m_fail_len, %esi
-        call print
-        mov step_no(%rip), %eax
-        xor %edx, %edx
-        mov $10, %ecx
-        div %ecx
-        add $'0', %al
-        add $'0', %dl
-        mov %al, digits(%rip)
-        mov %dl, digits+1(%rip)
-        lea digits(%rip), %rdx
-        mov $3, %esi
-        call print
-        movl $3, sched_shutdown(%rip)
-shutdown:
-        mov $2, %edi
-        lea sched_shutdown(%rip), %rsi
-        HYPERCALL(29)
-        ud2
-
-/* print(rdx = bytes, esi = length) */
-print:
-        xor %edi, %edi
-        HYPERCALL(18)
-        ret
+        jmp test_pass
 
 /* #GP: count, record the error code, skip the faulting instruction (2 bytes: rdmsr, inb imm) */
 gp_handler:
@@ -148,10 +116,6 @@ gp_handler:
         jmp hypercall_page + 23 * 32
 
         .section .rodata
-m_pass: .ascii "XENOLITH-TEST privop: PASS\n"
-        .set m_pass_len, . - m_pass
-m_fail: .ascii "XENOLITH-TEST privop: FAIL at step "
-        .set m_fail_len, . - m_fail
 
         .data
         .balign 16
@@ -162,11 +126,11 @@ start_info: .quad 0
 gp_error: .quad 0
 gp_count: .long 0
 iopl: .long 0
-step_no: .long 0
-sched_shutdown: .long 0
-digits: .ascii "00\n"
 
         .bss
         .balign 16
         .space 16384
 stack_top:
+
+#include "testlib.S"
+        TESTLIB privop
