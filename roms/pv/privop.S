@@ -102,6 +102,16 @@ _start:
         cmp %r13d, %eax
         jbe 8f
 
+        /* 9. what Xen refuses a PV domU: sysctl (-EPERM), hvm_op get_param (-EINVAL) */
+        mov $35, %eax
+        lea status_buf(%rip), %rdi
+        syscall
+        EXPECT(-1, 20)
+        mov $34, %eax
+        mov $1, %edi
+        lea status_buf(%rip), %rsi
+        syscall
+        EXPECT(-22, 21)
         jmp test_pass
 
 /* #GP: count, record the error code, skip the faulting instruction (2 bytes: rdmsr, inb imm) */
@@ -126,6 +136,7 @@ start_info: .quad 0
 gp_error: .quad 0
 gp_count: .long 0
 iopl: .long 0
+status_buf: .space 64
 
         .bss
         .balign 16

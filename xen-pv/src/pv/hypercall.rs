@@ -93,15 +93,15 @@ pub static TABLE: [Hypercall; 42] = [
     hc("set_segment_base", set_segment_base),
     hc("mmuext_op", super::mmu::mmuext_op),
     none("xsm_op"),
-    none("nmi_op"),
+    hc("nmi_op", nmi_op),
     hc("sched_op", sched_op),
     hc("callback_op", callback_op),
     none("xenoprof_op"),
     hc("event_channel_op", event_channel_op),
     hc("physdev_op", physdev_op),
-    none("hvm_op"),
-    none("sysctl"),
-    none("domctl"),
+    hc("hvm_op", hvm_op),
+    hc("sysctl", privileged_only),
+    hc("domctl", privileged_only),
     none("kexec_op"),
     none("tmem_op"),
     none("argo_op"),
@@ -706,4 +706,35 @@ fn set_debugreg(d: &mut PvDomain, _e: &mut Engine, a: [u64; 6]) -> HcResult {
         _ => return Err(EINVAL),
     }
     Ok(0)
+}
+
+/// nmi_op: XENNMI_register_callback / unregister_callback (the NMI callback is kept; this
+/// platform never raises a virtual NMI).
+fn nmi_op(d: &mut PvDomain, _e: &mut Engine, a: [u64; 6]) -> HcResult {
+    match a[0] {
+        0 => {
+            d.callbacks.nmi = (a[1], 0);
+            Ok(0)
+        }
+        1 => {
+            d.callbacks.nmi = (0, 0);
+            Ok(0)
+        }
+        _ => Err(ENOSYS),
+    }
+}
+
+/// hvm_op from a PV guest: the parameter and time calls Linux probes are refused with
+/// -EINVAL (not an HVM domain), the rest are unknown.
+fn hvm_op(_d: &mut PvDomain, _e: &mut Engine, a: [u64; 6]) -> HcResult {
+    match a[0] {
+        // set_param, get_param, pagetable_dying, get_time
+        0 | 1 | 9 | 10 => Err(EINVAL),
+        _ => Err(ENOSYS),
+    }
+}
+
+/// sysctl / domctl: the XSM policy refuses them to an unprivileged domU.
+fn privileged_only(_d: &mut PvDomain, _e: &mut Engine, _a: [u64; 6]) -> HcResult {
+    Err(EPERM)
 }
