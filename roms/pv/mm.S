@@ -124,7 +124,43 @@ _start:
         syscall
         EXPECT(-3, 16)
 
+        /* 10. type reference counts: a pinned L1 cannot be mapped writable; once unpinned
+         * (its last type reference gone) it can; unpinning twice fails */
+        mov $0x210000, %rdi                    /* make the frame's own mapping read-only */
+        mov $(0x210 << 12 | 1), %rsi
+        mov $2, %edx
+        HYPERCALL(14)
+        EXPECT(0, 17)
+        movl $0, ext(%rip)                     /* MMUEXT_PIN_L1_TABLE */
+        movq $0x210, ext+8(%rip)
+        call mmuext
+        EXPECT(0, 18)
+        mov $VA_TEST, %rdi
+        mov $(0x210 << 12 | PTE_RW), %rsi
+        xor %edx, %edx
+        HYPERCALL(14)
+        EXPECT(-22, 19)
+        movl $4, ext(%rip)                     /* MMUEXT_UNPIN_TABLE */
+        call mmuext
+        EXPECT(0, 20)
+        mov $VA_TEST, %rdi
+        mov $(0x210 << 12 | PTE_RW), %rsi
+        xor %edx, %edx
+        HYPERCALL(14)
+        EXPECT(0, 21)
+        call mmuext
+        EXPECT(-22, 22)
         jmp test_pass
+
+/* mmuext(): one mmuext_op from `ext` for DOMID_SELF */
+mmuext:
+        lea ext(%rip), %rdi
+        mov $1, %esi
+        xor %edx, %edx
+        mov $0x7ff0, %r10
+        mov $26, %eax
+        syscall
+        ret
 
         .section .rodata
 
