@@ -260,55 +260,41 @@ impl PvDomain {
         let cs = s.seg_sel(Seg::Cs) as u64;
         let ss = s.seg_sel(Seg::Ss) as u64;
         let rsp = s.gpr(4);
-        match self.guest() {
+        let iflag = if mask == 0 { 0x200 } else { 0 };
+        let (top, frame, width) = match self.guest() {
             GuestType::X86_64 => {
-                let (mut sp, ret_cs, ret_ss) = if self.kernel_mode {
+                let (sp, ret_cs, ret_ss) = if self.kernel_mode {
                     // Kernel-mode frames show RPL 0 in cs as Xen does... for a ring-3 kernel,
                     // cs & ~3.
                     (rsp, cs & !3, ss)
                 } else {
-                    self.kernel_mode = true;
+                    // From user mode: to kernel mode (page tables and GS bases switch too),
+                    // on the stack_switch stack.
+                    self.toggle_mode(e);
                     (self.kernel_sp, cs, ss)
                 };
-                sp &= !15;
                 let mut frame: Vec<u64> = vec![self_rcx(e), self_r11(e)];
-                if let Some(c) = ec {
-                    frame.push(c as u64);
-                }
-                let iflag = if mask == 0 { 0x200 } else { 0 };
+                frame.extend(ec.map(u64::from));
                 frame.extend_from_slice(&[rip, ret_cs | (mask as u64) << 32, (rflags & !0x200) | iflag, rsp, ret_ss]);
-                sp -= 8 * frame.len() as u64;
-                for (i, v) in frame.iter().enumerate() {
-                    self.write_guest(e, sp + 8 * i as u64, &v.to_le_bytes())
-                        .map_err(|f| format!("cannot write the exception frame at {:#x}: {}", f.addr, vector_name(f.vector)))?;
-                }
-                let mut s = X86State(&mut e.env);
-                s.set_gpr(4, sp);
-                s.set_rip(t.address);
-                // Xen clears TF, VM, RF and NT on delivery.
-                s.set_rflags(rflags & !(0x100 | 0x2_0000 | 0x1_0000 | 0x4000));
-                Ok(())
+                (sp & !15, frame, 8)
             }
             GuestType::X86_32Pae => {
-                let mut sp = rsp as u32 as u64;
-                let mut frame: Vec<u32> = Vec::new();
-                if let Some(c) = ec {
-                    frame.push(c);
-                }
-                let iflag = if mask == 0 { 0x200 } else { 0 };
-                frame.extend_from_slice(&[rip as u32, (cs as u32) | (mask as u32) << 16, ((rflags as u32) & !0x200) | iflag]);
-                sp -= 4 * frame.len() as u64;
-                for (i, v) in frame.iter().enumerate() {
-                    self.write_guest(e, sp + 4 * i as u64, &v.to_le_bytes())
-                        .map_err(|f| format!("cannot write the exception frame at {:#x}: {}", f.addr, vector_name(f.vector)))?;
-                }
-                let mut s = X86State(&mut e.env);
-                s.set_gpr(4, sp);
-                s.set_rip(t.address);
-                s.set_rflags(rflags & !(0x100 | 0x2_0000 | 0x1_0000 | 0x4000));
-                Ok(())
+                let mut frame: Vec<u64> = ec.map(u64::from).into_iter().collect();
+                frame.extend_from_slice(&[rip & 0xffff_ffff, cs | (mask as u64) << 16, (rflags & 0xffff_fdff) | iflag]);
+                (rsp & 0xffff_ffff, frame, 4)
             }
-        }
+        };
+        // One write: a frame that does not fit leaves the stack untouched.
+        let sp = top.wrapping_sub(width * frame.len() as u64);
+        let bytes: Vec<u8> = frame.iter().flat_map(|v| v.to_le_bytes()[..width as usize].to_vec()).collect();
+        self.write_guest(e, sp, &bytes)
+            .map_err(|f| format!("cannot write the exception frame at {:#x}: {}", f.addr, vector_name(f.vector)))?;
+        let mut s = X86State(&mut e.env);
+        s.set_gpr(4, sp);
+        s.set_rip(t.address);
+        // Xen clears TF, VM, RF and NT on delivery.
+        s.set_rflags(rflags & !(0x100 | 0x2_0000 | 0x1_0000 | 0x4000));
+        Ok(())
     }
 
     /// vCPU 0's vcpu_info (shared_info's slot 0 until register_vcpu_info moves it).
