@@ -4,7 +4,7 @@
 //! all ones, writes are dropped), moves from control registers, CLTS, WBINVD.
 
 use frontend_x86::state::{Seg, X86State, G_CR0, G_CR2, G_KERNEL_GS_BASE};
-use iced_x86::{Code, Decoder, DecoderOptions, Instruction, OpKind, Register};
+use iced_x86::{Code, Decoder, DecoderOptions, Instruction, Register};
 use jit::{Engine, GuestFault};
 
 use super::PvDomain;
@@ -107,7 +107,7 @@ impl PvDomain {
     }
 
     /// Is the virtual IOPL enough for port I/O in the current mode?
-    fn iopl_ok(&self) -> bool {
+    pub(super) fn iopl_ok(&self) -> bool {
         let cpl = if self.kernel_mode { 1 } else { 3 };
         self.iopl >= cpl
     }
@@ -148,22 +148,21 @@ impl PvDomain {
         let mut s = X86State(&mut e.env);
         let msr = s.gpr(1) as u32;
         let val = (s.gpr(2) << 32) | (s.gpr(0) & 0xffff_ffff);
-        let canonical = |v: u64| ((v as i64) << 16 >> 16) as u64 == v;
         let gs_g = Seg::Gs.base_g();
         let fs_g = Seg::Fs.base_g();
         let ok = match (msr, write) {
             (0xc000_0100, false) => Some(s.g(fs_g)),
             (0xc000_0101, false) => Some(s.g(gs_g)),
             (0xc000_0102, false) => Some(s.g(G_KERNEL_GS_BASE)),
-            (0xc000_0100, true) if canonical(val) => {
+            (0xc000_0100, true) if super::is_canonical(val) => {
                 s.set_g(fs_g, val);
                 Some(0)
             }
-            (0xc000_0101, true) if canonical(val) => {
+            (0xc000_0101, true) if super::is_canonical(val) => {
                 s.set_g(gs_g, val);
                 Some(0)
             }
-            (0xc000_0102, true) if canonical(val) => {
+            (0xc000_0102, true) if super::is_canonical(val) => {
                 s.set_g(G_KERNEL_GS_BASE, val);
                 Some(0)
             }
@@ -252,7 +251,6 @@ impl PvDomain {
             }
             _ => return self.gp0(e),
         }
-        let _ = i.op_kind(0) == OpKind::Register;
         X86State(&mut e.env).set_rip(next);
         e.env.icount += 1;
     }

@@ -260,14 +260,8 @@ fn shutdown_reason(r: u64) -> Option<Shutdown> {
 
 fn sched_op_compat(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult {
     match a[0] {
-        0 => {
-            d.console.drain(e.ram(), &d.dom.layout);
-            Ok(0)
-        }
-        1 => {
-            d.block(e);
-            Ok(0)
-        }
+        // yield and block: as sched_op's (neither reads an argument)
+        0 | 1 => sched_op(d, e, a),
         2 => {
             // Xen ignores unknown reasons in the compat call's domain_shutdown, except
             // that the domain stops; treat them as a crash.
@@ -680,11 +674,10 @@ fn get_debugreg(d: &mut PvDomain, _e: &mut Engine, a: [u64; 6]) -> HcResult {
 
 fn set_debugreg(d: &mut PvDomain, _e: &mut Engine, a: [u64; 6]) -> HcResult {
     let (r, v) = (a[0], a[1]);
-    let canonical = |v: u64| ((v as i64) << 16 >> 16) as u64 == v;
     match r {
         // Breakpoint addresses must be canonical and below the hypervisor hole.
         0..=3 => {
-            if !canonical(v) || (0xffff_8000_0000_0000..0xffff_8800_0000_0000).contains(&v) {
+            if !super::is_canonical(v) || (0xffff_8000_0000_0000..0xffff_8800_0000_0000).contains(&v) {
                 return Err(EPERM);
             }
             d.debugreg[r as usize] = v;

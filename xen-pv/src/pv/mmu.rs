@@ -68,6 +68,15 @@ impl PvDomain {
         Ok(())
     }
 
+    /// Entries in a level-`level` table: a PAE guest's L3 has 4.
+    fn table_entries(&self, level: u8) -> u64 {
+        if level == 3 && self.guest() == GuestType::X86_32Pae {
+            4
+        } else {
+            512
+        }
+    }
+
     fn is_guest_slot(&self, level: u8, index: u64) -> bool {
         match (self.guest(), level) {
             // L4 slots 256..=271 are Xen's.
@@ -123,7 +132,7 @@ impl PvDomain {
             return Err(EINVAL);
         }
         let base = mfn << 12;
-        let n = if level == 3 && self.guest() == GuestType::X86_32Pae { 4 } else { 512 };
+        let n = self.table_entries(level);
         let mut out: Vec<(u64, u64)> = Vec::with_capacity(n as usize);
         for i in 0..n {
             if !self.is_guest_slot(level, i) {
@@ -194,7 +203,7 @@ impl PvDomain {
         let level = t.level;
         self.mmu.tables.remove(&mfn);
         if level > 1 {
-            let n = if level == 3 && self.guest() == GuestType::X86_32Pae { 4 } else { 512 };
+            let n = self.table_entries(level);
             for i in 0..n {
                 if !self.is_guest_slot(level, i) {
                     continue;
@@ -244,10 +253,6 @@ impl PvDomain {
         Ok(())
     }
 
-    fn check_domid(domid: u64) -> Result<(), i64> {
-        check_self(domid)
-    }
-
     /// Point the engine at the base pointer of the current mode.
     pub fn load_cr3(&mut self, e: &mut Engine) {
         match self.guest() {
@@ -288,7 +293,7 @@ impl PvDomain {
 }
 
 pub(super) fn mmu_update(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult {
-    PvDomain::check_domid(a[3])?;
+    check_self(a[3])?;
     let (reqs, count, pdone) = (a[0], a[1] & 0xffff_ffff, a[2]);
     let w = d.guest().word_size();
     let mut done = 0u64;
@@ -350,7 +355,7 @@ pub(super) fn update_va_mapping(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -
 }
 
 pub(super) fn mmuext_op(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult {
-    PvDomain::check_domid(a[3])?;
+    check_self(a[3])?;
     let (ops, count, pdone) = (a[0], a[1] & 0xffff_ffff, a[2]);
     let sz: u64 = if d.guest() == GuestType::X86_64 { 24 } else { 12 };
     let mut done = 0u64;
@@ -526,7 +531,7 @@ pub(super) fn memory_op(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResu
         3 | 4 => {
             let mut b = [0u8; 2];
             d.read_guest(e, a[1], &mut b).map_err(|_| EFAULT)?;
-            PvDomain::check_domid(u16::from_le_bytes(b) as u64)?;
+            check_self(u16::from_le_bytes(b) as u64)?;
             Ok(nr as i64)
         }
         // XENMEM_machphys_mapping { v_start, v_end, max_mfn }
@@ -547,7 +552,7 @@ pub(super) fn memory_op(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResu
         14 => {
             let mut b = [0u8; 2];
             d.read_guest(e, a[1], &mut b).map_err(|_| EFAULT)?;
-            PvDomain::check_domid(u16::from_le_bytes(b) as u64)?;
+            check_self(u16::from_le_bytes(b) as u64)?;
             Ok(nr as i64 - 1)
         }
         _ => Err(ENOSYS),

@@ -379,7 +379,7 @@ impl PvDomain {
             Some(PlatformOp::Iret) => self.emulate_iret(e, arg),
             // CLI/STI under a sufficient virtual IOPL: Xen emulates them as no-ops (guests
             // mask events through vcpu_info); otherwise #GP.
-            Some(PlatformOp::Cli) | Some(PlatformOp::Sti) if self.iopl >= if self.kernel_mode { 1 } else { 3 } => {
+            Some(PlatformOp::Cli) | Some(PlatformOp::Sti) if self.iopl_ok() => {
                 X86State(&mut e.env).set_rip(next);
                 e.env.icount += 1;
             }
@@ -455,6 +455,11 @@ impl PvDomain {
         }
         Ok(())
     }
+}
+
+/// A canonical 48-bit virtual address.
+pub(super) fn is_canonical(v: u64) -> bool {
+    ((v as i64) << 16 >> 16) as u64 == v
 }
 
 fn self_rcx(e: &mut Engine) -> u64 {
