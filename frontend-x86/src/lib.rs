@@ -7,6 +7,7 @@
 //! [`PlatformOp`], before it executes; the platform emulates it and advances rip.
 
 pub mod desc;
+pub mod fp;
 pub mod flags;
 pub mod helpers;
 pub mod mmu;
@@ -118,6 +119,18 @@ pub fn tb_flags(g: &[u64]) -> u32 {
     }
     if g[G_RFLAGS as usize] & fl::DF != 0 {
         f |= tbf::DF;
+    }
+    let (c0, c4) = (g[G_CR0 as usize], g[G_CR4 as usize]);
+    for (on, bit) in [
+        (c0 & cr0::TS != 0, tbf::TS),
+        (c0 & cr0::EM != 0, tbf::EM),
+        (c0 & cr0::MP != 0, tbf::MP),
+        (c4 & cr4::OSFXSR != 0, tbf::OSFXSR),
+        (c4 & cr4::OSXSAVE != 0, tbf::OSXSAVE),
+    ] {
+        if on {
+            f |= bit;
+        }
     }
     f
 }

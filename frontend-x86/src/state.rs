@@ -48,6 +48,43 @@ pub const G_KERNEL_GS_BASE: Global = 64;
 /// IA32_TSC_AUX (RDTSCP/RDPID).
 pub const G_TSC_AUX: Global = 65;
 
+// ---- floating point and SIMD state (see `crate::fp`) ----
+
+/// XMM0..15: two slots each (low quadword first).
+pub const G_XMM0: Global = 66;
+pub const G_MXCSR: Global = 98;
+/// x87 physical registers R0..R7: two slots each (significand, then sign|exponent in the
+/// low 16 bits). ST(i) is R[(TOP + i) & 7]. MMi is the significand slot of Ri.
+pub const G_FPR0: Global = 99;
+/// x87 control word.
+pub const G_FCW: Global = 115;
+/// x87 status word, TOP included (bits 11..13).
+pub const G_FSW: Global = 116;
+/// Abridged tag word (FXSAVE form): bit i set = physical register i is not empty.
+pub const G_FTW: Global = 117;
+/// Last x87 opcode (11 bits), instruction pointer and operand pointer (with selectors).
+pub const G_FOP: Global = 118;
+pub const G_FIP: Global = 119;
+pub const G_FCS: Global = 120;
+pub const G_FDP: Global = 121;
+pub const G_FDS: Global = 122;
+/// XCR0 (XSETBV).
+pub const G_XCR0: Global = 123;
+/// Scratch for memory operands of FP/SIMD helpers (four slots).
+pub const G_FPTMP: Global = 124;
+/// First free global after the x86 state.
+pub const G_X86_END: Global = 128;
+
+/// Global of XMM register `i`'s low quadword (high quadword is the next slot).
+pub const fn xmm_g(i: u32) -> Global {
+    G_XMM0 + 2 * i as Global
+}
+
+/// Global of MMX register `i` (the significand of x87 physical register `i`).
+pub const fn mmx_g(i: u32) -> Global {
+    G_FPR0 + 2 * i as Global
+}
+
 /// Segment register index as used by the state slots.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -124,6 +161,8 @@ pub mod cr0 {
 }
 
 pub mod cr4 {
+    pub const OSXMMEXCPT: u64 = 1 << 10;
+    pub const OSXSAVE: u64 = 1 << 18;
     pub const PSE: u64 = 1 << 4;
     pub const PAE: u64 = 1 << 5;
     pub const PGE: u64 = 1 << 7;
@@ -161,6 +200,16 @@ pub mod tbf {
     /// RFLAGS.DF: string instructions step downwards. Instructions that change DF end the
     /// block, so string steps are translation-time constants.
     pub const DF: u32 = 1 << 8;
+    /// CR0.TS: x87/MMX/SSE instructions raise #NM (WAIT/FWAIT too when CR0.MP).
+    pub const TS: u32 = 1 << 9;
+    /// CR0.EM: x87/MMX raise #NM, SSE raises #UD.
+    pub const EM: u32 = 1 << 10;
+    /// CR4.OSFXSR: SSE instructions are enabled (#UD otherwise).
+    pub const OSFXSR: u32 = 1 << 11;
+    /// CR0.MP (WAIT/FWAIT honours TS).
+    pub const MP: u32 = 1 << 12;
+    /// CR4.OSXSAVE: XGETBV/XSAVE* are enabled.
+    pub const OSXSAVE: u32 = 1 << 13;
 }
 
 /// Lazy-flags operation kinds; `CC_OP = kind * 4 + size index` (0: 8, 1: 16, 2: 32, 3: 64).

@@ -1,0 +1,1 @@
+//! Soft-float with x86 semantics (being written).
