@@ -21,6 +21,11 @@ pub struct HelperIds {
     pub far_jump: HelperId,
     pub pdep_pext: HelperId,
     pub rep_fast: HelperId,
+    pub sse: HelperId,
+    pub fxstate: HelperId,
+    pub maskmov: HelperId,
+    pub x87: HelperId,
+    pub fenv: HelperId,
 }
 
 pub const H: HelperIds = HelperIds {
@@ -35,6 +40,11 @@ pub const H: HelperIds = HelperIds {
     far_jump: HelperId(8),
     pdep_pext: HelperId(9),
     rep_fast: HelperId(10),
+    sse: HelperId(11),
+    fxstate: HelperId(12),
+    maskmov: HelperId(13),
+    x87: HelperId(14),
+    fenv: HelperId(15),
 };
 
 const CC: GlobalSet = GlobalSet::NONE.with(G_CC_OP).with(G_CC_DST).with(G_CC_SRC).with(G_CC_SRC2).with(G_RFLAGS);
@@ -59,7 +69,21 @@ pub fn table() -> Vec<HelperInfo> {
         HelperInfo { name: "far_jump", func: crate::desc::helper_far_jump, reads: GlobalSet::ALL, writes: GlobalSet::ALL, can_fault: true },
         HelperInfo { name: "pdep_pext", func: helper_pdep_pext, reads: GlobalSet::NONE, writes: GlobalSet::NONE, can_fault: false },
         HelperInfo { name: "rep_fast", func: helper_rep_fast, reads: GlobalSet::ALL, writes: gprs, can_fault: false },
+        HelperInfo { name: "sse", func: crate::fp::helper_sse, reads: GlobalSet::ALL, writes: fp_state().with(G_GPR0 + 1), can_fault: true },
+        HelperInfo { name: "fxstate", func: crate::fp::state::helper_fxstate, reads: GlobalSet::ALL, writes: fp_state(), can_fault: true },
+        HelperInfo { name: "maskmov", func: crate::fp::helper_maskmov, reads: GlobalSet::ALL, writes: GlobalSet::NONE, can_fault: true },
+        HelperInfo { name: "x87", func: crate::fp::x87::helper_x87, reads: GlobalSet::ALL, writes: fp_state(), can_fault: false },
+        HelperInfo { name: "fenv", func: crate::fp::state::helper_fenv, reads: GlobalSet::ALL, writes: fp_state(), can_fault: true },
     ]
+}
+
+/// The FP/SIMD state globals (XMM, MXCSR, x87, scratch).
+pub fn fp_state() -> GlobalSet {
+    let mut s = GlobalSet::NONE;
+    for g in G_XMM0..G_X86_END {
+        s = s.with(g);
+    }
+    s
 }
 
 /// Access to the globals of the env a helper was called with.

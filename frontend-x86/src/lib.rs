@@ -6,6 +6,7 @@
 //! effect is platform-defined leaves the block as [`jit::StopReason::Platform`] with a
 //! [`PlatformOp`], before it executes; the platform emulates it and advances rip.
 
+pub mod cpuid;
 pub mod desc;
 pub mod fp;
 pub mod flags;
@@ -168,7 +169,7 @@ pub fn new_engine(ram_size: u64, kind: jit::EngineKind) -> std::io::Result<jit::
 pub fn setup_long_mode(env: &mut Env, cr3: u64, cpl: u8) {
     let mut s = X86State(env);
     s.set_g(G_CR0, cr0::PE | cr0::PG | cr0::WP | cr0::MP);
-    s.set_g(G_CR4, cr4::PAE | cr4::OSFXSR);
+    s.set_g(G_CR4, cr4::PAE | cr4::OSFXSR | cr4::OSXMMEXCPT);
     s.set_g(G_EFER, efer::LME | efer::LMA | efer::NXE | efer::SCE);
     s.set_g(G_CR3, cr3);
     let rpl = cpl as u16;
@@ -179,4 +180,5 @@ pub fn setup_long_mode(env: &mut Env, cr3: u64, cpl: u8) {
     }
     s.set_cpl(cpl);
     s.set_rflags(fl::FIXED1);
+    fp::state::reset(env);
 }

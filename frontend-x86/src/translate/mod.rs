@@ -28,12 +28,14 @@ use crate::state::*;
 mod alu;
 mod bits;
 mod control;
+mod fp;
 mod muldiv;
 mod seg;
 mod shift;
 mod stack;
 mod string;
 mod system;
+mod x87;
 
 /// What a handler tells the block loop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +65,8 @@ fn table() -> &'static Vec<Option<Handler>> {
         control::register(&mut reg);
         seg::register(&mut reg);
         system::register(&mut reg);
+        fp::register(&mut reg);
+        x87::register(&mut reg);
         t
     })
 }
@@ -793,7 +797,10 @@ pub fn translate(env: &jit::Env, key: &TbKey, fetch: &mut CodeFetcher, max_insns
         tr.b.insn_start(tr.pc);
         let h = table()[insn.mnemonic() as usize];
         let flow = match h {
-            Some(h) if insn.code() != iced_x86::Code::INVALID => h(&mut tr, insn),
+            Some(h) if insn.code() != iced_x86::Code::INVALID && crate::cpuid::insn_allowed(insn) => match fp::gate(&mut tr, insn) {
+                Some(f) => f,
+                None => h(&mut tr, insn),
+            },
             _ => tr.ud(),
         };
         if flow == Flow::End {

@@ -12,16 +12,19 @@ use super::{sized_reg, Flow, Handler, Tr};
 use crate::state::*;
 
 pub fn register(r: &mut impl FnMut(M, Handler)) {
-    for m in [M::Movsb, M::Movsw, M::Movsd, M::Movsq] {
+    for m in [M::Movsb, M::Movsw, M::Movsq] {
         r(m, |t, i| string(t, i, Kind::Movs));
     }
+    // MOVSD and CMPSD are also SSE2 mnemonics.
+    r(M::Movsd, |t, i| if i.is_string_instruction() { string(t, i, Kind::Movs) } else { super::fp::movsd_cmpsd(t, i) });
+    r(M::Cmpsd, |t, i| if i.is_string_instruction() { string(t, i, Kind::Cmps) } else { super::fp::movsd_cmpsd(t, i) });
     for m in [M::Stosb, M::Stosw, M::Stosd, M::Stosq] {
         r(m, |t, i| string(t, i, Kind::Stos));
     }
     for m in [M::Lodsb, M::Lodsw, M::Lodsd, M::Lodsq] {
         r(m, |t, i| string(t, i, Kind::Lods));
     }
-    for m in [M::Cmpsb, M::Cmpsw, M::Cmpsd, M::Cmpsq] {
+    for m in [M::Cmpsb, M::Cmpsw, M::Cmpsq] {
         r(m, |t, i| string(t, i, Kind::Cmps));
     }
     for m in [M::Scasb, M::Scasw, M::Scasd, M::Scasq] {

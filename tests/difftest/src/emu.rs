@@ -7,7 +7,7 @@ use frontend_x86::{PlatformOp, X86State};
 use jit::{Engine, EngineKind, StopReason};
 
 use crate::gen::Mode;
-use crate::native::{NativeException, NativeOutcome, RegState, CODE_ADDR, CODE_SIZE, DATA_ADDR, DATA_SIZE};
+use crate::native::{FpState, NativeException, NativeOutcome, RegState, CODE_ADDR, CODE_SIZE, DATA_ADDR, DATA_SIZE, F80};
 
 const RAM: u64 = 4 << 20;
 const CODE_PHYS: u64 = 0x10_0000;
@@ -88,6 +88,11 @@ impl EmuRunner {
         frontend_x86::setup_long_mode(&mut e.env, PT, 3);
         e.tlb_flush();
         let mut s = X86State(&mut e.env);
+        // As Linux runs user code: CR0.NE (x87 errors as #MF) and ET, CR4.OSFXSR and
+        // OSXMMEXCPT (SSE enabled, unmasked SSE exceptions as #XM); CR0.TS and EM clear.
+        s.set_g(G_CR0, (s.g(G_CR0) | cr0::MP | 1 << 5 | 1 << 4) & !(cr0::TS | cr0::EM));
+        s.set_g(G_CR4, s.g(G_CR4) | cr4::OSFXSR | cr4::OSXMMEXCPT);
+        set_fp_state(&mut s, &init.fp);
         for i in 0..16 {
             s.set_gpr(i, init.gpr[i]);
         }
@@ -120,6 +125,7 @@ impl EmuRunner {
         }
         regs.rflags = s.rflags();
         regs.rip = s.rip();
+        regs.fp = fp_state(&s);
         let mut d = vec![0u8; DATA_SIZE];
         e.ram().read(DATA_PHYS, &mut d);
         match stop {
@@ -142,4 +148,44 @@ impl EmuRunner {
             StopReason::Budget => NativeOutcome::Timeout,
         }
     }
+}
+
+/// Load the engine's x87/MMX/SSE globals from `fp` (ST order in `fp.st` to physical
+/// registers; FOP, FIP, FCS, FDP and FDS zero, as the native runner's FXRSTOR image has them).
+pub fn set_fp_state(s: &mut X86State, fp: &FpState) {
+    s.set_g(G_FCW, fp.fcw as u64);
+    s.set_g(G_FSW, fp.fsw as u64);
+    s.set_g(G_FTW, fp.ftw as u64);
+    s.set_g(G_MXCSR, fp.mxcsr as u64);
+    for r in 0..8 {
+        let v = fp.phys(r);
+        s.set_g(G_FPR0 + 2 * r as jit::ir::Global, v.sig);
+        s.set_g(G_FPR0 + 2 * r as jit::ir::Global + 1, v.se as u64);
+    }
+    for (i, x) in fp.xmm.iter().enumerate() {
+        s.set_g(xmm_g(i as u32), x[0]);
+        s.set_g(xmm_g(i as u32) + 1, x[1]);
+    }
+    for g in [G_FOP, G_FIP, G_FCS, G_FDP, G_FDS] {
+        s.set_g(g, 0);
+    }
+}
+
+/// The engine's x87/MMX/SSE state in the native runner's form.
+pub fn fp_state(s: &X86State) -> FpState {
+    let mut fp = FpState {
+        fcw: s.g(G_FCW) as u16,
+        fsw: s.g(G_FSW) as u16,
+        ftw: s.g(G_FTW) as u8,
+        mxcsr: s.g(G_MXCSR) as u32,
+        ..FpState::default()
+    };
+    for r in 0..8 {
+        let v = F80 { sig: s.g(G_FPR0 + 2 * r as jit::ir::Global), se: s.g(G_FPR0 + 2 * r as jit::ir::Global + 1) as u16 };
+        fp.set_phys(r, v);
+    }
+    for i in 0..16 {
+        fp.xmm[i] = [s.g(xmm_g(i as u32)), s.g(xmm_g(i as u32) + 1)];
+    }
+    fp
 }

@@ -24,8 +24,14 @@
 //!   other vector (the kernel would report a stale value there).
 //! - The kernel reports user accesses to kernel-half addresses as protection
 //!   faults, and non-canonical addresses give #GP (or #SS via rsp/rbp).
-//! - The x87 and SSE control state is reset (`fninit`, MXCSR = 0x1F80)
-//!   before each run; vector registers are not initialised or reported.
+//! - The x87/MMX/SSE state is loaded from `RegState::fp` with `fxrstor64`
+//!   right before the code runs and captured with `fxsave64` after it (or,
+//!   for an exception, from the FXSAVE area of the signal frame). FOP, FIP
+//!   and FDP start at 0 and are not reported. `fp.mxcsr` must not have bits
+//!   above 15 set (`run` rejects it: `fxrstor` would #GP).
+//! - Unmasked SSE exceptions arrive as #XM (vector 19) and unmasked x87
+//!   exceptions as #MF (vector 16, at the next waiting x87/MMX instruction),
+//!   as the kernel reports them in the signal context's trap number.
 //! - Code that executes a system call (`syscall`, `int 0x80`, ...) other than
 //!   read/write/exit gets the child killed by seccomp: `run` returns an
 //!   `io::Error` and the next `run` uses a fresh child. Code that changes the
@@ -49,6 +55,101 @@ pub struct RegState {
     pub gpr: [u64; 16],
     pub rflags: u64,
     pub rip: u64,
+    /// x87/MMX/SSE state (the default is the state after `fninit` with MXCSR = 0x1F80 and
+    /// all vector registers zero).
+    pub fp: FpState,
+}
+
+/// An x87 register: 64-bit significand (explicit integer bit 63) and sign|exponent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct F80 {
+    pub sig: u64,
+    /// Sign in bit 15, biased exponent in bits 0..15.
+    pub se: u16,
+}
+
+/// The x87/MMX/SSE state as FXSAVE shows it (minus FOP/FIP/FDP).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FpState {
+    pub fcw: u16,
+    /// Status word, TOP in bits 11..13.
+    pub fsw: u16,
+    /// Abridged tag word (FXSAVE form): bit i set = *physical* register Ri is not empty.
+    pub ftw: u8,
+    pub mxcsr: u32,
+    /// ST(0)..ST(7), in stack order (ST(i) is physical register (TOP + i) & 7). MMi is the
+    /// significand of physical register i.
+    pub st: [F80; 8],
+    /// XMM0..15: low quadword, high quadword.
+    pub xmm: [[u64; 2]; 16],
+}
+
+impl Default for FpState {
+    fn default() -> Self {
+        FpState { fcw: 0x37f, fsw: 0, ftw: 0, mxcsr: 0x1f80, st: [F80::default(); 8], xmm: [[0; 2]; 16] }
+    }
+}
+
+impl FpState {
+    /// FSW.TOP.
+    pub fn top(&self) -> u32 {
+        (self.fsw as u32 >> 11) & 7
+    }
+    /// The physical register that ST(i) is.
+    pub fn st_phys(&self, i: usize) -> usize {
+        (self.top() as usize + i) & 7
+    }
+    /// Is ST(i) not empty?
+    pub fn st_valid(&self, i: usize) -> bool {
+        self.ftw >> self.st_phys(i) & 1 != 0
+    }
+    /// Physical register `r`.
+    pub fn phys(&self, r: usize) -> F80 {
+        self.st[(r.wrapping_sub(self.top() as usize)) & 7]
+    }
+    /// Set physical register `r`.
+    pub fn set_phys(&mut self, r: usize, v: F80) {
+        let i = (r.wrapping_sub(self.top() as usize)) & 7;
+        self.st[i] = v;
+    }
+
+    /// The 512-byte FXSAVE (64-bit) image of this state; FOP, FIP, FDP and MXCSR_MASK are 0.
+    pub fn to_fxsave(&self) -> [u8; 512] {
+        let mut b = [0u8; 512];
+        b[0..2].copy_from_slice(&self.fcw.to_le_bytes());
+        b[2..4].copy_from_slice(&self.fsw.to_le_bytes());
+        b[4] = self.ftw;
+        b[24..28].copy_from_slice(&self.mxcsr.to_le_bytes());
+        for (i, r) in self.st.iter().enumerate() {
+            b[32 + 16 * i..40 + 16 * i].copy_from_slice(&r.sig.to_le_bytes());
+            b[40 + 16 * i..42 + 16 * i].copy_from_slice(&r.se.to_le_bytes());
+        }
+        for (i, x) in self.xmm.iter().enumerate() {
+            b[160 + 16 * i..168 + 16 * i].copy_from_slice(&x[0].to_le_bytes());
+            b[168 + 16 * i..176 + 16 * i].copy_from_slice(&x[1].to_le_bytes());
+        }
+        b
+    }
+
+    /// Parse an FXSAVE image (at least 416 bytes: up to XMM15).
+    pub fn from_fxsave(b: &[u8]) -> FpState {
+        let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
+        let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+        let mut f = FpState {
+            fcw: u16_at(0),
+            fsw: u16_at(2),
+            ftw: b[4],
+            mxcsr: u32::from_le_bytes(b[24..28].try_into().unwrap()),
+            ..FpState::default()
+        };
+        for i in 0..8 {
+            f.st[i] = F80 { sig: u64_at(32 + 16 * i), se: u16_at(40 + 16 * i) };
+        }
+        for i in 0..16 {
+            f.xmm[i] = [u64_at(160 + 16 * i), u64_at(168 + 16 * i)];
+        }
+        f
+    }
 }
 
 /// An exception raised by the natively executed code, as reported by the
@@ -161,6 +262,10 @@ mod imp {
     const OFF_MXCSR: u64 = 0x0C0;
     const OFF_IN_GPR: u64 = 0x100; // 16 x u64
     const OFF_IN_RFLAGS: u64 = 0x180;
+    /// FXSAVE image loaded before the code (16-byte aligned, 512 bytes).
+    const OFF_IN_FX: u64 = 0x400;
+    /// FXSAVE image captured after the code or from the signal frame (512 bytes).
+    const OFF_OUT_FX: u64 = 0x600;
 
     /// Size of the signal alternate stack.
     const ALTSTACK_SIZE: usize = 0x4_0000;
@@ -198,6 +303,7 @@ mod imp {
         code_len: u64,
         init_gpr: [u64; 16],
         init_rflags: u64,
+        init_fx: [u8; 512],
         code: [u8; CODE_SIZE],
         data_in: [u8; DATA_SIZE],
         // reply
@@ -208,6 +314,7 @@ mod imp {
         exc_vector: u64,
         exc_err: u64,
         exc_cr2: u64,
+        out_fx: [u8; 512],
         data_out: [u8; DATA_SIZE],
     }
 
@@ -215,12 +322,14 @@ mod imp {
     //
     // enter: called from Rust as `extern "C" fn() -> u64`. Saves the host
     //   callee-saved registers on the host stack and the host rsp in the
-    //   scratch page, resets x87/SSE control state, loads RFLAGS (on the
+    //   scratch page, loads the guest x87/SSE state (fxrstor64), RFLAGS (on the
     //   scratch stack) and all 16 guest GPRs (rsp last) and jumps to CODE_ADDR.
     // exit: reached by `jmp [rip+0]` appended after the test code. Stores all
     //   16 GPRs with absolute-address moves before touching the stack, then
     //   switches to the scratch stack, captures RFLAGS with pushfq, clears all
-    //   flags (DF, TF, AC included) and returns 0 to the Rust caller.
+    //   flags (DF, TF, AC included), captures the x87/SSE state (fxsave64, which
+    //   does not check for pending x87 exceptions), resets it (fninit, MXCSR)
+    //   and returns 0 to the Rust caller.
     // recover: where the signal handler makes the kernel resume (with rsp =
     //   host rsp and DF/TF/AC cleared); returns 1 to the Rust caller.
     core::arch::global_asm!(
@@ -236,8 +345,7 @@ mod imp {
         "push r14",
         "push r15",
         "mov qword ptr [{scr} + {host_rsp}], rsp",
-        "fninit",
-        "ldmxcsr dword ptr [{scr} + {mxcsr}]",
+        "fxrstor64 [{scr} + {in_fx}]",
         "mov qword ptr [{scr} + {in_guest}], 1",
         "mov rsp, {stack_top}",
         "push qword ptr [{scr} + {in_rflags}]",
@@ -287,6 +395,7 @@ mod imp {
         "push 2",
         "popfq",
         "mov qword ptr [{scr} + {in_guest}], 0",
+        "fxsave64 [{scr} + {out_fx}]",
         "fninit",
         "ldmxcsr dword ptr [{scr} + {mxcsr}]",
         "xor eax, eax",
@@ -323,6 +432,8 @@ mod imp {
         out_gpr = const OFF_OUT_GPR,
         out_rflags = const OFF_OUT_RFLAGS,
         jmp_target = const OFF_JMP_TARGET,
+        in_fx = const OFF_IN_FX,
+        out_fx = const OFF_OUT_FX,
     );
 
     extern "C" {
@@ -449,6 +560,7 @@ mod imp {
                 0
             };
             ptr::write_volatile(scr.add((OFF_EXC_CR2 / 8) as usize), cr2);
+            save_sigframe_fpstate((*uc).uc_mcontext.fpregs as *const u8);
 
             // Resume in the recovery stub on the host stack with DF/TF/AC clear.
             let host_rsp = ptr::read_volatile(scr.add((OFF_HOST_RSP / 8) as usize));
@@ -458,6 +570,64 @@ mod imp {
             // A fault in compatibility-mode code: resume the recovery stub in 64-bit mode.
             let csgsfs = g[libc::REG_CSGSFS as usize] as u64;
             g[libc::REG_CSGSFS as usize] = ((csgsfs & !0xffff) | 0x33) as i64;
+        }
+    }
+
+    /// Copies the x87/SSE state at the fault from the signal frame's FXSAVE-format area to
+    /// the scratch page's output image. With an XSAVE frame, components whose XSTATE_BV bit
+    /// is clear are in their initial configuration (their legacy-area bytes may be stale).
+    ///
+    /// # Safety
+    /// Called from the signal handler with the kernel's `fpregs` pointer (or null); the
+    /// scratch region must be mapped.
+    unsafe fn save_sigframe_fpstate(fx: *const u8) {
+        const FP_XSTATE_MAGIC1: u32 = 0x4650_5853;
+        let out = (SCR + OFF_OUT_FX) as *mut u64;
+        // SAFETY: see the function's contract; all offsets are within the 512-byte legacy
+        // area (plus the XSAVE header at 512 when the frame's magic says it is there).
+        unsafe {
+            if fx.is_null() {
+                // No FP state in the frame: report the initial state.
+                let mut i = 0;
+                while i < 64 {
+                    ptr::write_volatile(out.add(i), 0);
+                    i += 1;
+                }
+                ptr::write_volatile(out, 0x37f);
+                ptr::write_volatile(out.add(3), 0x1f80);
+                return;
+            }
+            let src = fx as *const u64;
+            let mut i = 0;
+            while i < 64 {
+                ptr::write_volatile(out.add(i), ptr::read_volatile(src.add(i)));
+                i += 1;
+            }
+            // struct _fpx_sw_bytes at offset 464: magic1, extended_size, xfeatures, ...
+            let magic1 = ptr::read_volatile(fx.add(464) as *const u32);
+            if magic1 == FP_XSTATE_MAGIC1 {
+                let xstate_bv = ptr::read_volatile(fx.add(512) as *const u64);
+                if xstate_bv & 1 == 0 {
+                    // x87 in its initial state: FCW 0x37F, FSW 0, FTW empty, FOP/FIP/FDP
+                    // 0, registers 0 (bytes 0..24 and 32..160; MXCSR stays).
+                    ptr::write_volatile(out, 0x37f);
+                    ptr::write_volatile(out.add(1), 0);
+                    ptr::write_volatile(out.add(2), 0);
+                    let mut i = 4;
+                    while i < 20 {
+                        ptr::write_volatile(out.add(i), 0);
+                        i += 1;
+                    }
+                }
+                if xstate_bv & 2 == 0 {
+                    // SSE in its initial state: XMM registers 0 (MXCSR is saved anyway).
+                    let mut i = 20;
+                    while i < 52 {
+                        ptr::write_volatile(out.add(i), 0);
+                        i += 1;
+                    }
+                }
+            }
         }
     }
 
@@ -655,6 +825,11 @@ mod imp {
                 }
                 let rflags = ((*shared).init_rflags & RFLAGS_INPUT_MASK) | 2;
                 ptr::write_volatile(scr.add((OFF_IN_RFLAGS / 8) as usize), rflags);
+                ptr::copy_nonoverlapping(
+                    addr_of!((*shared).init_fx) as *const u8,
+                    (SCR + OFF_IN_FX) as *mut u8,
+                    512,
+                );
 
                 let status = xenolith_difftest_native_enter();
 
@@ -663,6 +838,11 @@ mod imp {
                     (*shared).out_gpr[i] = ptr::read_volatile(out_gpr.add(i));
                 }
                 (*shared).out_rflags = ptr::read_volatile(scr.add((OFF_OUT_RFLAGS / 8) as usize));
+                ptr::copy_nonoverlapping(
+                    (SCR + OFF_OUT_FX) as *const u8,
+                    addr_of_mut!((*shared).out_fx) as *mut u8,
+                    512,
+                );
                 (*shared).status = status;
                 if status == 0 {
                     (*shared).out_rip = CODE_ADDR + len as u64;
@@ -941,9 +1121,16 @@ mod imp {
                     format!("data is {} bytes, must be {DATA_SIZE}", data.len()),
                 ));
             }
+            if init.fp.mxcsr & !0xffff != 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("MXCSR {:#x} has reserved bits set", init.fp.mxcsr),
+                ));
+            }
             if self.child.is_none() {
                 self.spawn()?;
             }
+            let fx = init.fp.to_fxsave();
             let sh = self.shared;
             // SAFETY: `sh` points to our live shared mapping of type `Shared`;
             // the child only touches it between our request byte and its reply
@@ -952,6 +1139,7 @@ mod imp {
                 (*sh).code_len = code.len() as u64;
                 (*sh).init_gpr = init.gpr;
                 (*sh).init_rflags = init.rflags;
+                (*sh).init_fx = fx;
                 ptr::copy_nonoverlapping(code.as_ptr(), addr_of_mut!((*sh).code) as *mut u8, code.len());
                 ptr::copy_nonoverlapping(data.as_ptr(), addr_of_mut!((*sh).data_in) as *mut u8, DATA_SIZE);
             }
@@ -1005,10 +1193,12 @@ mod imp {
             // SAFETY: the child has written the reply and is now blocked
             // waiting for the next request; the mapping is live.
             unsafe {
+                let out_fx = (*sh).out_fx;
                 let regs = RegState {
                     gpr: (*sh).out_gpr,
                     rflags: (*sh).out_rflags,
                     rip: (*sh).out_rip,
+                    fp: FpState::from_fxsave(&out_fx),
                 };
                 let data = (*sh).data_out.to_vec();
                 if (*sh).status == 0 {
@@ -1277,6 +1467,122 @@ mod tests {
         let code = assemble(|a| a.ud2());
         let (_, _, exc) = expect_exception(r.run(&code, &init, &data()).unwrap());
         assert_eq!(exc.vector, 6);
+    }
+
+    fn expect_completed(out: NativeOutcome) -> (RegState, Vec<u8>) {
+        match out {
+            NativeOutcome::Completed { regs, data } => (regs, data),
+            other => panic!("expected completion, got {other:?}"),
+        }
+    }
+
+    /// A state with every field non-default (TOP 5, three registers valid).
+    fn some_fp_state() -> FpState {
+        let mut fp = FpState { fcw: 0x0a7f & !0x3, fsw: 5 << 11 | 0x4500 | 0x20, ftw: 0b1010_0001, mxcsr: 0x7f80 | 0x40 | 0x21, ..FpState::default() };
+        for i in 0..8 {
+            fp.st[i] = F80 { sig: 0x8000_0000_0000_0000 | (i as u64 * 0x0123_4567_89ab), se: 0x3fff + i as u16 };
+        }
+        for i in 0..16 {
+            fp.xmm[i] = [0x1111_1111_1111_1111 * i as u64, !(0x0101_0101_0101_0101 * i as u64)];
+        }
+        fp
+    }
+
+    #[test]
+    fn native_fp_state_round_trip() {
+        let mut r = NativeRunner::new().unwrap();
+        let mut init = init_regs();
+        init.fp = some_fp_state();
+        let code = assemble(|a| a.nop());
+        let (regs, _) = expect_completed(r.run(&code, &init, &data()).unwrap());
+        assert_eq!(regs.fp, init.fp);
+        // The exception path (state from the signal frame) reports the same.
+        let code = assemble(|a| a.ud2());
+        let (regs, _, exc) = expect_exception(r.run(&code, &init, &data()).unwrap());
+        assert_eq!(exc.vector, 6);
+        assert_eq!(regs.fp, init.fp);
+        // And the next run starts from its own state again.
+        let init = init_regs();
+        let code = assemble(|a| a.nop());
+        let (regs, _) = expect_completed(r.run(&code, &init, &data()).unwrap());
+        assert_eq!(regs.fp, FpState::default());
+        let mut bad = init_regs();
+        bad.fp.mxcsr = 0x1_1f80;
+        assert!(r.run(&code, &bad, &data()).is_err());
+    }
+
+    #[test]
+    fn native_addps() {
+        let mut r = NativeRunner::new().unwrap();
+        let mut init = init_regs();
+        let f = |a: [f32; 4]| [(a[0].to_bits() as u64) | (a[1].to_bits() as u64) << 32, (a[2].to_bits() as u64) | (a[3].to_bits() as u64) << 32];
+        init.fp.xmm[0] = f([1.0, 2.5, -3.0, 1.0]);
+        init.fp.xmm[1] = f([0.5, 0.25, 3.0, 1e-10]);
+        let code = assemble(|a| a.addps(xmm0, xmm1));
+        let (regs, _) = expect_completed(r.run(&code, &init, &data()).unwrap());
+        assert_eq!(regs.fp.xmm[0], f([1.5, 2.75, 0.0, 1.0]));
+        assert_eq!(regs.fp.xmm[1], init.fp.xmm[1]);
+        // 1 + 1e-10 is inexact in f32: PE set.
+        assert_eq!(regs.fp.mxcsr, 0x1f80 | 0x20);
+        // The same with an SNaN and the invalid exception unmasked: #XM, nothing written,
+        // IE recorded in MXCSR.
+        init.fp.xmm[1][0] = 0x7f80_0001;
+        init.fp.mxcsr = 0x1f80 & !0x80;
+        let (regs, _, exc) = expect_exception(r.run(&code, &init, &data()).unwrap());
+        assert_eq!((exc.vector, exc.error_code), (19, 0));
+        assert_eq!(regs.rip, CODE_ADDR);
+        assert_eq!(regs.fp.xmm[0], init.fp.xmm[0]);
+        assert_eq!(regs.fp.mxcsr & 0x3f, 0x01);
+        assert_eq!(regs.fp.mxcsr & !0x3f, 0x1f80 & !0x80);
+    }
+
+    #[test]
+    fn native_x87_fld1_fadd() {
+        let mut r = NativeRunner::new().unwrap();
+        let init = init_regs();
+        let code = assemble(|a| {
+            a.fld1()?;
+            a.fadd_2(st0, st0)
+        });
+        let (regs, _) = expect_completed(r.run(&code, &init, &data()).unwrap());
+        assert_eq!(regs.fp.top(), 7);
+        assert_eq!(regs.fp.ftw, 0x80);
+        assert_eq!(regs.fp.st[0], F80 { sig: 1 << 63, se: 0x4000 }); // 2.0
+        assert_eq!(regs.fp.fcw, 0x37f);
+        assert_eq!(regs.fp.fsw & !0x4700, 7 << 11);
+        assert_eq!(regs.fp.mxcsr, 0x1f80);
+    }
+
+    #[test]
+    fn native_x87_unmasked_exception_is_mf_at_next_insn() {
+        let mut r = NativeRunner::new().unwrap();
+        let mut init = init_regs();
+        init.fp.fcw = 0x37f & !0x4; // ZE unmasked
+        let code = assemble(|a| {
+            a.fld1()?; // 2 bytes
+            a.fldz()?; // 2 bytes
+            a.fdivp(st1, st0)?; // 2 bytes: 1/0, pending
+            a.nop()?; // 1 byte: not an x87 instruction
+            a.fld1()
+        });
+        let (regs, _, exc) = expect_exception(r.run(&code, &init, &data()).unwrap());
+        assert_eq!((exc.vector, exc.error_code), (16, 0));
+        assert_eq!(regs.rip, CODE_ADDR + 7);
+        // ZE, ES and B set; with the exception unmasked the fdivp wrote nothing and did
+        // not pop (TOP = 6, ST0 = 0, ST1 = 1).
+        assert_eq!(regs.fp.fsw & 0x80ff, 0x8084);
+        assert_eq!(regs.fp.top(), 6);
+        assert_eq!(regs.fp.ftw, 0xc0);
+        assert_eq!(regs.fp.st[0], F80::default());
+        assert_eq!(regs.fp.st[1], F80 { sig: 1 << 63, se: 0x3fff });
+        // Without the trailing x87 instruction the run completes with the exception pending.
+        let code = assemble(|a| {
+            a.fld1()?;
+            a.fldz()?;
+            a.fdivp(st1, st0)
+        });
+        let (regs, _) = expect_completed(r.run(&code, &init, &data()).unwrap());
+        assert_eq!(regs.fp.fsw & 0x80ff, 0x8084);
     }
 
     #[test]

@@ -194,6 +194,11 @@ impl VcpuInit {
         s.set_rip(self.rip);
         s.set_rflags(self.rflags);
         s.set_cpl(self.cpl);
+        // Xen enables XSAVE for PV guests: CR4.OSXSAVE is set from the start (the guest
+        // sees it in CPUID) and XCR0 holds the x87 and SSE components.
+        let cr4v = s.g(G_CR4);
+        s.set_g(G_CR4, cr4v | frontend_x86::state::cr4::OSXSAVE);
+        s.set_g(frontend_x86::state::G_XCR0, frontend_x86::cpuid::XCR0_SUPPORTED);
         env.tlb_flush();
     }
 }

@@ -3,7 +3,7 @@
 //! with Xen's MSR policy, port I/O under the virtual IOPL (a domU has no ports: reads give
 //! all ones, writes are dropped), moves from control registers, CLTS, WBINVD.
 
-use frontend_x86::state::{Seg, X86State, G_CR0, G_CR2, G_KERNEL_GS_BASE};
+use frontend_x86::state::{cr4, Seg, X86State, G_CR0, G_CR2, G_CR4, G_KERNEL_GS_BASE, G_TSC_AUX, G_XCR0};
 use iced_x86::{Code, Decoder, DecoderOptions, Instruction, Register};
 use jit::{Engine, GuestFault};
 
@@ -21,21 +21,10 @@ const fn sig(s: &[u8; 12]) -> (u32, u32, u32) {
     )
 }
 
-/// Xenolith's CPUID policy for PV guests (one place): what the guest sees for `leaf`/`sub`.
-/// The x86-64 baseline a PV kernel requires, the hypervisor bit, and Xen's leaves at
-/// 0x40000000 ("XenVMMXenVMM", version).
-pub fn cpuid_policy(leaf: u32, _sub: u32) -> (u32, u32, u32, u32) {
-    let (b, d, c) = sig(b"GenuineIntel");
+/// Xenolith's CPUID policy for PV guests: the virtual CPU's leaves
+/// ([`frontend_x86::cpuid::leaf`]) plus Xen's hypervisor leaves.
+pub fn cpuid_policy(leaf: u32, sub: u32, cr4: u64, xcr0: u64) -> (u32, u32, u32, u32) {
     match leaf {
-        0 => (0xd, b, c, d),
-        // family 6 model 0x3a stepping 9; 1 logical processor.
-        1 => {
-            let edx = 1 | 1 << 4 | 1 << 5 | 1 << 6 | 1 << 8 | 1 << 15 | 1 << 19 | 1 << 23 | 1 << 24 | 1 << 25 | 1 << 26;
-            let ecx = 1 | 1 << 13 | 1 << 23 | 1 << 31;
-            (0x0003_06a9, 0x0001_0800, ecx, edx)
-        }
-        // BMI1, BMI2
-        7 => (0, 1 << 3 | 1 << 8, 0, 0),
         0x4000_0000 => {
             let (b, c, d) = sig(b"XenVMMXenVMM");
             (0x4000_0005, b, c, d)
@@ -43,25 +32,15 @@ pub fn cpuid_policy(leaf: u32, _sub: u32) -> (u32, u32, u32, u32) {
         0x4000_0001 => ((super::hypercall::XEN_MAJOR << 16 | super::hypercall::XEN_MINOR) as u32, 0, 0, 0),
         // One hypercall page, installed by writing its address to MSR 0x40000000.
         0x4000_0002 => (1, 0x4000_0000, 0, 0),
-        0x8000_0000 => (0x8000_0008, 0, 0, 0),
-        // LAHF/SAHF, LZCNT; SYSCALL, NX, LM
-        0x8000_0001 => (0, 0, 1 | 1 << 5, 1 << 11 | 1 << 20 | 1 << 29),
-        0x8000_0002..=0x8000_0004 => {
-            let name = *b"Xenolith x86-64 virtual CPU\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
-            let i = (leaf - 0x8000_0002) as usize * 16;
-            let w = |k: usize| u32::from_le_bytes(name[i + k..i + k + 4].try_into().unwrap());
-            (w(0), w(4), w(8), w(12))
-        }
-        // 48-bit virtual, 40-bit physical addresses
-        0x8000_0008 => (0x3028, 0, 0, 0),
-        _ => (0, 0, 0, 0),
+        0x4000_0003..=0x4000_00ff => (0, 0, 0, 0),
+        _ => frontend_x86::cpuid::leaf(leaf, sub, cr4, xcr0),
     }
 }
 
 impl PvDomain {
     fn set_cpuid_regs(e: &mut Engine) {
         let mut s = X86State(&mut e.env);
-        let (a, b, c, d) = cpuid_policy(s.gpr(0) as u32, s.gpr(1) as u32);
+        let (a, b, c, d) = cpuid_policy(s.gpr(0) as u32, s.gpr(1) as u32, s.g(G_CR4), s.g(G_XCR0));
         s.set_gpr(0, a as u64);
         s.set_gpr(3, b as u64);
         s.set_gpr(1, c as u64);
@@ -169,7 +148,13 @@ impl PvDomain {
             // EFER: LME | LMA | NXE | SCE, read-only for the guest.
             (0xc000_0080, false) => Some(0xd01),
             // TSC: the virtual TSC.
-            (0x10, false) => Some(e.env.icount),
+            (0x10, false) => Some(self.clock.tsc(e.env.icount)),
+            // TSC_AUX (RDTSCP/RDPID): 32 bits.
+            (0xc000_0103, false) => Some(s.g(G_TSC_AUX)),
+            (0xc000_0103, true) if val >> 32 == 0 => {
+                s.set_g(G_TSC_AUX, val);
+                Some(0)
+            }
             // MSR_IA32_MISC_ENABLE: Xen's PV policy (fast strings, BTS/PEBS unavailable)
             (0x1a0, false) => Some(1 | 1 << 11 | 1 << 12),
             // PAT: the power-on value, read-only for a PV guest.
@@ -216,8 +201,8 @@ impl PvDomain {
                             (pfn << 12 | pfn >> 20) as u64
                         }
                     },
-                    // PAE | PGE? Xen shows PAE, OSFXSR, OSXMMEXCPT (and what it allows).
-                    Register::CR4 => 0x20 | 0x200 | 0x400,
+                    // Xen shows PAE, OSFXSR, OSXMMEXCPT and the bits the guest may set.
+                    Register::CR4 => X86State(&mut e.env).g(G_CR4),
                     _ => return self.gp0(e),
                 };
                 let v = if i.code() == Code::Mov_r32_cr { v & 0xffff_ffff } else { v };
@@ -248,6 +233,15 @@ impl PvDomain {
                     return self.gp0(e);
                 }
                 s.set_g(G_CR0, (cr0 & !8) | (v & 8));
+            }
+            Code::Mov_cr_r64 | Code::Mov_cr_r32 if i.op0_register() == Register::CR4 => {
+                // As Xen's pv_fixup_guest_cr4: the guest may toggle OSXSAVE only; other
+                // bits keep their values (a write trying to change them is ignored).
+                let Some(src) = gpr(i.op1_register()) else { return self.gp0(e) };
+                let v = X86State(&mut e.env).gpr(src);
+                let mut s = X86State(&mut e.env);
+                let cr4 = s.g(G_CR4);
+                s.set_g(G_CR4, (cr4 & !cr4::OSXSAVE) | (v & cr4::OSXSAVE));
             }
             _ => return self.gp0(e),
         }
@@ -294,6 +288,54 @@ impl PvDomain {
         s.set_rflags(new);
         s.set_rip(rip);
         s.set_gpr(4, sp);
+        e.env.icount += 1;
+    }
+}
+
+impl PvDomain {
+    /// XGETBV (any mode) and XSETBV (guest kernel), as Xen emulates them for PV guests:
+    /// XCR0 only; XSETBV needs x87 set, only supported components, SSE with AVX.
+    pub(super) fn emulate_xcr(&mut self, e: &mut Engine, set: bool, next: u64) {
+        let mut s = X86State(&mut e.env);
+        let (ecx, val) = (s.gpr(1) as u32, (s.gpr(2) & 0xffff_ffff) << 32 | (s.gpr(0) & 0xffff_ffff));
+        if s.g(G_CR4) & cr4::OSXSAVE == 0 {
+            return self.exception(e, GuestFault { vector: 6, error_code: None, addr: 0 });
+        }
+        if ecx != 0 {
+            return self.gp0(e);
+        }
+        if set {
+            if !self.kernel_mode || val & 1 == 0 || val & !frontend_x86::cpuid::XCR0_SUPPORTED != 0 {
+                return self.gp0(e);
+            }
+            s.set_g(G_XCR0, val);
+        } else {
+            let x = s.g(G_XCR0);
+            s.set_gpr(0, x & 0xffff_ffff);
+            s.set_gpr(2, x >> 32);
+        }
+        let mut s = X86State(&mut e.env);
+        s.set_rip(next);
+        e.env.icount += 1;
+    }
+}
+
+impl PvDomain {
+    /// RDTSCP (TSC and TSC_AUX) and RDPID (TSC_AUX into a register), in any mode.
+    pub(super) fn emulate_rdtscp(&mut self, e: &mut Engine, rdpid: bool, next: u64) {
+        let aux = X86State(&mut e.env).g(G_TSC_AUX);
+        if rdpid {
+            let Some(i) = self.decode_at_rip(e) else { return self.gp0(e) };
+            let Some(r) = i.op0_register().full_register().number().checked_sub(Register::RAX.number()) else { return self.gp0(e) };
+            X86State(&mut e.env).set_gpr(r, aux);
+        } else {
+            let t = self.clock.tsc(e.env.icount);
+            let mut s = X86State(&mut e.env);
+            s.set_gpr(0, t & 0xffff_ffff);
+            s.set_gpr(2, t >> 32);
+            s.set_gpr(1, aux & 0xffff_ffff);
+        }
+        X86State(&mut e.env).set_rip(next);
         e.env.icount += 1;
     }
 }

@@ -386,6 +386,10 @@ impl PvDomain {
             Some(PlatformOp::Rdmsr) => self.emulate_msr(e, false, next),
             Some(PlatformOp::Wrmsr) => self.emulate_msr(e, true, next),
             Some(PlatformOp::MovCr) => self.emulate_cr(e, next),
+            Some(PlatformOp::Xgetbv) => self.emulate_xcr(e, false, next),
+            Some(PlatformOp::Rdtscp) => self.emulate_rdtscp(e, false, next),
+            Some(PlatformOp::Rdpid) => self.emulate_rdtscp(e, true, next),
+            Some(PlatformOp::Xsetbv) => self.emulate_xcr(e, true, next),
             Some(PlatformOp::CacheCtl) if self.kernel_mode => {
                 // WBINVD/INVD: nothing to do for a guest without device memory.
                 X86State(&mut e.env).set_rip(next);

@@ -1,0 +1,560 @@
+//! MMX/SSE (and the FP state instructions) → IR.
+//!
+//! Availability first ([`gate`]): CR0.EM/TS and CR4.OSFXSR/OSXSAVE are translation-block
+//! flags, so the #UD/#NM decisions are made at translation time. Moves, logic and
+//! loads/stores are inline IR on the XMM/MMX globals; every other instruction calls the
+//! `sse` helper with its op number from [`crate::fp::table`], after the generated code has
+//! loaded a memory source into `G_FPTMP` (so a fault happens before anything changes).
+
+use iced_x86::{Code, CpuidFeature, Instruction, Mnemonic as M, OpKind, Register};
+use jit::ir::{Cond, Exit, MemOp, MemSize, Temp, Val};
+
+use super::{Flow, Handler, Tr};
+use crate::fp::{self, arg, Shape};
+use crate::helpers::H;
+use crate::state::*;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Class {
+    None,
+    X87,
+    Mmx,
+    Sse,
+    Fxsr,
+    Xsave,
+    XcrAccess,
+    Wait,
+}
+
+fn class(insn: &Instruction) -> Class {
+    match insn.mnemonic() {
+        M::Wait => return Class::Wait,
+        M::Fxsave | M::Fxsave64 | M::Fxrstor | M::Fxrstor64 => return Class::Fxsr,
+        M::Xsave | M::Xsave64 | M::Xsaveopt | M::Xsaveopt64 | M::Xrstor | M::Xrstor64 => return Class::Xsave,
+        M::Xgetbv | M::Xsetbv => return Class::XcrAccess,
+        M::Ldmxcsr | M::Stmxcsr => return Class::Sse,
+        M::Emms => return Class::Mmx,
+        _ => {}
+    }
+    let regs = (0..insn.op_count()).filter(|&i| insn.op_kind(i) == OpKind::Register).map(|i| insn.op_register(i));
+    let (mut xmm, mut mm) = (false, false);
+    for r in regs {
+        xmm |= r.is_xmm();
+        mm |= r.is_mm();
+    }
+    if xmm {
+        Class::Sse
+    } else if mm {
+        Class::Mmx
+    } else if insn.cpuid_features().iter().any(|f| matches!(f, CpuidFeature::FPU | CpuidFeature::FPU287 | CpuidFeature::FPU387)) {
+        Class::X87
+    } else {
+        Class::None
+    }
+}
+
+/// The availability checks of FP/SIMD instructions: `Some(flow)` when the instruction
+/// raises #UD or #NM instead of executing.
+pub fn gate(tr: &mut Tr, insn: &Instruction) -> Option<Flow> {
+    let f = tr.flags;
+    let (ts, em, mp) = (f & tbf::TS != 0, f & tbf::EM != 0, f & tbf::MP != 0);
+    let (osfxsr, osxsave) = (f & tbf::OSFXSR != 0, f & tbf::OSXSAVE != 0);
+    let ud = |tr: &mut Tr| Some(tr.ud());
+    let nm = |tr: &mut Tr| Some(tr.exception(7, None));
+    match class(insn) {
+        Class::None => None,
+        Class::X87 | Class::Fxsr if em || ts => nm(tr),
+        Class::Mmx if em => ud(tr),
+        Class::Sse if em || !osfxsr => ud(tr),
+        Class::Mmx | Class::Sse if ts => nm(tr),
+        Class::Xsave | Class::XcrAccess if !osxsave => ud(tr),
+        Class::Xsave if ts => nm(tr),
+        Class::Wait if ts && mp => nm(tr),
+        _ => None,
+    }
+}
+
+pub fn register(r: &mut impl FnMut(M, Handler)) {
+    for m in [M::Movaps, M::Movapd, M::Movdqa, M::Movntps, M::Movntpd, M::Movntdq, M::Movntdqa] {
+        r(m, |t, i| mov128(t, i, true));
+    }
+    for m in [M::Movups, M::Movupd, M::Movdqu, M::Lddqu] {
+        r(m, |t, i| mov128(t, i, false));
+    }
+    r(M::Movss, |t, i| mov_scalar(t, i, 4));
+    r(M::Movq, movq_d);
+    r(M::Movd, movq_d);
+    r(M::Movnti, movq_d);
+    r(M::Movntq, movq_d);
+    for m in [M::Movhps, M::Movhpd] {
+        r(m, |t, i| mov_half(t, i, 1));
+    }
+    for m in [M::Movlps, M::Movlpd] {
+        r(m, |t, i| mov_half(t, i, 0));
+    }
+    r(M::Movhlps, |t, i| reg_half(t, i, 0, 1));
+    r(M::Movlhps, |t, i| reg_half(t, i, 1, 0));
+    r(M::Movq2dq, movq2dq);
+    r(M::Movdq2q, movq2dq);
+    for m in [M::Pand, M::Andps, M::Andpd, M::Pandn, M::Andnps, M::Andnpd, M::Por, M::Orps, M::Orpd, M::Pxor, M::Xorps, M::Xorpd] {
+        r(m, logic);
+    }
+    r(M::Emms, |t, _| {
+        t.b.set(G_FTW, Val::C(0));
+        Flow::Next
+    });
+    r(M::Ldmxcsr, ldmxcsr);
+    r(M::Stmxcsr, |t, i| {
+        let a = t.ea(i);
+        let v = t.b.get(G_MXCSR);
+        let m = t.mop(i, 4);
+        t.store(a, v, m);
+        Flow::Next
+    });
+    for m in [M::Fxsave, M::Fxsave64, M::Fxrstor, M::Fxrstor64, M::Xsave, M::Xsave64, M::Xsaveopt, M::Xsaveopt64, M::Xrstor, M::Xrstor64] {
+        r(m, fxstate);
+    }
+    r(M::Maskmovq, maskmov);
+    r(M::Maskmovdqu, maskmov);
+    for e in fp::table() {
+        // CMPSD is registered with the string instructions (it dispatches here).
+        if e.m != M::Cmpsd {
+            r(e.m, generic);
+        }
+    }
+}
+
+/// SSE forms of MOVSD and CMPSD (the mnemonics are shared with the string instructions).
+pub fn movsd_cmpsd(tr: &mut Tr, insn: &Instruction) -> Flow {
+    if insn.mnemonic() == M::Movsd {
+        mov_scalar(tr, insn, 8)
+    } else {
+        generic(tr, insn)
+    }
+}
+
+fn xmm_index(r: Register) -> u32 {
+    r as u32 - Register::XMM0 as u32
+}
+fn mm_index(r: Register) -> u32 {
+    r as u32 - Register::MM0 as u32
+}
+
+impl Tr {
+    /// #GP(0) unless `addr` is 16-byte aligned.
+    fn align16(&mut self, addr: Temp) {
+        let ok = self.b.label();
+        self.b.brcond(Cond::TstZ, addr, Val::C(15), ok);
+        self.b.exit(Exit::Exception { vector: 13, error_code: Some(0) });
+        self.b.place(ok);
+    }
+
+    fn addr_plus(&mut self, addr: Temp, n: u64) -> Temp {
+        let a = self.b.add(addr, Val::C(n));
+        if self.code64() {
+            a
+        } else {
+            self.b.ext(a, MemSize::B4, false)
+        }
+    }
+
+    /// Load 16 bytes (two quadwords).
+    fn load128(&mut self, insn: &Instruction, addr: Temp, align: bool) -> (Temp, Temp) {
+        if align {
+            self.align16(addr);
+        }
+        let m = self.mop(insn, 8);
+        let hi_a = self.addr_plus(addr, 8);
+        let lo = self.load(addr, m);
+        let hi = self.load(hi_a, m);
+        (lo, hi)
+    }
+
+    /// Store 16 bytes. An unaligned store checks the second half's write access first,
+    /// so a fault there leaves memory unchanged.
+    fn store128(&mut self, insn: &Instruction, addr: Temp, lo: Temp, hi: Temp, align: bool) {
+        let m = self.mop(insn, 8);
+        let hi_a = self.addr_plus(addr, 8);
+        if align {
+            self.align16(addr);
+        } else {
+            let _ = self.load(hi_a, MemOp { rmw: true, ..m });
+        }
+        self.store(addr, lo, m);
+        self.store(hi_a, hi, m);
+    }
+
+    /// MMX state transition (TOP = 0, all registers valid) that every MMX instruction
+    /// but EMMS makes.
+    fn mmx_transition(&mut self) {
+        let sw = self.b.get(G_FSW);
+        let sw = self.b.and(sw, Val::C(!0x3800));
+        self.b.set(G_FSW, sw);
+        self.b.set(G_FTW, Val::C(0xff));
+    }
+
+    fn set_mm(&mut self, i: u32, v: impl Into<Val>) {
+        self.b.set(mmx_g(i), v);
+        self.b.set(mmx_g(i) + 1, Val::C(0xffff));
+    }
+}
+
+fn mov128(tr: &mut Tr, insn: &Instruction, align: bool) -> Flow {
+    match (insn.op_kind(0), insn.op_kind(1)) {
+        (OpKind::Register, OpKind::Register) => {
+            let (d, s) = (xmm_index(insn.op_register(0)), xmm_index(insn.op_register(1)));
+            let lo = tr.b.get(xmm_g(s));
+            let hi = tr.b.get(xmm_g(s) + 1);
+            tr.b.set(xmm_g(d), lo);
+            tr.b.set(xmm_g(d) + 1, hi);
+        }
+        (OpKind::Register, _) => {
+            let d = xmm_index(insn.op_register(0));
+            let a = tr.ea(insn);
+            let (lo, hi) = tr.load128(insn, a, align);
+            tr.b.set(xmm_g(d), lo);
+            tr.b.set(xmm_g(d) + 1, hi);
+        }
+        _ => {
+            let s = xmm_index(insn.op_register(1));
+            let a = tr.ea(insn);
+            let lo = tr.b.get(xmm_g(s));
+            let hi = tr.b.get(xmm_g(s) + 1);
+            tr.store128(insn, a, lo, hi, align);
+        }
+    }
+    Flow::Next
+}
+
+/// MOVSS/MOVSD: register to register merges the low element; a load zeroes the rest.
+fn mov_scalar(tr: &mut Tr, insn: &Instruction, bytes: u32) -> Flow {
+    match (insn.op_kind(0), insn.op_kind(1)) {
+        (OpKind::Register, OpKind::Register) => {
+            let (d, s) = (xmm_index(insn.op_register(0)), xmm_index(insn.op_register(1)));
+            let sv = tr.b.get(xmm_g(s));
+            if bytes == 8 {
+                tr.b.set(xmm_g(d), sv);
+            } else {
+                let dv = tr.b.get(xmm_g(d));
+                let dk = tr.b.and(dv, Val::C(!0xffff_ffff));
+                let sk = tr.b.ext(sv, MemSize::B4, false);
+                let v = tr.b.or(dk, sk);
+                tr.b.set(xmm_g(d), v);
+            }
+        }
+        (OpKind::Register, _) => {
+            let d = xmm_index(insn.op_register(0));
+            let a = tr.ea(insn);
+            let m = tr.mop(insn, bytes);
+            let v = tr.load(a, m);
+            tr.b.set(xmm_g(d), v);
+            tr.b.set(xmm_g(d) + 1, Val::C(0));
+        }
+        _ => {
+            let s = xmm_index(insn.op_register(1));
+            let a = tr.ea(insn);
+            let m = tr.mop(insn, bytes);
+            let v = tr.b.get(xmm_g(s));
+            tr.store(a, v, m);
+        }
+    }
+    Flow::Next
+}
+
+/// MOVD/MOVQ between XMM, MMX, general registers and memory; MOVNTI, MOVNTQ.
+fn movq_d(tr: &mut Tr, insn: &Instruction) -> Flow {
+    let bytes = if insn.mnemonic() == M::Movd || (insn.mnemonic() == M::Movnti && insn.op_register(1).size() == 4) { 4 } else { 8 };
+    // Source value.
+    let v = match insn.op_kind(1) {
+        OpKind::Register => {
+            let r = insn.op_register(1);
+            if r.is_xmm() {
+                let v = tr.b.get(xmm_g(xmm_index(r)));
+                if bytes == 4 { tr.b.ext(v, MemSize::B4, false) } else { v }
+            } else if r.is_mm() {
+                let v = tr.b.get(mmx_g(mm_index(r)));
+                if bytes == 4 { tr.b.ext(v, MemSize::B4, false) } else { v }
+            } else {
+                tr.reg(r)
+            }
+        }
+        _ => {
+            let a = tr.ea(insn);
+            let m = tr.mop(insn, bytes);
+            tr.load(a, m)
+        }
+    };
+    let mmx = (0..2).any(|i| insn.op_kind(i) == OpKind::Register && insn.op_register(i).is_mm());
+    match insn.op_kind(0) {
+        OpKind::Register => {
+            let r = insn.op_register(0);
+            if r.is_xmm() {
+                tr.b.set(xmm_g(xmm_index(r)), v);
+                tr.b.set(xmm_g(xmm_index(r)) + 1, Val::C(0));
+            } else if r.is_mm() {
+                tr.set_mm(mm_index(r), v);
+            } else {
+                tr.set_reg(r, v);
+            }
+        }
+        _ => {
+            let a = tr.ea(insn);
+            let m = tr.mop(insn, bytes);
+            tr.store(a, v, m);
+        }
+    }
+    if mmx {
+        tr.mmx_transition();
+    }
+    Flow::Next
+}
+
+/// MOVHPS/MOVHPD/MOVLPS/MOVLPD with memory: one quadword (`half`) of the register.
+fn mov_half(tr: &mut Tr, insn: &Instruction, half: u16) -> Flow {
+    let a = tr.ea(insn);
+    let m = tr.mop(insn, 8);
+    if insn.op_kind(0) == OpKind::Register {
+        let d = xmm_index(insn.op_register(0));
+        let v = tr.load(a, m);
+        tr.b.set(xmm_g(d) + half, v);
+    } else {
+        let s = xmm_index(insn.op_register(1));
+        let v = tr.b.get(xmm_g(s) + half);
+        tr.store(a, v, m);
+    }
+    Flow::Next
+}
+
+/// MOVHLPS/MOVLHPS: destination quadword `dh` from source quadword `sh`.
+fn reg_half(tr: &mut Tr, insn: &Instruction, dh: u16, sh: u16) -> Flow {
+    let (d, s) = (xmm_index(insn.op_register(0)), xmm_index(insn.op_register(1)));
+    let v = tr.b.get(xmm_g(s) + sh);
+    tr.b.set(xmm_g(d) + dh, v);
+    Flow::Next
+}
+
+fn movq2dq(tr: &mut Tr, insn: &Instruction) -> Flow {
+    let (d, s) = (insn.op_register(0), insn.op_register(1));
+    if d.is_xmm() {
+        let v = tr.b.get(mmx_g(mm_index(s)));
+        tr.b.set(xmm_g(xmm_index(d)), v);
+        tr.b.set(xmm_g(xmm_index(d)) + 1, Val::C(0));
+    } else {
+        let v = tr.b.get(xmm_g(xmm_index(s)));
+        tr.set_mm(mm_index(d), v);
+    }
+    tr.mmx_transition();
+    Flow::Next
+}
+
+fn logic(tr: &mut Tr, insn: &Instruction) -> Flow {
+    let op = |tr: &mut Tr, a: Temp, b: Temp| -> Temp {
+        match insn.mnemonic() {
+            M::Pand | M::Andps | M::Andpd => tr.b.and(a, b),
+            M::Pandn | M::Andnps | M::Andnpd => {
+                let na = tr.b.xor(a, Val::C(u64::MAX));
+                tr.b.and(na, b)
+            }
+            M::Por | M::Orps | M::Orpd => tr.b.or(a, b),
+            _ => tr.b.xor(a, b),
+        }
+    };
+    let d = insn.op_register(0);
+    if d.is_mm() {
+        let s = match insn.op_kind(1) {
+            OpKind::Register => tr.b.get(mmx_g(mm_index(insn.op_register(1)))),
+            _ => {
+                let a = tr.ea(insn);
+                let m = tr.mop(insn, 8);
+                tr.load(a, m)
+            }
+        };
+        let dv = tr.b.get(mmx_g(mm_index(d)));
+        let r = op(tr, dv, s);
+        tr.set_mm(mm_index(d), r);
+        tr.mmx_transition();
+        return Flow::Next;
+    }
+    let di = xmm_index(d);
+    // XOR/ANDN/SUB of a register with itself: a constant result.
+    if insn.op_kind(1) == OpKind::Register && insn.op_register(1) == d && matches!(insn.mnemonic(), M::Pxor | M::Xorps | M::Xorpd | M::Pandn | M::Andnps | M::Andnpd) {
+        tr.b.set(xmm_g(di), Val::C(0));
+        tr.b.set(xmm_g(di) + 1, Val::C(0));
+        return Flow::Next;
+    }
+    let (slo, shi) = match insn.op_kind(1) {
+        OpKind::Register => {
+            let s = xmm_index(insn.op_register(1));
+            (tr.b.get(xmm_g(s)), tr.b.get(xmm_g(s) + 1))
+        }
+        _ => {
+            let a = tr.ea(insn);
+            tr.load128(insn, a, true)
+        }
+    };
+    let (dlo, dhi) = (tr.b.get(xmm_g(di)), tr.b.get(xmm_g(di) + 1));
+    let lo = op(tr, dlo, slo);
+    let hi = op(tr, dhi, shi);
+    tr.b.set(xmm_g(di), lo);
+    tr.b.set(xmm_g(di) + 1, hi);
+    Flow::Next
+}
+
+fn ldmxcsr(tr: &mut Tr, insn: &Instruction) -> Flow {
+    let a = tr.ea(insn);
+    let m = tr.mop(insn, 4);
+    let v = tr.load(a, m);
+    let ok = tr.b.label();
+    tr.b.brcond(Cond::TstZ, v, Val::C(!(crate::fp::state::MXCSR_MASK as u64) & 0xffff_ffff), ok);
+    tr.b.exit(Exit::Exception { vector: 13, error_code: Some(0) });
+    tr.b.place(ok);
+    tr.b.set(G_MXCSR, v);
+    Flow::Next
+}
+
+fn fxstate(tr: &mut Tr, insn: &Instruction) -> Flow {
+    let kind = match insn.mnemonic() {
+        M::Fxsave | M::Fxsave64 => 0,
+        M::Fxrstor | M::Fxrstor64 => 1,
+        M::Xsave | M::Xsave64 | M::Xsaveopt | M::Xsaveopt64 => 2,
+        _ => 3,
+    };
+    let wide = matches!(insn.mnemonic(), M::Fxsave64 | M::Fxrstor64 | M::Xsave64 | M::Xsaveopt64 | M::Xrstor64);
+    let a0 = kind | (wide as u64) << 8 | (tr.code64() as u64) << 9;
+    let a = tr.ea(insn);
+    tr.b.call_void(H.fxstate, &[Val::C(a0), Val::T(a)]);
+    Flow::Next
+}
+
+/// MASKMOVQ/MASKMOVDQU: byte-masked store to DS:rDI (through the helper, byte by byte).
+fn maskmov(tr: &mut Tr, insn: &Instruction) -> Flow {
+    let (d, s) = (insn.op_register(0), insn.op_register(1));
+    let asize = if tr.code64() { 8 } else { 4 };
+    let di = tr.reg(if asize == 8 { Register::RDI } else { Register::EDI });
+    let seg = if insn.segment_prefix() != Register::None { insn.segment_prefix() } else { Register::DS };
+    let addr = tr.seg_add(seg, di);
+    let (dg, sg, n) = if d.is_mm() { (mmx_g(mm_index(d)), mmx_g(mm_index(s)), 8) } else { (xmm_g(xmm_index(d)), xmm_g(xmm_index(s)), 16) };
+    tr.b.call_void(H.maskmov, &[Val::C(dg as u64), Val::C(sg as u64), Val::C(n), Val::T(addr)]);
+    if d.is_mm() {
+        tr.mmx_transition();
+    }
+    Flow::Next
+}
+
+/// Global of an XMM/MMX register operand, and whether it is MMX.
+fn vreg(r: Register) -> (u64, bool) {
+    if r.is_mm() {
+        (mmx_g(mm_index(r)) as u64, true)
+    } else {
+        (xmm_g(xmm_index(r)) as u64, false)
+    }
+}
+
+/// Put operand `i` (memory, GPR or immediate) in `G_FPTMP` and return that global.
+fn src_to_tmp(tr: &mut Tr, insn: &Instruction, i: u32, align: bool) -> u64 {
+    match insn.op_kind(i) {
+        OpKind::Memory => {
+            let bytes = insn.memory_size().size() as u32;
+            let a = tr.ea(insn);
+            if bytes == 16 {
+                let (lo, hi) = tr.load128(insn, a, align);
+                tr.b.set(G_FPTMP, lo);
+                tr.b.set(G_FPTMP + 1, hi);
+            } else {
+                let m = tr.mop(insn, bytes);
+                let v = tr.load(a, m);
+                tr.b.set(G_FPTMP, v);
+                tr.b.set(G_FPTMP + 1, Val::C(0));
+            }
+        }
+        OpKind::Register => {
+            let v = tr.reg(insn.op_register(i));
+            tr.b.set(G_FPTMP, v);
+            tr.b.set(G_FPTMP + 1, Val::C(0));
+        }
+        _ => {
+            tr.b.set(G_FPTMP, Val::C(insn.immediate(i)));
+            tr.b.set(G_FPTMP + 1, Val::C(0));
+        }
+    }
+    G_FPTMP as u64
+}
+
+/// Does a legacy-SSE 16-byte memory operand of this instruction need alignment?
+fn needs_align(m: M) -> bool {
+    !matches!(m, M::Pcmpestri | M::Pcmpestrm | M::Pcmpistri | M::Pcmpistrm | M::Pcmpestri64 | M::Pcmpestrm64)
+}
+
+fn generic(tr: &mut Tr, insn: &Instruction) -> Flow {
+    let m = insn.mnemonic();
+    let op = fp::op_of(m).expect("registered from the table");
+    let shape = fp::table()[op].shape;
+    let last = insn.op_count() - 1;
+    let mut imm = if matches!(insn.op_kind(last), OpKind::Immediate8) && last >= 2 { insn.immediate8() as u64 } else { 0 };
+    let wide = matches!(insn.code(), Code::Pcmpestri64_xmm_xmmm128_imm8 | Code::Pcmpestrm64_xmm_xmmm128_imm8);
+    let mut a0 = op as u64 | if wide { arg::WIDE } else { 0 };
+    let call = |tr: &mut Tr, a0: u64, d: u64, s: u64, imm: u64| tr.b.call(H.sse, &[Val::C(a0), Val::C(d), Val::C(s), Val::C(imm)]);
+    match shape {
+        Shape::Rm | Shape::Flags | Shape::StrI | Shape::StrM => {
+            let (d, dm) = vreg(insn.op_register(0));
+            let (s, sm) = match insn.op_kind(1) {
+                OpKind::Register => vreg(insn.op_register(1)),
+                _ => {
+                    if m == M::Insertps {
+                        imm &= 0x3f;
+                    }
+                    (src_to_tmp(tr, insn, 1, needs_align(m)), false)
+                }
+            };
+            if dm {
+                a0 |= arg::DST_MMX;
+            }
+            if sm {
+                a0 |= arg::SRC_MMX;
+            }
+            let r = call(tr, a0, d, s, imm);
+            if shape != Shape::Rm {
+                tr.write_arith_flags(r, 0);
+            }
+        }
+        Shape::ToGpr => {
+            let (s, sm) = match insn.op_kind(1) {
+                OpKind::Register => vreg(insn.op_register(1)),
+                _ => (src_to_tmp(tr, insn, 1, true), false),
+            };
+            if sm {
+                a0 |= arg::SRC_MMX;
+            }
+            // Without an immediate, the op gets the destination width (CVT*2SI).
+            let width = if insn.op_count() == 2 { insn.op_register(0).size() as u64 } else { imm };
+            let r = call(tr, a0, 0, s, width);
+            tr.set_reg(insn.op_register(0), r);
+        }
+        Shape::FromGpr => {
+            let (d, dm) = vreg(insn.op_register(0));
+            // Without an immediate, the op gets the source width (CVTSI2S*).
+            let width = if insn.op_count() == 2 { tr.op_size(insn, 1) as u64 } else { imm };
+            let s = src_to_tmp(tr, insn, 1, true);
+            if dm {
+                a0 |= arg::DST_MMX;
+            }
+            call(tr, a0, d, s, width);
+        }
+        Shape::Extract => {
+            let (s, sm) = vreg(insn.op_register(1));
+            if sm {
+                a0 |= arg::SRC_MMX;
+            }
+            let r = call(tr, a0, 0, s, imm);
+            match insn.op_kind(0) {
+                OpKind::Register => tr.set_reg(insn.op_register(0), r),
+                _ => {
+                    let a = tr.ea(insn);
+                    let m = tr.mop(insn, insn.memory_size().size() as u32);
+                    tr.store(a, r, m);
+                }
+            }
+        }
+    }
+    Flow::Next
+}
