@@ -14,13 +14,16 @@ KFLAGS="-O2 -mgeneral-regs-only -mno-red-zone -fno-pic -fno-pie -ffreestanding -
         -fno-builtin -fno-tree-loop-distribute-patterns -fno-asynchronous-unwind-tables
         -fno-unwind-tables -fcf-protection=none -Wall -Wextra -Werror"
 
-KERNELS="sha256:KERNEL_SHA256 memmix:KERNEL_MEMMIX vm:KERNEL_VM"
+KERNELS="sha256:KERNEL_SHA256 memmix:KERNEL_MEMMIX vm:KERNEL_VM fpsimd:KERNEL_FPSIMD"
 
 $CC -c -nostdlib -o "$out/guest_crt.o" "$here/guest_crt.S"
 $CC -c -O2 -fno-pie -o "$out/native_main.o" "$here/native_main.c"
 for kv in $KERNELS; do
   k=${kv%%:*}; def=${kv#*:}
-  $CC $KFLAGS -DKERNEL=$def -c -o "$out/$k.o" "$here/kernels.c"
+  flags=$KFLAGS
+  # The FP/SIMD kernel is compiled for SSE2 (x86-64's baseline) instead.
+  [ "$k" = fpsimd ] && flags=${KFLAGS/-mgeneral-regs-only/-msse2 -mfpmath=sse}
+  $CC $flags -DKERNEL=$def -c -o "$out/$k.o" "$here/kernels.c"
   # guest: no libc, no libgcc; any reference to memcpy/memset etc. fails the link
   ld -nostdlib -static -z noexecstack --no-warn-rwx-segments -T "$here/guest.ld" -o "$out/$k.elf" "$out/guest_crt.o" "$out/$k.o"
   objcopy -O binary "$out/$k.elf" "$out/$k.bin"

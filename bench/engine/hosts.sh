@@ -11,7 +11,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 out=$root/bench/out/engine
 n=${BENCH_HOST_INSNS:-30000000}
-kernels=${BENCH_KERNELS:-"sha256 memmix vm"}
+kernels=${BENCH_KERNELS:-"sha256 memmix vm fpsimd"}
 hosts=${BENCH_HOSTS:-"x86_64 aarch64 riscv64"}
 "$here/build.sh" >/dev/null
 

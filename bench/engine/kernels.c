@@ -2,7 +2,8 @@
  * Engine benchmark kernels for Xenolith.
  *
  * One translation unit, compiled once per kernel (-DKERNEL=KERNEL_SHA256 | KERNEL_MEMMIX |
- * KERNEL_VM) with general-register-only code generation. The resulting object is linked
+ * KERNEL_VM | KERNEL_FPSIMD) with general-register-only code generation (SSE2 for
+ * KERNEL_FPSIMD). The resulting object is linked
  * both into a flat guest image (guest_crt.S, guest.ld) and into a native executable
  * (native_main.c), so guest and host run the same machine code for the kernel.
  *
@@ -16,6 +17,7 @@
 #define KERNEL_SHA256 1
 #define KERNEL_MEMMIX 2
 #define KERNEL_VM 3
+#define KERNEL_FPSIMD 4
 
 #ifndef KERNEL
 #error "define KERNEL"
@@ -631,6 +633,99 @@ static int run_kernel(void)
 
     put_kv_dec("vm total instructions ", total);
     return bad;
+}
+
+#elif KERNEL == KERNEL_FPSIMD
+/* ---------------------------------------------------------------- fpsimd
+ * A single-precision matrix multiply with SSE2 (mulps/addps on 4-wide rows) and a
+ * memcpy made of unaligned 16-byte loads and stores (movdqu) at varying alignments.
+ * The checksums are of the exact float bits: the engine's SSE must be bit-exact. */
+#include <emmintrin.h>
+
+#define MN 256
+#ifndef MREPS
+#define MREPS 16
+#endif
+static float ma[MN * MN] __attribute__((aligned(16)));
+static float mb[MN * MN] __attribute__((aligned(16)));
+static float mc[MN * MN] __attribute__((aligned(16)));
+
+#define CBUF (2u << 20)
+static uint8_t cp_a[CBUF + 64] __attribute__((aligned(16)));
+static uint8_t cp_b[CBUF + 64] __attribute__((aligned(16)));
+
+static void matmul(void)
+{
+    for (int i = 0; i < MN; i++) {
+        for (int j = 0; j < MN; j += 4)
+            _mm_store_ps(&mc[i * MN + j], _mm_setzero_ps());
+        for (int k = 0; k < MN; k++) {
+            __m128 a = _mm_set1_ps(ma[i * MN + k]);
+            for (int j = 0; j < MN; j += 4) {
+                __m128 b = _mm_load_ps(&mb[k * MN + j]);
+                __m128 c = _mm_load_ps(&mc[i * MN + j]);
+                _mm_store_ps(&mc[i * MN + j], _mm_add_ps(c, _mm_mul_ps(a, b)));
+            }
+        }
+    }
+}
+
+static void copy_movdqu(uint8_t *d, const uint8_t *s, size_t n)
+{
+    size_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        __m128i x0 = _mm_loadu_si128((const __m128i *)(s + i));
+        __m128i x1 = _mm_loadu_si128((const __m128i *)(s + i + 16));
+        __m128i x2 = _mm_loadu_si128((const __m128i *)(s + i + 32));
+        __m128i x3 = _mm_loadu_si128((const __m128i *)(s + i + 48));
+        _mm_storeu_si128((__m128i *)(d + i), x0);
+        _mm_storeu_si128((__m128i *)(d + i + 16), x1);
+        _mm_storeu_si128((__m128i *)(d + i + 32), x2);
+        _mm_storeu_si128((__m128i *)(d + i + 48), x3);
+    }
+    for (; i < n; i++)
+        d[i] = s[i];
+}
+
+static uint64_t fnv_bytes(const uint8_t *p, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ p[i]) * 0x100000001b3ull;
+    return h;
+}
+
+static int run_kernel(void)
+{
+    uint64_t seed = 12345;
+    for (int i = 0; i < MN * MN; i++) {
+        ma[i] = (float)(int)(lcg_next(&seed) >> 54) / 64.0f - 4.0f;
+        mb[i] = (float)(int)(lcg_next(&seed) >> 54) / 32.0f + 0.125f;
+    }
+    uint64_t h = 0;
+    for (int r = 0; r < MREPS; r++) {
+        matmul();
+        /* feed the result back so every repetition differs */
+        for (int i = 0; i < MN * MN; i += 7)
+            ma[i] = mc[i] * (1.0f / 4096.0f);
+        h ^= fnv_bytes((const uint8_t *)mc, sizeof mc) + (uint64_t)r;
+    }
+    put_kv_hex("fpsimd matmul hash ", h);
+
+    for (size_t i = 0; i < CBUF; i++)
+        cp_a[i] = (uint8_t)(lcg_next(&seed) >> 56);
+    uint64_t moved = 0;
+    for (int pass = 0; pass < 96; pass++) {
+        size_t so = pass % 16, dof = (pass * 7) % 16;
+        size_t n = CBUF - (size_t)(pass * 131 % 4096);
+        copy_movdqu(cp_b + dof, cp_a + so, n);
+        copy_movdqu(cp_a + so, cp_b + dof, n);
+        cp_a[pass] ^= (uint8_t)pass;
+        moved += 2 * n;
+    }
+    put_kv_hex("fpsimd memcpy hash ", fnv_bytes(cp_a, CBUF));
+    put_kv_dec("fpsimd memcpy bytes ", moved);
+    return 0;
 }
 #else
 #error "unknown KERNEL"

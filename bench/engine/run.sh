@@ -16,7 +16,7 @@ root=$(cd "$here/../.." && pwd)
 out=$root/bench/out/engine
 runs=${BENCH_RUNS:-3}
 interp_runs=${BENCH_INTERP_RUNS:-$runs}
-kernels=${BENCH_KERNELS:-"sha256 memmix vm"}
+kernels=${BENCH_KERNELS:-"sha256 memmix vm fpsimd"}
 target=${BENCH_JIT_TARGET:-8}
 skip_interp=${BENCH_SKIP_INTERP:-0}
 
@@ -102,10 +102,12 @@ done
 echo
 echo "== results for xenolith $rev (wall-clock of the whole process, best of $runs; interp best of $interp_runs; load average now: $(cut -d' ' -f1-3 /proc/loadavg))"
 printf '%-8s %10s %10s %9s %11s %10s %13s %12s  %s\n' \
-  kernel native_s interp_s jit_s interp/nat jit/nat guest_insns xlate_ins/s "jit<=${target}x"
+  kernel native_s interp_s jit_s interp/nat jit/nat guest_insns xlate_ins/s "jit<=target"
 for k in $kernels; do
   n=${t_native[$k]} i=${t_interp[$k]} j=${t_jit[$k]}
-  verdict=$(awk -v j="$j" -v n="$n" -v t="$target" 'BEGIN { print (j <= t * n) ? "PASS" : "MISS" }')
+  # The FP/SIMD kernel's target is 10x (issue: FP/SIMD), the integer kernels' $target.
+  t=$target; [ "$k" = fpsimd ] && t=${BENCH_FP_TARGET:-10}
+  verdict=$(awk -v j="$j" -v n="$n" -v t="$t" 'BEGIN { printf "%s (%sx)", (j <= t * n) ? "PASS" : "MISS", t }')
   printf '%-8s %10s %10s %9s %11s %10s %13s %12s  %s\n' \
     "$k" "$n" "${i:--}" "$j" "$(ratio "$i" "$n")" "$(ratio "$j" "$n")" "${icount[$k]}" \
     "${xrate[$k]}" "$verdict"

@@ -69,10 +69,10 @@ pub fn table() -> Vec<HelperInfo> {
         HelperInfo { name: "far_jump", func: crate::desc::helper_far_jump, reads: GlobalSet::ALL, writes: GlobalSet::ALL, can_fault: true },
         HelperInfo { name: "pdep_pext", func: helper_pdep_pext, reads: GlobalSet::NONE, writes: GlobalSet::NONE, can_fault: false },
         HelperInfo { name: "rep_fast", func: helper_rep_fast, reads: GlobalSet::ALL, writes: gprs, can_fault: false },
-        HelperInfo { name: "sse", func: crate::fp::helper_sse, reads: GlobalSet::ALL, writes: fp_state().with(G_GPR0 + 1), can_fault: true },
+        HelperInfo { name: "sse", func: crate::fp::helper_sse, reads: fp_state().with(G_GPR0).with(G_GPR0 + 2).with(G_CR4), writes: fp_state().with(G_GPR0 + 1), can_fault: true },
         HelperInfo { name: "fxstate", func: crate::fp::state::helper_fxstate, reads: GlobalSet::ALL, writes: fp_state(), can_fault: true },
         HelperInfo { name: "maskmov", func: crate::fp::helper_maskmov, reads: GlobalSet::ALL, writes: GlobalSet::NONE, can_fault: true },
-        HelperInfo { name: "x87", func: crate::fp::x87::helper_x87, reads: GlobalSet::ALL, writes: fp_state(), can_fault: false },
+        HelperInfo { name: "x87", func: crate::fp::x87::helper_x87, reads: fp_state(), writes: fp_state(), can_fault: false },
         HelperInfo { name: "fenv", func: crate::fp::state::helper_fenv, reads: GlobalSet::ALL, writes: fp_state(), can_fault: true },
     ]
 }

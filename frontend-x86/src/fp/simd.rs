@@ -16,6 +16,9 @@ pub struct Cx {
     pub n: usize,
     /// SSE floating point context from MXCSR (flags accumulate here).
     pub fp: Ctx,
+    /// The host fast path may be used (see `ssefp`): MXCSR rounds to nearest without
+    /// FTZ/DAZ, masks every exception and already has PE set.
+    pub fast: bool,
     /// XMM0 (the implicit operand of BLENDV*, PBLENDVB), and its new value if written
     /// (PCMPxSTRM).
     pub xmm0: V,

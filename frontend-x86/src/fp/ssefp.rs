@@ -8,52 +8,122 @@ use super::soft::{self, Cmp, Ctx, Rc};
 type F32Bin = fn(&mut Ctx, u32, u32) -> u32;
 type F64Bin = fn(&mut Ctx, u64, u64) -> u64;
 
-fn ps(c: &mut Cx, d: &mut V, s: V, f: F32Bin) {
-    let (x, y) = (dwords(*d), dwords(s));
-    *d = from_dwords(std::array::from_fn(|i| f(&mut c.fp, x[i], y[i])));
+/// Operation kinds with a host fast path.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fast {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    /// No fast path (min/max: x86's operand-selection rules are cheap in soft-float).
+    None,
 }
-fn ss(c: &mut Cx, d: &mut V, s: V, f: F32Bin) {
-    let r = f(&mut c.fp, d[0] as u32, s[0] as u32);
+
+/// The host fast path for one lane, valid only when `Cx::fast` (round to nearest, no
+/// FTZ/DAZ, every exception masked and PE already set, so no flag can change unless the
+/// operation is special). Returns None for every case where a flag could be raised or
+/// x86 and IEEE hosts may differ: NaN/infinite/denormal operands, division by zero,
+/// overflow, results that are denormal or underflowed to zero. What remains is a finite
+/// normal result, which IEEE 754 defines bit for bit on every host (x86-64, aarch64 and
+/// riscv64 all round to nearest-even by default and have no flush-to-zero in Rust).
+macro_rules! fast_lane {
+    ($name:ident, $t:ty, $f:ty, $ebits:expr, $mbits:expr) => {
+        #[inline]
+        fn $name(op: Fast, a: $t, b: $t) -> Option<$t> {
+            const EMAX: $t = (1 << $ebits) - 1;
+            let (ea, eb) = (a >> $mbits & EMAX, b >> $mbits & EMAX);
+            let (za, zb) = (a << 1 == 0, b << 1 == 0);
+            if ea == EMAX || eb == EMAX || (ea == 0 && !za) || (eb == 0 && !zb) {
+                return None;
+            }
+            let (x, y) = (<$f>::from_bits(a), <$f>::from_bits(b));
+            let r = match op {
+                Fast::Add => x + y,
+                Fast::Sub => x - y,
+                Fast::Mul => x * y,
+                Fast::Div if !zb => x / y,
+                _ => return None,
+            };
+            let rb = r.to_bits();
+            let er = rb >> $mbits & EMAX;
+            if er == EMAX {
+                return None;
+            }
+            if er == 0 && (rb << 1 != 0 || (matches!(op, Fast::Mul | Fast::Div) && !za && !zb)) {
+                return None;
+            }
+            Some(rb)
+        }
+    };
+}
+fast_lane!(fast32, u32, f32, 8, 23);
+fast_lane!(fast64, u64, f64, 11, 52);
+
+#[inline]
+fn lane32(c: &mut Cx, op: Fast, f: F32Bin, a: u32, b: u32) -> u32 {
+    if c.fast {
+        if let Some(r) = fast32(op, a, b) {
+            return r;
+        }
+    }
+    f(&mut c.fp, a, b)
+}
+#[inline]
+fn lane64(c: &mut Cx, op: Fast, f: F64Bin, a: u64, b: u64) -> u64 {
+    if c.fast {
+        if let Some(r) = fast64(op, a, b) {
+            return r;
+        }
+    }
+    f(&mut c.fp, a, b)
+}
+
+fn ps(c: &mut Cx, d: &mut V, s: V, op: Fast, f: F32Bin) {
+    let (x, y) = (dwords(*d), dwords(s));
+    *d = from_dwords(std::array::from_fn(|i| lane32(c, op, f, x[i], y[i])));
+}
+fn ss(c: &mut Cx, d: &mut V, s: V, op: Fast, f: F32Bin) {
+    let r = lane32(c, op, f, d[0] as u32, s[0] as u32);
     d[0] = d[0] & !0xffff_ffff | r as u64;
 }
-fn pd(c: &mut Cx, d: &mut V, s: V, f: F64Bin) {
-    *d = [f(&mut c.fp, d[0], s[0]), f(&mut c.fp, d[1], s[1])];
+fn pd(c: &mut Cx, d: &mut V, s: V, op: Fast, f: F64Bin) {
+    *d = [lane64(c, op, f, d[0], s[0]), lane64(c, op, f, d[1], s[1])];
 }
-fn sd(c: &mut Cx, d: &mut V, s: V, f: F64Bin) {
-    d[0] = f(&mut c.fp, d[0], s[0]);
+fn sd(c: &mut Cx, d: &mut V, s: V, op: Fast, f: F64Bin) {
+    d[0] = lane64(c, op, f, d[0], s[0]);
 }
 
 macro_rules! arith4 {
-    ($($ps:ident $ss:ident $pd:ident $sd:ident => $f32:path, $f64:path;)*) => {$(
-        pub fn $ps(c: &mut Cx, d: &mut V, s: V, _: u8) -> u64 { ps(c, d, s, $f32); 0 }
-        pub fn $ss(c: &mut Cx, d: &mut V, s: V, _: u8) -> u64 { ss(c, d, s, $f32); 0 }
-        pub fn $pd(c: &mut Cx, d: &mut V, s: V, _: u8) -> u64 { pd(c, d, s, $f64); 0 }
-        pub fn $sd(c: &mut Cx, d: &mut V, s: V, _: u8) -> u64 { sd(c, d, s, $f64); 0 }
+    ($($ps:ident $ss:ident $pd:ident $sd:ident => $op:ident, $f32:path, $f64:path;)*) => {$(
+        pub fn $ps(c: &mut Cx, d: &mut V, s: V, _: u8) -> u64 { ps(c, d, s, Fast::$op, $f32); 0 }
+        pub fn $ss(c: &mut Cx, d: &mut V, s: V, _: u8) -> u64 { ss(c, d, s, Fast::$op, $f32); 0 }
+        pub fn $pd(c: &mut Cx, d: &mut V, s: V, _: u8) -> u64 { pd(c, d, s, Fast::$op, $f64); 0 }
+        pub fn $sd(c: &mut Cx, d: &mut V, s: V, _: u8) -> u64 { sd(c, d, s, Fast::$op, $f64); 0 }
     )*};
 }
 arith4! {
-    addps addss addpd addsd => soft::f32_add, soft::f64_add;
-    subps subss subpd subsd => soft::f32_sub, soft::f64_sub;
-    mulps mulss mulpd mulsd => soft::f32_mul, soft::f64_mul;
-    divps divss divpd divsd => soft::f32_div, soft::f64_div;
-    minps minss minpd minsd => soft::f32_min, soft::f64_min;
-    maxps maxss maxpd maxsd => soft::f32_max, soft::f64_max;
+    addps addss addpd addsd => Add, soft::f32_add, soft::f64_add;
+    subps subss subpd subsd => Sub, soft::f32_sub, soft::f64_sub;
+    mulps mulss mulpd mulsd => Mul, soft::f32_mul, soft::f64_mul;
+    divps divss divpd divsd => Div, soft::f32_div, soft::f64_div;
+    minps minss minpd minsd => None, soft::f32_min, soft::f64_min;
+    maxps maxss maxpd maxsd => None, soft::f32_max, soft::f64_max;
 }
 
 pub fn sqrtps(c: &mut Cx, d: &mut V, s: V, _: u8) -> u64 {
-    ps(c, d, s, |c, _, b| soft::f32_sqrt(c, b));
+    ps(c, d, s, Fast::None, |c, _, b| soft::f32_sqrt(c, b));
     0
 }
 pub fn sqrtss(c: &mut Cx, d: &mut V, s: V, _: u8) -> u64 {
-    ss(c, d, s, |c, _, b| soft::f32_sqrt(c, b));
+    ss(c, d, s, Fast::None, |c, _, b| soft::f32_sqrt(c, b));
     0
 }
 pub fn sqrtpd(c: &mut Cx, d: &mut V, s: V, _: u8) -> u64 {
-    pd(c, d, s, |c, _, b| soft::f64_sqrt(c, b));
+    pd(c, d, s, Fast::None, |c, _, b| soft::f64_sqrt(c, b));
     0
 }
 pub fn sqrtsd(c: &mut Cx, d: &mut V, s: V, _: u8) -> u64 {
-    sd(c, d, s, |c, _, b| soft::f64_sqrt(c, b));
+    sd(c, d, s, Fast::None, |c, _, b| soft::f64_sqrt(c, b));
     0
 }
 
