@@ -185,6 +185,7 @@ pub unsafe extern "C" fn helper_sse(env: *mut Env, a0: u64, dst: u64, src: u64, 
     let mut cx = Cx {
         n: if dmmx && ent.shape != Shape::ToGpr || smmx && ent.shape == Shape::ToGpr { 8 } else { 16 },
         fp: soft::Ctx::sse(mxcsr),
+        fast: mxcsr & 0xffc0 == 0x1f80 && mxcsr & 0x20 != 0,
         xmm0: read_v(e, xmm_g(0) as u64, false),
         out_xmm0: None,
         rax: e.g[0],
