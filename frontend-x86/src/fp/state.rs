@@ -16,6 +16,23 @@ pub const MXCSR_MASK: u32 = 0xffff;
 pub const MXCSR_DEFAULT: u64 = 0x1f80;
 pub const FCW_DEFAULT: u64 = 0x037f;
 
+/// FCW as the hardware keeps it: reserved bits 7 and 13..15 clear, bit 6 set (FLDCW,
+/// FLDENV, FRSTOR, FXRSTOR and XRSTOR all store it so).
+pub fn normalize_fcw(v: u64) -> u64 {
+    v & 0x1f3f | 0x40
+}
+
+/// A loaded status word with ES and B set exactly when an exception flag is unmasked in
+/// `fcw` (a pending x87 exception).
+pub fn fsw_with_es(fsw: u64, fcw: u64) -> u64 {
+    let fsw = fsw & 0xffff;
+    if fsw & 0x3f & !fcw != 0 {
+        fsw | 0x8080
+    } else {
+        fsw & !0x8080
+    }
+}
+
 /// Reset x87 state as FNINIT does (the environment, not the register contents).
 pub fn fninit(e: &mut Env) {
     e.g[G_FCW as usize] = FCW_DEFAULT;
@@ -141,8 +158,9 @@ fn get(m: &[u64; 64], off: usize, bytes: usize) -> u64 {
 /// Load the legacy region (already read from memory and validated).
 pub fn fxrstor_image(e: &mut Env, m: &[u64; 64], wide: bool, nxmm: usize, x87: bool, sse: bool, mxcsr: bool) {
     if x87 {
-        e.g[G_FCW as usize] = get(m, 0, 2);
-        e.g[G_FSW as usize] = get(m, 2, 2);
+        e.g[G_FCW as usize] = normalize_fcw(get(m, 0, 2));
+        // ES and B summarise the unmasked exception flags of the loaded words (as FLDENV).
+        e.g[G_FSW as usize] = fsw_with_es(get(m, 2, 2), e.g[G_FCW as usize]);
         e.g[G_FTW as usize] = get(m, 4, 1);
         e.g[G_FOP as usize] = get(m, 6, 2) & 0x7ff;
         if wide {
@@ -220,7 +238,10 @@ pub unsafe extern "C" fn helper_fxstate(env: *mut Env, a0: u64, addr: u64, _: u6
             // XSAVE leaves the parts of components outside RFBM untouched: write only the
             // ranges that belong to saved components.
             let ranges: Vec<(usize, usize)> = if kind == 0 {
-                vec![(0, 64)]
+                // FXSAVE writes the header, the ST registers and the XMM registers of the
+                // mode (XMM8..15 only in 64-bit mode); bytes 416..511 (reserved and
+                // software-available) are left as they were (SDM Vol. 2A FXSAVE, Table 3-53).
+                vec![(0, 20 + 2 * nxmm)]
             } else {
                 let mut v = Vec::new();
                 if x87 {
@@ -399,11 +420,8 @@ pub unsafe extern "C" fn helper_fenv(env: *mut Env, a0: u64, addr: u64, _: u64, 
             }
         }
         let e = unsafe { crate::helpers::env_mut(env) };
-        e.g[G_FCW as usize] = f[0] & 0xffff;
-        let fsw = f[1] & 0xffff;
-        // ES/B follow the unmasked pending exceptions.
-        let pending = fsw & 0x3f & !(f[0] & 0x3f) != 0;
-        e.g[G_FSW as usize] = if pending { fsw | 0x8080 } else { fsw & !0x8080 };
+        e.g[G_FCW as usize] = normalize_fcw(f[0]);
+        e.g[G_FSW as usize] = fsw_with_es(f[1], f[0]);
         e.g[G_FTW as usize] = abridge(f[2] as u16);
         e.g[G_FIP as usize] = f[3] & 0xffff_ffff;
         e.g[G_FCS as usize] = f[4] & 0xffff;

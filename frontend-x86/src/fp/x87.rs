@@ -572,23 +572,22 @@ pub unsafe extern "C" fn helper_x87(env: *mut Env, a0: u64, _: u64, _: u64, _: u
             f.set_sw(s);
         }
         x if x == Op::Cmov as u8 => {
+            // Stack underflow (either register empty): the masked response writes the
+            // indefinite to ST0 whether or not the condition holds. Otherwise C1 is left
+            // alone (SDM: "C1: set to 0 if stack underflow occurred").
             if f.empty(sti) || f.empty(0) {
-                if f.stack_fault(false) {
-                    return 0;
-                }
-                if sub & 1 != 0 {
+                if !f.stack_fault(false) {
                     f.set(0, F80_DEFAULT_NAN);
                 }
                 return 0;
             }
-            f.set_c1(false);
             if sub & 1 != 0 {
                 let v = f.get(sti);
                 f.set(0, v);
             }
         }
         x if x == Op::Ldcw as u8 => {
-            f.e.g[G_FCW as usize] = tmp(f.e, 0) & 0xffff;
+            f.e.g[G_FCW as usize] = super::state::normalize_fcw(tmp(f.e, 0));
             // Unmasking a pending exception makes it pending for the next instruction.
             let s = f.sw();
             let pending = s & 0x3f & !(tmp(f.e, 0)) != 0;
@@ -613,11 +612,19 @@ fn unary(f: &mut Fpu, k: u8) {
     }
     let needs_st1 = k == U::Scale as u8 || k == U::Prem as u8 || k == U::Prem1 as u8;
     if f.empty(0) || (needs_st1 && f.empty(1)) {
+        if k == U::Prem as u8 || k == U::Prem1 as u8 {
+            // No quotient: C2 = 0 (C1 = 0 from the stack fault); C0 and C3 are left
+            // alone, whether IE is masked or not.
+            let s = f.sw() & !sw::C2;
+            f.set_sw(s);
+        }
         if f.stack_fault(false) {
             return;
         }
         if k == U::Tst as u8 {
             f.set_cc(true, true, false, true);
+        } else if k == U::Prem as u8 || k == U::Prem1 as u8 {
+            f.set(0, F80_DEFAULT_NAN);
         } else if k == U::Xtract as u8 {
             f.set(0, F80_DEFAULT_NAN);
             if f.empty(7) {
@@ -687,14 +694,20 @@ fn unary(f: &mut Fpu, k: u8) {
             let b = f.get(1);
             let mut c = f.ctx_ext();
             let (r, q, incomplete) = soft::f80_rem(&mut c, a, b, k == U::Prem1 as u8);
+            // A NaN or unsupported operand, or an invalid operation: no quotient; the
+            // hardware clears C1 and C2 and leaves C0 and C3 alone (as on stack underflow).
+            let special = soft::f80_class(a) <= 1 || soft::f80_class(b) <= 1 || c.flags & soft::exc::IE != 0;
+            // So does an unmasked exception (the destination is left alone).
+            let unmasked = c.flags as u64 & !(f.fcw() as u64) & STOP as u64 != 0;
+            if special || unmasked {
+                let s = f.sw() & !(sw::C1 | sw::C2);
+                f.set_sw(s);
+            }
             if f.raise(c.flags, STOP) {
                 return;
             }
             f.set(0, r);
-            if c.flags & soft::exc::IE != 0 {
-                // C0..C3 undefined on an invalid operation; hardware clears C2.
-                let s = f.sw() & !sw::C2;
-                f.set_sw(s);
+            if special {
             } else if incomplete {
                 let s = f.sw() & !sw::CC | sw::C2;
                 f.set_sw(s);

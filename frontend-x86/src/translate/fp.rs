@@ -70,6 +70,12 @@ pub fn gate(tr: &mut Tr, insn: &Instruction) -> Option<Flow> {
         Class::Xsave | Class::XcrAccess if !osxsave => ud(tr),
         Class::Xsave if ts => nm(tr),
         Class::Wait if ts && mp => nm(tr),
+        Class::Mmx => {
+            // MMX instructions (EMMS included) check for a pending unmasked x87
+            // exception (SDM Vol. 1 §9.5.2 / Vol. 3A §22.25.3): #MF after #UD and #NM.
+            tr.pending_mf();
+            None
+        }
         _ => None,
     }
 }
@@ -100,6 +106,10 @@ pub fn register(r: &mut impl FnMut(M, Handler)) {
         r(m, logic);
     }
     r(M::Emms, |t, _| {
+        // All tags empty and TOP = 0 (SDM Vol. 1 Table 9-2).
+        let sw = t.b.get(G_FSW);
+        let sw = t.b.and(sw, Val::C(!0x3800));
+        t.b.set(G_FSW, sw);
         t.b.set(G_FTW, Val::C(0));
         Flow::Next
     });
@@ -428,11 +438,15 @@ fn fxstate(tr: &mut Tr, insn: &Instruction) -> Flow {
 
 /// MASKMOVQ/MASKMOVDQU: byte-masked store to DS:rDI (through the helper, byte by byte).
 fn maskmov(tr: &mut Tr, insn: &Instruction) -> Flow {
-    let (d, s) = (insn.op_register(0), insn.op_register(1));
-    let asize = if tr.code64() { 8 } else { 4 };
-    let di = tr.reg(if asize == 8 { Register::RDI } else { Register::EDI });
-    let seg = if insn.segment_prefix() != Register::None { insn.segment_prefix() } else { Register::DS };
-    let addr = tr.seg_add(seg, di);
+    // Operand 0 is the implicit [rDI] memory operand; 1 the data register, 2 the mask.
+    let (d, s) = (insn.op_register(1), insn.op_register(2));
+    // The address size (0x67 prefix) picks rDI.
+    let di = match insn.op_kind(0) {
+        OpKind::MemorySegRDI => tr.reg(Register::RDI),
+        OpKind::MemorySegEDI => tr.reg(Register::EDI),
+        _ => tr.reg(Register::DI),
+    };
+    let addr = tr.seg_add(insn.memory_segment(), di);
     let (dg, sg, n) = if d.is_mm() { (mmx_g(mm_index(d)), mmx_g(mm_index(s)), 8) } else { (xmm_g(xmm_index(d)), xmm_g(xmm_index(s)), 16) };
     tr.b.call_void(H.maskmov, &[Val::C(dg as u64), Val::C(sg as u64), Val::C(n), Val::T(addr)]);
     if d.is_mm() {

@@ -79,7 +79,7 @@ pub fn register(r: &mut impl FnMut(M, Handler)) {
 
 impl Tr {
     /// #MF if an unmasked x87 exception is pending.
-    fn pending_mf(&mut self) {
+    pub(super) fn pending_mf(&mut self) {
         let s = self.b.get(G_FSW);
         let ok = self.b.label();
         self.b.brcond(Cond::TstZ, s, Val::C(crate::fp::x87::sw::ES), ok);
