@@ -183,7 +183,7 @@ pub unsafe extern "C" fn helper_sse(env: *mut Env, a0: u64, dst: u64, src: u64, 
     let (dmmx, smmx) = (a0 & arg::DST_MMX != 0, a0 & arg::SRC_MMX != 0);
     let mxcsr = e.g[G_MXCSR as usize] as u32;
     let mut cx = Cx {
-        n: if dmmx && ent.shape != Shape::ToGpr || smmx && ent.shape == Shape::ToGpr { 8 } else { 16 },
+        n: if dmmx && ent.shape != Shape::ToGpr || smmx && matches!(ent.shape, Shape::ToGpr | Shape::Extract) { 8 } else { 16 },
         fp: soft::Ctx::sse(mxcsr),
         fast: mxcsr & 0xffc0 == 0x1f80 && mxcsr & 0x20 != 0,
         xmm0: read_v(e, xmm_g(0) as u64, false),
@@ -196,18 +196,25 @@ pub unsafe extern "C" fn helper_sse(env: *mut Env, a0: u64, dst: u64, src: u64, 
     let mut d = if matches!(ent.shape, Shape::ToGpr | Shape::Extract) { [0, 0] } else { read_v(e, dst, dmmx) };
     let s = read_v(e, src, smmx);
     let r = (ent.f)(&mut cx, &mut d, s, imm as u8);
+    // The x87-to-MMX transition happens even when the instruction then raises #XM.
+    if dmmx || smmx {
+        mmx_transition(e);
+    }
     let raised = cx.fp.flags as u32;
     if raised != 0 {
-        e.g[G_MXCSR as usize] |= raised as u64;
-        let unmasked = raised & !(mxcsr >> MXCSR_MASK_SHIFT) & 0x3f;
-        if unmasked != 0 {
+        // SDM Vol. 1 §11.5.2 (and §4.9.2): pre-computation exceptions (IE, DE, ZE) of
+        // all lanes are detected first; when one of them is unmasked, only those flags
+        // are set and the computation (so OE, UE, PE) does not happen. Otherwise the
+        // flags of all lanes are set. Any unmasked one: #XM, the destination unchanged.
+        let masks = mxcsr >> MXCSR_MASK_SHIFT;
+        let pre = raised & (soft::exc::IE | soft::exc::DE | soft::exc::ZE) as u32;
+        let flags = if pre & !masks != 0 { pre } else { raised };
+        e.g[G_MXCSR as usize] |= flags as u64;
+        if flags & !masks & 0x3f != 0 {
             let v = if e.g[G_CR4 as usize] & cr4::OSXMMEXCPT != 0 { 19 } else { 6 };
             e.raise(v, None, 0);
             return 0;
         }
-    }
-    if dmmx || smmx {
-        mmx_transition(e);
     }
     match ent.shape {
         Shape::Rm | Shape::FromGpr => {

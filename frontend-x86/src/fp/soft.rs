@@ -131,6 +131,9 @@ pub struct Ctx {
     pub prec: Prec,
     pub ftz: bool,
     pub daz: bool,
+    /// Underflow unmasked: every tiny result raises UE, exact or not, and FTZ does not
+    /// apply (SDM Vol. 1 §4.9.1.5, §11.5.2.5).
+    pub tiny_ue: bool,
     pub flags: u8,
 }
 
@@ -142,6 +145,7 @@ impl Ctx {
             prec: Prec::Extended,
             ftz: mxcsr & (1 << 15) != 0,
             daz: mxcsr & (1 << 6) != 0,
+            tiny_ue: mxcsr & (1 << 11) == 0,
             flags: 0,
         }
     }
@@ -153,6 +157,7 @@ impl Ctx {
             prec: Prec::from_pc(fcw as u32 >> 8),
             ftz: false,
             daz: false,
+            tiny_ue: fcw & 0x10 == 0,
             flags: 0,
         }
     }
@@ -425,7 +430,9 @@ fn round_pack(c: &mut Ctx, f: Fmt, ftz: bool, sign: bool, mut e: i32, mut sig: u
                 tiny = false;
             }
         }
-        if tiny && ftz {
+        if tiny && c.tiny_ue {
+            c.flags |= UE;
+        } else if tiny && ftz {
             c.flags |= UE | PE;
             return zero(sign);
         }
@@ -1036,12 +1043,63 @@ fn x87_special1(u: Un) -> bool {
 
 #[inline]
 fn x87_bin(c: &mut Ctx, a: F80, b: F80, op: Op) -> F80 {
+    x87_bin_den(c, a, b, op, false)
+}
+
+/// `den`: an operand was a denormal m32/m64 (see [`f80_operand_f32`]).
+#[inline]
+fn x87_bin_den(c: &mut Ctx, a: F80, b: F80, op: Op, den: bool) -> F80 {
     let (ua, ub) = (unpack80(a), unpack80(b));
     let p = c.prec.bits();
     if let Some(r) = x87_nan2(c, ua, ub) {
         return pack80(r, p);
     }
-    with_de(c, ua.denorm || ub.denorm, |c| pack80(arith(c, fmt80(p), false, ua, ub, op), p))
+    with_de(c, ua.denorm || ub.denorm || den, |c| pack80(arith(c, fmt80(p), false, ua, ub, op), p))
+}
+
+/// The four basic x87 operations, for [`f80_binop`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BinOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+}
+
+/// FADD/FSUB/FMUL/FDIV `a op b` where one operand came from an m32/m64 operand that was a
+/// denormal (`src_denormal`, from [`f80_operand_f32`]/[`f80_operand_f64`]): DE is then
+/// raised by the operation's own rules (not with a NaN operand, IE or ZE).
+pub fn f80_binop(c: &mut Ctx, op: BinOp, a: F80, b: F80, src_denormal: bool) -> F80 {
+    let op = match op {
+        BinOp::Add => Op::Add,
+        BinOp::Sub => Op::Sub,
+        BinOp::Mul => Op::Mul,
+        BinOp::Div => Op::Div,
+    };
+    x87_bin_den(c, a, b, op, src_denormal)
+}
+
+/// An m32 source operand of an x87 arithmetic or compare instruction in extended format,
+/// without FLD's conversion effects: a signalling NaN stays signalling (the operation
+/// raises IE and chooses between NaNs by the x87 rules) and a denormal is reported (the
+/// operation decides about DE).
+pub fn f80_operand_f32(a: u32) -> (F80, bool) {
+    let u = unpack32(a);
+    if u.is_nan() {
+        return (F80 { signif: 1 << 63 | (a as u64 & 0x7f_ffff) << 40, se: ((a >> 31) as u16) << 15 | 0x7fff }, false);
+    }
+    let mut c = Ctx::x87(0x37f);
+    (pack80(round_un(&mut c, fmt80(64), false, u), 64), u.denorm)
+}
+
+/// As [`f80_operand_f32`] for an m64 operand.
+pub fn f80_operand_f64(a: u64) -> (F80, bool) {
+    let u = unpack64(a);
+    if u.is_nan() {
+        return (F80 { signif: 1 << 63 | (a & 0xf_ffff_ffff_ffff) << 11, se: ((a >> 63) as u16) << 15 | 0x7fff }, false);
+    }
+    let mut c = Ctx::x87(0x37f);
+    (pack80(round_un(&mut c, fmt80(64), false, u), 64), u.denorm)
 }
 
 /// FADD: `a + b`, rounded to the precision control.
@@ -1077,6 +1135,11 @@ pub fn f80_sqrt(c: &mut Ctx, a: F80) -> F80 {
 /// FCOM (`signaling`: IE on any NaN) / FUCOM (IE on SNaN only); unsupported encodings
 /// are unordered with IE.
 pub fn f80_cmp(c: &mut Ctx, a: F80, b: F80, signaling: bool) -> Cmp {
+    f80_cmp_den(c, a, b, signaling, false)
+}
+
+/// As [`f80_cmp`], with `b` from a denormal m32/m64 operand when `src_denormal`.
+pub fn f80_cmp_den(c: &mut Ctx, a: F80, b: F80, signaling: bool, src_denormal: bool) -> Cmp {
     let (ua, ub) = (unpack80(a), unpack80(b));
     if x87_special1(ua) || x87_special1(ub) {
         if signaling
@@ -1089,7 +1152,7 @@ pub fn f80_cmp(c: &mut Ctx, a: F80, b: F80, signaling: bool) -> Cmp {
         }
         return Cmp::Unordered;
     }
-    if ua.denorm || ub.denorm {
+    if ua.denorm || ub.denorm || src_denormal {
         c.flags |= DE;
     }
     cmp_un(ua, ub)

@@ -242,6 +242,20 @@ fn source(f: &Fpu, c: &mut Ctx, src: u8, sti: usize) -> Option<F80> {
     })
 }
 
+/// An arithmetic or compare source operand, or None on stack underflow: m32/m64 values
+/// unconverted (see [`soft::f80_operand_f32`]) with whether they were denormal.
+fn operand(f: &Fpu, src: u8, sti: usize) -> Option<(F80, bool)> {
+    let t0 = tmp(f.e, 0);
+    match src {
+        x if x == Src::M32 as u8 => Some(soft::f80_operand_f32(t0 as u32)),
+        x if x == Src::M64 as u8 => Some(soft::f80_operand_f64(t0)),
+        _ => {
+            let mut c = f.ctx_ext();
+            source(f, &mut c, src, sti).map(|v| (v, false))
+        }
+    }
+}
+
 /// FLD1, FLDL2T...: the constants rounded per RC as the hardware does (the 66-bit
 /// internal constant rounded to 64 bits).
 fn constant(k: u8, rc: soft::Rc) -> F80 {
@@ -324,14 +338,15 @@ fn mag80(v: F80) -> u128 {
     ((v.se & 0x7fff) as u128) << 64 | v.signif as u128
 }
 
-fn arith(c: &mut Ctx, k: u8, a: F80, b: F80) -> F80 {
+fn arith(c: &mut Ctx, k: u8, a: F80, b: F80, den: bool) -> F80 {
+    use soft::BinOp as B;
     match k {
-        x if x == Arith::Add as u8 => soft::f80_add(c, a, b),
-        x if x == Arith::Mul as u8 => soft::f80_mul(c, a, b),
-        x if x == Arith::Sub as u8 => soft::f80_sub(c, a, b),
-        x if x == Arith::SubR as u8 => soft::f80_sub(c, b, a),
-        x if x == Arith::Div as u8 => soft::f80_div(c, a, b),
-        _ => soft::f80_div(c, b, a),
+        x if x == Arith::Add as u8 => soft::f80_binop(c, B::Add, a, b, den),
+        x if x == Arith::Mul as u8 => soft::f80_binop(c, B::Mul, a, b, den),
+        x if x == Arith::Sub as u8 => soft::f80_binop(c, B::Sub, a, b, den),
+        x if x == Arith::SubR as u8 => soft::f80_binop(c, B::Sub, b, a, den),
+        x if x == Arith::Div as u8 => soft::f80_binop(c, B::Div, a, b, den),
+        _ => soft::f80_binop(c, B::Div, b, a, den),
     }
 }
 
@@ -389,10 +404,8 @@ pub unsafe extern "C" fn helper_x87(env: *mut Env, a0: u64, _: u64, _: u64, _: u
             let mut c = f.ctx();
             // Operands: ST0 op source (or ST(i) op ST0 for the reversed-destination forms).
             let a = if f.empty(0) { None } else { Some(f.get(0)) };
-            let mut cs = f.ctx_ext();
-            let b = source(&f, &mut cs, src, sti);
-            c.flags |= cs.flags;
-            let (Some(a), Some(b)) = (a, b) else {
+            let b = operand(&f, src, sti);
+            let (Some(a), Some((b, den))) = (a, b) else {
                 if !f.stack_fault(false) {
                     f.set(dst, F80_DEFAULT_NAN);
                     for _ in 0..pops {
@@ -402,7 +415,7 @@ pub unsafe extern "C" fn helper_x87(env: *mut Env, a0: u64, _: u64, _: u64, _: u
                 return 0;
             };
             let (x, y) = if to_sti { (b, a) } else { (a, b) };
-            let (r, up) = rounded(&mut c, |c| arith(c, kind, x, y), mag80);
+            let (r, up) = rounded(&mut c, |c| arith(c, kind, x, y, den), mag80);
             if f.raise(c.flags, STOP) {
                 return 0;
             }
@@ -417,11 +430,17 @@ pub unsafe extern "C" fn helper_x87(env: *mut Env, a0: u64, _: u64, _: u64, _: u
             let src = if op == Op::Comi as u8 { Src::St as u8 } else { (a0 >> 20 & 0xff) as u8 };
             let mut c = f.ctx_ext();
             let a = if f.empty(0) { None } else { Some(f.get(0)) };
-            let b = source(&f, &mut c, src, sti);
+            let b = operand(&f, src, sti);
             let r = match (a, b) {
-                (Some(a), Some(b)) => {
-                    let r = soft::f80_cmp(&mut c, a, b, !quiet);
+                (Some(a), Some((b, den))) => {
+                    let r = soft::f80_cmp_den(&mut c, a, b, !quiet, den);
+                    // An unmasked exception: FCOMI leaves EFLAGS and the stack alone;
+                    // FCOM still sets the condition codes (as the hardware does) but
+                    // does not pop.
                     if f.raise(c.flags, STOP) {
+                        if op == Op::Com as u8 {
+                            cmp_cc(&mut f, r);
+                        }
                         return 0;
                     }
                     r
@@ -434,7 +453,9 @@ pub unsafe extern "C" fn helper_x87(env: *mut Env, a0: u64, _: u64, _: u64, _: u
                 }
             };
             let ret = if op == Op::Comi as u8 {
-                f.set_c1(false);
+                // C1 is left as it was (0 after a stack underflow). The SDM's FCOMI page
+                // says "C1: set to 0"; AMD processors leave it unchanged, and so do we
+                // (the differential suite runs on AMD; C1 carries nothing here).
                 match r {
                     Cmp::Gt => 0,
                     Cmp::Lt => fl::CF,
@@ -481,7 +502,15 @@ pub unsafe extern "C" fn helper_x87(env: *mut Env, a0: u64, _: u64, _: u64, _: u
                         s if s == Store::M80 as u8 || s == Store::St as u8 => (v.signif, v.se as u64, false),
                         s if s == Store::Bcd as u8 => {
                             let (lo, hi) = to_bcd(&mut c, v);
-                            (lo, hi as u64, false)
+                            // C1: rounded up in magnitude (as for the integer stores).
+                            let up = c.flags & soft::exc::IE == 0 && c.flags & soft::exc::PE != 0 && {
+                                let (mut n, mut z) = (c, c);
+                                z.rc = soft::Rc::Zero;
+                                let r = soft::f80_to_int(&mut n, v, 8, false) as i64;
+                                let t = soft::f80_to_int(&mut z, v, 8, true) as i64;
+                                r.unsigned_abs() > t.unsigned_abs()
+                            };
+                            (lo, hi as u64, up)
                         }
                         s => {
                             let (bytes, trunc) = match s {
@@ -626,10 +655,9 @@ fn unary(f: &mut Fpu, k: u8) {
         } else if k == U::Prem as u8 || k == U::Prem1 as u8 {
             f.set(0, F80_DEFAULT_NAN);
         } else if k == U::Xtract as u8 {
+            // Both results are the indefinite; the push does not check ST7.
             f.set(0, F80_DEFAULT_NAN);
-            if f.empty(7) {
-                f.push(F80_DEFAULT_NAN);
-            }
+            f.push(F80_DEFAULT_NAN);
         } else {
             f.set(0, F80_DEFAULT_NAN);
         }

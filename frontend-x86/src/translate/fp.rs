@@ -180,14 +180,16 @@ impl Tr {
         (lo, hi)
     }
 
-    /// Store 16 bytes. An unaligned store checks the second half's write access first,
-    /// so a fault there leaves memory unchanged.
+    /// Store 16 bytes. An unaligned store checks the write access of both halves (the
+    /// first, then the second: a fault reports the lowest inaccessible address) before
+    /// storing, so a fault leaves memory unchanged.
     fn store128(&mut self, insn: &Instruction, addr: Temp, lo: Temp, hi: Temp, align: bool) {
         let m = self.mop(insn, 8);
         let hi_a = self.addr_plus(addr, 8);
         if align {
             self.align16(addr);
         } else {
+            let _ = self.load(addr, MemOp { rmw: true, ..m });
             let _ = self.load(hi_a, MemOp { rmw: true, ..m });
         }
         self.store(addr, lo, m);

@@ -188,7 +188,9 @@ fn store(tr: &mut Tr, insn: &Instruction) -> Flow {
         let hi = tr.b.get(G_FPTMP + 1);
         let (m8, m2) = (tr.mop(insn, 8), tr.mop(insn, 2));
         let a2 = tr.b.add(a, Val::C(8));
-        // Check the tail's write access before storing the head.
+        // Check the write access of the head, then of the tail, before storing either
+        // (a fault reports the lowest inaccessible address, as the hardware does).
+        let _ = tr.load(a, jit::ir::MemOp { rmw: true, ..m8 });
         let _ = tr.load(a2, jit::ir::MemOp { rmw: true, ..m2 });
         tr.store(a, lo, m8);
         tr.store(a2, hi, m2);
