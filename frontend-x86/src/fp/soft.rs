@@ -134,6 +134,16 @@ pub struct Ctx {
     /// Underflow unmasked: every tiny result raises UE, exact or not, and FTZ does not
     /// apply (SDM Vol. 1 §4.9.1.5, §11.5.2.5).
     pub tiny_ue: bool,
+    /// Overflow unmasked: OE, and PE only if the result rounded to the precision (with an
+    /// unbounded exponent) is inexact.
+    pub oe_unmasked: bool,
+    /// x87: with overflow or underflow unmasked, an extended-format result out of range
+    /// is delivered with its exponent reduced (overflow) or increased (underflow) by
+    /// 24576, rounded to the precision as a normal number (SDM Vol. 1 §8.5.4, §8.5.5).
+    /// Without it (SSE, x87 stores to memory) nothing is delivered, but the flags are
+    /// the same: an unmasked-underflow result is rounded as a normal number too, so PE
+    /// says whether that rounding was exact.
+    pub bias_adjust: bool,
     pub flags: u8,
 }
 
@@ -146,6 +156,8 @@ impl Ctx {
             ftz: mxcsr & (1 << 15) != 0,
             daz: mxcsr & (1 << 6) != 0,
             tiny_ue: mxcsr & (1 << 11) == 0,
+            oe_unmasked: mxcsr & (1 << 10) == 0,
+            bias_adjust: false,
             flags: 0,
         }
     }
@@ -158,6 +170,8 @@ impl Ctx {
             ftz: false,
             daz: false,
             tiny_ue: fcw & 0x10 == 0,
+            oe_unmasked: fcw & 0x08 == 0,
+            bias_adjust: true,
             flags: 0,
         }
     }
@@ -421,6 +435,8 @@ fn round_pack(c: &mut Ctx, f: Fmt, ftz: bool, sign: bool, mut e: i32, mut sig: u
     let mask = (1u128 << sh) - 1;
     let half = 1u128 << (sh - 1);
     let mut tiny = false;
+    // The x87's extended register format (the only one with this bias).
+    let ext = f.bias == 16383;
     if e < f.emin {
         tiny = true;
         if TINY_AFTER_ROUNDING && e == f.emin - 1 {
@@ -436,8 +452,17 @@ fn round_pack(c: &mut Ctx, f: Fmt, ftz: bool, sign: bool, mut e: i32, mut sig: u
             c.flags |= UE | PE;
             return zero(sign);
         }
-        sig = shr_jam(sig, (f.emin - e) as u32);
-        e = f.emin;
+        if tiny && c.tiny_ue {
+            // Unmasked underflow: rounded as a normal number; the x87 delivers it scaled
+            // by 2^24576.
+            if ext && c.bias_adjust {
+                e += 24576;
+            }
+            tiny = false;
+        } else {
+            sig = shr_jam(sig, (f.emin - e) as u32);
+            e = f.emin;
+        }
     }
     let rem = sig & mask;
     let mut m = sig >> sh;
@@ -457,6 +482,15 @@ fn round_pack(c: &mut Ctx, f: Fmt, ftz: bool, sign: bool, mut e: i32, mut sig: u
     if m >> (p - 1) == 0 {
         // Denormal (or zero after rounding).
         return Res::Num { sign, field: 0, m: m as u64 };
+    }
+    if e > f.emax && c.oe_unmasked {
+        // Unmasked overflow: OE (PE only if inexact, above); the x87 delivers the result
+        // scaled by 2^-24576 (SSE delivers nothing).
+        c.flags |= OE;
+        if ext && c.bias_adjust {
+            return Res::Num { sign, field: (e - 24576 + f.bias) as u32, m: m as u64 };
+        }
+        return inf(f, sign);
     }
     if e > f.emax {
         c.flags |= OE | PE;

@@ -393,7 +393,9 @@ pub unsafe extern "C" fn helper_fenv(env: *mut Env, a0: u64, addr: u64, _: u64, 
         }
         let e = unsafe { crate::helpers::env_mut(env) };
         if kind == 0 {
+            // All exceptions masked: none is pending any more (ES and B clear).
             e.g[G_FCW as usize] |= 0x3f;
+            e.g[G_FSW as usize] = fsw_with_es(e.g[G_FSW as usize], e.g[G_FCW as usize]);
         } else {
             fninit(e);
         }

@@ -190,21 +190,35 @@ impl Fpu<'_> {
     }
     /// Merge exception flags into FSW (ES/B when one is unmasked). Returns true when an
     /// unmasked exception among `stop` occurred (the destination must not be written).
+    ///
+    /// As for SSE (SDM Vol. 1 §4.9.2, §8.5): an unmasked pre-computation exception (IE,
+    /// DE, ZE) stops the instruction before the result is computed, so only those flags
+    /// are set (no PE, UE, OE from the would-be result) and C1 is cleared.
     fn raise(&mut self, flags: u8, stop: u8) -> bool {
-        let f = flags as u64 & 0x3f;
+        let mut f = flags as u64 & 0x3f;
+        let fcw = self.fcw() as u64;
+        let pre = f & (soft::exc::IE | soft::exc::DE | soft::exc::ZE) as u64;
+        let pre_unmasked = pre & !fcw != 0;
+        if pre_unmasked {
+            f = pre;
+        }
         let mut s = self.sw() | f;
-        let unmasked = f & !(self.fcw() as u64) & 0x3f;
+        let unmasked = f & !fcw & 0x3f;
         if unmasked != 0 {
             s |= sw::ES | sw::B;
+        }
+        if pre_unmasked && unmasked & stop as u64 != 0 {
+            s &= !sw::C1;
         }
         self.set_sw(s);
         unmasked & stop as u64 != 0
     }
     /// Stack fault: IE|SF, C1 = overflow. Returns true if IE is unmasked.
     fn stack_fault(&mut self, overflow: bool) -> bool {
+        let r = self.raise(soft::exc::IE, soft::exc::IE);
         let s = self.sw() & !sw::C1 | sw::SF | if overflow { sw::C1 } else { 0 };
         self.set_sw(s);
-        self.raise(soft::exc::IE, soft::exc::IE)
+        r
     }
     fn set_cc(&mut self, c3: bool, c2: bool, c1: bool, c0: bool) {
         let s = self.sw() & !sw::CC | (c3 as u64) << 14 | (c2 as u64) << 10 | (c1 as u64) << 9 | (c0 as u64) << 8;
@@ -376,24 +390,29 @@ pub unsafe extern "C" fn helper_x87(env: *mut Env, a0: u64, _: u64, _: u64, _: u
         x if x == Op::Load as u8 => {
             let mut c = f.ctx_ext();
             let v = source(&f, &mut c, sub, sti);
-            // A push onto a non-empty register is a stack overflow.
-            if f.empty(7) {
-                match v {
-                    Some(v) => {
-                        if f.raise(c.flags, soft::exc::IE | soft::exc::DE) {
-                            return 0;
-                        }
-                        f.set_c1(false);
-                        f.push(v);
-                    }
-                    None => {
-                        if !f.stack_fault(false) {
-                            f.push(F80_DEFAULT_NAN);
-                        }
+            // An empty source register is a stack underflow (checked first: the
+            // indefinite is pushed whatever ST7 holds); a push onto a non-empty register
+            // is a stack overflow.
+            match v {
+                None => {
+                    if !f.stack_fault(false) {
+                        f.push(F80_DEFAULT_NAN);
                     }
                 }
-            } else if !f.stack_fault(true) {
-                f.push(F80_DEFAULT_NAN);
+                Some(_) if !f.empty(7) => {
+                    if !f.stack_fault(true) {
+                        f.push(F80_DEFAULT_NAN);
+                    }
+                }
+                Some(v) => {
+                    // A denormal m32/m64 is loaded even when DE is unmasked (the
+                    // exception is then pending); only IE stops the load.
+                    if f.raise(c.flags, soft::exc::IE) {
+                        return 0;
+                    }
+                    f.set_c1(false);
+                    f.push(v);
+                }
             }
         }
         x if x == Op::Arith as u8 => {
@@ -431,27 +450,24 @@ pub unsafe extern "C" fn helper_x87(env: *mut Env, a0: u64, _: u64, _: u64, _: u
             let mut c = f.ctx_ext();
             let a = if f.empty(0) { None } else { Some(f.get(0)) };
             let b = operand(&f, src, sti);
-            let r = match (a, b) {
+            let (r, stopped) = match (a, b) {
                 (Some(a), Some((b, den))) => {
                     let r = soft::f80_cmp_den(&mut c, a, b, !quiet, den);
-                    // An unmasked exception: FCOMI leaves EFLAGS and the stack alone;
-                    // FCOM still sets the condition codes (as the hardware does) but
-                    // does not pop.
-                    if f.raise(c.flags, STOP) {
-                        if op == Op::Com as u8 {
-                            cmp_cc(&mut f, r);
-                        }
-                        return 0;
+                    // FCOMI keeps C1 even with an unmasked exception (see below).
+                    let c1 = f.sw() & sw::C1;
+                    let stopped = f.raise(c.flags, STOP);
+                    if op == Op::Comi as u8 {
+                        let s = f.sw() & !sw::C1 | c1;
+                        f.set_sw(s);
                     }
-                    r
+                    (r, stopped)
                 }
-                _ => {
-                    if f.stack_fault(false) {
-                        return 0;
-                    }
-                    Cmp::Unordered
-                }
+                _ => (Cmp::Unordered, f.stack_fault(false)),
             };
+            // An unmasked exception (stack underflow included): the hardware still sets
+            // the condition codes (FCOM) or EFLAGS (FCOMI) to the result, unordered for
+            // NaNs and empty registers, but does not pop.
+            let pops = if stopped { 0 } else { pops };
             let ret = if op == Op::Comi as u8 {
                 // C1 is left as it was (0 after a stack underflow). The SDM's FCOMI page
                 // says "C1: set to 0"; AMD processors leave it unchanged, and so do we
@@ -533,8 +549,15 @@ pub unsafe extern "C" fn helper_x87(env: *mut Env, a0: u64, _: u64, _: u64, _: u
                             (r, 0, up)
                         }
                     };
+                    // An unmasked overflow or underflow stores nothing, so there is no
+                    // inexact result either: PE is not raised.
+                    let post = (soft::exc::OE | soft::exc::UE) as u16;
+                    if c.flags as u16 & post & !f.fcw() != 0 {
+                        c.flags &= !soft::exc::PE;
+                    }
                     let stop = f.raise(c.flags, soft::exc::IE | soft::exc::DE | soft::exc::OE | soft::exc::UE);
-                    f.set_c1(up);
+                    // With an unmasked exception nothing is stored and C1 is cleared.
+                    f.set_c1(up && !stop);
                     (lo, hi, up, stop)
                 }
             };
@@ -546,11 +569,14 @@ pub unsafe extern "C" fn helper_x87(env: *mut Env, a0: u64, _: u64, _: u64, _: u
             e.g[G_FPTMP as usize + 1] = hi;
             e.g[G_FPTMP as usize + 2] = new_sw;
             // Bit 0 of the return: the store must not happen (unmasked exception).
-            if sub == Store::St as u8 && !stop {
+            if sub == Store::St as u8 {
+                // FST ST(i): no memory side, the status word applies either way.
                 f.set_sw(new_sw);
-                f.set(sti, F80 { signif: lo, se: hi as u16 });
-                for _ in 0..pops {
-                    f.pop();
+                if !stop {
+                    f.set(sti, F80 { signif: lo, se: hi as u16 });
+                    for _ in 0..pops {
+                        f.pop();
+                    }
                 }
             }
             return stop as u64;
@@ -647,11 +673,15 @@ fn unary(f: &mut Fpu, k: u8) {
             let s = f.sw() & !sw::C2;
             f.set_sw(s);
         }
-        if f.stack_fault(false) {
+        let stopped = f.stack_fault(false);
+        if k == U::Tst as u8 {
+            // Unordered, even when the exception is unmasked (as FCOM).
+            f.set_cc(true, true, false, true);
+        }
+        if stopped {
             return;
         }
         if k == U::Tst as u8 {
-            f.set_cc(true, true, false, true);
         } else if k == U::Prem as u8 || k == U::Prem1 as u8 {
             f.set(0, F80_DEFAULT_NAN);
         } else if k == U::Xtract as u8 {
@@ -676,9 +706,7 @@ fn unary(f: &mut Fpu, k: u8) {
         x if x == U::Tst as u8 => {
             let mut c = f.ctx_ext();
             let r = soft::f80_cmp(&mut c, a, F80 { signif: 0, se: 0 }, true);
-            if f.raise(c.flags, STOP) {
-                return;
-            }
+            f.raise(c.flags, STOP);
             cmp_cc(f, r);
         }
         x if x == U::Sqrt as u8 || x == U::Rndint as u8 => {

@@ -53,6 +53,10 @@ fn class(insn: &Instruction) -> Class {
     }
 }
 
+fn has_mm_reg(insn: &Instruction) -> bool {
+    (0..insn.op_count()).any(|i| insn.op_kind(i) == OpKind::Register && insn.op_register(i).is_mm())
+}
+
 /// The availability checks of FP/SIMD instructions: `Some(flow)` when the instruction
 /// raises #UD or #NM instead of executing.
 pub fn gate(tr: &mut Tr, insn: &Instruction) -> Option<Flow> {
@@ -70,9 +74,14 @@ pub fn gate(tr: &mut Tr, insn: &Instruction) -> Option<Flow> {
         Class::Xsave | Class::XcrAccess if !osxsave => ud(tr),
         Class::Xsave if ts => nm(tr),
         Class::Wait if ts && mp => nm(tr),
+        // MMX instructions (EMMS included, and the SSE ones with an MMX register operand:
+        // MOVQ2DQ, MOVDQ2Q, CVTPI2PS...) check for a pending unmasked x87 exception
+        // (SDM Vol. 1 §9.5.2 / Vol. 3A §22.25.3): #MF after #UD and #NM.
         Class::Mmx => {
-            // MMX instructions (EMMS included) check for a pending unmasked x87
-            // exception (SDM Vol. 1 §9.5.2 / Vol. 3A §22.25.3): #MF after #UD and #NM.
+            tr.pending_mf();
+            None
+        }
+        Class::Sse if has_mm_reg(insn) => {
             tr.pending_mf();
             None
         }

@@ -201,6 +201,17 @@ fn store(tr: &mut Tr, insn: &Instruction) -> Flow {
     tr.x87(Op::StCommit as u64 | pop << 12);
     tr.b.br(done);
     tr.b.place(skip);
+    // An unmasked exception stores nothing, but the access is still checked first (a
+    // page fault takes precedence and leaves the status word alone).
+    if bytes == 10 {
+        let (m8, m2) = (tr.mop(insn, 8), tr.mop(insn, 2));
+        let a2 = tr.b.add(a, Val::C(8));
+        let _ = tr.load(a, jit::ir::MemOp { rmw: true, ..m8 });
+        let _ = tr.load(a2, jit::ir::MemOp { rmw: true, ..m2 });
+    } else {
+        let mo = tr.mop(insn, bytes);
+        let _ = tr.load(a, jit::ir::MemOp { rmw: true, ..mo });
+    }
     tr.x87(Op::StCommit as u64);
     tr.b.place(done);
     Flow::Next
@@ -330,7 +341,8 @@ fn fnstsw(tr: &mut Tr, insn: &Instruction) -> Flow {
 fn fenv(tr: &mut Tr, insn: &Instruction) -> Flow {
     let m = insn.mnemonic();
     if matches!(m, M::Fldenv | M::Frstor) {
-        // Loads do not wait on a pending exception (they replace the state).
+        // Waiting forms: a pending unmasked exception is reported first.
+        tr.pending_mf();
     }
     let kind = match m {
         M::Fnstenv => 0,
