@@ -556,6 +556,34 @@ pub fn undefined_flags(insns: &[Instruction]) -> Option<u64> {
     undefined_flags_before(insns, u64::MAX)
 }
 
+/// RCL/RCR: the SDM (Vol. 2B, RCL/RCR/ROL/ROR "Flags Affected") defines OF only for a
+/// masked count of 1 ("the OF flag is undefined for multi-bit rotates"). iced-x86 treats
+/// a masked count that is a multiple of the operand size plus one (e.g. `rcl al, 0x29`:
+/// 9 % 9 = 0) as changing no flag, but AMD processors then still write OF. So OF is
+/// undefined after any count but 0 and 1 (and after a count in CL, which may be either).
+fn rcl_rcr_of_undefined(i: &Instruction) -> u32 {
+    if !matches!(i.mnemonic(), Mnemonic::Rcl | Mnemonic::Rcr) {
+        return 0;
+    }
+    let last = i.op_count() - 1;
+    let count = match i.op_kind(last) {
+        iced_x86::OpKind::Immediate8 => i.immediate8() as u32,
+        iced_x86::OpKind::Register => return iced_x86::RflagsBits::OF,
+        // The implicit count of 1 (D0/D1 forms).
+        _ => 1,
+    };
+    let size = match i.op_kind(0) {
+        iced_x86::OpKind::Register => i.op_register(0).size(),
+        _ => i.memory_size().size(),
+    };
+    let masked = count & if size == 8 { 0x3f } else { 0x1f };
+    if masked > 1 {
+        iced_x86::RflagsBits::OF
+    } else {
+        0
+    }
+}
+
 /// As [`undefined_flags`], over the instructions before the one at `rip`.
 pub fn undefined_flags_before(insns: &[Instruction], rip: u64) -> Option<u64> {
     let mut undef: u32 = 0;
@@ -572,7 +600,7 @@ pub fn undefined_flags_before(insns: &[Instruction], rip: u64) -> Option<u64> {
         // A REP string instruction with a zero count changes nothing either.
         let maybe_nothing = by_cl || (i.is_string_instruction() && (i.has_rep_prefix() || i.has_repne_prefix()));
         let defined = if maybe_nothing || after_jcc { 0 } else { i.rflags_modified() };
-        undef = (undef & !defined) | i.rflags_undefined();
+        undef = (undef & !defined) | i.rflags_undefined() | rcl_rcr_of_undefined(i);
         after_jcc = i.is_jcc_short_or_near();
     }
     Some(iced_to_rflags(undef))
