@@ -100,6 +100,7 @@ pub fn table() -> &'static [Entry] {
             Ptest => ptest, Flags;
             Pcmpistri => pcmpistri, StrI; Pcmpestri => pcmpestri, StrI;
             Pcmpistrm => pcmpistrm, StrM; Pcmpestrm => pcmpestrm, StrM;
+            Crc32 => crc32, ToGpr;
         }
         .into_iter()
         .chain(fp_entries())
@@ -192,6 +193,8 @@ pub unsafe extern "C" fn helper_sse(env: *mut Env, a0: u64, dst: u64, src: u64, 
         rdx: e.g[2],
         wide: a0 & arg::WIDE != 0,
         out_flags: None,
+        masks: (mxcsr >> MXCSR_MASK_SHIFT) as u8 & 0x3f,
+        staged: false,
     };
     let mut d = if matches!(ent.shape, Shape::ToGpr | Shape::Extract) { [0, 0] } else { read_v(e, dst, dmmx) };
     let s = read_v(e, src, smmx);
@@ -208,7 +211,7 @@ pub unsafe extern "C" fn helper_sse(env: *mut Env, a0: u64, dst: u64, src: u64, 
         // flags of all lanes are set. Any unmasked one: #XM, the destination unchanged.
         let masks = mxcsr >> MXCSR_MASK_SHIFT;
         let pre = raised & (soft::exc::IE | soft::exc::DE | soft::exc::ZE) as u32;
-        let flags = if pre & !masks != 0 { pre } else { raised };
+        let flags = if pre & !masks != 0 && !cx.staged { pre } else { raised };
         e.g[G_MXCSR as usize] |= flags as u64;
         if flags & !masks & 0x3f != 0 {
             let v = if e.g[G_CR4 as usize] & cr4::OSXMMEXCPT != 0 { 19 } else { 6 };

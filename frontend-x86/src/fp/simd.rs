@@ -30,6 +30,11 @@ pub struct Cx {
     pub wide: bool,
     /// Arithmetic flags written by the instruction (RFLAGS bit positions), if any.
     pub out_flags: Option<u64>,
+    /// MXCSR exception masks (IM..PM as bits 0..5).
+    pub masks: u8,
+    /// The op merged its exception flags stage by stage itself (DPPS/DPPD): the helper
+    /// takes `fp.flags` as they are.
+    pub staged: bool,
 }
 
 pub type OpFn = fn(&mut Cx, &mut V, V, u8) -> u64;
@@ -650,4 +655,17 @@ pub fn pcmpestrm(c: &mut Cx, d: &mut V, s: V, imm: u8) -> u64 {
     let (r, n) = pcmp_common(c, *d, s, imm, true);
     c.out_xmm0 = Some(pcmp_mask(r, n, imm));
     0
+}
+
+/// CRC32 (SSE4.2, CRC-32C with the reflected polynomial 0x82F63B78): `s[1]` is the
+/// running CRC (the destination's low 32 bits), `s[0]` the data, `imm` its width in bytes.
+pub fn crc32(_: &mut Cx, _: &mut V, s: V, imm: u8) -> u64 {
+    let mut crc = s[1] as u32;
+    for i in 0..imm as u32 {
+        crc ^= (s[0] >> (8 * i)) as u8 as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { crc >> 1 ^ 0x82F6_3B78 } else { crc >> 1 };
+        }
+    }
+    crc as u64
 }

@@ -145,6 +145,8 @@ pub struct Ctx {
     /// says whether that rounding was exact.
     pub bias_adjust: bool,
     pub flags: u8,
+    /// Set when a rounding increased the magnitude (the x87's C1).
+    pub up: bool,
 }
 
 impl Ctx {
@@ -159,6 +161,7 @@ impl Ctx {
             oe_unmasked: mxcsr & (1 << 10) == 0,
             bias_adjust: false,
             flags: 0,
+            up: false,
         }
     }
 
@@ -173,6 +176,7 @@ impl Ctx {
             oe_unmasked: fcw & 0x08 == 0,
             bias_adjust: true,
             flags: 0,
+            up: false,
         }
     }
 }
@@ -427,7 +431,16 @@ fn round_up(rc: Rc, sign: bool, rem: u128, half: u128, odd: bool) -> bool {
 
 /// Round `(-1)^sign * sig * 2^(e - 127)` (`sig` normalised: bit 127 set, so `e` is the
 /// exponent of the leading bit) to the format `f` with the context's rounding mode,
-/// raising PE, UE, OE (and flushing tiny results to zero when `ftz`).
+/// raising PE, UE, OE (and flushing tiny results to zero when `ftz`). Sets `c.up` when
+/// the rounding increased the magnitude.
+///
+/// Unmasked underflow (`c.tiny_ue`) and overflow (`c.oe_unmasked`): the flags are those
+/// of the result rounded as a normal number (UE or OE, PE only if that is inexact). The
+/// x87 (`c.bias_adjust`, extended format) delivers that result with its exponent moved
+/// by 24576 into range (SDM Vol. 1 §8.5.4, §8.5.5); when even that is out of range it
+/// delivers a zero (UE, PE) or an infinity (OE, PE). Elsewhere nothing is delivered (the
+/// instruction faults); the value returned is then the masked response's, for callers
+/// that use it as an intermediate (DPPS).
 #[inline(always)]
 fn round_pack(c: &mut Ctx, f: Fmt, ftz: bool, sign: bool, mut e: i32, mut sig: u128) -> Res {
     let p = f.p;
@@ -436,7 +449,7 @@ fn round_pack(c: &mut Ctx, f: Fmt, ftz: bool, sign: bool, mut e: i32, mut sig: u
     let half = 1u128 << (sh - 1);
     let mut tiny = false;
     // The x87's extended register format (the only one with this bias).
-    let ext = f.bias == 16383;
+    let adjust = f.bias == 16383 && c.bias_adjust;
     if e < f.emin {
         tiny = true;
         if TINY_AFTER_ROUNDING && e == f.emin - 1 {
@@ -447,19 +460,29 @@ fn round_pack(c: &mut Ctx, f: Fmt, ftz: bool, sign: bool, mut e: i32, mut sig: u
             }
         }
         if tiny && c.tiny_ue {
-            c.flags |= UE;
+            let inexact = sig & mask != 0;
+            if adjust && e + 24576 >= f.emin {
+                // Delivered scaled by 2^24576, rounded below as a normal number.
+                c.flags |= UE;
+                e += 24576;
+                tiny = false;
+            } else if adjust {
+                c.flags |= UE | PE;
+                return zero(sign);
+            } else {
+                let mut m = *c;
+                m.tiny_ue = false;
+                m.flags = 0;
+                let r = round_pack(&mut m, f, false, sign, e, sig);
+                c.up |= m.up;
+                c.flags |= UE | if inexact { PE } else { 0 };
+                return r;
+            }
         } else if tiny && ftz {
             c.flags |= UE | PE;
             return zero(sign);
         }
-        if tiny && c.tiny_ue {
-            // Unmasked underflow: rounded as a normal number; the x87 delivers it scaled
-            // by 2^24576.
-            if ext && c.bias_adjust {
-                e += 24576;
-            }
-            tiny = false;
-        } else {
+        if tiny {
             sig = shr_jam(sig, (f.emin - e) as u32);
             e = f.emin;
         }
@@ -472,6 +495,7 @@ fn round_pack(c: &mut Ctx, f: Fmt, ftz: bool, sign: bool, mut e: i32, mut sig: u
             c.flags |= UE;
         }
         if round_up(c.rc, sign, rem, half, m & 1 != 0) {
+            c.up = true;
             m += 1;
             if m >> p != 0 {
                 m >>= 1;
@@ -484,11 +508,13 @@ fn round_pack(c: &mut Ctx, f: Fmt, ftz: bool, sign: bool, mut e: i32, mut sig: u
         return Res::Num { sign, field: 0, m: m as u64 };
     }
     if e > f.emax && c.oe_unmasked {
-        // Unmasked overflow: OE (PE only if inexact, above); the x87 delivers the result
-        // scaled by 2^-24576 (SSE delivers nothing).
         c.flags |= OE;
-        if ext && c.bias_adjust {
+        if adjust && e - 24576 <= f.emax {
             return Res::Num { sign, field: (e - 24576 + f.bias) as u32, m: m as u64 };
+        }
+        if adjust {
+            c.flags |= PE;
+            c.up = true;
         }
         return inf(f, sign);
     }
@@ -500,6 +526,7 @@ fn round_pack(c: &mut Ctx, f: Fmt, ftz: bool, sign: bool, mut e: i32, mut sig: u
             Rc::Up => !sign,
             Rc::Down => sign,
         };
+        c.up = to_inf;
         return if to_inf {
             inf(f, sign)
         } else {

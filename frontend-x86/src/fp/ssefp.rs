@@ -404,20 +404,43 @@ pub fn roundsd(c: &mut Cx, d: &mut V, s: V, imm: u8) -> u64 {
     d[0] = soft::f64_round(&mut c.fp, s[0], rc, pe);
     0
 }
+/// One stage of DPPS/DPPD (the products, then each level of sums): its exception flags
+/// merged by the SDM's rule (an unmasked IE/DE/ZE suppresses the stage's OE/UE/PE) into
+/// the instruction's. Returns the stage's value and whether an unmasked exception ends
+/// the instruction there (the flags of the earlier stages stay: a masked underflow in a
+/// product and the DE its denormal then raises in the sum both show).
+fn stage<T>(c: &mut Cx, op: impl FnOnce(&mut Ctx) -> T) -> (T, bool) {
+    let mut m = c.fp;
+    m.flags = 0;
+    let r = op(&mut m);
+    let pre = m.flags & (soft::exc::IE | soft::exc::DE | soft::exc::ZE);
+    let f = if pre & !c.masks != 0 { pre } else { m.flags };
+    c.fp.flags |= f;
+    c.staged = true;
+    (r, f & !c.masks & 0x3f != 0)
+}
+
 pub fn dpps(c: &mut Cx, d: &mut V, s: V, imm: u8) -> u64 {
     let (x, y) = (dwords(*d), dwords(s));
-    let f = &mut c.fp;
-    let t: [u32; 4] = std::array::from_fn(|i| if imm >> (4 + i) & 1 != 0 { soft::f32_mul(f, x[i], y[i]) } else { 0 });
-    let a = soft::f32_add(f, t[0], t[1]);
-    let b = soft::f32_add(f, t[2], t[3]);
-    let sum = soft::f32_add(f, a, b);
+    let (t, stop) = stage(c, |f| -> [u32; 4] { std::array::from_fn(|i| if imm >> (4 + i) & 1 != 0 { soft::f32_mul(f, x[i], y[i]) } else { 0 }) });
+    if stop {
+        return 0;
+    }
+    let ((a, b), stop) = stage(c, |f| (soft::f32_add(f, t[0], t[1]), soft::f32_add(f, t[2], t[3])));
+    if stop {
+        return 0;
+    }
+    let (sum, _) = stage(c, |f| soft::f32_add(f, a, b));
     *d = from_dwords(std::array::from_fn(|i| if imm >> i & 1 != 0 { sum } else { 0 }));
     0
 }
 pub fn dppd(c: &mut Cx, d: &mut V, s: V, imm: u8) -> u64 {
-    let f = &mut c.fp;
-    let t: [u64; 2] = std::array::from_fn(|i| if imm >> (4 + i) & 1 != 0 { soft::f64_mul(f, d[i], s[i]) } else { 0 });
-    let sum = soft::f64_add(f, t[0], t[1]);
+    let (x, y) = (*d, s);
+    let (t, stop) = stage(c, |f| -> [u64; 2] { std::array::from_fn(|i| if imm >> (4 + i) & 1 != 0 { soft::f64_mul(f, x[i], y[i]) } else { 0 }) });
+    if stop {
+        return 0;
+    }
+    let (sum, _) = stage(c, |f| soft::f64_add(f, t[0], t[1]));
     *d = std::array::from_fn(|i| if imm >> i & 1 != 0 { sum } else { 0 });
     0
 }

@@ -93,15 +93,29 @@ pub fn abridge(tw: u16) -> u64 {
     (0..8).filter(|r| tw >> (2 * r) & 3 != 3).map(|r| 1u64 << r).sum()
 }
 
-/// Check that `len` bytes (at most a page) at `addr` can be written: probe the first and
-/// the last byte, which covers both pages an area can touch.
-unsafe fn probe_write(env: *mut Env, addr: u64, len: u64) -> Result<(), ()> {
+/// Check that `len` bytes (at most a page) at `addr` can be accessed: probe the first and
+/// the last byte, which covers both pages an area can touch. The order decides which
+/// address a fault reports: AMD processors check the last byte of an FXSAVE/FXRSTOR area
+/// first (`last_first`) and the first byte of the x87 environment and state images first.
+unsafe fn probe(env: *mut Env, addr: u64, len: u64, access: jit::engine::Access, last_first: bool) -> Result<(), ()> {
     // SAFETY: helper context, per the caller's contract.
     let (core, e) = unsafe { (jit::engine::core_of(env), &mut *env) };
-    for a in [addr, addr.wrapping_add(len - 1)] {
-        core.load_for(e, a, 1, AccessKind::Normal, jit::engine::Access::Write).map_err(|f| e.raise(f.vector, f.error_code, f.addr))?;
+    let (first, last) = (addr, addr.wrapping_add(len - 1));
+    let order = if last_first { [last, first] } else { [first, last] };
+    for a in order {
+        core.load_for(e, a, 1, AccessKind::Normal, access).map_err(|f| e.raise(f.vector, f.error_code, f.addr))?;
     }
     Ok(())
+}
+
+unsafe fn probe_write(env: *mut Env, addr: u64, len: u64, last_first: bool) -> Result<(), ()> {
+    // SAFETY: per the caller's contract.
+    unsafe { probe(env, addr, len, jit::engine::Access::Write, last_first) }
+}
+
+unsafe fn probe_read(env: *mut Env, addr: u64, len: u64, last_first: bool) -> Result<(), ()> {
+    // SAFETY: per the caller's contract.
+    unsafe { probe(env, addr, len, jit::engine::Access::Read, last_first) }
 }
 
 /// The legacy 512-byte region as FXSAVE writes it. `wide`: 64-bit FIP/FDP form (REX.W);
@@ -229,7 +243,7 @@ pub unsafe extern "C" fn helper_fxstate(env: *mut Env, a0: u64, addr: u64, _: u6
         0 | 2 => {
             let len = if kind == 0 { 512 } else { crate::cpuid::XSAVE_SIZE as u64 };
             // SAFETY: helper context.
-            if unsafe { probe_write(env, addr, len) }.is_err() {
+            if unsafe { probe_write(env, addr, len, kind == 0) }.is_err() {
                 return 0;
             }
             let e = unsafe { crate::helpers::env_mut(env) };
@@ -287,6 +301,10 @@ pub unsafe extern "C" fn helper_fxstate(env: *mut Env, a0: u64, addr: u64, _: u6
             }
         }
         1 | 3 => {
+            // SAFETY: helper context.
+            if kind == 1 && unsafe { probe_read(env, addr, 512, true) }.is_err() {
+                return 0;
+            }
             let mut img = [0u64; 64];
             for (i, w) in img.iter_mut().enumerate() {
                 // SAFETY: helper context.
@@ -354,7 +372,7 @@ pub unsafe extern "C" fn helper_fenv(env: *mut Env, a0: u64, addr: u64, _: u64, 
     let t = top(e);
     if kind == 0 || kind == 2 {
         // SAFETY: helper context.
-        if unsafe { probe_write(env, addr, total) }.is_err() {
+        if unsafe { probe_write(env, addr, total, false) }.is_err() {
             return 0;
         }
         let e = unsafe { crate::helpers::env_mut(env) };
@@ -400,6 +418,10 @@ pub unsafe extern "C" fn helper_fenv(env: *mut Env, a0: u64, addr: u64, _: u64, 
             fninit(e);
         }
     } else {
+        // SAFETY: helper context.
+        if unsafe { probe_read(env, addr, total, false) }.is_err() {
+            return 0;
+        }
         let mut f = [0u64; 7];
         for (i, v) in f.iter_mut().enumerate() {
             // SAFETY: helper context.

@@ -45,7 +45,7 @@ pub enum Op {
     Comi,
     /// Compute a store of ST0 (kind in bits 16..23: `Store`) into G_FPTMP (value),
     /// G_FPTMP+1 (high part for m80), G_FPTMP+2 (new FSW). For FST ST(i) the store is
-    /// done directly (no memory).
+    /// done directly (no memory); bit 24: FSTPNCE (no stack check).
     StPrep,
     /// Apply G_FPTMP+2 as FSW, then pop if bit 12.
     StCommit,
@@ -337,10 +337,16 @@ fn to_bcd(c: &mut Ctx, v: F80) -> (u64, u16) {
 
 /// Run an operation, setting C1 to "rounded up" (the magnitude was increased by rounding).
 fn rounded<T: Copy + PartialEq>(c: &mut Ctx, op: impl Fn(&mut Ctx) -> T, mag: impl Fn(T) -> u128) -> (T, bool) {
+    c.up = false;
     let r = op(c);
     if c.flags & soft::exc::PE == 0 {
         return (r, false);
     }
+    if c.up {
+        return (r, true);
+    }
+    // Operations that round outside the soft-float's common rounding step: compare with
+    // the result truncated.
     let mut z = *c;
     z.rc = soft::Rc::Zero;
     z.flags = 0;
@@ -487,6 +493,13 @@ pub unsafe extern "C" fn helper_x87(env: *mut Env, a0: u64, _: u64, _: u64, _: u
             }
             return ret;
         }
+        x if x == Op::StPrep as u8 && sub == Store::St as u8 && a0 & 1 << 24 != 0 && f.empty(0) => {
+            // FSTPNCE (D9 D8+i, "FSTP1"): with ST0 empty the processor only pops, with no
+            // stack-underflow exception (observed on AMD; the SDM does not document the
+            // encoding). C1 is cleared.
+            f.set_c1(false);
+            f.pop();
+        }
         x if x == Op::StPrep as u8 => {
             let saved = f.sw();
             let mut c = f.ctx_ext();
@@ -607,6 +620,8 @@ pub unsafe extern "C" fn helper_x87(env: *mut Env, a0: u64, _: u64, _: u64, _: u
         x if x == Op::Free as u8 || x == Op::FreeP as u8 => {
             let r = f.phys(sti);
             f.e.g[G_FTW as usize] &= !(1 << r);
+            // C0..C3 are undefined; AMD clears C1 (and so do we).
+            f.set_c1(false);
             if op == Op::FreeP as u8 {
                 f.pop();
             }

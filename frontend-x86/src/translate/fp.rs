@@ -137,10 +137,14 @@ pub fn register(r: &mut impl FnMut(M, Handler)) {
     r(M::Maskmovdqu, maskmov);
     for e in fp::table() {
         // CMPSD is registered with the string instructions (it dispatches here).
-        if e.m != M::Cmpsd {
+        if !matches!(e.m, M::Cmpsd | M::Crc32) {
             r(e.m, generic);
         }
     }
+    // The REX.W forms of PCMPESTRI/PCMPESTRM (64-bit lengths in RAX/RDX).
+    r(M::Pcmpestri64, generic);
+    r(M::Pcmpestrm64, generic);
+    r(M::Crc32, crc32);
 }
 
 /// SSE forms of MOVSD and CMPSD (the mnemonics are shared with the string instructions).
@@ -510,8 +514,39 @@ fn needs_align(m: M) -> bool {
     !matches!(m, M::Pcmpestri | M::Pcmpestrm | M::Pcmpistri | M::Pcmpistrm | M::Pcmpestri64 | M::Pcmpestrm64)
 }
 
+/// CRC32 r32/r64, r/m8/16/32/64 (a general-purpose instruction: no FP state gate) through
+/// the `sse` helper: the data in `G_FPTMP`, the running CRC in `G_FPTMP + 1`.
+fn crc32(tr: &mut Tr, insn: &Instruction) -> Flow {
+    let op = fp::op_of(M::Crc32).expect("in the table");
+    let bytes = tr.op_size(insn, 1) as u64;
+    let src = match insn.op_kind(1) {
+        OpKind::Register => tr.reg(insn.op_register(1)),
+        _ => {
+            let a = tr.ea(insn);
+            let m = tr.mop(insn, bytes as u32);
+            tr.load(a, m)
+        }
+    };
+    let d = insn.op_register(0);
+    let crc = tr.reg(d);
+    tr.b.set(G_FPTMP, src);
+    tr.b.set(G_FPTMP + 1, crc);
+    let r = tr.b.call(H.sse, &[Val::C(op as u64), Val::C(0), Val::C(G_FPTMP as u64), Val::C(bytes)]);
+    // The result is 32 bits, zero-extended into r64 as well.
+    let full = match d.size() {
+        8 => d,
+        _ => d.full_register32(),
+    };
+    tr.set_reg(full, r);
+    Flow::Next
+}
+
 fn generic(tr: &mut Tr, insn: &Instruction) -> Flow {
-    let m = insn.mnemonic();
+    let m = match insn.mnemonic() {
+        M::Pcmpestri64 => M::Pcmpestri,
+        M::Pcmpestrm64 => M::Pcmpestrm,
+        m => m,
+    };
     let op = fp::op_of(m).expect("registered from the table");
     let shape = fp::table()[op].shape;
     let last = insn.op_count() - 1;

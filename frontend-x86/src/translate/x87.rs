@@ -56,13 +56,33 @@ pub fn register(r: &mut impl FnMut(M, Handler)) {
         r(m, fcmov);
     }
     r(M::Fnstsw, fnstsw);
-    r(M::Fnstcw, |t, i| {
-        let a = t.ea(i);
-        let v = t.b.get(G_FCW);
-        let m = t.mop(i, 2);
-        t.store(a, v, m);
-        Flow::Next
+    r(M::Fnstcw, fnstcw);
+    // The waiting forms iced decodes as one instruction (WAIT + the no-wait form): the
+    // pending-#MF check of the WAIT, then the no-wait instruction.
+    r(M::Fstsw, |t, i| {
+        t.pending_mf();
+        fnstsw(t, i)
     });
+    r(M::Fstcw, |t, i| {
+        t.pending_mf();
+        fnstcw(t, i)
+    });
+    for m in [M::Fstenv, M::Fsave] {
+        r(m, |t, i| {
+            t.pending_mf();
+            fenv(t, i)
+        });
+    }
+    r(M::Finit, |t, i| simple(t, i, Op::Init, true));
+    r(M::Fclex, |t, i| simple(t, i, Op::Clex, true));
+    for m in [M::Fdisi, M::Feni, M::Fsetpm] {
+        r(m, |t, _| {
+            t.pending_mf();
+            Flow::Next
+        });
+    }
+    // FSTP ST(i)'s alternative encodings (D9 D8+i, DF D0+i, DF D8+i).
+    r(M::Fstpnce, store);
     r(M::Fldcw, |t, i| {
         t.pending_mf();
         let a = t.ea(i);
@@ -75,6 +95,14 @@ pub fn register(r: &mut impl FnMut(M, Handler)) {
     for m in [M::Fnstenv, M::Fldenv, M::Fnsave, M::Frstor] {
         r(m, fenv);
     }
+}
+
+fn fnstcw(t: &mut Tr, i: &Instruction) -> Flow {
+    let a = t.ea(i);
+    let v = t.b.get(G_FCW);
+    let m = t.mop(i, 2);
+    t.store(a, v, m);
+    Flow::Next
 }
 
 impl Tr {
@@ -160,10 +188,11 @@ fn load(tr: &mut Tr, insn: &Instruction) -> Flow {
 fn store(tr: &mut Tr, insn: &Instruction) -> Flow {
     tr.pending_mf();
     let m = insn.mnemonic();
-    let pop = matches!(m, M::Fstp | M::Fistp | M::Fisttp | M::Fbstp) as u64;
+    let pop = matches!(m, M::Fstp | M::Fstpnce | M::Fistp | M::Fisttp | M::Fbstp) as u64;
     if insn.op_kind(0) == OpKind::Register {
         let sti = st_index(insn.op_register(0));
-        tr.x87(Op::StPrep as u64 | sti << 8 | pop << 12 | (Store::St as u64) << 16);
+        let nce = (m == M::Fstpnce) as u64;
+        tr.x87(Op::StPrep as u64 | sti << 8 | pop << 12 | (Store::St as u64) << 16 | nce << 24);
         return Flow::Next;
     }
     let (kind, bytes) = match (m, insn.memory_size()) {
@@ -345,9 +374,9 @@ fn fenv(tr: &mut Tr, insn: &Instruction) -> Flow {
         tr.pending_mf();
     }
     let kind = match m {
-        M::Fnstenv => 0,
+        M::Fnstenv | M::Fstenv => 0,
         M::Fldenv => 1,
-        M::Fnsave => 2,
+        M::Fnsave | M::Fsave => 2,
         _ => 3,
     };
     let op16 = insn.memory_size() == MemorySize::FpuEnv14 || insn.memory_size() == MemorySize::FpuState94;
