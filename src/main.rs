@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod flat;
 mod run;
+mod term;
 mod xlcfg;
 
 #[derive(Parser)]
@@ -70,9 +71,10 @@ enum Cmd {
         /// Stop (exit status 1) after this many guest instructions.
         #[arg(long)]
         max_insns: Option<u64>,
-        /// Guest time: deterministic (from the instruction count) or realtime.
-        #[arg(long, value_enum, default_value = "deterministic")]
-        clock: Clock,
+        /// Guest time: deterministic (from the instruction count) or realtime. Default:
+        /// realtime when stdin is a terminal (an interactive console), else deterministic.
+        #[arg(long, value_enum)]
+        clock: Option<Clock>,
         /// An xl.cfg file (name, type, kernel, ramdisk, cmdline/extra/root, memory, vcpus,
         /// disk, on_poweroff, on_crash); options given on the command line win.
         config: Option<PathBuf>,
@@ -132,9 +134,12 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 cmdline: cmdline.or(cfg.cmdline).unwrap_or_default(),
                 memory_mib: memory.or(cfg.memory_mib).unwrap_or(256),
                 clock: match clock {
-                    Clock::Deterministic => xen_pv::core::time::ClockMode::Deterministic,
-                    Clock::Realtime => xen_pv::core::time::ClockMode::Realtime,
+                    Some(Clock::Deterministic) => xen_pv::core::time::ClockMode::Deterministic,
+                    Some(Clock::Realtime) => xen_pv::core::time::ClockMode::Realtime,
+                    None if term::Terminal::is_tty() => xen_pv::core::time::ClockMode::Realtime,
+                    None => xen_pv::core::time::ClockMode::Deterministic,
                 },
+                name: cfg.name.clone().unwrap_or_default(),
                 engine: engine.kind(),
                 log: xen_pv::pv::LogFlags { hypercalls: log.contains(&LogWhat::Hypercalls), traps: log.contains(&LogWhat::Traps) },
                 max_insns,

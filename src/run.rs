@@ -19,12 +19,14 @@ pub struct RunArgs {
     pub log: LogFlags,
     pub max_insns: Option<u64>,
     pub clock: xen_pv::core::time::ClockMode,
+    /// The domain's name (xenstore).
+    pub name: String,
 }
 
 /// Exit status for a shutdown: 0 poweroff (and reboot/suspend, which end the run), 1 crash.
 pub fn exit_status(s: &Shutdown) -> u8 {
     match s {
-        Shutdown::Poweroff | Shutdown::Reboot | Shutdown::Suspend => 0,
+        Shutdown::Poweroff | Shutdown::Reboot | Shutdown::Suspend | Shutdown::Detached => 0,
         Shutdown::Crash(_) | Shutdown::Watchdog | Shutdown::Budget => 1,
     }
 }
@@ -54,7 +56,9 @@ pub fn run(a: RunArgs) -> Result<u8> {
     let cfg = DomainConfig { cmdline: a.cmdline.as_bytes(), module: module.as_deref(), ..Default::default() };
     let dom = builder::build(e.ram(), &image, &cfg).map_err(|err| anyhow::anyhow!("{}: {err}", kpath.display()))?;
     drop(image);
-    let mut pv = PvDomain::new(dom, RunOptions { log: a.log, max_insns: a.max_insns, clock: Some(a.clock) });
+    let mut pv = PvDomain::new(dom, RunOptions { log: a.log, max_insns: a.max_insns, clock: Some(a.clock), name: a.name.clone() });
+    // Console input from stdin (raw mode on a terminal; Ctrl-] detaches).
+    pv.input = Some(Box::new(crate::term::Terminal::stdin()));
     pv.start(&mut e).map_err(|err| anyhow::anyhow!("{}: {err}", kpath.display()))?;
     let s = pv.run(&mut e);
     match &s {
@@ -64,7 +68,10 @@ pub fn run(a: RunArgs) -> Result<u8> {
         Shutdown::Crash(why) => eprintln!("xenolith: guest crashed: {why}"),
         Shutdown::Watchdog => eprintln!("xenolith: the guest's watchdog fired"),
         Shutdown::Budget => eprintln!("xenolith: instruction budget exhausted after {} instructions", e.env.icount),
+        Shutdown::Detached => eprintln!("\r\nxenolith: detached from the console; the guest was stopped"),
     }
+    // Restore the terminal before the caller prints anything else.
+    drop(pv);
     Ok(exit_status(&s))
 }
 

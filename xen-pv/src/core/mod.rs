@@ -6,6 +6,8 @@
 pub mod errno;
 pub mod evtchn;
 pub mod time;
+pub mod xsring;
+pub mod xenstore;
 
 /// Bounds-checked access to guest physical (= machine, the p2m is the identity) memory.
 /// Every method fails (false / None) rather than touching memory outside the guest.

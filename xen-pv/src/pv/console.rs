@@ -5,19 +5,51 @@
 //! out_prod (u32, free-running). The guest produces into `out` and notifies its console
 //! event channel; the back end consumes whenever the guest sends, yields, blocks or shuts
 //! down (guests spin on yield until the ring drains).
+//!
+//! Input: bytes from a [`ConsoleInput`] (the terminal, a pipe, a test) are queued and
+//! produced into the ring's `in` half as room allows; the caller notifies the console
+//! event channel when [`Console::feed`] wrote something.
 
+use std::collections::VecDeque;
 use std::io::Write;
+use std::time::Duration;
 
 use crate::builder::DomainLayout;
 use crate::core::GuestPhys;
 
+const IN_OFF: u64 = 0;
+const IN_SIZE: u32 = 1024;
+const IN_CONS: u64 = 3072;
+const IN_PROD: u64 = 3076;
 const OUT_OFF: u64 = 1024;
 const OUT_SIZE: u32 = 2048;
 const OUT_CONS: u64 = 3080;
 const OUT_PROD: u64 = 3084;
 
+/// What a console input source has for the guest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InputEvent {
+    /// Nothing (yet).
+    None,
+    Bytes(Vec<u8>),
+    /// The user detached (Ctrl-], as `xl console`): end the run.
+    Detach,
+    /// The source ended (EOF): nothing more will come.
+    Closed,
+}
+
+/// A source of console input (the terminal, a pipe, a test script).
+pub trait ConsoleInput {
+    /// What is available now, without waiting.
+    fn poll(&mut self) -> InputEvent;
+    /// Wait up to `timeout` (forever when None) for input.
+    fn wait(&mut self, timeout: Option<Duration>) -> InputEvent;
+}
+
 pub struct Console {
     out: Box<dyn Write>,
+    /// Input bytes not yet in the ring.
+    pub pending_in: VecDeque<u8>,
     /// Everything the guest printed (ring and console_io), for tests and crash reports.
     pub captured: Vec<u8>,
     /// Keep at most this many bytes in `captured` (the tail).
@@ -26,7 +58,7 @@ pub struct Console {
 
 impl Console {
     pub fn new(out: Box<dyn Write>) -> Console {
-        Console { out, captured: Vec::new(), capture_limit: 1 << 20 }
+        Console { out, pending_in: VecDeque::new(), captured: Vec::new(), capture_limit: 1 << 20 }
     }
 
     /// Guest output from console_io or the ring.
@@ -66,5 +98,31 @@ impl Console {
         }
         mem.write_u32(page + OUT_CONS, prod);
         self.put(&buf);
+    }
+
+    /// Produce queued input into the ring's `in` half as room allows. True when bytes
+    /// were written (the guest should be notified). A ring whose indexes are further
+    /// apart than its size is left alone (the guest broke it).
+    pub fn feed(&mut self, mem: &mut dyn GuestPhys, layout: &DomainLayout) -> bool {
+        if self.pending_in.is_empty() {
+            return false;
+        }
+        let page = layout.console.pfn << 12;
+        let (Some(cons), Some(prod)) = (mem.read_u32(page + IN_CONS), mem.read_u32(page + IN_PROD)) else {
+            return false;
+        };
+        let used = prod.wrapping_sub(cons);
+        if used > IN_SIZE {
+            return false;
+        }
+        let n = (IN_SIZE - used).min(self.pending_in.len() as u32);
+        let mut idx = prod;
+        for _ in 0..n {
+            let b = self.pending_in.pop_front().unwrap();
+            mem.write_u8(page + IN_OFF + (idx % IN_SIZE) as u64, b);
+            idx = idx.wrapping_add(1);
+        }
+        mem.write_u32(page + IN_PROD, idx);
+        n > 0
     }
 }

@@ -48,6 +48,23 @@ impl PvDomain {
         Ok((b as u64) << 32 | a as u64)
     }
 
+    /// The descriptor a selector names in the guest's own GDT (installed by set_gdt), read
+    /// from its frame. None for LDT selectors, the null selector and entries beyond the
+    /// guest's part of the GDT (Xen's reserved entries are `xen_desc`'s).
+    pub fn guest_desc(&self, e: &mut Engine, sel: u16) -> Option<frontend_x86::desc::Desc> {
+        let idx = (sel >> 3) as u64;
+        if sel & 4 != 0 || idx == 0 || idx >= MAX_GUEST_GDT_ENTRIES {
+            return None;
+        }
+        let l1e = GuestPhys::read_u64(e.ram(), self.gdt_l1() + (idx / 512) * 8)?;
+        let mfn = (l1e & crate::builder::pagetable::ADDR_MASK) >> 12;
+        if l1e & P == 0 || mfn == self.dom.layout.platform.zero_mfn {
+            return None;
+        }
+        let v = GuestPhys::read_u64(e.ram(), (mfn << 12) + (idx % 512) * 8)?;
+        Some(frontend_x86::desc::Desc { lo: v as u32, hi: (v >> 32) as u32 })
+    }
+
     fn gdt_l1(&self) -> u64 {
         self.dom.layout.platform.gdt_l1_maddr
     }

@@ -67,7 +67,7 @@ impl PvDomain {
         e.env.icount += 1;
     }
 
-    fn decode_at_rip(&self, e: &mut Engine) -> Option<Instruction> {
+    pub(super) fn decode_at_rip(&self, e: &mut Engine) -> Option<Instruction> {
         let rip = X86State(&mut e.env).rip();
         let mut b = [0u8; 15];
         // An instruction may end before an unmapped page: fetch what can be fetched.
@@ -275,9 +275,12 @@ impl PvDomain {
         if cs & 3 < cpl || ss & 3 != cs & 3 {
             return self.deliver_fault(e, GuestFault { vector: 13, error_code: Some((cs & !3) as u32), addr: 0 });
         }
-        let mut s = X86State(&mut e.env);
-        if let Err(why) = super::hypercall::load_flat(self, &mut s, Seg::Cs, cs).and_then(|_| super::hypercall::load_flat(self, &mut s, Seg::Ss, ss)) {
-            return self.crash(e, why);
+        // A selector the hardware would refuse: #GP(selector), as the CPU raises it.
+        if super::hypercall::load_flat(self, e, Seg::Cs, cs).is_err() {
+            return self.deliver_fault(e, GuestFault { vector: 13, error_code: Some((cs & !3) as u32), addr: 0 });
+        }
+        if super::hypercall::load_flat(self, e, Seg::Ss, ss).is_err() {
+            return self.deliver_fault(e, GuestFault { vector: 13, error_code: Some((ss & !3) as u32), addr: 0 });
         }
         let mut s = X86State(&mut e.env);
         let old = s.rflags();

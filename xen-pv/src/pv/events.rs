@@ -145,11 +145,33 @@ impl PvDomain {
                 (Some(a), Some(b)) => a.min(b),
                 (Some(a), None) => a,
                 (None, Some(b)) => b,
-                (None, None) => return false,
+                (None, None) => {
+                    // Only console input can wake the guest now.
+                    if self.input.is_some() && self.poll_input(e, Some(None)) {
+                        if self.shutdown.is_some() {
+                            return true;
+                        }
+                        continue;
+                    }
+                    return false;
+                }
             };
             let ic = e.env.icount;
             self.update_runstate(e, 2);
-            self.clock.idle_until(ic, next);
+            if self.clock.mode == crate::core::time::ClockMode::Realtime && self.input.is_some() {
+                // Sleep until the deadline or console input, whichever comes first.
+                let wait = std::time::Duration::from_nanos(next.saturating_sub(now));
+                if self.poll_input(e, Some(Some(wait))) {
+                    self.update_runstate(e, 0);
+                    if self.shutdown.is_some() {
+                        return true;
+                    }
+                    continue;
+                }
+                // The wait took the time: the realtime clock has moved on.
+            } else {
+                self.clock.idle_until(ic, next);
+            }
             let now2 = self.now(e).max(now);
             self.blocked_ns += now2.saturating_sub(now);
             self.update_runstate(e, 0);

@@ -437,18 +437,35 @@ fn vm_assist(d: &mut PvDomain, _e: &mut Engine, a: [u64; 6]) -> HcResult {
 }
 
 /// Load a flat Xen selector into `seg` (RPL forced to 3 for 64-bit guests).
-pub(super) fn load_flat(d: &PvDomain, s: &mut X86State<'_>, seg: Seg, sel: u16) -> Result<(), String> {
-    match xen_desc(d.guest(), sel) {
-        Some(desc) => {
-            s.set_seg(seg, sel, desc.base(), desc.limit(), desc.attr());
-            Ok(())
-        }
-        None if sel & !3 == 0 && seg != Seg::Cs => {
-            s.set_seg(seg, sel, 0, 0, 0);
-            Ok(())
-        }
-        None => Err(format!("iret to selector {sel:#x}: only Xen's flat selectors are supported so far")),
+/// Load a segment register for a return to the guest (iret, the failsafe path): Xen's
+/// flat selectors, the null selector for data segments, or a descriptor of the guest's GDT
+/// that the hardware would accept for an iret to ring 3 (a present code segment for CS, a
+/// present writable data segment for SS and data registers, DPL = RPL).
+pub(super) fn load_flat(d: &PvDomain, e: &mut Engine, seg: Seg, sel: u16) -> Result<(), String> {
+    if let Some(desc) = xen_desc(d.guest(), sel) {
+        X86State(&mut e.env).set_seg(seg, sel, desc.base(), desc.limit(), desc.attr());
+        return Ok(());
     }
+    if sel & !3 == 0 && seg != Seg::Cs && seg != Seg::Ss {
+        X86State(&mut e.env).set_seg(seg, sel, 0, 0, 0);
+        return Ok(());
+    }
+    let Some(desc) = d.guest_desc(e, sel) else {
+        return Err(format!("iret to selector {sel:#x}: not a descriptor of the guest's GDT"));
+    };
+    let ok = desc.present()
+        && desc.dpl() == (sel & 3) as u32
+        && match seg {
+            Seg::Cs => desc.is_code(),
+            Seg::Ss => desc.writable_data(),
+            _ => desc.is_seg() && desc.readable(),
+        };
+    if !ok {
+        return Err(format!("iret to selector {sel:#x}: descriptor {:#010x}{:08x} is not usable for {seg:?}", desc.hi, desc.lo));
+    }
+    // The accessed bit, as the hardware sets it on a load, is left to the guest's copy.
+    X86State(&mut e.env).set_seg(seg, sel, desc.base(), desc.limit(), desc.attr() | 1);
+    Ok(())
 }
 
 /// HYPERVISOR_iret: pop the iret_context from the guest stack.
@@ -467,8 +484,7 @@ fn iret(d: &mut PvDomain, e: &mut Engine, _a: [u64; 6]) -> HcResult {
     if cs & 3 == 3 && d.kernel_mode {
         d.toggle_mode(e);
     }
-    let mut s = X86State(&mut e.env);
-    if let Err(why) = load_flat(d, &mut s, Seg::Cs, (cs | 3) as u16).and_then(|_| load_flat(d, &mut s, Seg::Ss, (ss | 3) as u16)) {
+    if let Err(why) = load_flat(d, e, Seg::Cs, (cs | 3) as u16).and_then(|_| load_flat(d, e, Seg::Ss, (ss | 3) as u16)) {
         d.crash(e, why);
         return Ok(0);
     }
@@ -576,6 +592,8 @@ fn event_channel_op(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult {
             if let Some((_, port)) = r {
                 if port == d.console_port {
                     d.console.drain(e.ram(), &d.dom.layout);
+                } else if port == d.store_port {
+                    d.service_xenstore(e);
                 }
             }
             Ok(0)

@@ -217,7 +217,7 @@ impl PvDomain {
     }
 
     /// Write entry `ptr` (machine address) with `val`, validated for the table it is in.
-    fn update_entry(&mut self, e: &mut Engine, ptr: u64, val: u64, preserve_ad: bool) -> Result<(), i64> {
+    pub(super) fn update_entry(&mut self, e: &mut Engine, ptr: u64, val: u64, preserve_ad: bool) -> Result<(), i64> {
         if ptr & 7 != 0 {
             return Err(EINVAL);
         }
@@ -278,7 +278,7 @@ impl PvDomain {
     }
 
     /// Machine address of the L1 entry mapping `va` in the current tables.
-    fn l1_entry_addr(&self, e: &mut Engine, va: u64) -> Option<u64> {
+    pub(super) fn l1_entry_addr(&self, e: &mut Engine, va: u64) -> Option<u64> {
         let mut table = X86State(&mut e.env).g(G_CR3) & ADDR_MASK;
         for level in (2..=4u32).rev() {
             let idx = (va >> (12 + 9 * (level - 1))) & 511;

@@ -17,6 +17,8 @@ pub mod emulate;
 pub mod events;
 pub mod hypercall;
 pub mod mmu;
+mod ptwr;
+pub mod xs;
 
 use frontend_x86::state::{Seg, X86State, G_CR2};
 use frontend_x86::PlatformOp;
@@ -39,6 +41,8 @@ pub enum Shutdown {
     Budget,
     /// The watchdog fired.
     Watchdog,
+    /// The user detached from the console (Ctrl-]).
+    Detached,
 }
 
 /// What to log to stderr.
@@ -56,6 +60,8 @@ pub struct RunOptions {
     pub max_insns: Option<u64>,
     /// Deterministic (time from the instruction count) or realtime.
     pub clock: Option<crate::core::time::ClockMode>,
+    /// The domain's name (xenstore `name`); empty: "xenolith".
+    pub name: String,
 }
 
 /// A PV domain with one vCPU, on the engine.
@@ -71,9 +77,13 @@ pub struct PvDomain {
     pub kernel_ss: u64,
     pub kernel_sp: u64,
     pub console: console::Console,
+    /// Where console input comes from (none: the guest gets no input).
+    pub input: Option<Box<dyn console::ConsoleInput>>,
     /// Event channel ports of the console and xenstore rings (bound to the back ends).
     pub console_port: u32,
     pub store_port: u32,
+    /// The xenstore (created when the domain starts).
+    pub xs: Option<xs::Xenstore>,
     pub shutdown: Option<Shutdown>,
     pub mmu: mmu::PvMmu,
     /// The virtual IOPL (physdev_op set_iopl).
@@ -114,8 +124,10 @@ impl PvDomain {
             kernel_ss,
             kernel_sp,
             console: console::Console::new(Box::new(std::io::stdout())),
+            input: None,
             console_port: 2,
             store_port: 1,
+            xs: None,
             shutdown: None,
             mmu: mmu::PvMmu::default(),
             iopl: 0,
@@ -127,6 +139,45 @@ impl PvDomain {
             blocked_ns: 0,
             unimplemented: Vec::new(),
         }
+    }
+
+    /// Process the guest's xenstore requests and notify it of the responses.
+    pub fn service_xenstore(&mut self, e: &mut Engine) {
+        let Some(xs) = self.xs.as_mut() else { return };
+        if xs.service(e.ram()) {
+            let p = self.store_port;
+            self.evtchn.raise(e.ram(), p);
+        }
+    }
+
+    /// Take console input (waiting up to `wait` for some when given) and produce it into
+    /// the ring, notifying the guest. Returns true when input arrived.
+    pub fn poll_input(&mut self, e: &mut Engine, wait: Option<Option<std::time::Duration>>) -> bool {
+        let Some(src) = self.input.as_mut() else { return false };
+        let ev = match wait {
+            None => src.poll(),
+            Some(t) => src.wait(t),
+        };
+        let got = match ev {
+            console::InputEvent::None => false,
+            console::InputEvent::Bytes(b) => {
+                self.console.pending_in.extend(b);
+                true
+            }
+            console::InputEvent::Detach => {
+                self.shutdown = Some(Shutdown::Detached);
+                true
+            }
+            console::InputEvent::Closed => {
+                self.input = None;
+                false
+            }
+        };
+        if self.console.feed(e.ram(), &self.dom.layout) {
+            let p = self.console_port;
+            self.evtchn.raise(e.ram(), p);
+        }
+        got
     }
 
     pub fn guest(&self) -> GuestType {
@@ -141,6 +192,16 @@ impl PvDomain {
         // The console and xenstore rings' channels, bound to the back ends in domain 0.
         let _ = self.evtchn.bind_backend(self.store_port, 0);
         let _ = self.evtchn.bind_backend(self.console_port, 0);
+        let name = if self.opts.name.is_empty() { "xenolith" } else { self.opts.name.as_str() };
+        let info = xs::DomainInfo {
+            name,
+            memory_kib: e.ram().size() >> 10,
+            store_pfn: self.dom.layout.xenstore.pfn,
+            store_port: self.store_port,
+            console_pfn: self.dom.layout.console.pfn,
+            console_port: self.console_port,
+        };
+        self.xs = Some(xs::Xenstore::new(e.ram(), &info));
         if let Some(va) = self.dom.layout.hypercall_page {
             let page = hypercall::hypercall_page(self.guest());
             let off = va.wrapping_sub(self.dom.layout.virt_base);
@@ -163,6 +224,7 @@ impl PvDomain {
                 return s;
             }
             self.service_timers(e);
+            self.poll_input(e, None);
             self.maybe_upcall(e);
             if self.shutdown.is_some() {
                 continue;
@@ -196,6 +258,9 @@ impl PvDomain {
 
     fn exception(&mut self, e: &mut Engine, f: GuestFault) {
         if f.vector == 6 && self.try_forced_cpuid(e) {
+            return;
+        }
+        if f.vector == 14 && self.ptwr_fault(e, f) {
             return;
         }
         self.deliver_fault(e, f);
@@ -289,6 +354,12 @@ impl PvDomain {
         let bytes: Vec<u8> = frame.iter().flat_map(|v| v.to_le_bytes()[..width as usize].to_vec()).collect();
         self.write_guest(e, sp, &bytes)
             .map_err(|f| format!("cannot write the exception frame at {:#x}: {}", f.addr, vector_name(f.vector)))?;
+        if self.guest() == GuestType::X86_64 {
+            // The guest kernel always runs on Xen's flat kernel selectors
+            // (FLAT_KERNEL_CS/SS), whatever the interrupted context had loaded.
+            hypercall::load_flat(self, e, Seg::Cs, 0xe033)?;
+            hypercall::load_flat(self, e, Seg::Ss, 0xe02b)?;
+        }
         let mut s = X86State(&mut e.env);
         s.set_gpr(4, sp);
         s.set_rip(t.address);
