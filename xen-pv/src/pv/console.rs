@@ -64,9 +64,8 @@ impl Console {
     /// Guest output from console_io or the ring.
     pub fn put(&mut self, bytes: &[u8]) {
         let _ = self.out.write_all(bytes);
-        if bytes.contains(&b'\n') {
-            let _ = self.out.flush();
-        }
+        // Flush every piece: a prompt has no newline.
+        let _ = self.out.flush();
         self.captured.extend_from_slice(bytes);
         if self.captured.len() > self.capture_limit * 2 {
             let cut = self.captured.len() - self.capture_limit;

@@ -1,0 +1,156 @@
+//! Debian's stock Linux 6.1 as a 64-bit PV guest, with the busybox initramfs that
+//! roms/linux/build.sh makes (both cached outside the repository; CI builds them first).
+//! Skipped, with a message, when they are not there.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn cached(name: &str) -> Option<PathBuf> {
+    let mut c = Vec::new();
+    if let Some(p) = std::env::var_os("XENOLITH_CACHE") {
+        c.push(PathBuf::from(p).join("linux").join(name));
+    }
+    c.push(PathBuf::from("/var/cache/xenolith/linux").join(name));
+    if let Some(h) = std::env::var_os("HOME") {
+        c.push(PathBuf::from(h).join(".cache/xenolith/linux").join(name));
+    }
+    c.into_iter().find(|p| p.is_file())
+}
+
+fn images() -> Option<(PathBuf, PathBuf)> {
+    match (cached("vmlinuz"), cached("initrd.gz")) {
+        (Some(k), Some(i)) => Some((k, i)),
+        _ => {
+            println!("SKIP: no cached Debian kernel/initramfs; run roms/linux/build.sh to enable this test");
+            None
+        }
+    }
+}
+
+fn xenolith() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_xenolith"))
+}
+
+#[test]
+fn boots_to_init_runs_a_script_and_powers_off() {
+    let Some((k, i)) = images() else { return };
+    let out = xenolith()
+        .args(["run", "--kernel", k.to_str().unwrap(), "--ramdisk", i.to_str().unwrap()])
+        .args(["--cmdline", "console=hvc0 xenolith.script=hello", "--memory", "512"])
+        .output()
+        .unwrap();
+    let so = String::from_utf8_lossy(&out.stdout);
+    let se = String::from_utf8_lossy(&out.stderr);
+    assert!(so.contains("XENOLITH-LINUX: init"), "{so}\n{se}");
+    assert!(so.contains("kernel: Linux 6.1"), "{so}");
+    assert!(so.contains("hypervisor: xen"), "{so}");
+    // /proc/cpuinfo shows the advertised CPUID policy.
+    assert!(so.contains("model name\t: Xenolith x86-64 virtual CPU"), "{so}");
+    let flags = so.lines().find(|l| l.starts_with("flags")).unwrap_or_default();
+    for f in [" sse2 ", " ssse3 ", " sse4_1 ", " sse4_2 ", " popcnt ", " xsave ", " cx16 "] {
+        assert!(flags.contains(f), "flag{f}missing: {flags}");
+    }
+    assert!(!flags.contains(" avx "), "{flags}");
+    assert!(so.contains("XENOLITH-LINUX: hello done"), "{so}");
+    assert!(so.contains("XENOLITH-LINUX: script hello exited with status 0"), "{so}");
+    assert_eq!(out.status.code(), Some(0), "{se}");
+}
+
+/// A session over the console: commands typed into stdin reach the shell on hvc0, their
+/// output comes back, and `poweroff -f` ends the run with status 0.
+#[test]
+fn interactive_shell_over_the_console() {
+    let Some((k, i)) = images() else { return };
+    let mut child = xenolith()
+        .args(["run", "--kernel", k.to_str().unwrap(), "--ramdisk", i.to_str().unwrap()])
+        .args(["--cmdline", "console=hvc0 quiet", "--memory", "512"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let buf = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let mut so = child.stdout.take().unwrap();
+    let b2 = buf.clone();
+    std::thread::spawn(move || {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = so.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            b2.lock().unwrap().extend_from_slice(&chunk[..n]);
+        }
+    });
+    let wait_for = |what: &str, after: usize| -> usize {
+        let t = Instant::now();
+        loop {
+            {
+                let b = buf.lock().unwrap();
+                let s = String::from_utf8_lossy(&b[after.min(b.len())..]).to_string();
+                if let Some(p) = s.find(what) {
+                    return after + p + what.len();
+                }
+            }
+            if t.elapsed() > Duration::from_secs(120) {
+                let b = buf.lock().unwrap();
+                panic!("timed out waiting for {what:?}; console so far:\n{}", String::from_utf8_lossy(&b));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let mut stdin = child.stdin.take().unwrap();
+    let mut pos = wait_for("xenolith# ", 0);
+    for (cmd, want) in [
+        ("echo calc=$((6*7))", "calc=42"),
+        ("cat /sys/hypervisor/type", "xen"),
+        ("uname -m", "x86_64"),
+        ("grep -c processor /proc/cpuinfo", "1"),
+    ] {
+        stdin.write_all(format!("{cmd}\n").as_bytes()).unwrap();
+        stdin.flush().unwrap();
+        // The echo of the command line, then its output, then the next prompt.
+        pos = wait_for(cmd, pos);
+        pos = wait_for(want, pos);
+        pos = wait_for("xenolith# ", pos);
+    }
+    stdin.write_all(b"poweroff -f\n").unwrap();
+    stdin.flush().unwrap();
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "no poweroff");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+}
+
+/// A corrupt initramfs gets the kernel's own error (and then its panic, exit status 1),
+/// not an emulator failure.
+#[test]
+fn corrupt_initramfs_is_the_kernels_error() {
+    let Some((k, _)) = images() else { return };
+    let dir = std::env::temp_dir().join(format!("xenolith-bad-initrd-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("initrd.gz");
+    // Garbage that is not an archive in any format the kernel knows.
+    let bytes: Vec<u8> = (0..8192u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8 | 1).collect();
+    std::fs::write(&bad, &bytes).unwrap();
+    let out = xenolith()
+        .args(["run", "--kernel", k.to_str().unwrap(), "--ramdisk", bad.to_str().unwrap()])
+        .args(["--cmdline", "console=hvc0", "--memory", "512"])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let so = String::from_utf8_lossy(&out.stdout);
+    let se = String::from_utf8_lossy(&out.stderr);
+    assert!(so.contains("Initramfs unpacking failed"), "{so}");
+    assert!(so.contains("Kernel panic"), "{so}");
+    assert!(se.contains("guest crashed"), "{se}");
+    assert!(!se.contains("not emulated yet"), "{se}");
+    assert_eq!(out.status.code(), Some(1));
+}
