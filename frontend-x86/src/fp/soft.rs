@@ -76,6 +76,8 @@ pub mod exc {
 }
 use exc::*;
 
+pub mod trans;
+
 /// Rounding control, in the x86 RC encoding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Rc {

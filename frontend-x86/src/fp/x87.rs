@@ -129,6 +129,16 @@ pub enum Unary {
     Xtract,
     Prem,
     Prem1,
+    /// The transcendentals (see [`soft::trans`]).
+    F2xm1,
+    Sin,
+    Cos,
+    Ptan,
+    Sincos,
+    /// ST1 := f(ST0, ST1), pop.
+    Yl2x,
+    Yl2xp1,
+    Patan,
 }
 
 struct Fpu<'a> {
@@ -680,8 +690,29 @@ fn unary(f: &mut Fpu, k: u8) {
         }
         return;
     }
-    let needs_st1 = k == U::Scale as u8 || k == U::Prem as u8 || k == U::Prem1 as u8;
+    let binary_pop = k == U::Yl2x as u8 || k == U::Yl2xp1 as u8 || k == U::Patan as u8;
+    let needs_st1 = k == U::Scale as u8 || k == U::Prem as u8 || k == U::Prem1 as u8 || binary_pop;
     if f.empty(0) || (needs_st1 && f.empty(1)) {
+        if binary_pop {
+            // As the popping arithmetic: ST1 := indefinite, pop.
+            if !f.stack_fault(false) {
+                f.set(1, F80_DEFAULT_NAN);
+                f.pop();
+            }
+            return;
+        }
+        if k == U::Sin as u8 || k == U::Cos as u8 || k == U::Ptan as u8 || k == U::Sincos as u8 {
+            let s = f.sw() & !sw::C2;
+            f.set_sw(s);
+        }
+        if k == U::Ptan as u8 || k == U::Sincos as u8 {
+            // Two results: the indefinite in both (as FXTRACT).
+            if !f.stack_fault(false) {
+                f.set(0, F80_DEFAULT_NAN);
+                f.push(F80_DEFAULT_NAN);
+            }
+            return;
+        }
         if k == U::Prem as u8 || k == U::Prem1 as u8 {
             // No quotient: C2 = 0 (C1 = 0 from the stack fault); C0 and C3 are left
             // alone, whether IE is masked or not.
@@ -709,6 +740,9 @@ fn unary(f: &mut Fpu, k: u8) {
         return;
     }
     let a = f.get(0);
+    if k >= U::F2xm1 as u8 {
+        return transcendental(f, k, a);
+    }
     match k {
         x if x == U::Chs as u8 => {
             f.set(0, F80 { se: a.se ^ 0x8000, ..a });
@@ -786,6 +820,86 @@ fn unary(f: &mut Fpu, k: u8) {
                 // Q2 -> C0, Q1 -> C3, Q0 -> C1.
                 f.set_cc(q & 2 != 0, false, q & 1 != 0, q & 4 != 0);
             }
+        }
+    }
+}
+
+/// F2XM1, FSIN, FCOS, FPTAN, FSINCOS, FYL2X, FYL2XP1, FPATAN with ST0 (and ST1 for the
+/// binary ones) present. C1 is "rounded up"; FSIN/FCOS/FPTAN/FSINCOS set C2 when the
+/// operand is outside ±2^63 (and then change nothing else).
+fn transcendental(f: &mut Fpu, k: u8, a: F80) {
+    use soft::trans::{self, Trig};
+    use Unary as U;
+    let mut c = f.ctx_ext();
+    // C2 = 1 (out of range) also clears C1.
+    let set_c2 = |f: &mut Fpu, v: bool| {
+        let s = f.sw() & !sw::C2 | if v { sw::C2 } else { 0 };
+        f.set_sw(if v { s & !sw::C1 } else { s });
+    };
+    match k {
+        x if x == U::F2xm1 as u8 => {
+            let r = trans::f2xm1(&mut c, a);
+            if f.raise(c.flags, STOP) {
+                return;
+            }
+            f.set_c1(c.up);
+            f.set(0, r);
+        }
+        x if x == U::Sin as u8 || x == U::Cos as u8 => {
+            let which = if k == U::Sin as u8 { Trig::Sin } else { Trig::Cos };
+            let Some(r) = trans::ftrig(&mut c, a, which) else {
+                set_c2(f, true);
+                return;
+            };
+            set_c2(f, false);
+            if f.raise(c.flags, STOP) {
+                return;
+            }
+            f.set_c1(c.up);
+            f.set(0, r);
+        }
+        x if x == U::Ptan as u8 || x == U::Sincos as u8 => {
+            if !f.empty(7) {
+                // The push would overflow: masked, both results are the indefinite.
+                set_c2(f, false);
+                if !f.stack_fault(true) {
+                    f.set(0, F80_DEFAULT_NAN);
+                    f.push(F80_DEFAULT_NAN);
+                }
+                return;
+            }
+            let r = if k == U::Ptan as u8 {
+                // 1.0 is pushed after a number; a NaN result (NaN operand, invalid) is
+                // pushed again instead.
+                trans::ftrig(&mut c, a, Trig::Tan).map(|t| (t, if soft::f80_class(t) == 1 { t } else { F80 { signif: 1 << 63, se: 0x3fff } }))
+            } else {
+                trans::fsincos(&mut c, a)
+            };
+            let Some((r0, r1)) = r else {
+                set_c2(f, true);
+                return;
+            };
+            set_c2(f, false);
+            if f.raise(c.flags, STOP) {
+                return;
+            }
+            f.set_c1(c.up);
+            f.set(0, r0);
+            f.push(r1);
+        }
+        _ => {
+            let y = f.get(1);
+            let r = match k {
+                x if x == U::Yl2x as u8 => trans::fyl2x(&mut c, a, y),
+                x if x == U::Yl2xp1 as u8 => trans::fyl2xp1(&mut c, a, y),
+                _ => trans::fpatan(&mut c, a, y),
+            };
+            if f.raise(c.flags, STOP) {
+                return;
+            }
+            f.set_c1(c.up);
+            f.set(1, r);
+            f.pop();
         }
     }
 }

@@ -35,6 +35,9 @@ pub fn register(r: &mut impl FnMut(M, Handler)) {
     for m in [M::Fchs, M::Fabs, M::Ftst, M::Fxam, M::Fsqrt, M::Frndint, M::Fscale, M::Fxtract, M::Fprem, M::Fprem1] {
         r(m, unary);
     }
+    for m in [M::F2xm1, M::Fsin, M::Fcos, M::Fptan, M::Fsincos, M::Fyl2x, M::Fyl2xp1, M::Fpatan] {
+        r(m, unary);
+    }
     r(M::Fxch, |t, i| simple(t, i, Op::Xch, true));
     r(M::Ffree, |t, i| simple(t, i, Op::Free, true));
     r(M::Ffreep, |t, i| simple(t, i, Op::FreeP, true));
@@ -320,7 +323,15 @@ fn unary(tr: &mut Tr, insn: &Instruction) -> Flow {
         M::Fscale => Unary::Scale,
         M::Fxtract => Unary::Xtract,
         M::Fprem => Unary::Prem,
-        _ => Unary::Prem1,
+        M::Fprem1 => Unary::Prem1,
+        M::F2xm1 => Unary::F2xm1,
+        M::Fsin => Unary::Sin,
+        M::Fcos => Unary::Cos,
+        M::Fptan => Unary::Ptan,
+        M::Fsincos => Unary::Sincos,
+        M::Fyl2x => Unary::Yl2x,
+        M::Fyl2xp1 => Unary::Yl2xp1,
+        _ => Unary::Patan,
     };
     tr.x87(Op::Unary as u64 | (u as u64) << 16);
     Flow::Next
