@@ -354,7 +354,7 @@ pub unsafe extern "C" fn helper_far_jump(env: *mut Env, kind: u64, a1: u64, a2: 
                 return 0;
             }
             sp = nsp.wrapping_add(extra);
-            e.mmu_idx = (new_cpl == 3) as u32;
+            e.mmu_idx = crate::state::mmu_index(&e.g);
         }
         rsp = if new_cpl > cpl { sp } else { (rsp & !sp_mask) | (sp & sp_mask) };
     }

@@ -117,6 +117,9 @@ pub fn tb_flags(g: &[u64]) -> u32 {
     }
     if cpl == 3 {
         f |= tbf::MMU_USER;
+        if g[G_ASID as usize] & 1 != 0 {
+            f |= tbf::ASID;
+        }
     }
     if g[G_RFLAGS as usize] & fl::DF != 0 {
         f |= tbf::DF;

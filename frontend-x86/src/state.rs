@@ -72,8 +72,21 @@ pub const G_FDS: Global = 122;
 pub const G_XCR0: Global = 123;
 /// Scratch for memory operands of FP/SIMD helpers (four slots).
 pub const G_FPTMP: Global = 124;
+/// Address-space id of CPL-3 code (0 or 1): selects one of two user TLBs, so a platform
+/// that switches between two page-table bases for ring-3 code (a 64-bit PV guest's kernel
+/// and user modes) keeps both translations cached instead of flushing on every switch.
+pub const G_ASID: Global = 128;
 /// First free global after the x86 state.
-pub const G_X86_END: Global = 128;
+pub const G_X86_END: Global = 129;
+
+/// The MMU mode (TLB) for the current state: 0 for CPL 0-2, 1 + ASID for CPL 3.
+pub fn mmu_index(g: &[u64]) -> u32 {
+    if g[G_CPL as usize] & 3 == 3 {
+        1 + (g[G_ASID as usize] & 1) as u32
+    } else {
+        0
+    }
+}
 
 /// Global of XMM register `i`'s low quadword (high quadword is the next slot).
 pub const fn xmm_g(i: u32) -> Global {
@@ -210,6 +223,8 @@ pub mod tbf {
     pub const MP: u32 = 1 << 12;
     /// CR4.OSXSAVE: XGETBV/XSAVE* are enabled.
     pub const OSXSAVE: u32 = 1 << 13;
+    /// G_ASID = 1 (the second user TLB).
+    pub const ASID: u32 = 1 << 14;
 }
 
 /// Lazy-flags operation kinds; `CC_OP = kind * 4 + size index` (0: 8, 1: 16, 2: 32, 3: 64).
@@ -310,6 +325,12 @@ impl X86State<'_> {
     /// Set the CPL and the MMU mode that follows from it.
     pub fn set_cpl(&mut self, cpl: u8) {
         self.0.g[G_CPL as usize] = cpl as u64 & 3;
-        self.0.mmu_idx = (cpl == 3) as u32;
+        self.0.mmu_idx = mmu_index(&self.0.g);
+    }
+    /// Select the address-space id of ring-3 code (see [`G_ASID`]); the caller keeps each
+    /// id's TLB consistent with the page tables it stands for.
+    pub fn set_asid(&mut self, asid: u64) {
+        self.0.g[G_ASID as usize] = asid & 1;
+        self.0.mmu_idx = mmu_index(&self.0.g);
     }
 }

@@ -11,7 +11,7 @@ pub const NGLOBALS: usize = 256;
 pub const TLB_BITS: u32 = 10;
 pub const TLB_SIZE: usize = 1 << TLB_BITS;
 /// Number of MMU modes (the frontend decides what they mean, e.g. supervisor and user).
-pub const NB_MMU_MODES: usize = 2;
+pub const NB_MMU_MODES: usize = 3;
 pub const PAGE_BITS: u32 = 12;
 pub const PAGE_SIZE: u64 = 1 << PAGE_BITS;
 pub const PAGE_MASK: u64 = !(PAGE_SIZE - 1);

@@ -71,6 +71,19 @@ grep -m1 '^flags' /proc/cpuinfo
 ls /sys/bus/xen/devices 2>/dev/null
 echo "XENOLITH-LINUX: hello done"
 EOF
+# The benchmark workload (bench/linux): markers with the guest's uptime around each part.
+cat > "$root/scripts/workload" <<'EOF'
+mark() { echo "XENOLITH-MARK $1 $(cut -d' ' -f1 /proc/uptime)"; }
+mark start
+dd if=/dev/zero bs=1M count=64 2>/dev/null | sha256sum
+mark w1
+seq 1 2000000 > /tmp/f
+mark gen
+gzip -c /tmp/f | wc -c
+mark w2
+i=0; while [ $i -lt 1000 ]; do /bin/true; i=$((i+1)); done
+mark w3
+EOF
 
 python3 - "$root" "$work/initrd" <<'PYEOF'
 # Write a newc cpio archive of a directory tree (sorted, uid/gid 0, mtime 0).

@@ -787,7 +787,7 @@ pub fn translate(env: &jit::Env, key: &TbKey, fetch: &mut CodeFetcher, max_insns
         flags_live: true,
         idx: 0,
     };
-    tr.b.block.mmu_idx = (flags & tbf::MMU_USER != 0) as u32;
+    tr.b.block.mmu_idx = if flags & tbf::MMU_USER != 0 { 1 + (flags & tbf::ASID != 0) as u32 } else { 0 };
     let mut ended = false;
     for (i, insn) in insns.iter().enumerate() {
         tr.idx = i;

@@ -185,7 +185,7 @@ impl PvDomain {
             s.set_g(Seg::Gs.base_g(), kgs);
             s.set_g(G_KERNEL_GS_BASE, gs);
         }
-        self.load_cr3(e);
+        self.switch_space(e);
     }
 }
 

@@ -236,7 +236,10 @@ impl PvDomain {
                 if preserve_ad {
                     v = (v & !(A | D)) | (old & (A | D));
                 }
-                self.mmu.tlb_dirty = true;
+                // Only a present entry can have been cached by the TLB.
+                if old & P != 0 && old != v {
+                    self.mmu.tlb_dirty = true;
+                }
                 GuestPhys::write_u64(e.ram(), ptr, v);
                 // The old entry's reference goes after the new one is taken.
                 if let Some(c) = Self::child_of(t.level, old) {
@@ -253,12 +256,30 @@ impl PvDomain {
         Ok(())
     }
 
-    /// Point the engine at the base pointer of the current mode.
+    /// Point the engine at the base pointer of the current mode, without a flush: the
+    /// kernel and user page tables of a 64-bit guest each have their own TLB (address-space
+    /// ids 0 and 1), which every change of either base pointer flushes (`load_cr3`).
+    pub fn switch_space(&mut self, e: &mut Engine) {
+        if self.guest() != GuestType::X86_64 {
+            return self.load_cr3(e);
+        }
+        let user = !self.kernel_mode && self.mmu.user_base != 0;
+        let b = if user { self.mmu.user_base } else { self.mmu.kernel_base };
+        let mut s = X86State(&mut e.env);
+        s.set_g(G_CR3, b);
+        s.set_asid(user as u64);
+        self.flush_if_dirty(e);
+    }
+
+    /// Point the engine at the base pointer of the current mode, flushing every TLB.
     pub fn load_cr3(&mut self, e: &mut Engine) {
         match self.guest() {
             GuestType::X86_64 => {
-                let b = if self.kernel_mode || self.mmu.user_base == 0 { self.mmu.kernel_base } else { self.mmu.user_base };
-                X86State(&mut e.env).set_g(G_CR3, b);
+                let user = !self.kernel_mode && self.mmu.user_base != 0;
+                let b = if user { self.mmu.user_base } else { self.mmu.kernel_base };
+                let mut s = X86State(&mut e.env);
+                s.set_g(G_CR3, b);
+                s.set_asid(user as u64);
             }
             GuestType::X86_32Pae => {
                 if let Some(c) = self.dom.layout.platform.compat_l4_mfn {
@@ -424,7 +445,9 @@ fn mmuext_one(d: &mut PvDomain, e: &mut Engine, cmd: u32, arg1: u64) -> Result<(
             if old != 0 {
                 d.put_table(e, old);
             }
-            if !d.kernel_mode {
+            // The user TLB (address-space id 1) caches the old user tables even while
+            // the guest is in kernel mode: flush whenever the base changes.
+            if old != arg1 {
                 d.load_cr3(e);
             }
             Ok(())

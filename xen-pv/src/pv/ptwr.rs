@@ -97,7 +97,11 @@ impl PvDomain {
         }
         s.set_rip(insn.next_ip());
         e.env.icount += 1;
-        e.tlb_flush();
+        // update_entry marked the TLB dirty if the old entry was present (only then can
+        // the TLB hold what it mapped).
+        if std::mem::take(&mut self.mmu.tlb_dirty) {
+            e.tlb_flush();
+        }
         true
     }
 }
