@@ -72,8 +72,18 @@ fn interactive_shell_over_the_console() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Kill the guest if the test fails half way (a panic must not leave it running).
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
     let buf = Arc::new(Mutex::new(Vec::<u8>::new()));
     let mut so = child.stdout.take().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut child = Kill(child);
     let b2 = buf.clone();
     std::thread::spawn(move || {
         let mut chunk = [0u8; 4096];
@@ -101,7 +111,6 @@ fn interactive_shell_over_the_console() {
             std::thread::sleep(Duration::from_millis(20));
         }
     };
-    let mut stdin = child.stdin.take().unwrap();
     let mut pos = wait_for("xenolith# ", 0);
     for (cmd, want) in [
         ("echo calc=$((6*7))", "calc=42"),
@@ -120,7 +129,7 @@ fn interactive_shell_over_the_console() {
     stdin.flush().unwrap();
     let t = Instant::now();
     let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
+        if let Some(s) = child.0.try_wait().unwrap() {
             break s;
         }
         assert!(t.elapsed() < Duration::from_secs(60), "no poweroff");

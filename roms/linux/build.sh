@@ -85,6 +85,10 @@ i=0; while [ $i -lt 1000 ]; do /bin/true; i=$((i+1)); done
 mark w3
 EOF
 
+# The workload's parts on their own (for profiling).
+printf '%s\n' 'dd if=/dev/zero bs=1M count=64 2>/dev/null | sha256sum' > "$root/scripts/w1"
+printf '%s\n' 'i=0; while [ $i -lt 1000 ]; do /bin/true; i=$((i+1)); done' > "$root/scripts/w3"
+
 python3 - "$root" "$work/initrd" <<'PYEOF'
 # Write a newc cpio archive of a directory tree (sorted, uid/gid 0, mtime 0).
 import os, stat, sys

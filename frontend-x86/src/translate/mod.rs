@@ -97,6 +97,8 @@ pub struct Tr {
     pub flags_live: bool,
     /// Index of the current instruction in the block.
     pub idx: usize,
+    /// Linear address of the block's first instruction.
+    pub start_pc: u64,
 }
 
 impl Tr {
@@ -519,9 +521,19 @@ impl Tr {
 
     // ---- exits ----
 
+    /// Leave the block for a known rip. A target on another page than the block's start
+    /// cannot be chained (the engine chains only within a page, which a TLB flush keeps
+    /// valid); it leaves as an indirect exit with a constant target instead, so the
+    /// generated code's jump-cache probe reaches it without a return to the run loop.
     pub fn exit_jump(&mut self, rip: u64) {
         let rip = self.wrap_ip(rip);
-        self.b.exit(Exit::Jump { pc: rip });
+        let linear = if self.code64() { rip } else { self.cs_base.wrapping_add(rip) & 0xffff_ffff };
+        if linear & !0xfff != self.start_pc & !0xfff {
+            let t = self.b.konst(rip);
+            self.b.exit(Exit::Indirect { pc: t });
+        } else {
+            self.b.exit(Exit::Jump { pc: rip });
+        }
     }
 
     pub fn wrap_ip(&self, rip: u64) -> u64 {
@@ -786,6 +798,7 @@ pub fn translate(env: &jit::Env, key: &TbKey, fetch: &mut CodeFetcher, max_insns
         cc_static: None,
         flags_live: true,
         idx: 0,
+        start_pc: key.pc,
     };
     tr.b.block.mmu_idx = if flags & tbf::MMU_USER != 0 { 1 + (flags & tbf::ASID != 0) as u32 } else { 0 };
     let mut ended = false;
