@@ -207,7 +207,10 @@ pub struct Core {
     pub backend: Box<dyn Backend>,
     pub tbs: Vec<Tb>,
     lookup: FxMap<(TbKey, u64), u32>,
-    jc: Vec<Option<(TbKey, u32)>>,
+    /// Jump cache by key: (key, TB id, generation). An entry counts only while its
+    /// generation is `jc_gen`, so a TLB flush invalidates the cache in O(1).
+    jc: Vec<Option<(TbKey, u32, u32)>>,
+    jc_gen: u32,
     page_tbs: FxMap<u64, Vec<u32>>,
     /// One bit per RAM page: the page holds translated code (mirrors `page_tbs`).
     code_pages: Vec<u64>,
@@ -238,6 +241,7 @@ impl Engine {
             tbs: Vec::new(),
             lookup: FxMap::default(),
             jc: vec![None; JC_SIZE],
+            jc_gen: 0,
             code_pages: vec![0; ram_pages.div_ceil(64) as usize + 1],
             page_tbs: FxMap::default(),
             stats: Stats::default(),
@@ -260,13 +264,13 @@ impl Engine {
     /// Flush the TLB (e.g. CR3 reload) and the jump cache that depends on it.
     pub fn tlb_flush(&mut self) {
         self.env.tlb_flush();
-        self.core.jc.fill(None);
+        self.core.jc_invalidate();
     }
 
     /// Flush one virtual page (INVLPG).
     pub fn tlb_flush_page(&mut self, vaddr: u64) {
         self.env.tlb_flush_page(vaddr);
-        self.core.jc.fill(None);
+        self.core.jc_invalidate();
     }
 
     /// Drop every translation (e.g. when the platform rewrites code behind the engine's back).
@@ -384,6 +388,14 @@ impl Core {
         self.stats.flushes += 1;
     }
 
+    /// Forget every jump-cache entry (a new generation; clear for real on wrap-around).
+    fn jc_invalidate(&mut self) {
+        self.jc_gen = self.jc_gen.wrapping_add(1);
+        if self.jc_gen == 0 {
+            self.jc.fill(None);
+        }
+    }
+
     fn jc_index(key: &TbKey) -> usize {
         ((key.pc ^ (key.pc >> 12) ^ key.flags as u64) as usize) & (JC_SIZE - 1)
     }
@@ -403,8 +415,8 @@ impl Core {
     fn find_tb(&mut self, env: &mut Env, key: &TbKey, single: bool, fe: &mut dyn Frontend) -> Result<u32, GuestFault> {
         self.stats.lookups += 1;
         if !single {
-            if let Some((k, id)) = self.jc[Self::jc_index(key)] {
-                if k == *key && self.tbs[id as usize].valid {
+            if let Some((k, id, gen)) = self.jc[Self::jc_index(key)] {
+                if gen == self.jc_gen && k == *key && self.tbs[id as usize].valid {
                     return Ok(id);
                 }
             }
@@ -412,7 +424,7 @@ impl Core {
         let phys = self.code_phys(env, key.pc)?;
         if !single {
             if let Some(&id) = self.lookup.get(&(*key, phys)) {
-                self.jc[Self::jc_index(key)] = Some((*key, id));
+                self.jc[Self::jc_index(key)] = Some((*key, id, self.jc_gen));
                 return Ok(id);
             }
         }
@@ -499,7 +511,7 @@ impl Core {
         }
         if !single {
             self.lookup.insert((*key, phys), id);
-            self.jc[Self::jc_index(key)] = Some((*key, id));
+            self.jc[Self::jc_index(key)] = Some((*key, id, self.jc_gen));
         }
         Ok(id)
     }
@@ -562,7 +574,7 @@ impl Core {
             }
         }
         let j = Self::jc_index(&key);
-        if matches!(self.jc[j], Some((_, x)) if x == id) {
+        if matches!(self.jc[j], Some((_, x, _)) if x == id) {
             self.jc[j] = None;
         }
         for p in pages.into_iter().flatten() {
