@@ -12,7 +12,10 @@
 use xenolith_difftest::gen::Mode;
 use xenolith_difftest::vectors;
 
+// The recording parameters (used when recording on an x86_64 host).
+#[cfg_attr(not(all(target_arch = "x86_64", target_os = "linux")), allow(dead_code))]
 const SEED: u64 = 0x7e57_7ec5;
+#[cfg_attr(not(all(target_arch = "x86_64", target_os = "linux")), allow(dead_code))]
 const CASES: u64 = 10_000;
 
 fn path(mode: Mode) -> std::path::PathBuf {
@@ -51,7 +54,9 @@ fn vectors_compat32() {
     check(Mode::Compat);
 }
 
+#[cfg_attr(not(all(target_arch = "x86_64", target_os = "linux")), allow(dead_code))]
 const FP_SEED: u64 = 0xf1_0a7;
+#[cfg_attr(not(all(target_arch = "x86_64", target_os = "linux")), allow(dead_code))]
 const FP_CASES: u64 = 10_000;
 
 #[test]
