@@ -1,6 +1,6 @@
 /* mm: PV MMU checks — update_va_mapping (and that the TLB follows it), validation errors
  * (writable mapping of a page table, frame outside the domain, reserved bits, Xen's L4
- * slots), pinning rules, MMU_MACHPHYS_UPDATE, multicall results. Prints
+ * slots), pinning rules, MMU_MACHPHYS_UPDATE, multicall results, writable page tables. Prints
  * "XENOLITH-TEST mm: PASS" or FAIL with the failing step, then powers off. */
 #include "xennotes.h"
 XEN_NOTE_STR(XEN_ELFNOTE_GUEST_OS, "xenolith-mm")
@@ -150,6 +150,43 @@ _start:
         EXPECT(0, 21)
         call mmuext
         EXPECT(-22, 22)
+
+        /* 11. writable page tables: with VMASST_TYPE_writable_pagetables, writes to a
+         * pinned L1 through a read-only mapping are emulated and validated (MOV, LOCK
+         * CMPXCHG, LOCK BTR) */
+        xor %edi, %edi                         /* VMASST_CMD_enable */
+        mov $2, %esi                           /* VMASST_TYPE_writable_pagetables */
+        HYPERCALL(21)
+        EXPECT(0, 23)
+        mov $VA_TEST, %rdi                     /* drop the writable alias of frame 0x210 */
+        mov $(PFN_TEST << 12 | PTE_RW), %rsi
+        mov $2, %edx
+        HYPERCALL(14)
+        EXPECT(0, 24)
+        movl $0, ext(%rip)                     /* pin 0x210 as an L1 again */
+        movq $0x210, ext+8(%rip)
+        call mmuext
+        EXPECT(0, 25)
+        movq $(PFN_TEST << 12 | 1), 0x210000   /* entry 0: PFN_TEST, read-only */
+        mov 0x210000, %rax
+        and $~0xfff, %rax
+        EXPECT(PFN_TEST << 12, 26)
+        mov 0x210000, %rax                     /* cmpxchg it to PFN_TEST+1 */
+        mov $((PFN_TEST + 1) << 12 | 1), %rcx
+        lock cmpxchg %rcx, 0x210000
+        setz %al
+        movzbl %al, %eax
+        EXPECT(1, 27)
+        mov 0x210000, %rax
+        and $~0xfff, %rax
+        EXPECT((PFN_TEST + 1) << 12, 28)
+        lock btrq $0, 0x210000                 /* clear the present bit */
+        setc %al
+        movzbl %al, %eax
+        EXPECT(1, 29)
+        mov 0x210000, %rax
+        and $1, %eax
+        EXPECT(0, 30)
         jmp test_pass
 
 /* mmuext(): one mmuext_op from `ext` for DOMID_SELF */
