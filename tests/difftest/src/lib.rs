@@ -638,3 +638,30 @@ pub fn run_native_case(native: &mut native::NativeRunner, mode: gen::Mode, c: &g
         }
     }
 }
+
+/// The host CPU's vendor string (CPUID leaf 0), e.g. "AuthenticAMD" or "GenuineIntel".
+#[cfg(target_arch = "x86_64")]
+pub fn host_vendor() -> String {
+    #[allow(unused_unsafe)]
+    // SAFETY: CPUID exists on every x86_64 CPU and has no side effects.
+    let r = unsafe { core::arch::x86_64::__cpuid(0) };
+    let mut v = Vec::with_capacity(12);
+    for w in [r.ebx, r.edx, r.ecx] {
+        v.extend_from_slice(&w.to_le_bytes());
+    }
+    String::from_utf8_lossy(&v).into_owned()
+}
+
+/// Whether the host can serve as the oracle for the FP/SIMD corner cases. The engine's
+/// choices where the manuals leave results undefined or where vendors differ (FCOMI's C1,
+/// EMMS and TOP, DE with NaN operands, FPREM's partial reduction, the transcendentals'
+/// last bit, fault order inside FXSAVE...) were established against an AMD host and are
+/// pinned by the committed FP vectors on every host; comparing them natively with another
+/// vendor's CPU would report those documented differences as mismatches.
+#[cfg(target_arch = "x86_64")]
+pub fn fp_oracle_host() -> bool {
+    if std::env::var_os("DIFFTEST_FP_ANY_VENDOR").is_some() {
+        return true;
+    }
+    host_vendor() == "AuthenticAMD"
+}
