@@ -28,6 +28,10 @@ impl Rng {
     pub fn new(seed: u64) -> Rng {
         Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
+    /// A generator in a given raw state (no seed mixing).
+    pub fn from_state(state: u64) -> Rng {
+        Rng(state | 1)
+    }
     pub fn next(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;

@@ -17,34 +17,18 @@ use std::arch::asm;
 use std::fmt::Debug;
 
 // ---------------------------------------------------------------------------------------
-// Deterministic random numbers.
+// Deterministic random numbers: the harness's xorshift64*, seeded per test from
+// SOFTFLOAT_SEED and a salt.
 
-struct Rng(u64);
+use xenolith_difftest::gen::Rng;
 
-impl Rng {
-    fn new(salt: u64) -> Rng {
-        let seed: u64 = std::env::var("SOFTFLOAT_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x5eed_f10a7);
-        let mut r = Rng((seed ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1);
-        for _ in 0..4 {
-            r.next();
-        }
-        r
+fn rng(salt: u64) -> Rng {
+    let seed: u64 = std::env::var("SOFTFLOAT_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x5eed_f10a7);
+    let mut r = Rng::from_state(seed ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    for _ in 0..4 {
+        r.next();
     }
-    /// xorshift64*.
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
+    r
 }
 
 /// The corner cases (DE with NaNs, FPREM's partial reduction, transcendental last bits)
@@ -512,7 +496,7 @@ fn sse_arith_f32() {
     ];
     let mut checks = Vec::new();
     for (i, (name, f)) in ops.iter().enumerate() {
-        let mut r = Rng::new(100 + i as u64);
+        let mut r = rng(100 + i as u64);
         let mut ch = Checker::new(name);
         for _ in 0..n {
             let m = random_mxcsr(&mut r);
@@ -545,7 +529,7 @@ fn sse_arith_f64() {
     ];
     let mut checks = Vec::new();
     for (i, (name, f)) in ops.iter().enumerate() {
-        let mut r = Rng::new(200 + i as u64);
+        let mut r = rng(200 + i as u64);
         let mut ch = Checker::new(name);
         for _ in 0..n {
             let m = random_mxcsr(&mut r);
@@ -569,7 +553,7 @@ fn sse_compare() {
     let n = cases();
     let mut checks = Vec::new();
     for (i, name) in ["comiss", "ucomiss", "comisd", "ucomisd"].iter().enumerate() {
-        let mut r = Rng::new(300 + i as u64);
+        let mut r = rng(300 + i as u64);
         let mut ch = Checker::new(name);
         let signaling = !name.starts_with('u');
         for _ in 0..n {
@@ -642,7 +626,7 @@ fn sse_convert() {
     ];
     let mut checks = Vec::new();
     for (i, name) in names.iter().enumerate() {
-        let mut r = Rng::new(400 + i as u64);
+        let mut r = rng(400 + i as u64);
         let mut ch = Checker::new(name);
         for _ in 0..n {
             let m = random_mxcsr(&mut r);
@@ -725,7 +709,7 @@ fn sse_round() {
     let mut checks = Vec::new();
     for (i, name) in ["roundss", "roundsd"].iter().enumerate() {
         let double = i == 1;
-        let mut r = Rng::new(500 + i as u64);
+        let mut r = rng(500 + i as u64);
         let mut ch = Checker::new(name);
         for _ in 0..n {
             let m = random_mxcsr(&mut r);
@@ -853,7 +837,7 @@ fn x87_arith() {
     ];
     let mut checks = Vec::new();
     for (i, (name, f)) in ops.iter().enumerate() {
-        let mut r = Rng::new(600 + i as u64);
+        let mut r = rng(600 + i as u64);
         let mut ch = Checker::new(name);
         for _ in 0..n {
             let fcw = random_fcw(&mut r);
@@ -894,7 +878,7 @@ fn x87_compare_class() {
     let n = cases();
     let mut checks = Vec::new();
     for (i, name) in ["fcom", "fucom", "fxam"].iter().enumerate() {
-        let mut r = Rng::new(700 + i as u64);
+        let mut r = rng(700 + i as u64);
         let mut ch = Checker::new(name);
         for _ in 0..n {
             let fcw = random_fcw(&mut r);
@@ -955,7 +939,7 @@ fn x87_convert() {
     ];
     let mut checks = Vec::new();
     for (i, name) in names.iter().enumerate() {
-        let mut r = Rng::new(800 + i as u64);
+        let mut r = rng(800 + i as u64);
         let mut ch = Checker::new(name);
         for _ in 0..n {
             let fcw = random_fcw(&mut r);
@@ -1067,7 +1051,7 @@ fn x87_misc() {
     let n = cases();
     let mut checks = Vec::new();
     for (i, name) in ["fprem", "fprem1", "fxtract"].iter().enumerate() {
-        let mut r = Rng::new(900 + i as u64);
+        let mut r = rng(900 + i as u64);
         let mut ch = Checker::new(name);
         for _ in 0..n {
             let fcw = random_fcw(&mut r);
@@ -1265,7 +1249,7 @@ fn x87_transcendentals() {
     let n = (cases() / 40).max(1000);
     let mut report = Vec::new();
     for op in ["f2xm1", "fyl2x", "fyl2xp1", "fpatan", "fsin", "fcos", "fptan", "fsincos"] {
-        let mut r = Rng::new(0x7a45 ^ op.len() as u64 ^ (op.as_bytes()[2] as u64) << 8);
+        let mut r = rng(0x7a45 ^ op.len() as u64 ^ (op.as_bytes()[2] as u64) << 8);
         let (mut good, mut shown) = (0u64, Vec::new());
         for _ in 0..n {
             let (x, y) = trans_operand(&mut r, op);
