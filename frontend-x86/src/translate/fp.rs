@@ -209,6 +209,31 @@ impl Tr {
         self.store(hi_a, hi, m);
     }
 
+    /// Load the instruction's memory operand (`bytes`: up to 8, 10 or 16) into `G_FPTMP`
+    /// (low quadword) and `G_FPTMP + 1` (the rest; zero when there is none). A 16-byte
+    /// operand checks alignment when `align`.
+    pub(super) fn mem_to_fptmp(&mut self, insn: &Instruction, bytes: u32, align: bool) {
+        let a = self.ea(insn);
+        let (lo, hi) = match bytes {
+            16 => {
+                let (lo, hi) = self.load128(insn, a, align);
+                (lo, Val::T(hi))
+            }
+            10 => {
+                let (m8, m2) = (self.mop(insn, 8), self.mop(insn, 2));
+                let a2 = self.addr_plus(a, 8);
+                let lo = self.load(a, m8);
+                (lo, Val::T(self.load(a2, m2)))
+            }
+            _ => {
+                let m = self.mop(insn, bytes);
+                (self.load(a, m), Val::C(0))
+            }
+        };
+        self.b.set(G_FPTMP, lo);
+        self.b.set(G_FPTMP + 1, hi);
+    }
+
     /// MMX state transition (TOP = 0, all registers valid) that every MMX instruction
     /// but EMMS makes.
     fn mmx_transition(&mut self) {
@@ -484,17 +509,7 @@ fn src_to_tmp(tr: &mut Tr, insn: &Instruction, i: u32, align: bool) -> u64 {
     match insn.op_kind(i) {
         OpKind::Memory => {
             let bytes = insn.memory_size().size() as u32;
-            let a = tr.ea(insn);
-            if bytes == 16 {
-                let (lo, hi) = tr.load128(insn, a, align);
-                tr.b.set(G_FPTMP, lo);
-                tr.b.set(G_FPTMP + 1, hi);
-            } else {
-                let m = tr.mop(insn, bytes);
-                let v = tr.load(a, m);
-                tr.b.set(G_FPTMP, v);
-                tr.b.set(G_FPTMP + 1, Val::C(0));
-            }
+            tr.mem_to_fptmp(insn, bytes, align);
         }
         OpKind::Register => {
             let v = tr.reg(insn.op_register(i));

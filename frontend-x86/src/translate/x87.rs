@@ -145,7 +145,6 @@ fn sti_of(insn: &Instruction) -> u64 {
 
 /// Load the instruction's memory operand into G_FPTMP and say what it is.
 fn mem_src(tr: &mut Tr, insn: &Instruction) -> Src {
-    let a = tr.ea(insn);
     let (src, bytes) = match insn.memory_size() {
         MemorySize::Float32 => (Src::M32, 4),
         MemorySize::Float64 => (Src::M64, 8),
@@ -155,19 +154,7 @@ fn mem_src(tr: &mut Tr, insn: &Instruction) -> Src {
         MemorySize::Int64 => (Src::I64, 8),
         _ => (Src::Bcd, 10),
     };
-    if bytes == 10 {
-        let m8 = tr.mop(insn, 8);
-        let m2 = tr.mop(insn, 2);
-        let a2 = tr.b.add(a, Val::C(8));
-        let lo = tr.load(a, m8);
-        let hi = tr.load(a2, m2);
-        tr.b.set(G_FPTMP, lo);
-        tr.b.set(G_FPTMP + 1, hi);
-    } else {
-        let m = tr.mop(insn, bytes);
-        let v = tr.load(a, m);
-        tr.b.set(G_FPTMP, v);
-    }
+    tr.mem_to_fptmp(insn, bytes, false);
     src
 }
 
