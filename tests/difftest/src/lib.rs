@@ -377,6 +377,32 @@ fn fnv(h: &mut u64, bytes: &[u8]) {
     }
 }
 
+/// Hash how an outcome ended (completion, or the exception with its error code and cr2
+/// where they are defined, or a timeout); the registers and data of a completion or an
+/// exception are returned for the caller's masked hashing (`true`: an exception).
+fn fnv_outcome_head<'a>(h: &mut u64, o: &'a NativeOutcome) -> Option<(&'a RegState, &'a [u8], bool)> {
+    match o {
+        NativeOutcome::Completed { regs, data } => {
+            fnv(h, &[1]);
+            Some((regs, data, false))
+        }
+        NativeOutcome::Exception { regs, data, exc } => {
+            fnv(h, &[2, exc.vector]);
+            if has_error_code(exc.vector) {
+                fnv(h, &exc.error_code.to_le_bytes());
+            }
+            if exc.vector == 14 {
+                fnv(h, &exc.cr2.to_le_bytes());
+            }
+            Some((regs, data, true))
+        }
+        NativeOutcome::Timeout => {
+            fnv(h, &[3]);
+            None
+        }
+    }
+}
+
 /// A host-independent digest of an outcome exactly as [`same`] compares it (undefined flags
 /// and the mode's register view masked), so cases run natively on x86 can be checked on
 /// other hosts from a committed file of digests.
@@ -392,23 +418,9 @@ pub fn outcome_digest(o: &NativeOutcome, c: &gen::Case, mode: gen::Mode) -> u64 
         fnv(h, &(r.rflags & COMPARED_FLAGS & !undef).to_le_bytes());
         fnv(h, d);
     };
-    match o {
-        NativeOutcome::Completed { regs, data } => {
-            fnv(&mut h, &[1]);
-            regs_data(&mut h, regs, data, base);
-        }
-        NativeOutcome::Exception { regs, data, exc } => {
-            fnv(&mut h, &[2, exc.vector]);
-            if has_error_code(exc.vector) {
-                fnv(&mut h, &exc.error_code.to_le_bytes());
-            }
-            if exc.vector == 14 {
-                fnv(&mut h, &exc.cr2.to_le_bytes());
-            }
-            let undef = gen::undefined_flags_before(&c.insns, regs.rip).unwrap_or(base);
-            regs_data(&mut h, regs, data, undef);
-        }
-        NativeOutcome::Timeout => fnv(&mut h, &[3]),
+    if let Some((regs, data, faulted)) = fnv_outcome_head(&mut h, o) {
+        let undef = if faulted { gen::undefined_flags_before(&c.insns, regs.rip).unwrap_or(base) } else { base };
+        regs_data(&mut h, regs, data, undef);
     }
     h
 }
@@ -451,22 +463,8 @@ pub fn outcome_digest_fp(o: &NativeOutcome, c: &gen::Case, mode: gen::Mode) -> u
         }
     };
     let m = masks_for(o, c, gen::Family::Fp, base_flags, base_fsw);
-    match o {
-        NativeOutcome::Completed { regs, data } => {
-            fnv(&mut h, &[1]);
-            state(&mut h, regs, data, &m);
-        }
-        NativeOutcome::Exception { regs, data, exc } => {
-            fnv(&mut h, &[2, exc.vector]);
-            if has_error_code(exc.vector) {
-                fnv(&mut h, &exc.error_code.to_le_bytes());
-            }
-            if exc.vector == 14 {
-                fnv(&mut h, &exc.cr2.to_le_bytes());
-            }
-            state(&mut h, regs, data, &m);
-        }
-        NativeOutcome::Timeout => fnv(&mut h, &[3]),
+    if let Some((regs, data, _)) = fnv_outcome_head(&mut h, o) {
+        state(&mut h, regs, data, &m);
     }
     h
 }
