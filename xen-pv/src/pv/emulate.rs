@@ -276,10 +276,10 @@ impl PvDomain {
             return self.deliver_fault(e, GuestFault { vector: 13, error_code: Some((cs & !3) as u32), addr: 0 });
         }
         // A selector the hardware would refuse: #GP(selector), as the CPU raises it.
-        if super::hypercall::load_flat(self, e, Seg::Cs, cs).is_err() {
+        if super::hypercall::load_return_seg(self, e, Seg::Cs, cs).is_err() {
             return self.deliver_fault(e, GuestFault { vector: 13, error_code: Some((cs & !3) as u32), addr: 0 });
         }
-        if super::hypercall::load_flat(self, e, Seg::Ss, ss).is_err() {
+        if super::hypercall::load_return_seg(self, e, Seg::Ss, ss).is_err() {
             return self.deliver_fault(e, GuestFault { vector: 13, error_code: Some((ss & !3) as u32), addr: 0 });
         }
         let mut s = X86State(&mut e.env);

@@ -441,7 +441,7 @@ fn vm_assist(d: &mut PvDomain, _e: &mut Engine, a: [u64; 6]) -> HcResult {
 /// flat selectors, the null selector for data segments, or a descriptor of the guest's GDT
 /// that the hardware would accept for an iret to ring 3 (a present code segment for CS, a
 /// present writable data segment for SS and data registers, DPL = RPL).
-pub(super) fn load_flat(d: &PvDomain, e: &mut Engine, seg: Seg, sel: u16) -> Result<(), String> {
+pub(super) fn load_return_seg(d: &PvDomain, e: &mut Engine, seg: Seg, sel: u16) -> Result<(), String> {
     if let Some(desc) = xen_desc(d.guest(), sel) {
         X86State(&mut e.env).set_seg(seg, sel, desc.base(), desc.limit(), desc.attr());
         return Ok(());
@@ -484,7 +484,7 @@ fn iret(d: &mut PvDomain, e: &mut Engine, _a: [u64; 6]) -> HcResult {
     if cs & 3 == 3 && d.kernel_mode {
         d.toggle_mode(e);
     }
-    if let Err(why) = load_flat(d, e, Seg::Cs, (cs | 3) as u16).and_then(|_| load_flat(d, e, Seg::Ss, (ss | 3) as u16)) {
+    if let Err(why) = load_return_seg(d, e, Seg::Cs, (cs | 3) as u16).and_then(|_| load_return_seg(d, e, Seg::Ss, (ss | 3) as u16)) {
         d.crash(e, why);
         return Ok(0);
     }

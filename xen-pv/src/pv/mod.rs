@@ -357,8 +357,8 @@ impl PvDomain {
         if self.guest() == GuestType::X86_64 {
             // The guest kernel always runs on Xen's flat kernel selectors
             // (FLAT_KERNEL_CS/SS), whatever the interrupted context had loaded.
-            hypercall::load_flat(self, e, Seg::Cs, 0xe033)?;
-            hypercall::load_flat(self, e, Seg::Ss, 0xe02b)?;
+            hypercall::load_return_seg(self, e, Seg::Cs, 0xe033)?;
+            hypercall::load_return_seg(self, e, Seg::Ss, 0xe02b)?;
         }
         let mut s = X86State(&mut e.env);
         s.set_gpr(4, sp);
