@@ -187,7 +187,85 @@ _start:
         mov 0x210000, %rax
         and $1, %eax
         EXPECT(0, 30)
+
+        /* 12. the reservation: decrease gives a frame back (it can no longer be mapped),
+         * increase gets one (up to the maximum), populate_physmap sets the M2P to the
+         * gpfn asked for, exchange swaps a frame and reports nr_exchanged */
+        mov $3, %edi                           /* XENMEM_current_reservation */
+        call memop_dom
+        mov %rax, res0(%rip)
+        movq $0x220, list(%rip)
+        mov $1, %edi                           /* XENMEM_decrease_reservation */
+        call memop_res
+        EXPECT(1, 31)
+        mov $3, %edi
+        call memop_dom
+        mov res0(%rip), %rcx
+        dec %rcx
+        cmp %rcx, %rax
+        je 9f
+        movl $32, step_no(%rip)
+        jmp fail
+9:      mov $VA_TEST, %rdi                     /* the frame given back cannot be mapped */
+        mov $(0x220 << 12 | PTE_RW), %rsi
+        mov $2, %edx
+        HYPERCALL(14)
+        EXPECT(-22, 33)
+        movq $0, list(%rip)
+        xor %edi, %edi                         /* XENMEM_increase_reservation */
+        call memop_res
+        EXPECT(1, 34)
+        mov list(%rip), %rax
+        EXPECT(0x220, 35)
+        xor %edi, %edi                         /* at the maximum: nothing more */
+        call memop_res
+        EXPECT(0, 36)
+        movq $0x221, list(%rip)
+        mov $1, %edi
+        call memop_res
+        EXPECT(1, 37)
+        movq $0x5555, list(%rip)
+        mov $6, %edi                           /* XENMEM_populate_physmap */
+        call memop_res
+        EXPECT(1, 38)
+        mov list(%rip), %rax
+        EXPECT(0x221, 39)
+        mov $0xffff800000000000, %rcx          /* M2P[0x221] */
+        mov 0x221*8(%rcx), %rax
+        EXPECT(0x5555, 40)
+        mov $11, %edi                          /* XENMEM_exchange */
+        lea xch(%rip), %rsi
+        mov $12, %eax
+        syscall
+        EXPECT(0, 41)
+        mov xch_done(%rip), %rax
+        EXPECT(1, 42)
+        mov outlist(%rip), %rax                /* M2P[new frame] = the gpfn asked for */
+        mov $0xffff800000000000, %rcx
+        mov (%rcx,%rax,8), %rax
+        EXPECT(0x6666, 43)
+        movq $0, xch_done(%rip)                /* sizes that do not match: -EINVAL */
+        movl $1, xch_out_order(%rip)
+        mov $11, %edi
+        lea xch(%rip), %rsi
+        mov $12, %eax
+        syscall
+        EXPECT(-22, 44)
         jmp test_pass
+
+/* memop_res(cmd in edi): memory_op(cmd, &res) */
+memop_res:
+        lea res(%rip), %rsi
+        mov $12, %eax
+        syscall
+        ret
+
+/* memop_dom(cmd in edi): memory_op(cmd, &dom) */
+memop_dom:
+        lea dom(%rip), %rsi
+        mov $12, %eax
+        syscall
+        ret
 
 /* mmuext(): one mmuext_op from `ext` for DOMID_SELF */
 mmuext:
@@ -209,6 +287,25 @@ req:    .quad 0, 0
 ext:    .long 0, 0
         .quad 0, 0
 done:   .quad 0
+res0:   .quad 0
+dom:    .word 0x7ff0
+        .balign 8
+list:   .quad 0
+inlist: .quad 0x222
+outlist: .quad 0x6666
+/* xen_memory_reservation: extent_start, nr_extents, extent_order, mem_flags, domid */
+res:    .quad list, 1
+        .long 0, 0
+        .word 0x7ff0, 0, 0, 0
+/* xen_memory_exchange: in, out, nr_exchanged */
+xch:    .quad inlist, 1
+        .long 0, 0
+        .word 0x7ff0, 0, 0, 0
+        .quad outlist, 1
+xch_out_order:
+        .long 0, 0
+        .word 0x7ff0, 0, 0, 0
+xch_done: .quad 0
 start_info: .quad 0
 
         .bss

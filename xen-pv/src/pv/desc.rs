@@ -85,7 +85,7 @@ pub(super) fn set_gdt(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult
     }
     // Validate every frame (and fix up the descriptors in place) before changing anything.
     for &f in &frames {
-        if f >= d.dom.layout.nr_pages {
+        if !d.owns(f) {
             return Err(EINVAL);
         }
         match d.mmu.tables.get(&f) {
@@ -138,7 +138,7 @@ pub(super) fn update_descriptor(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -
         GuestType::X86_32Pae => ((a[0] & 0xffff_ffff) | (a[1] & 0xffff_ffff) << 32, (a[2] & 0xffff_ffff) | (a[3] & 0xffff_ffff) << 32),
     };
     let mfn = pa >> 12;
-    if pa & 7 != 0 || mfn >= d.dom.layout.nr_pages {
+    if pa & 7 != 0 || !d.owns(mfn) {
         return Err(EINVAL);
     }
     let v = d.check_descriptor(desc).map_err(|_| EINVAL)?;

@@ -92,7 +92,6 @@ impl PvDomain {
             return Ok(val);
         }
         let mfn = (val & ADDR_MASK) >> 12;
-        let nr = self.dom.layout.nr_pages;
         let shinfo = self.dom.layout.platform.shared_info_mfn;
         // Bits 52..62 are reserved in Xen's PV entries (NX, bit 63, is allowed).
         if val & 0x7ff0_0000_0000_0000 != 0 {
@@ -103,7 +102,7 @@ impl PvDomain {
             v |= US;
         }
         if level == 1 {
-            if mfn >= nr && mfn != shinfo {
+            if !self.owns(mfn) && mfn != shinfo {
                 return Err(EINVAL);
             }
             if v & RW != 0 && self.mmu.tables.contains_key(&mfn) {
@@ -112,7 +111,7 @@ impl PvDomain {
             }
             return Ok(v);
         }
-        if v & PSE != 0 || mfn >= nr {
+        if v & PSE != 0 || !self.owns(mfn) {
             return Err(EINVAL);
         }
         // The entry holds a type reference on the table below.
@@ -128,7 +127,7 @@ impl PvDomain {
     /// Validate every guest entry of frame `mfn` as a level-`level` table, adjusting them
     /// as Xen does (`_PAGE_USER` for 64-bit guests) and installing Xen's own L4 slots.
     fn validate_table(&mut self, e: &mut Engine, mfn: u64, level: u8) -> Result<(), i64> {
-        if mfn >= self.dom.layout.nr_pages {
+        if !self.owns(mfn) {
             return Err(EINVAL);
         }
         let base = mfn << 12;
@@ -175,7 +174,7 @@ impl PvDomain {
             }
             Some(_) => Err(EINVAL),
             None => {
-                if mfn >= self.dom.layout.nr_pages {
+                if !self.owns(mfn) {
                     return Err(EINVAL);
                 }
                 // Mark it first, so a table that names itself (a linear mapping) is seen.
@@ -222,7 +221,7 @@ impl PvDomain {
             return Err(EINVAL);
         }
         let mfn = ptr >> 12;
-        if mfn >= self.dom.layout.nr_pages {
+        if !self.owns(mfn) {
             return Err(EINVAL);
         }
         let v = match self.mmu.tables.get(&mfn).copied() {
@@ -331,13 +330,11 @@ pub(super) fn mmu_update(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcRes
             // MMU_NORMAL_PT_UPDATE, MMU_PT_UPDATE_PRESERVE_AD
             0 => d.update_entry(e, ptr & !3, val, false),
             2 => d.update_entry(e, ptr & !3, val, true),
-            // MMU_MACHPHYS_UPDATE: the M2P is the identity and read-only for the guest;
-            // an identity update is accepted, others refused.
+            // MMU_MACHPHYS_UPDATE: M2P[mfn] = val for a frame the domain owns.
             1 => {
                 let mfn = ptr >> 12;
-                if mfn >= d.dom.layout.nr_pages {
-                    Err(EINVAL)
-                } else if val == mfn {
+                if d.owns(mfn) {
+                    d.set_m2p(e, mfn, val);
                     Ok(())
                 } else {
                     Err(EINVAL)
@@ -475,7 +472,7 @@ fn mmuext_one(d: &mut PvDomain, e: &mut Engine, cmd: u32, arg1: u64) -> Result<(
         }
         // CLEAR_PAGE / COPY_PAGE: the frame must be the domain's and writable.
         16 => {
-            if arg1 >= d.dom.layout.nr_pages || d.mmu.tables.contains_key(&arg1) {
+            if !d.owns(arg1) || d.mmu.tables.contains_key(&arg1) {
                 return Err(EINVAL);
             }
             GuestPhys::write(e.ram(), arg1 << 12, &[0u8; 4096]);
@@ -547,7 +544,16 @@ pub(super) fn multicall(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResu
 pub(super) fn memory_op(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult {
     let nr = d.dom.layout.nr_pages;
     let w = d.guest().word_size() as usize;
-    match a[0] & 0xf {
+    let op = a[0] & super::memory::MEMOP_CMD_MASK;
+    // Only the reservation ops continue from a start extent; the others refuse one.
+    if a[0] >> super::memory::MEMOP_EXTENT_SHIFT != 0 && !matches!(op, 0 | 1 | 6 | 11) {
+        return Err(EINVAL);
+    }
+    match op {
+        // XENMEM_increase_reservation, decrease_reservation, populate_physmap
+        0 | 1 | 6 => super::memory::reservation_op(d, e, a[0], a[1]),
+        // XENMEM_exchange
+        11 => super::memory::exchange(d, e, a[0], a[1]),
         // XENMEM_maximum_ram_page
         2 => Ok(d.dom.layout.ram_pages as i64 - 1),
         // current_reservation, maximum_reservation: domid argument
@@ -555,7 +561,7 @@ pub(super) fn memory_op(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResu
             let mut b = [0u8; 2];
             d.read_guest(e, a[1], &mut b).map_err(|_| EFAULT)?;
             check_self(u16::from_le_bytes(b) as u64)?;
-            Ok(nr as i64)
+            Ok(if op == 3 { d.mem.tot_pages } else { d.mem.max_pages } as i64)
         }
         // XENMEM_machphys_mapping { v_start, v_end, max_mfn }
         12 => {
@@ -603,7 +609,7 @@ pub(super) fn vcpu_op(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult
             let mfn = u64::from_le_bytes(b[..8].try_into().unwrap());
             let off = u32::from_le_bytes(b[8..12].try_into().unwrap()) as u64;
             let rsvd = u32::from_le_bytes(b[12..16].try_into().unwrap());
-            if rsvd != 0 || off + 64 > 4096 || mfn >= d.dom.layout.nr_pages || d.mmu.tables.contains_key(&mfn) {
+            if rsvd != 0 || off + 64 > 4096 || !d.owns(mfn) || d.mmu.tables.contains_key(&mfn) {
                 return Err(EINVAL);
             }
             // Xen: a vCPU's vcpu_info can be registered once.

@@ -16,6 +16,7 @@ pub mod desc;
 pub mod emulate;
 pub mod events;
 pub mod hypercall;
+pub mod memory;
 pub mod mmu;
 mod ptwr;
 pub mod xs;
@@ -86,6 +87,8 @@ pub struct PvDomain {
     pub xs: Option<xs::Xenstore>,
     pub shutdown: Option<Shutdown>,
     pub mmu: mmu::PvMmu,
+    /// The frames the domain owns (memory_op reservations).
+    pub mem: memory::MemReservation,
     /// The virtual IOPL (physdev_op set_iopl).
     pub iopl: u8,
     pub clock: crate::core::time::VirtualClock,
@@ -114,6 +117,7 @@ impl PvDomain {
             GuestType::X86_32Pae => crate::core::evtchn::GuestWidth::W32,
         };
         let evtchn = crate::core::evtchn::EventChannels::new(width, dom.layout.platform.shared_info_mfn << 12);
+        let mem = memory::MemReservation::new(dom.layout.nr_pages, dom.layout.ram_pages, dom.layout.nr_pages..dom.layout.platform.first_mfn);
         PvDomain {
             dom,
             opts,
@@ -130,6 +134,7 @@ impl PvDomain {
             xs: None,
             shutdown: None,
             mmu: mmu::PvMmu::default(),
+            mem,
             iopl: 0,
             clock,
             timers: Default::default(),
