@@ -3,6 +3,7 @@
 //! [`GuestPhys`] (bounds-checked physical accesses), and the vCPU side is driven by whoever
 //! runs the guest.
 
+pub mod backend;
 pub mod errno;
 pub mod evtchn;
 pub mod time;
