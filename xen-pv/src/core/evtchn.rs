@@ -374,6 +374,19 @@ impl EventChannels {
         Ok(())
     }
 
+    /// The back end in `backend_dom` closed its end of the guest's port `port`: the guest's
+    /// end becomes unbound toward that domain again (Xen's evtchn_close on the remote side).
+    pub fn disconnect_backend(&mut self, port: u32, backend_dom: u16) -> Result<(), i64> {
+        let p = self.port_mut(port)?;
+        match p.state {
+            PortState::Interdomain { remote_dom, .. } if remote_dom == backend_dom => {
+                p.state = PortState::Unbound { remote_dom: backend_dom };
+                Ok(())
+            }
+            _ => Err(EINVAL),
+        }
+    }
+
     /// EVTCHNOP_alloc_unbound (dom == DOMID_SELF): a port awaiting `remote_dom`.
     pub fn alloc_unbound(&mut self, remote_dom: u16) -> Result<u32, i64> {
         let remote_dom = Self::resolve_dom(remote_dom);

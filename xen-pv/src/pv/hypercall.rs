@@ -594,6 +594,8 @@ fn event_channel_op(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult {
                     d.console.drain(e.ram(), &d.dom.layout);
                 } else if port == d.store_port {
                     d.service_xenstore(e);
+                } else {
+                    d.backend_event(e, port);
                 }
             }
             Ok(0)

@@ -11,6 +11,7 @@
 //! - An exception the guest has no handler for, and anything Xen would turn into a domain
 //!   crash, ends the run as [`Shutdown::Crash`] with the reason: never an emulator panic.
 
+pub mod backends;
 pub mod console;
 pub mod desc;
 pub mod emulate;
@@ -85,6 +86,8 @@ pub struct PvDomain {
     pub store_port: u32,
     /// The xenstore (created when the domain starts).
     pub xs: Option<xs::Xenstore>,
+    /// The PV back ends (`devices/`).
+    pub backends: backends::Backends,
     pub shutdown: Option<Shutdown>,
     pub mmu: mmu::PvMmu,
     /// The frames the domain owns (memory_op reservations).
@@ -135,6 +138,7 @@ impl PvDomain {
             shutdown: None,
             mmu: mmu::PvMmu::default(),
             mem,
+            backends: backends::Backends::default(),
             iopl: 0,
             clock,
             timers: Default::default(),
@@ -153,6 +157,8 @@ impl PvDomain {
             let p = self.store_port;
             self.evtchn.raise(e.ram(), p);
         }
+        // The guest's writes may have fired back-end watches.
+        self.run_backends(e);
     }
 
     /// Take console input (waiting up to `wait` for some when given) and produce it into

@@ -1,7 +1,9 @@
 //! The domain's xenstore: the store (engine-agnostic core), the guest's ring connection,
 //! and the tree Xen's toolstack (libxl) writes for a PV domU before it starts.
 
-use crate::core::xenstore::{Access, ConnId, DomId, Msg, Perm, Store};
+use std::collections::VecDeque;
+
+use crate::core::xenstore::{msg_type, Access, ConnId, DomId, Msg, Perm, Store};
 use crate::core::xsring::RingConn;
 use crate::core::GuestPhys;
 
@@ -11,6 +13,12 @@ pub const DOMID: DomId = 1;
 pub struct Xenstore {
     pub store: Store,
     pub ring: RingConn,
+    /// Domain 0's connection, which the back ends in `devices/` use.
+    pub backend_conn: ConnId,
+    /// Watch events for the back ends: (path, token).
+    pub backend_events: VecDeque<(String, String)>,
+    /// Responses were queued for the guest's ring since the last flush.
+    pub ring_dirty: bool,
 }
 
 /// What the toolstack writes about the domain.
@@ -29,7 +37,36 @@ impl Xenstore {
         let mut store = Store::new();
         build_tree(&mut store, DOMID, info);
         let ring = RingConn::new(mem, info.store_pfn << 12, &mut store, DOMID);
-        Xenstore { store, ring }
+        let backend_conn = store.connect(0);
+        Xenstore { store, ring, backend_conn, backend_events: VecDeque::new(), ring_dirty: false }
+    }
+
+    /// Domain 0 (a back end) sends `ty` with `payload`; the reply, if an error, is None.
+    pub fn dom0_request(&mut self, ty: u32, payload: &[u8]) -> Option<Vec<u8>> {
+        let out = self.store.handle(self.backend_conn, &Msg::new(ty, 0, 0, payload.to_vec()));
+        let mut reply = None;
+        let mut rest = Vec::new();
+        for (i, (c, m)) in out.into_iter().enumerate() {
+            if i == 0 && c == self.backend_conn {
+                reply = (m.ty != msg_type::ERROR).then_some(m.payload);
+            } else {
+                rest.push((c, m));
+            }
+        }
+        self.deliver(rest);
+        reply
+    }
+
+    /// Deliver watch events a direct (toolstack) store change produced.
+    pub fn fire(&mut self, events: Vec<(ConnId, Msg)>) {
+        self.deliver(events);
+    }
+
+    /// Flush queued responses and events into the guest's ring. True when the guest
+    /// should be notified.
+    pub fn flush_ring(&mut self, mem: &mut dyn GuestPhys) -> bool {
+        self.ring_dirty = false;
+        self.ring.flush(mem)
     }
 
     /// The guest notified its store channel (or might have consumed responses): process
@@ -40,11 +77,17 @@ impl Xenstore {
         notify
     }
 
-    /// Messages for connections other than the guest's ring (host socket clients, later).
+    /// Route messages: the guest's ring, or domain 0's watch events to the back ends.
     fn deliver(&mut self, msgs: Vec<(ConnId, Msg)>) {
         for (c, m) in msgs {
             if c == self.ring.conn {
                 self.ring.push(&m);
+                self.ring_dirty = true;
+            } else if c == self.backend_conn && m.ty == msg_type::WATCH_EVENT {
+                let mut parts = m.payload.split(|&b| b == 0);
+                let path = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+                let token = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+                self.backend_events.push_back((path, token));
             }
         }
     }

@@ -1,0 +1,211 @@
+//! The PV back ends of the domain (`devices/`), driven through the core's seam
+//! ([`crate::core::backend`]): this module implements [`BackendOps`] over the domain's
+//! xenstore (domain 0's connection), event channels and grant table, and routes to each
+//! back end the watch events and event-channel notifications meant for it.
+//!
+//! - A back end's watch tokens are prefixed with its index (`"3:token"`), so an event finds
+//!   its back end without a table; the back end sees its own token.
+//! - A back end's event-channel port is the guest's port number (see `core/evtchn.rs`): a
+//!   guest `EVTCHNOP_send` on it calls [`Backend::on_event`].
+//! - Back ends run only from here, synchronously, when the guest sends or writes the store:
+//!   deterministic, as the rest of the platform.
+
+use std::collections::HashMap;
+
+use jit::Engine;
+
+use super::xs::Xenstore;
+use super::PvDomain;
+use crate::core::backend::{Backend, DomId, EvtOps, GntOps, GrantHandle, XsOps};
+use crate::core::errno::EINVAL;
+use crate::core::evtchn::{EventChannels, GUEST_DOMID};
+use crate::core::xenstore::msg_type;
+use crate::core::GuestPhys;
+
+/// The back ends and their event-channel ports.
+#[derive(Default)]
+pub struct Backends {
+    devs: Vec<Option<Box<dyn Backend>>>,
+    /// Guest port → back end.
+    ports: HashMap<u32, usize>,
+}
+
+impl Backends {
+    pub fn len(&self) -> usize {
+        self.devs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.devs.is_empty()
+    }
+
+    pub fn owner_of(&self, port: u32) -> Option<usize> {
+        self.ports.get(&port).copied()
+    }
+}
+
+/// [`crate::core::backend::BackendOps`] for back end `dev`.
+struct PlatformOps<'a> {
+    dev: usize,
+    xs: &'a mut Xenstore,
+    evtchn: &'a mut EventChannels,
+    mem: &'a mut dyn GuestPhys,
+    gnt: &'a mut dyn GntOps,
+    ports: &'a mut HashMap<u32, usize>,
+}
+
+impl XsOps for PlatformOps<'_> {
+    fn read(&mut self, path: &str) -> Option<Vec<u8>> {
+        self.xs.store.read(path)
+    }
+    fn write(&mut self, path: &str, value: &[u8]) -> bool {
+        match self.xs.store.try_write(path, value) {
+            Ok(ev) => {
+                self.xs.fire(ev);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+    fn mkdir(&mut self, path: &str) -> bool {
+        match self.xs.store.try_mkdir(path) {
+            Ok(ev) => {
+                self.xs.fire(ev);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+    fn rm(&mut self, path: &str) -> bool {
+        match self.xs.store.try_rm(path) {
+            Ok(ev) => {
+                self.xs.fire(ev);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+    fn directory(&mut self, path: &str) -> Vec<String> {
+        self.xs.store.directory(path).unwrap_or_default()
+    }
+    fn watch(&mut self, path: &str, token: &str) {
+        let payload = format!("{path}\0{}:{token}\0", self.dev);
+        self.xs.dom0_request(msg_type::WATCH, payload.as_bytes());
+    }
+    fn unwatch(&mut self, path: &str, token: &str) {
+        let payload = format!("{path}\0{}:{token}\0", self.dev);
+        self.xs.dom0_request(msg_type::UNWATCH, payload.as_bytes());
+    }
+}
+
+impl EvtOps for PlatformOps<'_> {
+    fn bind_interdomain(&mut self, remote_dom: DomId, remote_port: u32) -> Result<u32, i64> {
+        if remote_dom != GUEST_DOMID {
+            return Err(EINVAL);
+        }
+        self.evtchn.connect_backend(remote_port, 0)?;
+        self.ports.insert(remote_port, self.dev);
+        Ok(remote_port)
+    }
+    fn notify(&mut self, port: u32) {
+        if self.ports.get(&port) == Some(&self.dev) {
+            self.evtchn.raise(self.mem, port);
+        }
+    }
+    fn unbind(&mut self, port: u32) {
+        if self.ports.get(&port) == Some(&self.dev) {
+            self.ports.remove(&port);
+            let _ = self.evtchn.disconnect_backend(port, 0);
+        }
+    }
+}
+
+impl GntOps for PlatformOps<'_> {
+    fn map(&mut self, dom: DomId, gref: u32, writable: bool) -> Result<GrantHandle, i16> {
+        self.gnt.map(dom, gref, writable)
+    }
+    fn unmap(&mut self, h: GrantHandle) -> Result<(), i16> {
+        self.gnt.unmap(h)
+    }
+    fn read(&mut self, h: GrantHandle, offset: usize, buf: &mut [u8]) -> bool {
+        self.gnt.read(h, offset, buf)
+    }
+    fn write(&mut self, h: GrantHandle, offset: usize, data: &[u8]) -> bool {
+        self.gnt.write(h, offset, data)
+    }
+}
+
+/// Grants before the grant table exists: nothing can be mapped (GNTST_general_error).
+pub struct NoGrants;
+
+impl GntOps for NoGrants {
+    fn map(&mut self, _: DomId, _: u32, _: bool) -> Result<GrantHandle, i16> {
+        Err(-1)
+    }
+    fn unmap(&mut self, _: GrantHandle) -> Result<(), i16> {
+        Err(-1)
+    }
+    fn read(&mut self, _: GrantHandle, _: usize, _: &mut [u8]) -> bool {
+        false
+    }
+    fn write(&mut self, _: GrantHandle, _: usize, _: &[u8]) -> bool {
+        false
+    }
+}
+
+impl PvDomain {
+    /// Run `f` on back end `dev` with the platform's ops.
+    fn with_backend(&mut self, e: &mut Engine, dev: usize, f: impl FnOnce(&mut dyn Backend, &mut PlatformOps)) {
+        let Some(mut b) = self.backends.devs.get_mut(dev).and_then(Option::take) else { return };
+        if let Some(xs) = self.xs.as_mut() {
+            let mut gnt = NoGrants;
+            let mut ops = PlatformOps { dev, xs, evtchn: &mut self.evtchn, mem: e.ram(), gnt: &mut gnt, ports: &mut self.backends.ports };
+            f(b.as_mut(), &mut ops);
+        }
+        self.backends.devs[dev] = Some(b);
+    }
+
+    /// Add a back end: write the toolstack's nodes for it (`nodes`: path, value, owned by
+    /// domain 0 unless the front end's directory), then start it.
+    pub fn add_backend(&mut self, e: &mut Engine, dev: Box<dyn Backend>, nodes: &[(String, String)]) {
+        let Some(xs) = self.xs.as_mut() else { return };
+        for (p, v) in nodes {
+            let ev = xs.store.write(p, v.as_bytes());
+            xs.fire(ev);
+        }
+        self.backends.devs.push(Some(dev));
+        let i = self.backends.devs.len() - 1;
+        self.with_backend(e, i, |b, ops| b.start(ops));
+        self.run_backends(e);
+    }
+
+    /// Deliver pending watch events to the back ends (until none are left), then flush
+    /// what they wrote for the guest into its store ring.
+    pub fn run_backends(&mut self, e: &mut Engine) {
+        // Bounded: a back end reacting to its own writes forever is a bug, not a hang.
+        for _ in 0..10_000 {
+            let Some((path, token)) = self.xs.as_mut().and_then(|x| x.backend_events.pop_front()) else { break };
+            let Some((dev, tok)) = token.split_once(':').and_then(|(d, t)| Some((d.parse::<usize>().ok()?, t.to_string()))) else { continue };
+            self.with_backend(e, dev, |b, ops| b.on_watch(ops, &path, &tok));
+        }
+        let notify = self.xs.as_mut().is_some_and(|x| x.ring_dirty && x.flush_ring(e.ram()));
+        if notify {
+            let p = self.store_port;
+            self.evtchn.raise(e.ram(), p);
+        }
+    }
+
+    /// The guest notified port `port`, which back end `dev` bound.
+    pub fn backend_event(&mut self, e: &mut Engine, port: u32) {
+        let Some(dev) = self.backends.owner_of(port) else { return };
+        self.with_backend(e, dev, |b, ops| b.on_event(ops, port));
+        self.run_backends(e);
+    }
+
+    /// The domain is going away: let every back end unmap and flush.
+    pub fn shutdown_backends(&mut self, e: &mut Engine) {
+        for i in 0..self.backends.len() {
+            self.with_backend(e, i, |b, ops| b.shutdown(ops));
+        }
+    }
+}
