@@ -324,18 +324,25 @@ struct RawNote<'a> {
     name: &'a [u8],
     kind: u32,
     desc: &'a [u8],
+    /// The desc ran past the end of the file: `desc` is its string up to the NUL.
+    truncated: bool,
 }
 
-/// Walk the notes of one note area. `base` is the area's file offset (for errors).
+/// Walk the notes of one note area of `len` bytes at the start of `data` (the file from
+/// the area's offset on). `base` is the area's file offset (for errors). As libelf, a note
+/// that starts inside the area may run past its end (GRUB's i386-xen image has one): only
+/// running past the end of the file is an error.
 fn walk_notes<'a>(
-    area: &'a [u8],
+    data: &'a [u8],
+    len: u64,
     base: u64,
     mut f: impl FnMut(RawNote<'a>) -> Result<()>,
 ) -> Result<()> {
-    let b = Bytes::new(area, "ELF note");
+    let b = Bytes::new(data, "ELF note");
+    let len = len.min(b.len());
     let mut off: u64 = 0;
     // Fewer than a header's worth of trailing bytes is padding, not a note.
-    while off.checked_add(12).is_some_and(|e| e <= b.len()) {
+    while off.checked_add(12).is_some_and(|e| e <= len) {
         let namesz = u64::from(b.u32(off)?);
         let descsz = u64::from(b.u32(off + 4)?);
         let kind = b.u32(off + 8)?;
@@ -347,17 +354,27 @@ fn walk_notes<'a>(
             reason,
         };
         if name_off + namesz > b.len() {
-            return Err(bad("name runs past the end of the note area"));
-        }
-        if desc_off + descsz > b.len() {
-            return Err(bad("desc runs past the end of the note area"));
+            return Err(bad("name runs past the end of the file"));
         }
         let name = b.slice(name_off, namesz)?;
-        let desc = b.slice(desc_off, descsz)?;
+        let desc = if desc_off + descsz <= b.len() {
+            b.slice(desc_off, descsz)?
+        } else {
+            // libelf reads a string desc up to its NUL if that lies in the file, and a
+            // number it cannot reach as 0; a desc with neither is an error here.
+            let start = desc_off.min(b.len());
+            let avail = b.slice(start, b.len() - start)?;
+            match avail.iter().position(|&c| c == 0) {
+                Some(nul) => &avail[..=nul],
+                None => return Err(bad("desc runs past the end of the file")),
+            }
+        };
+        let truncated = desc_off + descsz > b.len();
         f(RawNote {
             name: c_str(name),
             kind,
             desc,
+            truncated,
         })?;
         off = next;
     }
@@ -370,7 +387,7 @@ fn apply_note(info: &mut RawXenInfo, n: &RawNote<'_>) -> Result<()> {
         return Ok(());
     };
     let s = c_str(n.desc);
-    let val = note_numeric(n.desc);
+    let val = if n.truncated { 0 } else { note_numeric(n.desc) };
     info.notes.push(XenNote {
         kind: n.kind,
         name,
@@ -426,10 +443,11 @@ fn apply_note(info: &mut RawXenInfo, n: &RawNote<'_>) -> Result<()> {
     Ok(())
 }
 
-/// Parse the Xen notes in one note area; returns how many Xen notes it held.
-fn parse_note_area(info: &mut RawXenInfo, area: &[u8], base: u64) -> Result<usize> {
+/// Parse the Xen notes in one note area (`len` bytes at the start of `data`, the file from
+/// the area on); returns how many Xen notes it held.
+fn parse_note_area(info: &mut RawXenInfo, data: &[u8], len: u64, base: u64) -> Result<usize> {
     let mut count = 0;
-    walk_notes(area, base, |n| {
+    walk_notes(data, len, base, |n| {
         if n.name == b"Xen" {
             apply_note(info, &n)?;
             count += 1;
@@ -566,7 +584,8 @@ pub(crate) fn find_xen_info(elf: &ElfFile<'_>) -> Result<RawXenInfo> {
             continue;
         }
         let area = elf.segment_data(ph, "PT_NOTE segment")?;
-        found += parse_note_area(&mut info, area, ph.offset)?;
+        let from = elf.data.get(ph.offset as usize..).unwrap_or_default();
+        found += parse_note_area(&mut info, from, area.len() as u64, ph.offset)?;
     }
     if found == 0 {
         info = RawXenInfo::new(NoteSource::Sections);
@@ -575,7 +594,8 @@ pub(crate) fn find_xen_info(elf: &ElfFile<'_>) -> Result<RawXenInfo> {
                 continue;
             }
             let area = elf.section_data(sh, "SHT_NOTE section")?;
-            found += parse_note_area(&mut info, area, sh.offset)?;
+            let from = elf.data.get(sh.offset as usize..).unwrap_or_default();
+            found += parse_note_area(&mut info, from, area.len() as u64, sh.offset)?;
         }
     }
     if found == 0 {
@@ -679,7 +699,7 @@ mod tests {
         area.extend_from_slice(b"Xen\0");
         area.extend_from_slice(&[1, 2, 3, 4]);
         let mut info = RawXenInfo::new(NoteSource::ProgramHeaders);
-        let e = parse_note_area(&mut info, &area, 0x100).unwrap_err();
+        let e = parse_note_area(&mut info, &area, area.len() as u64, 0x100).unwrap_err();
         assert!(
             matches!(e, ImageError::BadNote { offset: 0x100, .. }),
             "{e}"
@@ -693,7 +713,11 @@ mod tests {
         area.extend_from_slice(&0x1234u32.to_le_bytes());
         area.extend_from_slice(&[0; 8]);
         let mut info = RawXenInfo::new(NoteSource::ProgramHeaders);
-        assert_eq!(parse_note_area(&mut info, &area, 0).unwrap(), 1);
+        assert_eq!(parse_note_area(&mut info, &area, area.len() as u64, 0).unwrap(), 1);
+        // A note may run past its area into the rest of the file (libelf reads it).
+        let mut info = RawXenInfo::new(NoteSource::ProgramHeaders);
+        assert_eq!(parse_note_area(&mut info, &area, 12, 0).unwrap(), 1);
+        assert_eq!(info.virt_entry, Some(0x1234));
         assert_eq!(info.virt_entry, Some(0x1234));
     }
 }
