@@ -536,22 +536,21 @@ pub struct GrantTable {
 
 impl GrantTable {
     /// The table of domain `domid`, whose own frames are `0..nr_pages`. Starts as Xen's
-    /// grant_table_init leaves it: version 1, INITIAL_NR_GRANT_FRAMES frames (zeroed here).
-    pub fn new(mem: &mut dyn GuestPhys, domid: u16, nr_pages: u64, frames: GrantFrames) -> Self {
+    /// grant_table_init leaves it: version 1, INITIAL_NR_GRANT_FRAMES frames. The frames must
+    /// be zero (the domain builder zeroes the platform frames).
+    pub fn new(domid: u16, nr_pages: u64, frames: GrantFrames) -> Self {
         let max_frames = frames.shared_frames.min(MAX_GRANT_FRAMES).min(frames.status_frames.saturating_mul(STATUS_PER_FRAME) / V2_PER_FRAME);
-        let mut t = GrantTable {
+        GrantTable {
             domid,
             nr_pages,
             frames,
             max_frames,
             version: 1,
-            nr_frames: 0,
+            nr_frames: INITIAL_NR_GRANT_FRAMES.min(max_frames),
             nr_status_frames: 0,
             active: HashMap::new(),
             maptrack: HashMap::new(),
-        };
-        t.grow(mem, INITIAL_NR_GRANT_FRAMES.min(max_frames));
-        t
+        }
     }
 
     pub fn domid(&self) -> u16 {
@@ -862,6 +861,14 @@ impl GrantTable {
         let m = Mapping { gref, flags: flags & 0x1f, frame };
         let h = self.maptrack.entry(ld).or_default().alloc(m).ok_or(GNTST_NO_DEVICE_SPACE)?;
         Ok((h, frame))
+    }
+
+    /// The cache attributes (GTF_PWT / GTF_PCD / GTF_PAT) of entry `gref`, for a host mapping.
+    pub fn map_cache_flags(&self, mem: &dyn GuestPhys, gref: u32) -> u16 {
+        if gref >= self.nr_entries() {
+            return 0;
+        }
+        self.header(mem, gref).flags & (GTF_PWT | GTF_PCD | GTF_PAT)
     }
 
     /// The mapping `handle` of domain `ld`.
@@ -1228,8 +1235,8 @@ impl GrantMapper for Backend<'_> {
 }
 
 /// The guest's table at the platform's frames.
-pub fn guest_table(mem: &mut dyn GuestPhys, nr_pages: u64, frames: GrantFrames) -> GrantTable {
-    GrantTable::new(mem, GUEST_DOMID, nr_pages, frames)
+pub fn guest_table(nr_pages: u64, frames: GrantFrames) -> GrantTable {
+    GrantTable::new(GUEST_DOMID, nr_pages, frames)
 }
 
 #[cfg(test)]
@@ -1243,8 +1250,8 @@ mod tests {
     const G: u16 = GUEST_DOMID;
 
     fn setup() -> (Vec<u8>, GrantTable) {
-        let mut mem = vec![0u8; 256 * PAGE_SIZE];
-        let t = guest_table(&mut mem, NR, GrantFrames { shared_mfn: SH, shared_frames: 64, status_mfn: ST, status_frames: 8 });
+        let mem = vec![0u8; 256 * PAGE_SIZE];
+        let t = guest_table(NR, GrantFrames { shared_mfn: SH, shared_frames: 64, status_mfn: ST, status_frames: 8 });
         (mem, t)
     }
     fn all(_: u64) -> bool {
