@@ -103,6 +103,11 @@ fn mm_guest_passes_on_both_engines() {
 }
 
 #[test]
+fn grant_guest_passes_on_both_engines() {
+    guest_passes("grant");
+}
+
+#[test]
 fn privop_guest_passes_on_both_engines() {
     guest_passes("privop");
 }

@@ -44,13 +44,14 @@ mkimage() { "$r/usr/bin/grub-mkimage" -d "$r/usr/lib/grub/$1" -O "$1" -p /boot/g
 tests="exfctest setjmp_test div_test mul_test shift_test bswap_test ctz_test cmp_test strtoull_test xnu_uuid_test pbkdf2_test"
 {
   echo "insmod functional_test"
+  echo "insmod xnu_uuid"
   for t in $tests; do echo "insmod $t"; done
   echo "functional_test"
   echo "halt"
 } > "$work/ft.cfg"
 for arch in x86_64 i386; do
   out="$cache/ft$( [ $arch = x86_64 ] && echo 64 || echo 32 ).xen"
-  mkimage "$arch-xen" -c "$work/ft.cfg" -o "$out" functional_test $tests echo halt
+  mkimage "$arch-xen" -c "$work/ft.cfg" -o "$out" functional_test xnu_uuid $tests echo halt
 done
 
 cat > "$work/disk.cfg" <<'EOF'

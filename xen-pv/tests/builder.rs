@@ -358,14 +358,14 @@ fn platform_frames_come_from_the_top_when_nr_pages_is_not_given() {
     assert_eq!(l.ram_pages, 8192);
     assert_eq!(l.nr_pages + l.platform.frames, 8192);
     assert_eq!(l.platform.frames, platform_frames(GuestType::X86_64, 8192));
-    // 32 MiB of RAM: shared_info, zero page, GDT page, 3 GDT tables, 16 M2P frames, M2P L3,
-    // L2 and L1.
-    assert_eq!(l.platform.frames, 3 + 3 + 16 + 3);
+    // 32 MiB of RAM: shared_info, zero page, GDT page, 3 GDT tables, 64 grant table frames
+    // and 8 grant status frames, 16 M2P frames, M2P L3, L2 and L1.
+    assert_eq!(l.platform.frames, 3 + 3 + 64 + 8 + 16 + 3);
     // The layout is the example's: the p2m still takes 16 pages.
     assert_eq!(l.p2m.pages, 16);
     assert_eq!(l.pgtables.vstart, 0x124000);
     let si: StartInfo64 = read_struct(&ram, l.start_info.gpa()).unwrap();
-    assert_eq!(si.nr_pages, 8192 - 25);
+    assert_eq!(si.nr_pages, 8192 - 97);
 }
 
 /// A Linux-like kernel (INIT_P2M, MOD_START_PFN) with a gzip initrd, in 64 MiB.

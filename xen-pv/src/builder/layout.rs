@@ -86,14 +86,23 @@ pub fn m2p_frames(guest: GuestType, ram_pages: u64) -> u64 {
     div_ceil(ram_pages.saturating_mul(guest.word_size()), PAGE_SIZE)
 }
 
+/// Grant table frames Xen can share with a domain: its default `gnttab_max_frames` (the
+/// `max_nr_frames` GNTTABOP_query_size reports).
+pub const GRANT_FRAMES: u64 = 64;
+/// Grant status frames (v2) for [`GRANT_FRAMES`]: 256 v2 entries per frame, 2048 status
+/// words (u16) per frame (Xen's `grant_to_status_frames`).
+pub const GRANT_STATUS_FRAMES: u64 = (GRANT_FRAMES * 256).div_ceil(2048);
+const _: () = assert!(GRANT_STATUS_FRAMES == 8);
+
 /// Platform frames the builder takes from the top of a RAM of `ram_pages` frames:
-/// shared_info, the zero page, Xen's GDT page, (PAE: the compat L4), the M2P table and the
-/// page tables mapping the M2P and the GDT.
+/// shared_info, the zero page, Xen's GDT page, (PAE: the compat L4), the grant table's
+/// shared and status frames, the M2P table and the page tables mapping the M2P and the GDT.
 pub fn platform_frames(guest: GuestType, ram_pages: u64) -> u64 {
     let m2p = m2p_frames(guest, ram_pages);
     let m2p_l1 = div_ceil(m2p, 512);
-    // shared_info, zero page, GDT page; the GDT's L3, L2 and L1 (L4 slot 260).
-    let fixed = 3 + 3;
+    // shared_info, zero page, GDT page; the GDT's L3, L2 and L1 (L4 slot 260); the grant
+    // table frames.
+    let fixed = 3 + 3 + GRANT_FRAMES + GRANT_STATUS_FRAMES;
     match guest {
         // M2P in L4 slot 256: one L3, L2s, L1s.
         GuestType::X86_64 => fixed + m2p + 1 + div_ceil(m2p_l1, 512) + m2p_l1,
@@ -161,6 +170,13 @@ pub struct PlatformLayout {
     pub gdt_mfn: u64,
     /// PAE only: the 4-level table the MMU walks; slot 0 points at the guest's L3.
     pub compat_l4_mfn: Option<u64>,
+    /// The grant table's shared frames `[grant_mfn, grant_mfn + grant_frames)` and v2 status
+    /// frames `[grant_status_mfn, grant_status_mfn + grant_status_frames)`: Xen's heap pages
+    /// shared with the guest (GNTTABOP_setup_table / get_status_frames hand them out).
+    pub grant_mfn: u64,
+    pub grant_frames: u64,
+    pub grant_status_mfn: u64,
+    pub grant_status_frames: u64,
     /// M2P table: `m2p_entries` words (8 or 4 bytes) in frames from `m2p_mfn`, mapped
     /// read-only at `m2p_va`.
     pub m2p_mfn: u64,
@@ -301,12 +317,16 @@ impl fmt::Display for DomainLayout {
         let p = &self.platform;
         writeln!(
             f,
-            "  platform mfns {:#x}..{:#x}: shared_info {:#x}, zero {:#x}, gdt {:#x}, M2P {:#x} + {:#x} at {:#x}, GDTR {:#x}/{:#x}",
+            "  platform mfns {:#x}..{:#x}: shared_info {:#x}, zero {:#x}, gdt {:#x}, grant {:#x} + {:#x}, grant status {:#x} + {:#x}, M2P {:#x} + {:#x} at {:#x}, GDTR {:#x}/{:#x}",
             p.first_mfn,
             p.first_mfn + p.frames,
             p.shared_info_mfn,
             p.zero_mfn,
             p.gdt_mfn,
+            p.grant_mfn,
+            p.grant_frames,
+            p.grant_status_mfn,
+            p.grant_status_frames,
             p.m2p_mfn,
             p.m2p_frames,
             p.m2p_va,
@@ -622,6 +642,8 @@ fn platform_layout(guest: GuestType, ram_pages: u64) -> PlatformLayout {
     let zero_mfn = take(1);
     let gdt_mfn = take(1);
     let compat_l4_mfn = (guest == GuestType::X86_32Pae).then(|| take(1));
+    let grant_mfn = take(GRANT_FRAMES);
+    let grant_status_mfn = take(GRANT_STATUS_FRAMES);
     let m2p_frames = m2p_frames(guest, ram_pages);
     let m2p_mfn = take(m2p_frames);
     PlatformLayout {
@@ -631,6 +653,10 @@ fn platform_layout(guest: GuestType, ram_pages: u64) -> PlatformLayout {
         zero_mfn,
         gdt_mfn,
         compat_l4_mfn,
+        grant_mfn,
+        grant_frames: GRANT_FRAMES,
+        grant_status_mfn,
+        grant_status_frames: GRANT_STATUS_FRAMES,
         m2p_mfn,
         m2p_frames,
         m2p_entries: ram_pages,

@@ -1,4 +1,4 @@
-//! The engine-agnostic core of the Xen platform: event channels, time, (later) grant tables
+//! The engine-agnostic core of the Xen platform: event channels, time, grant tables
 //! and xenstore. Nothing here knows the JIT or KVM: guest memory is reached through
 //! [`GuestPhys`] (bounds-checked physical accesses), and the vCPU side is driven by whoever
 //! runs the guest.
@@ -6,6 +6,7 @@
 pub mod backend;
 pub mod errno;
 pub mod evtchn;
+pub mod grant;
 pub mod time;
 pub mod xsring;
 pub mod xenstore;

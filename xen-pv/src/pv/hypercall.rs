@@ -85,7 +85,7 @@ pub static TABLE: [Hypercall; 42] = [
     hc("xen_version", xen_version),
     hc("console_io", console_io),
     none("physdev_op_compat"),
-    none("grant_table_op"),
+    hc("grant_table_op", super::grant::grant_table_op),
     hc("vm_assist", vm_assist),
     none("update_va_mapping_otherdomain"),
     Hypercall { name: "iret", handler: Some(iret), sets_regs: true },

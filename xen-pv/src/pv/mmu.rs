@@ -102,7 +102,9 @@ impl PvDomain {
             v |= US;
         }
         if level == 1 {
-            if !self.owns(mfn) && mfn != shinfo {
+            // The domain's frames, shared_info, and the grant table frames Xen shares with
+            // it (read-write, SHARE_rw) while they are in use.
+            if !self.owns(mfn) && mfn != shinfo && self.grant.table_frame(mfn).is_none() {
                 return Err(EINVAL);
             }
             if v & RW != 0 && self.mmu.tables.contains_key(&mfn) {
@@ -577,6 +579,8 @@ pub(super) fn memory_op(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResu
             d.write_guest(e, a[1], &v).map_err(|_| EFAULT)?;
             Ok(0)
         }
+        // XENMEM_add_to_physmap
+        7 => super::grant::add_to_physmap(d, e, a[1]),
         // XENMEM_maximum_gpfn: domid argument
         14 => {
             let mut b = [0u8; 2];

@@ -16,6 +16,7 @@ pub mod console;
 pub mod desc;
 pub mod emulate;
 pub mod events;
+pub mod grant;
 pub mod hypercall;
 pub mod memory;
 pub mod mmu;
@@ -97,6 +98,8 @@ pub struct PvDomain {
     pub clock: crate::core::time::VirtualClock,
     pub timers: crate::core::time::Timers,
     pub evtchn: crate::core::evtchn::EventChannels,
+    /// The domain's grant table (its frames are platform frames).
+    pub grant: crate::core::grant::GrantTable,
     /// Debug registers dr0-dr7 as the guest set them (set_debugreg).
     pub debugreg: [u64; 8],
     /// VCPUOP_register_runstate_memory_area: guest virtual address of vcpu_runstate_info.
@@ -121,7 +124,18 @@ impl PvDomain {
         };
         let evtchn = crate::core::evtchn::EventChannels::new(width, dom.layout.platform.shared_info_mfn << 12);
         let mem = memory::MemReservation::new(dom.layout.nr_pages, dom.layout.ram_pages, dom.layout.nr_pages..dom.layout.platform.first_mfn);
+        let p = &dom.layout.platform;
+        let grant = crate::core::grant::guest_table(
+            dom.layout.nr_pages,
+            crate::core::grant::GrantFrames {
+                shared_mfn: p.grant_mfn,
+                shared_frames: p.grant_frames as u32,
+                status_mfn: p.grant_status_mfn,
+                status_frames: p.grant_status_frames as u32,
+            },
+        );
         PvDomain {
+            grant,
             dom,
             opts,
             kernel_mode: true,
@@ -200,6 +214,7 @@ impl PvDomain {
         self.dom.vcpu.apply(&mut e.env);
         self.init_mmu(e)?;
         self.publish_time(e);
+        self.seed_grants(e);
         // The console and xenstore rings' channels, bound to the back ends in domain 0.
         let _ = self.evtchn.bind_backend(self.store_port, 0);
         let _ = self.evtchn.bind_backend(self.console_port, 0);
