@@ -9,6 +9,9 @@
 //!   guest `EVTCHNOP_send` on it calls [`Backend::on_event`].
 //! - Back ends run only from here, synchronously, when the guest sends or writes the store:
 //!   deterministic, as the rest of the platform.
+//! - Grant mappings go through the core's grant table as domain 0 ([`grant::Backend`]);
+//!   guest memory the back ends write is reported to the engine (translated code there is
+//!   invalidated).
 
 use std::collections::HashMap;
 
@@ -16,7 +19,9 @@ use jit::Engine;
 
 use super::xs::Xenstore;
 use super::PvDomain;
+use super::grant::Tracked;
 use crate::core::backend::{Backend, DomId, EvtOps, GntOps, GrantHandle, XsOps};
+use crate::core::grant::{self, GrantMapper, GrantTable};
 use crate::core::errno::EINVAL;
 use crate::core::evtchn::{EventChannels, GUEST_DOMID};
 use crate::core::xenstore::msg_type;
@@ -50,8 +55,17 @@ struct PlatformOps<'a> {
     xs: &'a mut Xenstore,
     evtchn: &'a mut EventChannels,
     mem: &'a mut dyn GuestPhys,
-    gnt: &'a mut dyn GntOps,
+    grant: &'a mut GrantTable,
+    /// Whether a guest frame can take the writable type (it is not a page table).
+    writable: &'a dyn Fn(u64) -> bool,
     ports: &'a mut HashMap<u32, usize>,
+}
+
+impl PlatformOps<'_> {
+    /// Domain 0's view of the guest's grant table.
+    fn mapper(&mut self) -> grant::Backend<'_> {
+        grant::Backend { table: &mut *self.grant, mem: &mut *self.mem, domid: 0, writable: self.writable }
+    }
 }
 
 impl XsOps for PlatformOps<'_> {
@@ -122,34 +136,17 @@ impl EvtOps for PlatformOps<'_> {
 
 impl GntOps for PlatformOps<'_> {
     fn map(&mut self, dom: DomId, gref: u32, writable: bool) -> Result<GrantHandle, i16> {
-        self.gnt.map(dom, gref, writable)
+        let flags = grant::GNTMAP_HOST_MAP | if writable { 0 } else { grant::GNTMAP_READONLY };
+        self.mapper().map(dom, gref, flags).map(GrantHandle)
     }
     fn unmap(&mut self, h: GrantHandle) -> Result<(), i16> {
-        self.gnt.unmap(h)
+        self.mapper().unmap(h.0)
     }
     fn read(&mut self, h: GrantHandle, offset: usize, buf: &mut [u8]) -> bool {
-        self.gnt.read(h, offset, buf)
+        self.mapper().read(h.0, offset, buf).is_ok()
     }
     fn write(&mut self, h: GrantHandle, offset: usize, data: &[u8]) -> bool {
-        self.gnt.write(h, offset, data)
-    }
-}
-
-/// Grants before the grant table exists: nothing can be mapped (GNTST_general_error).
-pub struct NoGrants;
-
-impl GntOps for NoGrants {
-    fn map(&mut self, _: DomId, _: u32, _: bool) -> Result<GrantHandle, i16> {
-        Err(-1)
-    }
-    fn unmap(&mut self, _: GrantHandle) -> Result<(), i16> {
-        Err(-1)
-    }
-    fn read(&mut self, _: GrantHandle, _: usize, _: &mut [u8]) -> bool {
-        false
-    }
-    fn write(&mut self, _: GrantHandle, _: usize, _: &[u8]) -> bool {
-        false
+        self.mapper().write(h.0, offset, data).is_ok()
     }
 }
 
@@ -158,9 +155,16 @@ impl PvDomain {
     fn with_backend(&mut self, e: &mut Engine, dev: usize, f: impl FnOnce(&mut dyn Backend, &mut PlatformOps)) {
         let Some(mut b) = self.backends.devs.get_mut(dev).and_then(Option::take) else { return };
         if let Some(xs) = self.xs.as_mut() {
-            let mut gnt = NoGrants;
-            let mut ops = PlatformOps { dev, xs, evtchn: &mut self.evtchn, mem: e.ram(), gnt: &mut gnt, ports: &mut self.backends.ports };
+            let tables = &self.mmu.tables;
+            let writable = |mfn: u64| !tables.contains_key(&mfn);
+            let mut mem = Tracked { ram: e.ram(), writes: Vec::new() };
+            let mut ops = PlatformOps { dev, xs, evtchn: &mut self.evtchn, mem: &mut mem, grant: &mut self.grant, writable: &writable, ports: &mut self.backends.ports };
             f(b.as_mut(), &mut ops);
+            let writes = std::mem::take(&mut mem.writes);
+            // Back ends wrote guest memory (disk reads): translated code there is stale.
+            for (a, n) in writes {
+                e.core.notify_phys_write(&mut e.env, a, n);
+            }
         }
         self.backends.devs[dev] = Some(b);
     }

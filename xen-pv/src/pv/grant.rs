@@ -21,9 +21,9 @@ use crate::core::GuestPhys;
 
 /// Guest memory that records the ranges written, so the engine can drop translations of
 /// code in them afterwards.
-struct Tracked<'a> {
-    ram: &'a mut jit::GuestRam,
-    writes: Vec<(u64, u64)>,
+pub(super) struct Tracked<'a> {
+    pub(super) ram: &'a mut jit::GuestRam,
+    pub(super) writes: Vec<(u64, u64)>,
 }
 
 impl GuestPhys for Tracked<'_> {
