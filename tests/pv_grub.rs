@@ -37,3 +37,18 @@ fn pv_grub_x86_64_functional_tests_pass() {
     // `halt` powers the domain off.
     assert_eq!(code, Some(0), "{se}");
 }
+
+/// The same tests in a 32-bit PAE PV GRUB (ring 1, `int $0x82` hypercalls, compat
+/// structures, the compat M2P in its top L2).
+#[test]
+fn pv_grub_i386_pae_functional_tests_pass() {
+    let Some(img) = cached("ft32.xen") else { return };
+    let (so, se, code) = run(&["run", "--kernel", img.to_str().unwrap()]);
+    assert!(so.contains("Welcome to GRUB!"), "{so}\n{se}");
+    for t in ["pbkdf2_test: PASS", "setjmp_test: PASS", "div_test: PASS", "exfctest: PASS"] {
+        assert!(so.contains(t), "{t} missing:\n{so}");
+    }
+    assert!(so.contains("ALL TESTS PASSED"), "{so}\n{se}");
+    assert!(!so.contains("FAIL"), "{so}");
+    assert_eq!(code, Some(0), "{se}");
+}

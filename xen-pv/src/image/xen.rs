@@ -360,10 +360,14 @@ fn walk_notes<'a>(
         let desc = if desc_off + descsz <= b.len() {
             b.slice(desc_off, descsz)?
         } else {
-            // libelf reads a string desc up to its NUL if that lies in the file, and a
-            // number it cannot reach as 0; a desc with neither is an error here.
+            // libelf reads a string desc up to its NUL if that lies in the file (GRUB's
+            // i386-xen PAE_MODE note ends the file so); a number cut off is an error.
             let start = desc_off.min(b.len());
             let avail = b.slice(start, b.len() - start)?;
+            let is_str = NOTE_DESC.get(kind as usize).copied().flatten().is_some_and(|(_, s)| s);
+            if !is_str {
+                return Err(bad("desc runs past the end of the file"));
+            }
             match avail.iter().position(|&c| c == 0) {
                 Some(nul) => &avail[..=nul],
                 None => return Err(bad("desc runs past the end of the file")),

@@ -33,6 +33,9 @@ pub struct PtFrame {
     pub pinned: bool,
     /// Type references: entries of higher-level tables naming it, base pointers, the pin.
     pub refs: u32,
+    /// PAE: the L2 under L3 slot 3 (Xen's PGT_pae_xen_l2), whose top slots are Xen's
+    /// (the compat M2P); such an L2 may be named only from slot 3.
+    pub xen_l2: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -77,17 +80,25 @@ impl PvDomain {
         }
     }
 
-    fn is_guest_slot(&self, level: u8, index: u64) -> bool {
+    fn is_guest_slot(&self, level: u8, index: u64, xen_l2: bool) -> bool {
         match (self.guest(), level) {
             // L4 slots 256..=271 are Xen's.
             (GuestType::X86_64, 4) => !(256..272).contains(&index),
             (GuestType::X86_32Pae, 3) => index < 4,
+            // PAE: an L2 under L3 slot 3 has Xen's slots from the compat M2P up.
+            (GuestType::X86_32Pae, 2) if xen_l2 => index < self.first_xen_l2_slot(),
             _ => true,
         }
     }
 
+    /// COMPAT_L2_PAGETABLE_FIRST_XEN_SLOT: the first slot of a PAE L2 under L3 slot 3 that
+    /// is Xen's (the compat M2P and above).
+    fn first_xen_l2_slot(&self) -> u64 {
+        (self.dom.layout.platform.m2p_va >> 21) & 511
+    }
+
     /// Validate `val` as an entry of a level-`level` table; returns the value to store.
-    fn check_entry(&mut self, e: &mut Engine, level: u8, val: u64) -> Result<u64, i64> {
+    fn check_entry(&mut self, e: &mut Engine, level: u8, index: u64, val: u64) -> Result<u64, i64> {
         if val & P == 0 {
             return Ok(val);
         }
@@ -116,8 +127,10 @@ impl PvDomain {
         if v & PSE != 0 || !self.owns(mfn) {
             return Err(EINVAL);
         }
-        // The entry holds a type reference on the table below.
-        self.get_table(e, mfn, level - 1)?;
+        // The entry holds a type reference on the table below; for a PAE guest, the L2
+        // under L3 slot 3 takes Xen's type for it.
+        let xen_l2 = self.guest() == GuestType::X86_32Pae && level == 3 && index == 3;
+        self.get_table_as(e, mfn, level - 1, xen_l2)?;
         Ok(v)
     }
 
@@ -128,7 +141,7 @@ impl PvDomain {
 
     /// Validate every guest entry of frame `mfn` as a level-`level` table, adjusting them
     /// as Xen does (`_PAGE_USER` for 64-bit guests) and installing Xen's own L4 slots.
-    fn validate_table(&mut self, e: &mut Engine, mfn: u64, level: u8) -> Result<(), i64> {
+    fn validate_table(&mut self, e: &mut Engine, mfn: u64, level: u8, xen_l2: bool) -> Result<(), i64> {
         if !self.owns(mfn) {
             return Err(EINVAL);
         }
@@ -136,10 +149,10 @@ impl PvDomain {
         let n = self.table_entries(level);
         let mut out: Vec<(u64, u64)> = Vec::with_capacity(n as usize);
         for i in 0..n {
-            if !self.is_guest_slot(level, i) {
+            if !self.is_guest_slot(level, i, xen_l2) {
                 continue;
             }
-            let r = GuestPhys::read_u64(e.ram(), base + i * 8).ok_or(EFAULT).and_then(|v| self.check_entry(e, level, v));
+            let r = GuestPhys::read_u64(e.ram(), base + i * 8).ok_or(EFAULT).and_then(|v| self.check_entry(e, level, i, v));
             match r {
                 Ok(v) => out.push((i, v)),
                 Err(x) => {
@@ -156,9 +169,13 @@ impl PvDomain {
         for (i, v) in out {
             GuestPhys::write_u64(e.ram(), base + i * 8, v);
         }
-        if level == 4 && self.guest() == GuestType::X86_64 {
+        let xen_level = match self.guest() {
+            GuestType::X86_64 => 4,
+            GuestType::X86_32Pae => 2,
+        };
+        if level == xen_level && (level == 4 || xen_l2) {
             for x in self.dom.layout.xen_entries.clone() {
-                if x.level == 4 {
+                if x.level == level {
                     GuestPhys::write_u64(e.ram(), base + x.index as u64 * 8, x.entry);
                 }
             }
@@ -169,8 +186,13 @@ impl PvDomain {
     /// Take a type reference on frame `mfn` as a level-`level` table, validating it when
     /// it gains the type (Xen's get_page_type).
     pub(super) fn get_table(&mut self, e: &mut Engine, mfn: u64, level: u8) -> Result<(), i64> {
+        self.get_table_as(e, mfn, level, false)
+    }
+
+    /// [`Self::get_table`], for a PAE L2 under L3 slot 3 when `xen_l2`.
+    fn get_table_as(&mut self, e: &mut Engine, mfn: u64, level: u8, xen_l2: bool) -> Result<(), i64> {
         match self.mmu.tables.get_mut(&mfn) {
-            Some(t) if t.level == level => {
+            Some(t) if t.level == level && t.xen_l2 == xen_l2 => {
                 t.refs += 1;
                 Ok(())
             }
@@ -180,9 +202,9 @@ impl PvDomain {
                     return Err(EINVAL);
                 }
                 // Mark it first, so a table that names itself (a linear mapping) is seen.
-                self.mmu.tables.insert(mfn, PtFrame { level, pinned: false, refs: 1 });
+                self.mmu.tables.insert(mfn, PtFrame { level, pinned: false, refs: 1, xen_l2 });
                 if level > 0 {
-                    if let Err(x) = self.validate_table(e, mfn, level) {
+                    if let Err(x) = self.validate_table(e, mfn, level, xen_l2) {
                         self.mmu.tables.remove(&mfn);
                         return Err(x);
                     }
@@ -201,12 +223,12 @@ impl PvDomain {
         if t.refs > 0 {
             return;
         }
-        let level = t.level;
+        let (level, xen_l2) = (t.level, t.xen_l2);
         self.mmu.tables.remove(&mfn);
         if level > 1 {
             let n = self.table_entries(level);
             for i in 0..n {
-                if !self.is_guest_slot(level, i) {
+                if !self.is_guest_slot(level, i, xen_l2) {
                     continue;
                 }
                 let v = GuestPhys::read_u64(e.ram(), (mfn << 12) + i * 8).unwrap_or(0);
@@ -229,11 +251,11 @@ impl PvDomain {
         let v = match self.mmu.tables.get(&mfn).copied() {
             Some(t) => {
                 let index = (ptr & 0xfff) / 8;
-                if !self.is_guest_slot(t.level, index) {
+                if !self.is_guest_slot(t.level, index, t.xen_l2) {
                     return Err(EINVAL);
                 }
                 let old = GuestPhys::read_u64(e.ram(), ptr).ok_or(EFAULT)?;
-                let mut v = self.check_entry(e, t.level, val)?;
+                let mut v = self.check_entry(e, t.level, index, val)?;
                 if preserve_ad {
                     v = (v & !(A | D)) | (old & (A | D));
                 }
