@@ -379,7 +379,9 @@ impl BlkBack {
             }
             XenbusState::Initialised | XenbusState::Connected => {
                 // Connect even when two watches fired close together and the intermediate
-                // state was missed; once Connected, nothing to do.
+                // state was missed; once Connected, nothing to do. Unlike Linux, a back end
+                // that is Closing (after a fatal error) waits for the front end to close
+                // rather than retrying on a repeated watch.
                 if self.state == XenbusState::Connected || self.state == XenbusState::Closing {
                     return;
                 }
@@ -606,15 +608,19 @@ impl Backend for BlkBack {
     }
 
     fn on_watch(&mut self, ops: &mut dyn BackendOps, path: &str, token: &str) {
-        if token != self.token || path != self.fe("state") {
+        let state_path = self.fe("state");
+        // The state node itself, or an ancestor of it (a removed front-end directory).
+        let ours = path == state_path || state_path.strip_prefix(path).is_some_and(|r| r.starts_with('/'));
+        if token != self.token || !ours {
             return;
         }
-        let fstate = ops.read_u64(path).map_or(XenbusState::Unknown, XenbusState::from_u64);
+        let fstate = ops.read_u64(&state_path).map_or(XenbusState::Unknown, XenbusState::from_u64);
         self.frontend_changed(ops, fstate);
     }
 
     fn on_event(&mut self, ops: &mut dyn BackendOps, port: u32) {
-        if self.port() == Some(port) && self.state == XenbusState::Connected {
+        // As Linux, the ring is served for as long as it is connected (also while Closing).
+        if self.port() == Some(port) {
             self.process_ring(ops);
         }
     }
