@@ -1,1 +1,3 @@
-//! devices
+//! devices: the PV back ends, written against `xen_pv::core::backend`.
+
+pub mod blk;
