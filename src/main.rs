@@ -76,6 +76,11 @@ enum Cmd {
         /// realtime when stdin is a terminal (an interactive console), else deterministic.
         #[arg(long, value_enum)]
         clock: Option<Clock>,
+        /// A virtual disk, as an xl disk specification: 'IMAGE,raw,xvda,rw' (or ro), or
+        /// key=value form; `overlay=FILE` keeps IMAGE unmodified and writes to FILE.
+        /// Repeatable; replaces the config file's `disk` list.
+        #[arg(long)]
+        disk: Vec<String>,
         /// An xl.cfg file (name, type, kernel, ramdisk, cmdline/extra/root, memory, vcpus,
         /// disk, on_poweroff, on_crash); options given on the command line win.
         config: Option<PathBuf>,
@@ -118,7 +123,7 @@ fn main() -> ExitCode {
 
 fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
-        Cmd::Run { kernel, ramdisk, cmdline, memory, engine, log, max_insns, clock, config } => {
+        Cmd::Run { kernel, ramdisk, cmdline, memory, engine, log, max_insns, clock, disk, config } => {
             let cfg = match &config {
                 Some(p) => {
                     let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
@@ -126,8 +131,14 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 None => xlcfg::XlConfig::default(),
             };
-            if !cfg.disks.is_empty() {
-                anyhow::bail!("disk = {:?}: the PV block back end is not implemented yet", cfg.disks);
+            let specs = if disk.is_empty() { &cfg.disks } else { &disk };
+            let mut disks: Vec<disk::DiskSpec> = Vec::new();
+            for s in specs {
+                let d = disk::parse(s)?;
+                if disks.iter().any(|o| o.devid == d.devid) {
+                    anyhow::bail!("disk '{s}': {} is given twice", d.vdev);
+                }
+                disks.push(d);
             }
             let status = run::run(run::RunArgs {
                 kernel: kernel.or(cfg.kernel.map(PathBuf::from)),
@@ -144,6 +155,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 engine: engine.kind(),
                 log: xen_pv::pv::LogFlags { hypercalls: log.contains(&LogWhat::Hypercalls), traps: log.contains(&LogWhat::Traps) },
                 max_insns,
+                disks,
             })?;
             Ok(ExitCode::from(status))
         }

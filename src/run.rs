@@ -21,6 +21,8 @@ pub struct RunArgs {
     pub clock: xen_pv::core::time::ClockMode,
     /// The domain's name (xenstore).
     pub name: String,
+    /// Virtual disks (xl disk specifications), served by the block back end.
+    pub disks: Vec<crate::disk::DiskSpec>,
 }
 
 /// Exit status for a shutdown: 0 poweroff (and reboot/suspend, which end the run), 1 crash.
@@ -59,8 +61,19 @@ pub fn run(a: RunArgs) -> Result<u8> {
     let mut pv = PvDomain::new(dom, RunOptions { log: a.log, max_insns: a.max_insns, clock: Some(a.clock), name: a.name.clone() });
     // Console input from stdin (raw mode on a terminal; Ctrl-] detaches).
     pv.input = Some(Box::new(crate::term::Terminal::stdin()));
+    // Open the disks before the guest starts: a missing image is a usage error.
+    let mut disks = Vec::new();
+    for d in &a.disks {
+        disks.push((d, open_disk(d)?));
+    }
     pv.start(&mut e).map_err(|err| anyhow::anyhow!("{}: {err}", kpath.display()))?;
+    for (d, storage) in disks {
+        let cfg = devices::blk::VbdConfig::new(xen_pv::core::evtchn::GUEST_DOMID, d.devid, !d.writable);
+        let nodes = devices::blk::toolstack_nodes(&cfg, &d.target);
+        pv.add_backend(&mut e, Box::new(devices::blk::BlkBack::new(cfg, storage)), &nodes);
+    }
     let s = pv.run(&mut e);
+    pv.shutdown_backends(&mut e);
     match &s {
         Shutdown::Poweroff => {}
         Shutdown::Reboot => eprintln!("xenolith: the guest asked to reboot; ending the run"),
@@ -80,6 +93,16 @@ pub fn run(a: RunArgs) -> Result<u8> {
         );
     }
     Ok(exit_status(&s))
+}
+
+/// The storage behind a disk: the image (read-only unless the disk is writable), or the
+/// image read-only under a copy-on-write overlay.
+fn open_disk(d: &crate::disk::DiskSpec) -> Result<Box<dyn devices::blk::Storage>> {
+    use devices::blk::storage::{CowOverlay, RawFile};
+    Ok(match &d.overlay {
+        Some(o) => Box::new(CowOverlay::open(&d.target, o).with_context(|| format!("disk {}: opening {} with overlay {o}", d.vdev, d.target))?),
+        None => Box::new(RawFile::open(&d.target, !d.writable).with_context(|| format!("disk {}: opening {}", d.vdev, d.target))?),
+    })
 }
 
 /// `xenolith info IMG`: what the loader sees and where the builder would put it.

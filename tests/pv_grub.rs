@@ -52,3 +52,41 @@ fn pv_grub_i386_pae_functional_tests_pass() {
     assert!(!so.contains("FAIL"), "{so}");
     assert_eq!(code, Some(0), "{se}");
 }
+
+/// PV-GRUB with a Xen disk: `xen_ls` reads the domain's xenstore directory, and GRUB's
+/// Xen disk driver (blkfront) reads an ext2 filesystem made by Debian's mke2fs through the
+/// block back end (xenstore handshake, grant-mapped ring, event channel).
+#[test]
+fn pv_grub_lists_xenstore_and_reads_an_ext2_disk() {
+    let (Some(img), Some(disk)) = (cached("disk64.xen"), cached("disk.img")) else { return };
+    let spec = format!("{},raw,xvda,ro", disk.display());
+    let (so, se, code) = run(&["run", "--kernel", img.to_str().unwrap(), "--disk", &spec]);
+    let so = so.replace('\r', "");
+    assert!(so.contains("XENOLITH-GRUB: disks"), "{so}\n{se}");
+    // xen_ls: the children of /local/domain/1 as the toolstack made them.
+    for n in ["\ndevice\n", "\nconsole\n", "\nmemory\n", "\ndomid\n"] {
+        assert!(so.contains(n), "{n:?} missing:\n{so}");
+    }
+    assert!(so.contains("(xen/xvda)"), "{so}");
+    assert!(so.contains("lost+found/ boot/ hello.txt"), "{so}");
+    assert!(so.contains("hello from an ext2 disk"), "{so}\n{se}");
+    assert!(so.contains("XENOLITH-GRUB: end"), "{so}");
+    assert_eq!(code, Some(0), "{se}");
+}
+
+/// Debian's prebuilt pvgrub2 (grub-xen-host) finds /boot/grub/grub.cfg on the Xen disk
+/// given in an xl config file and runs it.
+#[test]
+fn debian_pvgrub2_boots_grub_cfg_from_the_disk() {
+    let (Some(img), Some(disk)) = (cached("pvgrub64.bin"), cached("disk.img")) else { return };
+    let dir = std::env::temp_dir().join(format!("xenolith-pvgrub-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("pvgrub.cfg");
+    std::fs::write(&cfg, format!("name = 'pvgrub'\ntype = 'pv'\nkernel = '{}'\nmemory = 128\ndisk = [ '{},raw,xvda,ro' ]\n", img.display(), disk.display())).unwrap();
+    let (so, se, code) = run(&["run", cfg.to_str().unwrap()]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(so.contains("Reading (xen/xvda)/boot/grub/grub.cfg"), "{so}\n{se}");
+    assert!(so.contains("XENOLITH-GRUB: grub.cfg from the disk"), "{so}\n{se}");
+    assert!(so.contains("hello from an ext2 disk"), "{so}");
+    assert_eq!(code, Some(0), "{se}");
+}

@@ -24,7 +24,7 @@ use crate::core::backend::{Backend, DomId, EvtOps, GntOps, GrantHandle, XsOps};
 use crate::core::grant::{self, GrantMapper, GrantTable};
 use crate::core::errno::EINVAL;
 use crate::core::evtchn::{EventChannels, GUEST_DOMID};
-use crate::core::xenstore::msg_type;
+use crate::core::xenstore::{msg_type, Access, Perm};
 use crate::core::GuestPhys;
 
 /// The back ends and their event-channel ports.
@@ -169,12 +169,26 @@ impl PvDomain {
         self.backends.devs[dev] = Some(b);
     }
 
-    /// Add a back end: write the toolstack's nodes for it (`nodes`: path, value, owned by
-    /// domain 0 unless the front end's directory), then start it.
+    /// Add a back end: write the toolstack's nodes for it (`nodes`: path, value), then
+    /// start it. Permissions as libxl sets them: nodes under the guest's own domain path
+    /// (the front end's directory) are the guest's, readable by domain 0; the others are
+    /// domain 0's, readable by the guest.
     pub fn add_backend(&mut self, e: &mut Engine, dev: Box<dyn Backend>, nodes: &[(String, String)]) {
         let Some(xs) = self.xs.as_mut() else { return };
+        let guest = GUEST_DOMID as u32;
+        let own = format!("/local/domain/{guest}/");
+        let fe = [Perm::new(guest, Access::None), Perm::new(0, Access::Read)];
+        let be = [Perm::new(0, Access::None), Perm::new(guest, Access::Read)];
         for (p, v) in nodes {
             let ev = xs.store.write(p, v.as_bytes());
+            xs.fire(ev);
+            let perms = if p.starts_with(&own) { &fe } else { &be };
+            // The node and its directory (the device's front- or back-end directory).
+            if let Some((dir, _)) = p.rsplit_once('/') {
+                let ev = xs.store.set_perms(dir, perms);
+                xs.fire(ev);
+            }
+            let ev = xs.store.set_perms(p, perms);
             xs.fire(ev);
         }
         self.backends.devs.push(Some(dev));
