@@ -9,6 +9,11 @@
 #                              `xenolith.script=NAME` on the kernel command line (from
 #                              /scripts in the initramfs), or else an interactive shell on
 #                              hvc0; when the script or shell ends it powers off.
+#                              With `root=/dev/xvda` it first loads xen-blkfront and ext4
+#                              (Debian builds them as modules), mounts the disk and
+#                              switch_roots to it, whose /init does the same from there.
+#   $CACHE/linux/rootfs.img    an ext4 root disk (mke2fs -d) with the same busybox userland,
+#                              scripts and /init: a pristine image to give guests copies of.
 #
 # Cache as fetch-kernel.sh ($XENOLITH_CACHE, default /var/cache/xenolith). Needs apt-get,
 # dpkg-deb, python3 and gzip. A second run reuses what is there (delete initrd.gz to rebuild).
@@ -17,7 +22,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 kernel=$("$here/fetch-kernel.sh")
 dir=$(dirname "$kernel")
 out="$dir/initrd.gz"
-if [ -s "$out" ] && [ "$out" -nt "$here/build.sh" ]; then
+rootfs="$dir/rootfs.img"
+if [ -s "$out" ] && [ "$out" -nt "$here/build.sh" ] && [ -s "$rootfs" ] && [ "$rootfs" -nt "$here/build.sh" ]; then
   echo "$kernel $out"
   exit 0
 fi
@@ -38,17 +44,38 @@ bb="$work/pkg/bin/busybox"
 root="$work/root"
 mkdir -p "$root"/{bin,sbin,etc,proc,sys,dev,tmp,root,scripts}
 cp "$bb" "$root/bin/busybox"
+mkdir -p "$root/lib/modules"
+cp "$dir"/modules/*.ko "$root/lib/modules/"
 cat > "$root/init" <<'EOF'
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
-echo "XENOLITH-LINUX: init"
 script=
+rootdev=
 for a in $(cat /proc/cmdline); do
-  case "$a" in xenolith.script=*) script=${a#xenolith.script=} ;; esac
+  case "$a" in
+    xenolith.script=*) script=${a#xenolith.script=} ;;
+    root=/dev/*) rootdev=${a#root=} ;;
+  esac
 done
+if [ -f /etc/xenolith-rootfs ]; then
+  echo "XENOLITH-LINUX: init on $(grep ' / ' /proc/mounts | grep -v '^rootfs' | cut -d' ' -f1,3)"
+else
+  echo "XENOLITH-LINUX: init"
+  if [ -n "$rootdev" ]; then
+    for m in crc16 crc32c_generic mbcache jbd2 ext4 xen-blkfront; do insmod /lib/modules/$m.ko; done
+    n=0
+    while [ ! -b "$rootdev" ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n+1)); done
+    mkdir -p /newroot
+    if mount -t ext4 "$rootdev" /newroot; then
+      umount /proc /sys /dev
+      exec switch_root /newroot /init
+    fi
+    echo "XENOLITH-LINUX: cannot mount $rootdev"
+  fi
+fi
 if [ -n "$script" ] && [ -f "/scripts/$script" ]; then
   sh "/scripts/$script"
   echo "XENOLITH-LINUX: script $script exited with status $?"
@@ -83,6 +110,17 @@ gzip -c /tmp/f | wc -c
 mark w2
 i=0; while [ $i -lt 1000 ]; do /bin/true; i=$((i+1)); done
 mark w3
+EOF
+
+# The disk round trip: write a file on the root disk, flush it, show it; read it back.
+cat > "$root/scripts/disk-write" <<'EOF'
+echo "written by the guest at uptime $(cut -d' ' -f1 /proc/uptime)" > /root/written.txt
+sync
+mount -o remount,ro /
+echo "XENOLITH-LINUX: wrote $(cat /root/written.txt)"
+EOF
+cat > "$root/scripts/disk-read" <<'EOF'
+echo "XENOLITH-LINUX: read $(cat /root/written.txt 2>&1)"
 EOF
 
 # The workload's parts on their own (for profiling).
@@ -122,4 +160,11 @@ out.close()
 PYEOF
 gzip -9n < "$work/initrd" > "$out.tmp"
 mv "$out.tmp" "$out"
+
+# The root disk: the same tree without the modules, marked as the disk's.
+rm -rf "$root/lib/modules"
+touch "$root/etc/xenolith-rootfs"
+mkdir -p "$root/newroot"
+PATH=$PATH:/sbin:/usr/sbin mke2fs -q -t ext4 -F -L xenolith-root -E root_owner=0:0 -d "$root" "$rootfs.tmp" 32M >/dev/null
+mv "$rootfs.tmp" "$rootfs"
 echo "$kernel $out"

@@ -6,7 +6,9 @@
 #
 # Cache: $XENOLITH_CACHE (default /var/cache/xenolith, or ~/.cache/xenolith when that is not
 # writable). The kernel lands at $CACHE/linux/vmlinuz-<version> with a stable symlink
-# $CACHE/linux/vmlinuz. A second run does nothing when the file is there.
+# $CACHE/linux/vmlinuz. Beside it, $CACHE/linux/modules/ holds the modules a root disk
+# needs (xen-blkfront, ext4 and its dependencies; Debian builds them as modules), which
+# roms/linux/build.sh puts into the initramfs. A second run does nothing when both are there.
 # Needs apt-get/apt-cache and dpkg-deb; as root it runs 'apt-get update' itself when the
 # package lists are missing. $XENOLITH_KERNEL_PKG overrides the package name.
 set -euo pipefail
@@ -19,7 +21,9 @@ fi
 dir="$cache/linux"
 mkdir -p "$dir"
 
-if [ -s "$dir/vmlinuz" ]; then
+mods="crc16 crc32c_generic mbcache jbd2 ext4 xen-blkfront"
+have_mods() { for m in $mods; do [ -s "$dir/modules/$m.ko" ] || return 1; done; }
+if [ -s "$dir/vmlinuz" ] && have_mods; then
   readlink -f "$dir/vmlinuz"
   exit 0
 fi
@@ -48,7 +52,14 @@ trap 'rm -rf "$work"' EXIT
 chmod 0777 "$work" # lets apt's sandbox user write the download
 (cd "$work" && apt-get download "$pkg" >&2)
 deb="$(ls "$work"/*.deb | head -n1)"
-dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$work" --wildcards './boot/vmlinuz-*'
+pats=(); for m in $mods; do pats+=("./lib/modules/*/$m.ko"); done
+dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$work" --wildcards './boot/vmlinuz-*' "${pats[@]}"
+mkdir -p "$dir/modules"
+for m in $mods; do
+  f="$(find "$work/lib/modules" -name "$m.ko" | head -n1)"
+  [ -n "$f" ] || { echo "fetch-kernel: $pkg has no $m.ko" >&2; exit 1; }
+  cp "$f" "$dir/modules/$m.ko"
+done
 src="$(ls "$work"/boot/vmlinuz-* | head -n1)"
 name="$(basename "$src")"
 cp "$src" "$dir/$name.tmp"

@@ -155,6 +155,10 @@ impl PvDomain {
                 s.set_g(G_TSC_AUX, val);
                 Some(0)
             }
+            // IA32_UCODE_REV / AMD PATCHLEVEL: reads 0; Intel documents writing 0 before
+            // CPUID leaf 1 (our policy is GenuineIntel), anything else is #GP, as Xen.
+            (0x8b, false) => Some(0),
+            (0x8b, true) if val == 0 => Some(0),
             // MSR_IA32_MISC_ENABLE: Xen's PV policy (fast strings, BTS/PEBS unavailable)
             (0x1a0, false) => Some(1 | 1 << 11 | 1 << 12),
             // PAT: the power-on value, read-only for a PV guest.
