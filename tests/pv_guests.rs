@@ -107,6 +107,13 @@ fn grant_guest_passes_on_both_engines() {
     guest_passes("grant");
 }
 
+/// A 32-bit PAE kernel in ring 1: compat bounce frames from ring 1 and ring 3 (on the
+/// stack_switch stack), compat HYPERVISOR_iret to both rings, the int DPL rule, a user #PF.
+#[test]
+fn traps32_guest_passes_on_both_engines() {
+    guest_passes("traps32");
+}
+
 #[test]
 fn privop_guest_passes_on_both_engines() {
     guest_passes("privop");

@@ -7,3 +7,8 @@ for n in hello crash mm privop events grant; do
   gcc -c -nostdlib -o "/tmp/xenolith-pv-$n.o" "$n.S"
   ld -nostdlib -static --no-warn-rwx-segments -T xen.ld -o "$n.elf" "/tmp/xenolith-pv-$n.o"
 done
+# 32-bit PAE guests (ring 1).
+for n in traps32; do
+  gcc -m32 -c -nostdlib -o "/tmp/xenolith-pv-$n.o" "$n.S"
+  ld -m elf_i386 -nostdlib -static --no-warn-rwx-segments -T xen32.ld -o "$n.elf" "/tmp/xenolith-pv-$n.o"
+done

@@ -115,7 +115,7 @@ impl PvDomain {
             return;
         }
         let rip = X86State(&mut e.env).rip();
-        let t = TrapInfo { flags: 4, cs: 0, address: self.callbacks.event.0 };
+        let t = TrapInfo { flags: 4, cs: self.callbacks.event_cs, address: self.callbacks.event.0 };
         if let Err(why) = self.bounce(e, 0, None, rip, t) {
             self.crash(e, why);
         }

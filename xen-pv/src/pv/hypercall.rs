@@ -44,6 +44,9 @@ pub struct Callbacks {
     pub syscall32: (u64, u16),
     pub sysenter: (u64, u16),
     pub nmi: (u64, u16),
+    /// 32-bit guests: the code selectors of the event and failsafe callbacks.
+    pub event_cs: u16,
+    pub failsafe_cs: u16,
 }
 
 pub type Handler = fn(&mut PvDomain, &mut Engine, [u64; 6]) -> HcResult;
@@ -209,7 +212,9 @@ fn set_trap_table(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult {
             break;
         }
         let vector = b[0];
-        d.trap_table.0[vector as usize] = TrapInfo { flags: b[1], cs: u16::from_le_bytes([b[2], b[3]]), address };
+        let cs = u16::from_le_bytes([b[2], b[3]]);
+        let cs = if w == 8 { cs } else { fixup_cs32(cs) };
+        d.trap_table.0[vector as usize] = TrapInfo { flags: b[1], cs, address };
         va = va.wrapping_add(entry as u64);
     }
     Ok(0)
@@ -232,6 +237,8 @@ fn set_callbacks(d: &mut PvDomain, _e: &mut Engine, a: [u64; 6]) -> HcResult {
             // (event_selector, event_address, failsafe_selector, failsafe_address)
             d.callbacks.event = (a[1] & 0xffff_ffff, 0);
             d.callbacks.failsafe = (a[3] & 0xffff_ffff, 0);
+            d.callbacks.event_cs = fixup_cs32(a[0] as u16);
+            d.callbacks.failsafe_cs = fixup_cs32(a[2] as u16);
         }
     }
     Ok(0)
@@ -443,7 +450,12 @@ fn vm_assist(d: &mut PvDomain, _e: &mut Engine, a: [u64; 6]) -> HcResult {
 /// present writable data segment for SS and data registers, DPL = RPL).
 pub(super) fn load_return_seg(d: &PvDomain, e: &mut Engine, seg: Seg, sel: u16) -> Result<(), String> {
     if let Some(desc) = xen_desc(d.guest(), sel) {
-        X86State(&mut e.env).set_seg(seg, sel, desc.base(), desc.limit(), desc.attr());
+        let mut s = X86State(&mut e.env);
+        s.set_seg(seg, sel, desc.base(), desc.limit(), desc.attr());
+        if seg == Seg::Cs {
+            // The CPL is the new code selector's RPL, as after a hardware iret.
+            s.set_cpl((sel & 3) as u8);
+        }
         return Ok(());
     }
     if sel & !3 == 0 && seg != Seg::Cs && seg != Seg::Ss {
@@ -464,15 +476,70 @@ pub(super) fn load_return_seg(d: &PvDomain, e: &mut Engine, seg: Seg, sel: u16) 
         return Err(format!("iret to selector {sel:#x}: descriptor {:#010x}{:08x} is not usable for {seg:?}", desc.hi, desc.lo));
     }
     // The accessed bit, as the hardware sets it on a load, is left to the guest's copy.
-    X86State(&mut e.env).set_seg(seg, sel, desc.base(), desc.limit(), desc.attr() | 1);
+    let mut s = X86State(&mut e.env);
+    s.set_seg(seg, sel, desc.base(), desc.limit(), desc.attr() | 1);
+    if seg == Seg::Cs {
+        s.set_cpl((sel & 3) as u8);
+    }
     Ok(())
+}
+
+/// Xen's fixup_guest_code_selector for 32-bit guests: an RPL-0 selector becomes RPL 1
+/// (the guest kernel runs in ring 1).
+pub(super) fn fixup_cs32(sel: u16) -> u16 {
+    if sel & 3 == 0 && sel != 0 {
+        sel | 1
+    } else {
+        sel
+    }
+}
+
+/// HYPERVISOR_iret for 32-bit guests (Xen's compat_iret): the frame at esp is eax, eip, cs,
+/// eflags, and for a return to ring 2/3 also esp, ss. A return to ring 1 leaves esp just
+/// above the frame. A frame whose selectors cannot be loaded goes to the failsafe callback.
+fn compat_iret(d: &mut PvDomain, e: &mut Engine) -> HcResult {
+    let esp = X86State(&mut e.env).gpr(4) & 0xffff_ffff;
+    let Ok(b) = d.read_bytes(e, esp, 16) else {
+        d.crash(e, format!("iret: cannot read the iret frame at {esp:#x}"));
+        return Ok(0);
+    };
+    let w = |i: usize| u32::from_le_bytes(b[i * 4..i * 4 + 4].try_into().unwrap()) as u64;
+    let (eax, eip, cs, eflags) = (w(0), w(1), fixup_cs32(w(2) as u16), w(3));
+    if eflags & (1 << 17) != 0 {
+        d.crash(e, "iret to virtual-8086 mode".into());
+        return Ok(0);
+    }
+    const ARCHITECTURAL_IOPL: u64 = 1 << 4;
+    if d.vm_assist & ARCHITECTURAL_IOPL != 0 {
+        d.iopl = ((eflags >> 12) & 3) as u8;
+    }
+    let (new_esp, ss) = if cs & 3 == 1 {
+        (esp + 16, X86State(&mut e.env).seg_sel(Seg::Ss))
+    } else {
+        let Ok(t) = d.read_bytes(e, esp + 16, 8) else {
+            d.crash(e, format!("iret: cannot read the iret frame at {esp:#x}"));
+            return Ok(0);
+        };
+        (u32::from_le_bytes(t[..4].try_into().unwrap()) as u64, u32::from_le_bytes(t[4..].try_into().unwrap()) as u16)
+    };
+    let mut s = X86State(&mut e.env);
+    s.set_gpr(0, eax);
+    s.set_rip(eip);
+    s.set_rflags((eflags & !0x3000 & 0x003f_7fd7) | 0x200 | 2);
+    s.set_gpr(4, new_esp);
+    d.set_upcall_mask(e, (eflags & 0x200 == 0) as u8);
+    if let Err(why) = load_return_seg(d, e, Seg::Cs, cs).and_then(|_| load_return_seg(d, e, Seg::Ss, ss)) {
+        d.failsafe(e, why);
+        return Ok(eax as i64);
+    }
+    d.kernel_mode = cs & 3 != 3;
+    Ok(eax as i64)
 }
 
 /// HYPERVISOR_iret: pop the iret_context from the guest stack.
 fn iret(d: &mut PvDomain, e: &mut Engine, _a: [u64; 6]) -> HcResult {
     if d.guest() != GuestType::X86_64 {
-        d.crash(e, "32-bit iret is not implemented yet".into());
-        return Ok(0);
+        return compat_iret(d, e);
     }
     let rsp = X86State(&mut e.env).gpr(4);
     let Ok(b) = d.read_bytes(e, rsp, 9 * 8) else {
@@ -535,7 +602,14 @@ fn callback_op(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult {
             (u16::from_le_bytes([b[0], b[1]]), u16::from_le_bytes([b[2], b[3]]), u64::from_le_bytes(b[8..16].try_into().unwrap()))
         }
         GuestType::X86_32Pae => {
+            // compat xen_callback_t { u32 cs; u32 eip; } at offset 4.
             let b = d.read_bytes(e, a[1], 12)?;
+            let cs = fixup_cs32(u16::from_le_bytes([b[4], b[5]]));
+            match u16::from_le_bytes([b[0], b[1]]) {
+                0 => d.callbacks.event_cs = cs,
+                1 => d.callbacks.failsafe_cs = cs,
+                _ => {}
+            }
             (u16::from_le_bytes([b[0], b[1]]), u16::from_le_bytes([b[2], b[3]]), u32::from_le_bytes(b[8..12].try_into().unwrap()) as u64)
         }
     };

@@ -342,6 +342,12 @@ impl PvDomain {
     /// Deliver an exception (or software interrupt) to the guest's handler, building Xen's
     /// bounce frame. `rip` is the return address.
     fn bounce(&mut self, e: &mut Engine, _vector: u8, ec: Option<u32>, rip: u64, t: hypercall::TrapInfo) -> Result<(), String> {
+        self.bounce_with(e, ec, rip, t, &[])
+    }
+
+    /// [`Self::bounce`], with `extra` words below the error code (the failsafe callback's
+    /// ds, es, fs, gs; 64-bit frames keep rcx and r11 lowest).
+    fn bounce_with(&mut self, e: &mut Engine, ec: Option<u32>, rip: u64, t: hypercall::TrapInfo, extra: &[u64]) -> Result<(), String> {
         let mask = self.upcall_mask(e);
         if t.flags & 4 != 0 {
             self.set_upcall_mask(e, 1);
@@ -365,14 +371,27 @@ impl PvDomain {
                     (self.kernel_sp, cs, ss)
                 };
                 let mut frame: Vec<u64> = vec![self_rcx(e), self_r11(e)];
+                frame.extend_from_slice(extra);
                 frame.extend(ec.map(u64::from));
                 frame.extend_from_slice(&[rip, ret_cs | (mask as u64) << 32, (rflags & !0x200) | iflag, rsp, ret_ss]);
                 (sp & !15, frame, 8)
             }
             GuestType::X86_32Pae => {
-                let mut frame: Vec<u64> = ec.map(u64::from).into_iter().collect();
-                frame.extend_from_slice(&[rip & 0xffff_ffff, cs | (mask as u64) << 16, (rflags & 0xffff_fdff) | iflag]);
-                (rsp & 0xffff_ffff, frame, 4)
+                // Xen's compat_create_bounce_frame: {[error code,] eip, cs | saved mask << 16,
+                // eflags (IF from the mask, IOPL only with architectural_iopl)[, esp, ss]}; from
+                // ring 2/3 on the stack_switch stack, else on the current one.
+                const ARCHITECTURAL_IOPL: u64 = 1 << 4;
+                let iopl = if self.vm_assist & ARCHITECTURAL_IOPL != 0 { (self.iopl as u64) << 12 } else { 0 };
+                let mut frame: Vec<u64> = extra.to_vec();
+                frame.extend(ec.map(u64::from));
+                frame.extend_from_slice(&[rip & 0xffff_ffff, cs | (mask as u64) << 16, (rflags & 0xffff_cdff) | iflag | iopl]);
+                let top = if cs & 2 != 0 {
+                    frame.extend_from_slice(&[rsp & 0xffff_ffff, ss]);
+                    self.kernel_sp & 0xffff_ffff
+                } else {
+                    rsp & 0xffff_ffff
+                };
+                (top, frame, 4)
             }
         };
         // One write: a frame that does not fit leaves the stack untouched.
@@ -385,6 +404,17 @@ impl PvDomain {
             // (FLAT_KERNEL_CS/SS), whatever the interrupted context had loaded.
             hypercall::load_return_seg(self, e, Seg::Cs, 0xe033)?;
             hypercall::load_return_seg(self, e, Seg::Ss, 0xe02b)?;
+        } else {
+            // The handler's code selector (null: Xen crashes the domain); the kernel stack's
+            // when coming from ring 2/3.
+            if t.cs & !3 == 0 {
+                return Err(format!("bounce to a null code selector {:#x}", t.cs));
+            }
+            if cs & 2 != 0 {
+                hypercall::load_return_seg(self, e, Seg::Ss, self.kernel_ss as u16)?;
+            }
+            hypercall::load_return_seg(self, e, Seg::Cs, t.cs)?;
+            self.kernel_mode = true;
         }
         let mut s = X86State(&mut e.env);
         s.set_gpr(4, sp);
@@ -392,6 +422,28 @@ impl PvDomain {
         // Xen clears TF, VM, RF and NT on delivery.
         s.set_rflags(rflags & !(0x100 | 0x2_0000 | 0x1_0000 | 0x4000));
         Ok(())
+    }
+
+    /// A return to the guest failed to load its selectors (`why`): bounce to the failsafe
+    /// callback as Xen does, with the data selectors (ds, es, fs, gs) on top of the frame;
+    /// without a failsafe callback the domain crashes.
+    pub(super) fn failsafe(&mut self, e: &mut Engine, why: String) {
+        let (addr, flags) = self.callbacks.failsafe;
+        if addr == 0 {
+            return self.crash(e, format!("{why}, and no failsafe callback"));
+        }
+        let rip = X86State(&mut e.env).rip();
+        let cs = if self.guest() == GuestType::X86_64 { 0 } else { self.callbacks.failsafe_cs };
+        let t = hypercall::TrapInfo { flags: if flags & 1 != 0 { 4 } else { 0 }, cs, address: addr };
+        let sels: Vec<u64> = {
+            let s = X86State(&mut e.env);
+            [Seg::Ds, Seg::Es, Seg::Fs, Seg::Gs].iter().map(|&g| s.seg_sel(g) as u64).collect()
+        };
+        // Selectors that cannot stay loaded must not fault again in the handler: a bad CS
+        // or SS is replaced by the handler's (the frame keeps the values that failed).
+        if let Err(why2) = self.bounce_with(e, None, rip, t, &sels) {
+            self.crash(e, format!("{why}; then the failsafe callback: {why2}"));
+        }
     }
 
     /// vCPU 0's vcpu_info (shared_info's slot 0 until register_vcpu_info moves it).
@@ -542,7 +594,11 @@ impl PvDomain {
             let a = va.wrapping_add(done as u64);
             let n = ((0x1000 - (a & 0xfff)) as usize).min(len - done);
             let core = &mut *e.core;
-            let pa = core.mmu.translate(&e.env, &mut core.ram, a, access, AccessKind::Normal)?;
+            // Xen touches a 32-bit guest's memory with supervisor rights (a bounce frame on
+            // the ring-1 stack while ring 3 runs); 64-bit PV kernels run in ring 3 with every
+            // page user-accessible, so their accesses are ordinary ones.
+            let kind = if self.guest() == GuestType::X86_32Pae { AccessKind::System } else { AccessKind::Normal };
+            let pa = core.mmu.translate(&e.env, &mut core.ram, a, access, kind)?;
             pages.push((pa, done, n));
             done += n;
         }
