@@ -235,3 +235,36 @@ fn overlay_keeps_the_base_image_and_persists_writes() {
     assert_eq!(code2, Some(0), "{se2}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn slept(so: &str) -> f64 {
+    let line = so.lines().find(|l| l.starts_with("XENOLITH-LINUX: slept from ")).unwrap_or_else(|| panic!("no sleep line:\n{so}"));
+    let w: Vec<f64> = line.split_whitespace().filter_map(|t| t.parse().ok()).collect();
+    w[1] - w[0]
+}
+
+/// `sleep 5` takes 5 s of guest time on the deterministic clock (which skips ahead while
+/// the guest is idle, so it takes less wall time), and about 5 s of wall time too on the
+/// realtime clock.
+#[test]
+fn sleep_takes_five_seconds_of_guest_time_on_both_clocks() {
+    let Some((k, i)) = images() else { return };
+    for clock in ["deterministic", "realtime"] {
+        let t = Instant::now();
+        let out = xenolith()
+            .args(["run", "--clock", clock, "--kernel", k.to_str().unwrap(), "--ramdisk", i.to_str().unwrap(), "--memory", "512"])
+            .args(["--cmdline", "console=hvc0 xenolith.script=sleep"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let wall = t.elapsed().as_secs_f64();
+        let so = String::from_utf8_lossy(&out.stdout);
+        let d = slept(&so);
+        assert_eq!(out.status.code(), Some(0), "{clock}: {}", String::from_utf8_lossy(&out.stderr));
+        if clock == "deterministic" {
+            assert!((5.0..5.1).contains(&d), "{clock}: slept {d} s of guest time");
+        } else {
+            assert!((5.0..6.0).contains(&d), "{clock}: slept {d} s of guest time");
+            assert!(wall >= 5.0, "{clock}: the whole run took {wall} s of wall time");
+        }
+    }
+}

@@ -119,6 +119,13 @@ sync
 mount -o remount,ro /
 echo "XENOLITH-LINUX: wrote $(cat /root/written.txt)"
 EOF
+# Timekeeping: `sleep 5` between two readings of the uptime.
+cat > "$root/scripts/sleep" <<'EOF'
+a=$(cut -d' ' -f1 /proc/uptime)
+sleep 5
+b=$(cut -d' ' -f1 /proc/uptime)
+echo "XENOLITH-LINUX: slept from $a to $b"
+EOF
 cat > "$root/scripts/disk-read" <<'EOF'
 echo "XENOLITH-LINUX: read $(cat /root/written.txt 2>&1)"
 EOF
