@@ -61,19 +61,10 @@ fn boots_to_init_runs_a_script_and_powers_off() {
     assert_eq!(out.status.code(), Some(0), "{se}");
 }
 
-/// A session over the console: commands typed into stdin reach the shell on hvc0, their
-/// output comes back, and `poweroff -f` ends the run with status 0.
-#[test]
-fn interactive_shell_over_the_console() {
-    let Some((k, i)) = images() else { return };
-    let mut child = xenolith()
-        .args(["run", "--kernel", k.to_str().unwrap(), "--ramdisk", i.to_str().unwrap()])
-        .args(["--cmdline", "console=hvc0 quiet", "--memory", "512"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+/// Drive a console session: `child` is the running guest (its stdin and stdout piped);
+/// each (command, expected output) is typed with `enter` after the prompt; then `poweroff
+/// -f` must end the run with status 0.
+fn console_session(mut child: std::process::Child, enter: &str, steps: &[(&str, &str)]) -> String {
     // Kill the guest if the test fails half way (a panic must not leave it running).
     struct Kill(std::process::Child);
     impl Drop for Kill {
@@ -114,20 +105,15 @@ fn interactive_shell_over_the_console() {
         }
     };
     let mut pos = wait_for("xenolith# ", 0);
-    for (cmd, want) in [
-        ("echo calc=$((6*7))", "calc=42"),
-        ("cat /sys/hypervisor/type", "xen"),
-        ("uname -m", "x86_64"),
-        ("grep -c processor /proc/cpuinfo", "1"),
-    ] {
-        stdin.write_all(format!("{cmd}\n").as_bytes()).unwrap();
+    for (cmd, want) in steps {
+        stdin.write_all(format!("{cmd}{enter}").as_bytes()).unwrap();
         stdin.flush().unwrap();
         // The echo of the command line, then its output, then the next prompt.
         pos = wait_for(cmd, pos);
         pos = wait_for(want, pos);
         pos = wait_for("xenolith# ", pos);
     }
-    stdin.write_all(b"poweroff -f\n").unwrap();
+    stdin.write_all(format!("poweroff -f{enter}").as_bytes()).unwrap();
     stdin.flush().unwrap();
     let t = Instant::now();
     let status = loop {
@@ -137,7 +123,70 @@ fn interactive_shell_over_the_console() {
         assert!(t.elapsed() < Duration::from_secs(60), "no poweroff");
         std::thread::sleep(Duration::from_millis(20));
     };
-    assert_eq!(status.code(), Some(0));
+    let out = String::from_utf8_lossy(&buf.lock().unwrap()).into_owned();
+    assert_eq!(status.code(), Some(0), "{status:?}; console:\n{out}");
+    out
+}
+
+/// A session over the console: commands typed into stdin reach the shell on hvc0, their
+/// output comes back, and `poweroff -f` ends the run with status 0.
+#[test]
+fn interactive_shell_over_the_console() {
+    let Some((k, i)) = images() else { return };
+    let child = xenolith()
+        .args(["run", "--kernel", k.to_str().unwrap(), "--ramdisk", i.to_str().unwrap()])
+        .args(["--cmdline", "console=hvc0 quiet", "--memory", "512"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    console_session(
+        child,
+        "\n",
+        &[("echo calc=$((6*7))", "calc=42"), ("cat /sys/hypervisor/type", "xen"), ("uname -m", "x86_64"), ("grep -c processor /proc/cpuinfo", "1")],
+    );
+}
+
+/// The same as a person at a terminal: xenolith runs on a pty (util-linux `script`), so it
+/// puts the terminal in raw mode and takes the realtime clock; Enter sends a carriage
+/// return. The commands of the Linux issue, with a disk attached so xenbus has a device.
+#[test]
+fn scripted_session_on_a_pty() {
+    let Some((k, i)) = images() else { return };
+    if Command::new("script").arg("--version").output().is_err() {
+        println!("SKIP: util-linux `script` is not installed");
+        return;
+    }
+    let Some((dir, img)) = rootfs_copy("pty") else { return };
+    let run = format!(
+        "{} run --kernel {} --ramdisk {} --memory 512 --cmdline 'console=hvc0 quiet' --disk {},raw,xvdb,ro",
+        env!("CARGO_BIN_EXE_xenolith"),
+        k.display(),
+        i.display(),
+        img.display()
+    );
+    let child = Command::new("script")
+        .args(["-qfec", &run, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = console_session(
+        child,
+        "\r",
+        &[
+            ("echo hello-$((2+3))", "hello-5"),
+            ("uname -a", "Linux (none) 6.1"),
+            ("cat /proc/cpuinfo", "Xenolith x86-64 virtual CPU"),
+            ("ls /sys/bus/xen/devices", "vbd-51728"),
+            ("dmesg | grep -c 'Xen version'", "1"),
+        ],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    // /proc/cpuinfo came through in full: the policy's flags.
+    assert!(out.contains(" sse4_2 ") && out.contains(" xsave "), "{out}");
 }
 
 /// A corrupt initramfs gets the kernel's own error (and then its panic, exit status 1),
