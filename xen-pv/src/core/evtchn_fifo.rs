@@ -358,3 +358,356 @@ pub(super) fn check_init_control(gfn: u64, offset: u32, vcpu: u32) -> Result<u64
 
 /// expand_array before init_control.
 pub(super) const NOT_FIFO: i64 = EOPNOTSUPP;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::errno::{EINVAL, ENOENT, ENOSPC, ENOSYS, EOPNOTSUPP};
+    use crate::core::evtchn::{EventChannels, GuestWidth, PortState, EVTCHN_PENDING};
+
+    /// shared_info at frame 1, control block in frame 4 at 0x40, event array frames 5, 6.
+    const SI: u64 = 0x1000;
+    const CB_GFN: u64 = 4;
+    const CB: u64 = 0x4040;
+    const A0: u64 = 5;
+    const A1: u64 = 6;
+    const PEND: u32 = 1 << EVTCHN_FIFO_PENDING;
+    const MASK: u32 = 1 << EVTCHN_FIFO_MASKED;
+    const LINK: u32 = 1 << EVTCHN_FIFO_LINKED;
+
+    fn mem() -> Vec<u8> {
+        vec![0u8; 1 << 16]
+    }
+    fn any(_: u64) -> bool {
+        true
+    }
+    fn rd(m: &[u8], a: u64) -> u32 {
+        GuestPhys::read_u32(&m.to_vec(), a).unwrap()
+    }
+    fn word(m: &[u8], port: u32) -> u32 {
+        let page = if port < 1024 { A0 } else { A1 };
+        rd(m, (page << 12) + 4 * (port % 1024) as u64)
+    }
+    fn set_word(m: &mut Vec<u8>, port: u32, v: u32) {
+        let page = if port < 1024 { A0 } else { A1 };
+        GuestPhys::write_u32(m, (page << 12) + 4 * (port % 1024) as u64, v);
+    }
+    fn ready(m: &[u8]) -> u32 {
+        rd(m, CB)
+    }
+    fn head(m: &[u8], q: u64) -> u32 {
+        rd(m, CB + 8 + 4 * q)
+    }
+    fn upcall(m: &[u8]) -> u8 {
+        m[SI as usize]
+    }
+    /// A FIFO domain with one event-array frame.
+    fn fifo_ec(m: &mut Vec<u8>) -> EventChannels {
+        let mut ec = EventChannels::new(GuestWidth::W64, SI);
+        assert_eq!(ec.init_control(m, CB_GFN, 0x40, 0, &any), Ok(17));
+        ec.expand_array(m, A0, &any).unwrap();
+        ec
+    }
+
+    #[test]
+    fn init_control_errors() {
+        let mut m = mem();
+        let mut ec = EventChannels::new(GuestWidth::W64, SI);
+        assert_eq!(ec.init_control(&mut m, CB_GFN, 0, 1, &any), Err(ENOENT));
+        assert_eq!(ec.init_control(&mut m, CB_GFN, 4096 - 64, 0, &any), Err(EINVAL));
+        assert_eq!(ec.init_control(&mut m, CB_GFN, u32::MAX, 0, &any), Err(EINVAL));
+        assert_eq!(ec.init_control(&mut m, CB_GFN, 4, 0, &any), Err(EINVAL));
+        // A frame the domain may not map writable, or outside guest memory.
+        assert_eq!(ec.init_control(&mut m, CB_GFN, 0, 0, &|_| false), Err(EINVAL));
+        assert_eq!(ec.init_control(&mut m, 16, 0, 0, &any), Err(EINVAL));
+        assert_eq!(ec.init_control(&mut m, u64::MAX, 0, 0, &any), Err(EINVAL));
+        assert_eq!(ec.init_control(&mut m, 1 << 52, 0, 0, &any), Err(EINVAL));
+        // Still 2-level after the failures.
+        assert!(!ec.is_fifo());
+        assert_eq!(ec.max_ports(), 4096);
+        // The last offset where the 72-byte block fits, in the last frame.
+        assert_eq!(ec.init_control(&mut m, 15, 4096 - 72, 0, &any), Ok(EVTCHN_FIFO_LINK_BITS));
+        assert!(ec.is_fifo());
+        assert_eq!(ec.max_ports(), 1 << 17);
+        assert_eq!(ec.fifo().unwrap().control_block_gpa(), 0xf000 + 4024);
+        // The vCPU's block is mapped: a second init is EINVAL (a bad vCPU still ENOENT).
+        assert_eq!(ec.init_control(&mut m, CB_GFN, 0, 0, &any), Err(EINVAL));
+        assert_eq!(ec.init_control(&mut m, CB_GFN, 0, 3, &any), Err(ENOENT));
+    }
+
+    #[test]
+    fn expand_array_errors_and_limit() {
+        let mut m = mem();
+        let mut ec = EventChannels::new(GuestWidth::W64, SI);
+        assert_eq!(ec.expand_array(&mut m, A0, &any), Err(EOPNOTSUPP));
+        ec.init_control(&mut m, CB_GFN, 0, 0, &any).unwrap();
+        assert_eq!(ec.expand_array(&mut m, A0, &|_| false), Err(EINVAL));
+        assert_eq!(ec.expand_array(&mut m, 16, &any), Err(EINVAL));
+        assert_eq!(ec.expand_array(&mut m, u64::MAX, &any), Err(EINVAL));
+        assert_eq!(ec.fifo().unwrap().num_evtchns(), 0);
+        for i in 0..EVTCHN_FIFO_MAX_EVENT_ARRAY_PAGES {
+            ec.expand_array(&mut m, A0 + (i as u64 % 8), &any).unwrap();
+        }
+        assert_eq!(ec.fifo().unwrap().num_evtchns(), 1 << 17);
+        assert_eq!(ec.expand_array(&mut m, A0, &any), Err(ENOSPC));
+        // Errors are checked in Xen's order: ENOSPC before the frame.
+        assert_eq!(ec.expand_array(&mut m, u64::MAX, &any), Err(ENOSPC));
+        assert_eq!(ec.fifo().unwrap().word_gpa(1024), Some((A0 + 1) << 12));
+        assert_eq!(ec.fifo().unwrap().word_gpa((1 << 17) - 1), Some(((A0 + 7) << 12) + 4092));
+    }
+
+    #[test]
+    fn set_priority_rules() {
+        let mut m = mem();
+        let mut ec = EventChannels::new(GuestWidth::W64, SI);
+        let p = ec.bind_ipi(0).unwrap();
+        assert_eq!(ec.set_priority(p, 3), Err(ENOSYS));
+        assert_eq!(ec.set_priority(4096, 3), Err(EINVAL));
+        ec.init_control(&mut m, CB_GFN, 0, 0, &any).unwrap();
+        assert_eq!(ec.fifo().unwrap().priority(p), Some(EVTCHN_FIFO_PRIORITY_DEFAULT));
+        assert_eq!(ec.set_priority(p, 16), Err(EINVAL));
+        assert_eq!(ec.set_priority(1 << 17, 0), Err(EINVAL));
+        assert_eq!(ec.set_priority(p, EVTCHN_FIFO_PRIORITY_MIN), Ok(()));
+        assert_eq!(ec.set_priority(p, EVTCHN_FIFO_PRIORITY_MAX), Ok(()));
+        assert_eq!(ec.fifo().unwrap().priority(p), Some(0));
+        // Ports beyond the 2-level limit exist now.
+        assert_eq!(ec.set_priority(5000, 2), Ok(()));
+        // Binding resets the priority to the default.
+        ec.close(&mut m, p).unwrap();
+        assert_eq!(ec.bind_ipi(0), Ok(p));
+        assert_eq!(ec.fifo().unwrap().priority(p), Some(7));
+    }
+
+    #[test]
+    fn set_pending_links_in_order() {
+        let mut m = mem();
+        let mut ec = fifo_ec(&mut m);
+        let (a, b, c) = (ec.bind_ipi(0).unwrap(), ec.bind_ipi(0).unwrap(), ec.bind_ipi(0).unwrap());
+        assert_eq!((a, b, c), (1, 2, 3));
+        assert!(ec.raise(&mut m, a));
+        assert_eq!(word(&m, a), PEND | LINK);
+        assert_eq!(head(&m, 7), a);
+        assert_eq!(ready(&m), 1 << 7);
+        assert_eq!(upcall(&m), 1);
+        // The next events are linked behind the tail; head and READY stay.
+        GuestPhys::write_u8(&mut m, SI, 0);
+        assert_eq!(ec.send(&mut m, b), Ok(None));
+        ec.raise(&mut m, c);
+        assert_eq!(word(&m, a), PEND | LINK | b);
+        assert_eq!(word(&m, b), PEND | LINK | c);
+        assert_eq!(word(&m, c), PEND | LINK);
+        assert_eq!(head(&m, 7), a);
+        assert_eq!(upcall(&m), 0);
+        assert_eq!(ec.fifo().unwrap().tail(7), Some(c));
+        assert!(ec.is_pending(&m, b));
+        assert!(!ec.is_pending(&m, 4));
+        // A linked event is not linked again.
+        let before = m.clone();
+        ec.raise(&mut m, b);
+        assert!(m == before);
+        // The guest consumes the queue: clears READY and the words.
+        GuestPhys::write_u32(&mut m, CB, 0);
+        for p in [a, b, c] {
+            set_word(&mut m, p, 0);
+        }
+        // The old tail is no longer LINKED: the next event becomes the head again.
+        assert!(ec.raise(&mut m, b));
+        assert_eq!(head(&m, 7), b);
+        assert_eq!(word(&m, c), 0);
+        assert_eq!(ready(&m), 1 << 7);
+        assert_eq!(upcall(&m), 1);
+        // BUSY on the tail is cleared when linking to it.
+        set_word(&mut m, b, PEND | LINK | (1 << EVTCHN_FIFO_BUSY));
+        ec.raise(&mut m, a);
+        assert_eq!(word(&m, b), PEND | LINK | a);
+        // Port 0 and out-of-range ports are never raised.
+        let before = m.clone();
+        ec.raise(&mut m, 0);
+        ec.raise(&mut m, 1 << 17);
+        ec.raise(&mut m, u32::MAX);
+        assert!(m == before);
+    }
+
+    #[test]
+    fn priorities_use_separate_queues() {
+        let mut m = mem();
+        let mut ec = fifo_ec(&mut m);
+        let v = ec.bind_virq(0, 0).unwrap();
+        let i = ec.bind_ipi(0).unwrap();
+        ec.set_priority(v, 0).unwrap();
+        ec.set_priority(i, 15).unwrap();
+        ec.raise_virq(&mut m, 0);
+        ec.raise(&mut m, i);
+        assert_eq!(head(&m, 0), v);
+        assert_eq!(head(&m, 15), i);
+        assert_eq!(head(&m, 7), 0);
+        assert_eq!(ready(&m), 1 | 1 << 15);
+        assert_eq!(word(&m, v), PEND | LINK);
+        assert_eq!(word(&m, i), PEND | LINK);
+        // A priority change while linked: the event stays on its old queue...
+        ec.set_priority(v, 3).unwrap();
+        ec.raise(&mut m, v);
+        assert_eq!(head(&m, 3), 0);
+        assert_eq!(ec.fifo().unwrap().tail(0), Some(v));
+        // ...and once the guest unlinked it, the next event goes to the new queue and the
+        // old queue's tail is forgotten (it must not link the new queue's events).
+        set_word(&mut m, v, 0);
+        GuestPhys::write_u32(&mut m, CB, 0);
+        ec.raise(&mut m, v);
+        assert_eq!(head(&m, 3), v);
+        assert_eq!(ready(&m), 1 << 3);
+        assert_eq!(ec.fifo().unwrap().tail(0), Some(0));
+        assert_eq!(ec.fifo().unwrap().tail(3), Some(v));
+    }
+
+    #[test]
+    fn masked_then_unmask_links() {
+        let mut m = mem();
+        let mut ec = fifo_ec(&mut m);
+        let p = ec.bind_virq(0, 0).unwrap();
+        set_word(&mut m, p, MASK);
+        assert!(!ec.raise_virq(&mut m, 0));
+        assert_eq!(word(&m, p), MASK | PEND);
+        assert_eq!((ready(&m), head(&m, 7), upcall(&m)), (0, 0, 0));
+        assert!(ec.is_pending(&m, p));
+        assert_eq!(ec.unmask(&mut m, p), Ok(true));
+        assert_eq!(word(&m, p), PEND | LINK);
+        assert_eq!((ready(&m), head(&m, 7), upcall(&m)), (1 << 7, p, 1));
+        // Unmasking a port that is not pending only clears MASKED.
+        let q = ec.bind_ipi(0).unwrap();
+        set_word(&mut m, q, MASK);
+        assert_eq!(ec.unmask(&mut m, q), Ok(true));
+        assert_eq!(word(&m, q), 0);
+        // Upcall mask set: pending but not deliverable.
+        m[SI as usize + 1] = 1;
+        assert!(!ec.upcall_deliverable(&m));
+        assert!(ec.upcall_pending(&m));
+        // Out of range: EINVAL; a port without an event word: nothing to do.
+        assert_eq!(ec.unmask(&mut m, 1 << 17), Err(EINVAL));
+        let before = m.clone();
+        assert_eq!(ec.unmask(&mut m, 2000), Ok(false));
+        assert!(m == before);
+    }
+
+    #[test]
+    fn ports_beyond_the_array_wait_for_expand() {
+        let mut m = mem();
+        let mut ec = fifo_ec(&mut m);
+        for _ in 1..1100 {
+            ec.alloc_unbound(0).unwrap();
+        }
+        ec.close(&mut m, 1050).unwrap();
+        ec.close(&mut m, 1060).unwrap();
+        assert_eq!(ec.bind_ipi(0), Ok(1050));
+        let before = m.clone();
+        assert!(!ec.raise(&mut m, 1050));
+        assert!(!ec.is_pending(&m, 1050));
+        assert!(m == before);
+        // Raised and then closed before the frame arrives: forgotten (no spurious event).
+        assert_eq!(ec.bind_ipi(0), Ok(1060));
+        ec.raise(&mut m, 1060);
+        ec.close(&mut m, 1060).unwrap();
+        assert!(ec.expand_array(&mut m, A1, &any).unwrap());
+        assert_eq!(word(&m, 1050), PEND | LINK);
+        assert_eq!(word(&m, 1060), 0);
+        assert_eq!(head(&m, 7), 1050);
+        assert_eq!(upcall(&m), 1);
+    }
+
+    #[test]
+    fn switch_from_2level_keeps_ports_and_pending_events() {
+        let mut m = mem();
+        let mut ec = EventChannels::new(GuestWidth::W64, SI);
+        ec.bind_backend(1, 0).unwrap();
+        ec.bind_backend(2, 0).unwrap();
+        let i = ec.bind_ipi(0).unwrap();
+        let u = ec.alloc_unbound(0).unwrap();
+        assert!(ec.raise(&mut m, 2));
+        GuestPhys::write_u8(&mut m, SI, 0);
+        ec.init_control(&mut m, CB_GFN, 0x40, 0, &any).unwrap();
+        // No event word yet: the old pending event waits for the array.
+        assert_eq!(upcall(&m), 0);
+        ec.expand_array(&mut m, A0, &any).unwrap();
+        assert_eq!(word(&m, 2), PEND | LINK);
+        assert_eq!(head(&m, 7), 2);
+        assert_eq!(upcall(&m), 1);
+        assert_eq!(word(&m, 1), 0);
+        // The back-end and local channels work as before.
+        assert_eq!(ec.send(&mut m, 1), Ok(Some((0, 1))));
+        assert_eq!(ec.send(&mut m, i), Ok(None));
+        assert_eq!(word(&m, 2), PEND | LINK | i);
+        ec.connect_backend(u, 0).unwrap();
+        assert_eq!(ec.send(&mut m, u), Ok(Some((0, u))));
+        ec.disconnect_backend(u, 0).unwrap();
+        assert_eq!(ec.status(u).unwrap().state, PortState::Unbound { remote_dom: 0 });
+        ec.raise(&mut m, 1);
+        assert_eq!(word(&m, i), PEND | LINK | 1);
+        // The 2-level bitmap is no longer written.
+        assert_eq!(m[(SI + EVTCHN_PENDING) as usize], 1 << 2);
+    }
+
+    #[test]
+    fn close_clears_pending() {
+        let mut m = mem();
+        let mut ec = fifo_ec(&mut m);
+        let p = ec.bind_ipi(0).unwrap();
+        set_word(&mut m, p, MASK);
+        ec.raise(&mut m, p);
+        ec.close(&mut m, p).unwrap();
+        assert_eq!(word(&m, p), MASK);
+        // 2-level: the bitmap bit.
+        let mut m = vec![0u8; 1 << 16];
+        let mut ec = EventChannels::new(GuestWidth::W64, SI);
+        let p = ec.bind_ipi(0).unwrap();
+        ec.raise(&mut m, p);
+        assert!(ec.is_pending(&m, p));
+        ec.close(&mut m, p).unwrap();
+        assert!(!ec.is_pending(&m, p));
+    }
+
+    #[test]
+    fn reset_returns_to_2level() {
+        let mut m = mem();
+        let mut ec = fifo_ec(&mut m);
+        let p = ec.bind_ipi(0).unwrap();
+        ec.bind_virq(0, 0).unwrap();
+        ec.alloc_unbound(0).unwrap();
+        for _ in 0..5000 {
+            ec.bind_ipi(0).unwrap();
+        }
+        set_word(&mut m, p, MASK);
+        ec.raise(&mut m, p);
+        ec.reset(&mut m);
+        assert!(!ec.is_fifo());
+        assert!(ec.fifo().is_none());
+        assert_eq!(ec.max_ports(), 4096);
+        assert_eq!(ec.status(4096), Err(EINVAL));
+        assert_eq!(ec.status(p).unwrap().state, PortState::Free);
+        assert_eq!(ec.port_of_virq(0), None);
+        // Closing cleared PENDING in the (now released) array.
+        assert_eq!(word(&m, p), MASK);
+        assert_eq!(ec.set_priority(p, 1), Err(ENOSYS));
+        assert_eq!(ec.expand_array(&mut m, A0, &any), Err(EOPNOTSUPP));
+        // 2-level delivery again, and FIFO can be set up anew.
+        let q = ec.bind_ipi(0).unwrap();
+        assert_eq!(q, 1);
+        ec.raise(&mut m, q);
+        assert_eq!(m[(SI + EVTCHN_PENDING) as usize], 1 << 1);
+        assert_eq!(ec.init_control(&mut m, CB_GFN, 0, 0, &any), Ok(17));
+        assert_eq!(ec.fifo().unwrap().num_evtchns(), 0);
+    }
+
+    #[test]
+    fn init_control_image() {
+        let mut b = [0u8; 24];
+        b[..8].copy_from_slice(&0x1234u64.to_le_bytes());
+        b[8..12].copy_from_slice(&64u32.to_le_bytes());
+        b[12..16].copy_from_slice(&1u32.to_le_bytes());
+        let mut ic = EvtchnInitControl::from_bytes(&b);
+        assert_eq!((ic.control_gfn, ic.offset, ic.vcpu), (0x1234, 64, 1));
+        ic.link_bits = 17;
+        let out = ic.to_bytes();
+        assert_eq!(out[16], 17);
+        assert_eq!(&out[..16], &b[..16]);
+    }
+}
