@@ -20,10 +20,16 @@
 //! - Loopback channels (interdomain to ourselves, via `bind_interdomain` with DOMID_SELF) and
 //!   IPIs are delivered locally.
 //!
+//! - FIFO (Xen 4.4+ ABI, `evtchn_fifo.rs`): EVTCHNOP_init_control switches the domain to it,
+//!   EVTCHNOP_reset back to 2-level. The port table, the back-end model and this API are the
+//!   same in both modes; [`EventChannels::raise`], `unmask`, `is_pending` and `close`
+//!   dispatch on the mode, and the port limit becomes 2^17.
+//!
 //! Guest-supplied values never panic: bad ports/vCPUs/VIRQs are errors (positive errno), and
 //! a `shared_info` outside guest memory makes the memory side a no-op.
 
-use super::errno::{EBUSY, EEXIST, EINVAL, ENOENT, ENOSPC};
+use super::errno::{EBUSY, EEXIST, EINVAL, ENOENT, ENOSPC, ENOSYS};
+use super::evtchn_fifo::{self as fifo, Fifo};
 use super::GuestPhys;
 use std::mem::size_of;
 
@@ -279,6 +285,8 @@ pub struct EventChannels {
     vcpu_info_gpa: u64,
     ports: Vec<Port>,
     virq_to_port: [u32; NR_VIRQS as usize],
+    /// The FIFO ABI's state once EVTCHNOP_init_control succeeded (None: 2-level).
+    fifo: Option<Box<Fifo>>,
 }
 
 impl EventChannels {
@@ -289,6 +297,26 @@ impl EventChannels {
             vcpu_info_gpa: shared_info_gpa,
             ports: vec![FREE; width.max_ports() as usize],
             virq_to_port: [0; NR_VIRQS as usize],
+            fifo: None,
+        }
+    }
+
+    /// Is the FIFO ABI in use?
+    pub fn is_fifo(&self) -> bool {
+        self.fifo.is_some()
+    }
+
+    /// The FIFO state (None in 2-level mode).
+    pub fn fifo(&self) -> Option<&Fifo> {
+        self.fifo.as_deref()
+    }
+
+    /// The port limit of the current ABI: EVTCHN_2L_NR_CHANNELS, or 2^17 with FIFO.
+    pub fn max_ports(&self) -> u32 {
+        if self.fifo.is_some() {
+            fifo::EVTCHN_FIFO_NR_CHANNELS
+        } else {
+            self.width.max_ports()
         }
     }
 
@@ -332,6 +360,9 @@ impl EventChannels {
     fn alloc(&mut self, state: PortState, vcpu: u32) -> Result<u32, i64> {
         let p = self.free_port()?;
         self.ports[p as usize] = Port { state, vcpu };
+        if let Some(f) = self.fifo.as_mut() {
+            f.init_port(p);
+        }
         Ok(p)
     }
 
@@ -352,6 +383,9 @@ impl EventChannels {
             },
             vcpu: 0,
         };
+        if let Some(f) = self.fifo.as_mut() {
+            f.init_port(port);
+        }
         Ok(())
     }
 
@@ -448,8 +482,9 @@ impl EventChannels {
     }
 
     /// EVTCHNOP_close. EINVAL for port 0, out-of-range or free ports. A loopback peer
-    /// becomes unbound again (as Xen). The pending bit is left alone.
-    pub fn close(&mut self, port: u32) -> Result<(), i64> {
+    /// becomes unbound again (as Xen). The port's pending bit (2-level) or PENDING
+    /// (FIFO) is cleared, as Xen's evtchn_free does.
+    pub fn close(&mut self, mem: &mut dyn GuestPhys, port: u32) -> Result<(), i64> {
         if port == 0 {
             return Err(EINVAL);
         }
@@ -483,7 +518,18 @@ impl EventChannels {
             _ => {}
         }
         self.ports[port as usize] = FREE;
+        self.clear_pending(mem, port);
         Ok(())
+    }
+
+    /// evtchn_port_clear_pending.
+    fn clear_pending(&mut self, mem: &mut dyn GuestPhys, port: u32) {
+        match self.fifo.as_mut() {
+            Some(f) => f.clear_pending(mem, port),
+            None => {
+                let _ = self.test_and_clear_bit(mem, EVTCHN_PENDING, port);
+            }
+        }
     }
 
     /// EVTCHNOP_status (dom == DOMID_SELF). Free ports (and port 0) report Free; EINVAL
@@ -590,8 +636,13 @@ impl EventChannels {
     /// bit; on a 0->1 transition of an unmasked port, set the selector bit and (on its 0->1
     /// transition) evtchn_upcall_pending. Returns whether an upcall is now deliverable
     /// (upcall_pending set and upcall_mask clear). Port 0 and out-of-range ports are ignored.
+    /// In FIFO mode: Xen's evtchn_fifo_set_pending (see `evtchn_fifo.rs`).
     pub fn raise(&mut self, mem: &mut dyn GuestPhys, port: u32) -> bool {
-        if port != 0 && port < self.width.max_ports() {
+        if let Some(f) = self.fifo.as_mut() {
+            if port != 0 && port < fifo::EVTCHN_FIFO_NR_CHANNELS {
+                f.set_pending(mem, port, self.vcpu_info_gpa);
+            }
+        } else if port != 0 && port < self.width.max_ports() {
             let was = self.test_and_set_bit(mem, EVTCHN_PENDING, port);
             if was == Some(false) && self.test_bit(mem, self.width.mask_off(), port) == Some(false)
             {
@@ -611,11 +662,15 @@ impl EventChannels {
 
     /// EVTCHNOP_unmask (evtchn_2l_unmask): clear the mask bit; if it was set and the port is
     /// pending, set the selector bit and upcall_pending as raise() does. Returns as raise().
+    /// In FIFO mode: clear MASKED and relink if PENDING (evtchn_fifo_unmask); a port without
+    /// an event word is left alone.
     pub fn unmask(&mut self, mem: &mut dyn GuestPhys, port: u32) -> Result<bool, i64> {
-        if port >= self.width.max_ports() {
+        if port >= self.max_ports() {
             return Err(EINVAL);
         }
-        if self.test_and_clear_bit(mem, self.width.mask_off(), port) == Some(true)
+        if let Some(f) = self.fifo.as_mut() {
+            f.unmask(mem, port, self.vcpu_info_gpa);
+        } else if self.test_and_clear_bit(mem, self.width.mask_off(), port) == Some(true)
             && self.test_bit(mem, EVTCHN_PENDING, port) == Some(true)
         {
             self.mark_pending(mem, port);
@@ -623,10 +678,78 @@ impl EventChannels {
         Ok(self.upcall_deliverable(mem))
     }
 
-    /// EVTCHNOP_reset for DOMID_SELF: close every port (back-end ones included, as Xen).
-    pub fn reset(&mut self) {
-        self.ports.iter_mut().for_each(|p| *p = FREE);
+    /// EVTCHNOP_reset for DOMID_SELF: close every port (back-end ones included, as Xen;
+    /// their pending state cleared), then switch back to the 2-level ABI if FIFO was in
+    /// use (the control block and array frames are released, the port limit shrinks).
+    pub fn reset(&mut self, mem: &mut dyn GuestPhys) {
+        for port in 1..self.ports.len() as u32 {
+            if self.ports[port as usize].state != PortState::Free {
+                self.ports[port as usize] = FREE;
+                self.clear_pending(mem, port);
+            }
+        }
         self.virq_to_port = [0; NR_VIRQS as usize];
+        if self.fifo.take().is_some() {
+            self.ports.truncate(self.width.max_ports() as usize);
+        }
+    }
+
+    /// EVTCHNOP_init_control (evtchn_fifo_init_control) for the domain's one vCPU: the
+    /// control block at `offset` in guest frame `gfn`. Errors as Xen: ENOENT for a vCPU
+    /// other than 0; EINVAL for an offset that is not 8-byte aligned or lets the 72-byte
+    /// block cross the frame, for a second init (the vCPU's block is mapped), and for a
+    /// frame the domain may not map writable (`frame_ok`) or outside guest memory.
+    /// On the switch from 2-level, ports pending in the shared_info bitmap are remembered
+    /// and set pending in the FIFO array once their event-array frame is added; every
+    /// port gets the default priority. Returns EVTCHN_FIFO_LINK_BITS.
+    pub fn init_control(
+        &mut self,
+        mem: &mut dyn GuestPhys,
+        gfn: u64,
+        offset: u32,
+        vcpu: u32,
+        frame_ok: &dyn Fn(u64) -> bool,
+    ) -> Result<u8, i64> {
+        let cb = fifo::check_init_control(gfn, offset, vcpu)?;
+        if self.fifo.is_some() {
+            return Err(EINVAL);
+        }
+        if !frame_ok(gfn) || !fifo::frame_in_ram(mem, gfn) {
+            return Err(EINVAL);
+        }
+        let mut f = Box::new(Fifo::new(cb));
+        for port in 1..self.width.max_ports() {
+            if self.test_bit(mem, EVTCHN_PENDING, port) == Some(true) {
+                f.mark_pending(port);
+            }
+        }
+        self.fifo = Some(f);
+        self.ports.resize(fifo::EVTCHN_FIFO_NR_CHANNELS as usize, FREE);
+        Ok(fifo::EVTCHN_FIFO_LINK_BITS)
+    }
+
+    /// EVTCHNOP_expand_array: add event-array frame `gfn` (1024 more ports with event
+    /// words). EOPNOTSUPP before init_control, ENOSPC past 128 frames, EINVAL for a frame
+    /// the domain may not map writable or outside guest memory. Returns as raise().
+    pub fn expand_array(
+        &mut self,
+        mem: &mut dyn GuestPhys,
+        gfn: u64,
+        frame_ok: &dyn Fn(u64) -> bool,
+    ) -> Result<bool, i64> {
+        let vi = self.vcpu_info_gpa;
+        let f = self.fifo.as_mut().ok_or(fifo::NOT_FIFO)?;
+        f.expand(mem, gfn, frame_ok, vi)?;
+        Ok(self.upcall_deliverable(mem))
+    }
+
+    /// EVTCHNOP_set_priority: EINVAL for an out-of-range port or a priority above 15;
+    /// ENOSYS in 2-level mode (no priorities there), as Xen's evtchn_port_set_priority.
+    pub fn set_priority(&mut self, port: u32, priority: u32) -> Result<(), i64> {
+        if port >= self.max_ports() {
+            return Err(EINVAL);
+        }
+        self.fifo.as_mut().ok_or(ENOSYS)?.set_priority(port, priority)
     }
 
     /// vcpu_info[0].evtchn_upcall_pending, ignoring the upcall mask (false when
@@ -638,7 +761,10 @@ impl EventChannels {
     /// Is `port`'s bit set in evtchn_pending (mask ignored, as SCHEDOP_poll)? False for
     /// out-of-range ports.
     pub fn is_pending(&self, mem: &dyn GuestPhys, port: u32) -> bool {
-        port < self.width.max_ports() && self.test_bit(mem, EVTCHN_PENDING, port) == Some(true)
+        match self.fifo.as_deref() {
+            Some(f) => f.is_pending(mem, port),
+            None => port < self.width.max_ports() && self.test_bit(mem, EVTCHN_PENDING, port) == Some(true),
+        }
     }
 
     /// Is an event deliverable right now (upcall_pending && !upcall_mask)?
@@ -665,6 +791,7 @@ mod tests {
 
     #[test]
     fn alloc_close_reuses_lowest_port() {
+        let mut m = mem();
         let mut ec = EventChannels::new(GuestWidth::W64, SI);
         ec.bind_backend(1, 0).unwrap();
         ec.bind_backend(2, 0).unwrap();
@@ -679,21 +806,22 @@ mod tests {
             }
         );
         assert_eq!(ec.bind_ipi(0), Ok(5));
-        ec.close(3).unwrap();
+        ec.close(&mut m, 3).unwrap();
         assert_eq!(ec.status(3).unwrap().state, PortState::Free);
-        assert_eq!(ec.close(3), Err(EINVAL));
-        assert_eq!(ec.close(0), Err(EINVAL));
-        assert_eq!(ec.close(1 << 20), Err(EINVAL));
+        assert_eq!(ec.close(&mut m, 3), Err(EINVAL));
+        assert_eq!(ec.close(&mut m, 0), Err(EINVAL));
+        assert_eq!(ec.close(&mut m, 1 << 20), Err(EINVAL));
         assert_eq!(ec.bind_ipi(0), Ok(3));
         assert_eq!(ec.bind_ipi(1), Err(ENOENT));
         assert_eq!(ec.alloc_unbound(0), Ok(6));
-        ec.reset();
+        ec.reset(&mut m);
         assert_eq!(ec.status(1).unwrap().state, PortState::Free);
         assert_eq!(ec.alloc_unbound(0), Ok(1));
     }
 
     #[test]
     fn bind_virq_rules() {
+        let mut m = mem();
         let mut ec = EventChannels::new(GuestWidth::W64, SI);
         let p = ec.bind_virq(0, 0).unwrap();
         assert_eq!(p, 1);
@@ -707,7 +835,7 @@ mod tests {
         let c = ec.bind_virq(2, 0).unwrap();
         assert_eq!(ec.bind_vcpu(c, 0), Ok(()));
         assert_eq!(ec.bind_vcpu(c, 1), Err(ENOENT));
-        ec.close(p).unwrap();
+        ec.close(&mut m, p).unwrap();
         assert_eq!(ec.port_of_virq(0), None);
         assert_eq!(ec.bind_virq(0, 0), Ok(1));
     }
@@ -755,7 +883,7 @@ mod tests {
         assert_eq!(ec.send(&mut m, a), Ok(None));
         assert_ne!(byte(&m, EVTCHN_PENDING) & (1 << b), 0);
         assert_eq!(byte(&m, EVTCHN_PENDING) & (1 << a), 0);
-        ec.close(b).unwrap();
+        ec.close(&mut m, b).unwrap();
         assert_eq!(
             ec.status(a).unwrap().state,
             PortState::Unbound {
@@ -852,6 +980,7 @@ mod tests {
     #[test]
     fn port_limit() {
         for (w, max) in [(GuestWidth::W32, 1024u32), (GuestWidth::W64, 4096)] {
+            let mut m = mem();
             let mut ec = EventChannels::new(w, SI);
             for i in 1..max {
                 assert_eq!(ec.alloc_unbound(0), Ok(i));
@@ -859,7 +988,7 @@ mod tests {
             assert_eq!(ec.alloc_unbound(0), Err(ENOSPC));
             assert_eq!(ec.bind_ipi(0), Err(ENOSPC));
             assert_eq!(ec.status(max), Err(EINVAL));
-            ec.close(max - 1).unwrap();
+            ec.close(&mut m, max - 1).unwrap();
             assert_eq!(ec.bind_ipi(0), Ok(max - 1));
         }
     }

@@ -6,6 +6,7 @@
 pub mod backend;
 pub mod errno;
 pub mod evtchn;
+pub mod evtchn_fifo;
 pub mod grant;
 pub mod time;
 pub mod xsring;

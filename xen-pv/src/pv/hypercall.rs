@@ -657,7 +657,7 @@ fn event_channel_op(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult {
         // close { port }
         3 => {
             let p = u32_at(d, e, 0)?;
-            d.evtchn.close(p).map(|_| 0)
+            d.evtchn.close(e.ram(), p).map(|_| 0)
         }
         // send { port }
         4 => {
@@ -729,15 +729,45 @@ fn event_channel_op(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult {
             let mut b = [0u8; 2];
             d.read_guest(e, arg, &mut b).map_err(|_| EFAULT)?;
             crate::pv::mmu::check_self(u16::from_le_bytes(b) as u64)?;
-            d.evtchn.reset();
+            d.evtchn.reset(e.ram());
             let (s, c) = (d.store_port, d.console_port);
             let _ = d.evtchn.bind_backend(s, 0);
             let _ = d.evtchn.bind_backend(c, 0);
             Ok(0)
         }
-        // The FIFO ABI (init_control, expand_array, set_priority): not offered, so guests
-        // use 2-level; Xen without FIFO support answers -ENOSYS too.
-        11..=13 => Err(ENOSYS),
+        // init_control { control_gfn u64, offset u32, vcpu u32, link_bits u8 (OUT), pad[7] }
+        // (the same 24 bytes for 32-bit guests). The control block's frame must be one the
+        // domain owns and may map writable (not a page table): gfn == mfn for PV.
+        11 => {
+            use crate::core::evtchn_fifo::EvtchnInitControl;
+            let b: [u8; 24] = d.read_bytes(e, arg, 24)?.try_into().map_err(|_| EFAULT)?;
+            let mut ic = EvtchnInitControl::from_bytes(&b);
+            let (mem, mmu) = (&d.mem, &d.mmu);
+            let ok = |f: u64| mem.owns(f) && !mmu.tables.contains_key(&f);
+            ic.link_bits = d.evtchn.init_control(e.ram(), ic.control_gfn, ic.offset, ic.vcpu, &ok)?;
+            d.put_bytes(e, arg, &ic.to_bytes())?;
+            Ok(0)
+        }
+        // expand_array { array_gfn u64 }
+        12 => {
+            let b: [u8; 8] = d.read_bytes(e, arg, 8)?.try_into().map_err(|_| EFAULT)?;
+            let (mem, mmu) = (&d.mem, &d.mmu);
+            let ok = |f: u64| mem.owns(f) && !mmu.tables.contains_key(&f);
+            d.evtchn.expand_array(e.ram(), u64::from_le_bytes(b), &ok).map(|_| 0)
+        }
+        // set_priority { port u32, priority u32 }
+        13 => {
+            let (p, prio) = (u32_at(d, e, 0)?, u32_at(d, e, 4)?);
+            d.evtchn.set_priority(p, prio).map(|_| 0)
+        }
+        // reset_cont: a reset is never left in progress here (it does not preempt), so
+        // there is nothing to continue: Xen's -EBUSY.
+        14 => {
+            let mut b = [0u8; 2];
+            d.read_guest(e, arg, &mut b).map_err(|_| EFAULT)?;
+            crate::pv::mmu::check_self(u16::from_le_bytes(b) as u64)?;
+            Err(EBUSY)
+        }
         _ => Err(ENOSYS),
     }
 }
