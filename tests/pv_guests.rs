@@ -130,6 +130,11 @@ fn fifo_guest_passes_on_both_engines() {
 }
 
 #[test]
+fn traps_guest_passes_on_both_engines() {
+    guest_passes("traps");
+}
+
+#[test]
 fn events_guest_passes_in_realtime_mode() {
     let out = xenolith(&["run", "--kernel", &rom("events.elf"), "--clock", "realtime", "--memory", "64"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("XENOLITH-TEST events: PASS"));

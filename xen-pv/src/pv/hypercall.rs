@@ -211,6 +211,10 @@ fn set_trap_table(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult {
         if address == 0 {
             break;
         }
+        // do_set_trap_table: a non-canonical handler ends the call with -EINVAL.
+        if w == 8 && !super::is_canonical(address) {
+            return Err(EINVAL);
+        }
         let vector = b[0];
         let cs = u16::from_le_bytes([b[2], b[3]]);
         let cs = if w == 8 { cs } else { fixup_cs32(cs) };
@@ -549,7 +553,16 @@ fn iret(d: &mut PvDomain, e: &mut Engine, _a: [u64; 6]) -> HcResult {
     let f: Vec<u64> = b.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
     let (rax, r11, rcx, flags, rip, cs, rflags, sp, ss) = (f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8]);
     if cs & 3 == 3 && d.kernel_mode {
+        if d.mmu.user_base == 0 {
+            // do_iret: "Guest switching to user mode with no user page tables".
+            d.crash(e, "iret to user mode with no user page tables".into());
+            return Ok(0);
+        }
         d.toggle_mode(e);
+    }
+    // VMASST_TYPE_architectural_iopl: the virtual IOPL comes from the frame's rflags.
+    if d.vm_assist & (1 << 4) != 0 {
+        d.iopl = ((rflags >> 12) & 3) as u8;
     }
     if let Err(why) = load_return_seg(d, e, Seg::Cs, (cs | 3) as u16).and_then(|_| load_return_seg(d, e, Seg::Ss, (ss | 3) as u16)) {
         d.crash(e, why);
@@ -561,10 +574,15 @@ fn iret(d: &mut PvDomain, e: &mut Engine, _a: [u64; 6]) -> HcResult {
     s.set_rflags((rflags & !(0x3000 | 0x2_0000)) | 0x200 | 2);
     s.set_gpr(4, sp);
     s.set_gpr(0, rax);
-    // VGCF_in_syscall (bit 8): sysret semantics, rcx/r11 not restored.
+    // VGCF_in_syscall (bit 8): rcx/r11 are not restored from the frame; Xen leaves
+    // through sysret, so the guest gets rcx = rip and r11 = rflags.
     if flags & (1 << 8) == 0 {
         s.set_gpr(11, r11);
         s.set_gpr(1, rcx);
+    } else {
+        let fl = s.rflags();
+        s.set_gpr(11, fl);
+        s.set_gpr(1, rip);
     }
     d.set_upcall_mask(e, (rflags & 0x200 == 0) as u8);
     Ok(0)
@@ -613,6 +631,17 @@ fn callback_op(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult {
             (u16::from_le_bytes([b[0], b[1]]), u16::from_le_bytes([b[2], b[3]]), u32::from_le_bytes(b[8..12].try_into().unwrap()) as u64)
         }
     };
+    if d.guest() == GuestType::X86_64 {
+        // pv/callback.c: a non-canonical address is -EINVAL, an unknown type -ENOSYS;
+        // only the NMI callback can be unregistered.
+        match a[0] {
+            0 if !super::is_canonical(address) => return Err(EINVAL),
+            0 if !matches!(ty, 0 | 1 | 2 | 4 | 5 | 7) => return Err(ENOSYS),
+            1 if matches!(ty, 0 | 1 | 2 | 5 | 7) => return Err(EINVAL),
+            1 if ty != 4 => return Err(ENOSYS),
+            _ => {}
+        }
+    }
     let slot = match ty {
         0 => &mut d.callbacks.event,
         1 => &mut d.callbacks.failsafe,

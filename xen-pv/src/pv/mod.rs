@@ -300,14 +300,26 @@ impl PvDomain {
         }
         match self.trap_table.get(f.vector) {
             Some(t) if t.address != 0 => {
+                let mut ec = f.error_code;
                 if f.vector == 14 {
                     // Xen puts cr2 in vcpu_info.arch.cr2 for the guest.
                     self.set_vcpu_cr2(e, f.addr);
                     X86State(&mut e.env).set_g(G_CR2, f.addr);
+                    if self.guest() == GuestType::X86_64 {
+                        // pv_inject_event: the U bit says whether the guest was in user
+                        // mode, not the ring (a 64-bit kernel runs in ring 3 too).
+                        ec = ec.map(|c| (c & !4) | if self.kernel_mode { 0 } else { 4 });
+                    }
                 }
                 let rip = X86State(&mut e.env).rip();
-                if let Err(why) = self.bounce(e, f.vector, f.error_code, rip, t) {
+                if let Err(why) = self.bounce(e, f.vector, ec, rip, t) {
                     self.crash(e, why);
+                } else if f.vector == 7 {
+                    // do_device_not_available: injecting #NM clears the guest's virtual
+                    // CR0.TS, so the instruction runs when the handler returns to it.
+                    let mut s = X86State(&mut e.env);
+                    let cr0 = s.g(frontend_x86::state::G_CR0);
+                    s.set_g(frontend_x86::state::G_CR0, cr0 & !(1 << 3));
                 }
             }
             _ => {
@@ -373,7 +385,11 @@ impl PvDomain {
                 let mut frame: Vec<u64> = vec![self_rcx(e), self_r11(e)];
                 frame.extend_from_slice(extra);
                 frame.extend(ec.map(u64::from));
-                frame.extend_from_slice(&[rip, ret_cs | (mask as u64) << 32, (rflags & !0x200) | iflag, rsp, ret_ss]);
+                // create_bounce_frame: IF from the saved mask; IOPL is the virtual one
+                // under VMASST_TYPE_architectural_iopl, else 0.
+                let iopl = if self.vm_assist & (1 << 4) != 0 { (self.iopl as u64 & 3) << 12 } else { 0 };
+                let frame_fl = (rflags & !(0x200 | 0x3000)) | iflag | iopl;
+                frame.extend_from_slice(&[rip, ret_cs | (mask as u64) << 32, frame_fl, rsp, ret_ss]);
                 (sp & !15, frame, 8)
             }
             GuestType::X86_32Pae => {
@@ -421,6 +437,15 @@ impl PvDomain {
         s.set_rip(t.address);
         // Xen clears TF, VM, RF and NT on delivery.
         s.set_rflags(rflags & !(0x100 | 0x2_0000 | 0x1_0000 | 0x4000));
+        if self.guest() == GuestType::X86_64 {
+            // 64-bit create_bounce_frame also clears AC, and marks the frame TRAP_syscall:
+            // Xen enters the handler with sysret, so rcx = the handler, r11 = its rflags
+            // (why the frame saves rcx and r11).
+            let fl = rflags & !(0x100 | 0x2_0000 | 0x1_0000 | 0x4000 | 0x4_0000);
+            s.set_rflags(fl);
+            s.set_gpr(1, t.address);
+            s.set_gpr(11, fl);
+        }
         Ok(())
     }
 
@@ -495,7 +520,13 @@ impl PvDomain {
                 let t = hypercall::TrapInfo { flags: if cbflags & 1 != 0 { 4 } else { 0 }, cs: 0, address: addr };
                 if let Err(why) = self.bounce(e, 0, None, next, t) {
                     self.crash(e, why);
+                    return;
                 }
+                // switch_to_kernel clears DF after the bounce (sysret then loads r11).
+                let mut s = X86State(&mut e.env);
+                let fl = s.rflags() & !0x400;
+                s.set_rflags(fl);
+                s.set_gpr(11, fl);
             }
             Some(PlatformOp::SoftInt) if (arg & 0xff) == 0x82 && (arg >> 8) == 0 && self.guest() == GuestType::X86_32Pae && self.kernel_mode => {
                 X86State(&mut e.env).set_rip(next);
@@ -510,9 +541,19 @@ impl PvDomain {
             Some(PlatformOp::SoftInt) => {
                 let vector = (arg & 0xff) as u8;
                 let kind = arg >> 8;
-                // int3 / into / int n: the guest's trap table with the DPL check.
+                // Xen's own IDT gives #BP, #OF and 0x80 (the int80 direct trap) DPL 3, and
+                // INT1/INT3/INTO are not checked against a gate's DPL: these reach the
+                // guest's handler whatever DPL its trap table gave. Any other INT n is
+                // Xen's #GP, passed on as #GP((n << 3) | 2) unless the guest's gate DPL
+                // permits it (permit_softint: >= 1 from kernel mode, 3 from user mode).
                 let t = self.trap_table.get(vector);
-                let dpl_ok = kind == 3 || t.is_some_and(|t| (t.flags & 3) as u8 >= if self.kernel_mode { 1 } else { 3 });
+                let xen_dpl3 = kind != 0 || matches!(vector, 3 | 4 | 0x80);
+                if t.is_none() && xen_dpl3 && vector != 0x80 {
+                    // An exception Xen injects: without a handler, the domain crashes.
+                    self.deliver_fault(e, GuestFault { vector, error_code: None, addr: 0 });
+                    return;
+                }
+                let dpl_ok = xen_dpl3 || t.is_some_and(|t| (t.flags & 3) as u8 >= if self.kernel_mode { 1 } else { 3 });
                 if !dpl_ok || t.is_none_or(|t| t.address == 0) {
                     // #GP with error code (n << 3) | 2, at the int instruction.
                     self.exception(e, GuestFault { vector: 13, error_code: Some(((vector as u32) << 3) | 2), addr: 0 });
