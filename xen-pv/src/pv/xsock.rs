@@ -296,4 +296,120 @@ mod tests {
         drop(s);
         assert!(std::fs::symlink_metadata(&p).is_err(), "the socket file is removed at drop");
     }
+
+    use crate::core::xenstore::msg_type;
+    use crate::pv::xs::DomainInfo;
+
+    fn store(mem: &mut Vec<u8>) -> Xenstore {
+        let info = DomainInfo { name: "t", memory_kib: 64, store_pfn: 1, store_port: 1, console_pfn: 2, console_port: 2 };
+        Xenstore::new(mem, &info)
+    }
+
+    /// A test client: the stream and the bytes read but not yet taken.
+    struct C(UnixStream, Vec<u8>);
+
+    impl C {
+        fn connect(p: &Path) -> C {
+            let s = UnixStream::connect(p).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+            C(s, Vec::new())
+        }
+        fn send(&mut self, m: Msg) {
+            self.0.write_all(&m.encode()).unwrap();
+        }
+        /// Poll until one whole message came.
+        fn recv(&mut self, sock: &mut XsSocket, xs: &mut Xenstore) -> Msg {
+            for _ in 0..200 {
+                if let Ok(Some((m, n))) = Msg::decode(&self.1) {
+                    self.1.drain(..n);
+                    return m;
+                }
+                sock.poll_in(xs);
+                sock.flush_out(xs);
+                let mut b = [0u8; 4096];
+                if let Ok(n) = self.0.read(&mut b) {
+                    self.1.extend_from_slice(&b[..n]);
+                }
+            }
+            panic!("no message");
+        }
+    }
+
+    #[test]
+    fn clients_are_domain_0_with_their_own_replies_and_watches() {
+        let mut mem = vec![0u8; 4 << 12];
+        let mut xs = store(&mut mem);
+        let p = tmp("clients");
+        let mut sock = XsSocket::bind(&p).unwrap();
+        let mut a = C::connect(&p);
+        let mut b = C::connect(&p);
+        // A request split across writes is assembled.
+        let req = Msg::new(msg_type::READ, 7, 0, &b"/local/domain/1/name\0"[..]).encode();
+        a.0.write_all(&req[..5]).unwrap();
+        sock.poll_in(&mut xs);
+        a.0.write_all(&req[5..]).unwrap();
+        let r = a.recv(&mut sock, &mut xs);
+        assert_eq!((r.ty, r.req_id, r.payload.as_slice()), (msg_type::READ, 7, &b"t"[..]));
+        assert_eq!(sock.clients(), 2);
+        // b watches; a's write fires b's watch (and only b gets it).
+        b.send(Msg::new(msg_type::WATCH, 1, 0, &b"/local/domain/1/data/x\0tok\0"[..]));
+        let r = b.recv(&mut sock, &mut xs);
+        assert_eq!(r.ty, msg_type::WATCH);
+        let r = b.recv(&mut sock, &mut xs);
+        assert_eq!((r.ty, r.payload.as_slice()), (msg_type::WATCH_EVENT, &b"/local/domain/1/data/x\0tok\0"[..]));
+        a.send(Msg::new(msg_type::WRITE, 2, 0, &b"/local/domain/1/data/x\0v"[..]));
+        let r = a.recv(&mut sock, &mut xs);
+        assert_eq!(r.ty, msg_type::WRITE);
+        let r = b.recv(&mut sock, &mut xs);
+        assert_eq!(r.ty, msg_type::WATCH_EVENT);
+        // A toolstack write fires it too.
+        let ev = xs.store.write("/local/domain/1/data/x", b"w");
+        xs.fire(ev);
+        let r = b.recv(&mut sock, &mut xs);
+        assert_eq!(r.ty, msg_type::WATCH_EVENT);
+        // Errors are the store's.
+        a.send(Msg::new(msg_type::READ, 3, 0, &b"/nope\0"[..]));
+        let r = a.recv(&mut sock, &mut xs);
+        assert_eq!(r.error_name(), Some("ENOENT"));
+        // b leaves: its watch goes with it.
+        drop(b);
+        for _ in 0..10 {
+            sock.poll_in(&mut xs);
+            sock.flush_out(&mut xs);
+        }
+        assert_eq!(sock.clients(), 1);
+        let ev = xs.store.write("/local/domain/1/data/x", b"z");
+        assert!(ev.is_empty(), "{ev:?}");
+        drop(sock);
+        assert!(std::fs::symlink_metadata(&p).is_err());
+    }
+
+    #[test]
+    fn an_oversized_message_drops_the_client() {
+        let mut mem = vec![0u8; 4 << 12];
+        let mut xs = store(&mut mem);
+        let p = tmp("oversized");
+        let mut sock = XsSocket::bind(&p).unwrap();
+        let mut a = C::connect(&p);
+        let mut h = Msg::new(msg_type::READ, 1, 0, Vec::new()).encode();
+        h[12..16].copy_from_slice(&4097u32.to_le_bytes());
+        a.0.write_all(&h).unwrap();
+        for _ in 0..10 {
+            sock.poll_in(&mut xs);
+            sock.flush_out(&mut xs);
+        }
+        assert_eq!(sock.clients(), 0);
+        a.0.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        let mut b = [0u8; 16];
+        assert_eq!(a.0.read(&mut b).unwrap(), 0, "closed");
+        // Exactly 4096 is fine.
+        let mut a = C::connect(&p);
+        let mut path = b"/local/domain/1/data/".to_vec();
+        path.resize(4095, b'a');
+        path.push(0);
+        a.send(Msg::new(msg_type::READ, 1, 0, path));
+        let r = a.recv(&mut sock, &mut xs);
+        assert_eq!(r.ty, msg_type::ERROR);
+        assert_eq!(sock.clients(), 1);
+    }
 }
