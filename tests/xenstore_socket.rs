@@ -4,7 +4,7 @@
 //! data/pong whenever its watch fires, and powers off when control/shutdown says so.
 //! Skipped, with a message, when xenstore-ls is not installed (CI installs xenstore-utils).
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -43,6 +43,18 @@ fn wait_exit(c: &mut Child, t: Duration) -> Option<std::process::ExitStatus> {
     None
 }
 
+/// Run a command to its end (killed, failing the test, if it takes over 10 s; its output
+/// must fit the pipes).
+fn output(mut cmd: Command) -> Output {
+    let mut c = Kill(cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap_or_else(|e| panic!("{cmd:?}: {e}")));
+    let status = wait_exit(&mut c.0, Duration::from_secs(10)).unwrap_or_else(|| panic!("{cmd:?} hangs"));
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    c.0.stdout.take().unwrap().read_to_end(&mut stdout).unwrap();
+    c.0.stderr.take().unwrap().read_to_end(&mut stderr).unwrap();
+    Output { status, stdout, stderr }
+}
+
 struct Xs<'a>(&'a Path);
 
 impl Xs<'_> {
@@ -52,7 +64,7 @@ impl Xs<'_> {
         c
     }
     fn run(&self, tool: &str, args: &[&str]) -> Output {
-        self.cmd(tool, args).output().unwrap_or_else(|e| panic!("{tool}: {e}"))
+        output(self.cmd(tool, args))
     }
     /// Run a tool that must succeed; its stdout.
     fn ok(&self, tool: &str, args: &[&str]) -> String {
@@ -125,21 +137,28 @@ fn debian_xenstore_clients_inspect_and_change_a_running_guest() {
     // the client's watch. xenstore-watch prints the path once on registration, once for the
     // change.
     let mut watch = Kill(xs.cmd("xenstore-watch", &["-n", "2", "/local/domain/1/data/pong"]).stdout(Stdio::piped()).spawn().unwrap());
-    let mut lines = BufReader::new(watch.0.stdout.take().unwrap()).lines();
-    assert_eq!(lines.next().unwrap().unwrap(), "/local/domain/1/data/pong", "the registration event");
+    // Its lines through a thread, so that a hang fails the test instead of blocking it.
+    let (tx, lines) = std::sync::mpsc::channel();
+    let out = watch.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                return;
+            }
+        }
+    });
+    let line = || lines.recv_timeout(Duration::from_secs(5)).expect("a line from xenstore-watch");
+    assert_eq!(line(), "/local/domain/1/data/pong", "the registration event");
     xs.ok("xenstore-write", &["/local/domain/1/data/ping", "hello"]);
     let status = wait_exit(&mut watch.0, Duration::from_secs(5)).expect("xenstore-watch saw the guest's write");
     assert!(status.success());
-    assert_eq!(lines.next().unwrap().unwrap(), "/local/domain/1/data/pong");
+    assert_eq!(line(), "/local/domain/1/data/pong");
     assert_eq!(xs.ok("xenstore-read", &["/local/domain/1/data/pong"]), "hello\n");
 
     // A second server on the same socket is refused.
-    let o = Command::new(env!("CARGO_BIN_EXE_xenolith"))
-        .args(["run", "--kernel", &rom("xswait.elf"), "--memory", "64", "--xenstore-socket"])
-        .arg(&path)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xenolith"));
+    cmd.args(["run", "--kernel", &rom("xswait.elf"), "--memory", "64", "--xenstore-socket"]).arg(&path);
+    let o = output(cmd);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("already listening"), "{o:?}");
 
@@ -148,7 +167,7 @@ fn debian_xenstore_clients_inspect_and_change_a_running_guest() {
     let status = wait_exit(&mut guest.0, Duration::from_secs(10)).expect("the guest powered off");
     let out = guest.0.stdout.take().map(|mut s| {
         let mut v = String::new();
-        std::io::Read::read_to_string(&mut s, &mut v).unwrap();
+        s.read_to_string(&mut v).unwrap();
         v
     });
     let out = out.unwrap_or_default();
@@ -162,12 +181,9 @@ fn debian_xenstore_clients_inspect_and_change_a_running_guest() {
 fn a_path_that_is_not_a_socket_is_refused() {
     let path = sock_path("file");
     std::fs::write(&path, b"not a socket").unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_xenolith"))
-        .args(["run", "--kernel", &rom("xswait.elf"), "--memory", "64", "--xenstore-socket"])
-        .arg(&path)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xenolith"));
+    cmd.args(["run", "--kernel", &rom("xswait.elf"), "--memory", "64", "--xenstore-socket"]).arg(&path);
+    let o = output(cmd);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("exists and is not a socket"), "{err}");
