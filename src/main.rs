@@ -81,6 +81,11 @@ enum Cmd {
         /// Repeatable; replaces the config file's `disk` list.
         #[arg(long)]
         disk: Vec<String>,
+        /// Serve the guest's xenstore on this unix socket, speaking xenstored's protocol:
+        /// `XENSTORED_PATH=PATH xenstore-ls /local/domain/1` (clients are domain 0).
+        /// Makes the default clock realtime.
+        #[arg(long, value_name = "PATH")]
+        xenstore_socket: Option<PathBuf>,
         /// An xl.cfg file (name, type, kernel, ramdisk, cmdline/extra/root, memory, vcpus,
         /// disk, on_poweroff, on_crash); options given on the command line win.
         config: Option<PathBuf>,
@@ -123,7 +128,7 @@ fn main() -> ExitCode {
 
 fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
-        Cmd::Run { kernel, ramdisk, cmdline, memory, engine, log, max_insns, clock, disk, config } => {
+        Cmd::Run { kernel, ramdisk, cmdline, memory, engine, log, max_insns, clock, disk, xenstore_socket, config } => {
             let cfg = match &config {
                 Some(p) => {
                     let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
@@ -148,7 +153,9 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 clock: match clock {
                     Some(Clock::Deterministic) => xen_pv::core::time::ClockMode::Deterministic,
                     Some(Clock::Realtime) => xen_pv::core::time::ClockMode::Realtime,
-                    None if term::Terminal::is_tty() => xen_pv::core::time::ClockMode::Realtime,
+                    // An interactive console, or host clients of the store: the guest lives
+                    // in real time.
+                    None if term::Terminal::is_tty() || xenstore_socket.is_some() => xen_pv::core::time::ClockMode::Realtime,
                     None => xen_pv::core::time::ClockMode::Deterministic,
                 },
                 name: cfg.name.clone().unwrap_or_default(),
@@ -156,6 +163,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 log: xen_pv::pv::LogFlags { hypercalls: log.contains(&LogWhat::Hypercalls), traps: log.contains(&LogWhat::Traps) },
                 max_insns,
                 disks,
+                xenstore_socket,
             })?;
             Ok(ExitCode::from(status))
         }

@@ -23,6 +23,8 @@ pub struct RunArgs {
     pub name: String,
     /// Virtual disks (xl disk specifications), served by the block back end.
     pub disks: Vec<crate::disk::DiskSpec>,
+    /// Serve the store on this unix socket (xenstored's protocol, clients as domain 0).
+    pub xenstore_socket: Option<PathBuf>,
 }
 
 /// Exit status for a shutdown: 0 poweroff (and reboot/suspend, which end the run), 1 crash.
@@ -65,6 +67,10 @@ pub fn run(a: RunArgs) -> Result<u8> {
     let mut disks = Vec::new();
     for d in &a.disks {
         disks.push((d, open_disk(d)?));
+    }
+    // The socket before the guest starts: a bad path is a usage error.
+    if let Some(p) = &a.xenstore_socket {
+        pv.xsock = Some(xen_pv::pv::xsock::XsSocket::bind(p).map_err(|err| anyhow::anyhow!("--xenstore-socket {err}"))?);
     }
     pv.start(&mut e).map_err(|err| anyhow::anyhow!("{}: {err}", kpath.display()))?;
     for (d, storage) in disks {

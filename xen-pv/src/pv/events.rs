@@ -146,8 +146,8 @@ impl PvDomain {
                 (Some(a), None) => a,
                 (None, Some(b)) => b,
                 (None, None) => {
-                    // Only console input can wake the guest now.
-                    if self.input.is_some() && self.poll_input(e, Some(None)) {
+                    // Only console input or a xenstore-socket client can wake the guest now.
+                    if (self.input.is_some() || self.xsock.is_some()) && self.wait_host(e, None) {
                         if self.shutdown.is_some() {
                             return true;
                         }
@@ -158,10 +158,11 @@ impl PvDomain {
             };
             let ic = e.env.icount;
             self.update_runstate(e, 2);
-            if self.clock.mode == crate::core::time::ClockMode::Realtime && self.input.is_some() {
-                // Sleep until the deadline or console input, whichever comes first.
+            if self.clock.mode == crate::core::time::ClockMode::Realtime && (self.input.is_some() || self.xsock.is_some()) {
+                // Sleep until the deadline, console input or socket traffic, whichever
+                // comes first.
                 let wait = std::time::Duration::from_nanos(next.saturating_sub(now));
-                if self.poll_input(e, Some(Some(wait))) {
+                if self.wait_host(e, Some(wait)) {
                     self.update_runstate(e, 0);
                     if self.shutdown.is_some() {
                         return true;
@@ -171,6 +172,8 @@ impl PvDomain {
                 // The wait took the time: the realtime clock has moved on.
             } else {
                 self.clock.idle_until(ic, next);
+                // Deterministic time jumps; socket clients are still served.
+                self.service_xsock(e, false);
             }
             let now2 = self.now(e).max(now);
             self.blocked_ns += now2.saturating_sub(now);

@@ -22,6 +22,7 @@ pub mod memory;
 pub mod mmu;
 mod ptwr;
 pub mod xs;
+pub mod xsock;
 
 use frontend_x86::state::{Seg, X86State, G_CR2};
 use frontend_x86::PlatformOp;
@@ -87,6 +88,8 @@ pub struct PvDomain {
     pub store_port: u32,
     /// The xenstore (created when the domain starts).
     pub xs: Option<xs::Xenstore>,
+    /// The host's xenstored socket (`--xenstore-socket`): domain 0 clients of the store.
+    pub xsock: Option<xsock::XsSocket>,
     /// The PV back ends (`devices/`).
     pub backends: backends::Backends,
     pub shutdown: Option<Shutdown>,
@@ -149,6 +152,7 @@ impl PvDomain {
             console_port: 2,
             store_port: 1,
             xs: None,
+            xsock: None,
             shutdown: None,
             mmu: mmu::PvMmu::default(),
             mem,
@@ -173,6 +177,58 @@ impl PvDomain {
         }
         // The guest's writes may have fired back-end watches.
         self.run_backends(e);
+    }
+
+    /// Serve the host's xenstore socket: accept clients, handle their requests, then (as
+    /// [`PvDomain::service_xenstore`]) let the back ends see their watch events and flush
+    /// what the guest got into its ring, notifying its store port; last, write the replies
+    /// and events the clients got. `force`: poll even when the rate limit says not yet.
+    /// True when anything happened.
+    pub fn service_xsock(&mut self, e: &mut Engine, force: bool) -> bool {
+        let (Some(sock), Some(xs)) = (self.xsock.as_mut(), self.xs.as_mut()) else { return false };
+        if !force && !sock.due() {
+            return false;
+        }
+        let got = sock.poll_in(xs);
+        if got {
+            self.run_backends(e);
+        }
+        let (Some(sock), Some(xs)) = (self.xsock.as_mut(), self.xs.as_mut()) else { return got };
+        let wrote = sock.flush_out(xs);
+        got || wrote
+    }
+
+    /// Wait up to `timeout` (forever when None) for the host: console input or traffic on
+    /// the xenstore socket. True when something came. Without a socket this is a plain
+    /// wait for input; with one, the wait is cut in slices (short ones right after
+    /// traffic, as a client's requests follow each other) and the socket is served
+    /// between them.
+    pub fn wait_host(&mut self, e: &mut Engine, timeout: Option<std::time::Duration>) -> bool {
+        use std::time::{Duration, Instant};
+        if self.xsock.is_none() {
+            return self.input.is_some() && self.poll_input(e, Some(timeout));
+        }
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            let hot = self.xsock.as_ref().is_some_and(|s| s.hot());
+            let mut slice = if hot { Duration::from_micros(200) } else { Duration::from_millis(10) };
+            if let Some(d) = deadline {
+                slice = slice.min(d.saturating_duration_since(Instant::now()));
+            }
+            let input = if self.input.is_some() {
+                self.poll_input(e, Some(Some(slice)))
+            } else {
+                std::thread::sleep(slice);
+                false
+            };
+            let sock = self.service_xsock(e, true);
+            if input || sock || self.shutdown.is_some() {
+                return true;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return false;
+            }
+        }
     }
 
     /// Take console input (waiting up to `wait` for some when given) and produce it into
@@ -247,10 +303,16 @@ impl PvDomain {
             if let Some(s) = self.shutdown.take() {
                 self.console.drain(e.ram(), &self.dom.layout);
                 self.console.flush();
+                // Answer what the socket's clients already asked, then let them go.
+                self.service_xsock(e, true);
+                if let (Some(sock), Some(xs)) = (self.xsock.as_mut(), self.xs.as_mut()) {
+                    sock.close_all(xs);
+                }
                 return s;
             }
             self.service_timers(e);
             self.poll_input(e, None);
+            self.service_xsock(e, false);
             self.maybe_upcall(e);
             if self.shutdown.is_some() {
                 continue;

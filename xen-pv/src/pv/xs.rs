@@ -19,6 +19,9 @@ pub struct Xenstore {
     pub backend_events: VecDeque<(String, String)>,
     /// Responses were queued for the guest's ring since the last flush.
     pub ring_dirty: bool,
+    /// Messages for other connections (the host socket's clients, see `xsock.rs`), in
+    /// order, until their transport takes them.
+    pub external: Vec<(ConnId, Msg)>,
 }
 
 /// What the toolstack writes about the domain.
@@ -38,7 +41,7 @@ impl Xenstore {
         build_tree(&mut store, DOMID, info);
         let ring = RingConn::new(mem, info.store_pfn << 12, &mut store, DOMID);
         let backend_conn = store.connect(0);
-        Xenstore { store, ring, backend_conn, backend_events: VecDeque::new(), ring_dirty: false }
+        Xenstore { store, ring, backend_conn, backend_events: VecDeque::new(), ring_dirty: false, external: Vec::new() }
     }
 
     /// Domain 0 (a back end) sends `ty` with `payload`; the reply, if an error, is None.
@@ -77,7 +80,15 @@ impl Xenstore {
         notify
     }
 
-    /// Route messages: the guest's ring, or domain 0's watch events to the back ends.
+    /// A request from another connection (a host socket client): handle it and route the
+    /// reply and the watch events it fired.
+    pub fn request(&mut self, conn: ConnId, m: &Msg) {
+        let out = self.store.handle(conn, m);
+        self.deliver(out);
+    }
+
+    /// Route messages: the guest's ring, domain 0's watch events to the back ends, and
+    /// everything for other connections to `external`.
     fn deliver(&mut self, msgs: Vec<(ConnId, Msg)>) {
         for (c, m) in msgs {
             if c == self.ring.conn {
@@ -88,6 +99,8 @@ impl Xenstore {
                 let path = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
                 let token = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
                 self.backend_events.push_back((path, token));
+            } else if c != self.backend_conn {
+                self.external.push((c, m));
             }
         }
     }
