@@ -129,6 +129,13 @@ fn fifo_guest_passes_on_both_engines() {
     guest_passes("fifo");
 }
 
+/// MMUEXT_SET_LDT: argument checks, LDT segment loads (pages mapped on first use), #NP and
+/// #GP with LDT selectors, a null LDT, update_descriptor into a mapped LDT page.
+#[test]
+fn ldt_guest_passes_on_both_engines() {
+    guest_passes("ldt");
+}
+
 #[test]
 fn traps_guest_passes_on_both_engines() {
     guest_passes("traps");

@@ -3,7 +3,7 @@
 # checkout can run them without a toolchain.
 set -euo pipefail
 cd "$(dirname "$0")"
-for n in hello crash mm privop events grant fifo traps xswait; do
+for n in hello crash mm privop events grant fifo traps xswait ldt; do
   gcc -c -nostdlib -o "/tmp/xenolith-pv-$n.o" "$n.S"
   ld -nostdlib -static --no-warn-rwx-segments -T xen.ld -o "$n.elf" "/tmp/xenolith-pv-$n.o"
 done

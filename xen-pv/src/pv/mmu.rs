@@ -410,7 +410,8 @@ pub(super) fn mmuext_op(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResu
         }
         let cmd = u32::from_le_bytes(b[..4].try_into().unwrap());
         let arg1 = if sz == 24 { u64::from_le_bytes(b[8..16].try_into().unwrap()) } else { u32::from_le_bytes(b[4..8].try_into().unwrap()) as u64 };
-        if let Err(x) = mmuext_one(d, e, cmd, arg1) {
+        let arg2 = if sz == 24 { u32::from_le_bytes(b[16..20].try_into().unwrap()) } else { u32::from_le_bytes(b[8..12].try_into().unwrap()) } as u64;
+        if let Err(x) = mmuext_one(d, e, cmd, arg1, arg2) {
             rc = Err(x);
             break;
         }
@@ -423,7 +424,7 @@ pub(super) fn mmuext_op(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResu
     rc
 }
 
-fn mmuext_one(d: &mut PvDomain, e: &mut Engine, cmd: u32, arg1: u64) -> Result<(), i64> {
+fn mmuext_one(d: &mut PvDomain, e: &mut Engine, cmd: u32, arg1: u64, arg2: u64) -> Result<(), i64> {
     let top = d.top_level();
     match cmd {
         // MMUEXT_PIN_L1_TABLE .. PIN_L4_TABLE
@@ -487,13 +488,8 @@ fn mmuext_one(d: &mut PvDomain, e: &mut Engine, cmd: u32, arg1: u64) -> Result<(
         // without cache-flush rights: FLUSH_CACHE is allowed, GLOBAL needs it).
         12 => Ok(()),
         18 => Err(EPERM),
-        // SET_LDT: accepted with a zero-length LDT or a page-aligned base.
-        13 => {
-            if arg1 & 0xfff != 0 {
-                return Err(EINVAL);
-            }
-            Ok(())
-        }
+        // SET_LDT { linear_addr, nr_ents }
+        13 => d.set_ldt(e, arg1, arg2),
         // CLEAR_PAGE / COPY_PAGE: the frame must be the domain's and writable.
         16 => {
             if !d.owns(arg1) || d.mmu.tables.contains_key(&arg1) {

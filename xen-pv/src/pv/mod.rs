@@ -18,6 +18,7 @@ pub mod emulate;
 pub mod events;
 pub mod grant;
 pub mod hypercall;
+pub mod ldt;
 pub mod memory;
 pub mod mmu;
 mod ptwr;
@@ -92,6 +93,8 @@ pub struct PvDomain {
     pub xsock: Option<xsock::XsSocket>,
     /// The PV back ends (`devices/`).
     pub backends: backends::Backends,
+    /// The guest's LDT (MMUEXT_SET_LDT).
+    pub ldt: ldt::Ldt,
     pub shutdown: Option<Shutdown>,
     pub mmu: mmu::PvMmu,
     /// The frames the domain owns (memory_op reservations).
@@ -157,6 +160,7 @@ impl PvDomain {
             mmu: mmu::PvMmu::default(),
             mem,
             backends: backends::Backends::default(),
+            ldt: ldt::Ldt::default(),
             iopl: 0,
             clock,
             timers: Default::default(),
@@ -349,6 +353,9 @@ impl PvDomain {
             return;
         }
         if f.vector == 14 && self.ptwr_fault(e, f) {
+            return;
+        }
+        if f.vector == 14 && self.ldt_fault(e, f) {
             return;
         }
         self.deliver_fault(e, f);
