@@ -94,8 +94,8 @@ pub fn run(a: RunArgs) -> Result<u8> {
     if std::env::var_os("XENOLITH_STATS").is_some() {
         let st = e.stats();
         eprintln!(
-            "xenolith: {} guest instructions; {} TBs ({} instructions) translated in {:.3} s; {} lookups, {} chains, {} invalidations, {} SMC restarts, {} flushes",
-            e.env.icount, st.tbs_translated, st.insns_translated, st.translate_ns as f64 / 1e9, st.lookups, st.chains, st.invalidations, st.smc_restarts, st.flushes
+            "xenolith: {} guest instructions; {} TBs ({} instructions) translated in {:.3} s; {} lookups, {} chains, {} invalidations, {} SMC restarts, {} code flushes, {} TLB flushes, {} page flushes",
+            e.env.icount, st.tbs_translated, st.insns_translated, st.translate_ns as f64 / 1e9, st.lookups, st.chains, st.invalidations, st.smc_restarts, st.flushes, st.tlb_flushes, st.tlb_page_flushes
         );
     }
     Ok(exit_status(&s))

@@ -196,6 +196,9 @@ pub struct Stats {
     pub smc_restarts: u64,
     pub flushes: u64,
     pub lookups: u64,
+    /// Whole-TLB flushes and single-page flushes the platform asked for.
+    pub tlb_flushes: u64,
+    pub tlb_page_flushes: u64,
 }
 
 const JC_SIZE: usize = 4096;
@@ -263,14 +266,22 @@ impl Engine {
 
     /// Flush the TLB (e.g. CR3 reload) and the jump cache that depends on it.
     pub fn tlb_flush(&mut self) {
+        self.core.stats.tlb_flushes += 1;
         self.env.tlb_flush();
         self.core.jc_invalidate();
     }
 
     /// Flush one virtual page (INVLPG).
     pub fn tlb_flush_page(&mut self, vaddr: u64) {
+        self.core.stats.tlb_page_flushes += 1;
         self.env.tlb_flush_page(vaddr);
         self.core.jc_invalidate();
+    }
+
+    /// Drop the write permission of every TLB entry that maps physical page `ppage` (the
+    /// page becomes read-only for the guest, e.g. a PV page table): cheaper than a flush.
+    pub fn tlb_drop_writes(&mut self, ppage: u64) {
+        self.core.protect_code_page(&mut self.env, ppage & PAGE_MASK);
     }
 
     /// Drop every translation (e.g. when the platform rewrites code behind the engine's back).

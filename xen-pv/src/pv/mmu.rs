@@ -209,7 +209,9 @@ impl PvDomain {
                         return Err(x);
                     }
                 }
-                self.mmu.tlb_dirty = true;
+                // A writable mapping of the frame the TLB still holds must go (Xen flushes
+                // on the type change): drop just those write permissions.
+                e.tlb_drop_writes(mfn << 12);
                 Ok(())
             }
         }
@@ -259,10 +261,8 @@ impl PvDomain {
                 if preserve_ad {
                     v = (v & !(A | D)) | (old & (A | D));
                 }
-                // Only a present entry can have been cached by the TLB.
-                if old & P != 0 && old != v {
-                    self.mmu.tlb_dirty = true;
-                }
+                // No flush: as with Xen, a changed entry may stay in the TLB until the guest
+                // flushes (UVMF_* flags, MMUEXT_TLB_FLUSH/INVLPG); only type changes flush.
                 GuestPhys::write_u64(e.ram(), ptr, v);
                 // The old entry's reference goes after the new one is taken.
                 if let Some(c) = Self::child_of(t.level, old) {
@@ -311,11 +311,12 @@ impl PvDomain {
                 }
             }
         }
-        e.tlb_flush();
-        self.mmu.tlb_dirty = false;
+        // The flush happens once before the guest runs again (a context switch sets both
+        // base pointers in one multicall).
+        self.mmu.tlb_dirty = true;
     }
 
-    fn flush_if_dirty(&mut self, e: &mut Engine) {
+    pub(super) fn flush_if_dirty(&mut self, e: &mut Engine) {
         if std::mem::take(&mut self.mmu.tlb_dirty) {
             e.tlb_flush();
         }
@@ -390,8 +391,12 @@ pub(super) fn update_va_mapping(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -
         return Err(EINVAL);
     }
     d.update_entry(e, ptr, val, false)?;
-    // UVMF_NONE / TLB_FLUSH / INVLPG: the engine's TLB is flushed on every change.
-    let _ = flags;
+    // UVMF_FLUSHTYPE: none, the whole TLB, or the page (one vCPU: local and all are alike).
+    match flags & 3 {
+        1 => e.tlb_flush(),
+        2 => e.tlb_flush_page(va),
+        _ => {}
+    }
     d.flush_if_dirty(e);
     Ok(0)
 }

@@ -321,6 +321,8 @@ impl PvDomain {
             if self.shutdown.is_some() {
                 continue;
             }
+            // Deferred TLB flushes (new base pointers) happen before the guest runs.
+            self.flush_if_dirty(e);
             match e.run() {
                 StopReason::Budget => {
                     if self.opts.max_insns.is_some_and(|m| e.env.icount >= m) {
