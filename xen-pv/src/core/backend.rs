@@ -6,6 +6,12 @@
 //!
 //! The same back end runs unchanged over the JIT platform, a future KVM platform, or a
 //! unit test's mock implementation of [`BackendOps`].
+//!
+//! Besides events and watches, the platform gives each back end a turn when the guest
+//! yields or blocks and before the domain stops ([`Backend::poll`]: a real domain 0 runs
+//! concurrently, and guests spin on yield waiting for it), and hands host input to the
+//! back end that has some ([`Backend::input`]: the console's keyboard). A console back end
+//! writes the guest's output into a [`ConsoleSink`].
 
 /// A domain id (public/xen.h domid_t).
 pub type DomId = u16;

@@ -367,7 +367,8 @@ impl EventChannels {
     }
 
     /// Reserve `port` as an interdomain channel to a back end in domain `backend_dom` (the
-    /// builder's console/xenstore ports). The back end's port number is the same as ours.
+    /// builder's xenstore port, bound to the platform's xenstored from the start). The back
+    /// end's port number is the same as ours.
     pub fn bind_backend(&mut self, port: u32, backend_dom: u16) -> Result<(), i64> {
         if port == 0 {
             return Err(EINVAL);

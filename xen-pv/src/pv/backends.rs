@@ -183,7 +183,7 @@ impl PvDomain {
     /// domain 0's, readable by the guest.
     /// Returns the back end's index (None before the domain started: there is no store).
     pub fn add_backend(&mut self, e: &mut Engine, dev: Box<dyn Backend>, nodes: &[(String, String)]) -> Option<usize> {
-        let Some(xs) = self.xs.as_mut() else { return None };
+        let xs = self.xs.as_mut()?;
         let guest = GUEST_DOMID as u32;
         let own = format!("/local/domain/{guest}/");
         let fe = [Perm::new(guest, Access::None), Perm::new(0, Access::Read)];

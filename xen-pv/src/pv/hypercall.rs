@@ -5,10 +5,10 @@
 use frontend_x86::state::{Seg, X86State, G_KERNEL_GS_BASE};
 use jit::Engine;
 
-use crate::core::backend::ConsoleSink;
 use super::{PvDomain, Shutdown};
 use crate::builder::vcpu::xen_desc;
 use crate::builder::GuestType;
+use crate::core::backend::ConsoleSink;
 use crate::core::errno::*;
 
 /// One virtual IDT entry (trap_info).

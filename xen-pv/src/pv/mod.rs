@@ -246,7 +246,7 @@ impl PvDomain {
             None => src.poll(),
             Some(t) => src.wait(t),
         };
-        let got = match ev {
+        match ev {
             console::InputEvent::None => false,
             console::InputEvent::Bytes(b) => {
                 self.console_input(e, &b);
@@ -260,8 +260,7 @@ impl PvDomain {
                 self.input = None;
                 false
             }
-        };
-        got
+        }
     }
 
     /// A sink writing into the domain's console log: the console back end's output.
