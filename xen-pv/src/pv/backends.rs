@@ -29,7 +29,7 @@ use super::grant::Tracked;
 use crate::core::backend::{Backend, DomId, EvtOps, GntOps, GrantHandle, XsOps};
 use crate::core::grant::{self, GrantMapper, GrantTable};
 use crate::core::errno::EINVAL;
-use crate::core::evtchn::{EventChannels, GUEST_DOMID};
+use crate::core::evtchn::{EventChannels, PortState, GUEST_DOMID};
 use crate::core::xenstore::{msg_type, Access, Perm};
 use crate::core::GuestPhys;
 
@@ -130,7 +130,11 @@ impl EvtOps for PlatformOps<'_> {
         Ok(remote_port)
     }
     fn notify(&mut self, port: u32) {
-        if self.ports.get(&port) == Some(&self.dev) {
+        // Only while the guest's end is still connected to domain 0: a port the guest closed
+        // (and perhaps reused) is no longer this back end's, as Xen's notify on a channel
+        // whose remote end was closed goes nowhere.
+        let connected = self.evtchn.status(port).is_ok_and(|p| p.state == PortState::Interdomain { remote_dom: 0, remote_port: port });
+        if connected && self.ports.get(&port) == Some(&self.dev) {
             self.evtchn.raise(self.mem, port);
         }
     }
