@@ -73,6 +73,9 @@ pub fn run(a: RunArgs) -> Result<u8> {
         pv.xsock = Some(xen_pv::pv::xsock::XsSocket::bind(p).map_err(|err| anyhow::anyhow!("--xenstore-socket {err}"))?);
     }
     pv.start(&mut e).map_err(|err| anyhow::anyhow!("{}: {err}", kpath.display()))?;
+    // The console back end (xenconsoled's role), writing into the domain's console log.
+    let console = devices::console::ConsoleBack::new(xen_pv::core::evtchn::GUEST_DOMID, pv.console_sink());
+    pv.add_console(&mut e, Box::new(console));
     for (d, storage) in disks {
         let cfg = devices::blk::VbdConfig::new(xen_pv::core::evtchn::GUEST_DOMID, d.devid, !d.writable);
         let nodes = devices::blk::toolstack_nodes(&cfg, &d.target);

@@ -19,6 +19,8 @@ fn hello_guest_passes_on_both_engines() {
         // console_io output and the console ring both reach the terminal, once each.
         assert_eq!(stdout.matches("xenolith-hello: console_io works").count(), 1, "{engine}: {stdout}");
         assert_eq!(stdout.matches("XENOLITH-TEST hello: PASS").count(), 1, "{engine}: {stdout}\n{stderr}");
+        // One sink, in the order the guest produced them: console_io first, then the ring.
+        assert!(stdout.find("console_io works") < stdout.find("XENOLITH-TEST hello: PASS"), "{engine}: {stdout}");
         assert_eq!(out.status.code(), Some(0), "{engine}: {stderr}");
         // The unimplemented hypercall it probes is logged.
         assert!(stderr.contains("hypercall 41 (dm_op) not implemented"), "{stderr}");

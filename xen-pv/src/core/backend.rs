@@ -6,6 +6,12 @@
 //!
 //! The same back end runs unchanged over the JIT platform, a future KVM platform, or a
 //! unit test's mock implementation of [`BackendOps`].
+//!
+//! Besides events and watches, the platform gives each back end a turn when the guest
+//! yields or blocks and before the domain stops ([`Backend::poll`]: a real domain 0 runs
+//! concurrently, and guests spin on yield waiting for it), and hands host input to the
+//! back end that has some ([`Backend::input`]: the console's keyboard). A console back end
+//! writes the guest's output into a [`ConsoleSink`].
 
 /// A domain id (public/xen.h domid_t).
 pub type DomId = u16;
@@ -94,6 +100,46 @@ pub trait Backend {
     fn on_event(&mut self, ops: &mut dyn BackendOps, port: u32);
     /// The domain is going away: unmap everything, flush storage.
     fn shutdown(&mut self, ops: &mut dyn BackendOps);
+    /// A turn outside of any event: the guest yielded or blocked (when a back end in a real
+    /// domain 0 would get the CPU), or the domain is about to stop. A back end picks up
+    /// work the front end left without notifying (a console ring the guest filled and now
+    /// spins on with SCHEDOP_yield). Most back ends have none: the default does nothing.
+    fn poll(&mut self, ops: &mut dyn BackendOps) {
+        let _ = ops;
+    }
+    /// Bytes from the host for the device (a console's keyboard), in order. Back ends
+    /// without host input ignore them (the default).
+    fn input(&mut self, ops: &mut dyn BackendOps, bytes: &[u8]) {
+        let _ = (ops, bytes);
+    }
+}
+
+/// Where a console back end puts the guest's output (the terminal; a `Vec` in tests).
+/// Shared with the platform (console_io output goes to the same sink): see the
+/// `Rc<RefCell<_>>` implementation.
+pub trait ConsoleSink {
+    /// Guest output, in the order the guest produced it. An implementation writes it out
+    /// at once (a shell prompt has no newline).
+    fn write(&mut self, bytes: &[u8]);
+    /// Push out anything buffered.
+    fn flush(&mut self) {}
+}
+
+impl ConsoleSink for Vec<u8> {
+    fn write(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+/// One sink written from two places (the console back end and the platform's console_io):
+/// both write in their turn, so the bytes stay in the order the guest produced them.
+impl<T: ConsoleSink + ?Sized> ConsoleSink for std::rc::Rc<std::cell::RefCell<T>> {
+    fn write(&mut self, bytes: &[u8]) {
+        self.borrow_mut().write(bytes);
+    }
+    fn flush(&mut self) {
+        self.borrow_mut().flush();
+    }
 }
 
 /// XenbusState (public/io/xenbus.h).

@@ -367,7 +367,8 @@ impl EventChannels {
     }
 
     /// Reserve `port` as an interdomain channel to a back end in domain `backend_dom` (the
-    /// builder's console/xenstore ports). The back end's port number is the same as ours.
+    /// builder's xenstore port, bound to the platform's xenstored from the start). The back
+    /// end's port number is the same as ours.
     pub fn bind_backend(&mut self, port: u32, backend_dom: u16) -> Result<(), i64> {
         if port == 0 {
             return Err(EINVAL);
@@ -383,6 +384,25 @@ impl EventChannels {
             },
             vcpu: 0,
         };
+        if let Some(f) = self.fifo.as_mut() {
+            f.init_port(port);
+        }
+        Ok(())
+    }
+
+    /// Reserve `port` unbound toward domain `remote_dom`, as the toolstack allocates a
+    /// channel for a back end that binds it later (libxl's console port:
+    /// xc_evtchn_alloc_unbound(domid, console_domid); xenconsoled then binds it with
+    /// bind_interdomain, here [`Self::connect_backend`]). EBUSY if the port is in use.
+    pub fn reserve_unbound(&mut self, port: u32, remote_dom: u16) -> Result<(), i64> {
+        if port == 0 {
+            return Err(EINVAL);
+        }
+        let p = self.port_mut(port)?;
+        if p.state != PortState::Free {
+            return Err(EBUSY);
+        }
+        *p = Port { state: PortState::Unbound { remote_dom }, vcpu: 0 };
         if let Some(f) = self.fifo.as_mut() {
             f.init_port(port);
         }
@@ -864,6 +884,21 @@ mod tests {
         assert_eq!(ec.send(&mut m, i), Ok(None));
         assert_ne!(byte(&m, EVTCHN_PENDING) & (1 << i), 0);
         assert!(ec.upcall_deliverable(&m));
+    }
+
+    #[test]
+    fn reserved_unbound_port_is_claimed_by_its_back_end() {
+        let mut ev = EventChannels::new(GuestWidth::W64, 0);
+        assert_eq!(ev.reserve_unbound(0, 0), Err(EINVAL));
+        ev.reserve_unbound(2, 0).unwrap();
+        assert_eq!(ev.reserve_unbound(2, 0), Err(EBUSY));
+        assert_eq!(ev.status(2).unwrap().state, PortState::Unbound { remote_dom: 0 });
+        // The guest's alloc_unbound does not hand it out again.
+        assert_ne!(ev.alloc_unbound(0).unwrap(), 2);
+        // Another domain cannot take it; domain 0 can.
+        assert_eq!(ev.connect_backend(2, 5), Err(EINVAL));
+        ev.connect_backend(2, 0).unwrap();
+        assert_eq!(ev.status(2).unwrap().state, PortState::Interdomain { remote_dom: 0, remote_port: 2 });
     }
 
     #[test]

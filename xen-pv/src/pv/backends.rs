@@ -7,8 +7,14 @@
 //!   its back end without a table; the back end sees its own token.
 //! - A back end's event-channel port is the guest's port number (see `core/evtchn.rs`): a
 //!   guest `EVTCHNOP_send` on it calls [`Backend::on_event`].
-//! - Back ends run only from here, synchronously, when the guest sends or writes the store:
-//!   deterministic, as the rest of the platform.
+//! - Back ends run only from here, synchronously, when the guest sends or writes the store,
+//!   and get a turn ([`Backend::poll`]) when the guest yields or blocks and before the
+//!   domain stops: deterministic, as the rest of the platform.
+//! - The console back end (`devices::console`, added with [`PvDomain::add_console`]) gets
+//!   the host's console input ([`Backend::input`]). Its event channel is the builder's
+//!   console port, which the platform offers unbound to domain 0 (`reserve_unbound`, as
+//!   libxl does for xenconsoled) and the back end claims with an ordinary
+//!   [`EvtOps::bind_interdomain`].
 //! - Grant mappings go through the core's grant table as domain 0 ([`grant::Backend`]);
 //!   guest memory the back ends write is reported to the engine (translated code there is
 //!   invalidated).
@@ -23,7 +29,7 @@ use super::grant::Tracked;
 use crate::core::backend::{Backend, DomId, EvtOps, GntOps, GrantHandle, XsOps};
 use crate::core::grant::{self, GrantMapper, GrantTable};
 use crate::core::errno::EINVAL;
-use crate::core::evtchn::{EventChannels, GUEST_DOMID};
+use crate::core::evtchn::{EventChannels, PortState, GUEST_DOMID};
 use crate::core::xenstore::{msg_type, Access, Perm};
 use crate::core::GuestPhys;
 
@@ -33,6 +39,8 @@ pub struct Backends {
     devs: Vec<Option<Box<dyn Backend>>>,
     /// Guest port → back end.
     ports: HashMap<u32, usize>,
+    /// The console back end: console input goes to it.
+    console: Option<usize>,
 }
 
 impl Backends {
@@ -122,7 +130,11 @@ impl EvtOps for PlatformOps<'_> {
         Ok(remote_port)
     }
     fn notify(&mut self, port: u32) {
-        if self.ports.get(&port) == Some(&self.dev) {
+        // Only while the guest's end is still connected to domain 0: a port the guest closed
+        // (and perhaps reused) is no longer this back end's, as Xen's notify on a channel
+        // whose remote end was closed goes nowhere.
+        let connected = self.evtchn.status(port).is_ok_and(|p| p.state == PortState::Interdomain { remote_dom: 0, remote_port: port });
+        if connected && self.ports.get(&port) == Some(&self.dev) {
             self.evtchn.raise(self.mem, port);
         }
     }
@@ -173,8 +185,9 @@ impl PvDomain {
     /// start it. Permissions as libxl sets them: nodes under the guest's own domain path
     /// (the front end's directory) are the guest's, readable by domain 0; the others are
     /// domain 0's, readable by the guest.
-    pub fn add_backend(&mut self, e: &mut Engine, dev: Box<dyn Backend>, nodes: &[(String, String)]) {
-        let Some(xs) = self.xs.as_mut() else { return };
+    /// Returns the back end's index (None before the domain started: there is no store).
+    pub fn add_backend(&mut self, e: &mut Engine, dev: Box<dyn Backend>, nodes: &[(String, String)]) -> Option<usize> {
+        let xs = self.xs.as_mut()?;
         let guest = GUEST_DOMID as u32;
         let own = format!("/local/domain/{guest}/");
         let fe = [Perm::new(guest, Access::None), Perm::new(0, Access::Read)];
@@ -194,6 +207,31 @@ impl PvDomain {
         self.backends.devs.push(Some(dev));
         let i = self.backends.devs.len() - 1;
         self.with_backend(e, i, |b, ops| b.start(ops));
+        self.run_backends(e);
+        Some(i)
+    }
+
+    /// Add the domain's console back end (xenconsoled's role, `devices::console`): it
+    /// finds the ring and port in the domain's `console` nodes, which the domain already
+    /// has, and gets the host's console input. Add it before the guest runs: until it binds
+    /// the console port, the guest's notifications on it are dropped, as Xen drops them.
+    pub fn add_console(&mut self, e: &mut Engine, dev: Box<dyn Backend>) {
+        self.backends.console = self.add_backend(e, dev, &[]);
+    }
+
+    /// Host console input for the console back end (dropped without one).
+    pub fn console_input(&mut self, e: &mut Engine, bytes: &[u8]) {
+        let Some(dev) = self.backends.console else { return };
+        self.with_backend(e, dev, |b, ops| b.input(ops, bytes));
+        self.run_backends(e);
+    }
+
+    /// Give every back end its turn outside of events ([`Backend::poll`]): the guest
+    /// yielded or blocked, or the domain is stopping.
+    pub fn poll_backends(&mut self, e: &mut Engine) {
+        for i in 0..self.backends.len() {
+            self.with_backend(e, i, |b, ops| b.poll(ops));
+        }
         self.run_backends(e);
     }
 

@@ -131,7 +131,8 @@ impl PvDomain {
     /// Returns false when nothing can ever wake the guest.
     pub fn wait_for_event(&mut self, e: &mut Engine, timeout: Option<u64>, ports: &[u32]) -> bool {
         loop {
-            self.console.drain(e.ram(), &self.dom.layout);
+            // The back ends' turn while the vCPU waits (the console drains its ring).
+            self.poll_backends(e);
             let pending = if ports.is_empty() {
                 self.evtchn.upcall_pending(e.ram())
             } else {

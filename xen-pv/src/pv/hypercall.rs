@@ -8,6 +8,7 @@ use jit::Engine;
 use super::{PvDomain, Shutdown};
 use crate::builder::vcpu::xen_desc;
 use crate::builder::GuestType;
+use crate::core::backend::ConsoleSink;
 use crate::core::errno::*;
 
 /// One virtual IDT entry (trap_info).
@@ -287,7 +288,8 @@ fn sched_op(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult {
     match a[0] {
         // yield
         0 => {
-            d.console.drain(e.ram(), &d.dom.layout);
+            // The back ends' turn (a guest spins on yield until its console ring drains).
+            d.poll_backends(e);
             Ok(0)
         }
         // block
@@ -419,7 +421,7 @@ fn console_io(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult {
                 return Err(EINVAL);
             }
             let b = d.read_bytes(e, a[2], n)?;
-            d.console.put(&b);
+            d.console.borrow_mut().write(&b);
             Ok(0)
         }
         // CONSOLEIO_read: a domU has nothing to read here (input goes through the ring).
@@ -693,9 +695,7 @@ fn event_channel_op(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult {
             let p = u32_at(d, e, 0)?;
             let r = d.evtchn.send(e.ram(), p)?;
             if let Some((_, port)) = r {
-                if port == d.console_port {
-                    d.console.drain(e.ram(), &d.dom.layout);
-                } else if port == d.store_port {
+                if port == d.store_port {
                     d.service_xenstore(e);
                 } else {
                     d.backend_event(e, port);
@@ -761,7 +761,12 @@ fn event_channel_op(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult {
             d.evtchn.reset(e.ram());
             let (s, c) = (d.store_port, d.console_port);
             let _ = d.evtchn.bind_backend(s, 0);
-            let _ = d.evtchn.bind_backend(c, 0);
+            // The console's channel as it was: bound when its back end holds it.
+            if d.backends.owner_of(c).is_some() {
+                let _ = d.evtchn.bind_backend(c, 0);
+            } else {
+                let _ = d.evtchn.reserve_unbound(c, 0);
+            }
             Ok(0)
         }
         // init_control { control_gfn u64, offset u32, vcpu u32, link_bits u8 (OUT), pad[7] }

@@ -31,7 +31,11 @@ use jit::engine::Access;
 use jit::ir::AccessKind;
 use jit::{Engine, GuestFault, StopReason};
 
+use std::cell::RefCell;
+use std::rc::Rc;
+
 use crate::builder::{Domain, GuestType};
+use crate::core::backend::ConsoleSink;
 use crate::core::GuestPhys;
 
 /// How a domain's run ended.
@@ -81,10 +85,13 @@ pub struct PvDomain {
     pub callbacks: hypercall::Callbacks,
     pub kernel_ss: u64,
     pub kernel_sp: u64,
-    pub console: console::Console,
+    /// The guest's console output (ring and console_io), shared with the console back end
+    /// ([`PvDomain::console_sink`]).
+    pub console: Rc<RefCell<console::ConsoleLog>>,
     /// Where console input comes from (none: the guest gets no input).
     pub input: Option<Box<dyn console::ConsoleInput>>,
-    /// Event channel ports of the console and xenstore rings (bound to the back ends).
+    /// Event channel ports of the console and xenstore rings: the store's is bound to the
+    /// platform's xenstored, the console's offered to domain 0 for the console back end.
     pub console_port: u32,
     pub store_port: u32,
     /// The xenstore (created when the domain starts).
@@ -150,7 +157,7 @@ impl PvDomain {
             callbacks: hypercall::Callbacks::default(),
             kernel_ss,
             kernel_sp,
-            console: console::Console::new(Box::new(std::io::stdout())),
+            console: Rc::new(RefCell::new(console::ConsoleLog::new(Box::new(std::io::stdout())))),
             input: None,
             console_port: 2,
             store_port: 1,
@@ -235,18 +242,18 @@ impl PvDomain {
         }
     }
 
-    /// Take console input (waiting up to `wait` for some when given) and produce it into
-    /// the ring, notifying the guest. Returns true when input arrived.
+    /// Take console input (waiting up to `wait` for some when given) and hand it to the
+    /// console back end, which produces it into the ring. Returns true when input arrived.
     pub fn poll_input(&mut self, e: &mut Engine, wait: Option<Option<std::time::Duration>>) -> bool {
         let Some(src) = self.input.as_mut() else { return false };
         let ev = match wait {
             None => src.poll(),
             Some(t) => src.wait(t),
         };
-        let got = match ev {
+        match ev {
             console::InputEvent::None => false,
             console::InputEvent::Bytes(b) => {
-                self.console.pending_in.extend(b);
+                self.console_input(e, &b);
                 true
             }
             console::InputEvent::Detach => {
@@ -257,12 +264,17 @@ impl PvDomain {
                 self.input = None;
                 false
             }
-        };
-        if self.console.feed(e.ram(), &self.dom.layout) {
-            let p = self.console_port;
-            self.evtchn.raise(e.ram(), p);
         }
-        got
+    }
+
+    /// A sink writing into the domain's console log: the console back end's output.
+    pub fn console_sink(&self) -> Box<dyn ConsoleSink> {
+        Box::new(self.console.clone())
+    }
+
+    /// Everything the guest printed (the tail the log keeps).
+    pub fn console_output(&self) -> Vec<u8> {
+        self.console.borrow().captured.clone()
     }
 
     pub fn guest(&self) -> GuestType {
@@ -275,9 +287,11 @@ impl PvDomain {
         self.init_mmu(e)?;
         self.publish_time(e);
         self.seed_grants(e);
-        // The console and xenstore rings' channels, bound to the back ends in domain 0.
+        // The xenstore ring's channel, bound to the platform's xenstored in domain 0; the
+        // console's, offered to domain 0 for the console back end to bind (as libxl does
+        // for xenconsoled).
         let _ = self.evtchn.bind_backend(self.store_port, 0);
-        let _ = self.evtchn.bind_backend(self.console_port, 0);
+        let _ = self.evtchn.reserve_unbound(self.console_port, 0);
         let name = if self.opts.name.is_empty() { "xenolith" } else { self.opts.name.as_str() };
         let info = xs::DomainInfo {
             name,
@@ -305,8 +319,9 @@ impl PvDomain {
     pub fn run(&mut self, e: &mut Engine) -> Shutdown {
         loop {
             if let Some(s) = self.shutdown.take() {
-                self.console.drain(e.ram(), &self.dom.layout);
-                self.console.flush();
+                // The back ends' last turn: the console drains what the guest printed.
+                self.poll_backends(e);
+                self.console.borrow_mut().flush();
                 // Answer what the socket's clients already asked, then let them go.
                 self.service_xsock(e, true);
                 if let (Some(sock), Some(xs)) = (self.xsock.as_mut(), self.xs.as_mut()) {
