@@ -321,7 +321,7 @@ impl Engine {
             if std::mem::take(&mut fill_jc) && !single {
                 let t = &corer.tbs[tb as usize];
                 if let Some(entry) = t.code.and_then(|c| corer.backend.entry_addr(c)) {
-                    envr.jc[crate::env::jc_index(key.rip)] = crate::env::JcEntry { pc: key.rip, mode: mode_word(&key), code: entry, _pad: 0 };
+                    envr.jc[crate::env::jc_index(key.rip)] = crate::env::JcEntry { pc: key.rip, mode: mode_word(&key), code: entry, epoch: envr.jc_epoch };
                 }
             }
             envr.cur_tb = tb;

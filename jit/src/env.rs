@@ -44,7 +44,7 @@ const _: () = assert!(offset_of!(TlbEntry, exec) == 16);
 const _: () = assert!(offset_of!(TlbEntry, addend) == 24);
 
 /// Entries of the indirect-jump cache generated code probes on `Exit::Indirect`.
-pub const JC_BITS: u32 = 10;
+pub const JC_BITS: u32 = 12;
 pub const JC_ENTRIES: usize = 1 << JC_BITS;
 
 /// One indirect-jump cache entry: the target pc, the mode word of the blocks it is valid
@@ -55,11 +55,13 @@ pub struct JcEntry {
     pub pc: u64,
     pub mode: u64,
     pub code: u64,
-    pub _pad: u64,
+    /// [`Env::jc_epoch`] when the entry was made: a TLB flush bumps the epoch instead of
+    /// clearing the cache, and the probe compares it too.
+    pub epoch: u64,
 }
 
 impl JcEntry {
-    pub const EMPTY: JcEntry = JcEntry { pc: 0, mode: u64::MAX, code: 0, _pad: 0 };
+    pub const EMPTY: JcEntry = JcEntry { pc: 0, mode: u64::MAX, code: 0, epoch: u64::MAX };
 }
 
 const _: () = assert!(std::mem::size_of::<JcEntry>() == 32);
@@ -111,6 +113,8 @@ pub struct Env {
     /// Scratch space for backends (spill slots are on the host stack; this is for helpers
     /// that return a second value).
     pub scratch: [u64; 4],
+    /// The indirect-jump cache's epoch (see [`JcEntry::epoch`]); never u64::MAX.
+    pub jc_epoch: u64,
     pub tlb: [[TlbEntry; TLB_SIZE]; NB_MMU_MODES],
     /// Indirect-jump cache (host code addresses; only backends that chain use it).
     pub jc: [JcEntry; JC_ENTRIES],
@@ -126,6 +130,8 @@ pub const OFF_MMU_IDX: usize = offset_of!(Env, mmu_idx);
 pub const OFF_CUR_TB: usize = offset_of!(Env, cur_tb);
 pub const OFF_TLB: usize = offset_of!(Env, tlb);
 pub const OFF_JC: usize = offset_of!(Env, jc);
+pub const OFF_JC_EPOCH: usize = offset_of!(Env, jc_epoch);
+const _: () = assert!(offset_of!(JcEntry, epoch) == 24);
 const _: () = assert!(offset_of!(Env, g) == 0);
 
 impl Env {
@@ -150,6 +156,7 @@ impl Env {
             std::ptr::addr_of_mut!((*p).cur_insn).write(0);
             std::ptr::addr_of_mut!((*p).rt).write(std::ptr::null_mut());
             std::ptr::addr_of_mut!((*p).scratch).write([0; 4]);
+            std::ptr::addr_of_mut!((*p).jc_epoch).write(0);
             std::ptr::addr_of_mut!((*p).tlb).write([[TlbEntry::EMPTY; TLB_SIZE]; NB_MMU_MODES]);
             std::ptr::addr_of_mut!((*p).jc).write([JcEntry::EMPTY; JC_ENTRIES]);
             std::ptr::addr_of_mut!((*p).victim).write([[TlbEntry::EMPTY; VICTIM_SIZE]; NB_MMU_MODES]);
@@ -167,7 +174,16 @@ impl Env {
         for m in self.victim.iter_mut() {
             m.fill(TlbEntry::EMPTY);
         }
-        self.jc.fill(JcEntry::EMPTY);
+        self.jc_invalidate();
+    }
+
+    /// Invalidate the indirect-jump cache: a new epoch (a full clear only when it wraps).
+    pub fn jc_invalidate(&mut self) {
+        self.jc_epoch += 1;
+        if self.jc_epoch == u64::MAX {
+            self.jc.fill(JcEntry::EMPTY);
+            self.jc_epoch = 0;
+        }
     }
 
     /// Flush the entries for one virtual page in every mode.
@@ -185,7 +201,7 @@ impl Env {
                 *e = TlbEntry::EMPTY;
             }
         }
-        self.jc.fill(JcEntry::EMPTY);
+        self.jc_invalidate();
     }
 
     /// Record a guest exception for the run loop.

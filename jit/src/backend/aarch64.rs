@@ -79,7 +79,7 @@ use super::regalloc::{regalloc, Loc, RegPool};
 use super::{Backend, CodeBufferFull, CodeHandle};
 use crate::engine::{mem_info, ret, slow_load, slow_store};
 use crate::env::{
-    Env, JC_BITS, JC_ENTRIES, OFF_CUR_TB, OFF_FAULT, OFF_ICOUNT, OFF_ICOUNT_LIMIT, OFF_JC, OFF_TLB, PAGE_BITS, PAGE_MASK, TLB_BITS,
+    Env, JC_BITS, JC_ENTRIES, OFF_CUR_TB, OFF_FAULT, OFF_ICOUNT, OFF_ICOUNT_LIMIT, OFF_JC, OFF_JC_EPOCH, OFF_TLB, PAGE_BITS, PAGE_MASK, TLB_BITS,
     TLB_SIZE,
 };
 use crate::execmem::DEFAULT_CODE_SIZE;
@@ -835,7 +835,7 @@ impl Gen<'_> {
                 self.add_icount(n);
                 self.leave_frame();
                 // Probe the indirect-jump cache: index (pc ^ pc >> JC_BITS) & (JC_ENTRIES-1),
-                // hit when pc and the mode word match; then enter the cached block.
+                // hit when pc, the mode word and the epoch match; then enter the cached block.
                 let miss = self.a.new_dynamic_label();
                 let (jbits, jmask) = (JC_BITS, (JC_ENTRIES - 1) as u64);
                 self.add_imm(IP0, ENV, OFF_JC as u64, IP1);
@@ -850,6 +850,12 @@ impl Gen<'_> {
                 self.load_imm(T3, self.mode);
                 asm!(self;
                     cmp x2, x3
+                    ; b.ne =>miss
+                );
+                self.mem(Ls::LdX, T3, ENV, OFF_JC_EPOCH as i64);
+                asm!(self;
+                    ldr x2, [x16, #24]
+                    ; cmp x2, x3
                     ; b.ne =>miss
                     ; ldr x16, [x16, #16]
                     ; br x16

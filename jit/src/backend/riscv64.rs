@@ -92,7 +92,7 @@ use super::codecache::CodeCache;
 use super::regalloc::{regalloc, Loc, RegPool};
 use super::{Backend, CodeBufferFull, CodeHandle};
 use crate::engine::{mem_info, ret, slow_load, slow_store, MEM_INFO_RMW};
-use crate::env::{Env, JC_BITS, JC_ENTRIES, OFF_CUR_TB, OFF_FAULT, OFF_ICOUNT, OFF_ICOUNT_LIMIT, OFF_JC, OFF_TLB, PAGE_BITS, TLB_BITS, TLB_SIZE};
+use crate::env::{Env, JC_BITS, JC_ENTRIES, OFF_CUR_TB, OFF_FAULT, OFF_ICOUNT, OFF_ICOUNT_LIMIT, OFF_JC, OFF_JC_EPOCH, OFF_TLB, PAGE_BITS, TLB_BITS, TLB_SIZE};
 use crate::execmem::DEFAULT_CODE_SIZE;
 use crate::ir::{AccessKind, BinOp, Block, Cond, Exit, Global, HelperInfo, MemOp, MemSize, Op, Temp, UnOp, Val, Width};
 
@@ -178,6 +178,8 @@ const _: () = assert!(TLB_ENTRY_BYTES == 32);
 
 /// Env fields relative to `TLBB`.
 const ICOUNT_T: i32 = OFF_ICOUNT as i32 - OFF_TLB as i32;
+/// The jump cache's epoch, just below the TLB.
+const JC_EPOCH_T: i32 = OFF_JC_EPOCH as i32 - OFF_TLB as i32;
 const ICOUNT_LIMIT_T: i32 = OFF_ICOUNT_LIMIT as i32 - OFF_TLB as i32;
 const FAULT_T: i32 = OFF_FAULT as i32 - OFF_TLB as i32;
 const CUR_TB_T: i32 = OFF_CUR_TB as i32 - OFF_TLB as i32;
@@ -945,7 +947,7 @@ impl Gen<'_> {
                 self.add_icount(n);
                 self.shrink_frame();
                 // Probe the indirect-jump cache: index (pc ^ pc >> JC_BITS) & (JC_ENTRIES-1),
-                // hit when pc and the mode word match; then enter the cached block.
+                // hit when pc, the mode word and the epoch match; then enter the cached block.
                 let miss = self.new_label();
                 let jbits = JC_BITS;
                 asm!(self;
@@ -979,6 +981,11 @@ impl Gen<'_> {
                 self.li(T0, self.mode);
                 asm!(self;
                     ld t2, [t1, 8]
+                    ; bne t2, t0, =>miss
+                );
+                asm!(self;
+                    ld t0, [X(TLBB), JC_EPOCH_T]
+                    ; ld t2, [t1, 24]
                     ; bne t2, t0, =>miss
                     ; ld t2, [t1, 16]
                     ; jr t2

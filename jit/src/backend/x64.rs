@@ -45,7 +45,7 @@ use super::codecache::CodeCache;
 use super::regalloc::{regalloc, Loc, RegPool};
 use super::{Backend, CodeBufferFull, CodeHandle};
 use crate::engine::{mem_info, ret, slow_load, slow_store};
-use crate::env::{Env, JC_BITS, JC_ENTRIES, OFF_CUR_TB, OFF_FAULT, OFF_ICOUNT, OFF_ICOUNT_LIMIT, OFF_JC, OFF_TLB, PAGE_BITS, PAGE_MASK, TLB_BITS, TLB_SIZE};
+use crate::env::{Env, JC_BITS, JC_ENTRIES, OFF_CUR_TB, OFF_FAULT, OFF_ICOUNT, OFF_ICOUNT_LIMIT, OFF_JC, OFF_JC_EPOCH, OFF_TLB, PAGE_BITS, PAGE_MASK, TLB_BITS, TLB_SIZE};
 use crate::execmem::DEFAULT_CODE_SIZE;
 use crate::ir::{AccessKind, BinOp, Block, Cond, Exit, Global, HelperInfo, MemOp, MemSize, Op, Temp, UnOp, Val, Width};
 
@@ -89,6 +89,7 @@ const POOL: RegPool = RegPool { callee_saved: &CALLEE_POOL, caller_saved: &CALLE
 
 const OFF_TLB_I: i32 = OFF_TLB as i32;
 const OFF_JC_I: i32 = OFF_JC as i32;
+const OFF_JC_EPOCH_I: i32 = OFF_JC_EPOCH as i32;
 const OFF_FAULT_I: i32 = OFF_FAULT as i32;
 const OFF_ICOUNT_I: i32 = OFF_ICOUNT as i32;
 const OFF_ICOUNT_LIMIT_I: i32 = OFF_ICOUNT_LIMIT as i32;
@@ -746,7 +747,7 @@ impl Gen<'_> {
                 );
                 self.leave_frame();
                 // Probe the indirect-jump cache: index (pc ^ pc >> JC_BITS) & (JC_ENTRIES-1),
-                // hit when pc and the mode word match; then enter the cached block.
+                // hit when pc, the mode word and the epoch match; then enter the cached block.
                 let miss = self.a.new_dynamic_label();
                 asm!(self;
                     mov rax, rdx
@@ -758,6 +759,9 @@ impl Gen<'_> {
                     ; jne =>miss
                     ; mov rcx, QWORD self.mode as i64
                     ; cmp rcx, QWORD [r15 + rax + OFF_JC_I + 8]
+                    ; jne =>miss
+                    ; mov rcx, QWORD [r15 + OFF_JC_EPOCH_I]
+                    ; cmp rcx, QWORD [r15 + rax + OFF_JC_I + 24]
                     ; jne =>miss
                     ; jmp QWORD [r15 + rax + OFF_JC_I + 16]
                     ; =>miss
