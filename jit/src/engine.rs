@@ -213,7 +213,7 @@ pub struct Core {
     /// Jump cache by key: (key, TB id, generation). An entry counts only while its
     /// generation is `jc_gen`, so a TLB flush invalidates the cache in O(1).
     jc: Vec<Option<(TbKey, u32, u32)>>,
-    jc_gen: u32,
+    jc_gen: [u32; 2],
     page_tbs: FxMap<u64, Vec<u32>>,
     /// One bit per RAM page: the page holds translated code (mirrors `page_tbs`).
     code_pages: Vec<u64>,
@@ -244,7 +244,7 @@ impl Engine {
             tbs: Vec::new(),
             lookup: FxMap::default(),
             jc: vec![None; JC_SIZE],
-            jc_gen: 0,
+            jc_gen: [0; 2],
             code_pages: vec![0; ram_pages.div_ceil(64) as usize + 1],
             page_tbs: FxMap::default(),
             stats: Stats::default(),
@@ -275,7 +275,16 @@ impl Engine {
     pub fn tlb_flush_page(&mut self, vaddr: u64) {
         self.core.stats.tlb_page_flushes += 1;
         self.env.tlb_flush_page(vaddr);
-        self.core.jc_invalidate();
+        self.core.jc_invalidate_half((vaddr >> 63) as usize);
+    }
+
+    /// Flush the TLB but the upper half of MMU mode `keep_mode`, and the jump caches'
+    /// lower half: for a context switch whose upper half (a PV kernel's, in that mode) is
+    /// mapped exactly as before.
+    pub fn tlb_flush_lower(&mut self, keep_mode: usize) {
+        self.core.stats.tlb_flushes += 1;
+        self.env.tlb_flush_lower(keep_mode);
+        self.core.jc_invalidate_half(0);
     }
 
     /// Drop the write permission of every TLB entry that maps physical page `ppage` (the
@@ -321,7 +330,7 @@ impl Engine {
             if std::mem::take(&mut fill_jc) && !single {
                 let t = &corer.tbs[tb as usize];
                 if let Some(entry) = t.code.and_then(|c| corer.backend.entry_addr(c)) {
-                    envr.jc[crate::env::jc_index(key.rip)] = crate::env::JcEntry { pc: key.rip, mode: mode_word(&key), code: entry, epoch: envr.jc_epoch };
+                    envr.jc[crate::env::jc_index(key.rip)] = crate::env::JcEntry { pc: key.rip, mode: mode_word(&key), code: entry, epoch: envr.jc_epoch_for(key.rip) };
                 }
             }
             envr.cur_tb = tb;
@@ -399,12 +408,22 @@ impl Core {
         self.stats.flushes += 1;
     }
 
-    /// Forget every jump-cache entry (a new generation; clear for real on wrap-around).
+    /// Forget every jump-cache entry (new generations; clear for real on wrap-around).
     fn jc_invalidate(&mut self) {
-        self.jc_gen = self.jc_gen.wrapping_add(1);
-        if self.jc_gen == 0 {
+        self.jc_invalidate_half(0);
+        self.jc_invalidate_half(1);
+    }
+
+    /// Forget the jump-cache entries of one half of the address space (1: the upper).
+    fn jc_invalidate_half(&mut self, half: usize) {
+        self.jc_gen[half] = self.jc_gen[half].wrapping_add(1);
+        if self.jc_gen[half] == 0 {
             self.jc.fill(None);
         }
+    }
+
+    fn jc_gen_for(&self, pc: u64) -> u32 {
+        self.jc_gen[(pc >> 63) as usize]
     }
 
     fn jc_index(key: &TbKey) -> usize {
@@ -427,7 +446,7 @@ impl Core {
         self.stats.lookups += 1;
         if !single {
             if let Some((k, id, gen)) = self.jc[Self::jc_index(key)] {
-                if gen == self.jc_gen && k == *key && self.tbs[id as usize].valid {
+                if gen == self.jc_gen_for(key.pc) && k == *key && self.tbs[id as usize].valid {
                     return Ok(id);
                 }
             }
@@ -435,7 +454,7 @@ impl Core {
         let phys = self.code_phys(env, key.pc)?;
         if !single {
             if let Some(&id) = self.lookup.get(&(*key, phys)) {
-                self.jc[Self::jc_index(key)] = Some((*key, id, self.jc_gen));
+                self.jc[Self::jc_index(key)] = Some((*key, id, self.jc_gen_for(key.pc)));
                 return Ok(id);
             }
         }
@@ -522,7 +541,7 @@ impl Core {
         }
         if !single {
             self.lookup.insert((*key, phys), id);
-            self.jc[Self::jc_index(key)] = Some((*key, id, self.jc_gen));
+            self.jc[Self::jc_index(key)] = Some((*key, id, self.jc_gen_for(key.pc)));
         }
         Ok(id)
     }

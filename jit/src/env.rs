@@ -55,8 +55,9 @@ pub struct JcEntry {
     pub pc: u64,
     pub mode: u64,
     pub code: u64,
-    /// [`Env::jc_epoch`] when the entry was made: a TLB flush bumps the epoch instead of
-    /// clearing the cache, and the probe compares it too.
+    /// [`Env::jc_epoch`] of the entry's half of the address space (bit 63 of `pc`) when
+    /// the entry was made: a TLB flush bumps the epoch instead of clearing the cache, and
+    /// the probe compares it too.
     pub epoch: u64,
 }
 
@@ -113,8 +114,9 @@ pub struct Env {
     /// Scratch space for backends (spill slots are on the host stack; this is for helpers
     /// that return a second value).
     pub scratch: [u64; 4],
-    /// The indirect-jump cache's epoch (see [`JcEntry::epoch`]); never u64::MAX.
-    pub jc_epoch: u64,
+    /// The indirect-jump cache's epochs for the lower and the upper half of the address
+    /// space (see [`JcEntry::epoch`]); never u64::MAX.
+    pub jc_epoch: [u64; 2],
     pub tlb: [[TlbEntry; TLB_SIZE]; NB_MMU_MODES],
     /// Indirect-jump cache (host code addresses; only backends that chain use it).
     pub jc: [JcEntry; JC_ENTRIES],
@@ -156,7 +158,7 @@ impl Env {
             std::ptr::addr_of_mut!((*p).cur_insn).write(0);
             std::ptr::addr_of_mut!((*p).rt).write(std::ptr::null_mut());
             std::ptr::addr_of_mut!((*p).scratch).write([0; 4]);
-            std::ptr::addr_of_mut!((*p).jc_epoch).write(0);
+            std::ptr::addr_of_mut!((*p).jc_epoch).write([0; 2]);
             std::ptr::addr_of_mut!((*p).tlb).write([[TlbEntry::EMPTY; TLB_SIZE]; NB_MMU_MODES]);
             std::ptr::addr_of_mut!((*p).jc).write([JcEntry::EMPTY; JC_ENTRIES]);
             std::ptr::addr_of_mut!((*p).victim).write([[TlbEntry::EMPTY; VICTIM_SIZE]; NB_MMU_MODES]);
@@ -177,13 +179,39 @@ impl Env {
         self.jc_invalidate();
     }
 
-    /// Invalidate the indirect-jump cache: a new epoch (a full clear only when it wraps).
+    /// Invalidate the indirect-jump cache: new epochs (a full clear only when they wrap).
     pub fn jc_invalidate(&mut self) {
-        self.jc_epoch += 1;
-        if self.jc_epoch == u64::MAX {
+        self.jc_invalidate_half(0);
+        self.jc_invalidate_half(1);
+    }
+
+    /// Invalidate the jump-cache entries of one half of the address space (1: the upper).
+    pub fn jc_invalidate_half(&mut self, half: usize) {
+        self.jc_epoch[half] += 1;
+        if self.jc_epoch[half] == u64::MAX {
             self.jc.fill(JcEntry::EMPTY);
-            self.jc_epoch = 0;
+            self.jc_epoch = [0; 2];
         }
+    }
+
+    /// The current jump-cache epoch for a jump to `pc`.
+    pub fn jc_epoch_for(&self, pc: u64) -> u64 {
+        self.jc_epoch[(pc >> 63) as usize]
+    }
+
+    /// Flush the TLB except the upper half of the address space in MMU mode `keep`, and
+    /// the jump cache's lower half (a PV context switch that keeps the kernel's upper half
+    /// mapped as it was).
+    pub fn tlb_flush_lower(&mut self, keep: usize) {
+        let lower = |e: &TlbEntry| [e.read, e.write, e.exec].iter().any(|&t| t != TLB_INVALID && t >> 63 == 0);
+        for (m, (tlb, victim)) in self.tlb.iter_mut().zip(self.victim.iter_mut()).enumerate() {
+            for e in tlb.iter_mut().chain(victim.iter_mut()) {
+                if m != keep || lower(e) {
+                    *e = TlbEntry::EMPTY;
+                }
+            }
+        }
+        self.jc_invalidate_half(0);
     }
 
     /// Flush the entries for one virtual page in every mode.
@@ -201,7 +229,7 @@ impl Env {
                 *e = TlbEntry::EMPTY;
             }
         }
-        self.jc_invalidate();
+        self.jc_invalidate_half((vaddr >> 63) as usize);
     }
 
     /// Record a guest exception for the run loop.

@@ -852,9 +852,12 @@ impl Gen<'_> {
                     cmp x2, x3
                     ; b.ne =>miss
                 );
-                self.mem(Ls::LdX, T3, ENV, OFF_JC_EPOCH as i64);
+                // The epoch of pc's half: env.jc_epoch[pc >> 63].
+                self.add_imm(T3, ENV, OFF_JC_EPOCH as u64, T2);
                 asm!(self;
-                    ldr x2, [x16, #24]
+                    lsr x2, x1, #63
+                    ; ldr x3, [x3, x2, lsl #3]
+                    ; ldr x2, [x16, #24]
                     ; cmp x2, x3
                     ; b.ne =>miss
                     ; ldr x16, [x16, #16]

@@ -983,8 +983,12 @@ impl Gen<'_> {
                     ld t2, [t1, 8]
                     ; bne t2, t0, =>miss
                 );
+                // The epoch of pc's half: env.jc_epoch[pc >> 63].
                 asm!(self;
-                    ld t0, [X(TLBB), JC_EPOCH_T]
+                    srli t0, X(r), 63
+                    ; slli t0, t0, 3
+                    ; add t0, t0, X(TLBB)
+                    ; ld t0, [t0, JC_EPOCH_T]
                     ; ld t2, [t1, 24]
                     ; bne t2, t0, =>miss
                     ; ld t2, [t1, 16]

@@ -1086,7 +1086,7 @@ pub fn indirect_jump_cache_probe(be: &mut dyn Backend) {
         assert_eq!(exec(be, &mut e, ca), ret::encode(1, 0, ret::EXIT));
         assert_eq!((e.env.g[PC as usize], e.env.icount, e.env.g[6]), (pc, 11, 0));
         let entry = be.entry_addr(cb).unwrap();
-        e.env.jc[jc_index(pc)] = JcEntry { pc, mode: a.mode, code: entry, epoch: e.env.jc_epoch };
+        e.env.jc[jc_index(pc)] = JcEntry { pc, mode: a.mode, code: entry, epoch: e.env.jc_epoch_for(pc) };
         assert_eq!(exec(be, &mut e, ca), ret::encode(2, 0, ret::EXIT));
         assert_eq!((e.env.g[PC as usize], e.env.icount, e.env.g[6], e.env.cur_tb), (pc, 12, 42, 2));
         e.env.g[6] = 0;
@@ -1096,11 +1096,20 @@ pub fn indirect_jump_cache_probe(be: &mut dyn Backend) {
         e.env.icount_limit = u64::MAX;
         e.env.jc[jc_index(pc)].mode ^= 1;
         assert_eq!(exec(be, &mut e, ca), ret::encode(1, 0, ret::EXIT));
-        e.env.jc[jc_index(pc)] = JcEntry { pc: pc ^ 0x1000, mode: a.mode, code: entry, epoch: e.env.jc_epoch };
+        e.env.jc[jc_index(pc)] = JcEntry { pc: pc ^ 0x1000, mode: a.mode, code: entry, epoch: e.env.jc_epoch_for(pc) };
         assert_eq!(exec(be, &mut e, ca), ret::encode(1, 0, ret::EXIT));
         assert_eq!(e.env.g[6], 0);
-        // An entry from before a TLB flush (an older epoch) misses.
-        e.env.jc[jc_index(pc)] = JcEntry { pc, mode: a.mode, code: entry, epoch: e.env.jc_epoch };
+        // An entry from before a TLB flush (an older epoch) misses; a flush of the other
+        // half of the address space leaves it alone.
+        e.env.jc[jc_index(pc)] = JcEntry { pc, mode: a.mode, code: entry, epoch: e.env.jc_epoch_for(pc) };
+        e.env.jc_invalidate_half(1 - (pc >> 63) as usize);
+        assert_eq!(exec(be, &mut e, ca), ret::encode(2, 0, ret::EXIT));
+        assert_eq!(e.env.g[6], 42);
+        e.env.g[6] = 0;
+        e.env.jc_invalidate_half((pc >> 63) as usize);
+        assert_eq!(exec(be, &mut e, ca), ret::encode(1, 0, ret::EXIT));
+        assert_eq!(e.env.g[6], 0);
+        e.env.jc[jc_index(pc)] = JcEntry { pc, mode: a.mode, code: entry, epoch: e.env.jc_epoch_for(pc) };
         e.env.jc_invalidate();
         assert_eq!(exec(be, &mut e, ca), ret::encode(1, 0, ret::EXIT));
         assert_eq!(e.env.g[6], 0);

@@ -760,7 +760,9 @@ impl Gen<'_> {
                     ; mov rcx, QWORD self.mode as i64
                     ; cmp rcx, QWORD [r15 + rax + OFF_JC_I + 8]
                     ; jne =>miss
-                    ; mov rcx, QWORD [r15 + OFF_JC_EPOCH_I]
+                    ; mov rcx, rdx
+                    ; shr rcx, 63
+                    ; mov rcx, QWORD [r15 + rcx * 8 + OFF_JC_EPOCH_I]
                     ; cmp rcx, QWORD [r15 + rax + OFF_JC_I + 24]
                     ; jne =>miss
                     ; jmp QWORD [r15 + rax + OFF_JC_I + 16]

@@ -473,9 +473,7 @@ pub(super) fn add_to_physmap(d: &mut PvDomain, e: &mut Engine, arg: u64) -> HcRe
 
 impl PvDomain {
     fn flush_tlb_if_dirty(&mut self, e: &mut Engine) {
-        if std::mem::take(&mut self.mmu.tlb_dirty) {
-            e.tlb_flush();
-        }
+        self.flush_if_dirty(e);
     }
 
     /// The toolstack's grant entries for the console and xenstore pages, granted to the back

@@ -47,6 +47,11 @@ pub struct PvMmu {
     pub user_base: u64,
     /// The engine's TLB must be flushed before the guest runs again.
     pub tlb_dirty: bool,
+    /// Only its lower half must be flushed (a new base pointer whose kernel half, L4 slots
+    /// 256..511, is the one the TLB was filled from).
+    pub tlb_dirty_lower: bool,
+    /// The kernel base pointer the TLB's kernel-mode entries were filled from.
+    pub active_kernel_base: u64,
 }
 
 impl PvDomain {
@@ -312,11 +317,35 @@ impl PvDomain {
             }
         }
         // The flush happens once before the guest runs again (a context switch sets both
-        // base pointers in one multicall).
-        self.mmu.tlb_dirty = true;
+        // base pointers in one multicall). A 64-bit kernel's upper half is the same in
+        // every process's tables: when the new kernel L4's slots 256..511 equal those the
+        // TLB was filled from, its kernel-mode upper-half entries stay (as global pages
+        // would on hardware); the guest flushes kernel mappings it changes explicitly.
+        let same_upper = self.guest() == GuestType::X86_64 && self.mmu.active_kernel_base != 0 && self.same_upper_half(e, self.mmu.active_kernel_base, self.mmu.kernel_base);
+        if same_upper {
+            self.mmu.tlb_dirty_lower = true;
+        } else {
+            self.mmu.tlb_dirty = true;
+        }
+        self.mmu.active_kernel_base = self.mmu.kernel_base;
+    }
+
+    /// Whether two L4 tables map the upper half (slots 256..511) identically.
+    fn same_upper_half(&self, e: &mut Engine, a: u64, b: u64) -> bool {
+        if a == b {
+            return true;
+        }
+        let (mut x, mut y) = ([0u8; 2048], [0u8; 2048]);
+        let ram = e.ram();
+        GuestPhys::read(ram, (a & ADDR_MASK) + 2048, &mut x) && GuestPhys::read(ram, (b & ADDR_MASK) + 2048, &mut y) && x == y
     }
 
     pub(super) fn flush_if_dirty(&mut self, e: &mut Engine) {
+        let lower = std::mem::take(&mut self.mmu.tlb_dirty_lower);
+        if !self.mmu.tlb_dirty && lower {
+            // Kernel mode of a 64-bit guest: CPL 3 with address-space id 0 (MMU mode 1).
+            e.tlb_flush_lower(1);
+        }
         if std::mem::take(&mut self.mmu.tlb_dirty) {
             e.tlb_flush();
         }

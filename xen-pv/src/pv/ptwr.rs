@@ -97,11 +97,8 @@ impl PvDomain {
         }
         s.set_rip(insn.next_ip());
         e.env.icount += 1;
-        // update_entry marked the TLB dirty if the old entry was present (only then can
-        // the TLB hold what it mapped).
-        if std::mem::take(&mut self.mmu.tlb_dirty) {
-            e.tlb_flush();
-        }
+        // A type change update_entry made may have to be flushed (Xen does it then).
+        self.flush_if_dirty(e);
         true
     }
 }
