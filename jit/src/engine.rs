@@ -318,10 +318,15 @@ impl Engine {
             }
             let key = self.frontend.key(envr);
             let single = std::mem::take(&mut self.single_insn_next);
+            let flushes = corer.stats.flushes;
             let tb = match corer.find_tb(envr, &key, single, &mut *self.frontend) {
                 Ok(t) => t,
                 Err(f) => return StopReason::Exception(f),
             };
+            if corer.stats.flushes != flushes {
+                // The code cache was flushed: the exit we came from is gone.
+                last_exit = None;
+            }
             if let Some((from, idx)) = last_exit.take() {
                 if !single && corer.can_chain(from, tb) {
                     corer.chain(from, idx, tb);
@@ -509,7 +514,10 @@ impl Core {
         let code = self.backend.compile(&block, id, fe.helpers(), fe.pc_global());
         let code = match code {
             Ok(c) => c,
-            Err(_) => {
+            Err(err) => {
+                if std::env::var_os("XENOLITH_DEBUG_COMPILE").is_some() {
+                    eprintln!("compile of TB at {:#x} failed: {err:?}", key.pc);
+                }
                 // Out of code space mid-compile: flush and retry once.
                 self.flush_all();
                 env.jc.fill(crate::env::JcEntry::EMPTY);

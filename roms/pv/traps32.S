@@ -3,7 +3,8 @@
  * the ring-3 ones on the stack_switch stack), HYPERVISOR_iret back to ring 1 and to ring 3,
  * the int DPL rule from user mode (a user `int $0x82` is #GP((0x82 << 3) | 2), not a
  * hypercall), a user #PF with its error code and cr2 in vcpu_info, and a DPL-3 `int $0x80`
- * as the system call. Prints "XENOLITH-TEST traps32: PASS" or FAIL with the step. */
+ * as the system call, and the failsafe callback for an iret whose CS cannot be loaded.
+ * Prints "XENOLITH-TEST traps32: PASS" or FAIL with the step. */
 #include "xennotes.h"
 /* A 4-byte numeric note (addresses in a 32-bit image). */
 #define XEN_NOTE_LONG(type, val) \
@@ -67,7 +68,28 @@ bp_ret: EXPECT(0x1234, 5)                  /* iret restored eax */
         cmp %ecx, %eax
         jne 8f
 
-        /* 2. make the user pages user-accessible, keep KONLY kernel-only */
+        /* 2. an iret whose CS cannot be loaded (GDT entry 1 is empty) goes to the failsafe
+         * callback: {ds, es, fs, gs, eip, cs | mask << 16, eflags} on the ring-1 stack */
+        mov $RING1_CS, %ebx                /* set_callbacks(event cs, eip, failsafe cs, eip) */
+        lea h_event, %ecx
+        mov $RING1_CS, %edx
+        lea h_failsafe, %esi
+        HYPERCALL(4)
+        EXPECT(0, 8)
+        mov %esp, %ebp
+        push $0x2                          /* eflags (IF clear: stay masked) */
+        push $0x0009                       /* cs: GDT entry 1, RPL 1, not a descriptor */
+        push $fs_target
+        mov $0x66, %eax
+        jmp hypercall_page + 23 * 32
+fs_target:
+        jmp 8f                             /* never reached: the cs could not be loaded */
+fs_back:
+        mov %ebp, %esp
+        mov fs_seen, %eax
+        EXPECT(1, 9)
+
+        /* 3. make the user pages user-accessible, keep KONLY kernel-only */
         lea user_code, %ebx
         and $~0xfff, %ebx
         mov %ebx, %ecx
@@ -151,6 +173,19 @@ h_bp:   mov %esp, bp_esp
         pop %eax
         jmp hypercall_page + 23 * 32
 
+/* The failsafe callback: check the frame, then continue the test on the old stack. */
+h_failsafe:
+        cmpl $RING1_DS, (%esp)             /* ds */
+        jne 8b
+        cmpl $fs_target, 16(%esp)          /* eip of the failed return */
+        jne 8b
+        cmpw $0x0009, 20(%esp)             /* the cs that failed */
+        jne 8b
+        incl fs_seen
+        jmp fs_back
+h_event:
+        jmp 8b
+
 /* int $0x80 from ring 3: a frame {eip, cs, eflags, esp, ss} on the stack_switch stack. */
 h_sys:  cmp $kstack_top - 20, %esp
         jne 8b
@@ -217,6 +252,7 @@ bp_frame: .long 0, 0
 sys_calls: .long 0
 gp_seen: .long 0
 pf_seen: .long 0
+fs_seen: .long 0
 step_no: .long 0
 reason: .long 0
 digits: .ascii "00\n"

@@ -535,11 +535,24 @@ fn compat_iret(d: &mut PvDomain, e: &mut Engine) -> HcResult {
     s.set_gpr(4, new_esp);
     d.set_upcall_mask(e, (eflags & 0x200 == 0) as u8);
     if let Err(why) = load_return_seg(d, e, Seg::Cs, cs).and_then(|_| load_return_seg(d, e, Seg::Ss, ss)) {
-        d.failsafe(e, why);
+        return_failed(d, e, cs, ss, why);
         return Ok(eax as i64);
     }
     d.kernel_mode = cs & 3 != 3;
     Ok(eax as i64)
+}
+
+/// A return to the guest could not load `cs`/`ss`: the registers hold the context being
+/// returned to, with those selectors as they were asked for (what Xen's failsafe frame
+/// shows), and the failsafe callback runs.
+fn return_failed(d: &mut PvDomain, e: &mut Engine, cs: u16, ss: u16, why: String) {
+    // A selector that loads is loaded; one that does not keeps just its value.
+    for (seg, sel) in [(Seg::Cs, cs), (Seg::Ss, ss)] {
+        if load_return_seg(d, e, seg, sel).is_err() {
+            X86State(&mut e.env).set_seg(seg, sel, 0, 0, 0);
+        }
+    }
+    d.failsafe(e, why);
 }
 
 /// HYPERVISOR_iret: pop the iret_context from the guest stack.
@@ -567,7 +580,14 @@ fn iret(d: &mut PvDomain, e: &mut Engine, _a: [u64; 6]) -> HcResult {
         d.iopl = ((rflags >> 12) & 3) as u8;
     }
     if let Err(why) = load_return_seg(d, e, Seg::Cs, (cs | 3) as u16).and_then(|_| load_return_seg(d, e, Seg::Ss, (ss | 3) as u16)) {
-        d.crash(e, why);
+        // The faulting iretq goes to the failsafe callback with the context it was
+        // returning to (Linux's xen_failsafe_callback kills the task).
+        let mut s = X86State(&mut e.env);
+        s.set_rip(rip);
+        s.set_rflags((rflags & !(0x3000 | 0x2_0000)) | 0x200 | 2);
+        s.set_gpr(4, sp);
+        s.set_gpr(0, rax);
+        return_failed(d, e, (cs | 3) as u16, (ss | 3) as u16, why);
         return Ok(0);
     }
     let mut s = X86State(&mut e.env);
