@@ -2,3 +2,6 @@
 
 pub mod blk;
 pub mod console;
+
+#[cfg(test)]
+mod mock;

@@ -1,167 +1,18 @@
-//! blkback against a mock platform: a HashMap xenstore with watches, grants backed by a
-//! byte vector of "guest memory", recorded event-channel notifications, and a small
-//! front end driving the shared ring in either ABI.
+//! blkback against the mock platform ([`crate::mock`]: a HashMap xenstore with watches,
+//! grants backed by a byte vector of "guest memory", recorded event-channel notifications),
+//! and a small front end driving the shared ring in either ABI.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::HashMap;
 
-use xen_pv::core::backend::{Backend, DomId, EvtOps, GntOps, GrantHandle, XenbusState, XsOps};
+use xen_pv::core::backend::{Backend, DomId, XenbusState, XsOps};
 
 use super::abi::*;
 use super::ring::{ring_size, PAGE_SIZE};
 use super::*;
+use crate::mock::Mock;
 
 const DOM: DomId = 7;
 const DEVID: u32 = 51712;
-const GNTST_BAD_GNTREF: i16 = -4;
-const GNTST_PERMISSION_DENIED: i16 = -8;
-
-#[derive(Default)]
-struct Mock {
-    xs: HashMap<String, Vec<u8>>,
-    watches: Vec<(String, String)>,
-    pending: VecDeque<(String, String)>,
-    mem: Vec<u8>,
-    next_page: usize,
-    /// gref → (page, read-only)
-    grants: HashMap<u32, (usize, bool)>,
-    next_gref: u32,
-    /// handle → (page, writable)
-    maps: BTreeMap<u32, (usize, bool)>,
-    next_handle: u32,
-    map_calls: usize,
-    /// Remote ports the front end allocated for domain 0.
-    offered: BTreeSet<u32>,
-    bound: BTreeMap<u32, u32>,
-    next_port: u32,
-    notified: Vec<u32>,
-}
-
-impl Mock {
-    fn new() -> Mock {
-        Mock { mem: vec![0; 256 * PAGE_SIZE], next_gref: 8, next_handle: 1, next_port: 10, ..Default::default() }
-    }
-    fn alloc_page(&mut self) -> usize {
-        self.next_page += 1;
-        self.next_page - 1
-    }
-    fn grant(&mut self, page: usize, ro: bool) -> u32 {
-        let g = self.next_gref;
-        self.next_gref += 1;
-        self.grants.insert(g, (page, ro));
-        g
-    }
-    fn page(&mut self, page: usize) -> &mut [u8] {
-        &mut self.mem[page * PAGE_SIZE..(page + 1) * PAGE_SIZE]
-    }
-    fn get(&self, path: &str) -> Option<String> {
-        self.xs.get(path).map(|v| String::from_utf8_lossy(v).into_owned())
-    }
-    fn set(&mut self, path: &str, v: &str) {
-        XsOps::write(self, path, v.as_bytes());
-    }
-    /// Deliver queued watch events.
-    fn pump(&mut self, be: &mut BlkBack) {
-        while let Some((p, t)) = self.pending.pop_front() {
-            be.on_watch(self, &p, &t);
-        }
-    }
-    fn fire(&mut self, path: &str) {
-        for (w, t) in &self.watches {
-            if path == w || path.starts_with(&format!("{w}/")) {
-                self.pending.push_back((path.to_string(), t.clone()));
-            }
-        }
-    }
-}
-
-impl XsOps for Mock {
-    fn read(&mut self, path: &str) -> Option<Vec<u8>> {
-        self.xs.get(path).cloned()
-    }
-    fn write(&mut self, path: &str, value: &[u8]) -> bool {
-        self.xs.insert(path.to_string(), value.to_vec());
-        self.fire(path);
-        true
-    }
-    fn mkdir(&mut self, path: &str) -> bool {
-        self.xs.entry(path.to_string()).or_default();
-        true
-    }
-    fn rm(&mut self, path: &str) -> bool {
-        let pre = format!("{path}/");
-        self.xs.retain(|k, _| k != path && !k.starts_with(&pre));
-        self.fire(path);
-        true
-    }
-    fn directory(&mut self, path: &str) -> Vec<String> {
-        let pre = format!("{path}/");
-        let mut v: Vec<String> = self.xs.keys().filter_map(|k| k.strip_prefix(&pre)).map(|r| r.split('/').next().unwrap_or("").to_string()).collect();
-        v.sort();
-        v.dedup();
-        v
-    }
-    fn watch(&mut self, path: &str, token: &str) {
-        self.watches.push((path.to_string(), token.to_string()));
-        self.pending.push_back((path.to_string(), token.to_string()));
-    }
-    fn unwatch(&mut self, path: &str, token: &str) {
-        self.watches.retain(|(p, t)| !(p == path && t == token));
-    }
-}
-
-impl EvtOps for Mock {
-    fn bind_interdomain(&mut self, remote_dom: DomId, remote_port: u32) -> Result<u32, i64> {
-        if remote_dom != DOM || !self.offered.remove(&remote_port) {
-            return Err(-22);
-        }
-        let p = self.next_port;
-        self.next_port += 1;
-        self.bound.insert(p, remote_port);
-        Ok(p)
-    }
-    fn notify(&mut self, port: u32) {
-        assert!(self.bound.contains_key(&port), "notify on an unbound port");
-        self.notified.push(port);
-    }
-    fn unbind(&mut self, port: u32) {
-        self.bound.remove(&port);
-    }
-}
-
-impl GntOps for Mock {
-    fn map(&mut self, dom: DomId, gref: u32, writable: bool) -> Result<GrantHandle, i16> {
-        self.map_calls += 1;
-        let &(page, ro) = self.grants.get(&gref).filter(|_| dom == DOM).ok_or(GNTST_BAD_GNTREF)?;
-        if writable && ro {
-            return Err(GNTST_PERMISSION_DENIED);
-        }
-        let h = self.next_handle;
-        self.next_handle += 1;
-        self.maps.insert(h, (page, writable));
-        Ok(GrantHandle(h))
-    }
-    fn unmap(&mut self, h: GrantHandle) -> Result<(), i16> {
-        self.maps.remove(&h.0).map(|_| ()).ok_or(-5)
-    }
-    fn read(&mut self, h: GrantHandle, offset: usize, buf: &mut [u8]) -> bool {
-        let Some(&(page, _)) = self.maps.get(&h.0) else { return false };
-        if offset + buf.len() > PAGE_SIZE {
-            return false;
-        }
-        let a = page * PAGE_SIZE + offset;
-        buf.copy_from_slice(&self.mem[a..a + buf.len()]);
-        true
-    }
-    fn write(&mut self, h: GrantHandle, offset: usize, data: &[u8]) -> bool {
-        let Some(&(page, w)) = self.maps.get(&h.0) else { return false };
-        if !w || offset + data.len() > PAGE_SIZE {
-            return false;
-        }
-        let a = page * PAGE_SIZE + offset;
-        self.mem[a..a + data.len()].copy_from_slice(data);
-        true
-    }
-}
 
 /// A front end: the shared ring in guest pages, as blkfront sets it up.
 struct Front {
@@ -277,7 +128,7 @@ impl Default for Opts {
 
 /// The toolstack writes its nodes, the back end starts (InitWait).
 fn create(o: &Opts, storage: Box<dyn Storage>) -> (Mock, BlkBack) {
-    let mut m = Mock::new();
+    let mut m = Mock::new(DOM);
     let cfg = VbdConfig::new(DOM, DEVID, o.read_only);
     for (p, v) in toolstack_nodes(&cfg, "/images/disk.img") {
         m.set(&p, &v);

@@ -1,62 +1,42 @@
-//! consoleback against a mock platform: a HashMap xenstore with watches, grant entry 0
-//! backed by one page of "guest memory", an event channel offered to domain 0, recorded
-//! notifications, and a `Vec` sink. The tests play the guest's side of the ring.
+//! consoleback against the mock platform ([`crate::mock`]: a HashMap xenstore with
+//! watches, grant entry 0 backed by a page of "guest memory", an event channel offered to
+//! domain 0, recorded notifications) and a `Vec` sink. The tests play the guest's side of
+//! the ring.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
 
-use xen_pv::core::backend::{Backend, DomId, EvtOps, GntOps, GrantHandle, XsOps};
+use xen_pv::core::backend::{Backend, DomId, XsOps};
 
 use super::*;
+use crate::mock::{Mock, LOCAL_PORT_OFFSET};
 
 const DOM: DomId = 3;
-const PAGE: usize = 4096;
+/// The console page: the first page of the mock's guest memory.
+const RING_PAGE: usize = 0;
 /// The guest's console port (start_info.console.evtchn).
 const GPORT: u32 = 2;
 
-#[derive(Default)]
-struct Mock {
-    xs: HashMap<String, Vec<u8>>,
-    watches: Vec<(String, String)>,
-    pending: VecDeque<(String, String)>,
-    /// The console page.
-    page: Vec<u8>,
-    /// Whether grant 0 exists.
-    granted: bool,
-    maps: BTreeMap<u32, bool>,
-    next_handle: u32,
-    map_calls: usize,
-    /// Ports offered (unbound) to domain 0 → bound local port.
-    offered: BTreeMap<u32, Option<u32>>,
-    notified: Vec<u32>,
+/// The platform as the toolstack leaves it for the console: the console page granted as
+/// grant 0 (writable), its nodes in the store, the guest's port offered to domain 0.
+fn mock() -> Mock {
+    let mut m = Mock::new(DOM);
+    let page = m.alloc_page();
+    assert_eq!(page, RING_PAGE);
+    m.grants.insert(GNTTAB_RESERVED_CONSOLE, (page, false));
+    m.offered.insert(GPORT);
+    m.xs.insert(format!("/local/domain/{DOM}/console/ring-ref"), b"4660".to_vec());
+    m.xs.insert(format!("/local/domain/{DOM}/console/port"), GPORT.to_string().into_bytes());
+    m
 }
 
+/// The guest's side of the console ring (struct xencons_interface in the console page).
 impl Mock {
-    fn new() -> Mock {
-        let mut m = Mock { page: vec![0; PAGE], granted: true, next_handle: 1, ..Default::default() };
-        m.offered.insert(GPORT, None);
-        m.xs.insert(format!("/local/domain/{DOM}/console/ring-ref"), b"4660".to_vec());
-        m.xs.insert(format!("/local/domain/{DOM}/console/port"), GPORT.to_string().into_bytes());
-        m
-    }
-    fn pump(&mut self, be: &mut ConsoleBack) {
-        while let Some((p, t)) = self.pending.pop_front() {
-            be.on_watch(self, &p, &t);
-        }
-    }
-    fn fire(&mut self, path: &str) {
-        for (w, t) in &self.watches {
-            if path == w || path.starts_with(&format!("{w}/")) {
-                self.pending.push_back((path.to_string(), t.clone()));
-            }
-        }
-    }
     fn idx(&self, off: usize) -> u32 {
-        u32::from_le_bytes(self.page[off..off + 4].try_into().unwrap())
+        u32::from_le_bytes(self.page_ref(RING_PAGE)[off..off + 4].try_into().unwrap())
     }
     fn set_idx(&mut self, off: usize, v: u32) {
-        self.page[off..off + 4].copy_from_slice(&v.to_le_bytes());
+        self.page(RING_PAGE)[off..off + 4].copy_from_slice(&v.to_le_bytes());
     }
     fn out_cons(&self) -> u32 {
         self.idx(3080)
@@ -76,7 +56,7 @@ impl Mock {
         let (cons, mut prod) = (self.out_cons(), self.out_prod());
         let mut n = 0;
         while n < data.len() && prod.wrapping_sub(cons) < 2048 {
-            self.page[1024 + (prod & 2047) as usize] = data[n];
+            self.page(RING_PAGE)[1024 + (prod & 2047) as usize] = data[n];
             prod = prod.wrapping_add(1);
             n += 1;
         }
@@ -88,104 +68,21 @@ impl Mock {
         let (mut cons, prod) = (self.in_cons(), self.in_prod());
         let mut v = Vec::new();
         while cons != prod {
-            v.push(self.page[(cons & 1023) as usize]);
+            v.push(self.page_ref(RING_PAGE)[(cons & 1023) as usize]);
             cons = cons.wrapping_add(1);
         }
         self.set_idx(3072, cons);
         v
     }
     fn local_port(&self) -> u32 {
-        self.offered[&GPORT].expect("bound")
-    }
-}
-
-impl XsOps for Mock {
-    fn read(&mut self, path: &str) -> Option<Vec<u8>> {
-        self.xs.get(path).cloned()
-    }
-    fn write(&mut self, path: &str, value: &[u8]) -> bool {
-        self.xs.insert(path.to_string(), value.to_vec());
-        self.fire(path);
-        true
-    }
-    fn mkdir(&mut self, path: &str) -> bool {
-        self.xs.entry(path.to_string()).or_default();
-        true
-    }
-    fn rm(&mut self, path: &str) -> bool {
-        self.xs.remove(path);
-        self.fire(path);
-        true
-    }
-    fn directory(&mut self, _path: &str) -> Vec<String> {
-        Vec::new()
-    }
-    fn watch(&mut self, path: &str, token: &str) {
-        self.watches.push((path.to_string(), token.to_string()));
-        self.pending.push_back((path.to_string(), token.to_string()));
-    }
-    fn unwatch(&mut self, path: &str, token: &str) {
-        self.watches.retain(|(p, t)| !(p == path && t == token));
-    }
-}
-
-impl EvtOps for Mock {
-    fn bind_interdomain(&mut self, remote_dom: DomId, remote_port: u32) -> Result<u32, i64> {
-        match self.offered.get_mut(&remote_port) {
-            Some(slot @ None) if remote_dom == DOM => {
-                *slot = Some(remote_port + 100);
-                Ok(remote_port + 100)
-            }
-            _ => Err(22),
-        }
-    }
-    fn notify(&mut self, port: u32) {
-        assert!(self.offered.values().any(|l| *l == Some(port)), "notify on an unbound port {port}");
-        self.notified.push(port);
-    }
-    fn unbind(&mut self, port: u32) {
-        for l in self.offered.values_mut() {
-            if *l == Some(port) {
-                *l = None;
-            }
-        }
-    }
-}
-
-impl GntOps for Mock {
-    fn map(&mut self, dom: DomId, gref: u32, writable: bool) -> Result<GrantHandle, i16> {
-        self.map_calls += 1;
-        if dom != DOM || gref != GNTTAB_RESERVED_CONSOLE || !self.granted {
-            return Err(-4);
-        }
-        let h = self.next_handle;
-        self.next_handle += 1;
-        self.maps.insert(h, writable);
-        Ok(GrantHandle(h))
-    }
-    fn unmap(&mut self, h: GrantHandle) -> Result<(), i16> {
-        self.maps.remove(&h.0).map(|_| ()).ok_or(-5)
-    }
-    fn read(&mut self, h: GrantHandle, offset: usize, buf: &mut [u8]) -> bool {
-        if !self.maps.contains_key(&h.0) || offset + buf.len() > PAGE {
-            return false;
-        }
-        buf.copy_from_slice(&self.page[offset..offset + buf.len()]);
-        true
-    }
-    fn write(&mut self, h: GrantHandle, offset: usize, data: &[u8]) -> bool {
-        if self.maps.get(&h.0) != Some(&true) || offset + data.len() > PAGE {
-            return false;
-        }
-        self.page[offset..offset + data.len()].copy_from_slice(data);
-        true
+        self.bound_to(GPORT).expect("bound")
     }
 }
 
 type Sink = Rc<RefCell<Vec<u8>>>;
 
 fn started() -> (Mock, ConsoleBack, Sink) {
-    let mut m = Mock::new();
+    let mut m = mock();
     let sink: Sink = Rc::default();
     let mut be = ConsoleBack::new(DOM, Box::new(sink.clone()));
     be.start(&mut m);
@@ -201,7 +98,7 @@ fn out(s: &Sink) -> String {
 fn connects_through_grant_zero_and_the_offered_port() {
     let (m, be, _) = started();
     assert!(be.connected());
-    assert_eq!(m.maps.values().copied().collect::<Vec<_>>(), vec![true], "one writable mapping");
+    assert_eq!(m.maps.values().map(|&(_, writable)| writable).collect::<Vec<_>>(), vec![true], "one writable mapping");
     assert_eq!(be.port(), Some(m.local_port()));
     assert!(m.notified.is_empty(), "nothing to say yet");
 }
@@ -320,7 +217,7 @@ fn input_into_a_full_ring_stays_queued() {
     m.set_idx(3072, 1); // the guest read one byte
     be.poll(&mut m);
     assert_eq!(m.in_prod(), 1025);
-    assert_eq!(m.page[0], b'y');
+    assert_eq!(m.page(RING_PAGE)[0], b'y');
 }
 
 #[test]
@@ -345,7 +242,7 @@ fn garbled_input_indexes_take_nothing() {
 
 #[test]
 fn input_before_the_connection_is_delivered_on_connect() {
-    let mut m = Mock::new();
+    let mut m = mock();
     let sink: Sink = Rc::default();
     let mut be = ConsoleBack::new(DOM, Box::new(sink.clone()));
     be.input(&mut m, b"early");
@@ -367,8 +264,8 @@ fn excess_input_is_dropped() {
 
 #[test]
 fn no_grant_or_no_port_leaves_it_disconnected_and_harmless() {
-    let mut m = Mock::new();
-    m.granted = false;
+    let mut m = mock();
+    m.grants.clear(); // grant 0 does not exist
     let sink: Sink = Rc::default();
     let mut be = ConsoleBack::new(DOM, Box::new(sink.clone()));
     be.start(&mut m);
@@ -378,14 +275,14 @@ fn no_grant_or_no_port_leaves_it_disconnected_and_harmless() {
     be.input(&mut m, b"x");
     be.on_event(&mut m, 102);
     // Missing nodes: nothing is mapped.
-    let mut m = Mock::new();
+    let mut m = mock();
     m.xs.clear();
     be.start(&mut m);
     m.pump(&mut be);
     assert_eq!(m.map_calls, 0);
     assert!(!be.connected());
     // A port that is not offered: the ring is mapped, output still drained (no notify).
-    let mut m = Mock::new();
+    let mut m = mock();
     m.offered.clear();
     let mut be = ConsoleBack::new(DOM, Box::new(sink.clone()));
     be.start(&mut m);
@@ -400,11 +297,11 @@ fn no_grant_or_no_port_leaves_it_disconnected_and_harmless() {
 #[test]
 fn a_new_port_rebinds_and_a_new_ring_ref_remaps() {
     let (mut m, mut be, _) = started();
-    m.offered.insert(7, None);
+    m.offered.insert(7);
     XsOps::write(&mut m, &format!("/local/domain/{DOM}/console/port"), b"7");
     m.pump(&mut be);
-    assert_eq!(be.port(), Some(107));
-    assert_eq!(m.offered[&GPORT], None, "the old port was unbound");
+    assert_eq!(be.port(), Some(7 + LOCAL_PORT_OFFSET));
+    assert_eq!(m.bound_to(GPORT), None, "the old port was unbound");
     assert_eq!(m.map_calls, 1, "same ring-ref: same mapping");
     XsOps::write(&mut m, &format!("/local/domain/{DOM}/console/ring-ref"), b"4661");
     m.pump(&mut be);
@@ -423,7 +320,7 @@ fn shutdown_drains_flushes_and_releases_everything() {
     be.shutdown(&mut m);
     assert_eq!(out(&sink), "last words");
     assert!(m.maps.is_empty());
-    assert_eq!(m.offered[&GPORT], None);
+    assert_eq!(m.bound_to(GPORT), None);
     assert!(m.watches.is_empty());
     assert!(!be.connected());
 }
