@@ -1,9 +1,10 @@
 //! End to end: the default ROM boots on both engines and prints its own success line.
 
-use std::process::Command;
+mod common;
+
 
 fn run(engine: &str) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_xenolith"))
+    let out = common::xenolith()
         .args(["flat", concat!(env!("CARGO_MANIFEST_DIR"), "/roms/hello/hello.bin"), "--engine", engine, "--stats"])
         .output()
         .expect("run xenolith");
@@ -21,7 +22,7 @@ fn hello_rom_passes_on_interp_and_jit() {
 
 #[test]
 fn bad_image_is_a_clear_error() {
-    let out = Command::new(env!("CARGO_BIN_EXE_xenolith")).args(["flat", "/nonexistent.bin"]).output().unwrap();
+    let out = common::xenolith().args(["flat", "/nonexistent.bin"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("reading /nonexistent.bin"));
 }

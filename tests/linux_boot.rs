@@ -2,6 +2,8 @@
 //! roms/linux/build.sh makes (both cached outside the repository; CI builds them first).
 //! Skipped, with a message, when they are not there.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -31,7 +33,7 @@ fn images() -> Option<(PathBuf, PathBuf)> {
 }
 
 fn xenolith() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_xenolith"))
+    common::xenolith()
 }
 
 #[test]

@@ -5,8 +5,9 @@
 //! tests/linux_boot.rs boots it to userspace. Skipped, with a message, when the kernel is
 //! not cached.
 
+mod common;
+
 use std::path::PathBuf;
-use std::process::Command;
 
 fn kernel() -> Option<PathBuf> {
     let mut c = Vec::new();
@@ -29,7 +30,7 @@ fn debian_kernel_runs_start_kernel() {
         println!("SKIP: no cached Debian kernel; run roms/linux/fetch-kernel.sh to enable this test");
         return;
     };
-    let out = Command::new(env!("CARGO_BIN_EXE_xenolith"))
+    let out = common::xenolith()
         .args(["run", "--kernel", k.to_str().unwrap(), "--cmdline", "console=hvc0 earlyprintk=xen", "--memory", "512"])
         .output()
         .unwrap();

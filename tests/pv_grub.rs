@@ -1,8 +1,9 @@
 //! PV-GRUB 2.06 from Debian (roms/grub/build.sh builds the images into the cache; CI runs
 //! it first). Skipped, with a message, when the images are not there.
 
+mod common;
+
 use std::path::PathBuf;
-use std::process::Command;
 
 fn cached(name: &str) -> Option<PathBuf> {
     let mut c = Vec::new();
@@ -18,7 +19,7 @@ fn cached(name: &str) -> Option<PathBuf> {
 }
 
 fn run(args: &[&str]) -> (String, String, Option<i32>) {
-    let out = Command::new(env!("CARGO_BIN_EXE_xenolith")).args(args).output().expect("run xenolith");
+    let out = common::xenolith().args(args).output().expect("run xenolith");
     (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned(), out.status.code())
 }
 

@@ -1,9 +1,11 @@
 //! End to end: `xenolith run` on the PV test guests in roms/pv.
 
-use std::process::{Command, Output};
+mod common;
+
+use std::process::Output;
 
 fn xenolith(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_xenolith")).args(args).output().expect("run xenolith")
+    common::xenolith().args(args).output().expect("run xenolith")
 }
 
 fn rom(name: &str) -> String {
@@ -29,7 +31,7 @@ fn hello_guest_passes_on_both_engines() {
 
 #[test]
 fn default_guest_is_the_demo() {
-    let out = Command::new(env!("CARGO_BIN_EXE_xenolith"))
+    let out = common::xenolith()
         .arg("run")
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
