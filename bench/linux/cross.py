@@ -5,7 +5,7 @@ Usage: cross.py KERNEL INITRD OUTDIR RUNS ENGINES HOST=COMMAND...
 COMMAND is the xenolith binary, with its qemu-user prefix on the other hosts. The first
 HOST's runs are the reference: with the deterministic clock (stdin is never a terminal
 here) a script run's console output is a function of the guest alone, so every other
-host's hello and workload output must be byte-identical to it.
+host's hello and workload output (stdout and stderr) must be byte-identical to it.
 """
 import os, shlex, subprocess, sys, threading, time
 
@@ -139,9 +139,12 @@ for host, cmdstr in hosts:
                 rc, t, seen, out, err, problems = run_script(cmd, engine, run)
                 # Deterministic clock: the same console, byte for byte, on every host and engine.
                 if run not in ref and not problems:
-                    ref[run] = (host, engine, out)
-                elif run in ref and out != ref[run][2]:
-                    problems.append(f"console differs from {ref[run][0]}/{ref[run][1]}'s")
+                    ref[run] = (host, engine, out, err)
+                elif run in ref:
+                    if out != ref[run][2]:
+                        problems.append(f"console differs from {ref[run][0]}/{ref[run][1]}'s")
+                    if err != ref[run][3]:
+                        problems.append(f"stderr differs from {ref[run][0]}/{ref[run][1]}'s")
             base = os.path.join(outdir, f"{host}-{engine}-{run}")
             open(base + ".out", "wb").write(out)
             open(base + ".err", "wb").write(err)

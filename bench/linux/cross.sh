@@ -13,7 +13,7 @@
 #   shell     an interactive session on hvc0 over piped stdin (the prompt `xenolith# `,
 #             a few commands and their output, then `poweroff -f`, exit status 0)
 # stdin is never a terminal, so the guest clock is deterministic and the hello and workload
-# consoles must be byte-identical to the first host's (x86_64); any difference is a
+# consoles (and stderr) must be byte-identical to the first host's (x86_64); any difference is a
 # backend bug. Consoles are kept in bench/out/linux-cross/.
 #
 # Environment: CROSS_HOSTS="x86_64 aarch64 riscv64" (the first is the reference),
