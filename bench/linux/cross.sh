@@ -13,8 +13,8 @@
 #   shell     an interactive session on hvc0 over piped stdin (the prompt `xenolith# `,
 #             a few commands and their output, then `poweroff -f`, exit status 0)
 # stdin is never a terminal, so the guest clock is deterministic and the hello and workload
-# consoles (and stderr) must be byte-identical to the first host's (x86_64); any difference is a
-# backend bug. Consoles are kept in bench/out/linux-cross/.
+# consoles (stdout and stderr) must be byte-identical to the first host's (x86_64); any
+# difference is an engine or backend bug. Consoles are kept in bench/out/linux-cross/.
 #
 # Environment: CROSS_HOSTS="x86_64 aarch64 riscv64" (the first is the reference),
 #              CROSS_ENGINES="jit" (add interp for the IR interpreter; slow under qemu),
