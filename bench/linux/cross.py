@@ -35,8 +35,10 @@ class Run:
         self.seen = {}
         self.eof = False
         self.cv = threading.Condition(self.lock)
-        threading.Thread(target=self._read, daemon=True).start()
-        threading.Thread(target=lambda: self.err.extend(self.p.stderr.read()), daemon=True).start()
+        self.threads = [threading.Thread(target=self._read, daemon=True),
+                        threading.Thread(target=lambda: self.err.extend(self.p.stderr.read()), daemon=True)]
+        for th in self.threads:
+            th.start()
 
     def _read(self):
         while True:
@@ -76,8 +78,10 @@ class Run:
             self.p.kill()
             self.p.wait()
             rc = "timeout"
-        time.sleep(0.2)
-        return rc, time.monotonic() - self.t0
+        t = time.monotonic() - self.t0
+        for th in self.threads:
+            th.join(10)
+        return rc, t
 
 
 def run_script(cmd, engine, script):
