@@ -7,7 +7,7 @@
 //! loaded a memory source into `G_FPTMP` (so a fault happens before anything changes).
 
 use iced_x86::{Code, CpuidFeature, Instruction, Mnemonic as M, OpKind, Register};
-use jit::ir::{Cond, Exit, MemOp, MemSize, Temp, Val};
+use jit::ir::{BinOp, Cond, Exit, MemOp, MemSize, Temp, Val, Width};
 
 use super::{Flow, Handler, Tr};
 use crate::fp::{self, arg, Shape};
@@ -135,9 +135,13 @@ pub fn register(r: &mut impl FnMut(M, Handler)) {
     }
     r(M::Maskmovq, maskmov);
     r(M::Maskmovdqu, maskmov);
+    // The byte compare and mask extraction glibc's string functions loop on: inline for
+    // XMM operands (MMX forms go to the helper).
+    r(M::Pcmpeqb, pcmpeqb);
+    r(M::Pmovmskb, pmovmskb);
     for e in fp::table() {
         // CMPSD is registered with the string instructions (it dispatches here).
-        if !matches!(e.m, M::Cmpsd | M::Crc32) {
+        if !matches!(e.m, M::Cmpsd | M::Crc32 | M::Pcmpeqb | M::Pmovmskb) {
             r(e.m, generic);
         }
     }
@@ -553,6 +557,70 @@ fn crc32(tr: &mut Tr, insn: &Instruction) -> Flow {
         _ => d.full_register32(),
     };
     tr.set_reg(full, r);
+    Flow::Next
+}
+
+const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// One quadword of PCMPEQB: 0xff in the bytes where `a` and `b` are equal, else 0 (SWAR,
+/// exact: the low-7-bit sum cannot carry across a byte).
+fn eq_bytes(tr: &mut Tr, a: Temp, b: Temp) -> Temp {
+    let x = tr.b.xor(a, b);
+    let low = tr.b.and(x, Val::C(LOW7));
+    let t = tr.b.add(low, Val::C(LOW7));
+    let nz = tr.b.or(t, x);
+    let z = tr.b.xor(nz, Val::C(u64::MAX));
+    let z = tr.b.and(z, Val::C(HIGH));
+    let ones = tr.b.shr(z, Val::C(7));
+    tr.b.bin(BinOp::Mul, Width::W64, ones, Val::C(0xff))
+}
+
+/// PCMPEQB xmm, xmm/m128 inline; the MMX form through the helper.
+fn pcmpeqb(tr: &mut Tr, insn: &Instruction) -> Flow {
+    let d = insn.op_register(0);
+    if !d.is_xmm() {
+        return generic(tr, insn);
+    }
+    let di = xmm_index(d);
+    let (slo, shi) = match insn.op_kind(1) {
+        OpKind::Register => {
+            let s = xmm_index(insn.op_register(1));
+            (tr.b.get(xmm_g(s)), tr.b.get(xmm_g(s) + 1))
+        }
+        _ => {
+            let a = tr.ea(insn);
+            tr.load128(insn, a, true)
+        }
+    };
+    let (dlo, dhi) = (tr.b.get(xmm_g(di)), tr.b.get(xmm_g(di) + 1));
+    let lo = eq_bytes(tr, dlo, slo);
+    let hi = eq_bytes(tr, dhi, shi);
+    tr.b.set(xmm_g(di), lo);
+    tr.b.set(xmm_g(di) + 1, hi);
+    Flow::Next
+}
+
+/// The sign bits of a quadword's eight bytes as an 8-bit mask (one multiply: every byte's
+/// bit 7 lands on its own bit of the top byte, no two partial products overlap).
+fn byte_signs(tr: &mut Tr, v: Temp) -> Temp {
+    let m = tr.b.and(v, Val::C(HIGH));
+    let p = tr.b.bin(BinOp::Mul, Width::W64, m, Val::C(0x0002_0408_1020_4081));
+    tr.b.shr(p, Val::C(56))
+}
+
+/// PMOVMSKB r32/r64, xmm inline; the MMX form through the helper.
+fn pmovmskb(tr: &mut Tr, insn: &Instruction) -> Flow {
+    if insn.op_kind(1) != OpKind::Register || !insn.op_register(1).is_xmm() {
+        return generic(tr, insn);
+    }
+    let s = xmm_index(insn.op_register(1));
+    let (lo, hi) = (tr.b.get(xmm_g(s)), tr.b.get(xmm_g(s) + 1));
+    let l = byte_signs(tr, lo);
+    let h = byte_signs(tr, hi);
+    let h = tr.b.shl(h, Val::C(8));
+    let r = tr.b.or(l, h);
+    tr.set_reg(insn.op_register(0), r);
     Flow::Next
 }
 
