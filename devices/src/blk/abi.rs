@@ -37,51 +37,8 @@ pub const VDISK_READONLY: u32 = 4;
 /// Offset of the entries in a shared ring (`struct blkif_sring`: four indexes and 48 pad).
 pub const SRING_HEADER: usize = 64;
 
-/// Little-endian (de)serialisation at fixed offsets. `get`/`put` take slices at least
-/// `SIZE` long (callers always pass buffers sized from `SIZE`).
-pub trait Wire: Sized {
-    const SIZE: usize;
-    fn get(b: &[u8]) -> Self;
-    fn put(&self, out: &mut [u8]);
-
-    fn decode(b: &[u8]) -> Option<Self> {
-        (b.len() >= Self::SIZE).then(|| Self::get(b))
-    }
-    fn encode(&self) -> Vec<u8> {
-        let mut v = vec![0u8; Self::SIZE];
-        self.put(&mut v);
-        v
-    }
-}
-
-macro_rules! wire_prim {
-    ($($t:ty),*) => {$(
-        impl Wire for $t {
-            const SIZE: usize = std::mem::size_of::<$t>();
-            fn get(b: &[u8]) -> Self {
-                let mut a = [0u8; std::mem::size_of::<$t>()];
-                a.copy_from_slice(&b[..Self::SIZE]);
-                <$t>::from_le_bytes(a)
-            }
-            fn put(&self, out: &mut [u8]) {
-                out[..Self::SIZE].copy_from_slice(&self.to_le_bytes());
-            }
-        }
-    )*};
-}
-wire_prim!(u8, u16, i16, u32, u64);
-
-impl<T: Wire + Copy, const N: usize> Wire for [T; N] {
-    const SIZE: usize = T::SIZE * N;
-    fn get(b: &[u8]) -> Self {
-        std::array::from_fn(|i| T::get(&b[i * T::SIZE..]))
-    }
-    fn put(&self, out: &mut [u8]) {
-        for (i, v) in self.iter().enumerate() {
-            v.put(&mut out[i * T::SIZE..]);
-        }
-    }
-}
+/// The fixed-offset little-endian encoding is xen-pv's guest-ABI one.
+pub use xen_pv::builder::abi::Le as Wire;
 
 /// Declare a guest struct: its repr, size and field offsets asserted at compile time, and
 /// a [`Wire`] encoding placing each field at its asserted offset.
@@ -327,7 +284,7 @@ impl Request {
 /// Encode a response for `abi` (`operation` echoes the request's, `indirect_op` for INDIRECT).
 pub fn encode_response(abi: Abi, id: u64, operation: u8, status: i16) -> Vec<u8> {
     match abi {
-        Abi::X86_64 => Resp64 { id, operation, status, ..Default::default() }.encode(),
-        Abi::X86_32 => Resp32 { id, operation, status, ..Default::default() }.encode(),
+        Abi::X86_64 => Resp64 { id, operation, status, ..Default::default() }.to_bytes(),
+        Abi::X86_32 => Resp32 { id, operation, status, ..Default::default() }.to_bytes(),
     }
 }

@@ -83,8 +83,8 @@ fn rw_req(abi: Abi, op: u8, id: u64, sector: u64, segs: &[Segment]) -> Vec<u8> {
 
 fn rw_req_n(abi: Abi, op: u8, n: u8, id: u64, sector: u64, seg: [Segment; 11]) -> Vec<u8> {
     match abi {
-        Abi::X86_64 => RwReq64 { operation: op, nr_segments: n, handle: DEVID as u16, _pad1: 0, id, sector_number: sector, seg }.encode(),
-        Abi::X86_32 => RwReq32 { operation: op, nr_segments: n, handle: DEVID as u16, id, sector_number: sector, seg }.encode(),
+        Abi::X86_64 => RwReq64 { operation: op, nr_segments: n, handle: DEVID as u16, _pad1: 0, id, sector_number: sector, seg }.to_bytes(),
+        Abi::X86_32 => RwReq32 { operation: op, nr_segments: n, handle: DEVID as u16, id, sector_number: sector, seg }.to_bytes(),
     }
 }
 
@@ -92,8 +92,8 @@ fn indirect_req(abi: Abi, op: u8, n: u16, id: u64, sector: u64, grefs: &[u32]) -
     let mut g = [0u32; 8];
     g[..grefs.len()].copy_from_slice(grefs);
     let mut b = match abi {
-        Abi::X86_64 => IndirectReq64 { operation: BLKIF_OP_INDIRECT, indirect_op: op, nr_segments: n, id, sector_number: sector, handle: 0, indirect_grefs: g, ..Default::default() }.encode(),
-        Abi::X86_32 => IndirectReq32 { operation: BLKIF_OP_INDIRECT, indirect_op: op, nr_segments: n, id, sector_number: sector, handle: 0, indirect_grefs: g, ..Default::default() }.encode(),
+        Abi::X86_64 => IndirectReq64 { operation: BLKIF_OP_INDIRECT, indirect_op: op, nr_segments: n, id, sector_number: sector, handle: 0, indirect_grefs: g, ..Default::default() }.to_bytes(),
+        Abi::X86_32 => IndirectReq32 { operation: BLKIF_OP_INDIRECT, indirect_op: op, nr_segments: n, id, sector_number: sector, handle: 0, indirect_grefs: g, ..Default::default() }.to_bytes(),
     };
     b.resize(abi.entry_size(), 0);
     b
@@ -101,8 +101,8 @@ fn indirect_req(abi: Abi, op: u8, n: u16, id: u64, sector: u64, grefs: &[u32]) -
 
 fn discard_req(abi: Abi, id: u64, flag: u8, sector: u64, n: u64) -> Vec<u8> {
     let mut b = match abi {
-        Abi::X86_64 => DiscardReq64 { operation: BLKIF_OP_DISCARD, flag, id, sector_number: sector, nr_sectors: n, ..Default::default() }.encode(),
-        Abi::X86_32 => DiscardReq32 { operation: BLKIF_OP_DISCARD, flag, id, sector_number: sector, nr_sectors: n, ..Default::default() }.encode(),
+        Abi::X86_64 => DiscardReq64 { operation: BLKIF_OP_DISCARD, flag, id, sector_number: sector, nr_sectors: n, ..Default::default() }.to_bytes(),
+        Abi::X86_32 => DiscardReq32 { operation: BLKIF_OP_DISCARD, flag, id, sector_number: sector, nr_sectors: n, ..Default::default() }.to_bytes(),
     };
     b.resize(abi.entry_size(), 0);
     b
@@ -373,7 +373,7 @@ fn indirect(abi: Abi, persistent: bool) {
     let ig = m.grant(ip, !persistent);
     let mut list = Vec::new();
     for &g in &grefs {
-        list.extend(seg(g, 0, 7).encode());
+        list.extend(seg(g, 0, 7).to_bytes());
     }
     m.page(ip)[..list.len()].copy_from_slice(&list);
     f.push(&mut m, &indirect_req(abi, BLKIF_OP_WRITE, n as u16, 11, 8, &[ig]));

@@ -28,6 +28,10 @@ pub trait Le: Sized {
     /// Decode from `b[..SIZE]` (`b` is at least `SIZE` bytes).
     fn get(b: &[u8]) -> Self;
 
+    /// Decode from the start of `b`, None when it is shorter than `SIZE`.
+    fn decode(b: &[u8]) -> Option<Self> {
+        (b.len() >= Self::SIZE).then(|| Self::get(b))
+    }
     /// The all-zero value.
     fn zeroed() -> Self {
         Self::get(&vec![0u8; Self::SIZE])
@@ -55,7 +59,7 @@ macro_rules! le_int {
         }
     )*};
 }
-le_int!(u8, i8, u16, u32, u64);
+le_int!(u8, i8, u16, i16, u32, u64);
 
 impl<T: Le, const N: usize> Le for [T; N] {
     const SIZE: usize = T::SIZE * N;
