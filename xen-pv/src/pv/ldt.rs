@@ -139,18 +139,12 @@ impl PvDomain {
 
     /// The frame `linear` maps in the guest kernel's page tables (present entries only).
     fn kernel_frame_of(&self, e: &mut Engine, linear: u64) -> Option<u64> {
-        let mut table = match self.guest() {
+        let top = match self.guest() {
             GuestType::X86_64 => self.mmu.kernel_base,
             GuestType::X86_32Pae => X86State(&mut e.env).g(G_CR3),
-        } & ADDR_MASK;
-        for level in (1..=4u32).rev() {
-            let idx = (linear >> (12 + 9 * (level - 1))) & 511;
-            let v = GuestPhys::read_u64(e.ram(), table + idx * 8)?;
-            if v & P == 0 || (level == 2 && v & (1 << 7) != 0) {
-                return None;
-            }
-            table = v & ADDR_MASK;
-        }
-        Some(table >> 12)
+        };
+        let at = Self::l1_entry_addr_in(e, top, linear)?;
+        let pte = GuestPhys::read_u64(e.ram(), at)?;
+        (pte & P != 0).then_some((pte & ADDR_MASK) >> 12)
     }
 }

@@ -353,7 +353,13 @@ impl PvDomain {
 
     /// Machine address of the L1 entry mapping `va` in the current tables.
     pub(super) fn l1_entry_addr(&self, e: &mut Engine, va: u64) -> Option<u64> {
-        let mut table = X86State(&mut e.env).g(G_CR3) & ADDR_MASK;
+        let top = X86State(&mut e.env).g(G_CR3);
+        Self::l1_entry_addr_in(e, top, va)
+    }
+
+    /// Machine address of the L1 entry mapping `va` in the 4-level tables at `top`.
+    pub(super) fn l1_entry_addr_in(e: &mut Engine, top: u64, va: u64) -> Option<u64> {
+        let mut table = top & ADDR_MASK;
         for level in (2..=4u32).rev() {
             let idx = (va >> (12 + 9 * (level - 1))) & 511;
             let v = GuestPhys::read_u64(e.ram(), table + idx * 8)?;
