@@ -34,7 +34,10 @@ pub fn vdev_number(vdev: &str) -> Option<u32> {
     } else {
         return None;
     };
-    let letters: String = rest.chars().take_while(|c| c.is_ascii_lowercase()).collect();
+    let letters: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_lowercase())
+        .collect();
     let part_s = &rest[letters.len()..];
     if letters.is_empty() || letters.len() > 2 {
         return None;
@@ -45,7 +48,11 @@ pub fn vdev_number(vdev: &str) -> Option<u32> {
         let v = (c - b'a') as u32;
         disk = if i == 0 { v } else { (disk + 1) * 26 + v };
     }
-    let part: u32 = if part_s.is_empty() { 0 } else { part_s.parse().ok()? };
+    let part: u32 = if part_s.is_empty() {
+        0
+    } else {
+        part_s.parse().ok()?
+    };
     match prefix {
         "xvd" => {
             if disk < 16 && part < 16 {
@@ -119,19 +126,29 @@ pub fn parse(spec: &str) -> Result<DiskSpec> {
             }
         }
     }
-    let target = target.filter(|t| !t.is_empty()).ok_or_else(|| anyhow::anyhow!("disk '{spec}': no target (image file)"))?;
+    let target = target
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| anyhow::anyhow!("disk '{spec}': no target (image file)"))?;
     let format = format.unwrap_or_else(|| "raw".into());
     if format != "raw" {
         bail!("disk '{spec}': format '{format}' is not supported (only raw)");
     }
     let vdev = vdev.ok_or_else(|| anyhow::anyhow!("disk '{spec}': no vdev (for example xvda)"))?;
-    let devid = vdev_number(&vdev).ok_or_else(|| anyhow::anyhow!("disk '{spec}': '{vdev}' is not a virtual device name"))?;
+    let devid = vdev_number(&vdev)
+        .ok_or_else(|| anyhow::anyhow!("disk '{spec}': '{vdev}' is not a virtual device name"))?;
     let writable = match access.as_deref().unwrap_or("rw") {
         "rw" | "w" => true,
         "ro" | "r" => false,
         a => bail!("disk '{spec}': access '{a}' is not r, ro, w or rw"),
     };
-    Ok(DiskSpec { target, format, vdev, writable, overlay, devid })
+    Ok(DiskSpec {
+        target,
+        format,
+        vdev,
+        writable,
+        overlay,
+        devid,
+    })
 }
 
 #[cfg(test)]
@@ -156,13 +173,25 @@ mod tests {
     #[test]
     fn positional_and_keyword_forms() {
         let d = parse("rootfs.img,raw,xvda,rw").unwrap();
-        assert_eq!((d.target.as_str(), d.vdev.as_str(), d.writable, d.devid), ("rootfs.img", "xvda", true, 51712));
+        assert_eq!(
+            (d.target.as_str(), d.vdev.as_str(), d.writable, d.devid),
+            ("rootfs.img", "xvda", true, 51712)
+        );
         let d = parse("format=raw, vdev=xvdb, access=ro, target=/tmp/a,b.img").unwrap();
-        assert_eq!((d.target.as_str(), d.writable, d.devid), ("/tmp/a,b.img", false, 51728));
+        assert_eq!(
+            (d.target.as_str(), d.writable, d.devid),
+            ("/tmp/a,b.img", false, 51728)
+        );
         let d = parse("base.img,,xvda,rw,overlay=/tmp/o.cow").unwrap();
         assert_eq!(d.overlay.as_deref(), Some("/tmp/o.cow"));
-        assert!(parse("x.img,qcow2,xvda").unwrap_err().to_string().contains("qcow2"));
-        assert!(parse("x.img,raw,vda").unwrap_err().to_string().contains("vda"));
+        assert!(parse("x.img,qcow2,xvda")
+            .unwrap_err()
+            .to_string()
+            .contains("qcow2"));
+        assert!(parse("x.img,raw,vda")
+            .unwrap_err()
+            .to_string()
+            .contains("vda"));
         assert!(parse("x.img,raw,xvda,rx").is_err());
         assert!(parse(",raw,xvda").is_err());
         assert!(parse("x.img,raw").unwrap_err().to_string().contains("vdev"));

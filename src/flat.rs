@@ -50,7 +50,11 @@ fn build_page_tables(e: &mut Engine) {
 pub fn load(image: &[u8], opts: &FlatOptions) -> Result<Engine> {
     let ram_size = opts.ram_mib << 20;
     if ram_size < LOAD_ADDR + image.len() as u64 + 0x10000 {
-        bail!("image of {} bytes does not fit in {} MiB of RAM", image.len(), opts.ram_mib);
+        bail!(
+            "image of {} bytes does not fit in {} MiB of RAM",
+            image.len(),
+            opts.ram_mib
+        );
     }
     let mut e = frontend_x86::new_engine(ram_size, opts.engine).context("allocating guest RAM")?;
     build_page_tables(&mut e);
@@ -72,7 +76,11 @@ pub fn run(e: &mut Engine, opts: &FlatOptions) -> Result<FlatExit> {
         match e.run() {
             StopReason::Budget => {
                 let ic = e.env.icount;
-                bail!("instruction budget of {} exhausted at rip {:#x}", ic, X86State(&mut e.env).rip())
+                bail!(
+                    "instruction budget of {} exhausted at rip {:#x}",
+                    ic,
+                    X86State(&mut e.env).rip()
+                )
             }
             StopReason::Exception(f) => {
                 bail!(

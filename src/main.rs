@@ -13,7 +13,11 @@ mod term;
 mod xlcfg;
 
 #[derive(Parser)]
-#[command(name = "xenolith", version, about = "Run x86 Xen PV guests without Xen, on any host")]
+#[command(
+    name = "xenolith",
+    version,
+    about = "Run x86 Xen PV guests without Xen, on any host"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -128,10 +132,23 @@ fn main() -> ExitCode {
 
 fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
-        Cmd::Run { kernel, ramdisk, cmdline, memory, engine, log, max_insns, clock, disk, xenstore_socket, config } => {
+        Cmd::Run {
+            kernel,
+            ramdisk,
+            cmdline,
+            memory,
+            engine,
+            log,
+            max_insns,
+            clock,
+            disk,
+            xenstore_socket,
+            config,
+        } => {
             let cfg = match &config {
                 Some(p) => {
-                    let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+                    let text = std::fs::read_to_string(p)
+                        .with_context(|| format!("reading {}", p.display()))?;
                     xlcfg::parse(&text).with_context(|| format!("{}", p.display()))?
                 }
                 None => xlcfg::XlConfig::default(),
@@ -155,12 +172,17 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                     Some(Clock::Realtime) => xen_pv::core::time::ClockMode::Realtime,
                     // An interactive console, or host clients of the store: the guest lives
                     // in real time.
-                    None if term::Terminal::is_tty() || xenstore_socket.is_some() => xen_pv::core::time::ClockMode::Realtime,
+                    None if term::Terminal::is_tty() || xenstore_socket.is_some() => {
+                        xen_pv::core::time::ClockMode::Realtime
+                    }
                     None => xen_pv::core::time::ClockMode::Deterministic,
                 },
                 name: cfg.name.clone().unwrap_or_default(),
                 engine: engine.kind(),
-                log: xen_pv::pv::LogFlags { hypercalls: log.contains(&LogWhat::Hypercalls), traps: log.contains(&LogWhat::Traps) },
+                log: xen_pv::pv::LogFlags {
+                    hypercalls: log.contains(&LogWhat::Hypercalls),
+                    traps: log.contains(&LogWhat::Traps),
+                },
                 max_insns,
                 disks,
                 xenstore_socket,
@@ -171,8 +193,15 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             run::info(&image, memory)?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Flat { image, engine, memory, max_insns, stats } => {
-            let bytes = std::fs::read(&image).with_context(|| format!("reading {}", image.display()))?;
+        Cmd::Flat {
+            image,
+            engine,
+            memory,
+            max_insns,
+            stats,
+        } => {
+            let bytes =
+                std::fs::read(&image).with_context(|| format!("reading {}", image.display()))?;
             let opts = flat::FlatOptions {
                 ram_mib: memory,
                 engine: engine.kind(),

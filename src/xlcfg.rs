@@ -29,7 +29,9 @@ fn parse_value(s: &str, line: usize) -> Result<(Value, &str)> {
     let s = s.trim_start();
     if let Some(q) = s.chars().next().filter(|c| *c == '\'' || *c == '"') {
         let rest = &s[1..];
-        let Some(end) = rest.find(q) else { bail!("line {line}: unterminated string") };
+        let Some(end) = rest.find(q) else {
+            bail!("line {line}: unterminated string")
+        };
         return Ok((Value::Str(rest[..end].to_string()), &rest[end + 1..]));
     }
     if let Some(mut rest) = s.strip_prefix('[') {
@@ -49,12 +51,21 @@ fn parse_value(s: &str, line: usize) -> Result<(Value, &str)> {
             }
         }
     }
-    let end = s.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-')).unwrap_or(s.len());
+    let end = s
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+        .unwrap_or(s.len());
     let tok = &s[..end];
-    let n = if let Some(h) = tok.strip_prefix("0x") { i64::from_str_radix(h, 16).ok() } else { tok.parse().ok() };
+    let n = if let Some(h) = tok.strip_prefix("0x") {
+        i64::from_str_radix(h, 16).ok()
+    } else {
+        tok.parse().ok()
+    };
     match n {
         Some(n) => Ok((Value::Num(n), &s[end..])),
-        None => bail!("line {line}: expected a string, number or list, found {:?}", s.lines().next().unwrap_or("")),
+        None => bail!(
+            "line {line}: expected a string, number or list, found {:?}",
+            s.lines().next().unwrap_or("")
+        ),
     }
 }
 
@@ -68,7 +79,9 @@ pub fn parse(text: &str) -> Result<XlConfig> {
         if l.is_empty() || l.starts_with('#') {
             continue;
         }
-        let Some((k, v)) = l.split_once('=') else { bail!("line {line}: expected `key = value`") };
+        let Some((k, v)) = l.split_once('=') else {
+            bail!("line {line}: expected `key = value`")
+        };
         let key = k.trim();
         let (val, rest) = parse_value(v, line)?;
         let rest = rest.trim();
@@ -88,7 +101,9 @@ pub fn parse(text: &str) -> Result<XlConfig> {
             "type" => {
                 let t = s(&val)?;
                 if t != "pv" {
-                    bail!("line {line}: type = \"{t}\": Xenolith runs PV guests only (type = \"pv\")");
+                    bail!(
+                        "line {line}: type = \"{t}\": Xenolith runs PV guests only (type = \"pv\")"
+                    );
                 }
             }
             "kernel" => c.kernel = Some(s(&val)?),
@@ -102,7 +117,10 @@ pub fn parse(text: &str) -> Result<XlConfig> {
             }
             "vcpus" | "maxvcpus" => {
                 if n(&val)? != 1 {
-                    bail!("line {line}: {key} = {}: Xenolith runs one vCPU per guest so far", n(&val)?);
+                    bail!(
+                        "line {line}: {key} = {}: Xenolith runs one vCPU per guest so far",
+                        n(&val)?
+                    );
                 }
             }
             "disk" => match &val {
@@ -115,7 +133,16 @@ pub fn parse(text: &str) -> Result<XlConfig> {
             },
             "on_poweroff" | "on_crash" | "on_reboot" | "on_watchdog" => {
                 let a = s(&val)?;
-                if !matches!(a.as_str(), "destroy" | "preserve" | "restart" | "rename-restart" | "coredump-destroy" | "coredump-restart" | "soft-reset") {
+                if !matches!(
+                    a.as_str(),
+                    "destroy"
+                        | "preserve"
+                        | "restart"
+                        | "rename-restart"
+                        | "coredump-destroy"
+                        | "coredump-restart"
+                        | "soft-reset"
+                ) {
                     bail!("line {line}: {key} = \"{a}\": not an xl action");
                 }
                 match key {

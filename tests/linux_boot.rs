@@ -40,8 +40,19 @@ fn xenolith() -> Command {
 fn boots_to_init_runs_a_script_and_powers_off() {
     let Some((k, i)) = images() else { return };
     let out = xenolith()
-        .args(["run", "--kernel", k.to_str().unwrap(), "--ramdisk", i.to_str().unwrap()])
-        .args(["--cmdline", "console=hvc0 xenolith.script=hello", "--memory", "512"])
+        .args([
+            "run",
+            "--kernel",
+            k.to_str().unwrap(),
+            "--ramdisk",
+            i.to_str().unwrap(),
+        ])
+        .args([
+            "--cmdline",
+            "console=hvc0 xenolith.script=hello",
+            "--memory",
+            "512",
+        ])
         .output()
         .unwrap();
     let so = String::from_utf8_lossy(&out.stdout);
@@ -50,14 +61,25 @@ fn boots_to_init_runs_a_script_and_powers_off() {
     assert!(so.contains("kernel: Linux 6.1"), "{so}");
     assert!(so.contains("hypervisor: xen"), "{so}");
     // /proc/cpuinfo shows the advertised CPUID policy.
-    assert!(so.contains("model name\t: Xenolith x86-64 virtual CPU"), "{so}");
-    let flags = so.lines().find(|l| l.starts_with("flags")).unwrap_or_default();
-    for f in [" sse2 ", " ssse3 ", " sse4_1 ", " sse4_2 ", " popcnt ", " xsave ", " cx16 "] {
+    assert!(
+        so.contains("model name\t: Xenolith x86-64 virtual CPU"),
+        "{so}"
+    );
+    let flags = so
+        .lines()
+        .find(|l| l.starts_with("flags"))
+        .unwrap_or_default();
+    for f in [
+        " sse2 ", " ssse3 ", " sse4_1 ", " sse4_2 ", " popcnt ", " xsave ", " cx16 ",
+    ] {
         assert!(flags.contains(f), "flag{f}missing: {flags}");
     }
     assert!(!flags.contains(" avx "), "{flags}");
     assert!(so.contains("XENOLITH-LINUX: hello done"), "{so}");
-    assert!(so.contains("XENOLITH-LINUX: script hello exited with status 0"), "{so}");
+    assert!(
+        so.contains("XENOLITH-LINUX: script hello exited with status 0"),
+        "{so}"
+    );
     // Every MSR the kernel touches is emulated (Xen's PV MSR policy).
     assert!(!so.contains("unchecked MSR access"), "{so}");
     assert_eq!(out.status.code(), Some(0), "{se}");
@@ -101,7 +123,10 @@ fn console_session(mut child: std::process::Child, enter: &str, steps: &[(&str, 
             }
             if t.elapsed() > Duration::from_secs(120) {
                 let b = buf.lock().unwrap();
-                panic!("timed out waiting for {what:?}; console so far:\n{}", String::from_utf8_lossy(&b));
+                panic!(
+                    "timed out waiting for {what:?}; console so far:\n{}",
+                    String::from_utf8_lossy(&b)
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -115,7 +140,9 @@ fn console_session(mut child: std::process::Child, enter: &str, steps: &[(&str, 
         pos = wait_for(want, pos);
         pos = wait_for("xenolith# ", pos);
     }
-    stdin.write_all(format!("poweroff -f{enter}").as_bytes()).unwrap();
+    stdin
+        .write_all(format!("poweroff -f{enter}").as_bytes())
+        .unwrap();
     stdin.flush().unwrap();
     let t = Instant::now();
     let status = loop {
@@ -136,7 +163,13 @@ fn console_session(mut child: std::process::Child, enter: &str, steps: &[(&str, 
 fn interactive_shell_over_the_console() {
     let Some((k, i)) = images() else { return };
     let child = xenolith()
-        .args(["run", "--kernel", k.to_str().unwrap(), "--ramdisk", i.to_str().unwrap()])
+        .args([
+            "run",
+            "--kernel",
+            k.to_str().unwrap(),
+            "--ramdisk",
+            i.to_str().unwrap(),
+        ])
         .args(["--cmdline", "console=hvc0 quiet", "--memory", "512"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -146,7 +179,12 @@ fn interactive_shell_over_the_console() {
     console_session(
         child,
         "\n",
-        &[("echo calc=$((6*7))", "calc=42"), ("cat /sys/hypervisor/type", "xen"), ("uname -m", "x86_64"), ("grep -c processor /proc/cpuinfo", "1")],
+        &[
+            ("echo calc=$((6*7))", "calc=42"),
+            ("cat /sys/hypervisor/type", "xen"),
+            ("uname -m", "x86_64"),
+            ("grep -c processor /proc/cpuinfo", "1"),
+        ],
     );
 }
 
@@ -160,7 +198,9 @@ fn scripted_session_on_a_pty() {
         println!("SKIP: util-linux `script` is not installed");
         return;
     }
-    let Some((dir, img)) = rootfs_copy("pty") else { return };
+    let Some((dir, img)) = rootfs_copy("pty") else {
+        return;
+    };
     let run = format!(
         "{} run --kernel {} --ramdisk {} --memory 512 --cmdline 'console=hvc0 quiet' --disk {},raw,xvdb,ro",
         env!("CARGO_BIN_EXE_xenolith"),
@@ -200,10 +240,18 @@ fn corrupt_initramfs_is_the_kernels_error() {
     std::fs::create_dir_all(&dir).unwrap();
     let bad = dir.join("initrd.gz");
     // Garbage that is not an archive in any format the kernel knows.
-    let bytes: Vec<u8> = (0..8192u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8 | 1).collect();
+    let bytes: Vec<u8> = (0..8192u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8 | 1)
+        .collect();
     std::fs::write(&bad, &bytes).unwrap();
     let out = xenolith()
-        .args(["run", "--kernel", k.to_str().unwrap(), "--ramdisk", bad.to_str().unwrap()])
+        .args([
+            "run",
+            "--kernel",
+            k.to_str().unwrap(),
+            "--ramdisk",
+            bad.to_str().unwrap(),
+        ])
         .args(["--cmdline", "console=hvc0", "--memory", "512"])
         .output()
         .unwrap();
@@ -219,7 +267,13 @@ fn corrupt_initramfs_is_the_kernels_error() {
 
 fn e2fs_tool(name: &str) -> Command {
     let mut c = Command::new(name);
-    c.env("PATH", format!("{}:/sbin:/usr/sbin", std::env::var("PATH").unwrap_or_default()));
+    c.env(
+        "PATH",
+        format!(
+            "{}:/sbin:/usr/sbin",
+            std::env::var("PATH").unwrap_or_default()
+        ),
+    );
     c
 }
 
@@ -236,13 +290,35 @@ fn rootfs_copy(tag: &str) -> Option<(PathBuf, PathBuf)> {
     Some((dir, img))
 }
 
-fn boot_from_disk(k: &PathBuf, i: &PathBuf, disk: &str, script: &str) -> (String, String, Option<i32>) {
+fn boot_from_disk(
+    k: &PathBuf,
+    i: &PathBuf,
+    disk: &str,
+    script: &str,
+) -> (String, String, Option<i32>) {
     let out = xenolith()
-        .args(["run", "--kernel", k.to_str().unwrap(), "--ramdisk", i.to_str().unwrap(), "--memory", "512"])
-        .args(["--cmdline", &format!("console=hvc0 root=/dev/xvda xenolith.script={script}"), "--disk", disk])
+        .args([
+            "run",
+            "--kernel",
+            k.to_str().unwrap(),
+            "--ramdisk",
+            i.to_str().unwrap(),
+            "--memory",
+            "512",
+        ])
+        .args([
+            "--cmdline",
+            &format!("console=hvc0 root=/dev/xvda xenolith.script={script}"),
+            "--disk",
+            disk,
+        ])
         .output()
         .unwrap();
-    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned(), out.status.code())
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.code(),
+    )
 }
 
 /// Root on a Xen disk: the kernel's xen-blkfront finds xvda through xenstore, mounts the
@@ -251,18 +327,50 @@ fn boot_from_disk(k: &PathBuf, i: &PathBuf, disk: &str, script: &str) -> (String
 #[test]
 fn root_on_disk_and_a_written_file_reaches_the_image() {
     let Some((k, i)) = images() else { return };
-    let Some((dir, img)) = rootfs_copy("rootdisk") else { return };
-    let (so, se, code) = boot_from_disk(&k, &i, &format!("{},raw,xvda,rw", img.display()), "disk-write");
+    let Some((dir, img)) = rootfs_copy("rootdisk") else {
+        return;
+    };
+    let (so, se, code) = boot_from_disk(
+        &k,
+        &i,
+        &format!("{},raw,xvda,rw", img.display()),
+        "disk-write",
+    );
     assert!(so.contains("blkfront: xvda:"), "{so}\n{se}");
-    assert!(so.contains("XENOLITH-LINUX: init on /dev/xvda ext4"), "{so}\n{se}");
-    assert!(so.contains("XENOLITH-LINUX: wrote written by the guest"), "{so}");
+    assert!(
+        so.contains("XENOLITH-LINUX: init on /dev/xvda ext4"),
+        "{so}\n{se}"
+    );
+    assert!(
+        so.contains("XENOLITH-LINUX: wrote written by the guest"),
+        "{so}"
+    );
     assert_eq!(code, Some(0), "{se}");
-    let cat = e2fs_tool("debugfs").args(["-R", "cat /root/written.txt"]).arg(&img).output().expect("debugfs (e2fsprogs)");
+    let cat = e2fs_tool("debugfs")
+        .args(["-R", "cat /root/written.txt"])
+        .arg(&img)
+        .output()
+        .expect("debugfs (e2fsprogs)");
     let text = String::from_utf8_lossy(&cat.stdout);
-    assert!(text.starts_with("written by the guest at uptime "), "{text}");
-    assert!(so.contains(&format!("XENOLITH-LINUX: wrote {}", text.trim())), "{so}");
-    let fsck = e2fs_tool("e2fsck").args(["-fn"]).arg(&img).output().expect("e2fsck (e2fsprogs)");
-    assert_eq!(fsck.status.code(), Some(0), "{}", String::from_utf8_lossy(&fsck.stdout));
+    assert!(
+        text.starts_with("written by the guest at uptime "),
+        "{text}"
+    );
+    assert!(
+        so.contains(&format!("XENOLITH-LINUX: wrote {}", text.trim())),
+        "{so}"
+    );
+    let fsck = e2fs_tool("e2fsck")
+        .args(["-fn"])
+        .arg(&img)
+        .output()
+        .expect("e2fsck (e2fsprogs)");
+    assert_eq!(
+        fsck.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -271,25 +379,46 @@ fn root_on_disk_and_a_written_file_reaches_the_image() {
 #[test]
 fn overlay_keeps_the_base_image_and_persists_writes() {
     let Some((k, i)) = images() else { return };
-    let Some((dir, img)) = rootfs_copy("overlay") else { return };
+    let Some((dir, img)) = rootfs_copy("overlay") else {
+        return;
+    };
     let before = std::fs::read(&img).unwrap();
     let cow = dir.join("rootfs.cow");
     let spec = format!("{},raw,xvda,rw,overlay={}", img.display(), cow.display());
     let (so, se, code) = boot_from_disk(&k, &i, &spec, "disk-write");
-    assert!(so.contains("XENOLITH-LINUX: wrote written by the guest"), "{so}\n{se}");
+    assert!(
+        so.contains("XENOLITH-LINUX: wrote written by the guest"),
+        "{so}\n{se}"
+    );
     assert_eq!(code, Some(0), "{se}");
-    assert!(std::fs::read(&img).unwrap() == before, "the base image changed");
+    assert!(
+        std::fs::read(&img).unwrap() == before,
+        "the base image changed"
+    );
     assert!(std::fs::metadata(&cow).unwrap().len() > 0);
-    let line = so.lines().find(|l| l.starts_with("XENOLITH-LINUX: wrote ")).unwrap().replace("XENOLITH-LINUX: wrote ", "");
+    let line = so
+        .lines()
+        .find(|l| l.starts_with("XENOLITH-LINUX: wrote "))
+        .unwrap()
+        .replace("XENOLITH-LINUX: wrote ", "");
     let (so2, se2, code2) = boot_from_disk(&k, &i, &spec, "disk-read");
-    assert!(so2.contains(&format!("XENOLITH-LINUX: read {}", line.trim())), "{so2}\n{se2}");
+    assert!(
+        so2.contains(&format!("XENOLITH-LINUX: read {}", line.trim())),
+        "{so2}\n{se2}"
+    );
     assert_eq!(code2, Some(0), "{se2}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn slept(so: &str) -> f64 {
-    let line = so.lines().find(|l| l.starts_with("XENOLITH-LINUX: slept from ")).unwrap_or_else(|| panic!("no sleep line:\n{so}"));
-    let w: Vec<f64> = line.split_whitespace().filter_map(|t| t.parse().ok()).collect();
+    let line = so
+        .lines()
+        .find(|l| l.starts_with("XENOLITH-LINUX: slept from "))
+        .unwrap_or_else(|| panic!("no sleep line:\n{so}"));
+    let w: Vec<f64> = line
+        .split_whitespace()
+        .filter_map(|t| t.parse().ok())
+        .collect();
     w[1] - w[0]
 }
 
@@ -302,7 +431,17 @@ fn sleep_takes_five_seconds_of_guest_time_on_both_clocks() {
     for clock in ["deterministic", "realtime"] {
         let t = Instant::now();
         let out = xenolith()
-            .args(["run", "--clock", clock, "--kernel", k.to_str().unwrap(), "--ramdisk", i.to_str().unwrap(), "--memory", "512"])
+            .args([
+                "run",
+                "--clock",
+                clock,
+                "--kernel",
+                k.to_str().unwrap(),
+                "--ramdisk",
+                i.to_str().unwrap(),
+                "--memory",
+                "512",
+            ])
             .args(["--cmdline", "console=hvc0 xenolith.script=sleep"])
             .stdin(Stdio::null())
             .output()
@@ -310,12 +449,26 @@ fn sleep_takes_five_seconds_of_guest_time_on_both_clocks() {
         let wall = t.elapsed().as_secs_f64();
         let so = String::from_utf8_lossy(&out.stdout);
         let d = slept(&so);
-        assert_eq!(out.status.code(), Some(0), "{clock}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{clock}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         if clock == "deterministic" {
-            assert!((5.0..5.1).contains(&d), "{clock}: slept {d} s of guest time");
+            assert!(
+                (5.0..5.1).contains(&d),
+                "{clock}: slept {d} s of guest time"
+            );
         } else {
-            assert!((5.0..6.0).contains(&d), "{clock}: slept {d} s of guest time");
-            assert!(wall >= 5.0, "{clock}: the whole run took {wall} s of wall time");
+            assert!(
+                (5.0..6.0).contains(&d),
+                "{clock}: slept {d} s of guest time"
+            );
+            assert!(
+                wall >= 5.0,
+                "{clock}: the whole run took {wall} s of wall time"
+            );
         }
     }
 }

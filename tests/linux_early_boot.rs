@@ -27,19 +27,35 @@ fn kernel() -> Option<PathBuf> {
 #[test]
 fn debian_kernel_runs_start_kernel() {
     let Some(k) = kernel() else {
-        println!("SKIP: no cached Debian kernel; run roms/linux/fetch-kernel.sh to enable this test");
+        println!(
+            "SKIP: no cached Debian kernel; run roms/linux/fetch-kernel.sh to enable this test"
+        );
         return;
     };
     let out = common::xenolith()
-        .args(["run", "--kernel", k.to_str().unwrap(), "--cmdline", "console=hvc0 earlyprintk=xen", "--memory", "512"])
+        .args([
+            "run",
+            "--kernel",
+            k.to_str().unwrap(),
+            "--cmdline",
+            "console=hvc0 earlyprintk=xen",
+            "--memory",
+            "512",
+        ])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stdout.contains("Linux version 6.1"), "{stdout}\n{stderr}");
-    assert!(stdout.contains("Kernel command line: console=hvc0 earlyprintk=xen"), "{stdout}");
+    assert!(
+        stdout.contains("Kernel command line: console=hvc0 earlyprintk=xen"),
+        "{stdout}"
+    );
     // The PV MMU handover worked: the kernel mapped itself and sized its memory.
-    assert!(stdout.contains("mapping kernel into physical memory"), "{stdout}");
+    assert!(
+        stdout.contains("mapping kernel into physical memory"),
+        "{stdout}"
+    );
     assert!(stdout.contains("Memory: "), "{stdout}");
     assert!(stdout.contains("nr_cpu_ids:1"), "{stdout}");
     // What stops it is the kernel's own report (a panic through SHUTDOWN_crash), never an

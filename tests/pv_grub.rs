@@ -13,24 +13,40 @@ fn cached(name: &str) -> Option<PathBuf> {
     c.push(PathBuf::from("/var/cache/xenolith/grub").join(name));
     let found = c.into_iter().find(|p| p.is_file());
     if found.is_none() {
-        println!("SKIP: no cached PV-GRUB image {name}; run roms/grub/build.sh to enable this test");
+        println!(
+            "SKIP: no cached PV-GRUB image {name}; run roms/grub/build.sh to enable this test"
+        );
     }
     found
 }
 
 fn run(args: &[&str]) -> (String, String, Option<i32>) {
-    let out = common::xenolith().args(args).output().expect("run xenolith");
-    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned(), out.status.code())
+    let out = common::xenolith()
+        .args(args)
+        .output()
+        .expect("run xenolith");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.code(),
+    )
 }
 
 /// GRUB's own functional tests (pbkdf2, setjmp, division, shifts, ...) in a 64-bit PV GRUB:
 /// it uses the console ring, xenstore, grant tables and event channels to get that far.
 #[test]
 fn pv_grub_x86_64_functional_tests_pass() {
-    let Some(img) = cached("ft64.xen") else { return };
+    let Some(img) = cached("ft64.xen") else {
+        return;
+    };
     let (so, se, code) = run(&["run", "--kernel", img.to_str().unwrap()]);
     assert!(so.contains("Welcome to GRUB!"), "{so}\n{se}");
-    for t in ["pbkdf2_test: PASS", "setjmp_test: PASS", "div_test: PASS", "exfctest: PASS"] {
+    for t in [
+        "pbkdf2_test: PASS",
+        "setjmp_test: PASS",
+        "div_test: PASS",
+        "exfctest: PASS",
+    ] {
         assert!(so.contains(t), "{t} missing:\n{so}");
     }
     assert!(so.contains("ALL TESTS PASSED"), "{so}\n{se}");
@@ -43,10 +59,17 @@ fn pv_grub_x86_64_functional_tests_pass() {
 /// structures, the compat M2P in its top L2).
 #[test]
 fn pv_grub_i386_pae_functional_tests_pass() {
-    let Some(img) = cached("ft32.xen") else { return };
+    let Some(img) = cached("ft32.xen") else {
+        return;
+    };
     let (so, se, code) = run(&["run", "--kernel", img.to_str().unwrap()]);
     assert!(so.contains("Welcome to GRUB!"), "{so}\n{se}");
-    for t in ["pbkdf2_test: PASS", "setjmp_test: PASS", "div_test: PASS", "exfctest: PASS"] {
+    for t in [
+        "pbkdf2_test: PASS",
+        "setjmp_test: PASS",
+        "div_test: PASS",
+        "exfctest: PASS",
+    ] {
         assert!(so.contains(t), "{t} missing:\n{so}");
     }
     assert!(so.contains("ALL TESTS PASSED"), "{so}\n{se}");
@@ -59,7 +82,9 @@ fn pv_grub_i386_pae_functional_tests_pass() {
 /// block back end (xenstore handshake, grant-mapped ring, event channel).
 #[test]
 fn pv_grub_lists_xenstore_and_reads_an_ext2_disk() {
-    let (Some(img), Some(disk)) = (cached("disk64.xen"), cached("disk.img")) else { return };
+    let (Some(img), Some(disk)) = (cached("disk64.xen"), cached("disk.img")) else {
+        return;
+    };
     let spec = format!("{},raw,xvda,ro", disk.display());
     let (so, se, code) = run(&["run", "--kernel", img.to_str().unwrap(), "--disk", &spec]);
     let so = so.replace('\r', "");
@@ -79,15 +104,23 @@ fn pv_grub_lists_xenstore_and_reads_an_ext2_disk() {
 /// given in an xl config file and runs it.
 #[test]
 fn debian_pvgrub2_boots_grub_cfg_from_the_disk() {
-    let (Some(img), Some(disk)) = (cached("pvgrub64.bin"), cached("disk.img")) else { return };
+    let (Some(img), Some(disk)) = (cached("pvgrub64.bin"), cached("disk.img")) else {
+        return;
+    };
     let dir = std::env::temp_dir().join(format!("xenolith-pvgrub-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("pvgrub.cfg");
     std::fs::write(&cfg, format!("name = 'pvgrub'\ntype = 'pv'\nkernel = '{}'\nmemory = 128\ndisk = [ '{},raw,xvda,ro' ]\n", img.display(), disk.display())).unwrap();
     let (so, se, code) = run(&["run", cfg.to_str().unwrap()]);
     let _ = std::fs::remove_dir_all(&dir);
-    assert!(so.contains("Reading (xen/xvda)/boot/grub/grub.cfg"), "{so}\n{se}");
-    assert!(so.contains("XENOLITH-GRUB: grub.cfg from the disk"), "{so}\n{se}");
+    assert!(
+        so.contains("Reading (xen/xvda)/boot/grub/grub.cfg"),
+        "{so}\n{se}"
+    );
+    assert!(
+        so.contains("XENOLITH-GRUB: grub.cfg from the disk"),
+        "{so}\n{se}"
+    );
     assert!(so.contains("hello from an ext2 disk"), "{so}");
     assert_eq!(code, Some(0), "{se}");
 }

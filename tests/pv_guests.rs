@@ -5,7 +5,10 @@ mod common;
 use std::process::Output;
 
 fn xenolith(args: &[&str]) -> Output {
-    common::xenolith().args(args).output().expect("run xenolith")
+    common::xenolith()
+        .args(args)
+        .output()
+        .expect("run xenolith")
 }
 
 fn rom(name: &str) -> String {
@@ -15,17 +18,39 @@ fn rom(name: &str) -> String {
 #[test]
 fn hello_guest_passes_on_both_engines() {
     for engine in ["interp", "jit"] {
-        let out = xenolith(&["run", "--kernel", &rom("hello.elf"), "--engine", engine, "--memory", "64"]);
+        let out = xenolith(&[
+            "run",
+            "--kernel",
+            &rom("hello.elf"),
+            "--engine",
+            engine,
+            "--memory",
+            "64",
+        ]);
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
         // console_io output and the console ring both reach the terminal, once each.
-        assert_eq!(stdout.matches("xenolith-hello: console_io works").count(), 1, "{engine}: {stdout}");
-        assert_eq!(stdout.matches("XENOLITH-TEST hello: PASS").count(), 1, "{engine}: {stdout}\n{stderr}");
+        assert_eq!(
+            stdout.matches("xenolith-hello: console_io works").count(),
+            1,
+            "{engine}: {stdout}"
+        );
+        assert_eq!(
+            stdout.matches("XENOLITH-TEST hello: PASS").count(),
+            1,
+            "{engine}: {stdout}\n{stderr}"
+        );
         // One sink, in the order the guest produced them: console_io first, then the ring.
-        assert!(stdout.find("console_io works") < stdout.find("XENOLITH-TEST hello: PASS"), "{engine}: {stdout}");
+        assert!(
+            stdout.find("console_io works") < stdout.find("XENOLITH-TEST hello: PASS"),
+            "{engine}: {stdout}"
+        );
         assert_eq!(out.status.code(), Some(0), "{engine}: {stderr}");
         // The unimplemented hypercall it probes is logged.
-        assert!(stderr.contains("hypercall 41 (dm_op) not implemented"), "{stderr}");
+        assert!(
+            stderr.contains("hypercall 41 (dm_op) not implemented"),
+            "{stderr}"
+        );
     }
 }
 
@@ -42,10 +67,21 @@ fn default_guest_is_the_demo() {
 
 #[test]
 fn hypercall_log_shows_calls_and_results() {
-    let out = xenolith(&["run", "--kernel", &rom("hello.elf"), "--log", "hypercalls", "--memory", "64"]);
+    let out = xenolith(&[
+        "run",
+        "--kernel",
+        &rom("hello.elf"),
+        "--log",
+        "hypercalls",
+        "--memory",
+        "64",
+    ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("hypercall xen_version(0x0, "), "{stderr}");
-    assert!(stderr.contains("hypercall dm_op(") && stderr.contains("Err(38)"), "{stderr}");
+    assert!(
+        stderr.contains("hypercall dm_op(") && stderr.contains("Err(38)"),
+        "{stderr}"
+    );
     assert!(stderr.contains("hypercall sched_op(0x2, "), "{stderr}");
 }
 
@@ -54,7 +90,10 @@ fn guest_fault_without_handler_crashes_the_guest_not_the_emulator() {
     let out = xenolith(&["run", "--kernel", &rom("crash.elf"), "--memory", "64"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("guest crashed: unhandled #UD (vector 6"), "{stderr}");
+    assert!(
+        stderr.contains("guest crashed: unhandled #UD (vector 6"),
+        "{stderr}"
+    );
     // The register dump shows the guest's state at the fault.
     assert!(stderr.contains("r15: 00000000deadbeef"), "{stderr}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("about to execute ud2"));
@@ -62,7 +101,15 @@ fn guest_fault_without_handler_crashes_the_guest_not_the_emulator() {
 
 #[test]
 fn instruction_budget_ends_the_run_with_status_1() {
-    let out = xenolith(&["run", "--kernel", &rom("hello.elf"), "--max-insns", "5", "--memory", "64"]);
+    let out = xenolith(&[
+        "run",
+        "--kernel",
+        &rom("hello.elf"),
+        "--max-insns",
+        "5",
+        "--memory",
+        "64",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("instruction budget exhausted"));
 }
@@ -93,10 +140,22 @@ fn info_prints_notes_and_layout() {
 /// power off.
 fn guest_passes(name: &str) {
     for engine in ["interp", "jit"] {
-        let out = xenolith(&["run", "--kernel", &rom(&format!("{name}.elf")), "--engine", engine, "--memory", "64"]);
+        let out = xenolith(&[
+            "run",
+            "--kernel",
+            &rom(&format!("{name}.elf")),
+            "--engine",
+            engine,
+            "--memory",
+            "64",
+        ]);
         let stdout = String::from_utf8_lossy(&out.stdout);
         let line = format!("XENOLITH-TEST {name}: PASS");
-        assert!(stdout.contains(&line), "{engine}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            stdout.contains(&line),
+            "{engine}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(out.status.code(), Some(0), "{engine}");
     }
 }
@@ -147,7 +206,15 @@ fn traps_guest_passes_on_both_engines() {
 
 #[test]
 fn events_guest_passes_in_realtime_mode() {
-    let out = xenolith(&["run", "--kernel", &rom("events.elf"), "--clock", "realtime", "--memory", "64"]);
+    let out = xenolith(&[
+        "run",
+        "--kernel",
+        &rom("events.elf"),
+        "--clock",
+        "realtime",
+        "--memory",
+        "64",
+    ]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("XENOLITH-TEST events: PASS"));
     assert_eq!(out.status.code(), Some(0));
 }
@@ -157,7 +224,17 @@ fn deterministic_runs_are_identical() {
     // Same guest, same clock: the hypercall log (arguments and results, timer deadlines
     // included) is the same on every run and on both engines.
     let log = |engine: &str| {
-        let out = xenolith(&["run", "--kernel", &rom("events.elf"), "--engine", engine, "--log", "hypercalls", "--memory", "64"]);
+        let out = xenolith(&[
+            "run",
+            "--kernel",
+            &rom("events.elf"),
+            "--engine",
+            engine,
+            "--log",
+            "hypercalls",
+            "--memory",
+            "64",
+        ]);
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
     let a = log("jit");

@@ -69,7 +69,9 @@ const _: () = {
     assert!(IDX_OFF == 3072 && IN_PROD_OFF == 3076 && OUT_CONS_OFF == 3080);
     assert!(offset_of!(XenconsInterface, out_prod) == 3084);
     assert!(size_of::<XenconsInterface>() == 3088);
-    assert!(IN_SIZE as usize == size_of::<[u8; 1024]>() && OUT_SIZE as usize == size_of::<[u8; 2048]>());
+    assert!(
+        IN_SIZE as usize == size_of::<[u8; 1024]>() && OUT_SIZE as usize == size_of::<[u8; 2048]>()
+    );
     // The masks work only for power-of-two rings.
     assert!(IN_SIZE.is_power_of_two() && OUT_SIZE.is_power_of_two());
 };
@@ -137,8 +139,15 @@ impl ConsoleBack {
     /// (Re)connect from the store's `ring-ref` and `port`, as xenconsoled's
     /// domain_create_ring: without both nodes, nothing changes.
     fn connect(&mut self, ops: &mut dyn BackendOps) {
-        let Some(ring_ref) = ops.read_u64(&format!("{}/ring-ref", self.path)) else { return };
-        let Some(remote) = ops.read_u64(&format!("{}/port", self.path)).and_then(|p| u32::try_from(p).ok()) else { return };
+        let Some(ring_ref) = ops.read_u64(&format!("{}/ring-ref", self.path)) else {
+            return;
+        };
+        let Some(remote) = ops
+            .read_u64(&format!("{}/port", self.path))
+            .and_then(|p| u32::try_from(p).ok())
+        else {
+            return;
+        };
         if let Some((h, r)) = self.ring {
             if r != ring_ref {
                 let _ = ops.unmap(h);
@@ -179,7 +188,12 @@ impl ConsoleBack {
             return None;
         }
         let w = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-        Some(Indexes { in_cons: w(0), in_prod: w(4), out_cons: w(8), out_prod: w(12) })
+        Some(Indexes {
+            in_cons: w(0),
+            in_prod: w(4),
+            out_cons: w(8),
+            out_prod: w(12),
+        })
     }
 
     /// Consume the guest's output. True when something was consumed.
@@ -221,10 +235,16 @@ impl ConsoleBack {
         let start = (ix.in_prod & MASK_IN) as usize;
         let first = n.min(IN_SIZE as usize - start);
         let rest = &data[first..];
-        if !ops.write(h, IN_OFF + start, &data[..first]) || (!rest.is_empty() && !ops.write(h, IN_OFF, rest)) {
+        if !ops.write(h, IN_OFF + start, &data[..first])
+            || (!rest.is_empty() && !ops.write(h, IN_OFF, rest))
+        {
             return false;
         }
-        if !ops.write(h, IN_PROD_OFF, &ix.in_prod.wrapping_add(n as u32).to_le_bytes()) {
+        if !ops.write(
+            h,
+            IN_PROD_OFF,
+            &ix.in_prod.wrapping_add(n as u32).to_le_bytes(),
+        ) {
             return false;
         }
         self.pending.drain(..n);
@@ -235,7 +255,9 @@ impl ConsoleBack {
     /// Consume output and produce input; notify the guest once if either happened.
     fn service(&mut self, ops: &mut dyn BackendOps) {
         let Some((h, _)) = self.ring else { return };
-        let Some(ix) = Self::indexes(&mut *ops, h) else { return };
+        let Some(ix) = Self::indexes(&mut *ops, h) else {
+            return;
+        };
         let out = self.drain(&mut *ops, h, ix);
         let inp = self.feed(&mut *ops, h, ix);
         if out || inp {

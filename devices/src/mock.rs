@@ -19,7 +19,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use xen_pv::core::backend::{Backend, DomId, EvtOps, GntOps, GrantHandle, XsOps};
 use xen_pv::core::errno::EINVAL;
-use xen_pv::core::grant::{GNTST_BAD_DOMAIN, GNTST_BAD_GNTREF, GNTST_BAD_HANDLE, GNTST_PERMISSION_DENIED};
+use xen_pv::core::grant::{
+    GNTST_BAD_DOMAIN, GNTST_BAD_GNTREF, GNTST_BAD_HANDLE, GNTST_PERMISSION_DENIED,
+};
 
 /// A guest page.
 pub(crate) const PAGE: usize = 4096;
@@ -59,7 +61,13 @@ pub(crate) struct Mock {
 impl Mock {
     /// An empty platform for guest domain `dom`: no nodes, grants or offered ports.
     pub(crate) fn new(dom: DomId) -> Mock {
-        Mock { dom, mem: vec![0; PAGES * PAGE], next_gref: 8, next_handle: 1, ..Default::default() }
+        Mock {
+            dom,
+            mem: vec![0; PAGES * PAGE],
+            next_gref: 8,
+            next_handle: 1,
+            ..Default::default()
+        }
     }
     /// A fresh guest page (its frame number in `mem`).
     pub(crate) fn alloc_page(&mut self) -> usize {
@@ -82,7 +90,9 @@ impl Mock {
     }
     /// A xenstore node as a string (None if absent).
     pub(crate) fn get(&self, path: &str) -> Option<String> {
-        self.xs.get(path).map(|v| String::from_utf8_lossy(v).into_owned())
+        self.xs
+            .get(path)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
     }
     /// Write a xenstore node (firing watches).
     pub(crate) fn set(&mut self, path: &str, v: &str) {
@@ -90,7 +100,10 @@ impl Mock {
     }
     /// The local port bound to the guest's `remote` port, if any.
     pub(crate) fn bound_to(&self, remote: u32) -> Option<u32> {
-        self.bound.iter().find(|&(_, &r)| r == remote).map(|(&l, _)| l)
+        self.bound
+            .iter()
+            .find(|&(_, &r)| r == remote)
+            .map(|(&l, _)| l)
     }
     /// Deliver queued watch events (including those the back end causes meanwhile).
     pub(crate) fn pump(&mut self, be: &mut dyn Backend) {
@@ -128,14 +141,20 @@ impl XsOps for Mock {
     }
     fn directory(&mut self, path: &str) -> Vec<String> {
         let pre = format!("{path}/");
-        let mut v: Vec<String> = self.xs.keys().filter_map(|k| k.strip_prefix(&pre)).map(|r| r.split('/').next().unwrap_or("").to_string()).collect();
+        let mut v: Vec<String> = self
+            .xs
+            .keys()
+            .filter_map(|k| k.strip_prefix(&pre))
+            .map(|r| r.split('/').next().unwrap_or("").to_string())
+            .collect();
         v.sort();
         v.dedup();
         v
     }
     fn watch(&mut self, path: &str, token: &str) {
         self.watches.push((path.to_string(), token.to_string()));
-        self.pending.push_back((path.to_string(), token.to_string()));
+        self.pending
+            .push_back((path.to_string(), token.to_string()));
     }
     fn unwatch(&mut self, path: &str, token: &str) {
         self.watches.retain(|(p, t)| !(p == path && t == token));
@@ -148,11 +167,17 @@ impl EvtOps for Mock {
             return Err(EINVAL);
         }
         let p = remote_port + LOCAL_PORT_OFFSET;
-        assert!(self.bound.insert(p, remote_port).is_none(), "local port {p} bound twice");
+        assert!(
+            self.bound.insert(p, remote_port).is_none(),
+            "local port {p} bound twice"
+        );
         Ok(p)
     }
     fn notify(&mut self, port: u32) {
-        assert!(self.bound.contains_key(&port), "notify on an unbound port {port}");
+        assert!(
+            self.bound.contains_key(&port),
+            "notify on an unbound port {port}"
+        );
         self.notified.push(port);
     }
     fn unbind(&mut self, port: u32) {
@@ -181,7 +206,9 @@ impl GntOps for Mock {
         self.maps.remove(&h.0).map(|_| ()).ok_or(GNTST_BAD_HANDLE)
     }
     fn read(&mut self, h: GrantHandle, offset: usize, buf: &mut [u8]) -> bool {
-        let Some(&(page, _)) = self.maps.get(&h.0) else { return false };
+        let Some(&(page, _)) = self.maps.get(&h.0) else {
+            return false;
+        };
         if offset + buf.len() > PAGE {
             return false;
         }
@@ -190,7 +217,9 @@ impl GntOps for Mock {
         true
     }
     fn write(&mut self, h: GrantHandle, offset: usize, data: &[u8]) -> bool {
-        let Some(&(page, w)) = self.maps.get(&h.0) else { return false };
+        let Some(&(page, w)) = self.maps.get(&h.0) else {
+            return false;
+        };
         if !w || offset + data.len() > PAGE {
             return false;
         }

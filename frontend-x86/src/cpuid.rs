@@ -10,6 +10,29 @@ use iced_x86::{CpuidFeature as F, Instruction};
 
 use crate::state::cr4;
 
+/// IA32_ARCH_CAPABILITIES (MSR 0x10a, advertised by CPUID.7.0:EDX[29]): the
+/// "not affected" bits for the speculative-execution issues whose guest mitigations only
+/// cost time here. Generated code does not preserve a guest's branch layout, buffers or
+/// speculation barriers on the host (a guest's retpoline or VERW is emulated, not a host
+/// barrier), so those mitigations protect nothing on this CPU; the host protects the
+/// Xenolith process as any other. RDCL_NO (Meltdown, and so L1TF), SSB_NO, MDS_NO,
+/// PSCHANGE_MC_NO, TAA_NO, SBDR_SSDP_NO, FBSDP_NO, PSDP_NO (MMIO stale data), BHI_NO,
+/// PBRSB_NO, GDS_NO, RFDS_NO, ITS_NO. Not IBRS_ALL: Spectre v2 is left to the guest's
+/// default (retpolines), which needs no SPEC_CTRL MSR.
+pub const ARCH_CAPABILITIES: u64 = 1
+    | 1 << 4
+    | 1 << 5
+    | 1 << 6
+    | 1 << 8
+    | 1 << 13
+    | 1 << 14
+    | 1 << 15
+    | 1 << 20
+    | 1 << 24
+    | 1 << 26
+    | 1 << 27
+    | 1 << 62;
+
 /// XCR0 components supported: x87 and SSE.
 pub const XCR0_SUPPORTED: u64 = 0b11;
 /// XSAVE area size for x87+SSE: the legacy 512-byte region plus the 64-byte header.
@@ -65,8 +88,8 @@ pub fn leaf(leaf: u32, sub: u32, cr4: u64, xcr0: u64) -> (u32, u32, u32, u32) {
             }
             (0x0003_06a9, 0x0001_0800, ecx, edx)
         }
-        // EBX: BMI1, BMI2, CLFLUSHOPT, CLWB. ECX: RDPID.
-        7 if sub == 0 => (0, 1 << 3 | 1 << 8 | 1 << 23 | 1 << 24, 1 << 22, 0),
+        // EBX: BMI1, BMI2, CLFLUSHOPT, CLWB. ECX: RDPID. EDX: ARCH_CAPABILITIES.
+        7 if sub == 0 => (0, 1 << 3 | 1 << 8 | 1 << 23 | 1 << 24, 1 << 22, 1 << 29),
         0xd => match sub {
             // Supported components; size for the enabled ones; size for all.
             0 => {
@@ -79,7 +102,12 @@ pub fn leaf(leaf: u32, sub: u32, cr4: u64, xcr0: u64) -> (u32, u32, u32, u32) {
         },
         0x8000_0000 => (0x8000_0008, 0, 0, 0),
         // ECX: LAHF/SAHF, LZCNT, PREFETCHW. EDX: SYSCALL, NX, RDTSCP, LM.
-        0x8000_0001 => (0, 0, 1 | 1 << 5 | 1 << 8, 1 << 11 | 1 << 20 | 1 << 27 | 1 << 29),
+        0x8000_0001 => (
+            0,
+            0,
+            1 | 1 << 5 | 1 << 8,
+            1 << 11 | 1 << 20 | 1 << 27 | 1 << 29,
+        ),
         0x8000_0002..=0x8000_0004 => {
             let name = *b"Xenolith x86-64 virtual CPU\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
             let i = (leaf - 0x8000_0002) as usize * 16;

@@ -78,7 +78,13 @@ pub unsafe fn fetch(env: *mut Env, sel: u16) -> Result<(Desc, u64), ()> {
     let addr = base.wrapping_add(off);
     // SAFETY: helper context.
     let v = unsafe { load(env, addr, 8, AccessKind::System)? };
-    Ok((Desc { lo: v as u32, hi: (v >> 32) as u32 }, addr))
+    Ok((
+        Desc {
+            lo: v as u32,
+            hi: (v >> 32) as u32,
+        },
+        addr,
+    ))
 }
 
 fn set_seg(e: &mut Env, s: usize, sel: u16, d: Option<&Desc>) {
@@ -104,7 +110,15 @@ fn set_seg(e: &mut Env, s: usize, sel: u16, d: Option<&Desc>) {
 unsafe fn mark_accessed(env: *mut Env, d: &Desc, addr: u64) -> Result<(), ()> {
     if d.hi & (1 << 8) == 0 {
         // SAFETY: helper context.
-        unsafe { store(env, addr + 4, 4, (d.hi | (1 << 8)) as u64, AccessKind::System)? };
+        unsafe {
+            store(
+                env,
+                addr + 4,
+                4,
+                (d.hi | (1 << 8)) as u64,
+                AccessKind::System,
+            )?
+        };
     }
     Ok(())
 }
@@ -135,7 +149,9 @@ pub unsafe extern "C" fn helper_load_seg(env: *mut Env, s: u64, sel: u64, _: u64
         return 0;
     }
     // SAFETY: helper context.
-    let Ok((d, addr)) = (unsafe { fetch(env, sel) }) else { return 0 };
+    let Ok((d, addr)) = (unsafe { fetch(env, sel) }) else {
+        return 0;
+    };
     let e = unsafe { env_mut(env) };
     let rpl = (sel & 3) as u32;
     if s == Seg::Ss as usize {
@@ -179,7 +195,13 @@ fn set_zf(e: &mut Env, z: bool) {
 
 /// LAR (a0 = 0) / LSL (a0 = 1) of selector a1. Returns the value with bit 63 set when
 /// valid (ZF set); otherwise 0 and ZF clear.
-pub unsafe extern "C" fn helper_lar_lsl(env: *mut Env, which: u64, sel: u64, _: u64, _: u64) -> u64 {
+pub unsafe extern "C" fn helper_lar_lsl(
+    env: *mut Env,
+    which: u64,
+    sel: u64,
+    _: u64,
+    _: u64,
+) -> u64 {
     let sel = sel as u16;
     // SAFETY: helper contract.
     let e = unsafe { env_mut(env) };
@@ -201,15 +223,28 @@ pub unsafe extern "C" fn helper_lar_lsl(env: *mut Env, which: u64, sel: u64, _: 
         return fail(e);
     }
     // SAFETY: helper context.
-    let Ok(v) = (unsafe { load(env, base + (sel & !7) as u64, 8, AccessKind::System) }) else { return 0 };
+    let Ok(v) = (unsafe { load(env, base + (sel & !7) as u64, 8, AccessKind::System) }) else {
+        return 0;
+    };
     let e = unsafe { env_mut(env) };
-    let d = Desc { lo: v as u32, hi: (v >> 32) as u32 };
+    let d = Desc {
+        lo: v as u32,
+        hi: (v >> 32) as u32,
+    };
     let ok_type = if d.is_seg() {
         true
     } else {
         let t = d.typ();
-        let ok_lar = if long { matches!(t, 2 | 9 | 11 | 12) } else { matches!(t, 1..=5 | 9 | 11 | 12) };
-        let ok_lsl = if long { matches!(t, 2 | 9 | 11) } else { matches!(t, 1 | 2 | 3 | 9 | 11) };
+        let ok_lar = if long {
+            matches!(t, 2 | 9 | 11 | 12)
+        } else {
+            matches!(t, 1..=5 | 9 | 11 | 12)
+        };
+        let ok_lsl = if long {
+            matches!(t, 2 | 9 | 11)
+        } else {
+            matches!(t, 1 | 2 | 3 | 9 | 11)
+        };
         if which == 0 {
             ok_lar
         } else {
@@ -222,7 +257,11 @@ pub unsafe extern "C" fn helper_lar_lsl(env: *mut Env, which: u64, sel: u64, _: 
         return fail(e);
     }
     set_zf(e, true);
-    let r = if which == 0 { (d.hi & 0x00ff_ff00) as u64 } else { d.limit() as u64 };
+    let r = if which == 0 {
+        (d.hi & 0x00ff_ff00) as u64
+    } else {
+        d.limit() as u64
+    };
     r | 1 << 63
 }
 
@@ -246,13 +285,22 @@ pub unsafe extern "C" fn helper_verrw(env: *mut Env, which: u64, sel: u64, _: u6
         return 0;
     }
     // SAFETY: helper context.
-    let Ok(v) = (unsafe { load(env, base + (sel & !7) as u64, 8, AccessKind::System) }) else { return 0 };
+    let Ok(v) = (unsafe { load(env, base + (sel & !7) as u64, 8, AccessKind::System) }) else {
+        return 0;
+    };
     let e = unsafe { env_mut(env) };
-    let d = Desc { lo: v as u32, hi: (v >> 32) as u32 };
+    let d = Desc {
+        lo: v as u32,
+        hi: (v >> 32) as u32,
+    };
     let rpl = (sel & 3) as u32;
     let ok = d.is_seg()
         && (d.conforming() || d.dpl() >= cpl.max(rpl))
-        && if which == 0 { d.readable() } else { d.writable_data() };
+        && if which == 0 {
+            d.readable()
+        } else {
+            d.writable_data()
+        };
     set_zf(e, ok);
     0
 }
@@ -261,21 +309,61 @@ pub unsafe extern "C" fn helper_verrw(env: *mut Env, which: u64, sel: u64, _: u6
 /// a1 = operand size, a2 = extra bytes to pop). Same-privilege transfers to code
 /// segments, and far RET to an outer privilege level; gates raise #GP (PV guests enter
 /// the kernel through the platform, never through gates).
-pub unsafe extern "C" fn helper_far_jump(env: *mut Env, kind: u64, a1: u64, a2: u64, a3: u64) -> u64 {
+pub unsafe extern "C" fn helper_far_jump(
+    env: *mut Env,
+    kind: u64,
+    a1: u64,
+    a2: u64,
+    a3: u64,
+) -> u64 {
     // SAFETY: helper contract.
     let e = unsafe { env_mut(env) };
     let cpl = e.g[G_CPL as usize] as u32;
     let long = e.g[G_EFER as usize] & efer::LMA != 0;
     let code64 = long && e.g[Seg::Cs.attr_g() as usize] & attr::L != 0;
-    let ssize: u64 = if code64 { 8 } else if e.g[Seg::Ss.attr_g() as usize] & attr::DB != 0 { 4 } else { 2 };
-    let ss_base = if code64 { 0 } else { e.g[Seg::Ss.base_g() as usize] };
-    let sp_mask = if ssize == 8 { u64::MAX } else if ssize == 4 { 0xffff_ffff } else { 0xffff };
+    let ssize: u64 = if code64 {
+        8
+    } else if e.g[Seg::Ss.attr_g() as usize] & attr::DB != 0 {
+        4
+    } else {
+        2
+    };
+    let ss_base = if code64 {
+        0
+    } else {
+        e.g[Seg::Ss.base_g() as usize]
+    };
+    let sp_mask = if ssize == 8 {
+        u64::MAX
+    } else if ssize == 4 {
+        0xffff_ffff
+    } else {
+        0xffff
+    };
     let (sel, off, osz, extra) = if kind == 2 {
         let osz = a1;
         let rsp = e.g[4];
         // SAFETY: helper context.
-        let Ok(ip) = (unsafe { load(env, ss_base.wrapping_add(rsp & sp_mask), osz as u32, AccessKind::Stack) }) else { return 0 };
-        let Ok(cs) = (unsafe { load(env, ss_base.wrapping_add(rsp.wrapping_add(osz) & sp_mask), osz.min(4) as u32, AccessKind::Stack) }) else { return 0 };
+        let Ok(ip) = (unsafe {
+            load(
+                env,
+                ss_base.wrapping_add(rsp & sp_mask),
+                osz as u32,
+                AccessKind::Stack,
+            )
+        }) else {
+            return 0;
+        };
+        let Ok(cs) = (unsafe {
+            load(
+                env,
+                ss_base.wrapping_add(rsp.wrapping_add(osz) & sp_mask),
+                osz.min(4) as u32,
+                AccessKind::Stack,
+            )
+        }) else {
+            return 0;
+        };
         (cs as u16, ip, osz, a2)
     } else {
         (a1 as u16, a2, a3, 0)
@@ -287,7 +375,9 @@ pub unsafe extern "C" fn helper_far_jump(env: *mut Env, kind: u64, a1: u64, a2: 
         return 0;
     }
     // SAFETY: helper context.
-    let Ok((d, addr)) = (unsafe { fetch(env, sel) }) else { return 0 };
+    let Ok((d, addr)) = (unsafe { fetch(env, sel) }) else {
+        return 0;
+    };
     let e = unsafe { env_mut(env) };
     let rpl = (sel & 3) as u32;
     if !d.is_code() {
@@ -296,7 +386,12 @@ pub unsafe extern "C" fn helper_far_jump(env: *mut Env, kind: u64, a1: u64, a2: 
     }
     let new_cpl = if kind == 2 { rpl } else { cpl };
     let priv_ok = if kind == 2 {
-        rpl >= cpl && if d.conforming() { d.dpl() <= rpl } else { d.dpl() == rpl }
+        rpl >= cpl
+            && if d.conforming() {
+                d.dpl() <= rpl
+            } else {
+                d.dpl() == rpl
+            }
     } else if d.conforming() {
         d.dpl() <= cpl
     } else {
@@ -311,7 +406,13 @@ pub unsafe extern "C" fn helper_far_jump(env: *mut Env, kind: u64, a1: u64, a2: 
         return 0;
     }
     let new_l = long && d.hi & (1 << 21) != 0;
-    let off = if new_l { off } else if d.hi & (1 << 22) != 0 { off & 0xffff_ffff } else { off & 0xffff };
+    let off = if new_l {
+        off
+    } else if d.hi & (1 << 22) != 0 {
+        off & 0xffff_ffff
+    } else {
+        off & 0xffff
+    };
     if !new_l && off > d.limit() as u64 {
         e.raise(13, Some(0), 0);
         return 0;
@@ -325,10 +426,30 @@ pub unsafe extern "C" fn helper_far_jump(env: *mut Env, kind: u64, a1: u64, a2: 
         let sp1 = rsp.wrapping_sub(osz) & sp_mask;
         let sp2 = rsp.wrapping_sub(2 * osz) & sp_mask;
         // SAFETY: helper context.
-        if unsafe { store(env, ss_base.wrapping_add(sp1), osz as u32, cs_old, AccessKind::Stack) }.is_err() {
+        if unsafe {
+            store(
+                env,
+                ss_base.wrapping_add(sp1),
+                osz as u32,
+                cs_old,
+                AccessKind::Stack,
+            )
+        }
+        .is_err()
+        {
             return 0;
         }
-        if unsafe { store(env, ss_base.wrapping_add(sp2), osz as u32, rip_ret, AccessKind::Stack) }.is_err() {
+        if unsafe {
+            store(
+                env,
+                ss_base.wrapping_add(sp2),
+                osz as u32,
+                rip_ret,
+                AccessKind::Stack,
+            )
+        }
+        .is_err()
+        {
             return 0;
         }
         rsp = (rsp & !sp_mask) | sp2;
@@ -337,8 +458,26 @@ pub unsafe extern "C" fn helper_far_jump(env: *mut Env, kind: u64, a1: u64, a2: 
         if new_cpl > cpl {
             // Return to an outer level: pop SS:SP too.
             // SAFETY: helper context.
-            let Ok(nsp) = (unsafe { load(env, ss_base.wrapping_add(sp & sp_mask), osz as u32, AccessKind::Stack) }) else { return 0 };
-            let Ok(nss) = (unsafe { load(env, ss_base.wrapping_add(sp.wrapping_add(osz) & sp_mask), 2, AccessKind::Stack) }) else { return 0 };
+            let Ok(nsp) = (unsafe {
+                load(
+                    env,
+                    ss_base.wrapping_add(sp & sp_mask),
+                    osz as u32,
+                    AccessKind::Stack,
+                )
+            }) else {
+                return 0;
+            };
+            let Ok(nss) = (unsafe {
+                load(
+                    env,
+                    ss_base.wrapping_add(sp.wrapping_add(osz) & sp_mask),
+                    2,
+                    AccessKind::Stack,
+                )
+            }) else {
+                return 0;
+            };
             let e = unsafe { env_mut(env) };
             e.g[G_CPL as usize] = new_cpl as u64;
             let saved_ss = [e.g[22 + 2], e.g[28 + 2], e.g[34 + 2], e.g[40 + 2]];
@@ -356,7 +495,11 @@ pub unsafe extern "C" fn helper_far_jump(env: *mut Env, kind: u64, a1: u64, a2: 
             sp = nsp.wrapping_add(extra);
             e.mmu_idx = crate::state::mmu_index(&e.g);
         }
-        rsp = if new_cpl > cpl { sp } else { (rsp & !sp_mask) | (sp & sp_mask) };
+        rsp = if new_cpl > cpl {
+            sp
+        } else {
+            (rsp & !sp_mask) | (sp & sp_mask)
+        };
     }
     // SAFETY: helper context.
     if unsafe { mark_accessed(env, &d, addr) }.is_err() {

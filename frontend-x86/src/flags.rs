@@ -43,14 +43,20 @@ pub fn compute(cc_op: u64, dst: u64, src: u64, src2: u64, rflags: u64) -> u64 {
             let cin = if kind == 2 { src2 & 1 } else { 0 };
             let a = d.wrapping_sub(s).wrapping_sub(cin) & m;
             let cf = if cin != 0 { d <= s } else { d < s };
-            cf_if(cf) | zf_sf_pf(d) | ((a ^ s ^ d) & fl::AF) | of_if(((a ^ d) & (s ^ d)) & sign != 0)
+            cf_if(cf)
+                | zf_sf_pf(d)
+                | ((a ^ s ^ d) & fl::AF)
+                | of_if(((a ^ d) & (s ^ d)) & sign != 0)
         }
         3 | 4 => {
             // SUB / SBB: a = d + s + bin
             let bin = if kind == 4 { src2 & 1 } else { 0 };
             let a = d.wrapping_add(s).wrapping_add(bin) & m;
             let cf = if bin != 0 { a <= s } else { a < s };
-            cf_if(cf) | zf_sf_pf(d) | ((a ^ s ^ d) & fl::AF) | of_if(((a ^ s) & (a ^ d)) & sign != 0)
+            cf_if(cf)
+                | zf_sf_pf(d)
+                | ((a ^ s ^ d) & fl::AF)
+                | of_if(((a ^ s) & (a ^ d)) & sign != 0)
         }
         5 => zf_sf_pf(d),
         6 => {
@@ -78,7 +84,13 @@ pub fn compute(cc_op: u64, dst: u64, src: u64, src2: u64, rflags: u64) -> u64 {
 /// The full RFLAGS value from the globals.
 pub fn read_rflags(g: &[u64]) -> u64 {
     let r = g[G_RFLAGS as usize];
-    let a = compute(g[G_CC_OP as usize], g[G_CC_DST as usize], g[G_CC_SRC as usize], g[G_CC_SRC2 as usize], r);
+    let a = compute(
+        g[G_CC_OP as usize],
+        g[G_CC_DST as usize],
+        g[G_CC_SRC as usize],
+        g[G_CC_SRC2 as usize],
+        r,
+    );
     (r & !fl::ARITH) | a | fl::FIXED1
 }
 
@@ -86,10 +98,22 @@ pub fn read_rflags(g: &[u64]) -> u64 {
 ///
 /// # Safety
 /// Called by generated code with a valid `env`.
-pub unsafe extern "C" fn helper_flags(env: *mut jit::Env, _a: u64, _b: u64, _c: u64, _d: u64) -> u64 {
+pub unsafe extern "C" fn helper_flags(
+    env: *mut jit::Env,
+    _a: u64,
+    _b: u64,
+    _c: u64,
+    _d: u64,
+) -> u64 {
     // SAFETY: per the helper contract, env is valid for the call.
     let g = unsafe { &(*env).g };
-    compute(g[G_CC_OP as usize], g[G_CC_DST as usize], g[G_CC_SRC as usize], g[G_CC_SRC2 as usize], g[G_RFLAGS as usize])
+    compute(
+        g[G_CC_OP as usize],
+        g[G_CC_DST as usize],
+        g[G_CC_SRC as usize],
+        g[G_CC_SRC2 as usize],
+        g[G_RFLAGS as usize],
+    )
 }
 
 #[cfg(test)]

@@ -47,7 +47,12 @@ pub const H: HelperIds = HelperIds {
     fenv: HelperId(15),
 };
 
-const CC: GlobalSet = GlobalSet::NONE.with(G_CC_OP).with(G_CC_DST).with(G_CC_SRC).with(G_CC_SRC2).with(G_RFLAGS);
+const CC: GlobalSet = GlobalSet::NONE
+    .with(G_CC_OP)
+    .with(G_CC_DST)
+    .with(G_CC_SRC)
+    .with(G_CC_SRC2)
+    .with(G_RFLAGS);
 
 pub fn table() -> Vec<HelperInfo> {
     let gprs = {
@@ -58,22 +63,118 @@ pub fn table() -> Vec<HelperInfo> {
         s
     };
     vec![
-        HelperInfo { name: "flags", func: flags::helper_flags, reads: CC, writes: GlobalSet::NONE, can_fault: false },
-        HelperInfo { name: "div", func: helper_div, reads: gprs, writes: gprs, can_fault: true },
-        HelperInfo { name: "rotate", func: helper_rotate, reads: CC, writes: CC, can_fault: false },
-        HelperInfo { name: "shiftd", func: helper_shiftd, reads: CC, writes: CC, can_fault: false },
-        HelperInfo { name: "load_seg", func: crate::desc::helper_load_seg, reads: GlobalSet::ALL, writes: GlobalSet::ALL, can_fault: true },
-        HelperInfo { name: "lar_lsl", func: crate::desc::helper_lar_lsl, reads: GlobalSet::ALL, writes: CC, can_fault: true },
-        HelperInfo { name: "verrw", func: crate::desc::helper_verrw, reads: GlobalSet::ALL, writes: CC, can_fault: true },
-        HelperInfo { name: "popf", func: helper_popf, reads: GlobalSet::ALL, writes: CC, can_fault: false },
-        HelperInfo { name: "far_jump", func: crate::desc::helper_far_jump, reads: GlobalSet::ALL, writes: GlobalSet::ALL, can_fault: true },
-        HelperInfo { name: "pdep_pext", func: helper_pdep_pext, reads: GlobalSet::NONE, writes: GlobalSet::NONE, can_fault: false },
-        HelperInfo { name: "rep_fast", func: helper_rep_fast, reads: GlobalSet::ALL, writes: gprs, can_fault: false },
-        HelperInfo { name: "sse", func: crate::fp::helper_sse, reads: fp_state().with(G_GPR0).with(G_GPR0 + 2).with(G_CR4), writes: fp_state().with(G_GPR0 + 1), can_fault: true },
-        HelperInfo { name: "fxstate", func: crate::fp::state::helper_fxstate, reads: GlobalSet::ALL, writes: fp_state(), can_fault: true },
-        HelperInfo { name: "maskmov", func: crate::fp::helper_maskmov, reads: GlobalSet::ALL, writes: GlobalSet::NONE, can_fault: true },
-        HelperInfo { name: "x87", func: crate::fp::x87::helper_x87, reads: fp_state(), writes: fp_state(), can_fault: false },
-        HelperInfo { name: "fenv", func: crate::fp::state::helper_fenv, reads: GlobalSet::ALL, writes: fp_state(), can_fault: true },
+        HelperInfo {
+            name: "flags",
+            func: flags::helper_flags,
+            reads: CC,
+            writes: GlobalSet::NONE,
+            can_fault: false,
+        },
+        HelperInfo {
+            name: "div",
+            func: helper_div,
+            reads: gprs,
+            writes: gprs,
+            can_fault: true,
+        },
+        HelperInfo {
+            name: "rotate",
+            func: helper_rotate,
+            reads: CC,
+            writes: CC,
+            can_fault: false,
+        },
+        HelperInfo {
+            name: "shiftd",
+            func: helper_shiftd,
+            reads: CC,
+            writes: CC,
+            can_fault: false,
+        },
+        HelperInfo {
+            name: "load_seg",
+            func: crate::desc::helper_load_seg,
+            reads: GlobalSet::ALL,
+            writes: GlobalSet::ALL,
+            can_fault: true,
+        },
+        HelperInfo {
+            name: "lar_lsl",
+            func: crate::desc::helper_lar_lsl,
+            reads: GlobalSet::ALL,
+            writes: CC,
+            can_fault: true,
+        },
+        HelperInfo {
+            name: "verrw",
+            func: crate::desc::helper_verrw,
+            reads: GlobalSet::ALL,
+            writes: CC,
+            can_fault: true,
+        },
+        HelperInfo {
+            name: "popf",
+            func: helper_popf,
+            reads: GlobalSet::ALL,
+            writes: CC,
+            can_fault: false,
+        },
+        HelperInfo {
+            name: "far_jump",
+            func: crate::desc::helper_far_jump,
+            reads: GlobalSet::ALL,
+            writes: GlobalSet::ALL,
+            can_fault: true,
+        },
+        HelperInfo {
+            name: "pdep_pext",
+            func: helper_pdep_pext,
+            reads: GlobalSet::NONE,
+            writes: GlobalSet::NONE,
+            can_fault: false,
+        },
+        HelperInfo {
+            name: "rep_fast",
+            func: helper_rep_fast,
+            reads: GlobalSet::ALL,
+            writes: gprs,
+            can_fault: false,
+        },
+        HelperInfo {
+            name: "sse",
+            func: crate::fp::helper_sse,
+            reads: fp_state().with(G_GPR0).with(G_GPR0 + 2).with(G_CR4),
+            writes: fp_state().with(G_GPR0 + 1),
+            can_fault: true,
+        },
+        HelperInfo {
+            name: "fxstate",
+            func: crate::fp::state::helper_fxstate,
+            reads: GlobalSet::ALL,
+            writes: fp_state(),
+            can_fault: true,
+        },
+        HelperInfo {
+            name: "maskmov",
+            func: crate::fp::helper_maskmov,
+            reads: GlobalSet::ALL,
+            writes: GlobalSet::NONE,
+            can_fault: true,
+        },
+        HelperInfo {
+            name: "x87",
+            func: crate::fp::x87::helper_x87,
+            reads: fp_state(),
+            writes: fp_state(),
+            can_fault: false,
+        },
+        HelperInfo {
+            name: "fenv",
+            func: crate::fp::state::helper_fenv,
+            reads: GlobalSet::ALL,
+            writes: fp_state(),
+            can_fault: true,
+        },
     ]
 }
 
@@ -102,14 +203,21 @@ pub unsafe fn env_mut<'a>(env: *mut Env) -> &'a mut Env {
 pub unsafe fn load(env: *mut Env, addr: u64, size: u32, who: AccessKind) -> Result<u64, ()> {
     // SAFETY: helper context (see contract).
     let (core, e) = unsafe { (core_of(env), &mut *env) };
-    core.load(e, addr, size, who).map_err(|f| e.raise(f.vector, f.error_code, f.addr))
+    core.load(e, addr, size, who)
+        .map_err(|f| e.raise(f.vector, f.error_code, f.addr))
 }
 
 /// Guest memory store from a helper.
 ///
 /// # Safety
 /// Inside a helper, with its env pointer.
-pub unsafe fn store(env: *mut Env, addr: u64, size: u32, val: u64, who: AccessKind) -> Result<(), ()> {
+pub unsafe fn store(
+    env: *mut Env,
+    addr: u64,
+    size: u32,
+    val: u64,
+    who: AccessKind,
+) -> Result<(), ()> {
     // SAFETY: helper context (see contract).
     let (core, e) = unsafe { (core_of(env), &mut *env) };
     match core.store(e, addr, size, val, who) {
@@ -238,13 +346,21 @@ unsafe extern "C" fn helper_rotate(env: *mut Env, a0: u64, val: u64, count: u64,
     let (res, cf, of) = match kind {
         0 => {
             let cr = c % bits;
-            let r = if cr == 0 { v } else { ((v << cr) | (v >> (bits - cr))) & m };
+            let r = if cr == 0 {
+                v
+            } else {
+                ((v << cr) | (v >> (bits - cr))) & m
+            };
             let cf = r & 1;
             (r, cf, msb(r) ^ cf)
         }
         1 => {
             let cr = c % bits;
-            let r = if cr == 0 { v } else { ((v >> cr) | (v << (bits - cr))) & m };
+            let r = if cr == 0 {
+                v
+            } else {
+                ((v >> cr) | (v << (bits - cr))) & m
+            };
             let cf = msb(r);
             (r, cf, msb(r) ^ ((r >> (bits - 2)) & 1))
         }
@@ -301,7 +417,11 @@ unsafe extern "C" fn helper_shiftd(env: *mut Env, a0: u64, dst: u64, src: u64, c
     // Use a wide concatenation; for 16-bit counts > 16 the result is undefined (we give
     // what a 32-bit rotate through the pair yields, like Intel cores).
     let (res, cf) = if bytes == 2 {
-        let wide: u64 = if right { (s << 16 | d) | (d << 32) } else { (d << 32) | (s << 16) | d };
+        let wide: u64 = if right {
+            (s << 16 | d) | (d << 32)
+        } else {
+            (d << 32) | (s << 16) | d
+        };
         if right {
             let r = (wide >> c) & 0xffff;
             (r, (wide >> (c - 1)) & 1)
@@ -314,7 +434,10 @@ unsafe extern "C" fn helper_shiftd(env: *mut Env, a0: u64, dst: u64, src: u64, c
         ((wide >> c) as u64 & m, ((wide >> (c - 1)) & 1) as u64)
     } else {
         let wide = (d as u128) << bits | s as u128;
-        (((wide << c) >> bits) as u64 & m, ((wide >> (2 * bits - c)) & 1) as u64)
+        (
+            ((wide << c) >> bits) as u64 & m,
+            ((wide >> (2 * bits - c)) & 1) as u64,
+        )
     };
     let msb = |x: u64| (x >> (bits - 1)) & 1;
     let of = msb(res) ^ msb(d);
@@ -359,7 +482,13 @@ unsafe extern "C" fn helper_popf(env: *mut Env, newv: u64, bytes: u64, _: u64, _
 }
 
 /// PDEP (a0 = 0) / PEXT (a0 = 1) of a1 with mask a2; a3 = operand bytes.
-unsafe extern "C" fn helper_pdep_pext(_env: *mut Env, which: u64, src: u64, mask: u64, bytes: u64) -> u64 {
+unsafe extern "C" fn helper_pdep_pext(
+    _env: *mut Env,
+    which: u64,
+    src: u64,
+    mask: u64,
+    bytes: u64,
+) -> u64 {
     let m = super::translate::size_mask(bytes as u32);
     let (src, mask) = (src & m, mask & m);
     let mut r = 0u64;
@@ -383,7 +512,13 @@ unsafe extern "C" fn helper_pdep_pext(_env: *mut Env, which: u64, src: u64, mask
 /// 0 means "run one iteration the precise way" (faults, code pages, page-crossing
 /// elements, DF = 1). a0 = kind (0 movs, 1 stos) | element size << 4 | address size << 8 |
 /// 64-bit code << 12, a1 = source segment base, a2 = ES base.
-pub unsafe extern "C" fn helper_rep_fast(env: *mut Env, a0: u64, src_base: u64, es_base: u64, _: u64) -> u64 {
+pub unsafe extern "C" fn helper_rep_fast(
+    env: *mut Env,
+    a0: u64,
+    src_base: u64,
+    es_base: u64,
+    _: u64,
+) -> u64 {
     use jit::engine::Access;
     // SAFETY: helper contract.
     let (core, e) = unsafe { (core_of(env), &mut *env) };
@@ -415,20 +550,28 @@ pub unsafe extern "C" fn helper_rep_fast(env: *mut Env, a0: u64, src_base: u64, 
     n = n.min((amask - rdi) / size + 1);
     let slin = linear(src_base, rsi);
     if movs {
-        n = n.min((0x1000 - (slin & 0xfff)) / size).min((amask - rsi) / size + 1);
+        n = n
+            .min((0x1000 - (slin & 0xfff)) / size)
+            .min((amask - rsi) / size + 1);
     }
     if n == 0 {
         return 0;
     }
-    let Some(dp) = core.bulk_translate(e, dlin, Access::Write) else { return 0 };
+    let Some(dp) = core.bulk_translate(e, dlin, Access::Write) else {
+        return 0;
+    };
     let bytes = (n * size) as usize;
     if movs {
-        let Some(sp) = core.bulk_translate(e, slin, Access::Read) else { return 0 };
+        let Some(sp) = core.bulk_translate(e, slin, Access::Read) else {
+            return 0;
+        };
         let ram = core.ram_mut();
         if sp + bytes as u64 <= dp || dp + bytes as u64 <= sp || sp >= dp {
             // Disjoint, or copying downwards: front-to-back element order equals memmove.
             let (lo, hi) = (sp.min(dp), sp.max(dp) + bytes as u64);
-            let Some(win) = ram.slice_mut(lo, (hi - lo) as usize) else { return 0 };
+            let Some(win) = ram.slice_mut(lo, (hi - lo) as usize) else {
+                return 0;
+            };
             let (s0, d0) = ((sp - lo) as usize, (dp - lo) as usize);
             win.copy_within(s0..s0 + bytes, d0);
         } else {
@@ -443,7 +586,9 @@ pub unsafe extern "C" fn helper_rep_fast(env: *mut Env, a0: u64, src_base: u64, 
     } else {
         let v = e.g[0].to_le_bytes();
         let ram = core.ram_mut();
-        let Some(d) = ram.slice_mut(dp, bytes) else { return 0 };
+        let Some(d) = ram.slice_mut(dp, bytes) else {
+            return 0;
+        };
         if size == 1 {
             d.fill(v[0]);
         } else {

@@ -8,8 +8,8 @@
 
 pub mod cpuid;
 pub mod desc;
-pub mod fp;
 pub mod flags;
+pub mod fp;
 pub mod helpers;
 pub mod mmu;
 pub mod state;
@@ -69,8 +69,9 @@ impl PlatformOp {
     pub fn from_u32(v: u32) -> Option<PlatformOp> {
         use PlatformOp::*;
         const ALL: [PlatformOp; 26] = [
-            Cpuid, Rdmsr, Wrmsr, Io, Cli, Sti, Hlt, MovCr, MovDr, DescTable, Syscall, Sysret, Sysenter, Sysexit, Iret,
-            Swapgs, Invlpg, SoftInt, Rdtsc, Rdtscp, Rdpmc, CacheCtl, Xgetbv, Xsetbv, Rdpid, Other,
+            Cpuid, Rdmsr, Wrmsr, Io, Cli, Sti, Hlt, MovCr, MovDr, DescTable, Syscall, Sysret,
+            Sysenter, Sysexit, Iret, Swapgs, Invlpg, SoftInt, Rdtsc, Rdtscp, Rdpmc, CacheCtl,
+            Xgetbv, Xsetbv, Rdpid, Other,
         ];
         ALL.iter().copied().find(|o| *o as u32 == v)
     }
@@ -83,7 +84,9 @@ pub struct X86Frontend {
 
 impl X86Frontend {
     pub fn new() -> X86Frontend {
-        X86Frontend { helpers: helpers::table() }
+        X86Frontend {
+            helpers: helpers::table(),
+        }
     }
 }
 
@@ -111,7 +114,11 @@ pub fn tb_flags(g: &[u64]) -> u32 {
         if g[Seg::Ss.attr_g() as usize] & attr::DB != 0 {
             f |= tbf::SS32;
         }
-        if g[Seg::Ds.base_g() as usize] | g[Seg::Es.base_g() as usize] | g[Seg::Ss.base_g() as usize] != 0 {
+        if g[Seg::Ds.base_g() as usize]
+            | g[Seg::Es.base_g() as usize]
+            | g[Seg::Ss.base_g() as usize]
+            != 0
+        {
             f |= tbf::ADDSEG;
         }
     }
@@ -144,12 +151,31 @@ impl jit::Frontend for X86Frontend {
         let g = &env.g;
         let flags = tb_flags(g);
         let rip = g[G_RIP as usize];
-        let cs_base = if flags & tbf::CODE64 != 0 { 0 } else { g[Seg::Cs.base_g() as usize] };
-        let pc = if flags & tbf::CODE64 != 0 { rip } else { cs_base.wrapping_add(rip) & 0xffff_ffff };
-        TbKey { pc, rip, cs_base, flags }
+        let cs_base = if flags & tbf::CODE64 != 0 {
+            0
+        } else {
+            g[Seg::Cs.base_g() as usize]
+        };
+        let pc = if flags & tbf::CODE64 != 0 {
+            rip
+        } else {
+            cs_base.wrapping_add(rip) & 0xffff_ffff
+        };
+        TbKey {
+            pc,
+            rip,
+            cs_base,
+            flags,
+        }
     }
 
-    fn translate(&mut self, env: &Env, key: &TbKey, fetch: &mut CodeFetcher, max_insns: u32) -> Result<Block, GuestFault> {
+    fn translate(
+        &mut self,
+        env: &Env,
+        key: &TbKey,
+        fetch: &mut CodeFetcher,
+        max_insns: u32,
+    ) -> Result<Block, GuestFault> {
         translate::translate(env, key, fetch, max_insns)
     }
 
@@ -165,7 +191,12 @@ impl jit::Frontend for X86Frontend {
 /// Build an engine for an x86 guest with `ram_size` bytes of RAM.
 pub fn new_engine(ram_size: u64, kind: jit::EngineKind) -> std::io::Result<jit::Engine> {
     let ram = jit::GuestRam::new(ram_size)?;
-    Ok(jit::Engine::new(ram, Box::new(X86Mmu), Box::new(X86Frontend::new()), jit::backend::new_backend(kind)))
+    Ok(jit::Engine::new(
+        ram,
+        Box::new(X86Mmu),
+        Box::new(X86Frontend::new()),
+        jit::backend::new_backend(kind),
+    ))
 }
 
 /// Put the CPU in 64-bit mode with paging on (`cr3`), at `cpl`, with flat segments.
@@ -177,9 +208,21 @@ pub fn setup_long_mode(env: &mut Env, cr3: u64, cpl: u8) {
     s.set_g(G_CR3, cr3);
     let rpl = cpl as u16;
     let dpl = (cpl as u64) << attr::DPL_SHIFT;
-    s.set_seg(Seg::Cs, 0x30 | rpl, 0, 0xffff_ffff, 0xb | attr::S | dpl | attr::P | attr::L | attr::G);
+    s.set_seg(
+        Seg::Cs,
+        0x30 | rpl,
+        0,
+        0xffff_ffff,
+        0xb | attr::S | dpl | attr::P | attr::L | attr::G,
+    );
     for sg in [Seg::Ds, Seg::Es, Seg::Ss, Seg::Fs, Seg::Gs] {
-        s.set_seg(sg, 0x28 | rpl, 0, 0xffff_ffff, 0x3 | attr::S | dpl | attr::P | attr::DB | attr::G);
+        s.set_seg(
+            sg,
+            0x28 | rpl,
+            0,
+            0xffff_ffff,
+            0x3 | attr::S | dpl | attr::P | attr::DB | attr::G,
+        );
     }
     s.set_cpl(cpl);
     s.set_rflags(fl::FIXED1);

@@ -57,6 +57,8 @@ struct Walk<'a> {
     ac: bool,
     implicit: bool,
     vaddr: u64,
+    /// Set accessed/dirty bits (false: a probe without side effects).
+    update: bool,
 }
 
 impl Walk<'_> {
@@ -71,7 +73,11 @@ impl Walk<'_> {
         if self.fetch && (self.nxe || self.smep) {
             c |= pfec::I;
         }
-        GuestFault { vector: 14, error_code: Some(c), addr: self.vaddr }
+        GuestFault {
+            vector: 14,
+            error_code: Some(c),
+            addr: self.vaddr,
+        }
     }
 
     fn read_entry(&self, pa: u64, wide: bool) -> u64 {
@@ -124,7 +130,11 @@ impl Walk<'_> {
             PagingMode::Legacy => 0,
         };
         for (level, &shift) in shifts.iter().enumerate() {
-            let nbits = if mode == PagingMode::Pae && level == 0 { 2 } else { idx_bits };
+            let nbits = if mode == PagingMode::Pae && level == 0 {
+                2
+            } else {
+                idx_bits
+            };
             let idx = (v >> shift) & ((1 << nbits) - 1);
             let pa = table + idx * esize;
             let e = self.read_entry(pa, wide);
@@ -166,7 +176,7 @@ impl Walk<'_> {
             if large || last_level {
                 self.check(rw, us, nx)?;
                 // Set accessed bits on every level, dirty on the leaf for writes.
-                for (i, &(epa, ev)) in entries[..n].iter().enumerate() {
+                for (i, &(epa, ev)) in entries[..n].iter().enumerate().filter(|_| self.update) {
                     let leaf = i + 1 == n;
                     if mode == PagingMode::Pae && i == 0 {
                         continue; // PDPTEs have no A bit in PAE mode
@@ -208,7 +218,32 @@ enum PagingMode {
 }
 
 impl Mmu for X86Mmu {
-    fn translate(&mut self, env: &Env, ram: &mut GuestRam, vaddr: u64, access: Access, who: AccessKind) -> Result<u64, GuestFault> {
+    fn translate(
+        &mut self,
+        env: &Env,
+        ram: &mut GuestRam,
+        vaddr: u64,
+        access: Access,
+        who: AccessKind,
+    ) -> Result<u64, GuestFault> {
+        walk(env, ram, vaddr, access, who, true)
+    }
+
+    fn probe_exec(&mut self, env: &Env, ram: &mut GuestRam, vaddr: u64) -> Option<u64> {
+        walk(env, ram, vaddr, Access::Exec, AccessKind::Normal, false).ok()
+    }
+}
+
+/// Translate `vaddr` in the mode `env` holds; `update`: set accessed/dirty bits.
+fn walk(
+    env: &Env,
+    ram: &mut GuestRam,
+    vaddr: u64,
+    access: Access,
+    who: AccessKind,
+    update: bool,
+) -> Result<u64, GuestFault> {
+    {
         let g = &env.g;
         let cr0 = g[G_CR0 as usize];
         let cr4 = g[G_CR4 as usize];
@@ -216,7 +251,11 @@ impl Mmu for X86Mmu {
         let lma = efer & efer::LMA != 0;
         if lma && !is_canonical(vaddr) {
             let vector = if who == AccessKind::Stack { 12 } else { 13 };
-            return Err(GuestFault { vector, error_code: Some(0), addr: 0 });
+            return Err(GuestFault {
+                vector,
+                error_code: Some(0),
+                addr: 0,
+            });
         }
         if cr0 & cr0::PG == 0 {
             return Ok(if lma { vaddr } else { vaddr & 0xffff_ffff });
@@ -241,6 +280,7 @@ impl Mmu for X86Mmu {
             ac: g[G_RFLAGS as usize] & fl::AC != 0,
             implicit: who == AccessKind::System,
             vaddr,
+            update,
         };
         if mode == PagingMode::Legacy && cr4 & cr4::PSE == 0 {
             // Without PSE the PS bit is ignored: walk as if it were clear.
@@ -264,8 +304,11 @@ impl Walk<'_> {
             return Err(self.fault(0));
         }
         self.check(pde & pte & RW != 0, pde & pte & US != 0, false)?;
-        self.ram.write_u32(pde_pa, (pde | A) as u32);
-        self.ram.write_u32(pte_pa, (pte | A | if self.write { D } else { 0 }) as u32);
+        if self.update {
+            self.ram.write_u32(pde_pa, (pde | A) as u32);
+            self.ram
+                .write_u32(pte_pa, (pte | A | if self.write { D } else { 0 }) as u32);
+        }
         Ok((pte & 0xffff_f000) | (v & 0xfff))
     }
 }
@@ -304,7 +347,11 @@ mod tests {
     }
 
     fn pf(code: u32, addr: u64) -> Result<u64, GuestFault> {
-        Err(GuestFault { vector: 14, error_code: Some(code), addr })
+        Err(GuestFault {
+            vector: 14,
+            error_code: Some(code),
+            addr,
+        })
     }
 
     #[test]
@@ -317,34 +364,76 @@ mod tests {
         assert_eq!(tr(&mut f, 0x8, Access::Write, 3), Ok(0x10008));
         assert_eq!(f.ram.read_u64(0x4000).unwrap() & (A | D), A | D);
         // user write to read-only page: P|W|U
-        assert_eq!(tr(&mut f, 0x1004, Access::Write, 3), pf(pfec::P | pfec::W | pfec::U, 0x1004));
+        assert_eq!(
+            tr(&mut f, 0x1004, Access::Write, 3),
+            pf(pfec::P | pfec::W | pfec::U, 0x1004)
+        );
         // supervisor write to RO page with WP=1 faults, with WP=0 succeeds
-        assert_eq!(tr(&mut f, 0x1004, Access::Write, 0), pf(pfec::P | pfec::W, 0x1004));
+        assert_eq!(
+            tr(&mut f, 0x1004, Access::Write, 0),
+            pf(pfec::P | pfec::W, 0x1004)
+        );
         f.env.g[G_CR0 as usize] &= !cr0::WP;
         assert_eq!(tr(&mut f, 0x1004, Access::Write, 0), Ok(0x11004));
         // user read of supervisor page
-        assert_eq!(tr(&mut f, 0x2000, Access::Read, 3), pf(pfec::P | pfec::U, 0x2000));
+        assert_eq!(
+            tr(&mut f, 0x2000, Access::Read, 3),
+            pf(pfec::P | pfec::U, 0x2000)
+        );
         // exec of NX page: P|I|U
-        assert_eq!(tr(&mut f, 0x3000, Access::Exec, 3), pf(pfec::P | pfec::I | pfec::U, 0x3000));
+        assert_eq!(
+            tr(&mut f, 0x3000, Access::Exec, 3),
+            pf(pfec::P | pfec::I | pfec::U, 0x3000)
+        );
         // not present: only U|W bits
-        assert_eq!(tr(&mut f, 0x5000, Access::Write, 3), pf(pfec::W | pfec::U, 0x5000));
+        assert_eq!(
+            tr(&mut f, 0x5000, Access::Write, 3),
+            pf(pfec::W | pfec::U, 0x5000)
+        );
         // not-present at the L3 level
         assert_eq!(tr(&mut f, 1 << 30, Access::Read, 0), pf(0, 1 << 30));
         // non-canonical -> #GP(0), or #SS(0) through the stack segment
-        assert_eq!(tr(&mut f, 0x0000_8000_0000_0000, Access::Read, 3), Err(GuestFault { vector: 13, error_code: Some(0), addr: 0 }));
+        assert_eq!(
+            tr(&mut f, 0x0000_8000_0000_0000, Access::Read, 3),
+            Err(GuestFault {
+                vector: 13,
+                error_code: Some(0),
+                addr: 0
+            })
+        );
         f.env.g[G_CPL as usize] = 3;
-        let ss = X86Mmu.translate(&f.env, &mut f.ram, 0xffff_7fff_ffff_fff8, Access::Write, AccessKind::Stack);
-        assert_eq!(ss, Err(GuestFault { vector: 12, error_code: Some(0), addr: 0 }));
+        let ss = X86Mmu.translate(
+            &f.env,
+            &mut f.ram,
+            0xffff_7fff_ffff_fff8,
+            Access::Write,
+            AccessKind::Stack,
+        );
+        assert_eq!(
+            ss,
+            Err(GuestFault {
+                vector: 12,
+                error_code: Some(0),
+                addr: 0
+            })
+        );
         // Software bits 52..58 (Linux uses 58, Xen 52) are ignored, not reserved.
-        f.ram.write_u64(0x4000, 0x10000 | P | RW | US | 1 << 52 | 1 << 58);
+        f.ram
+            .write_u64(0x4000, 0x10000 | P | RW | US | 1 << 52 | 1 << 58);
         f.env.tlb_flush();
         assert_eq!(tr(&mut f, 0x10, Access::Read, 3), Ok(0x10010));
         // A physical-address bit above MAXPHYADDR is reserved.
         f.ram.write_u64(0x4000, 0x10000 | P | RW | US | 1 << 50);
-        assert_eq!(tr(&mut f, 0x10, Access::Read, 3), pf(pfec::P | pfec::RSVD | pfec::U, 0x10));
+        assert_eq!(
+            tr(&mut f, 0x10, Access::Read, 3),
+            pf(pfec::P | pfec::RSVD | pfec::U, 0x10)
+        );
         // reserved bit (NX with NXE=0)
         f.env.g[G_EFER as usize] &= !efer::NXE;
-        assert_eq!(tr(&mut f, 0x3000, Access::Read, 3), pf(pfec::P | pfec::RSVD | pfec::U, 0x3000));
+        assert_eq!(
+            tr(&mut f, 0x3000, Access::Read, 3),
+            pf(pfec::P | pfec::RSVD | pfec::U, 0x3000)
+        );
     }
 
     #[test]
@@ -355,7 +444,10 @@ mod tests {
         assert_eq!(tr(&mut f, 0x212345, Access::Read, 3), Ok(0x412345));
         // misaligned 2 MiB frame -> reserved
         f.ram.write_u64(0x3008, 0x402000 | P | RW | US | PS);
-        assert_eq!(tr(&mut f, 0x212345, Access::Read, 3), pf(pfec::P | pfec::RSVD | pfec::U, 0x212345));
+        assert_eq!(
+            tr(&mut f, 0x212345, Access::Read, 3),
+            pf(pfec::P | pfec::RSVD | pfec::U, 0x212345)
+        );
 
         // PAE: CR3 -> PDPT at 0x5000; PDPTE0 -> PD 0x6000 -> PT 0x7000
         let mut env = Env::new();

@@ -67,7 +67,22 @@ pub struct GuestFault {
 pub trait Mmu {
     /// Translate `vaddr` for one access of kind `access` by `who` in the current mode,
     /// setting accessed/dirty bits as hardware does. Returns the physical address.
-    fn translate(&mut self, env: &Env, ram: &mut GuestRam, vaddr: u64, access: Access, who: AccessKind) -> Result<u64, GuestFault>;
+    fn translate(
+        &mut self,
+        env: &Env,
+        ram: &mut GuestRam,
+        vaddr: u64,
+        access: Access,
+        who: AccessKind,
+    ) -> Result<u64, GuestFault>;
+
+    /// The physical page an instruction fetch at `vaddr` would reach now in the current
+    /// mode, *without side effects* (no accessed bits set, no fault raised); None when the
+    /// fetch would fault, or when the MMU cannot tell without side effects. The engine uses
+    /// it to keep jump-cache entries across a TLB flush whose code mappings are unchanged.
+    fn probe_exec(&mut self, _env: &Env, _ram: &mut GuestRam, _vaddr: u64) -> Option<u64> {
+        None
+    }
 }
 
 /// What selects a translation besides the physical address.
@@ -100,7 +115,13 @@ impl CodeFetcher<'_> {
             let ppage = match self.pages.iter().find(|p| p.0 == vpage) {
                 Some(p) => p.1,
                 None => {
-                    let p = self.mmu.translate(self.env, self.ram, a, Access::Exec, AccessKind::Normal)? & PAGE_MASK;
+                    let p = self.mmu.translate(
+                        self.env,
+                        self.ram,
+                        a,
+                        Access::Exec,
+                        AccessKind::Normal,
+                    )? & PAGE_MASK;
                     self.pages.push((vpage, p));
                     p
                 }
@@ -123,7 +144,13 @@ pub trait Frontend {
     fn key(&self, env: &Env) -> TbKey;
     /// Translate at most `max_insns` instructions starting at `key`. Fails only when the
     /// first instruction cannot be fetched.
-    fn translate(&mut self, env: &Env, key: &TbKey, fetch: &mut CodeFetcher, max_insns: u32) -> Result<Block, GuestFault>;
+    fn translate(
+        &mut self,
+        env: &Env,
+        key: &TbKey,
+        fetch: &mut CodeFetcher,
+        max_insns: u32,
+    ) -> Result<Block, GuestFault>;
     /// The helper table that `Op::Call` indexes.
     fn helpers(&self) -> &[HelperInfo];
     /// The global holding the instruction pointer.
@@ -199,7 +226,35 @@ pub struct Stats {
     /// Whole-TLB flushes and single-page flushes the platform asked for.
     pub tlb_flushes: u64,
     pub tlb_page_flushes: u64,
+    /// Returns to the run loop by cause: unchained direct exits, indirect-jump cache misses,
+    /// platform instructions, exceptions (static and faults), syncs.
+    pub exit_jump: u64,
+    pub exit_indirect: u64,
+    pub exit_platform: u64,
+    pub exit_exception: u64,
+    pub exit_sync: u64,
+    /// Jump-cache hits in the run loop (lookups that did not need the hash map).
+    pub jc_hits: u64,
+    /// TLB flushes after which a half of the jump caches was kept (its code mappings
+    /// re-walked and unchanged), and after which it was dropped.
+    pub jc_kept: u64,
+    pub jc_dropped: u64,
 }
+
+/// The code pages the jump-cache entries of one half of the address space depend on.
+#[derive(Default)]
+struct JcPages {
+    /// Virtual page -> the physical page its TBs were translated from.
+    pages: FxMap<u64, u64>,
+    /// The MMU mode the pages were translated in (all entries share it, or `mixed`).
+    mmu_idx: u32,
+    /// Entries from several MMU modes, a remapped page, or too many pages: drop the half
+    /// at the next flush instead of re-walking.
+    mixed: bool,
+}
+
+/// More code pages than this in one half: a flush drops the half rather than re-walk.
+const JC_PAGES_MAX: usize = 4096;
 
 const JC_SIZE: usize = 4096;
 
@@ -214,6 +269,8 @@ pub struct Core {
     /// generation is `jc_gen`, so a TLB flush invalidates the cache in O(1).
     jc: Vec<Option<(TbKey, u32, u32)>>,
     jc_gen: [u32; 2],
+    /// What each half's jump-cache entries (here and in `Env::jc`) assume about mappings.
+    jc_pages: [JcPages; 2],
     page_tbs: FxMap<u64, Vec<u32>>,
     /// One bit per RAM page: the page holds translated code (mirrors `page_tbs`).
     code_pages: Vec<u64>,
@@ -234,7 +291,12 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(ram: GuestRam, mmu: Box<dyn Mmu>, frontend: Box<dyn Frontend>, backend: Box<dyn Backend>) -> Engine {
+    pub fn new(
+        ram: GuestRam,
+        mmu: Box<dyn Mmu>,
+        frontend: Box<dyn Frontend>,
+        backend: Box<dyn Backend>,
+    ) -> Engine {
         let ram_pages = ram.size() / PAGE_SIZE;
         let mut env = Env::new();
         let core = Box::new(Core {
@@ -245,6 +307,7 @@ impl Engine {
             lookup: FxMap::default(),
             jc: vec![None; JC_SIZE],
             jc_gen: [0; 2],
+            jc_pages: Default::default(),
             code_pages: vec![0; ram_pages.div_ceil(64) as usize + 1],
             page_tbs: FxMap::default(),
             stats: Stats::default(),
@@ -253,7 +316,12 @@ impl Engine {
             dump_ir: std::env::var_os("XENOLITH_DUMP_IR").is_some(),
         });
         env.rt = std::ptr::null_mut();
-        Engine { env, core, frontend, single_insn_next: false }
+        Engine {
+            env,
+            core,
+            frontend,
+            single_insn_next: false,
+        }
     }
 
     pub fn ram(&mut self) -> &mut GuestRam {
@@ -264,11 +332,23 @@ impl Engine {
         self.core.stats
     }
 
-    /// Flush the TLB (e.g. CR3 reload) and the jump cache that depends on it.
+    /// Flush the TLB (e.g. CR3 reload). The jump caches depend on the code mappings, not
+    /// on the TLB: each half of them is kept when every code page its entries came from
+    /// still maps to the same physical page with execute rights (re-walked without side
+    /// effects, as a refill would find it), and dropped otherwise.
     pub fn tlb_flush(&mut self) {
         self.core.stats.tlb_flushes += 1;
-        self.env.tlb_flush();
-        self.core.jc_invalidate();
+        self.env.tlb_flush_entries();
+        for half in 0..2 {
+            if self.core.jc_pages_unchanged(&self.env, half) {
+                self.core.stats.jc_kept += 1;
+            } else {
+                self.core.stats.jc_dropped += 1;
+
+                self.env.jc_invalidate_half(half);
+                self.core.jc_invalidate_half(half);
+            }
+        }
     }
 
     /// Flush one virtual page (INVLPG).
@@ -290,7 +370,8 @@ impl Engine {
     /// Drop the write permission of every TLB entry that maps physical page `ppage` (the
     /// page becomes read-only for the guest, e.g. a PV page table): cheaper than a flush.
     pub fn tlb_drop_writes(&mut self, ppage: u64) {
-        self.core.protect_code_page(&mut self.env, ppage & PAGE_MASK);
+        self.core
+            .protect_code_page(&mut self.env, ppage & PAGE_MASK);
     }
 
     /// Drop every translation (e.g. when the platform rewrites code behind the engine's back).
@@ -335,7 +416,13 @@ impl Engine {
             if std::mem::take(&mut fill_jc) && !single {
                 let t = &corer.tbs[tb as usize];
                 if let Some(entry) = t.code.and_then(|c| corer.backend.entry_addr(c)) {
-                    envr.jc[crate::env::jc_index(key.rip)] = crate::env::JcEntry { pc: key.rip, mode: mode_word(&key), code: entry, epoch: envr.jc_epoch_for(key.rip) };
+                    envr.jc[crate::env::jc_index(key.rip)] = crate::env::JcEntry {
+                        pc: key.rip,
+                        mode: mode_word(&key),
+                        code: entry,
+                        epoch: envr.jc_epoch_for(key.rip),
+                    };
+                    corer.jc_record(tb);
                 }
             }
             envr.cur_tb = tb;
@@ -352,22 +439,33 @@ impl Engine {
                     let e = t.exits[index as usize];
                     match e.exit {
                         Exit::Jump { .. } | Exit::Repeat { .. } => {
+                            corer.stats.exit_jump += 1;
                             if t.valid && !t.one_shot {
                                 last_exit = Some((tb_id, index));
                             }
                         }
-                        Exit::Indirect { .. } => fill_jc = true,
+                        Exit::Indirect { .. } => {
+                            corer.stats.exit_indirect += 1;
+                            fill_jc = true
+                        }
                         Exit::Exception { vector, error_code } => {
+                            corer.stats.exit_exception += 1;
                             envr.g[pc_global as usize] = t.block.insn_pcs[e.insn as usize];
                             envr.icount += e.insn as u64;
-                            return StopReason::Exception(GuestFault { vector, error_code, addr: 0 });
+                            return StopReason::Exception(GuestFault {
+                                vector,
+                                error_code,
+                                addr: 0,
+                            });
                         }
                         Exit::Platform { op, arg, len } => {
+                            corer.stats.exit_platform += 1;
                             envr.g[pc_global as usize] = t.block.insn_pcs[e.insn as usize];
                             envr.icount += e.insn as u64;
                             return StopReason::Platform { op, arg, len };
                         }
                         Exit::Sync { pc } => {
+                            corer.stats.exit_sync += 1;
                             if pc != crate::ir::SYNC_KEEP_PC {
                                 envr.g[pc_global as usize] = pc;
                             }
@@ -386,9 +484,11 @@ impl Engine {
                             self.single_insn_next = true;
                         }
                         _ => {
+                            corer.stats.exit_exception += 1;
                             let gf = GuestFault {
                                 vector: envr.exc_vector as u8,
-                                error_code: (envr.exc_has_code != 0).then_some(envr.exc_code as u32),
+                                error_code: (envr.exc_has_code != 0)
+                                    .then_some(envr.exc_code as u32),
                                 addr: envr.exc_addr,
                             };
                             return StopReason::Exception(gf);
@@ -407,16 +507,11 @@ impl Core {
         self.tbs.clear();
         self.lookup.clear();
         self.jc.fill(None);
+        self.jc_pages = Default::default();
         self.page_tbs.clear();
         self.code_pages.fill(0);
         self.backend.flush();
         self.stats.flushes += 1;
-    }
-
-    /// Forget every jump-cache entry (new generations; clear for real on wrap-around).
-    fn jc_invalidate(&mut self) {
-        self.jc_invalidate_half(0);
-        self.jc_invalidate_half(1);
     }
 
     /// Forget the jump-cache entries of one half of the address space (1: the upper).
@@ -425,6 +520,59 @@ impl Core {
         if self.jc_gen[half] == 0 {
             self.jc.fill(None);
         }
+        self.jc_pages[half] = JcPages::default();
+    }
+
+    /// Note the code pages TB `id` came from, before a jump-cache entry for it is made.
+    /// The entry's half is that of the TB's `rip` (`Env::jc`) and `pc` (`Core::jc`); they
+    /// differ only for a non-zero code-segment base, which only legacy modes have.
+    fn jc_record(&mut self, id: u32) {
+        let t = &self.tbs[id as usize];
+        let (pc, mmu_idx) = (t.key.pc, t.block.mmu_idx);
+        let halves = [(pc >> 63) as usize, (t.key.rip >> 63) as usize];
+        let pages = t.pages;
+        let unknown = pages[0].is_none();
+        for half in halves
+            .into_iter()
+            .take(if halves[0] == halves[1] { 1 } else { 2 })
+        {
+            let r = &mut self.jc_pages[half];
+            if unknown {
+                r.mixed = true;
+            }
+            if r.mixed {
+                continue;
+            }
+            if r.pages.is_empty() {
+                r.mmu_idx = mmu_idx;
+            } else if r.mmu_idx != mmu_idx {
+                r.mixed = true;
+                continue;
+            }
+            for (i, p) in pages.iter().enumerate() {
+                let Some(p) = *p else { continue };
+                let vpage = (pc & PAGE_MASK).wrapping_add(i as u64 * PAGE_SIZE);
+                if *r.pages.entry(vpage).or_insert(p) != p || r.pages.len() > JC_PAGES_MAX {
+                    r.mixed = true;
+                }
+            }
+        }
+    }
+
+    /// Whether every code page the jump-cache entries of `half` came from still maps, in
+    /// the current mode, to the physical page it was translated from.
+    fn jc_pages_unchanged(&mut self, env: &Env, half: usize) -> bool {
+        let r = &self.jc_pages[half];
+        if r.pages.is_empty() {
+            return true;
+        }
+        if r.mixed || r.mmu_idx != env.mmu_idx {
+            return false;
+        }
+        let (mmu, ram) = (&mut self.mmu, &mut self.ram);
+        r.pages
+            .iter()
+            .all(|(&v, &p)| mmu.probe_exec(env, ram, v).map(|x| x & PAGE_MASK) == Some(p))
     }
 
     fn jc_gen_for(&self, pc: u64) -> u32 {
@@ -442,16 +590,25 @@ impl Core {
             let host = pc.wrapping_add(e.addend);
             return Ok(host - self.ram.base() as u64);
         }
-        let p = self.mmu.translate(env, &mut self.ram, pc, Access::Exec, AccessKind::Normal)?;
+        let p = self
+            .mmu
+            .translate(env, &mut self.ram, pc, Access::Exec, AccessKind::Normal)?;
         self.tlb_fill(env, pc, p, Access::Exec);
         Ok(p)
     }
 
-    fn find_tb(&mut self, env: &mut Env, key: &TbKey, single: bool, fe: &mut dyn Frontend) -> Result<u32, GuestFault> {
+    fn find_tb(
+        &mut self,
+        env: &mut Env,
+        key: &TbKey,
+        single: bool,
+        fe: &mut dyn Frontend,
+    ) -> Result<u32, GuestFault> {
         self.stats.lookups += 1;
         if !single {
             if let Some((k, id, gen)) = self.jc[Self::jc_index(key)] {
                 if gen == self.jc_gen_for(key.pc) && k == *key && self.tbs[id as usize].valid {
+                    self.stats.jc_hits += 1;
                     return Ok(id);
                 }
             }
@@ -459,6 +616,7 @@ impl Core {
         let phys = self.code_phys(env, key.pc)?;
         if !single {
             if let Some(&id) = self.lookup.get(&(*key, phys)) {
+                self.jc_record(id);
                 self.jc[Self::jc_index(key)] = Some((*key, id, self.jc_gen_for(key.pc)));
                 return Ok(id);
             }
@@ -468,7 +626,12 @@ impl Core {
             env.jc.fill(crate::env::JcEntry::EMPTY);
         }
         let t0 = std::time::Instant::now();
-        let mut fetch = CodeFetcher { env, ram: &mut self.ram, mmu: &mut *self.mmu, pages: Vec::new() };
+        let mut fetch = CodeFetcher {
+            env,
+            ram: &mut self.ram,
+            mmu: &mut *self.mmu,
+            pages: Vec::new(),
+        };
         let max = if single { 1 } else { self.max_insns };
         let mut block = fe.translate(env, key, &mut fetch, max)?;
         if self.optimize {
@@ -476,7 +639,14 @@ impl Core {
         }
         block.mode = mode_word(key);
         if self.dump_ir {
-            eprintln!("TB {} at {:#x} (flags {:#x}), {} insns, {} ops:", self.tbs.len(), key.pc, key.flags, block.insn_pcs.len(), block.ops.len());
+            eprintln!(
+                "TB {} at {:#x} (flags {:#x}), {} insns, {} ops:",
+                self.tbs.len(),
+                key.pc,
+                key.flags,
+                block.insn_pcs.len(),
+                block.ops.len()
+            );
             for op in &block.ops {
                 eprintln!("    {op:?}");
             }
@@ -488,7 +658,10 @@ impl Core {
         for op in &block.ops {
             match op {
                 crate::ir::Op::InsnStart { .. } => insn += 1,
-                crate::ir::Op::Exit(e) => exits.push(TbExit { exit: *e, insn: insn.max(0) as u32 }),
+                crate::ir::Op::Exit(e) => exits.push(TbExit {
+                    exit: *e,
+                    insn: insn.max(0) as u32,
+                }),
                 _ => {}
             }
         }
@@ -511,7 +684,9 @@ impl Core {
             }
             a = a.wrapping_add(n);
         }
-        let code = self.backend.compile(&block, id, fe.helpers(), fe.pc_global());
+        let code = self
+            .backend
+            .compile(&block, id, fe.helpers(), fe.pc_global());
         let code = match code {
             Ok(c) => c,
             Err(err) => {
@@ -549,6 +724,7 @@ impl Core {
         }
         if !single {
             self.lookup.insert((*key, phys), id);
+            self.jc_record(id);
             self.jc[Self::jc_index(key)] = Some((*key, id, self.jc_gen_for(key.pc)));
         }
         Ok(id)
@@ -557,7 +733,12 @@ impl Core {
     /// Remove write tags that map to physical page `p`, so stores take the slow path.
     fn protect_code_page(&mut self, env: &mut Env, p: u64) {
         let base = self.ram.base() as u64;
-        for e in env.tlb.iter_mut().flatten().chain(env.victim.iter_mut().flatten()) {
+        for e in env
+            .tlb
+            .iter_mut()
+            .flatten()
+            .chain(env.victim.iter_mut().flatten())
+        {
             if e.write & !PAGE_MASK == 0 && e.write.wrapping_add(e.addend) == base + p {
                 e.write = env::TLB_INVALID;
             }
@@ -567,14 +748,21 @@ impl Core {
     fn can_chain(&self, from: u32, to: u32) -> bool {
         let f = &self.tbs[from as usize];
         let t = &self.tbs[to as usize];
-        f.valid && t.valid && !t.one_shot && f.key.pc & PAGE_MASK == t.key.pc & PAGE_MASK && f.key.cs_base == t.key.cs_base
+        f.valid
+            && t.valid
+            && !t.one_shot
+            && f.key.pc & PAGE_MASK == t.key.pc & PAGE_MASK
+            && f.key.cs_base == t.key.cs_base
     }
 
     fn chain(&mut self, from: u32, idx: u32, to: u32) {
         if self.tbs[from as usize].chained.iter().any(|c| c.0 == idx) {
             return;
         }
-        let (fc, tc) = (self.tbs[from as usize].code.unwrap(), self.tbs[to as usize].code.unwrap());
+        let (fc, tc) = (
+            self.tbs[from as usize].code.unwrap(),
+            self.tbs[to as usize].code.unwrap(),
+        );
         if self.backend.chain(fc, idx, tc) {
             self.tbs[from as usize].chained.push((idx, to));
             self.tbs[to as usize].incoming.push((from, idx));
@@ -631,13 +819,22 @@ impl Core {
     fn code_write(&mut self, env: &mut Env, pa: u64, len: u64) -> bool {
         let cur = env.cur_tb;
         let page = pa & PAGE_MASK;
-        let Some(list) = self.page_tbs.get(&page) else { return true };
+        let Some(list) = self.page_tbs.get(&page) else {
+            return true;
+        };
         let hits: Vec<u32> = list
             .iter()
             .copied()
-            .filter(|&id| self.tbs[id as usize].ranges.iter().any(|r| r.0 < pa + len && pa < r.1))
+            .filter(|&id| {
+                self.tbs[id as usize]
+                    .ranges
+                    .iter()
+                    .any(|r| r.0 < pa + len && pa < r.1)
+            })
             .collect();
-        let restart = hits.contains(&cur) && (cur as usize) < self.tbs.len() && self.tbs[cur as usize].ninsns() > 1;
+        let restart = hits.contains(&cur)
+            && (cur as usize) < self.tbs.len()
+            && self.tbs[cur as usize].ninsns() > 1;
         for id in hits {
             self.invalidate_tb(env, id);
         }
@@ -646,7 +843,9 @@ impl Core {
 
     fn is_code_page(&self, p: u64) -> bool {
         let n = (p >> crate::env::PAGE_BITS) as usize;
-        self.code_pages.get(n / 64).is_some_and(|w| w >> (n % 64) & 1 != 0)
+        self.code_pages
+            .get(n / 64)
+            .is_some_and(|w| w >> (n % 64) & 1 != 0)
     }
 
     fn set_code_page(&mut self, p: u64, on: bool) {
@@ -667,7 +866,9 @@ impl Core {
         }
         let vpage = vaddr & PAGE_MASK;
         let code = self.is_code_page(ppage);
-        let addend = (self.ram.base() as u64).wrapping_add(ppage).wrapping_sub(vpage);
+        let addend = (self.ram.base() as u64)
+            .wrapping_add(ppage)
+            .wrapping_sub(vpage);
         let mmu = env.mmu_idx as usize;
         let old = env.tlb[mmu][tlb_index(vaddr)];
         let e = &mut env.tlb[mmu][tlb_index(vaddr)];
@@ -675,7 +876,10 @@ impl Core {
             *e = TlbEntry::EMPTY;
             e.addend = addend;
             // Keep the evicted entry in the victim TLB.
-            if old.read & !PAGE_MASK == 0 || old.write & !PAGE_MASK == 0 || old.exec & !PAGE_MASK == 0 {
+            if old.read & !PAGE_MASK == 0
+                || old.write & !PAGE_MASK == 0
+                || old.exec & !PAGE_MASK == 0
+            {
                 let k = env.victim_next[mmu] as usize;
                 env.victim[mmu][k] = old;
                 env.victim_next[mmu] = ((k + 1) % crate::env::VICTIM_SIZE) as u32;
@@ -695,7 +899,13 @@ impl Core {
     }
 
     /// Translate one access (not crossing a page) and fill the TLB.
-    fn translate(&mut self, env: &mut Env, vaddr: u64, access: Access, who: AccessKind) -> Result<u64, GuestFault> {
+    fn translate(
+        &mut self,
+        env: &mut Env,
+        vaddr: u64,
+        access: Access,
+        who: AccessKind,
+    ) -> Result<u64, GuestFault> {
         if who != AccessKind::System {
             if let Some(p) = self.victim_hit(env, vaddr, access) {
                 return Ok(p);
@@ -713,9 +923,13 @@ impl Core {
     /// a fault and, for writes, holding no translated code. None means "take the precise
     /// per-element path" (which raises any fault); no state other than the TLB changes.
     pub fn bulk_translate(&mut self, env: &mut Env, vaddr: u64, access: Access) -> Option<u64> {
-        let p = self.translate(env, vaddr, access, AccessKind::Normal).ok()?;
+        let p = self
+            .translate(env, vaddr, access, AccessKind::Normal)
+            .ok()?;
         let page = p & PAGE_MASK;
-        if page + PAGE_SIZE > self.ram.size() || (access == Access::Write && self.is_code_page(page)) {
+        if page + PAGE_SIZE > self.ram.size()
+            || (access == Access::Write && self.is_code_page(page))
+        {
             return None;
         }
         Some(p)
@@ -754,16 +968,32 @@ impl Core {
     }
 
     /// Load `size` bytes at linear `vaddr` (any alignment), or the fault.
-    pub fn load(&mut self, env: &mut Env, vaddr: u64, size: u32, who: AccessKind) -> Result<u64, GuestFault> {
+    pub fn load(
+        &mut self,
+        env: &mut Env,
+        vaddr: u64,
+        size: u32,
+        who: AccessKind,
+    ) -> Result<u64, GuestFault> {
         self.load_for(env, vaddr, size, who, Access::Read)
     }
 
     /// Load with the permission check of `access` (Write for the read of a RMW).
-    pub fn load_for(&mut self, env: &mut Env, vaddr: u64, size: u32, who: AccessKind, access: Access) -> Result<u64, GuestFault> {
+    pub fn load_for(
+        &mut self,
+        env: &mut Env,
+        vaddr: u64,
+        size: u32,
+        who: AccessKind,
+        access: Access,
+    ) -> Result<u64, GuestFault> {
         let off = vaddr & !PAGE_MASK;
         if off + size as u64 <= PAGE_SIZE {
             let p = self.translate(env, vaddr, access, who)?;
-            return Ok(self.ram.read_le(p, size as usize).unwrap_or(u64::MAX & MemSize::from_bytes(size).mask()));
+            return Ok(self
+                .ram
+                .read_le(p, size as usize)
+                .unwrap_or(u64::MAX & MemSize::from_bytes(size).mask()));
         }
         let n1 = (PAGE_SIZE - off) as u32;
         let v2 = vaddr.wrapping_add(n1 as u64);
@@ -771,7 +1001,11 @@ impl Core {
         let p2 = self.translate(env, v2, access, who)?;
         let mut v = 0u64;
         for i in 0..size {
-            let pa = if i < n1 { p1 + i as u64 } else { p2 + (i - n1) as u64 };
+            let pa = if i < n1 {
+                p1 + i as u64
+            } else {
+                p2 + (i - n1) as u64
+            };
             let b = self.ram.read_le(pa, 1).unwrap_or(0xff);
             v |= b << (8 * i);
         }
@@ -779,7 +1013,14 @@ impl Core {
     }
 
     /// Store `size` bytes at linear `vaddr`. `Ok(false)` means an SMC restart is needed.
-    pub fn store(&mut self, env: &mut Env, vaddr: u64, size: u32, val: u64, who: AccessKind) -> Result<bool, GuestFault> {
+    pub fn store(
+        &mut self,
+        env: &mut Env,
+        vaddr: u64,
+        size: u32,
+        val: u64,
+        who: AccessKind,
+    ) -> Result<bool, GuestFault> {
         let off = vaddr & !PAGE_MASK;
         let (p1, p2, n1) = if off + size as u64 <= PAGE_SIZE {
             (self.translate(env, vaddr, Access::Write, who)?, 0, size)
@@ -800,7 +1041,11 @@ impl Core {
             return Ok(false);
         }
         for i in 0..size {
-            let pa = if i < n1 { p1 + i as u64 } else { p2 + (i - n1) as u64 };
+            let pa = if i < n1 {
+                p1 + i as u64
+            } else {
+                p2 + (i - n1) as u64
+            };
             self.ram.write_le(pa, 1, (val >> (8 * i)) & 0xff);
         }
         Ok(true)
@@ -836,7 +1081,11 @@ pub unsafe extern "C" fn slow_load(env: *mut Env, vaddr: u64, info: u64) -> u64 
     // SAFETY: the caller guarantees `env` and `env.rt` are valid and not otherwise borrowed.
     let (env, core) = unsafe { (&mut *env, &mut *((*env).rt as *mut Core)) };
     let size = (info & 0xf) as u32;
-    let access = if info & MEM_INFO_RMW != 0 { Access::Write } else { Access::Read };
+    let access = if info & MEM_INFO_RMW != 0 {
+        Access::Write
+    } else {
+        Access::Read
+    };
     match core.load_for(env, vaddr, size, kind_of(info), access) {
         Ok(v) => {
             if info & 0x10 != 0 {

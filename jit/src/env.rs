@@ -34,7 +34,12 @@ pub struct TlbEntry {
 }
 
 impl TlbEntry {
-    pub const EMPTY: TlbEntry = TlbEntry { read: TLB_INVALID, write: TLB_INVALID, exec: TLB_INVALID, addend: 0 };
+    pub const EMPTY: TlbEntry = TlbEntry {
+        read: TLB_INVALID,
+        write: TLB_INVALID,
+        exec: TLB_INVALID,
+        addend: 0,
+    };
 }
 
 const _: () = assert!(std::mem::size_of::<TlbEntry>() == 32);
@@ -44,7 +49,7 @@ const _: () = assert!(offset_of!(TlbEntry, exec) == 16);
 const _: () = assert!(offset_of!(TlbEntry, addend) == 24);
 
 /// Entries of the indirect-jump cache generated code probes on `Exit::Indirect`.
-pub const JC_BITS: u32 = 12;
+pub const JC_BITS: u32 = 15;
 pub const JC_ENTRIES: usize = 1 << JC_BITS;
 
 /// One indirect-jump cache entry: the target pc, the mode word of the blocks it is valid
@@ -62,7 +67,12 @@ pub struct JcEntry {
 }
 
 impl JcEntry {
-    pub const EMPTY: JcEntry = JcEntry { pc: 0, mode: u64::MAX, code: 0, epoch: u64::MAX };
+    pub const EMPTY: JcEntry = JcEntry {
+        pc: 0,
+        mode: u64::MAX,
+        code: 0,
+        epoch: u64::MAX,
+    };
 }
 
 const _: () = assert!(std::mem::size_of::<JcEntry>() == 32);
@@ -161,7 +171,8 @@ impl Env {
             std::ptr::addr_of_mut!((*p).jc_epoch).write([0; 2]);
             std::ptr::addr_of_mut!((*p).tlb).write([[TlbEntry::EMPTY; TLB_SIZE]; NB_MMU_MODES]);
             std::ptr::addr_of_mut!((*p).jc).write([JcEntry::EMPTY; JC_ENTRIES]);
-            std::ptr::addr_of_mut!((*p).victim).write([[TlbEntry::EMPTY; VICTIM_SIZE]; NB_MMU_MODES]);
+            std::ptr::addr_of_mut!((*p).victim)
+                .write([[TlbEntry::EMPTY; VICTIM_SIZE]; NB_MMU_MODES]);
             std::ptr::addr_of_mut!((*p).victim_next).write([0; NB_MMU_MODES]);
             e.assume_init()
         }
@@ -170,13 +181,18 @@ impl Env {
     /// Flush every TLB entry of every mode (and the jump cache, whose entries assume the
     /// current mappings).
     pub fn tlb_flush(&mut self) {
+        self.tlb_flush_entries();
+        self.jc_invalidate();
+    }
+
+    /// Flush every TLB entry of every mode, leaving the jump cache to the caller.
+    pub fn tlb_flush_entries(&mut self) {
         for m in self.tlb.iter_mut() {
             m.fill(TlbEntry::EMPTY);
         }
         for m in self.victim.iter_mut() {
             m.fill(TlbEntry::EMPTY);
         }
-        self.jc_invalidate();
     }
 
     /// Invalidate the indirect-jump cache: new epochs (a full clear only when they wrap).
@@ -203,7 +219,11 @@ impl Env {
     /// the jump cache's lower half (a PV context switch that keeps the kernel's upper half
     /// mapped as it was).
     pub fn tlb_flush_lower(&mut self, keep: usize) {
-        let lower = |e: &TlbEntry| [e.read, e.write, e.exec].iter().any(|&t| t != TLB_INVALID && t >> 63 == 0);
+        let lower = |e: &TlbEntry| {
+            [e.read, e.write, e.exec]
+                .iter()
+                .any(|&t| t != TLB_INVALID && t >> 63 == 0)
+        };
         for (m, (tlb, victim)) in self.tlb.iter_mut().zip(self.victim.iter_mut()).enumerate() {
             for e in tlb.iter_mut().chain(victim.iter_mut()) {
                 if m != keep || lower(e) {
@@ -225,7 +245,10 @@ impl Env {
             }
         }
         for m in self.victim.iter_mut() {
-            for e in m.iter_mut().filter(|e| e.read == page || e.write == page || e.exec == page) {
+            for e in m
+                .iter_mut()
+                .filter(|e| e.read == page || e.write == page || e.exec == page)
+            {
                 *e = TlbEntry::EMPTY;
             }
         }

@@ -69,10 +69,20 @@ pub fn flush_icache(code: &[u8]) {
         const SYS_RISCV_FLUSH_ICACHE: libc::c_long = 259;
         let r = code.as_ptr_range();
         // SAFETY: the syscall only performs cache maintenance; it reads no memory.
-        let rc = unsafe { libc::syscall(SYS_RISCV_FLUSH_ICACHE, r.start, r.end, 0 as libc::c_ulong) };
-        assert_eq!(rc, 0, "riscv_flush_icache failed: {}", io::Error::last_os_error());
+        let rc =
+            unsafe { libc::syscall(SYS_RISCV_FLUSH_ICACHE, r.start, r.end, 0 as libc::c_ulong) };
+        assert_eq!(
+            rc,
+            0,
+            "riscv_flush_icache failed: {}",
+            io::Error::last_os_error()
+        );
     }
-    #[cfg(not(any(target_arch = "x86_64", target_arch = "x86", all(target_arch = "riscv64", target_os = "linux"))))]
+    #[cfg(not(any(
+        target_arch = "x86_64",
+        target_arch = "x86",
+        all(target_arch = "riscv64", target_os = "linux")
+    )))]
     {
         dynasmrt::cache_control::synchronize_icache(code);
         dynasmrt::cache_control::prepare_for_execution(code);
@@ -120,7 +130,13 @@ impl ExecMem {
         if p == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        Ok(ExecMem { base: p as *mut u8, size, page, used: 0, touched: 0 })
+        Ok(ExecMem {
+            base: p as *mut u8,
+            size,
+            page,
+            used: 0,
+            touched: 0,
+        })
     }
 
     pub fn page_size(&self) -> usize {
@@ -171,13 +187,19 @@ impl ExecMem {
         unsafe {
             let pp = self.base.add(pstart) as *mut libc::c_void;
             if libc::mprotect(pp, pend - pstart, libc::PROT_READ | libc::PROT_WRITE) != 0 {
-                panic!("execmem: mprotect RW failed: {}", io::Error::last_os_error());
+                panic!(
+                    "execmem: mprotect RW failed: {}",
+                    io::Error::last_os_error()
+                );
             }
             // Pad the alignment gap with int3 (x86) so stray execution traps.
             ptr::write_bytes(self.base.add(self.used), 0xcc, start - self.used);
             ptr::copy_nonoverlapping(code.as_ptr(), self.base.add(start), code.len());
             if libc::mprotect(pp, pend - pstart, libc::PROT_READ | libc::PROT_EXEC) != 0 {
-                panic!("execmem: mprotect RX failed: {}", io::Error::last_os_error());
+                panic!(
+                    "execmem: mprotect RX failed: {}",
+                    io::Error::last_os_error()
+                );
             }
             flush_icache(std::slice::from_raw_parts(self.base.add(start), code.len()));
         }
@@ -195,9 +217,17 @@ impl ExecMem {
             // stale jump into it into a fault instead of running old code; on Linux the
             // pages are also handed back to the kernel.
             unsafe {
-                libc::mprotect(self.base as *mut libc::c_void, self.touched, libc::PROT_NONE);
+                libc::mprotect(
+                    self.base as *mut libc::c_void,
+                    self.touched,
+                    libc::PROT_NONE,
+                );
                 #[cfg(target_os = "linux")]
-                libc::madvise(self.base as *mut libc::c_void, self.touched, libc::MADV_DONTNEED);
+                libc::madvise(
+                    self.base as *mut libc::c_void,
+                    self.touched,
+                    libc::MADV_DONTNEED,
+                );
             }
         }
         self.used = 0;

@@ -99,13 +99,28 @@ pub struct MemOp {
 
 impl MemOp {
     pub fn new(size: MemSize) -> MemOp {
-        MemOp { size, signed: false, kind: AccessKind::Normal, rmw: false }
+        MemOp {
+            size,
+            signed: false,
+            kind: AccessKind::Normal,
+            rmw: false,
+        }
     }
     pub fn signed(size: MemSize) -> MemOp {
-        MemOp { size, signed: true, kind: AccessKind::Normal, rmw: false }
+        MemOp {
+            size,
+            signed: true,
+            kind: AccessKind::Normal,
+            rmw: false,
+        }
     }
     pub fn stack(size: MemSize) -> MemOp {
-        MemOp { size, signed: false, kind: AccessKind::Stack, rmw: false }
+        MemOp {
+            size,
+            signed: false,
+            kind: AccessKind::Stack,
+            rmw: false,
+        }
     }
 }
 
@@ -244,30 +259,89 @@ pub const SYNC_KEEP_PC: u64 = u64::MAX;
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
     /// Marks the start of a guest instruction at linear address `pc`.
-    InsnStart { pc: u64 },
-    Const { dst: Temp, val: u64 },
-    Mov { dst: Temp, src: Temp },
+    InsnStart {
+        pc: u64,
+    },
+    Const {
+        dst: Temp,
+        val: u64,
+    },
+    Mov {
+        dst: Temp,
+        src: Temp,
+    },
     /// dst = env.g[g]
-    GetG { dst: Temp, g: Global },
+    GetG {
+        dst: Temp,
+        g: Global,
+    },
     /// env.g[g] = src
-    SetG { g: Global, src: Val },
-    Bin { op: BinOp, w: Width, dst: Temp, a: Temp, b: Val },
-    Un { op: UnOp, w: Width, dst: Temp, a: Temp },
+    SetG {
+        g: Global,
+        src: Val,
+    },
+    Bin {
+        op: BinOp,
+        w: Width,
+        dst: Temp,
+        a: Temp,
+        b: Val,
+    },
+    Un {
+        op: UnOp,
+        w: Width,
+        dst: Temp,
+        a: Temp,
+    },
     /// Zero- or sign-extend the low `from` bytes of `a` to 64 bits.
-    Ext { dst: Temp, a: Temp, from: MemSize, signed: bool },
+    Ext {
+        dst: Temp,
+        a: Temp,
+        from: MemSize,
+        signed: bool,
+    },
     /// dst = cond(a, b) ? 1 : 0
-    SetCond { cond: Cond, dst: Temp, a: Temp, b: Val },
+    SetCond {
+        cond: Cond,
+        dst: Temp,
+        a: Temp,
+        b: Val,
+    },
     /// dst = cond(a, b) ? t : f
-    Select { cond: Cond, dst: Temp, a: Temp, b: Val, t: Val, f: Val },
+    Select {
+        cond: Cond,
+        dst: Temp,
+        a: Temp,
+        b: Val,
+        t: Val,
+        f: Val,
+    },
     /// Guest load from linear address `addr`.
-    Load { dst: Temp, addr: Temp, mop: MemOp },
+    Load {
+        dst: Temp,
+        addr: Temp,
+        mop: MemOp,
+    },
     /// Guest store to linear address `addr`.
-    Store { addr: Temp, val: Val, mop: MemOp },
+    Store {
+        addr: Temp,
+        val: Val,
+        mop: MemOp,
+    },
     /// Call a helper from the engine's helper table.
-    Call { helper: HelperId, args: Vec<Val>, dst: Option<Temp> },
+    Call {
+        helper: HelperId,
+        args: Vec<Val>,
+        dst: Option<Temp>,
+    },
     Label(Label),
     Br(Label),
-    BrCond { cond: Cond, a: Temp, b: Val, label: Label },
+    BrCond {
+        cond: Cond,
+        a: Temp,
+        b: Val,
+        label: Label,
+    },
     Exit(Exit),
 }
 
@@ -278,7 +352,8 @@ pub struct HelperId(pub u16);
 /// A helper's signature. All helpers take the environment and up to four u64 arguments and
 /// return a u64. A helper that can fault sets [`crate::Env::fault`] and the generated code
 /// leaves the block with the exception.
-pub type HelperFn = unsafe extern "C" fn(env: *mut crate::Env, a0: u64, a1: u64, a2: u64, a3: u64) -> u64;
+pub type HelperFn =
+    unsafe extern "C" fn(env: *mut crate::Env, a0: u64, a1: u64, a2: u64, a3: u64) -> u64;
 
 /// A set of globals (bitmask over all global indices).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -393,7 +468,13 @@ impl Builder {
     }
     pub fn bin(&mut self, op: BinOp, w: Width, a: Temp, b: impl Into<Val>) -> Temp {
         let dst = self.temp();
-        self.push(Op::Bin { op, w, dst, a, b: b.into() });
+        self.push(Op::Bin {
+            op,
+            w,
+            dst,
+            a,
+            b: b.into(),
+        });
         dst
     }
     pub fn add(&mut self, a: Temp, b: impl Into<Val>) -> Temp {
@@ -430,17 +511,41 @@ impl Builder {
             return a;
         }
         let dst = self.temp();
-        self.push(Op::Ext { dst, a, from, signed });
+        self.push(Op::Ext {
+            dst,
+            a,
+            from,
+            signed,
+        });
         dst
     }
     pub fn setcond(&mut self, cond: Cond, a: Temp, b: impl Into<Val>) -> Temp {
         let dst = self.temp();
-        self.push(Op::SetCond { cond, dst, a, b: b.into() });
+        self.push(Op::SetCond {
+            cond,
+            dst,
+            a,
+            b: b.into(),
+        });
         dst
     }
-    pub fn select(&mut self, cond: Cond, a: Temp, b: impl Into<Val>, t: impl Into<Val>, f: impl Into<Val>) -> Temp {
+    pub fn select(
+        &mut self,
+        cond: Cond,
+        a: Temp,
+        b: impl Into<Val>,
+        t: impl Into<Val>,
+        f: impl Into<Val>,
+    ) -> Temp {
         let dst = self.temp();
-        self.push(Op::Select { cond, dst, a, b: b.into(), t: t.into(), f: f.into() });
+        self.push(Op::Select {
+            cond,
+            dst,
+            a,
+            b: b.into(),
+            t: t.into(),
+            f: f.into(),
+        });
         dst
     }
     pub fn load(&mut self, addr: Temp, mop: MemOp) -> Temp {
@@ -449,17 +554,29 @@ impl Builder {
         dst
     }
     pub fn store(&mut self, addr: Temp, val: impl Into<Val>, mop: MemOp) {
-        self.push(Op::Store { addr, val: val.into(), mop });
+        self.push(Op::Store {
+            addr,
+            val: val.into(),
+            mop,
+        });
     }
     pub fn call(&mut self, helper: HelperId, args: &[Val]) -> Temp {
         assert!(args.len() <= 4);
         let dst = self.temp();
-        self.push(Op::Call { helper, args: args.to_vec(), dst: Some(dst) });
+        self.push(Op::Call {
+            helper,
+            args: args.to_vec(),
+            dst: Some(dst),
+        });
         dst
     }
     pub fn call_void(&mut self, helper: HelperId, args: &[Val]) {
         assert!(args.len() <= 4);
-        self.push(Op::Call { helper, args: args.to_vec(), dst: None });
+        self.push(Op::Call {
+            helper,
+            args: args.to_vec(),
+            dst: None,
+        });
     }
     pub fn place(&mut self, l: Label) {
         self.push(Op::Label(l));
@@ -468,7 +585,12 @@ impl Builder {
         self.push(Op::Br(l));
     }
     pub fn brcond(&mut self, cond: Cond, a: Temp, b: impl Into<Val>, label: Label) {
-        self.push(Op::BrCond { cond, a, b: b.into(), label });
+        self.push(Op::BrCond {
+            cond,
+            a,
+            b: b.into(),
+            label,
+        });
     }
     pub fn exit(&mut self, e: Exit) {
         self.push(Op::Exit(e));

@@ -61,7 +61,8 @@ impl GuestRam {
     }
 
     pub fn read_u64(&self, paddr: u64) -> Option<u64> {
-        self.slice(paddr, 8).map(|s| u64::from_le_bytes(s.try_into().unwrap()))
+        self.slice(paddr, 8)
+            .map(|s| u64::from_le_bytes(s.try_into().unwrap()))
     }
 
     pub fn write_u64(&mut self, paddr: u64, v: u64) -> bool {
@@ -69,7 +70,8 @@ impl GuestRam {
     }
 
     pub fn read_u32(&self, paddr: u64) -> Option<u32> {
-        self.slice(paddr, 4).map(|s| u32::from_le_bytes(s.try_into().unwrap()))
+        self.slice(paddr, 4)
+            .map(|s| u32::from_le_bytes(s.try_into().unwrap()))
     }
 
     pub fn write_u32(&mut self, paddr: u64, v: u32) -> bool {

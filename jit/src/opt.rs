@@ -56,7 +56,12 @@ fn narrow(b: &mut Block) -> bool {
     for op in b.ops.iter_mut() {
         let single = |d: Temp| defs[d.idx()] == 1;
         match op {
-            Op::Ext { dst, a, from, signed } => {
+            Op::Ext {
+                dst,
+                a,
+                from,
+                signed,
+            } => {
                 let a0 = low(&ext_of, *a, from.bytes());
                 if a0 != *a {
                     *a = a0;
@@ -78,7 +83,13 @@ fn narrow(b: &mut Block) -> bool {
                     bits[dst.idx()] = if *signed { 64 } else { fb.min(ba) };
                 }
             }
-            Op::Bin { op: bop, w, dst, a, b: bv } => {
+            Op::Bin {
+                op: bop,
+                w,
+                dst,
+                a,
+                b: bv,
+            } => {
                 if *w == Width::W32 {
                     let a0 = low(&ext_of, *a, 4);
                     if a0 != *a {
@@ -127,7 +138,11 @@ fn narrow(b: &mut Block) -> bool {
                     };
                 }
             }
-            Op::Store { val: Val::T(t), mop, .. } if mop.size.bytes() <= 4 => {
+            Op::Store {
+                val: Val::T(t),
+                mop,
+                ..
+            } if mop.size.bytes() <= 4 => {
                 let t0 = low(&ext_of, *t, mop.size.bytes());
                 if t0 != *t {
                     *t = t0;
@@ -140,7 +155,9 @@ fn narrow(b: &mut Block) -> bool {
                 ext_of[dst.idx()] = ext_of[src.idx()];
             }
             Op::SetCond { dst, .. } if single(*dst) => bits[dst.idx()] = 1,
-            Op::Load { dst, mop, .. } if single(*dst) && !mop.signed && mop.size != MemSize::B8 => bits[dst.idx()] = mop.size.bits() as u8,
+            Op::Load { dst, mop, .. } if single(*dst) && !mop.signed && mop.size != MemSize::B8 => {
+                bits[dst.idx()] = mop.size.bits() as u8
+            }
             Op::Select { dst, t, f, .. } if single(*dst) => {
                 let bt = |v: &Val| match v {
                     Val::C(c) => bitlen(*c),
@@ -256,17 +273,40 @@ fn forward(b: &mut Block, helpers: &[HelperInfo]) {
                 op
             }
             // x op 0 == x for these 64-bit operations (x & !0 too).
-            Op::Bin { op: bop, w: crate::ir::Width::W64, dst, a, b: Val::C(c) }
-                if single(dst)
-                    && defs[a.idx()] == 1
-                    && ((c == 0 && matches!(bop, BinOp::Add | BinOp::Sub | BinOp::Or | BinOp::Xor | BinOp::Shl | BinOp::Shr | BinOp::Sar | BinOp::Rotl | BinOp::Rotr))
-                        || (c == u64::MAX && bop == BinOp::And)
-                        || (c == 1 && bop == BinOp::Mul)) =>
+            Op::Bin {
+                op: bop,
+                w: crate::ir::Width::W64,
+                dst,
+                a,
+                b: Val::C(c),
+            } if single(dst)
+                && defs[a.idx()] == 1
+                && ((c == 0
+                    && matches!(
+                        bop,
+                        BinOp::Add
+                            | BinOp::Sub
+                            | BinOp::Or
+                            | BinOp::Xor
+                            | BinOp::Shl
+                            | BinOp::Shr
+                            | BinOp::Sar
+                            | BinOp::Rotl
+                            | BinOp::Rotr
+                    ))
+                    || (c == u64::MAX && bop == BinOp::And)
+                    || (c == 1 && bop == BinOp::Mul)) =>
             {
                 alias[dst.idx()] = Some(alias[a.idx()].unwrap_or(Val::T(a)));
                 Op::Mov { dst, src: a }
             }
-            Op::Bin { op: bop, w, dst, a, b: Val::C(c) } if konst(&alias, a).is_some() && single(dst) => {
+            Op::Bin {
+                op: bop,
+                w,
+                dst,
+                a,
+                b: Val::C(c),
+            } if konst(&alias, a).is_some() && single(dst) => {
                 let v = eval::bin(bop, w, konst(&alias, a).unwrap(), c);
                 alias[dst.idx()] = Some(Val::C(v));
                 Op::Const { dst, val: v }
@@ -276,20 +316,45 @@ fn forward(b: &mut Block, helpers: &[HelperInfo]) {
                 alias[dst.idx()] = Some(Val::C(v));
                 Op::Const { dst, val: v }
             }
-            Op::Ext { dst, a, from, signed } if konst(&alias, a).is_some() && single(dst) => {
+            Op::Ext {
+                dst,
+                a,
+                from,
+                signed,
+            } if konst(&alias, a).is_some() && single(dst) => {
                 let x = konst(&alias, a).unwrap();
                 let sh = 64 - from.bits();
-                let v = if signed { (((x << sh) as i64) >> sh) as u64 } else { (x << sh) >> sh };
+                let v = if signed {
+                    (((x << sh) as i64) >> sh) as u64
+                } else {
+                    (x << sh) >> sh
+                };
                 alias[dst.idx()] = Some(Val::C(v));
                 Op::Const { dst, val: v }
             }
-            Op::SetCond { cond, dst, a, b: Val::C(c) } if konst(&alias, a).is_some() && single(dst) => {
+            Op::SetCond {
+                cond,
+                dst,
+                a,
+                b: Val::C(c),
+            } if konst(&alias, a).is_some() && single(dst) => {
                 let v = cond.eval(konst(&alias, a).unwrap(), c) as u64;
                 alias[dst.idx()] = Some(Val::C(v));
                 Op::Const { dst, val: v }
             }
-            Op::Select { cond, dst, a, b: Val::C(c), t, f } if konst(&alias, a).is_some() && single(dst) => {
-                let v = if cond.eval(konst(&alias, a).unwrap(), c) { t } else { f };
+            Op::Select {
+                cond,
+                dst,
+                a,
+                b: Val::C(c),
+                t,
+                f,
+            } if konst(&alias, a).is_some() && single(dst) => {
+                let v = if cond.eval(konst(&alias, a).unwrap(), c) {
+                    t
+                } else {
+                    f
+                };
                 match v {
                     Val::C(x) => {
                         alias[dst.idx()] = Some(Val::C(x));
@@ -344,7 +409,12 @@ fn dead_setg(b: &mut Block, helpers: &[HelperInfo]) {
     let mut remove = vec![false; b.ops.len()];
     for i in (0..b.ops.len()).rev() {
         match &b.ops[i] {
-            Op::Exit(_) | Op::Label(_) | Op::Br(_) | Op::BrCond { .. } | Op::Load { .. } | Op::Store { .. } => over = GlobalSet::NONE,
+            Op::Exit(_)
+            | Op::Label(_)
+            | Op::Br(_)
+            | Op::BrCond { .. }
+            | Op::Load { .. }
+            | Op::Store { .. } => over = GlobalSet::NONE,
             Op::Call { helper, .. } => {
                 let h = &helpers[helper.0 as usize];
                 if h.can_fault || h.reads == GlobalSet::ALL {
@@ -383,7 +453,14 @@ fn dce(b: &mut Block) {
         b.ops.retain(|op| {
             let pure = matches!(
                 op,
-                Op::Const { .. } | Op::Mov { .. } | Op::GetG { .. } | Op::Bin { .. } | Op::Un { .. } | Op::Ext { .. } | Op::SetCond { .. } | Op::Select { .. }
+                Op::Const { .. }
+                    | Op::Mov { .. }
+                    | Op::GetG { .. }
+                    | Op::Bin { .. }
+                    | Op::Un { .. }
+                    | Op::Ext { .. }
+                    | Op::SetCond { .. }
+                    | Op::Select { .. }
             );
             !(pure && op_def(op).is_some_and(|d| uses[d.idx()] == 0))
         });

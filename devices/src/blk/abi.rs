@@ -239,9 +239,26 @@ const _: () = assert!(RwReq64::SIZE >= DiscardReq64::SIZE && RwReq32::SIZE >= Di
 pub enum Request {
     /// READ, WRITE, WRITE_BARRIER, FLUSH_DISKCACHE. `seg` holds all 11 slots; only the
     /// first `nr_segments` are meaningful (and `nr_segments` is unchecked guest data).
-    Rw { operation: u8, nr_segments: u8, id: u64, sector_number: u64, seg: [Segment; 11] },
-    Discard { id: u64, flag: u8, sector_number: u64, nr_sectors: u64 },
-    Indirect { indirect_op: u8, nr_segments: u16, id: u64, sector_number: u64, indirect_grefs: [u32; 8] },
+    Rw {
+        operation: u8,
+        nr_segments: u8,
+        id: u64,
+        sector_number: u64,
+        seg: [Segment; 11],
+    },
+    Discard {
+        id: u64,
+        flag: u8,
+        sector_number: u64,
+        nr_sectors: u64,
+    },
+    Indirect {
+        indirect_op: u8,
+        nr_segments: u16,
+        id: u64,
+        sector_number: u64,
+        indirect_grefs: [u32; 8],
+    },
     /// Any other operation: only the id is read (`u.other.id`, at the same offset as `rw.id`).
     Other { operation: u8, id: u64 },
 }
@@ -253,30 +270,70 @@ impl Request {
         Some(match (abi, op) {
             (Abi::X86_64, BLKIF_OP_READ..=BLKIF_OP_FLUSH_DISKCACHE) => {
                 let r = RwReq64::decode(b)?;
-                Request::Rw { operation: op, nr_segments: r.nr_segments, id: r.id, sector_number: r.sector_number, seg: r.seg }
+                Request::Rw {
+                    operation: op,
+                    nr_segments: r.nr_segments,
+                    id: r.id,
+                    sector_number: r.sector_number,
+                    seg: r.seg,
+                }
             }
             (Abi::X86_32, BLKIF_OP_READ..=BLKIF_OP_FLUSH_DISKCACHE) => {
                 let r = RwReq32::decode(b)?;
-                Request::Rw { operation: op, nr_segments: r.nr_segments, id: r.id, sector_number: r.sector_number, seg: r.seg }
+                Request::Rw {
+                    operation: op,
+                    nr_segments: r.nr_segments,
+                    id: r.id,
+                    sector_number: r.sector_number,
+                    seg: r.seg,
+                }
             }
             (Abi::X86_64, BLKIF_OP_DISCARD) => {
                 let r = DiscardReq64::decode(b)?;
-                Request::Discard { id: r.id, flag: r.flag, sector_number: r.sector_number, nr_sectors: r.nr_sectors }
+                Request::Discard {
+                    id: r.id,
+                    flag: r.flag,
+                    sector_number: r.sector_number,
+                    nr_sectors: r.nr_sectors,
+                }
             }
             (Abi::X86_32, BLKIF_OP_DISCARD) => {
                 let r = DiscardReq32::decode(b)?;
-                Request::Discard { id: r.id, flag: r.flag, sector_number: r.sector_number, nr_sectors: r.nr_sectors }
+                Request::Discard {
+                    id: r.id,
+                    flag: r.flag,
+                    sector_number: r.sector_number,
+                    nr_sectors: r.nr_sectors,
+                }
             }
             (Abi::X86_64, BLKIF_OP_INDIRECT) => {
                 let r = IndirectReq64::decode(b)?;
-                Request::Indirect { indirect_op: r.indirect_op, nr_segments: r.nr_segments, id: r.id, sector_number: r.sector_number, indirect_grefs: r.indirect_grefs }
+                Request::Indirect {
+                    indirect_op: r.indirect_op,
+                    nr_segments: r.nr_segments,
+                    id: r.id,
+                    sector_number: r.sector_number,
+                    indirect_grefs: r.indirect_grefs,
+                }
             }
             (Abi::X86_32, BLKIF_OP_INDIRECT) => {
                 let r = IndirectReq32::decode(b)?;
-                Request::Indirect { indirect_op: r.indirect_op, nr_segments: r.nr_segments, id: r.id, sector_number: r.sector_number, indirect_grefs: r.indirect_grefs }
+                Request::Indirect {
+                    indirect_op: r.indirect_op,
+                    nr_segments: r.nr_segments,
+                    id: r.id,
+                    sector_number: r.sector_number,
+                    indirect_grefs: r.indirect_grefs,
+                }
             }
-            (Abi::X86_64, _) => Request::Other { operation: op, id: RwReq64::decode(b)?.id },
-            (Abi::X86_32, _) => Request::Other { operation: op, id: RwReq32::decode(b)?.id },
+            (Abi::X86_64, _) => Request::Other {
+                operation: op,
+                id: RwReq64::decode(b)?.id,
+            },
+            (Abi::X86_32, _) => Request::Other {
+                operation: op,
+                id: RwReq32::decode(b)?.id,
+            },
         })
     }
 }
@@ -284,7 +341,19 @@ impl Request {
 /// Encode a response for `abi` (`operation` echoes the request's, `indirect_op` for INDIRECT).
 pub fn encode_response(abi: Abi, id: u64, operation: u8, status: i16) -> Vec<u8> {
     match abi {
-        Abi::X86_64 => Resp64 { id, operation, status, ..Default::default() }.to_bytes(),
-        Abi::X86_32 => Resp32 { id, operation, status, ..Default::default() }.to_bytes(),
+        Abi::X86_64 => Resp64 {
+            id,
+            operation,
+            status,
+            ..Default::default()
+        }
+        .to_bytes(),
+        Abi::X86_32 => Resp32 {
+            id,
+            operation,
+            status,
+            ..Default::default()
+        }
+        .to_bytes(),
     }
 }

@@ -85,7 +85,11 @@ impl VbdConfig {
 /// The Linux name of a xvd device number (51712 → "xvda", 51728 → "xvdb"); extended
 /// numbers (1 << 28 | disk << 8) too.
 pub fn xvd_name(devid: u32) -> String {
-    let disk = if devid & (1 << 28) != 0 { (devid >> 8) & 0xfffff } else { (devid >> 4) & 0xf };
+    let disk = if devid & (1 << 28) != 0 {
+        (devid >> 8) & 0xfffff
+    } else {
+        (devid >> 4) & 0xf
+    };
     let mut n = disk + 1;
     let mut s = Vec::new();
     while n > 0 {
@@ -111,16 +115,25 @@ pub fn toolstack_nodes(cfg: &VbdConfig, params: &str) -> Vec<(String, String)> {
     put(format!("{be}/online"), "1".into());
     put(format!("{be}/removable"), "0".into());
     put(format!("{be}/bootable"), "1".into());
-    put(format!("{be}/state"), (XenbusState::Initialising as u8).to_string());
+    put(
+        format!("{be}/state"),
+        (XenbusState::Initialising as u8).to_string(),
+    );
     put(format!("{be}/dev"), xvd_name(cfg.devid));
     put(format!("{be}/type"), "file".into());
-    put(format!("{be}/mode"), if cfg.read_only { "r" } else { "w" }.into());
+    put(
+        format!("{be}/mode"),
+        if cfg.read_only { "r" } else { "w" }.into(),
+    );
     put(format!("{be}/device-type"), "disk".into());
     put(format!("{be}/discard-enable"), "1".into());
     put(format!("{be}/params"), params.into());
     put(format!("{fe}/backend"), be.clone());
     put(format!("{fe}/backend-id"), "0".into());
-    put(format!("{fe}/state"), (XenbusState::Initialising as u8).to_string());
+    put(
+        format!("{fe}/state"),
+        (XenbusState::Initialising as u8).to_string(),
+    );
     put(format!("{fe}/virtual-device"), cfg.devid.to_string());
     put(format!("{fe}/device-type"), "disk".into());
     put(format!("{fe}/trusted"), "1".into());
@@ -156,22 +169,37 @@ struct Mapped {
 }
 
 impl GrantCache {
-    fn map(&mut self, ops: &mut dyn GntOps, gref: u32, writable: bool, stats: &mut BlkStats) -> Result<Mapped, i16> {
+    fn map(
+        &mut self,
+        ops: &mut dyn GntOps,
+        gref: u32,
+        writable: bool,
+        stats: &mut BlkStats,
+    ) -> Result<Mapped, i16> {
         if self.persistent {
             if let Some(&h) = self.cache.get(&gref) {
-                return Ok(Mapped { h, temporary: false });
+                return Ok(Mapped {
+                    h,
+                    temporary: false,
+                });
             }
             // Persistent grants are granted writable by the front end and mapped so.
             stats.data_maps += 1;
             let h = ops.map(self.dom, gref, true)?;
             if self.cache.len() < MAX_PERSISTENT_GRANTS {
                 self.cache.insert(gref, h);
-                return Ok(Mapped { h, temporary: false });
+                return Ok(Mapped {
+                    h,
+                    temporary: false,
+                });
             }
             return Ok(Mapped { h, temporary: true });
         }
         stats.data_maps += 1;
-        Ok(Mapped { h: ops.map(self.dom, gref, writable)?, temporary: true })
+        Ok(Mapped {
+            h: ops.map(self.dom, gref, writable)?,
+            temporary: true,
+        })
     }
 
     fn release(ops: &mut dyn GntOps, maps: &[Mapped]) {
@@ -220,7 +248,16 @@ impl BlkBack {
     pub fn new(cfg: VbdConfig, storage: Box<dyn Storage>) -> BlkBack {
         let read_only = cfg.read_only || storage.read_only();
         let token = format!("vbd/{}/{}", cfg.frontend_dom, cfg.devid);
-        BlkBack { cfg, storage, read_only, state: XenbusState::Unknown, conn: None, discard: true, token, stats: BlkStats::default() }
+        BlkBack {
+            cfg,
+            storage,
+            read_only,
+            state: XenbusState::Unknown,
+            conn: None,
+            discard: true,
+            token,
+            stats: BlkStats::default(),
+        }
     }
 
     pub fn state(&self) -> XenbusState {
@@ -238,7 +275,14 @@ impl BlkBack {
     }
     /// The negotiated ring: (ABI, entries, pages, persistent grants in use).
     pub fn ring_info(&self) -> Option<(Abi, u32, usize, bool)> {
-        self.conn.as_ref().map(|c| (c.ring.abi, c.ring.size, c.ring.pages.len(), c.grants.persistent))
+        self.conn.as_ref().map(|c| {
+            (
+                c.ring.abi,
+                c.ring.size,
+                c.ring.pages.len(),
+                c.grants.persistent,
+            )
+        })
     }
     /// Whether ring processing stopped on a protocol error.
     pub fn halted(&self) -> bool {
@@ -274,7 +318,9 @@ impl BlkBack {
     /// and go Closing.
     fn fatal(&mut self, ops: &mut dyn BackendOps, errno: i32, msg: &str) {
         let be = &self.cfg.backend_path;
-        let rel = be.strip_prefix("/local/domain/0/").unwrap_or(be.trim_start_matches('/'));
+        let rel = be
+            .strip_prefix("/local/domain/0/")
+            .unwrap_or(be.trim_start_matches('/'));
         let path = format!("/local/domain/0/error/{rel}/error");
         ops.write_str(&path, &format!("{errno} {msg}"));
         self.switch_state(ops, XenbusState::Closing);
@@ -283,7 +329,10 @@ impl BlkBack {
     fn write_features(&mut self, ops: &mut dyn BackendOps) {
         let sectors = self.sectors();
         let info = if self.read_only { VDISK_READONLY } else { 0 };
-        self.discard = ops.read_u64(&self.be("discard-enable")).is_none_or(|v| v != 0) && !self.read_only;
+        self.discard = ops
+            .read_u64(&self.be("discard-enable"))
+            .is_none_or(|v| v != 0)
+            && !self.read_only;
         let mut nodes: Vec<(&str, String)> = vec![
             ("sectors", sectors.to_string()),
             ("sector-size", SECTOR.to_string()),
@@ -293,7 +342,10 @@ impl BlkBack {
             ("feature-flush-cache", "1".into()),
             ("feature-barrier", "1".into()),
             ("feature-persistent", "1".into()),
-            ("feature-max-indirect-segments", MAX_INDIRECT_SEGMENTS.to_string()),
+            (
+                "feature-max-indirect-segments",
+                MAX_INDIRECT_SEGMENTS.to_string(),
+            ),
             ("max-ring-page-order", MAX_RING_PAGE_ORDER.to_string()),
         ];
         if self.discard {
@@ -325,46 +377,81 @@ impl BlkBack {
         let fe = self.cfg.frontend_path.clone();
         let abi = match ops.read_str(&self.fe("protocol")) {
             None => self.cfg.default_abi,
-            Some(p) => Abi::from_protocol(p.trim_end_matches('\0')).ok_or((ENOSYS, format!("unknown fe protocol {p}")))?,
+            Some(p) => Abi::from_protocol(p.trim_end_matches('\0'))
+                .ok_or((ENOSYS, format!("unknown fe protocol {p}")))?,
         };
         let persistent = ops.read_u64(&self.fe("feature-persistent")).unwrap_or(0) != 0;
         if let Some(q) = ops.read_str(&self.fe("multi-queue-num-queues")) {
             if q.trim().parse::<u64>().ok() != Some(1) {
-                return Err((ENOSYS, format!("guest requested {q} queues, exceeding the maximum of 1.")));
+                return Err((
+                    ENOSYS,
+                    format!("guest requested {q} queues, exceeding the maximum of 1."),
+                ));
             }
         }
-        let evtchn = ops.read_u64(&self.fe("event-channel")).and_then(|v| u32::try_from(v).ok());
+        let evtchn = ops
+            .read_u64(&self.fe("event-channel"))
+            .and_then(|v| u32::try_from(v).ok());
         let evtchn = evtchn.ok_or((EINVAL, format!("reading {fe}/event-channel")))?;
         let mut grefs = Vec::new();
         match ops.read_str(&self.fe("ring-page-order")) {
             None => {
-                let r = ops.read_u64(&self.fe("ring-ref")).and_then(|v| u32::try_from(v).ok());
+                let r = ops
+                    .read_u64(&self.fe("ring-ref"))
+                    .and_then(|v| u32::try_from(v).ok());
                 grefs.push(r.ok_or((EINVAL, format!("reading {fe}/ring-ref")))?);
             }
             Some(s) => {
-                let order = s.trim().parse::<u32>().map_err(|_| (EINVAL, format!("reading {fe}/ring-page-order")))?;
+                let order = s
+                    .trim()
+                    .parse::<u32>()
+                    .map_err(|_| (EINVAL, format!("reading {fe}/ring-page-order")))?;
                 if order > MAX_RING_PAGE_ORDER {
-                    return Err((EINVAL, format!("requested ring page order {order} exceed max:{MAX_RING_PAGE_ORDER}")));
+                    return Err((
+                        EINVAL,
+                        format!(
+                            "requested ring page order {order} exceed max:{MAX_RING_PAGE_ORDER}"
+                        ),
+                    ));
                 }
                 for i in 0..1u32 << order {
-                    let r = ops.read_u64(&self.fe(&format!("ring-ref{i}"))).and_then(|v| u32::try_from(v).ok());
+                    let r = ops
+                        .read_u64(&self.fe(&format!("ring-ref{i}")))
+                        .and_then(|v| u32::try_from(v).ok());
                     grefs.push(r.ok_or((EINVAL, format!("reading {fe}/ring-ref{i}")))?);
                 }
             }
         }
         let dom = self.cfg.frontend_dom;
-        let pages = ops.map_batch(dom, &grefs, true).map_err(|st| (EINVAL, format!("mapping ring-ref port {evtchn} (GNTST {st})")))?;
+        let pages = ops.map_batch(dom, &grefs, true).map_err(|st| {
+            (
+                EINVAL,
+                format!("mapping ring-ref port {evtchn} (GNTST {st})"),
+            )
+        })?;
         let port = match ops.bind_interdomain(dom, evtchn) {
             Ok(p) => p,
             Err(e) => {
                 for h in pages {
                     let _ = ops.unmap(h);
                 }
-                return Err((EINVAL, format!("binding event channel {evtchn} (error {e})")));
+                return Err((
+                    EINVAL,
+                    format!("binding event channel {evtchn} (error {e})"),
+                ));
             }
         };
         let ring = BackRing::new(pages, abi);
-        self.conn = Some(Conn { ring, port, grants: GrantCache { dom, persistent, cache: BTreeMap::new() }, halted: false });
+        self.conn = Some(Conn {
+            ring,
+            port,
+            grants: GrantCache {
+                dom,
+                persistent,
+                cache: BTreeMap::new(),
+            },
+            halted: false,
+        });
         Ok(())
     }
 
@@ -412,7 +499,9 @@ impl BlkBack {
 
     /// do_block_io_op: serve requests until the ring is empty and the final check agrees.
     fn process_ring(&mut self, ops: &mut dyn BackendOps) {
-        let Some(mut c) = self.conn.take() else { return };
+        let Some(mut c) = self.conn.take() else {
+            return;
+        };
         if !c.halted {
             if let Err(e) = self.serve(ops, &mut c) {
                 // Linux halts the ring on a bogus req_prod; an unreadable ring likewise.
@@ -433,14 +522,21 @@ impl BlkBack {
                 c.ring.req_cons = c.ring.req_cons.wrapping_add(1);
                 let out = match Request::decode(c.ring.abi, &raw) {
                     Some(req) => self.dispatch(ops, &mut c.grants, req),
-                    None => Outcome { id: 0, operation: raw.first().copied().unwrap_or(0), status: BLKIF_RSP_ERROR },
+                    None => Outcome {
+                        id: 0,
+                        operation: raw.first().copied().unwrap_or(0),
+                        status: BLKIF_RSP_ERROR,
+                    },
                 };
                 if out.status == BLKIF_RSP_ERROR {
                     self.stats.errors += 1;
                 } else if out.status == BLKIF_RSP_EOPNOTSUPP {
                     self.stats.unsupported += 1;
                 }
-                c.ring.put_response(ops, &encode_response(c.ring.abi, out.id, out.operation, out.status))?;
+                c.ring.put_response(
+                    ops,
+                    &encode_response(c.ring.abi, out.id, out.operation, out.status),
+                )?;
             }
             if c.ring.push_responses(ops)? {
                 ops.notify(c.port);
@@ -452,33 +548,82 @@ impl BlkBack {
         Ok(())
     }
 
-    fn dispatch(&mut self, ops: &mut dyn BackendOps, grants: &mut GrantCache, req: Request) -> Outcome {
+    fn dispatch(
+        &mut self,
+        ops: &mut dyn BackendOps,
+        grants: &mut GrantCache,
+        req: Request,
+    ) -> Outcome {
         match req {
-            Request::Rw { operation, nr_segments, id, sector_number, seg } => {
+            Request::Rw {
+                operation,
+                nr_segments,
+                id,
+                sector_number,
+                seg,
+            } => {
                 let n = nr_segments as usize;
                 let status = if n > BLKIF_MAX_SEGMENTS_PER_REQUEST {
                     BLKIF_RSP_ERROR
                 } else {
                     self.rw(ops, grants, operation, sector_number, &seg[..n])
                 };
-                Outcome { id, operation, status }
+                Outcome {
+                    id,
+                    operation,
+                    status,
+                }
             }
-            Request::Indirect { indirect_op, nr_segments, id, sector_number, indirect_grefs } => {
-                let status = match self.indirect_segments(ops, grants, indirect_op, nr_segments as usize, &indirect_grefs) {
+            Request::Indirect {
+                indirect_op,
+                nr_segments,
+                id,
+                sector_number,
+                indirect_grefs,
+            } => {
+                let status = match self.indirect_segments(
+                    ops,
+                    grants,
+                    indirect_op,
+                    nr_segments as usize,
+                    &indirect_grefs,
+                ) {
                     Some(segs) => self.rw(ops, grants, indirect_op, sector_number, &segs),
                     None => BLKIF_RSP_ERROR,
                 };
-                Outcome { id, operation: indirect_op, status }
+                Outcome {
+                    id,
+                    operation: indirect_op,
+                    status,
+                }
             }
-            Request::Discard { id, flag, sector_number, nr_sectors } => {
-                Outcome { id, operation: BLKIF_OP_DISCARD, status: self.discard(flag, sector_number, nr_sectors) }
-            }
-            Request::Other { operation, id } => Outcome { id, operation, status: BLKIF_RSP_EOPNOTSUPP },
+            Request::Discard {
+                id,
+                flag,
+                sector_number,
+                nr_sectors,
+            } => Outcome {
+                id,
+                operation: BLKIF_OP_DISCARD,
+                status: self.discard(flag, sector_number, nr_sectors),
+            },
+            Request::Other { operation, id } => Outcome {
+                id,
+                operation,
+                status: BLKIF_RSP_EOPNOTSUPP,
+            },
         }
     }
 
     /// Read the segment list of an INDIRECT request from its indirect pages.
-    fn indirect_segments(&mut self, ops: &mut dyn BackendOps, grants: &mut GrantCache, op: u8, n: usize, grefs: &[u32; 8]) -> Option<Vec<Segment>> {
+    fn indirect_segments(
+        &mut self,
+        ops: &mut dyn BackendOps,
+        grants: &mut GrantCache,
+        op: u8,
+        n: usize,
+        grefs: &[u32; 8],
+    ) -> Option<Vec<Segment>> {
         if (op != BLKIF_OP_READ && op != BLKIF_OP_WRITE) || n == 0 || n > MAX_INDIRECT_SEGMENTS {
             return None;
         }
@@ -499,7 +644,14 @@ impl BlkBack {
     }
 
     /// dispatch_rw_block_io for READ, WRITE, WRITE_BARRIER and FLUSH_DISKCACHE.
-    fn rw(&mut self, ops: &mut dyn BackendOps, grants: &mut GrantCache, op: u8, sector: u64, segs: &[Segment]) -> i16 {
+    fn rw(
+        &mut self,
+        ops: &mut dyn BackendOps,
+        grants: &mut GrantCache,
+        op: u8,
+        sector: u64,
+        segs: &[Segment],
+    ) -> i16 {
         let flush = op == BLKIF_OP_WRITE_BARRIER || op == BLKIF_OP_FLUSH_DISKCACHE;
         let read = op == BLKIF_OP_READ;
         if segs.is_empty() && !flush {
@@ -584,7 +736,9 @@ impl BlkBack {
         if self.read_only {
             return BLKIF_RSP_ERROR;
         }
-        let range = sector.checked_add(nr_sectors).filter(|&end| end <= self.sectors());
+        let range = sector
+            .checked_add(nr_sectors)
+            .filter(|&end| end <= self.sectors());
         if range.is_none() {
             return BLKIF_RSP_ERROR;
         }
@@ -610,11 +764,16 @@ impl Backend for BlkBack {
     fn on_watch(&mut self, ops: &mut dyn BackendOps, path: &str, token: &str) {
         let state_path = self.fe("state");
         // The state node itself, or an ancestor of it (a removed front-end directory).
-        let ours = path == state_path || state_path.strip_prefix(path).is_some_and(|r| r.starts_with('/'));
+        let ours = path == state_path
+            || state_path
+                .strip_prefix(path)
+                .is_some_and(|r| r.starts_with('/'));
         if token != self.token || !ours {
             return;
         }
-        let fstate = ops.read_u64(&state_path).map_or(XenbusState::Unknown, XenbusState::from_u64);
+        let fstate = ops
+            .read_u64(&state_path)
+            .map_or(XenbusState::Unknown, XenbusState::from_u64);
         self.frontend_changed(ops, fstate);
     }
 

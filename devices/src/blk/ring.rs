@@ -51,13 +51,28 @@ impl BackRing {
     /// BACK_RING_ATTACH with both private indexes at 0 (a fresh ring).
     pub fn new(pages: Vec<GrantHandle>, abi: Abi) -> BackRing {
         let size = ring_size(abi, pages.len());
-        BackRing { pages, abi, size, req_cons: 0, rsp_prod_pvt: 0, rsp_pushed: 0 }
+        BackRing {
+            pages,
+            abi,
+            size,
+            req_cons: 0,
+            rsp_prod_pvt: 0,
+            rsp_pushed: 0,
+        }
     }
 
-    fn access(&self, ops: &mut dyn GntOps, mut off: usize, len: usize, mut f: impl FnMut(&mut dyn GntOps, GrantHandle, usize, std::ops::Range<usize>) -> bool) -> bool {
+    fn access(
+        &self,
+        ops: &mut dyn GntOps,
+        mut off: usize,
+        len: usize,
+        mut f: impl FnMut(&mut dyn GntOps, GrantHandle, usize, std::ops::Range<usize>) -> bool,
+    ) -> bool {
         let mut done = 0;
         while done < len {
-            let Some(&h) = self.pages.get(off / PAGE_SIZE) else { return false };
+            let Some(&h) = self.pages.get(off / PAGE_SIZE) else {
+                return false;
+            };
             let in_page = off % PAGE_SIZE;
             let n = (PAGE_SIZE - in_page).min(len - done);
             if !f(ops, h, in_page, done..done + n) {
@@ -75,7 +90,9 @@ impl BackRing {
     }
 
     fn write(&self, ops: &mut dyn GntOps, off: usize, data: &[u8]) -> bool {
-        self.access(ops, off, data.len(), |ops, h, o, r| ops.write(h, o, &data[r]))
+        self.access(ops, off, data.len(), |ops, h, o, r| {
+            ops.write(h, o, &data[r])
+        })
     }
 
     fn read_u32(&self, ops: &mut dyn GntOps, off: usize) -> Result<u32, RingError> {
@@ -103,7 +120,10 @@ impl BackRing {
     pub fn req_prod(&self, ops: &mut dyn GntOps) -> Result<u32, RingError> {
         let rp = self.read_u32(ops, REQ_PROD)?;
         if rp.wrapping_sub(self.rsp_prod_pvt) > self.size {
-            return Err(RingError::ProdOverflow { req_prod: rp, rsp_prod_pvt: self.rsp_prod_pvt });
+            return Err(RingError::ProdOverflow {
+                req_prod: rp,
+                rsp_prod_pvt: self.rsp_prod_pvt,
+            });
         }
         Ok(rp)
     }
@@ -112,7 +132,9 @@ impl BackRing {
     pub fn unconsumed(&self, ops: &mut dyn GntOps) -> Result<u32, RingError> {
         let rp = self.req_prod(ops)?;
         let unconsumed = rp.wrapping_sub(self.req_cons);
-        let room = self.size.wrapping_sub(self.req_cons.wrapping_sub(self.rsp_prod_pvt));
+        let room = self
+            .size
+            .wrapping_sub(self.req_cons.wrapping_sub(self.rsp_prod_pvt));
         Ok(unconsumed.min(room))
     }
 

@@ -58,20 +58,30 @@ pub trait Storage {
 fn check_range(size: u64, offset: u64, len: u64) -> io::Result<()> {
     match offset.checked_add(len) {
         Some(end) if end <= size => Ok(()),
-        _ => Err(io::Error::new(io::ErrorKind::InvalidInput, "access beyond the end of the disk")),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "access beyond the end of the disk",
+        )),
     }
 }
 
 fn check_writable(ro: bool) -> io::Result<()> {
     if ro {
-        Err(io::Error::new(io::ErrorKind::PermissionDenied, "read-only disk"))
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "read-only disk",
+        ))
     } else {
         Ok(())
     }
 }
 
 /// Zero `len` bytes at `offset` through `write`, in bounded chunks.
-fn write_zeros(offset: u64, len: u64, mut write: impl FnMut(u64, &[u8]) -> io::Result<()>) -> io::Result<()> {
+fn write_zeros(
+    offset: u64,
+    len: u64,
+    mut write: impl FnMut(u64, &[u8]) -> io::Result<()>,
+) -> io::Result<()> {
     const CHUNK: u64 = 64 * 1024;
     let zeros = vec![0u8; CHUNK.min(len) as usize];
     let mut done = 0;
@@ -94,7 +104,11 @@ impl RawFile {
     pub fn open(path: impl AsRef<Path>, read_only: bool) -> io::Result<RawFile> {
         let file = OpenOptions::new().read(true).write(!read_only).open(path)?;
         let len = file.metadata()?.len();
-        Ok(RawFile { file, len, ro: read_only })
+        Ok(RawFile {
+            file,
+            len,
+            ro: read_only,
+        })
     }
 }
 
@@ -138,7 +152,11 @@ pub struct MemStorage {
 
 impl MemStorage {
     pub fn new(data: Vec<u8>, read_only: bool) -> MemStorage {
-        MemStorage { data, ro: read_only, flushes: 0 }
+        MemStorage {
+            data,
+            ro: read_only,
+            flushes: 0,
+        }
     }
 }
 
@@ -204,7 +222,12 @@ impl CowOverlay {
     pub fn open(base: impl AsRef<Path>, overlay: impl AsRef<Path>) -> io::Result<CowOverlay> {
         let base = File::open(base)?;
         let size = base.metadata()?.len();
-        let overlay = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(overlay)?;
+        let overlay = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(overlay)?;
         let nr_blocks = size.div_ceil(BLOCK);
         let data_offset = (MAP_OFFSET + nr_blocks * 8).div_ceil(BLOCK) * BLOCK;
         let file_len = overlay.metadata()?.len();
@@ -221,10 +244,19 @@ impl CowOverlay {
             overlay.write_all_at(&h, 0)?;
             overlay.sync_all()?;
             let map = vec![ENTRY_BASE; nr_blocks as usize];
-            return Ok(CowOverlay { base, overlay, size, map, data_offset, next_slot: 0 });
+            return Ok(CowOverlay {
+                base,
+                overlay,
+                size,
+                map,
+                data_offset,
+                next_slot: 0,
+            });
         }
         let mut h = [0u8; 48];
-        overlay.read_exact_at(&mut h, 0).map_err(|_| corrupt("short header"))?;
+        overlay
+            .read_exact_at(&mut h, 0)
+            .map_err(|_| corrupt("short header"))?;
         let u32_at = |o: usize| u32::from_le_bytes(h[o..o + 4].try_into().unwrap_or_default());
         let u64_at = |o: usize| u64::from_le_bytes(h[o..o + 8].try_into().unwrap_or_default());
         if &h[0..8] != COW_MAGIC || u32_at(8) != COW_VERSION || u32_at(12) != BLOCK as u32 {
@@ -237,14 +269,31 @@ impl CowOverlay {
             return Err(corrupt("inconsistent header"));
         }
         let mut raw = vec![0u8; nr_blocks as usize * 8];
-        overlay.read_exact_at(&mut raw, MAP_OFFSET).map_err(|_| corrupt("short block map"))?;
-        let map: Vec<u64> = raw.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default())).collect();
+        overlay
+            .read_exact_at(&mut raw, MAP_OFFSET)
+            .map_err(|_| corrupt("short block map"))?;
+        let map: Vec<u64> = raw
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
+            .collect();
         let file_slots = file_len.saturating_sub(data_offset).div_ceil(BLOCK);
-        let used = map.iter().filter(|&&e| e >= ENTRY_SLOT0).map(|&e| e - ENTRY_SLOT0 + 1).max().unwrap_or(0);
+        let used = map
+            .iter()
+            .filter(|&&e| e >= ENTRY_SLOT0)
+            .map(|&e| e - ENTRY_SLOT0 + 1)
+            .max()
+            .unwrap_or(0);
         if used > file_slots {
             return Err(corrupt("block map points past the end of the file"));
         }
-        Ok(CowOverlay { base, overlay, size, map, data_offset, next_slot: file_slots })
+        Ok(CowOverlay {
+            base,
+            overlay,
+            size,
+            map,
+            data_offset,
+            next_slot: file_slots,
+        })
     }
 
     fn slot_off(&self, slot: u64) -> u64 {
@@ -259,12 +308,15 @@ impl CowOverlay {
                 buf.fill(0);
                 Ok(())
             }
-            e => self.overlay.read_exact_at(buf, self.slot_off(e - ENTRY_SLOT0)),
+            e => self
+                .overlay
+                .read_exact_at(buf, self.slot_off(e - ENTRY_SLOT0)),
         }
     }
 
     fn set_entry(&mut self, b: u64, e: u64) -> io::Result<()> {
-        self.overlay.write_all_at(&e.to_le_bytes(), MAP_OFFSET + b * 8)?;
+        self.overlay
+            .write_all_at(&e.to_le_bytes(), MAP_OFFSET + b * 8)?;
         self.map[b as usize] = e;
         Ok(())
     }
@@ -278,7 +330,9 @@ impl CowOverlay {
     fn write_in_block(&mut self, b: u64, within: u64, data: &[u8]) -> io::Result<()> {
         let e = self.map[b as usize];
         if e >= ENTRY_SLOT0 {
-            return self.overlay.write_all_at(data, self.slot_off(e - ENTRY_SLOT0) + within);
+            return self
+                .overlay
+                .write_all_at(data, self.slot_off(e - ENTRY_SLOT0) + within);
         }
         let blen = self.block_len(b);
         let mut blk = vec![0u8; BLOCK as usize];
@@ -323,7 +377,8 @@ impl Storage for CowOverlay {
         for (b, within, n, at) in Self::pieces(offset, buf.len() as u64) {
             let blen = self.block_len(b) as usize;
             self.read_block(b, &mut blk[..blen])?;
-            buf[at as usize..(at + n) as usize].copy_from_slice(&blk[within as usize..(within + n) as usize]);
+            buf[at as usize..(at + n) as usize]
+                .copy_from_slice(&blk[within as usize..(within + n) as usize]);
         }
         Ok(())
     }

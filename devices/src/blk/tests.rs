@@ -33,7 +33,12 @@ impl Front {
         }
     }
     fn ring_read(&self, m: &Mock, off: usize, len: usize) -> Vec<u8> {
-        (0..len).map(|i| { let o = off + i; m.mem[self.pages[o / PAGE_SIZE] * PAGE_SIZE + o % PAGE_SIZE] }).collect()
+        (0..len)
+            .map(|i| {
+                let o = off + i;
+                m.mem[self.pages[o / PAGE_SIZE] * PAGE_SIZE + o % PAGE_SIZE]
+            })
+            .collect()
     }
     fn idx(&self, m: &Mock, off: usize) -> u32 {
         u32::from_le_bytes(self.ring_read(m, off, 4).try_into().unwrap())
@@ -57,8 +62,14 @@ impl Front {
         while self.rsp_cons != rp {
             let b = self.ring_read(m, self.entry(self.rsp_cons), self.abi.response_size());
             out.push(match self.abi {
-                Abi::X86_64 => { let r = Resp64::get(&b); (r.id, r.operation, r.status) }
-                Abi::X86_32 => { let r = Resp32::get(&b); (r.id, r.operation, r.status) }
+                Abi::X86_64 => {
+                    let r = Resp64::get(&b);
+                    (r.id, r.operation, r.status)
+                }
+                Abi::X86_32 => {
+                    let r = Resp32::get(&b);
+                    (r.id, r.operation, r.status)
+                }
             });
             self.rsp_cons += 1;
         }
@@ -72,7 +83,12 @@ fn kick(m: &mut Mock, be: &mut BlkBack) {
 }
 
 fn seg(gref: u32, first: u8, last: u8) -> Segment {
-    Segment { gref, first_sect: first, last_sect: last, _pad: 0 }
+    Segment {
+        gref,
+        first_sect: first,
+        last_sect: last,
+        _pad: 0,
+    }
 }
 
 fn rw_req(abi: Abi, op: u8, id: u64, sector: u64, segs: &[Segment]) -> Vec<u8> {
@@ -83,8 +99,25 @@ fn rw_req(abi: Abi, op: u8, id: u64, sector: u64, segs: &[Segment]) -> Vec<u8> {
 
 fn rw_req_n(abi: Abi, op: u8, n: u8, id: u64, sector: u64, seg: [Segment; 11]) -> Vec<u8> {
     match abi {
-        Abi::X86_64 => RwReq64 { operation: op, nr_segments: n, handle: DEVID as u16, _pad1: 0, id, sector_number: sector, seg }.to_bytes(),
-        Abi::X86_32 => RwReq32 { operation: op, nr_segments: n, handle: DEVID as u16, id, sector_number: sector, seg }.to_bytes(),
+        Abi::X86_64 => RwReq64 {
+            operation: op,
+            nr_segments: n,
+            handle: DEVID as u16,
+            _pad1: 0,
+            id,
+            sector_number: sector,
+            seg,
+        }
+        .to_bytes(),
+        Abi::X86_32 => RwReq32 {
+            operation: op,
+            nr_segments: n,
+            handle: DEVID as u16,
+            id,
+            sector_number: sector,
+            seg,
+        }
+        .to_bytes(),
     }
 }
 
@@ -92,8 +125,28 @@ fn indirect_req(abi: Abi, op: u8, n: u16, id: u64, sector: u64, grefs: &[u32]) -
     let mut g = [0u32; 8];
     g[..grefs.len()].copy_from_slice(grefs);
     let mut b = match abi {
-        Abi::X86_64 => IndirectReq64 { operation: BLKIF_OP_INDIRECT, indirect_op: op, nr_segments: n, id, sector_number: sector, handle: 0, indirect_grefs: g, ..Default::default() }.to_bytes(),
-        Abi::X86_32 => IndirectReq32 { operation: BLKIF_OP_INDIRECT, indirect_op: op, nr_segments: n, id, sector_number: sector, handle: 0, indirect_grefs: g, ..Default::default() }.to_bytes(),
+        Abi::X86_64 => IndirectReq64 {
+            operation: BLKIF_OP_INDIRECT,
+            indirect_op: op,
+            nr_segments: n,
+            id,
+            sector_number: sector,
+            handle: 0,
+            indirect_grefs: g,
+            ..Default::default()
+        }
+        .to_bytes(),
+        Abi::X86_32 => IndirectReq32 {
+            operation: BLKIF_OP_INDIRECT,
+            indirect_op: op,
+            nr_segments: n,
+            id,
+            sector_number: sector,
+            handle: 0,
+            indirect_grefs: g,
+            ..Default::default()
+        }
+        .to_bytes(),
     };
     b.resize(abi.entry_size(), 0);
     b
@@ -101,15 +154,33 @@ fn indirect_req(abi: Abi, op: u8, n: u16, id: u64, sector: u64, grefs: &[u32]) -
 
 fn discard_req(abi: Abi, id: u64, flag: u8, sector: u64, n: u64) -> Vec<u8> {
     let mut b = match abi {
-        Abi::X86_64 => DiscardReq64 { operation: BLKIF_OP_DISCARD, flag, id, sector_number: sector, nr_sectors: n, ..Default::default() }.to_bytes(),
-        Abi::X86_32 => DiscardReq32 { operation: BLKIF_OP_DISCARD, flag, id, sector_number: sector, nr_sectors: n, ..Default::default() }.to_bytes(),
+        Abi::X86_64 => DiscardReq64 {
+            operation: BLKIF_OP_DISCARD,
+            flag,
+            id,
+            sector_number: sector,
+            nr_sectors: n,
+            ..Default::default()
+        }
+        .to_bytes(),
+        Abi::X86_32 => DiscardReq32 {
+            operation: BLKIF_OP_DISCARD,
+            flag,
+            id,
+            sector_number: sector,
+            nr_sectors: n,
+            ..Default::default()
+        }
+        .to_bytes(),
     };
     b.resize(abi.entry_size(), 0);
     b
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }
 
 struct Opts {
@@ -122,7 +193,13 @@ struct Opts {
 
 impl Default for Opts {
     fn default() -> Opts {
-        Opts { abi: Some(Abi::X86_64), order: None, persistent: false, read_only: false, sectors: 2048 }
+        Opts {
+            abi: Some(Abi::X86_64),
+            order: None,
+            persistent: false,
+            read_only: false,
+            sectors: 2048,
+        }
     }
 }
 
@@ -146,7 +223,14 @@ fn front_connect(m: &mut Mock, be: &mut BlkBack, o: &Opts) -> Front {
     let npages = 1usize << o.order.unwrap_or(0);
     let pages: Vec<usize> = (0..npages).map(|_| m.alloc_page()).collect();
     let abi = o.abi.unwrap_or(Abi::X86_64);
-    let f = Front { abi, size: ring_size(abi, npages), pages: pages.clone(), req_prod_pvt: 0, rsp_cons: 0, evtchn: 40 + m.offered.len() as u32 + m.bound.len() as u32 };
+    let f = Front {
+        abi,
+        size: ring_size(abi, npages),
+        pages: pages.clone(),
+        req_prod_pvt: 0,
+        rsp_cons: 0,
+        evtchn: 40 + m.offered.len() as u32 + m.bound.len() as u32,
+    };
     for &p in &pages {
         m.page(p).fill(0);
     }
@@ -169,7 +253,10 @@ fn front_connect(m: &mut Mock, be: &mut BlkBack, o: &Opts) -> Front {
     if let Some(a) = o.abi {
         m.set(&format!("{fe}/protocol"), a.protocol());
     }
-    m.set(&format!("{fe}/feature-persistent"), if o.persistent { "1" } else { "0" });
+    m.set(
+        &format!("{fe}/feature-persistent"),
+        if o.persistent { "1" } else { "0" },
+    );
     m.set(&format!("{fe}/state"), "3");
     m.pump(be);
     f
@@ -226,13 +313,28 @@ fn start_writes_features_and_connects() {
     assert_eq!(m.get(&format!("{BE}/sector-size")).as_deref(), Some("512"));
     assert_eq!(m.get(&format!("{BE}/info")).as_deref(), Some("0"));
     assert_eq!(m.get(&format!("{BE}/mode")).as_deref(), Some("w"));
-    for k in ["feature-flush-cache", "feature-barrier", "feature-discard", "feature-persistent"] {
+    for k in [
+        "feature-flush-cache",
+        "feature-barrier",
+        "feature-discard",
+        "feature-persistent",
+    ] {
         assert_eq!(m.get(&format!("{BE}/{k}")).as_deref(), Some("1"), "{k}");
     }
     assert_eq!(m.get(&format!("{BE}/discard-secure")).as_deref(), Some("0"));
-    assert_eq!(m.get(&format!("{BE}/feature-max-indirect-segments")).as_deref(), Some("256"));
-    assert_eq!(m.get(&format!("{BE}/max-ring-page-order")).as_deref(), Some("4"));
-    assert_eq!(m.get(&format!("{BE}/hotplug-status")).as_deref(), Some("connected"));
+    assert_eq!(
+        m.get(&format!("{BE}/feature-max-indirect-segments"))
+            .as_deref(),
+        Some("256")
+    );
+    assert_eq!(
+        m.get(&format!("{BE}/max-ring-page-order")).as_deref(),
+        Some("4")
+    );
+    assert_eq!(
+        m.get(&format!("{BE}/hotplug-status")).as_deref(),
+        Some("connected")
+    );
     assert!(m.watches.iter().any(|(p, _)| p == &format!("{FE}/state")));
     // Front end states before Initialised change nothing.
     m.set(&format!("{FE}/state"), "2");
@@ -252,20 +354,29 @@ fn start_writes_features_and_connects() {
 
 #[test]
 fn read_only_disk_nodes() {
-    let o = Opts { read_only: true, ..Default::default() };
+    let o = Opts {
+        read_only: true,
+        ..Default::default()
+    };
     let (m, be) = create(&o, Box::new(MemStorage::new(vec![0; 4096], false)));
     assert!(be.is_read_only());
     assert_eq!(m.get(&format!("{BE}/info")).as_deref(), Some("4"));
     assert_eq!(m.get(&format!("{BE}/mode")).as_deref(), Some("r"));
     assert_eq!(m.get(&format!("{BE}/feature-discard")), None);
     // A read-only storage makes the disk read-only too.
-    let (m2, be2) = create(&Opts::default(), Box::new(MemStorage::new(vec![0; 4096], true)));
+    let (m2, be2) = create(
+        &Opts::default(),
+        Box::new(MemStorage::new(vec![0; 4096], true)),
+    );
     assert!(be2.is_read_only());
     assert_eq!(m2.get(&format!("{BE}/info")).as_deref(), Some("4"));
 }
 
 fn roundtrip(abi: Abi) {
-    let (mut m, mut be, mut f) = connected(Opts { abi: Some(abi), ..Default::default() });
+    let (mut m, mut be, mut f) = connected(Opts {
+        abi: Some(abi),
+        ..Default::default()
+    });
     let (p1, p2) = (m.alloc_page(), m.alloc_page());
     let data1 = pattern(4096, 100);
     let data2 = pattern(4096, 200);
@@ -273,18 +384,36 @@ fn roundtrip(abi: Abi) {
     m.page(p2).copy_from_slice(&data2);
     let (g1, g2) = (m.grant(p1, true), m.grant(p2, true));
     // Sectors 2..=7 of page 1, then 0..=3 of page 2: 10 sectors at sector 100.
-    f.push(&mut m, &rw_req(abi, BLKIF_OP_WRITE, 0xdead_beef_0000_0001, 100, &[seg(g1, 2, 7), seg(g2, 0, 3)]));
+    f.push(
+        &mut m,
+        &rw_req(
+            abi,
+            BLKIF_OP_WRITE,
+            0xdead_beef_0000_0001,
+            100,
+            &[seg(g1, 2, 7), seg(g2, 0, 3)],
+        ),
+    );
     kick(&mut m, &mut be);
-    assert_eq!(f.responses(&m), vec![(0xdead_beef_0000_0001, BLKIF_OP_WRITE, BLKIF_RSP_OKAY)]);
+    assert_eq!(
+        f.responses(&m),
+        vec![(0xdead_beef_0000_0001, BLKIF_OP_WRITE, BLKIF_RSP_OKAY)]
+    );
     assert_eq!(m.notified.len(), 1);
     let mut want = data1[1024..4096].to_vec();
     want.extend_from_slice(&data2[..2048]);
     assert_eq!(disk(&mut be, 100 * 512, 5120), want);
-    assert_eq!(disk(&mut be, 99 * 512, 512), pattern(2048 * 512, 3)[99 * 512..100 * 512]);
+    assert_eq!(
+        disk(&mut be, 99 * 512, 512),
+        pattern(2048 * 512, 3)[99 * 512..100 * 512]
+    );
     // Read it back into fresh (writable) pages at other offsets.
     let (p3, p4) = (m.alloc_page(), m.alloc_page());
     let (g3, g4) = (m.grant(p3, false), m.grant(p4, false));
-    f.push(&mut m, &rw_req(abi, BLKIF_OP_READ, 7, 100, &[seg(g3, 0, 4), seg(g4, 3, 7)]));
+    f.push(
+        &mut m,
+        &rw_req(abi, BLKIF_OP_READ, 7, 100, &[seg(g3, 0, 4), seg(g4, 3, 7)]),
+    );
     kick(&mut m, &mut be);
     assert_eq!(f.responses(&m), vec![(7, BLKIF_OP_READ, BLKIF_RSP_OKAY)]);
     assert_eq!(&m.page(p3)[..2560], &want[..2560]);
@@ -307,14 +436,21 @@ fn read_write_roundtrip_x86_32() {
 
 #[test]
 fn default_protocol_is_the_configured_native_abi() {
-    let (_m, be, _f) = connected(Opts { abi: None, ..Default::default() });
+    let (_m, be, _f) = connected(Opts {
+        abi: None,
+        ..Default::default()
+    });
     assert_eq!(be.ring_info().unwrap().0, Abi::X86_64);
 }
 
 #[test]
 fn multi_page_ring_wraps() {
     for abi in [Abi::X86_64, Abi::X86_32] {
-        let (mut m, mut be, mut f) = connected(Opts { abi: Some(abi), order: Some(2), ..Default::default() });
+        let (mut m, mut be, mut f) = connected(Opts {
+            abi: Some(abi),
+            order: Some(2),
+            ..Default::default()
+        });
         assert_eq!(be.ring_info(), Some((abi, 128, 4, false)));
         let p = m.alloc_page();
         let g = m.grant(p, false);
@@ -322,16 +458,24 @@ fn multi_page_ring_wraps() {
         // 5 rounds of 100 requests: the ring (128) wraps and entries straddle pages.
         for _ in 0..5 {
             for _ in 0..100 {
-                f.push(&mut m, &rw_req(abi, BLKIF_OP_READ, id, id % 2000, &[seg(g, 0, 0)]));
+                f.push(
+                    &mut m,
+                    &rw_req(abi, BLKIF_OP_READ, id, id % 2000, &[seg(g, 0, 0)]),
+                );
                 id += 1;
             }
             kick(&mut m, &mut be);
             let r = f.responses(&m);
             assert_eq!(r.len(), 100);
-            assert!(r.iter().all(|&(_, op, st)| op == BLKIF_OP_READ && st == BLKIF_RSP_OKAY));
+            assert!(r
+                .iter()
+                .all(|&(_, op, st)| op == BLKIF_OP_READ && st == BLKIF_RSP_OKAY));
             assert_eq!(r.last().unwrap().0, id - 1);
         }
-        assert_eq!(&m.page(p)[..512], &pattern(2048 * 512, 3)[499 * 512..][..512]);
+        assert_eq!(
+            &m.page(p)[..512],
+            &pattern(2048 * 512, 3)[499 * 512..][..512]
+        );
     }
 }
 
@@ -342,12 +486,18 @@ fn notification_only_when_front_end_asks() {
     let g = m.grant(p, false);
     // The front end does not want a notification before 10 responses.
     f.set_idx(&mut m, 12, 10);
-    f.push(&mut m, &rw_req(Abi::X86_64, BLKIF_OP_READ, 1, 0, &[seg(g, 0, 7)]));
+    f.push(
+        &mut m,
+        &rw_req(Abi::X86_64, BLKIF_OP_READ, 1, 0, &[seg(g, 0, 7)]),
+    );
     kick(&mut m, &mut be);
     assert!(m.notified.is_empty());
     assert_eq!(f.responses(&m).len(), 1);
     f.set_idx(&mut m, 12, 2);
-    f.push(&mut m, &rw_req(Abi::X86_64, BLKIF_OP_READ, 2, 0, &[seg(g, 0, 7)]));
+    f.push(
+        &mut m,
+        &rw_req(Abi::X86_64, BLKIF_OP_READ, 2, 0, &[seg(g, 0, 7)]),
+    );
     kick(&mut m, &mut be);
     assert_eq!(m.notified.len(), 1);
     assert_eq!(f.responses(&m).len(), 1);
@@ -358,7 +508,11 @@ fn notification_only_when_front_end_asks() {
 }
 
 fn indirect(abi: Abi, persistent: bool) {
-    let (mut m, mut be, mut f) = connected(Opts { abi: Some(abi), persistent, ..Default::default() });
+    let (mut m, mut be, mut f) = connected(Opts {
+        abi: Some(abi),
+        persistent,
+        ..Default::default()
+    });
     // 40 full-page segments (> 11) at sector 8: 320 sectors.
     let n = 40;
     let pages: Vec<usize> = (0..n).map(|_| m.alloc_page()).collect();
@@ -376,14 +530,20 @@ fn indirect(abi: Abi, persistent: bool) {
         list.extend(seg(g, 0, 7).to_bytes());
     }
     m.page(ip)[..list.len()].copy_from_slice(&list);
-    f.push(&mut m, &indirect_req(abi, BLKIF_OP_WRITE, n as u16, 11, 8, &[ig]));
+    f.push(
+        &mut m,
+        &indirect_req(abi, BLKIF_OP_WRITE, n as u16, 11, 8, &[ig]),
+    );
     kick(&mut m, &mut be);
     assert_eq!(f.responses(&m), vec![(11, BLKIF_OP_WRITE, BLKIF_RSP_OKAY)]);
     assert_eq!(disk(&mut be, 8 * 512, n * 4096), data);
     for &p in &pages {
         m.page(p).fill(0);
     }
-    f.push(&mut m, &indirect_req(abi, BLKIF_OP_READ, n as u16, 12, 8, &[ig]));
+    f.push(
+        &mut m,
+        &indirect_req(abi, BLKIF_OP_READ, n as u16, 12, 8, &[ig]),
+    );
     kick(&mut m, &mut be);
     assert_eq!(f.responses(&m), vec![(12, BLKIF_OP_READ, BLKIF_RSP_OKAY)]);
     for (i, &p) in pages.iter().enumerate() {
@@ -403,7 +563,10 @@ fn indirect_descriptors_x86_32() {
 
 #[test]
 fn persistent_grants_are_kept_mapped() {
-    let (mut m, mut be, mut f) = connected(Opts { persistent: true, ..Default::default() });
+    let (mut m, mut be, mut f) = connected(Opts {
+        persistent: true,
+        ..Default::default()
+    });
     assert!(be.ring_info().unwrap().3);
     let pages: Vec<usize> = (0..3).map(|_| m.alloc_page()).collect();
     let grefs: Vec<u32> = pages.iter().map(|&p| m.grant(p, false)).collect();
@@ -419,7 +582,10 @@ fn persistent_grants_are_kept_mapped() {
     kick(&mut m, &mut be);
     assert_eq!(f.responses(&m), vec![(2, BLKIF_OP_WRITE, 0)]);
     assert_eq!(m.map_calls, calls);
-    assert_eq!(disk(&mut be, 40 * 512, 3 * 4096), pattern(2048 * 512, 3)[..3 * 4096]);
+    assert_eq!(
+        disk(&mut be, 40 * 512, 3 * 4096),
+        pattern(2048 * 512, 3)[..3 * 4096]
+    );
     assert_eq!(m.maps.len(), 4);
     // Indirect pages go through the cache too.
     indirect(Abi::X86_64, true);
@@ -434,12 +600,18 @@ fn persistent_grants_are_kept_mapped() {
 #[test]
 fn flush_barrier_and_discard() {
     for abi in [Abi::X86_64, Abi::X86_32] {
-        let (mut m, mut be, mut f) = connected(Opts { abi: Some(abi), ..Default::default() });
+        let (mut m, mut be, mut f) = connected(Opts {
+            abi: Some(abi),
+            ..Default::default()
+        });
         let p = m.alloc_page();
         m.page(p).copy_from_slice(&pattern(4096, 9));
         let g = m.grant(p, true);
         f.push(&mut m, &rw_req(abi, BLKIF_OP_FLUSH_DISKCACHE, 1, 0, &[]));
-        f.push(&mut m, &rw_req(abi, BLKIF_OP_WRITE_BARRIER, 2, 16, &[seg(g, 0, 7)]));
+        f.push(
+            &mut m,
+            &rw_req(abi, BLKIF_OP_WRITE_BARRIER, 2, 16, &[seg(g, 0, 7)]),
+        );
         f.push(&mut m, &rw_req(abi, BLKIF_OP_WRITE_BARRIER, 3, 0, &[]));
         f.push(&mut m, &discard_req(abi, 4, 0, 1000, 24));
         f.push(&mut m, &discard_req(abi, 5, BLKIF_DISCARD_SECURE, 0, 8));
@@ -461,38 +633,100 @@ fn flush_barrier_and_discard() {
         assert_eq!(be.stats.flushes, 3);
         assert_eq!(disk(&mut be, 16 * 512, 4096), pattern(4096, 9));
         assert_eq!(disk(&mut be, 1000 * 512, 24 * 512), vec![0; 24 * 512]);
-        assert_eq!(disk(&mut be, 1024 * 512, 512), pattern(2048 * 512, 3)[1024 * 512..1025 * 512]);
+        assert_eq!(
+            disk(&mut be, 1024 * 512, 512),
+            pattern(2048 * 512, 3)[1024 * 512..1025 * 512]
+        );
     }
 }
 
 #[test]
 fn bad_requests_get_error_responses() {
     for abi in [Abi::X86_64, Abi::X86_32] {
-        let (mut m, mut be, mut f) = connected(Opts { abi: Some(abi), ..Default::default() });
+        let (mut m, mut be, mut f) = connected(Opts {
+            abi: Some(abi),
+            ..Default::default()
+        });
         let p = m.alloc_page();
         let g = m.grant(p, false);
         let ro = m.grant(p, true);
         let before = disk(&mut be, 0, 2048 * 512);
         let reqs: Vec<(Vec<u8>, u8, i16)> = vec![
-            (rw_req(abi, BLKIF_OP_READ, 0, 0, &[seg(9999, 0, 7)]), BLKIF_OP_READ, BLKIF_RSP_ERROR),
-            (rw_req(abi, BLKIF_OP_READ, 0, 0, &[seg(g, 5, 4)]), BLKIF_OP_READ, BLKIF_RSP_ERROR),
-            (rw_req(abi, BLKIF_OP_WRITE, 0, 0, &[seg(g, 0, 8)]), BLKIF_OP_WRITE, BLKIF_RSP_ERROR),
-            (rw_req_n(abi, BLKIF_OP_READ, 12, 0, 0, [seg(g, 0, 0); 11]), BLKIF_OP_READ, BLKIF_RSP_ERROR),
-            (rw_req(abi, BLKIF_OP_READ, 0, 0, &[]), BLKIF_OP_READ, BLKIF_RSP_ERROR),
-            (rw_req(abi, BLKIF_OP_READ, 0, 2047, &[seg(g, 0, 1)]), BLKIF_OP_READ, BLKIF_RSP_ERROR),
-            (rw_req(abi, BLKIF_OP_WRITE, 0, u64::MAX, &[seg(g, 0, 1)]), BLKIF_OP_WRITE, BLKIF_RSP_ERROR),
+            (
+                rw_req(abi, BLKIF_OP_READ, 0, 0, &[seg(9999, 0, 7)]),
+                BLKIF_OP_READ,
+                BLKIF_RSP_ERROR,
+            ),
+            (
+                rw_req(abi, BLKIF_OP_READ, 0, 0, &[seg(g, 5, 4)]),
+                BLKIF_OP_READ,
+                BLKIF_RSP_ERROR,
+            ),
+            (
+                rw_req(abi, BLKIF_OP_WRITE, 0, 0, &[seg(g, 0, 8)]),
+                BLKIF_OP_WRITE,
+                BLKIF_RSP_ERROR,
+            ),
+            (
+                rw_req_n(abi, BLKIF_OP_READ, 12, 0, 0, [seg(g, 0, 0); 11]),
+                BLKIF_OP_READ,
+                BLKIF_RSP_ERROR,
+            ),
+            (
+                rw_req(abi, BLKIF_OP_READ, 0, 0, &[]),
+                BLKIF_OP_READ,
+                BLKIF_RSP_ERROR,
+            ),
+            (
+                rw_req(abi, BLKIF_OP_READ, 0, 2047, &[seg(g, 0, 1)]),
+                BLKIF_OP_READ,
+                BLKIF_RSP_ERROR,
+            ),
+            (
+                rw_req(abi, BLKIF_OP_WRITE, 0, u64::MAX, &[seg(g, 0, 1)]),
+                BLKIF_OP_WRITE,
+                BLKIF_RSP_ERROR,
+            ),
             // A READ needs to write the page: a read-only grant fails to map.
-            (rw_req(abi, BLKIF_OP_READ, 0, 0, &[seg(ro, 0, 7)]), BLKIF_OP_READ, BLKIF_RSP_ERROR),
+            (
+                rw_req(abi, BLKIF_OP_READ, 0, 0, &[seg(ro, 0, 7)]),
+                BLKIF_OP_READ,
+                BLKIF_RSP_ERROR,
+            ),
             // The first segment maps, the second does not: nothing leaks, nothing written.
-            (rw_req(abi, BLKIF_OP_WRITE, 0, 0, &[seg(g, 0, 7), seg(4242, 0, 7)]), BLKIF_OP_WRITE, BLKIF_RSP_ERROR),
+            (
+                rw_req(abi, BLKIF_OP_WRITE, 0, 0, &[seg(g, 0, 7), seg(4242, 0, 7)]),
+                BLKIF_OP_WRITE,
+                BLKIF_RSP_ERROR,
+            ),
             (rw_req(abi, 4, 0, 0, &[]), 4, BLKIF_RSP_EOPNOTSUPP),
             (rw_req(abi, 200, 0, 0, &[]), 200, BLKIF_RSP_EOPNOTSUPP),
-            (indirect_req(abi, BLKIF_OP_FLUSH_DISKCACHE, 1, 0, 0, &[g]), BLKIF_OP_FLUSH_DISKCACHE, BLKIF_RSP_ERROR),
-            (indirect_req(abi, BLKIF_OP_READ, 257, 0, 0, &[g]), BLKIF_OP_READ, BLKIF_RSP_ERROR),
-            (indirect_req(abi, BLKIF_OP_READ, 0, 0, 0, &[g]), BLKIF_OP_READ, BLKIF_RSP_ERROR),
-            (indirect_req(abi, BLKIF_OP_READ, 1, 0, 0, &[777]), BLKIF_OP_READ, BLKIF_RSP_ERROR),
+            (
+                indirect_req(abi, BLKIF_OP_FLUSH_DISKCACHE, 1, 0, 0, &[g]),
+                BLKIF_OP_FLUSH_DISKCACHE,
+                BLKIF_RSP_ERROR,
+            ),
+            (
+                indirect_req(abi, BLKIF_OP_READ, 257, 0, 0, &[g]),
+                BLKIF_OP_READ,
+                BLKIF_RSP_ERROR,
+            ),
+            (
+                indirect_req(abi, BLKIF_OP_READ, 0, 0, 0, &[g]),
+                BLKIF_OP_READ,
+                BLKIF_RSP_ERROR,
+            ),
+            (
+                indirect_req(abi, BLKIF_OP_READ, 1, 0, 0, &[777]),
+                BLKIF_OP_READ,
+                BLKIF_RSP_ERROR,
+            ),
             // A valid request still works after all that.
-            (rw_req(abi, BLKIF_OP_READ, 0, 2047, &[seg(g, 7, 7)]), BLKIF_OP_READ, BLKIF_RSP_OKAY),
+            (
+                rw_req(abi, BLKIF_OP_READ, 0, 2047, &[seg(g, 7, 7)]),
+                BLKIF_OP_READ,
+                BLKIF_RSP_OKAY,
+            ),
         ];
         // The indirect page for the "bad gref in an indirect page" case: a segment list with
         // a bad gref (page p holds zeros → gref 0, unknown).
@@ -505,7 +739,11 @@ fn bad_requests_get_error_responses() {
         }
         kick(&mut m, &mut be);
         let got = f.responses(&m);
-        let want: Vec<(u64, u8, i16)> = reqs.iter().enumerate().map(|(i, &(_, op, st))| (i as u64, op, st)).collect();
+        let want: Vec<(u64, u8, i16)> = reqs
+            .iter()
+            .enumerate()
+            .map(|(i, &(_, op, st))| (i as u64, op, st))
+            .collect();
         assert_eq!(got, want, "{abi:?}");
         assert_eq!(disk(&mut be, 0, 2048 * 512), before);
         assert_eq!(m.maps.len(), 1, "only the ring stays mapped");
@@ -515,19 +753,36 @@ fn bad_requests_get_error_responses() {
 
 #[test]
 fn write_on_read_only_disk_fails() {
-    let o = Opts { read_only: true, ..Default::default() };
+    let o = Opts {
+        read_only: true,
+        ..Default::default()
+    };
     let (mut m, mut be) = create(&o, Box::new(MemStorage::new(pattern(1 << 20, 1), false)));
     let mut f = front_connect(&mut m, &mut be, &o);
     let p = m.alloc_page();
     let g = m.grant(p, false);
-    f.push(&mut m, &rw_req(Abi::X86_64, BLKIF_OP_WRITE, 1, 0, &[seg(g, 0, 7)]));
-    f.push(&mut m, &rw_req(Abi::X86_64, BLKIF_OP_WRITE_BARRIER, 2, 0, &[]));
+    f.push(
+        &mut m,
+        &rw_req(Abi::X86_64, BLKIF_OP_WRITE, 1, 0, &[seg(g, 0, 7)]),
+    );
+    f.push(
+        &mut m,
+        &rw_req(Abi::X86_64, BLKIF_OP_WRITE_BARRIER, 2, 0, &[]),
+    );
     f.push(&mut m, &discard_req(Abi::X86_64, 3, 0, 0, 8));
-    f.push(&mut m, &rw_req(Abi::X86_64, BLKIF_OP_READ, 4, 0, &[seg(g, 0, 7)]));
+    f.push(
+        &mut m,
+        &rw_req(Abi::X86_64, BLKIF_OP_READ, 4, 0, &[seg(g, 0, 7)]),
+    );
     kick(&mut m, &mut be);
     assert_eq!(
         f.responses(&m),
-        vec![(1, BLKIF_OP_WRITE, -1), (2, BLKIF_OP_WRITE_BARRIER, -1), (3, BLKIF_OP_DISCARD, -2), (4, BLKIF_OP_READ, 0)]
+        vec![
+            (1, BLKIF_OP_WRITE, -1),
+            (2, BLKIF_OP_WRITE_BARRIER, -1),
+            (3, BLKIF_OP_DISCARD, -2),
+            (4, BLKIF_OP_READ, 0)
+        ]
     );
     assert_eq!(disk(&mut be, 0, 1 << 20), pattern(1 << 20, 1));
     assert_eq!(m.page(p), &pattern(1 << 20, 1)[..4096]);
@@ -538,7 +793,10 @@ fn bogus_req_prod_halts_the_ring() {
     let (mut m, mut be, mut f) = connected(Opts::default());
     let p = m.alloc_page();
     let g = m.grant(p, false);
-    f.push(&mut m, &rw_req(Abi::X86_64, BLKIF_OP_READ, 1, 0, &[seg(g, 0, 7)]));
+    f.push(
+        &mut m,
+        &rw_req(Abi::X86_64, BLKIF_OP_READ, 1, 0, &[seg(g, 0, 7)]),
+    );
     kick(&mut m, &mut be);
     assert_eq!(f.responses(&m).len(), 1);
     // req_prod claims 33 requests beyond the responses of a 32-entry ring.
@@ -557,7 +815,10 @@ fn bogus_req_prod_halts_the_ring() {
     let p = m.alloc_page();
     let g = m.grant(p, false);
     for i in 0..32 {
-        f.push(&mut m, &rw_req(Abi::X86_64, BLKIF_OP_READ, i, 0, &[seg(g, 0, 0)]));
+        f.push(
+            &mut m,
+            &rw_req(Abi::X86_64, BLKIF_OP_READ, i, 0, &[seg(g, 0, 0)]),
+        );
     }
     kick(&mut m, &mut be);
     assert_eq!(f.responses(&m).len(), 32);
@@ -608,12 +869,21 @@ fn bad_frontend_nodes_are_fatal() {
 
 #[test]
 fn close_and_reconnect() {
-    let o = Opts { order: Some(1), ..Default::default() };
-    let (mut m, mut be, mut f) = connected(Opts { order: Some(1), ..Default::default() });
+    let o = Opts {
+        order: Some(1),
+        ..Default::default()
+    };
+    let (mut m, mut be, mut f) = connected(Opts {
+        order: Some(1),
+        ..Default::default()
+    });
     let p = m.alloc_page();
     let g = m.grant(p, true);
     m.page(p).copy_from_slice(&pattern(4096, 55));
-    f.push(&mut m, &rw_req(Abi::X86_64, BLKIF_OP_WRITE, 1, 64, &[seg(g, 0, 7)]));
+    f.push(
+        &mut m,
+        &rw_req(Abi::X86_64, BLKIF_OP_WRITE, 1, 64, &[seg(g, 0, 7)]),
+    );
     kick(&mut m, &mut be);
     assert_eq!(f.responses(&m), vec![(1, BLKIF_OP_WRITE, 0)]);
     let old_port = be.port().unwrap();
@@ -638,13 +908,19 @@ fn close_and_reconnect() {
     m.set(&format!("{FE}/state"), "1");
     m.pump(&mut be);
     assert_eq!(be.state(), XenbusState::InitWait);
-    let o32 = Opts { abi: Some(Abi::X86_32), ..o };
+    let o32 = Opts {
+        abi: Some(Abi::X86_32),
+        ..o
+    };
     let mut f = front_connect(&mut m, &mut be, &o32);
     assert_eq!(be.state(), XenbusState::Connected);
     assert_eq!(be.ring_info(), Some((Abi::X86_32, 64, 2, false)));
     let q = m.alloc_page();
     let gq = m.grant(q, false);
-    f.push(&mut m, &rw_req(Abi::X86_32, BLKIF_OP_READ, 2, 64, &[seg(gq, 0, 7)]));
+    f.push(
+        &mut m,
+        &rw_req(Abi::X86_32, BLKIF_OP_READ, 2, 64, &[seg(gq, 0, 7)]),
+    );
     kick(&mut m, &mut be);
     assert_eq!(f.responses(&m), vec![(2, BLKIF_OP_READ, 0)]);
     assert_eq!(m.page(q), &pattern(4096, 55)[..]);
@@ -728,7 +1004,11 @@ fn cow_overlay_storage() {
         assert_eq!(all, want);
         c.flush().unwrap();
     }
-    assert_eq!(std::fs::read(&base).unwrap(), orig, "the base is never modified");
+    assert_eq!(
+        std::fs::read(&base).unwrap(),
+        orig,
+        "the base is never modified"
+    );
     {
         let mut c = CowOverlay::open(&base, &ov).unwrap();
         let mut all = vec![0u8; size];
@@ -768,10 +1048,19 @@ fn blkback_over_cow_overlay() {
     let p = m.alloc_page();
     m.page(p).copy_from_slice(&pattern(4096, 99));
     let g = m.grant(p, false);
-    f.push(&mut m, &rw_req(Abi::X86_64, BLKIF_OP_WRITE, 1, 3, &[seg(g, 1, 3)]));
-    f.push(&mut m, &rw_req(Abi::X86_64, BLKIF_OP_FLUSH_DISKCACHE, 2, 0, &[]));
+    f.push(
+        &mut m,
+        &rw_req(Abi::X86_64, BLKIF_OP_WRITE, 1, 3, &[seg(g, 1, 3)]),
+    );
+    f.push(
+        &mut m,
+        &rw_req(Abi::X86_64, BLKIF_OP_FLUSH_DISKCACHE, 2, 0, &[]),
+    );
     kick(&mut m, &mut be);
-    assert_eq!(f.responses(&m), vec![(1, BLKIF_OP_WRITE, 0), (2, BLKIF_OP_FLUSH_DISKCACHE, 0)]);
+    assert_eq!(
+        f.responses(&m),
+        vec![(1, BLKIF_OP_WRITE, 0), (2, BLKIF_OP_FLUSH_DISKCACHE, 0)]
+    );
     be.shutdown(&mut m);
     drop(be);
     assert_eq!(std::fs::read(&base).unwrap(), orig);

@@ -25,8 +25,14 @@ fn mock() -> Mock {
     assert_eq!(page, RING_PAGE);
     m.grants.insert(GNTTAB_RESERVED_CONSOLE, (page, false));
     m.offered.insert(GPORT);
-    m.xs.insert(format!("/local/domain/{DOM}/console/ring-ref"), b"4660".to_vec());
-    m.xs.insert(format!("/local/domain/{DOM}/console/port"), GPORT.to_string().into_bytes());
+    m.xs.insert(
+        format!("/local/domain/{DOM}/console/ring-ref"),
+        b"4660".to_vec(),
+    );
+    m.xs.insert(
+        format!("/local/domain/{DOM}/console/port"),
+        GPORT.to_string().into_bytes(),
+    );
     m
 }
 
@@ -98,7 +104,14 @@ fn out(s: &Sink) -> String {
 fn connects_through_grant_zero_and_the_offered_port() {
     let (m, be, _) = started();
     assert!(be.connected());
-    assert_eq!(m.maps.values().map(|&(_, writable)| writable).collect::<Vec<_>>(), vec![true], "one writable mapping");
+    assert_eq!(
+        m.maps
+            .values()
+            .map(|&(_, writable)| writable)
+            .collect::<Vec<_>>(),
+        vec![true],
+        "one writable mapping"
+    );
     assert_eq!(be.port(), Some(m.local_port()));
     assert!(m.notified.is_empty(), "nothing to say yet");
 }
@@ -167,7 +180,11 @@ fn garbled_output_indexes_are_ignored_as_xenconsoled_does() {
         let p = m.local_port();
         be.on_event(&mut m, p);
         assert!(sink.borrow().is_empty(), "{cons} {prod}");
-        assert_eq!((m.out_cons(), m.out_prod()), (cons, prod), "indexes untouched");
+        assert_eq!(
+            (m.out_cons(), m.out_prod()),
+            (cons, prod),
+            "indexes untouched"
+        );
         assert!(m.notified.is_empty());
         // The guest repairs its ring: output flows again.
         m.set_idx(3080, prod);
@@ -195,7 +212,11 @@ fn input_goes_into_the_ring_and_waits_when_it_is_full() {
     let n = m.notified.len();
     be.input(&mut m, b"");
     be.poll(&mut m);
-    assert_eq!(m.notified.len(), n + 1, "the poll after the guest read produced more");
+    assert_eq!(
+        m.notified.len(),
+        n + 1,
+        "the poll after the guest read produced more"
+    );
     while be.pending_input() > 0 || m.in_prod() != m.in_cons() {
         got.extend(m.guest_read());
         be.on_event(&mut m, p);
@@ -303,12 +324,20 @@ fn a_new_port_rebinds_and_a_new_ring_ref_remaps() {
     assert_eq!(be.port(), Some(7 + LOCAL_PORT_OFFSET));
     assert_eq!(m.bound_to(GPORT), None, "the old port was unbound");
     assert_eq!(m.map_calls, 1, "same ring-ref: same mapping");
-    XsOps::write(&mut m, &format!("/local/domain/{DOM}/console/ring-ref"), b"4661");
+    XsOps::write(
+        &mut m,
+        &format!("/local/domain/{DOM}/console/ring-ref"),
+        b"4661",
+    );
     m.pump(&mut be);
     assert_eq!(m.map_calls, 2);
     assert_eq!(m.maps.len(), 1, "the old mapping was released");
     // Garbage in the store: nothing changes.
-    XsOps::write(&mut m, &format!("/local/domain/{DOM}/console/port"), b"banana");
+    XsOps::write(
+        &mut m,
+        &format!("/local/domain/{DOM}/console/port"),
+        b"banana",
+    );
     m.pump(&mut be);
     assert!(be.connected());
 }

@@ -141,7 +141,12 @@ pub fn op_of(m: M) -> Option<usize> {
     let idx = IDX.get_or_init(|| {
         let mut v = vec![u16::MAX; iced_x86::Mnemonic::values().count()];
         for (i, e) in table().iter().enumerate() {
-            assert_eq!(v[e.m as usize], u16::MAX, "{:?} twice in the SIMD table", e.m);
+            assert_eq!(
+                v[e.m as usize],
+                u16::MAX,
+                "{:?} twice in the SIMD table",
+                e.m
+            );
             v[e.m as usize] = i as u16;
         }
         v
@@ -184,7 +189,13 @@ pub unsafe extern "C" fn helper_sse(env: *mut Env, a0: u64, dst: u64, src: u64, 
     let (dmmx, smmx) = (a0 & arg::DST_MMX != 0, a0 & arg::SRC_MMX != 0);
     let mxcsr = e.g[G_MXCSR as usize] as u32;
     let mut cx = Cx {
-        n: if dmmx && ent.shape != Shape::ToGpr || smmx && matches!(ent.shape, Shape::ToGpr | Shape::Extract) { 8 } else { 16 },
+        n: if dmmx && ent.shape != Shape::ToGpr
+            || smmx && matches!(ent.shape, Shape::ToGpr | Shape::Extract)
+        {
+            8
+        } else {
+            16
+        },
         fp: soft::Ctx::sse(mxcsr),
         fast: mxcsr & 0xffc0 == 0x1f80 && mxcsr & 0x20 != 0,
         xmm0: read_v(e, xmm_g(0) as u64, false),
@@ -196,7 +207,11 @@ pub unsafe extern "C" fn helper_sse(env: *mut Env, a0: u64, dst: u64, src: u64, 
         masks: (mxcsr >> MXCSR_MASK_SHIFT) as u8 & 0x3f,
         staged: false,
     };
-    let mut d = if matches!(ent.shape, Shape::ToGpr | Shape::Extract) { [0, 0] } else { read_v(e, dst, dmmx) };
+    let mut d = if matches!(ent.shape, Shape::ToGpr | Shape::Extract) {
+        [0, 0]
+    } else {
+        read_v(e, dst, dmmx)
+    };
     let s = read_v(e, src, smmx);
     let r = (ent.f)(&mut cx, &mut d, s, imm as u8);
     // The x87-to-MMX transition happens even when the instruction then raises #XM.
@@ -211,10 +226,18 @@ pub unsafe extern "C" fn helper_sse(env: *mut Env, a0: u64, dst: u64, src: u64, 
         // flags of all lanes are set. Any unmasked one: #XM, the destination unchanged.
         let masks = mxcsr >> MXCSR_MASK_SHIFT;
         let pre = raised & (soft::exc::IE | soft::exc::DE | soft::exc::ZE) as u32;
-        let flags = if pre & !masks != 0 && !cx.staged { pre } else { raised };
+        let flags = if pre & !masks != 0 && !cx.staged {
+            pre
+        } else {
+            raised
+        };
         e.g[G_MXCSR as usize] |= flags as u64;
         if flags & !masks & 0x3f != 0 {
-            let v = if e.g[G_CR4 as usize] & cr4::OSXMMEXCPT != 0 { 19 } else { 6 };
+            let v = if e.g[G_CR4 as usize] & cr4::OSXMMEXCPT != 0 {
+                19
+            } else {
+                6
+            };
             e.raise(v, None, 0);
             return 0;
         }
@@ -251,19 +274,38 @@ pub unsafe extern "C" fn helper_sse(env: *mut Env, a0: u64, dst: u64, src: u64, 
 pub unsafe extern "C" fn helper_maskmov(env: *mut Env, dg: u64, mg: u64, n: u64, addr: u64) -> u64 {
     // SAFETY: helper contract.
     let e = unsafe { crate::helpers::env_mut(env) };
-    let (data, mask) = (simd::bytes(read_v(e, dg, false)), simd::bytes(read_v(e, mg, false)));
+    let (data, mask) = (
+        simd::bytes(read_v(e, dg, false)),
+        simd::bytes(read_v(e, mg, false)),
+    );
     let sel: Vec<usize> = (0..n as usize).filter(|&i| mask[i] & 0x80 != 0).collect();
     for &i in &sel {
         // SAFETY: helper context.
         let (core, e) = unsafe { (jit::engine::core_of(env), &mut *env) };
-        if let Err(f) = core.load_for(e, addr.wrapping_add(i as u64), 1, jit::ir::AccessKind::Normal, jit::engine::Access::Write) {
+        if let Err(f) = core.load_for(
+            e,
+            addr.wrapping_add(i as u64),
+            1,
+            jit::ir::AccessKind::Normal,
+            jit::engine::Access::Write,
+        ) {
             e.raise(f.vector, f.error_code, f.addr);
             return 0;
         }
     }
     for &i in &sel {
         // SAFETY: helper context.
-        if unsafe { crate::helpers::store(env, addr.wrapping_add(i as u64), 1, data[i] as u64, jit::ir::AccessKind::Normal) }.is_err() {
+        if unsafe {
+            crate::helpers::store(
+                env,
+                addr.wrapping_add(i as u64),
+                1,
+                data[i] as u64,
+                jit::ir::AccessKind::Normal,
+            )
+        }
+        .is_err()
+        {
             return 0;
         }
     }

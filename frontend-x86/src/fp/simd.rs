@@ -48,7 +48,10 @@ pub fn bytes(v: V) -> [u8; 16] {
     b
 }
 pub fn from_bytes(b: [u8; 16]) -> V {
-    [u64::from_le_bytes(b[..8].try_into().unwrap()), u64::from_le_bytes(b[8..].try_into().unwrap())]
+    [
+        u64::from_le_bytes(b[..8].try_into().unwrap()),
+        u64::from_le_bytes(b[8..].try_into().unwrap()),
+    ]
 }
 pub fn words(v: V) -> [u16; 8] {
     let b = bytes(v);
@@ -62,10 +65,18 @@ pub fn from_words(w: [u16; 8]) -> V {
     from_bytes(b)
 }
 pub fn dwords(v: V) -> [u32; 4] {
-    [v[0] as u32, (v[0] >> 32) as u32, v[1] as u32, (v[1] >> 32) as u32]
+    [
+        v[0] as u32,
+        (v[0] >> 32) as u32,
+        v[1] as u32,
+        (v[1] >> 32) as u32,
+    ]
 }
 pub fn from_dwords(d: [u32; 4]) -> V {
-    [d[0] as u64 | (d[1] as u64) << 32, d[2] as u64 | (d[3] as u64) << 32]
+    [
+        d[0] as u64 | (d[1] as u64) << 32,
+        d[2] as u64 | (d[3] as u64) << 32,
+    ]
 }
 
 /// Lane-wise binary operation over `$n`-byte operands with lanes of `$t`.
@@ -94,25 +105,46 @@ fn q_from(v: [u64; 2]) -> V {
 
 lanes!(paddb, bytes, from_bytes, u8, u8, |a, b| a.wrapping_add(b));
 lanes!(paddw, words, from_words, u16, u16, |a, b| a.wrapping_add(b));
-lanes!(paddd, dwords, from_dwords, u32, u32, |a, b| a.wrapping_add(b));
+lanes!(paddd, dwords, from_dwords, u32, u32, |a, b| a
+    .wrapping_add(b));
 lanes!(paddq, q_view, q_from, u64, u64, |a, b| a.wrapping_add(b));
 lanes!(psubb, bytes, from_bytes, u8, u8, |a, b| a.wrapping_sub(b));
 lanes!(psubw, words, from_words, u16, u16, |a, b| a.wrapping_sub(b));
-lanes!(psubd, dwords, from_dwords, u32, u32, |a, b| a.wrapping_sub(b));
+lanes!(psubd, dwords, from_dwords, u32, u32, |a, b| a
+    .wrapping_sub(b));
 lanes!(psubq, q_view, q_from, u64, u64, |a, b| a.wrapping_sub(b));
-lanes!(paddsb, bytes, from_bytes, u8, i8, |a, b| a.saturating_add(b));
-lanes!(paddsw, words, from_words, u16, i16, |a, b| a.saturating_add(b));
-lanes!(paddusb, bytes, from_bytes, u8, u8, |a, b| a.saturating_add(b));
-lanes!(paddusw, words, from_words, u16, u16, |a, b| a.saturating_add(b));
-lanes!(psubsb, bytes, from_bytes, u8, i8, |a, b| a.saturating_sub(b));
-lanes!(psubsw, words, from_words, u16, i16, |a, b| a.saturating_sub(b));
-lanes!(psubusb, bytes, from_bytes, u8, u8, |a, b| a.saturating_sub(b));
-lanes!(psubusw, words, from_words, u16, u16, |a, b| a.saturating_sub(b));
-lanes!(pmullw, words, from_words, u16, u16, |a, b| a.wrapping_mul(b));
-lanes!(pmulhw, words, from_words, u16, i16, |a, b| ((a as i32 * b as i32) >> 16));
-lanes!(pmulhuw, words, from_words, u16, u16, |a, b| ((a as u32 * b as u32) >> 16));
-lanes!(pmulld, dwords, from_dwords, u32, u32, |a, b| a.wrapping_mul(b));
-lanes!(pmulhrsw, words, from_words, u16, i16, |a, b| ((((a as i32 * b as i32) >> 14) + 1) >> 1));
+lanes!(paddsb, bytes, from_bytes, u8, i8, |a, b| a
+    .saturating_add(b));
+lanes!(paddsw, words, from_words, u16, i16, |a, b| a
+    .saturating_add(b));
+lanes!(paddusb, bytes, from_bytes, u8, u8, |a, b| a
+    .saturating_add(b));
+lanes!(paddusw, words, from_words, u16, u16, |a, b| a
+    .saturating_add(b));
+lanes!(psubsb, bytes, from_bytes, u8, i8, |a, b| a
+    .saturating_sub(b));
+lanes!(psubsw, words, from_words, u16, i16, |a, b| a
+    .saturating_sub(b));
+lanes!(psubusb, bytes, from_bytes, u8, u8, |a, b| a
+    .saturating_sub(b));
+lanes!(psubusw, words, from_words, u16, u16, |a, b| a
+    .saturating_sub(b));
+lanes!(pmullw, words, from_words, u16, u16, |a, b| a
+    .wrapping_mul(b));
+lanes!(pmulhw, words, from_words, u16, i16, |a, b| ((a as i32
+    * b as i32)
+    >> 16));
+lanes!(pmulhuw, words, from_words, u16, u16, |a, b| ((a as u32
+    * b as u32)
+    >> 16));
+lanes!(pmulld, dwords, from_dwords, u32, u32, |a, b| a
+    .wrapping_mul(b));
+lanes!(pmulhrsw, words, from_words, u16, i16, |a, b| ((((a
+    as i32
+    * b as i32)
+    >> 14)
+    + 1)
+    >> 1));
 lanes!(pavgb, bytes, from_bytes, u8, u16, |a, b| (a + b + 1) >> 1);
 lanes!(pavgw, words, from_words, u16, u32, |a, b| (a + b + 1) >> 1);
 lanes!(pminub, bytes, from_bytes, u8, u8, |a, b| a.min(b));
@@ -127,20 +159,71 @@ lanes!(pminud, dwords, from_dwords, u32, u32, |a, b| a.min(b));
 lanes!(pmaxud, dwords, from_dwords, u32, u32, |a, b| a.max(b));
 lanes!(pminsd, dwords, from_dwords, u32, i32, |a, b| a.min(b));
 lanes!(pmaxsd, dwords, from_dwords, u32, i32, |a, b| a.max(b));
-lanes!(pcmpeqb, bytes, from_bytes, u8, u8, |a, b| if a == b { u8::MAX } else { 0 });
-lanes!(pcmpeqw, words, from_words, u16, u16, |a, b| if a == b { u16::MAX } else { 0 });
-lanes!(pcmpeqd, dwords, from_dwords, u32, u32, |a, b| if a == b { u32::MAX } else { 0 });
-lanes!(pcmpeqq, q_view, q_from, u64, u64, |a, b| if a == b { u64::MAX } else { 0 });
-lanes!(pcmpgtb, bytes, from_bytes, u8, i8, |a, b| if a > b { u8::MAX } else { 0 });
-lanes!(pcmpgtw, words, from_words, u16, i16, |a, b| if a > b { u16::MAX } else { 0 });
-lanes!(pcmpgtd, dwords, from_dwords, u32, i32, |a, b| if a > b { u32::MAX } else { 0 });
-lanes!(pcmpgtq, q_view, q_from, u64, i64, |a, b| if a > b { u64::MAX } else { 0 });
-lanes!(psignb, bytes, from_bytes, u8, i8, |a, b| if b < 0 { a.wrapping_neg() } else if b == 0 { 0 } else { a });
-lanes!(psignw, words, from_words, u16, i16, |a, b| if b < 0 { a.wrapping_neg() } else if b == 0 { 0 } else { a });
-lanes!(psignd, dwords, from_dwords, u32, i32, |a, b| if b < 0 { a.wrapping_neg() } else if b == 0 { 0 } else { a });
+lanes!(pcmpeqb, bytes, from_bytes, u8, u8, |a, b| if a == b {
+    u8::MAX
+} else {
+    0
+});
+lanes!(pcmpeqw, words, from_words, u16, u16, |a, b| if a == b {
+    u16::MAX
+} else {
+    0
+});
+lanes!(pcmpeqd, dwords, from_dwords, u32, u32, |a, b| if a == b {
+    u32::MAX
+} else {
+    0
+});
+lanes!(pcmpeqq, q_view, q_from, u64, u64, |a, b| if a == b {
+    u64::MAX
+} else {
+    0
+});
+lanes!(pcmpgtb, bytes, from_bytes, u8, i8, |a, b| if a > b {
+    u8::MAX
+} else {
+    0
+});
+lanes!(pcmpgtw, words, from_words, u16, i16, |a, b| if a > b {
+    u16::MAX
+} else {
+    0
+});
+lanes!(pcmpgtd, dwords, from_dwords, u32, i32, |a, b| if a > b {
+    u32::MAX
+} else {
+    0
+});
+lanes!(pcmpgtq, q_view, q_from, u64, i64, |a, b| if a > b {
+    u64::MAX
+} else {
+    0
+});
+lanes!(psignb, bytes, from_bytes, u8, i8, |a, b| if b < 0 {
+    a.wrapping_neg()
+} else if b == 0 {
+    0
+} else {
+    a
+});
+lanes!(psignw, words, from_words, u16, i16, |a, b| if b < 0 {
+    a.wrapping_neg()
+} else if b == 0 {
+    0
+} else {
+    a
+});
+lanes!(psignd, dwords, from_dwords, u32, i32, |a, b| if b < 0 {
+    a.wrapping_neg()
+} else if b == 0 {
+    0
+} else {
+    a
+});
 lanes!(pabsb, bytes, from_bytes, u8, i8, |_a, b| b.unsigned_abs());
 lanes!(pabsw, words, from_words, u16, i16, |_a, b| b.unsigned_abs());
-lanes!(pabsd, dwords, from_dwords, u32, i32, |_a, b| b.unsigned_abs());
+lanes!(pabsd, dwords, from_dwords, u32, i32, |_a, b| b
+    .unsigned_abs());
 lanes!(pand, q_view, q_from, u64, u64, |a, b| a & b);
 lanes!(pandn, q_view, q_from, u64, u64, |a, b| !a & b);
 lanes!(por, q_view, q_from, u64, u64, |a, b| a | b);
@@ -154,7 +237,10 @@ pub fn pmuludq(c: &mut Cx, d: &mut V, s: V, _: u8) -> u64 {
 }
 pub fn pmuldq(_: &mut Cx, d: &mut V, s: V, _: u8) -> u64 {
     let (x, y) = (dwords(*d), dwords(s));
-    *d = [(x[0] as i32 as i64 * y[0] as i32 as i64) as u64, (x[2] as i32 as i64 * y[2] as i32 as i64) as u64];
+    *d = [
+        (x[0] as i32 as i64 * y[0] as i32 as i64) as u64,
+        (x[2] as i32 as i64 * y[2] as i32 as i64) as u64,
+    ];
     0
 }
 pub fn pmaddwd(c: &mut Cx, d: &mut V, s: V, _: u8) -> u64 {
@@ -180,7 +266,9 @@ pub fn pmaddubsw(c: &mut Cx, d: &mut V, s: V, _: u8) -> u64 {
 pub fn psadbw(c: &mut Cx, d: &mut V, s: V, _: u8) -> u64 {
     let (x, y) = (bytes(*d), bytes(s));
     for q in 0..c.n / 8 {
-        d[q] = (0..8).map(|i| (x[8 * q + i] as i32 - y[8 * q + i] as i32).unsigned_abs() as u64).sum();
+        d[q] = (0..8)
+            .map(|i| (x[8 * q + i] as i32 - y[8 * q + i] as i32).unsigned_abs() as u64)
+            .sum();
     }
     0
 }
@@ -224,7 +312,9 @@ pub fn pslldq(_: &mut Cx, d: &mut V, s: V, _: u8) -> u64 {
 pub fn psrldq(_: &mut Cx, d: &mut V, s: V, _: u8) -> u64 {
     let n = s[0].min(16) as usize;
     let x = bytes(*d);
-    *d = from_bytes(std::array::from_fn(|i| if i + n < 16 { x[i + n] } else { 0 }));
+    *d = from_bytes(std::array::from_fn(
+        |i| if i + n < 16 { x[i + n] } else { 0 },
+    ));
     0
 }
 
@@ -241,22 +331,46 @@ fn pack<T: Copy, U: Copy>(c: &Cx, x: &[T], y: &[T], f: impl Fn(T) -> U, zero: U)
     r
 }
 pub fn packsswb(c: &mut Cx, d: &mut V, s: V, _: u8) -> u64 {
-    let r = pack(c, &words(*d), &words(s), |w| (w as i16).clamp(-128, 127) as u8, 0u8);
+    let r = pack(
+        c,
+        &words(*d),
+        &words(s),
+        |w| (w as i16).clamp(-128, 127) as u8,
+        0u8,
+    );
     *d = from_bytes(r);
     0
 }
 pub fn packuswb(c: &mut Cx, d: &mut V, s: V, _: u8) -> u64 {
-    let r = pack(c, &words(*d), &words(s), |w| (w as i16).clamp(0, 255) as u8, 0u8);
+    let r = pack(
+        c,
+        &words(*d),
+        &words(s),
+        |w| (w as i16).clamp(0, 255) as u8,
+        0u8,
+    );
     *d = from_bytes(r);
     0
 }
 pub fn packssdw(c: &mut Cx, d: &mut V, s: V, _: u8) -> u64 {
-    let r = pack(c, &dwords(*d), &dwords(s), |w| (w as i32).clamp(-32768, 32767) as u16, 0u16);
+    let r = pack(
+        c,
+        &dwords(*d),
+        &dwords(s),
+        |w| (w as i32).clamp(-32768, 32767) as u16,
+        0u16,
+    );
     *d = from_words(r[..8].try_into().unwrap());
     0
 }
 pub fn packusdw(c: &mut Cx, d: &mut V, s: V, _: u8) -> u64 {
-    let r = pack(c, &dwords(*d), &dwords(s), |w| (w as i32).clamp(0, 65535) as u16, 0u16);
+    let r = pack(
+        c,
+        &dwords(*d),
+        &dwords(s),
+        |w| (w as i32).clamp(0, 65535) as u16,
+        0u16,
+    );
     *d = from_words(r[..8].try_into().unwrap());
     0
 }
@@ -296,17 +410,35 @@ pub fn pshufd(_: &mut Cx, d: &mut V, s: V, imm: u8) -> u64 {
 }
 pub fn pshuflw(_: &mut Cx, d: &mut V, s: V, imm: u8) -> u64 {
     let x = words(s);
-    *d = from_words(std::array::from_fn(|i| if i < 4 { x[(imm >> (2 * i) & 3) as usize] } else { x[i] }));
+    *d = from_words(std::array::from_fn(|i| {
+        if i < 4 {
+            x[(imm >> (2 * i) & 3) as usize]
+        } else {
+            x[i]
+        }
+    }));
     0
 }
 pub fn pshufhw(_: &mut Cx, d: &mut V, s: V, imm: u8) -> u64 {
     let x = words(s);
-    *d = from_words(std::array::from_fn(|i| if i >= 4 { x[4 + (imm >> (2 * (i - 4)) & 3) as usize] } else { x[i] }));
+    *d = from_words(std::array::from_fn(|i| {
+        if i >= 4 {
+            x[4 + (imm >> (2 * (i - 4)) & 3) as usize]
+        } else {
+            x[i]
+        }
+    }));
     0
 }
 pub fn pshufw(_: &mut Cx, d: &mut V, s: V, imm: u8) -> u64 {
     let x = words(s);
-    *d = from_words(std::array::from_fn(|i| if i < 4 { x[(imm >> (2 * i) & 3) as usize] } else { 0 }));
+    *d = from_words(std::array::from_fn(|i| {
+        if i < 4 {
+            x[(imm >> (2 * i) & 3) as usize]
+        } else {
+            0
+        }
+    }));
     0
 }
 pub fn shufps(_: &mut Cx, d: &mut V, s: V, imm: u8) -> u64 {
@@ -322,7 +454,13 @@ pub fn shufpd(_: &mut Cx, d: &mut V, s: V, imm: u8) -> u64 {
 pub fn pshufb(c: &mut Cx, d: &mut V, s: V, _: u8) -> u64 {
     let (x, y) = (bytes(*d), bytes(s));
     let mask = c.n - 1;
-    *d = from_bytes(std::array::from_fn(|i| if i >= c.n || y[i] & 0x80 != 0 { 0 } else { x[y[i] as usize & mask] }));
+    *d = from_bytes(std::array::from_fn(|i| {
+        if i >= c.n || y[i] & 0x80 != 0 {
+            0
+        } else {
+            x[y[i] as usize & mask]
+        }
+    }));
     0
 }
 pub fn palignr(c: &mut Cx, d: &mut V, s: V, imm: u8) -> u64 {
@@ -333,7 +471,13 @@ pub fn palignr(c: &mut Cx, d: &mut V, s: V, imm: u8) -> u64 {
     cat[..n].copy_from_slice(&y[..n]);
     cat[n..2 * n].copy_from_slice(&x[..n]);
     let sh = imm as usize;
-    *d = from_bytes(std::array::from_fn(|i| if i < n && sh + i < 2 * n { cat[sh + i] } else { 0 }));
+    *d = from_bytes(std::array::from_fn(|i| {
+        if i < n && sh + i < 2 * n {
+            cat[sh + i]
+        } else {
+            0
+        }
+    }));
     0
 }
 macro_rules! hadd {
@@ -355,21 +499,39 @@ macro_rules! hadd {
         }
     };
 }
-hadd!(phaddw, words, from_words, u16, u16, |a, b| a.wrapping_add(b));
-hadd!(phaddd, dwords, from_dwords, u32, u32, |a, b| a.wrapping_add(b));
-hadd!(phaddsw, words, from_words, u16, i16, |a, b| a.saturating_add(b));
-hadd!(phsubw, words, from_words, u16, u16, |a, b| a.wrapping_sub(b));
-hadd!(phsubd, dwords, from_dwords, u32, u32, |a, b| a.wrapping_sub(b));
-hadd!(phsubsw, words, from_words, u16, i16, |a, b| a.saturating_sub(b));
+hadd!(phaddw, words, from_words, u16, u16, |a, b| a
+    .wrapping_add(b));
+hadd!(phaddd, dwords, from_dwords, u32, u32, |a, b| a
+    .wrapping_add(b));
+hadd!(phaddsw, words, from_words, u16, i16, |a, b| a
+    .saturating_add(b));
+hadd!(phsubw, words, from_words, u16, u16, |a, b| a
+    .wrapping_sub(b));
+hadd!(phsubd, dwords, from_dwords, u32, u32, |a, b| a
+    .wrapping_sub(b));
+hadd!(phsubsw, words, from_words, u16, i16, |a, b| a
+    .saturating_sub(b));
 
 pub fn pblendw(_: &mut Cx, d: &mut V, s: V, imm: u8) -> u64 {
     let (x, y) = (words(*d), words(s));
-    *d = from_words(std::array::from_fn(|i| if imm >> i & 1 != 0 { y[i] } else { x[i] }));
+    *d = from_words(std::array::from_fn(|i| {
+        if imm >> i & 1 != 0 {
+            y[i]
+        } else {
+            x[i]
+        }
+    }));
     0
 }
 pub fn blendps(_: &mut Cx, d: &mut V, s: V, imm: u8) -> u64 {
     let (x, y) = (dwords(*d), dwords(s));
-    *d = from_dwords(std::array::from_fn(|i| if imm >> i & 1 != 0 { y[i] } else { x[i] }));
+    *d = from_dwords(std::array::from_fn(|i| {
+        if imm >> i & 1 != 0 {
+            y[i]
+        } else {
+            x[i]
+        }
+    }));
     0
 }
 pub fn blendpd(_: &mut Cx, d: &mut V, s: V, imm: u8) -> u64 {
@@ -378,12 +540,24 @@ pub fn blendpd(_: &mut Cx, d: &mut V, s: V, imm: u8) -> u64 {
 }
 pub fn pblendvb(c: &mut Cx, d: &mut V, s: V, _: u8) -> u64 {
     let (x, y, m) = (bytes(*d), bytes(s), bytes(c.xmm0));
-    *d = from_bytes(std::array::from_fn(|i| if m[i] & 0x80 != 0 { y[i] } else { x[i] }));
+    *d = from_bytes(std::array::from_fn(|i| {
+        if m[i] & 0x80 != 0 {
+            y[i]
+        } else {
+            x[i]
+        }
+    }));
     0
 }
 pub fn blendvps(c: &mut Cx, d: &mut V, s: V, _: u8) -> u64 {
     let (x, y, m) = (dwords(*d), dwords(s), dwords(c.xmm0));
-    *d = from_dwords(std::array::from_fn(|i| if m[i] >> 31 != 0 { y[i] } else { x[i] }));
+    *d = from_dwords(std::array::from_fn(|i| {
+        if m[i] >> 31 != 0 {
+            y[i]
+        } else {
+            x[i]
+        }
+    }));
     0
 }
 pub fn blendvpd(c: &mut Cx, d: &mut V, s: V, _: u8) -> u64 {
@@ -474,7 +648,11 @@ pub fn pmovmskb(c: &mut Cx, _: &mut V, s: V, _: u8) -> u64 {
     (0..c.n).map(|i| ((b[i] >> 7) as u64) << i).sum()
 }
 pub fn movmskps(_: &mut Cx, _: &mut V, s: V, _: u8) -> u64 {
-    dwords(s).iter().enumerate().map(|(i, v)| ((v >> 31) as u64) << i).sum()
+    dwords(s)
+        .iter()
+        .enumerate()
+        .map(|(i, v)| ((v >> 31) as u64) << i)
+        .sum()
 }
 pub fn movmskpd(_: &mut Cx, _: &mut V, s: V, _: u8) -> u64 {
     (s[0] >> 63) | (s[1] >> 63) << 1
@@ -516,7 +694,11 @@ pub fn mpsadbw(_: &mut Cx, d: &mut V, s: V, imm: u8) -> u64 {
     let (x, y) = (bytes(*d), bytes(s));
     let a = (imm >> 2 & 1) as usize * 4;
     let b = (imm & 3) as usize * 4;
-    *d = from_words(std::array::from_fn(|i| (0..4).map(|k| (x[a + i + k] as i32 - y[b + k] as i32).unsigned_abs() as u16).sum()));
+    *d = from_words(std::array::from_fn(|i| {
+        (0..4)
+            .map(|k| (x[a + i + k] as i32 - y[b + k] as i32).unsigned_abs() as u16)
+            .sum()
+    }));
     0
 }
 
@@ -530,10 +712,18 @@ fn pcmpstr(a: V, alen: usize, b: V, blen: usize, imm: u8) -> (u32, usize) {
     let elem = |v: V, i: usize| -> i32 {
         if words_mode {
             let w = words(v)[i];
-            if signed { w as i16 as i32 } else { w as i32 }
+            if signed {
+                w as i16 as i32
+            } else {
+                w as i32
+            }
         } else {
             let x = bytes(v)[i];
-            if signed { x as i8 as i32 } else { x as i32 }
+            if signed {
+                x as i8 as i32
+            } else {
+                x as i32
+            }
         }
     };
     let agg = imm >> 2 & 3;
@@ -541,13 +731,17 @@ fn pcmpstr(a: V, alen: usize, b: V, blen: usize, imm: u8) -> (u32, usize) {
     let cmp = |i: usize, j: usize| -> bool {
         let (av, bv) = (i < alen, j < blen);
         match agg {
-            0 => av && bv && elem(a, i) == elem(b, j),                     // equal any
+            0 => av && bv && elem(a, i) == elem(b, j), // equal any
             1 => {
                 // ranges: a[i] (even = low, odd = high) vs b[j]
                 if !(av && bv) {
                     return false;
                 }
-                if i % 2 == 0 { elem(b, j) >= elem(a, i) } else { elem(b, j) <= elem(a, i) }
+                if i % 2 == 0 {
+                    elem(b, j) >= elem(a, i)
+                } else {
+                    elem(b, j) <= elem(a, i)
+                }
             }
             2 => match (av, bv) {
                 (true, true) => elem(a, i) == elem(b, j),
@@ -598,7 +792,10 @@ fn str_len_explicit(r: u64, words_mode: bool, wide: bool) -> usize {
 fn pcmp_common(c: &mut Cx, d: V, s: V, imm: u8, explicit: bool) -> (u32, usize) {
     let wm = imm & 1 != 0;
     let (alen, blen) = if explicit {
-        (str_len_explicit(c.rax, wm, c.wide), str_len_explicit(c.rdx, wm, c.wide))
+        (
+            str_len_explicit(c.rax, wm, c.wide),
+            str_len_explicit(c.rdx, wm, c.wide),
+        )
     } else {
         (str_len_implicit(d, wm), str_len_implicit(s, wm))
     };
@@ -664,7 +861,11 @@ pub fn crc32(_: &mut Cx, _: &mut V, s: V, imm: u8) -> u64 {
     for i in 0..imm as u32 {
         crc ^= (s[0] >> (8 * i)) as u8 as u32;
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { crc >> 1 ^ 0x82F6_3B78 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                crc >> 1 ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
         }
     }
     crc as u64

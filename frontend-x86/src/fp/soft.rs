@@ -201,7 +201,10 @@ pub enum Cmp {
 }
 
 /// The x87 default NaN (real indefinite).
-pub const F80_DEFAULT_NAN: F80 = F80 { signif: 0xC000_0000_0000_0000, se: 0xFFFF };
+pub const F80_DEFAULT_NAN: F80 = F80 {
+    signif: 0xC000_0000_0000_0000,
+    se: 0xFFFF,
+};
 /// The SSE single-precision default NaN.
 pub const F32_DEFAULT_NAN: u32 = 0xFFC0_0000;
 /// The SSE double-precision default NaN.
@@ -225,12 +228,27 @@ struct Fmt {
     bias: i32,
 }
 
-const F32: Fmt = Fmt { p: 24, emin: -126, emax: 127, bias: 127 };
-const F64: Fmt = Fmt { p: 53, emin: -1022, emax: 1023, bias: 1023 };
+const F32: Fmt = Fmt {
+    p: 24,
+    emin: -126,
+    emax: 127,
+    bias: 127,
+};
+const F64: Fmt = Fmt {
+    p: 53,
+    emin: -1022,
+    emax: 1023,
+    bias: 1023,
+};
 
 /// The x87 register format with `p` significand bits (precision control).
 const fn fmt80(p: u32) -> Fmt {
-    Fmt { p, emin: -16382, emax: 16383, bias: 16383 }
+    Fmt {
+        p,
+        emin: -16382,
+        emax: 16383,
+        bias: 16383,
+    }
 }
 
 const QUIET: u64 = 1 << 62;
@@ -264,7 +282,13 @@ struct Un {
 
 impl Un {
     const fn zero(sign: bool) -> Un {
-        Un { kind: Kind::Zero, sign, exp: 0, sig: 0, denorm: false }
+        Un {
+            kind: Kind::Zero,
+            sign,
+            exp: 0,
+            sig: 0,
+            denorm: false,
+        }
     }
 
     fn is_nan(&self) -> bool {
@@ -282,11 +306,27 @@ fn unpack_ieee(bits: u64, eb: u32, fb: u32) -> Un {
     let f = bits & ((1u64 << fb) - 1);
     if e == emax_field {
         if f == 0 {
-            return Un { kind: Kind::Inf, sign, exp: 0, sig: INT_BIT, denorm: false };
+            return Un {
+                kind: Kind::Inf,
+                sign,
+                exp: 0,
+                sig: INT_BIT,
+                denorm: false,
+            };
         }
         let sig = INT_BIT | f << (63 - fb);
-        let kind = if sig & QUIET != 0 { Kind::QNan } else { Kind::SNan };
-        return Un { kind, sign, exp: 0, sig, denorm: false };
+        let kind = if sig & QUIET != 0 {
+            Kind::QNan
+        } else {
+            Kind::SNan
+        };
+        return Un {
+            kind,
+            sign,
+            exp: 0,
+            sig,
+            denorm: false,
+        };
     }
     if e == 0 {
         if f == 0 {
@@ -295,9 +335,21 @@ fn unpack_ieee(bits: u64, eb: u32, fb: u32) -> Un {
         let lz = f.leading_zeros();
         // value = f * 2^(1 - bias - fb) = (f << lz) * 2^(exp - 63)
         let exp = 1 - bias - fb as i32 + 63 - lz as i32;
-        return Un { kind: Kind::Fin, sign, exp, sig: f << lz, denorm: true };
+        return Un {
+            kind: Kind::Fin,
+            sign,
+            exp,
+            sig: f << lz,
+            denorm: true,
+        };
     }
-    Un { kind: Kind::Fin, sign, exp: e as i32 - bias, sig: INT_BIT | f << (63 - fb), denorm: false }
+    Un {
+        kind: Kind::Fin,
+        sign,
+        exp: e as i32 - bias,
+        sig: INT_BIT | f << (63 - fb),
+        denorm: false,
+    }
 }
 
 #[inline]
@@ -326,7 +378,13 @@ fn unpack80(a: F80) -> Un {
         } else {
             Kind::SNan
         };
-        return Un { kind, sign, exp: 0, sig: m, denorm: false };
+        return Un {
+            kind,
+            sign,
+            exp: 0,
+            sig: m,
+            denorm: false,
+        };
     }
     if e == 0 {
         if m == 0 {
@@ -334,12 +392,30 @@ fn unpack80(a: F80) -> Un {
         }
         // Denormal or pseudo-denormal: value = m * 2^(-16382 - 63).
         let lz = m.leading_zeros();
-        return Un { kind: Kind::Fin, sign, exp: -16382 - lz as i32, sig: m << lz, denorm: true };
+        return Un {
+            kind: Kind::Fin,
+            sign,
+            exp: -16382 - lz as i32,
+            sig: m << lz,
+            denorm: true,
+        };
     }
     if m & INT_BIT == 0 {
-        return Un { kind: Kind::Unsup, sign, exp: 0, sig: m, denorm: false };
+        return Un {
+            kind: Kind::Unsup,
+            sign,
+            exp: 0,
+            sig: m,
+            denorm: false,
+        };
     }
-    Un { kind: Kind::Fin, sign, exp: e - 16383, sig: m, denorm: false }
+    Un {
+        kind: Kind::Fin,
+        sign,
+        exp: e - 16383,
+        sig: m,
+        denorm: false,
+    }
 }
 
 /// A rounded result before packing into a format.
@@ -353,16 +429,27 @@ enum Res {
     Nan { sign: bool, sig: u64 },
 }
 
-const DEFAULT_NAN: Res = Res::Nan { sign: true, sig: 0xC000_0000_0000_0000 };
+const DEFAULT_NAN: Res = Res::Nan {
+    sign: true,
+    sig: 0xC000_0000_0000_0000,
+};
 
 #[inline]
 fn zero(sign: bool) -> Res {
-    Res::Num { sign, field: 0, m: 0 }
+    Res::Num {
+        sign,
+        field: 0,
+        m: 0,
+    }
 }
 
 #[inline]
 fn inf(f: Fmt, sign: bool) -> Res {
-    Res::Num { sign, field: (f.emax + f.bias + 1) as u32, m: 1 << (f.p - 1) }
+    Res::Num {
+        sign,
+        field: (f.emax + f.bias + 1) as u32,
+        m: 1 << (f.p - 1),
+    }
 }
 
 #[inline]
@@ -374,14 +461,21 @@ fn invalid(c: &mut Ctx) -> Res {
 /// The quieted NaN `u`.
 #[inline]
 fn qnan(u: Un) -> Res {
-    Res::Nan { sign: u.sign, sig: u.sig | QUIET }
+    Res::Nan {
+        sign: u.sign,
+        sig: u.sig | QUIET,
+    }
 }
 
 #[inline]
 fn pack_ieee(r: Res, eb: u32, fb: u32) -> u64 {
     match r {
-        Res::Num { sign, field, m } => (sign as u64) << (eb + fb) | (field as u64) << fb | (m & ((1u64 << fb) - 1)),
-        Res::Nan { sign, sig } => (sign as u64) << (eb + fb) | ((1u64 << eb) - 1) << fb | (sig << 1) >> (64 - fb),
+        Res::Num { sign, field, m } => {
+            (sign as u64) << (eb + fb) | (field as u64) << fb | (m & ((1u64 << fb) - 1))
+        }
+        Res::Nan { sign, sig } => {
+            (sign as u64) << (eb + fb) | ((1u64 << eb) - 1) << fb | (sig << 1) >> (64 - fb)
+        }
     }
 }
 
@@ -399,8 +493,14 @@ fn pack64(r: Res) -> u64 {
 #[inline]
 fn pack80(r: Res, p: u32) -> F80 {
     match r {
-        Res::Num { sign, field, m } => F80 { signif: m << (64 - p), se: (sign as u16) << 15 | field as u16 },
-        Res::Nan { sign, sig } => F80 { signif: sig, se: (sign as u16) << 15 | 0x7fff },
+        Res::Num { sign, field, m } => F80 {
+            signif: m << (64 - p),
+            se: (sign as u16) << 15 | field as u16,
+        },
+        Res::Nan { sign, sig } => F80 {
+            signif: sig,
+            se: (sign as u16) << 15 | 0x7fff,
+        },
     }
 }
 
@@ -507,12 +607,20 @@ fn round_pack(c: &mut Ctx, f: Fmt, ftz: bool, sign: bool, mut e: i32, mut sig: u
     }
     if m >> (p - 1) == 0 {
         // Denormal (or zero after rounding).
-        return Res::Num { sign, field: 0, m: m as u64 };
+        return Res::Num {
+            sign,
+            field: 0,
+            m: m as u64,
+        };
     }
     if e > f.emax && c.oe_unmasked {
         c.flags |= OE;
         if adjust && e - 24576 <= f.emax {
-            return Res::Num { sign, field: (e - 24576 + f.bias) as u32, m: m as u64 };
+            return Res::Num {
+                sign,
+                field: (e - 24576 + f.bias) as u32,
+                m: m as u64,
+            };
         }
         if adjust {
             c.flags |= PE;
@@ -532,10 +640,18 @@ fn round_pack(c: &mut Ctx, f: Fmt, ftz: bool, sign: bool, mut e: i32, mut sig: u
         return if to_inf {
             inf(f, sign)
         } else {
-            Res::Num { sign, field: (f.emax + f.bias) as u32, m: ((1u128 << p) - 1) as u64 }
+            Res::Num {
+                sign,
+                field: (f.emax + f.bias) as u32,
+                m: ((1u128 << p) - 1) as u64,
+            }
         };
     }
-    Res::Num { sign, field: (e + f.bias) as u32, m: m as u64 }
+    Res::Num {
+        sign,
+        field: (e + f.bias) as u32,
+        m: m as u64,
+    }
 }
 
 /// Round `(-1)^sign * sig * 2^e0` (`sig` non-zero, any position).
@@ -581,7 +697,11 @@ fn arith(c: &mut Ctx, f: Fmt, ftz: bool, a: Un, b: Un, op: Op) -> Res {
 fn add(c: &mut Ctx, f: Fmt, ftz: bool, a: Un, b: Un, bs: bool) -> Res {
     match (a.kind, b.kind) {
         (Kind::Fin, Kind::Fin) => {
-            let (x, xs, y, ys) = if (a.exp, a.sig) >= (b.exp, b.sig) { (a, a.sign, b, bs) } else { (b, bs, a, a.sign) };
+            let (x, xs, y, ys) = if (a.exp, a.sig) >= (b.exp, b.sig) {
+                (a, a.sign, b, bs)
+            } else {
+                (b, bs, a, a.sign)
+            };
             // The larger at bits 126..63 (room for a carry), the smaller aligned to it with
             // a sticky bit: bit 0 has exponent x.exp - 126.
             let xv = (x.sig as u128) << 63;
@@ -616,7 +736,14 @@ fn add(c: &mut Ctx, f: Fmt, ftz: bool, a: Un, b: Un, bs: bool) -> Res {
 fn mul(c: &mut Ctx, f: Fmt, ftz: bool, a: Un, b: Un) -> Res {
     let sign = a.sign ^ b.sign;
     match (a.kind, b.kind) {
-        (Kind::Fin, Kind::Fin) => norm_round(c, f, ftz, sign, a.exp + b.exp - 126, a.sig as u128 * b.sig as u128),
+        (Kind::Fin, Kind::Fin) => norm_round(
+            c,
+            f,
+            ftz,
+            sign,
+            a.exp + b.exp - 126,
+            a.sig as u128 * b.sig as u128,
+        ),
         (Kind::Inf, Kind::Zero) | (Kind::Zero, Kind::Inf) => invalid(c),
         (Kind::Inf, _) | (_, Kind::Inf) => inf(f, sign),
         _ => zero(sign),
@@ -673,7 +800,11 @@ const SQRT_EST: [u32; 256] = {
                 hi = mid;
             }
         }
-        t[i] = if lo + 1 > u32::MAX as u128 { u32::MAX } else { (lo + 1) as u32 };
+        t[i] = if lo + 1 > u32::MAX as u128 {
+            u32::MAX
+        } else {
+            (lo + 1) as u32
+        };
         i += 1;
     }
     t
@@ -710,11 +841,18 @@ fn sqrt(c: &mut Ctx, f: Fmt, ftz: bool, a: Un) -> Res {
         _ => {
             // value = n * 2^ee with ee even and n in [2^126, 2^128): a 64-bit root.
             let e2 = a.exp - 63;
-            let (n, ee) =
-                if (e2 - 64) & 1 == 0 { ((a.sig as u128) << 64, e2 - 64) } else { ((a.sig as u128) << 63, e2 - 63) };
+            let (n, ee) = if (e2 - 64) & 1 == 0 {
+                ((a.sig as u128) << 64, e2 - 64)
+            } else {
+                ((a.sig as u128) << 63, e2 - 63)
+            };
             let (r, rem) = isqrt(n);
             // Next root bit: (2r+1)^2 <= 4n  <=>  rem > r. Then never exactly half.
-            let s = if rem > r as u128 { (r as u128) << 2 | 3 } else { (r as u128) << 2 | (rem != 0) as u128 };
+            let s = if rem > r as u128 {
+                (r as u128) << 2 | 3
+            } else {
+                (r as u128) << 2 | (rem != 0) as u128
+            };
             norm_round(c, f, ftz, false, ee / 2 - 2, s)
         }
     }
@@ -747,7 +885,11 @@ fn cmp_un(a: Un, b: Un) -> Cmp {
 /// for `exp <= 63`.
 #[inline]
 fn int_frac(u: Un) -> (u128, u64) {
-    let x = if u.exp >= -1 { (u.sig as u128) << (u.exp + 1) } else { shr_jam(u.sig as u128, (-(u.exp + 1)) as u32) };
+    let x = if u.exp >= -1 {
+        (u.sig as u128) << (u.exp + 1)
+    } else {
+        shr_jam(u.sig as u128, (-(u.exp + 1)) as u32)
+    };
     (x >> 64, x as u64)
 }
 
@@ -775,8 +917,16 @@ fn to_int(c: &mut Ctx, u: Un, bits: u32, rc: Rc) -> Option<u64> {
             if inexact {
                 c.flags |= PE;
             }
-            let v = if u.sign { (i as u64).wrapping_neg() } else { i as u64 };
-            Some(if bits == 64 { v } else { v & ((1u64 << bits) - 1) })
+            let v = if u.sign {
+                (i as u64).wrapping_neg()
+            } else {
+                i as u64
+            };
+            Some(if bits == 64 {
+                v
+            } else {
+                v & ((1u64 << bits) - 1)
+            })
         }
         _ => None,
     }
@@ -932,7 +1082,11 @@ fn sse_round(c: &mut Ctx, f: Fmt, a: Un, rc: Rc, inexact: bool) -> Option<Res> {
             if ix && inexact {
                 c.flags |= PE;
             }
-            Some(if i == 0 { zero(a.sign) } else { norm_round(c, f, false, a.sign, 0, i) })
+            Some(if i == 0 {
+                zero(a.sign)
+            } else {
+                norm_round(c, f, false, a.sign, 0, i)
+            })
         }
         _ => None,
     }
@@ -1028,12 +1182,12 @@ fn minmax_result<T: Copy>(c: &Ctx, bits: T, u: Un, zero: impl Fn(bool) -> T) -> 
 }
 
 sse_ops!(
-    u32, "SS", F32, unpack32, pack32, f32_add, f32_sub, f32_mul, f32_div, f32_sqrt, f32_min, f32_max, f32_cmp,
-    f32_round, f32_to_i32, f32_to_i64, i32_to_f32, i64_to_f32
+    u32, "SS", F32, unpack32, pack32, f32_add, f32_sub, f32_mul, f32_div, f32_sqrt, f32_min,
+    f32_max, f32_cmp, f32_round, f32_to_i32, f32_to_i64, i32_to_f32, i64_to_f32
 );
 sse_ops!(
-    u64, "SD", F64, unpack64, pack64, f64_add, f64_sub, f64_mul, f64_div, f64_sqrt, f64_min, f64_max, f64_cmp,
-    f64_round, f64_to_i32, f64_to_i64, i32_to_f64, i64_to_f64
+    u64, "SD", F64, unpack64, pack64, f64_add, f64_sub, f64_mul, f64_div, f64_sqrt, f64_min,
+    f64_max, f64_cmp, f64_round, f64_to_i32, f64_to_i64, i32_to_f64, i64_to_f64
 );
 
 /// CVTSS2SD.
@@ -1117,7 +1271,9 @@ fn x87_bin_den(c: &mut Ctx, a: F80, b: F80, op: Op, den: bool) -> F80 {
     if let Some(r) = x87_nan2(c, ua, ub) {
         return pack80(r, p);
     }
-    with_de(c, ua.denorm || ub.denorm || den, |c| pack80(arith(c, fmt80(p), false, ua, ub, op), p))
+    with_de(c, ua.denorm || ub.denorm || den, |c| {
+        pack80(arith(c, fmt80(p), false, ua, ub, op), p)
+    })
 }
 
 /// The four basic x87 operations, for [`f80_binop`].
@@ -1149,7 +1305,13 @@ pub fn f80_binop(c: &mut Ctx, op: BinOp, a: F80, b: F80, src_denormal: bool) -> 
 pub fn f80_operand_f32(a: u32) -> (F80, bool) {
     let u = unpack32(a);
     if u.is_nan() {
-        return (F80 { signif: 1 << 63 | (a as u64 & 0x7f_ffff) << 40, se: ((a >> 31) as u16) << 15 | 0x7fff }, false);
+        return (
+            F80 {
+                signif: 1 << 63 | (a as u64 & 0x7f_ffff) << 40,
+                se: ((a >> 31) as u16) << 15 | 0x7fff,
+            },
+            false,
+        );
     }
     let mut c = Ctx::x87(0x37f);
     (pack80(round_un(&mut c, fmt80(64), false, u), 64), u.denorm)
@@ -1159,7 +1321,13 @@ pub fn f80_operand_f32(a: u32) -> (F80, bool) {
 pub fn f80_operand_f64(a: u64) -> (F80, bool) {
     let u = unpack64(a);
     if u.is_nan() {
-        return (F80 { signif: 1 << 63 | (a & 0xf_ffff_ffff_ffff) << 11, se: ((a >> 63) as u16) << 15 | 0x7fff }, false);
+        return (
+            F80 {
+                signif: 1 << 63 | (a & 0xf_ffff_ffff_ffff) << 11,
+                se: ((a >> 63) as u16) << 15 | 0x7fff,
+            },
+            false,
+        );
     }
     let mut c = Ctx::x87(0x37f);
     (pack80(round_un(&mut c, fmt80(64), false, u), 64), u.denorm)
@@ -1270,7 +1438,10 @@ pub fn f80_from_i64(v: i64) -> F80 {
     }
     let m = v.unsigned_abs();
     let lz = m.leading_zeros();
-    F80 { signif: m << lz, se: ((v < 0) as u16) << 15 | (16383 + 63 - lz) as u16 }
+    F80 {
+        signif: m << lz,
+        se: ((v < 0) as u16) << 15 | (16383 + 63 - lz) as u16,
+    }
 }
 
 /// FIST/FISTP (`trunc` false, rounding with the context) and FISTTP (`trunc`) to a
@@ -1335,7 +1506,11 @@ pub fn f80_scale(c: &mut Ctx, a: F80, b: F80) -> F80 {
             // trunc(b), clamped far beyond the exponent range.
             let n: i32 = match ub.kind {
                 Kind::Fin if ub.exp >= 0 => {
-                    let m = if ub.exp >= 30 { 1 << 30 } else { (ub.sig >> (63 - ub.exp)) as i32 };
+                    let m = if ub.exp >= 30 {
+                        1 << 30
+                    } else {
+                        (ub.sig >> (63 - ub.exp)) as i32
+                    };
                     if ub.sign {
                         -m
                     } else {
@@ -1365,10 +1540,28 @@ pub fn f80_xtract(c: &mut Ctx, a: F80) -> (F80, F80) {
     match u.kind {
         Kind::Zero => {
             c.flags |= ZE;
-            (F80 { signif: INT_BIT, se: 0xffff }, pack80(zero(u.sign), 64))
+            (
+                F80 {
+                    signif: INT_BIT,
+                    se: 0xffff,
+                },
+                pack80(zero(u.sign), 64),
+            )
         }
-        Kind::Inf => (F80 { signif: INT_BIT, se: 0x7fff }, pack80(inf(fmt80(64), u.sign), 64)),
-        _ => (f80_from_i64(u.exp as i64), F80 { signif: u.sig, se: (u.sign as u16) << 15 | 0x3fff }),
+        Kind::Inf => (
+            F80 {
+                signif: INT_BIT,
+                se: 0x7fff,
+            },
+            pack80(inf(fmt80(64), u.sign), 64),
+        ),
+        _ => (
+            f80_from_i64(u.exp as i64),
+            F80 {
+                signif: u.sig,
+                se: (u.sign as u16) << 15 | 0x3fff,
+            },
+        ),
     }
 }
 
@@ -1430,7 +1623,11 @@ fn rem_core(c: &mut Ctx, ua: Un, ub: Un, ieee: bool) -> (F80, u8, bool) {
             sign = !sign;
         }
     }
-    let res = if r == 0 { zero(ua.sign) } else { norm_round(c, f, false, sign, e0, r) };
+    let res = if r == 0 {
+        zero(ua.sign)
+    } else {
+        norm_round(c, f, false, sign, e0, r)
+    };
     let qbits = if partial { 0 } else { (q & 7) as u8 };
     (pack80(res, 64), qbits, partial)
 }
@@ -1478,7 +1675,12 @@ mod tests {
         // 1 + 2^-24 in single: a tie.
         let a = f32b(1.0);
         let b = f32b(1.0 / 16777216.0);
-        for (rc, want) in [(0x0000, 0x3f80_0000), (0x2000, 0x3f80_0000), (0x4000, 0x3f80_0001), (0x6000, 0x3f80_0000)] {
+        for (rc, want) in [
+            (0x0000, 0x3f80_0000),
+            (0x2000, 0x3f80_0000),
+            (0x4000, 0x3f80_0001),
+            (0x6000, 0x3f80_0000),
+        ] {
             let mut c = Ctx::sse(0x1f80 | rc);
             assert_eq!(f32_add(&mut c, a, b), want, "rc {rc:#x}");
             assert_eq!(c.flags, PE);
@@ -1513,15 +1715,27 @@ mod tests {
         assert_eq!(c.flags, IE);
         // x87 default NaN and the larger significand rule.
         let mut c = Ctx::x87(0x37f);
-        let inf80 = F80 { signif: INT_BIT, se: 0x7fff };
+        let inf80 = F80 {
+            signif: INT_BIT,
+            se: 0x7fff,
+        };
         assert_eq!(f80_sub(&mut c, inf80, inf80), F80_DEFAULT_NAN);
-        let q1 = F80 { signif: 0xC000_0000_0000_0001, se: 0x7fff };
-        let q2 = F80 { signif: 0xC000_0000_0000_0002, se: 0xffff };
+        let q1 = F80 {
+            signif: 0xC000_0000_0000_0001,
+            se: 0x7fff,
+        };
+        let q2 = F80 {
+            signif: 0xC000_0000_0000_0002,
+            se: 0xffff,
+        };
         let mut c = Ctx::x87(0x37f);
         assert_eq!(f80_add(&mut c, q1, q2), q2);
         assert_eq!(c.flags, 0);
         // Unnormal: unsupported.
-        let un = F80 { signif: 1, se: 0x3fff };
+        let un = F80 {
+            signif: 1,
+            se: 0x3fff,
+        };
         let mut c = Ctx::x87(0x37f);
         assert_eq!(f80_add(&mut c, un, q1), F80_DEFAULT_NAN);
         assert_eq!(c.flags, IE);
@@ -1546,16 +1760,34 @@ mod tests {
         assert_eq!(c.flags, DE);
         // Overflow by rounding mode.
         let max = f32b(f32::MAX);
-        for (rc, want) in [(0, 0x7f80_0000), (0x2000, 0x7f7f_ffff), (0x4000, 0x7f80_0000), (0x6000, 0x7f7f_ffff)] {
+        for (rc, want) in [
+            (0, 0x7f80_0000),
+            (0x2000, 0x7f7f_ffff),
+            (0x4000, 0x7f80_0000),
+            (0x6000, 0x7f7f_ffff),
+        ] {
             let mut c = Ctx::sse(0x1f80 | rc);
             assert_eq!(f32_mul(&mut c, max, f32b(2.0)), want);
             assert_eq!(c.flags, OE | PE);
         }
         // x87 precision control keeps the exponent range: no overflow at single.
         let mut c = Ctx::x87(0x007f);
-        let big = pack80(Res::Num { sign: false, field: 16383 + 200, m: 0x8000_0000_0000_0001 }, 64);
+        let big = pack80(
+            Res::Num {
+                sign: false,
+                field: 16383 + 200,
+                m: 0x8000_0000_0000_0001,
+            },
+            64,
+        );
         let r = f80_mul(&mut c, big, big);
-        assert_eq!(r, F80 { signif: INT_BIT, se: 16383 + 400 });
+        assert_eq!(
+            r,
+            F80 {
+                signif: INT_BIT,
+                se: 16383 + 400
+            }
+        );
         assert_eq!(c.flags, PE);
     }
 
@@ -1570,10 +1802,16 @@ mod tests {
         let mut c = Ctx::sse(0x1f80);
         assert_eq!(f32_to_i64(&mut c, f32b(-2.5), false), (-2i64) as u64);
         assert_eq!(i64_to_f32(&mut c, u64::MAX), f32b(-1.0));
-        assert_eq!(i64_to_f64(&mut c, (1u64 << 53) + 1), f64b(9007199254740992.0));
+        assert_eq!(
+            i64_to_f64(&mut c, (1u64 << 53) + 1),
+            f64b(9007199254740992.0)
+        );
         assert_eq!(c.flags, PE);
         let mut c = Ctx::sse(0x1f80);
-        assert_eq!(f32_round(&mut c, f32b(-0.5), Rc::Nearest, true), 0x8000_0000);
+        assert_eq!(
+            f32_round(&mut c, f32b(-0.5), Rc::Nearest, true),
+            0x8000_0000
+        );
         assert_eq!(f64_round(&mut c, f64b(2.5), Rc::Up, false), f64b(3.0));
         assert_eq!(c.flags, PE);
         let mut c = Ctx::x87(0x37f);
@@ -1581,9 +1819,18 @@ mod tests {
         assert_eq!(f80_to_int(&mut c, f80_from_i64(40000), 2, false), 0x8000);
         assert_eq!(c.flags, IE);
         let one = f80_from_i64(1);
-        assert_eq!(one, F80 { signif: INT_BIT, se: 0x3fff });
+        assert_eq!(
+            one,
+            F80 {
+                signif: INT_BIT,
+                se: 0x3fff
+            }
+        );
         let mut c = Ctx::x87(0x37f);
-        assert_eq!(f80_to_f64(&mut c, f80_from_f64(&mut Ctx::x87(0x37f), f64b(0.1))), f64b(0.1));
+        assert_eq!(
+            f80_to_f64(&mut c, f80_from_f64(&mut Ctx::x87(0x37f), f64b(0.1))),
+            f64b(0.1)
+        );
         assert_eq!(c.flags, 0);
     }
 
@@ -1592,22 +1839,50 @@ mod tests {
         let mut c = Ctx::x87(0x37f);
         let (e, s) = f80_xtract(&mut c, f80_from_i64(12));
         assert_eq!(e, f80_from_i64(3));
-        assert_eq!(s, F80 { signif: 0xC000_0000_0000_0000, se: 0x3fff });
+        assert_eq!(
+            s,
+            F80 {
+                signif: 0xC000_0000_0000_0000,
+                se: 0x3fff
+            }
+        );
         let (r, q, inc) = f80_rem(&mut c, f80_from_i64(17), f80_from_i64(5), false);
         assert_eq!((r, q, inc), (f80_from_i64(2), 3, false));
         let (r, q, _) = f80_rem(&mut c, f80_from_i64(18), f80_from_i64(5), true);
         assert_eq!((r, q), (f80_from_i64(-2), 4));
         assert_eq!(
             f80_scale(&mut c, f80_from_i64(3), f80_from_i64(-1)),
-            F80 { signif: 0xC000_0000_0000_0000, se: 0x3fff }
+            F80 {
+                signif: 0xC000_0000_0000_0000,
+                se: 0x3fff
+            }
         );
         assert_eq!(c.flags, 0);
         assert_eq!(f80_class(F80 { signif: 1, se: 0 }), 0b110);
         assert_eq!(f80_class(F80_DEFAULT_NAN), 0b001);
-        assert_eq!(f80_cmp(&mut c, f80_from_i64(-1), f80_from_i64(0), false), Cmp::Lt);
+        assert_eq!(
+            f80_cmp(&mut c, f80_from_i64(-1), f80_from_i64(0), false),
+            Cmp::Lt
+        );
         // 2^-16382 * 2^-1 rounds to a denormal with the integer bit clear.
-        let r = f80_mul(&mut c, F80 { signif: INT_BIT, se: 1 }, F80 { signif: INT_BIT, se: 0x3ffe });
-        assert_eq!(r, F80 { signif: 1 << 62, se: 0 });
+        let r = f80_mul(
+            &mut c,
+            F80 {
+                signif: INT_BIT,
+                se: 1,
+            },
+            F80 {
+                signif: INT_BIT,
+                se: 0x3ffe,
+            },
+        );
+        assert_eq!(
+            r,
+            F80 {
+                signif: 1 << 62,
+                se: 0
+            }
+        );
     }
 
     /// Behaviours determined against the hardware (see the module docs).
@@ -1631,7 +1906,16 @@ mod tests {
         assert_eq!(f32_div(&mut c, 1, 0), 0x7f80_0000);
         assert_eq!(c.flags, ZE);
         let mut c = Ctx::x87(0x37f);
-        assert_eq!(f80_sqrt(&mut c, F80 { signif: 1, se: 0x8000 }), F80_DEFAULT_NAN);
+        assert_eq!(
+            f80_sqrt(
+                &mut c,
+                F80 {
+                    signif: 1,
+                    se: 0x8000
+                }
+            ),
+            F80_DEFAULT_NAN
+        );
         assert_eq!(c.flags, IE);
         // MINSS under DAZ returns the flushed operand.
         let mut c = Ctx::sse(0x1f80 | 0x40);
@@ -1639,18 +1923,57 @@ mod tests {
         assert_eq!(c.flags, 0);
         // FPREM partial remainder: d = 100 reduces by a multiple of b * 2^64.
         let mut c = Ctx::x87(0x37f);
-        let a = F80 { signif: 0xC000_0000_0000_0000, se: 0x3fff + 100 };
-        let (r, q, inc) = f80_rem(&mut c, a, F80 { signif: 0xE000_0000_0000_0000, se: 0x3fff }, false);
+        let a = F80 {
+            signif: 0xC000_0000_0000_0000,
+            se: 0x3fff + 100,
+        };
+        let (r, q, inc) = f80_rem(
+            &mut c,
+            a,
+            F80 {
+                signif: 0xE000_0000_0000_0000,
+                se: 0x3fff,
+            },
+            false,
+        );
         assert!(inc && q == 0);
         assert!((r.se & 0x7fff) <= 0x3fff + 64 && (r.se & 0x7fff) > 0x3fff + 32);
         // x87 precision control rounds denormals at the fixed position of the precision.
         let mut c = Ctx::x87(0x007f);
-        let r = f80_mul(&mut c, F80 { signif: INT_BIT, se: 1 }, F80 { signif: INT_BIT | 1 << 33, se: 0x3ffe });
-        assert_eq!(r, F80 { signif: 1 << 62, se: 0 });
+        let r = f80_mul(
+            &mut c,
+            F80 {
+                signif: INT_BIT,
+                se: 1,
+            },
+            F80 {
+                signif: INT_BIT | 1 << 33,
+                se: 0x3ffe,
+            },
+        );
+        assert_eq!(
+            r,
+            F80 {
+                signif: 1 << 62,
+                se: 0
+            }
+        );
         assert_eq!(c.flags, UE | PE);
         // FXAM: pseudo-denormal is denormal, unnormal unsupported.
-        assert_eq!(f80_class(F80 { signif: INT_BIT, se: 0 }), 0b110);
-        assert_eq!(f80_class(F80 { signif: 1, se: 0x4000 }), 0b000);
+        assert_eq!(
+            f80_class(F80 {
+                signif: INT_BIT,
+                se: 0
+            }),
+            0b110
+        );
+        assert_eq!(
+            f80_class(F80 {
+                signif: 1,
+                se: 0x4000
+            }),
+            0b000
+        );
         // Stores and integer conversions raise no DE.
         let mut c = Ctx::x87(0x37f);
         assert_eq!(f80_to_f32(&mut c, F80 { signif: 1, se: 0 }), 0);
@@ -1660,7 +1983,12 @@ mod tests {
     #[test]
     fn isqrt_exact() {
         let mut x = 0x1234_5678_9abc_def1u64;
-        let mut cases = vec![u128::MAX, 1 << 126, (1 << 127) + 12345, (1 << 126) - 1 + (1 << 126)];
+        let mut cases = vec![
+            u128::MAX,
+            1 << 126,
+            (1 << 127) + 12345,
+            (1 << 126) - 1 + (1 << 126),
+        ];
         for _ in 0..100_000 {
             x ^= x << 13;
             x ^= x >> 7;

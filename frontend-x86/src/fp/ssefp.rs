@@ -201,7 +201,10 @@ pub fn cmpss(c: &mut Cx, d: &mut V, s: V, imm: u8) -> u64 {
     0
 }
 pub fn cmppd(c: &mut Cx, d: &mut V, s: V, imm: u8) -> u64 {
-    *d = [cmp64(&mut c.fp, d[0], s[0], imm), cmp64(&mut c.fp, d[1], s[1], imm)];
+    *d = [
+        cmp64(&mut c.fp, d[0], s[0], imm),
+        cmp64(&mut c.fp, d[1], s[1], imm),
+    ];
     0
 }
 pub fn cmpsd(c: &mut Cx, d: &mut V, s: V, imm: u8) -> u64 {
@@ -219,11 +222,21 @@ fn comi_flags(r: Cmp) -> u64 {
     }
 }
 pub fn comiss(c: &mut Cx, d: &mut V, s: V, _: u8) -> u64 {
-    c.out_flags = Some(comi_flags(soft::f32_cmp(&mut c.fp, d[0] as u32, s[0] as u32, true)));
+    c.out_flags = Some(comi_flags(soft::f32_cmp(
+        &mut c.fp,
+        d[0] as u32,
+        s[0] as u32,
+        true,
+    )));
     0
 }
 pub fn ucomiss(c: &mut Cx, d: &mut V, s: V, _: u8) -> u64 {
-    c.out_flags = Some(comi_flags(soft::f32_cmp(&mut c.fp, d[0] as u32, s[0] as u32, false)));
+    c.out_flags = Some(comi_flags(soft::f32_cmp(
+        &mut c.fp,
+        d[0] as u32,
+        s[0] as u32,
+        false,
+    )));
     0
 }
 pub fn comisd(c: &mut Cx, d: &mut V, s: V, _: u8) -> u64 {
@@ -238,11 +251,17 @@ pub fn ucomisd(c: &mut Cx, d: &mut V, s: V, _: u8) -> u64 {
 // ---- conversions ----
 
 pub fn cvtps2pd(c: &mut Cx, d: &mut V, s: V, _: u8) -> u64 {
-    *d = [soft::f32_to_f64(&mut c.fp, s[0] as u32), soft::f32_to_f64(&mut c.fp, (s[0] >> 32) as u32)];
+    *d = [
+        soft::f32_to_f64(&mut c.fp, s[0] as u32),
+        soft::f32_to_f64(&mut c.fp, (s[0] >> 32) as u32),
+    ];
     0
 }
 pub fn cvtpd2ps(c: &mut Cx, d: &mut V, s: V, _: u8) -> u64 {
-    let (a, b) = (soft::f64_to_f32(&mut c.fp, s[0]), soft::f64_to_f32(&mut c.fp, s[1]));
+    let (a, b) = (
+        soft::f64_to_f32(&mut c.fp, s[0]),
+        soft::f64_to_f32(&mut c.fp, s[1]),
+    );
     *d = [a as u64 | (b as u64) << 32, 0];
     0
 }
@@ -277,7 +296,10 @@ pub fn cvttps2dq(c: &mut Cx, d: &mut V, s: V, _: u8) -> u64 {
     0
 }
 pub fn cvtdq2pd(c: &mut Cx, d: &mut V, s: V, _: u8) -> u64 {
-    *d = [soft::i32_to_f64(&mut c.fp, s[0] as u32), soft::i32_to_f64(&mut c.fp, (s[0] >> 32) as u32)];
+    *d = [
+        soft::i32_to_f64(&mut c.fp, s[0] as u32),
+        soft::i32_to_f64(&mut c.fp, (s[0] >> 32) as u32),
+    ];
     0
 }
 fn pd2dq(c: &mut Cx, s: V, trunc: bool) -> u64 {
@@ -295,7 +317,10 @@ pub fn cvttpd2dq(c: &mut Cx, d: &mut V, s: V, _: u8) -> u64 {
 }
 /// CVTPI2PS: two integers into the low lanes; the high quadword is kept.
 pub fn cvtpi2ps(c: &mut Cx, d: &mut V, s: V, _: u8) -> u64 {
-    let (a, b) = (soft::i32_to_f32(&mut c.fp, s[0] as u32), soft::i32_to_f32(&mut c.fp, (s[0] >> 32) as u32));
+    let (a, b) = (
+        soft::i32_to_f32(&mut c.fp, s[0] as u32),
+        soft::i32_to_f32(&mut c.fp, (s[0] >> 32) as u32),
+    );
     d[0] = a as u64 | (b as u64) << 32;
     0
 }
@@ -321,26 +346,50 @@ pub fn cvttpd2pi(c: &mut Cx, d: &mut V, s: V, _: u8) -> u64 {
 }
 /// CVTSI2SS/SD: the integer is in the source's low quadword; `imm` is its width (4 or 8).
 pub fn cvtsi2ss(c: &mut Cx, d: &mut V, s: V, imm: u8) -> u64 {
-    let r = if imm == 8 { soft::i64_to_f32(&mut c.fp, s[0]) } else { soft::i32_to_f32(&mut c.fp, s[0] as u32) };
+    let r = if imm == 8 {
+        soft::i64_to_f32(&mut c.fp, s[0])
+    } else {
+        soft::i32_to_f32(&mut c.fp, s[0] as u32)
+    };
     d[0] = d[0] & !0xffff_ffff | r as u64;
     0
 }
 pub fn cvtsi2sd(c: &mut Cx, d: &mut V, s: V, imm: u8) -> u64 {
-    d[0] = if imm == 8 { soft::i64_to_f64(&mut c.fp, s[0]) } else { soft::i32_to_f64(&mut c.fp, s[0] as u32) };
+    d[0] = if imm == 8 {
+        soft::i64_to_f64(&mut c.fp, s[0])
+    } else {
+        soft::i32_to_f64(&mut c.fp, s[0] as u32)
+    };
     0
 }
 /// CVT(T)SS2SI/SD2SI: `imm` is the destination width (4 or 8).
 pub fn cvtss2si(c: &mut Cx, _: &mut V, s: V, imm: u8) -> u64 {
-    if imm == 8 { soft::f32_to_i64(&mut c.fp, s[0] as u32, false) } else { soft::f32_to_i32(&mut c.fp, s[0] as u32, false) as u64 }
+    if imm == 8 {
+        soft::f32_to_i64(&mut c.fp, s[0] as u32, false)
+    } else {
+        soft::f32_to_i32(&mut c.fp, s[0] as u32, false) as u64
+    }
 }
 pub fn cvttss2si(c: &mut Cx, _: &mut V, s: V, imm: u8) -> u64 {
-    if imm == 8 { soft::f32_to_i64(&mut c.fp, s[0] as u32, true) } else { soft::f32_to_i32(&mut c.fp, s[0] as u32, true) as u64 }
+    if imm == 8 {
+        soft::f32_to_i64(&mut c.fp, s[0] as u32, true)
+    } else {
+        soft::f32_to_i32(&mut c.fp, s[0] as u32, true) as u64
+    }
 }
 pub fn cvtsd2si(c: &mut Cx, _: &mut V, s: V, imm: u8) -> u64 {
-    if imm == 8 { soft::f64_to_i64(&mut c.fp, s[0], false) } else { soft::f64_to_i32(&mut c.fp, s[0], false) as u64 }
+    if imm == 8 {
+        soft::f64_to_i64(&mut c.fp, s[0], false)
+    } else {
+        soft::f64_to_i32(&mut c.fp, s[0], false) as u64
+    }
 }
 pub fn cvttsd2si(c: &mut Cx, _: &mut V, s: V, imm: u8) -> u64 {
-    if imm == 8 { soft::f64_to_i64(&mut c.fp, s[0], true) } else { soft::f64_to_i32(&mut c.fp, s[0], true) as u64 }
+    if imm == 8 {
+        soft::f64_to_i64(&mut c.fp, s[0], true)
+    } else {
+        soft::f64_to_i32(&mut c.fp, s[0], true) as u64
+    }
 }
 
 // ---- SSE3 horizontal and alternating ----
@@ -348,44 +397,74 @@ pub fn cvttsd2si(c: &mut Cx, _: &mut V, s: V, imm: u8) -> u64 {
 pub fn haddps(c: &mut Cx, d: &mut V, s: V, _: u8) -> u64 {
     let (x, y) = (dwords(*d), dwords(s));
     let f = &mut c.fp;
-    *d = from_dwords([soft::f32_add(f, x[0], x[1]), soft::f32_add(f, x[2], x[3]), soft::f32_add(f, y[0], y[1]), soft::f32_add(f, y[2], y[3])]);
+    *d = from_dwords([
+        soft::f32_add(f, x[0], x[1]),
+        soft::f32_add(f, x[2], x[3]),
+        soft::f32_add(f, y[0], y[1]),
+        soft::f32_add(f, y[2], y[3]),
+    ]);
     0
 }
 pub fn hsubps(c: &mut Cx, d: &mut V, s: V, _: u8) -> u64 {
     let (x, y) = (dwords(*d), dwords(s));
     let f = &mut c.fp;
-    *d = from_dwords([soft::f32_sub(f, x[0], x[1]), soft::f32_sub(f, x[2], x[3]), soft::f32_sub(f, y[0], y[1]), soft::f32_sub(f, y[2], y[3])]);
+    *d = from_dwords([
+        soft::f32_sub(f, x[0], x[1]),
+        soft::f32_sub(f, x[2], x[3]),
+        soft::f32_sub(f, y[0], y[1]),
+        soft::f32_sub(f, y[2], y[3]),
+    ]);
     0
 }
 pub fn haddpd(c: &mut Cx, d: &mut V, s: V, _: u8) -> u64 {
-    *d = [soft::f64_add(&mut c.fp, d[0], d[1]), soft::f64_add(&mut c.fp, s[0], s[1])];
+    *d = [
+        soft::f64_add(&mut c.fp, d[0], d[1]),
+        soft::f64_add(&mut c.fp, s[0], s[1]),
+    ];
     0
 }
 pub fn hsubpd(c: &mut Cx, d: &mut V, s: V, _: u8) -> u64 {
-    *d = [soft::f64_sub(&mut c.fp, d[0], d[1]), soft::f64_sub(&mut c.fp, s[0], s[1])];
+    *d = [
+        soft::f64_sub(&mut c.fp, d[0], d[1]),
+        soft::f64_sub(&mut c.fp, s[0], s[1]),
+    ];
     0
 }
 pub fn addsubps(c: &mut Cx, d: &mut V, s: V, _: u8) -> u64 {
     let (x, y) = (dwords(*d), dwords(s));
     let f = &mut c.fp;
-    *d = from_dwords([soft::f32_sub(f, x[0], y[0]), soft::f32_add(f, x[1], y[1]), soft::f32_sub(f, x[2], y[2]), soft::f32_add(f, x[3], y[3])]);
+    *d = from_dwords([
+        soft::f32_sub(f, x[0], y[0]),
+        soft::f32_add(f, x[1], y[1]),
+        soft::f32_sub(f, x[2], y[2]),
+        soft::f32_add(f, x[3], y[3]),
+    ]);
     0
 }
 pub fn addsubpd(c: &mut Cx, d: &mut V, s: V, _: u8) -> u64 {
-    *d = [soft::f64_sub(&mut c.fp, d[0], s[0]), soft::f64_add(&mut c.fp, d[1], s[1])];
+    *d = [
+        soft::f64_sub(&mut c.fp, d[0], s[0]),
+        soft::f64_add(&mut c.fp, d[1], s[1]),
+    ];
     0
 }
 
 // ---- SSE4.1 rounding and dot products ----
 
 fn round_mode(c: &Cx, imm: u8) -> (Rc, bool) {
-    let rc = if imm & 4 != 0 { c.fp.rc } else { Rc::from_bits(imm as u32) };
+    let rc = if imm & 4 != 0 {
+        c.fp.rc
+    } else {
+        Rc::from_bits(imm as u32)
+    };
     (rc, imm & 8 == 0)
 }
 pub fn roundps(c: &mut Cx, d: &mut V, s: V, imm: u8) -> u64 {
     let (rc, pe) = round_mode(c, imm);
     let y = dwords(s);
-    *d = from_dwords(std::array::from_fn(|i| soft::f32_round(&mut c.fp, y[i], rc, pe)));
+    *d = from_dwords(std::array::from_fn(|i| {
+        soft::f32_round(&mut c.fp, y[i], rc, pe)
+    }));
     0
 }
 pub fn roundss(c: &mut Cx, d: &mut V, s: V, imm: u8) -> u64 {
@@ -396,7 +475,10 @@ pub fn roundss(c: &mut Cx, d: &mut V, s: V, imm: u8) -> u64 {
 }
 pub fn roundpd(c: &mut Cx, d: &mut V, s: V, imm: u8) -> u64 {
     let (rc, pe) = round_mode(c, imm);
-    *d = [soft::f64_round(&mut c.fp, s[0], rc, pe), soft::f64_round(&mut c.fp, s[1], rc, pe)];
+    *d = [
+        soft::f64_round(&mut c.fp, s[0], rc, pe),
+        soft::f64_round(&mut c.fp, s[1], rc, pe),
+    ];
     0
 }
 pub fn roundsd(c: &mut Cx, d: &mut V, s: V, imm: u8) -> u64 {
@@ -422,21 +504,41 @@ fn stage<T>(c: &mut Cx, op: impl FnOnce(&mut Ctx) -> T) -> (T, bool) {
 
 pub fn dpps(c: &mut Cx, d: &mut V, s: V, imm: u8) -> u64 {
     let (x, y) = (dwords(*d), dwords(s));
-    let (t, stop) = stage(c, |f| -> [u32; 4] { std::array::from_fn(|i| if imm >> (4 + i) & 1 != 0 { soft::f32_mul(f, x[i], y[i]) } else { 0 }) });
+    let (t, stop) = stage(c, |f| -> [u32; 4] {
+        std::array::from_fn(|i| {
+            if imm >> (4 + i) & 1 != 0 {
+                soft::f32_mul(f, x[i], y[i])
+            } else {
+                0
+            }
+        })
+    });
     if stop {
         return 0;
     }
-    let ((a, b), stop) = stage(c, |f| (soft::f32_add(f, t[0], t[1]), soft::f32_add(f, t[2], t[3])));
+    let ((a, b), stop) = stage(c, |f| {
+        (soft::f32_add(f, t[0], t[1]), soft::f32_add(f, t[2], t[3]))
+    });
     if stop {
         return 0;
     }
     let (sum, _) = stage(c, |f| soft::f32_add(f, a, b));
-    *d = from_dwords(std::array::from_fn(|i| if imm >> i & 1 != 0 { sum } else { 0 }));
+    *d = from_dwords(std::array::from_fn(
+        |i| if imm >> i & 1 != 0 { sum } else { 0 },
+    ));
     0
 }
 pub fn dppd(c: &mut Cx, d: &mut V, s: V, imm: u8) -> u64 {
     let (x, y) = (*d, s);
-    let (t, stop) = stage(c, |f| -> [u64; 2] { std::array::from_fn(|i| if imm >> (4 + i) & 1 != 0 { soft::f64_mul(f, x[i], y[i]) } else { 0 }) });
+    let (t, stop) = stage(c, |f| -> [u64; 2] {
+        std::array::from_fn(|i| {
+            if imm >> (4 + i) & 1 != 0 {
+                soft::f64_mul(f, x[i], y[i])
+            } else {
+                0
+            }
+        })
+    });
     if stop {
         return 0;
     }

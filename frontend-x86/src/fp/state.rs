@@ -90,20 +90,34 @@ pub fn full_tag_word(e: &Env) -> u16 {
 
 /// The abridged tag byte from a full tag word.
 pub fn abridge(tw: u16) -> u64 {
-    (0..8).filter(|r| tw >> (2 * r) & 3 != 3).map(|r| 1u64 << r).sum()
+    (0..8)
+        .filter(|r| tw >> (2 * r) & 3 != 3)
+        .map(|r| 1u64 << r)
+        .sum()
 }
 
 /// Check that `len` bytes (at most a page) at `addr` can be accessed: probe the first and
 /// the last byte, which covers both pages an area can touch. The order decides which
 /// address a fault reports: AMD processors check the last byte of an FXSAVE/FXRSTOR area
 /// first (`last_first`) and the first byte of the x87 environment and state images first.
-unsafe fn probe(env: *mut Env, addr: u64, len: u64, access: jit::engine::Access, last_first: bool) -> Result<(), ()> {
+unsafe fn probe(
+    env: *mut Env,
+    addr: u64,
+    len: u64,
+    access: jit::engine::Access,
+    last_first: bool,
+) -> Result<(), ()> {
     // SAFETY: helper context, per the caller's contract.
     let (core, e) = unsafe { (jit::engine::core_of(env), &mut *env) };
     let (first, last) = (addr, addr.wrapping_add(len - 1));
-    let order = if last_first { [last, first] } else { [first, last] };
+    let order = if last_first {
+        [last, first]
+    } else {
+        [first, last]
+    };
     for a in order {
-        core.load_for(e, a, 1, AccessKind::Normal, access).map_err(|f| e.raise(f.vector, f.error_code, f.addr))?;
+        core.load_for(e, a, 1, AccessKind::Normal, access)
+            .map_err(|f| e.raise(f.vector, f.error_code, f.addr))?;
     }
     Ok(())
 }
@@ -166,11 +180,21 @@ pub fn fxsave_image(e: &Env, wide: bool, nxmm: usize, x87: bool, sse: bool) -> [
 }
 
 fn get(m: &[u64; 64], off: usize, bytes: usize) -> u64 {
-    (0..bytes).map(|i| ((m[(off + i) / 8] >> (8 * ((off + i) % 8))) & 0xff) << (8 * i)).sum()
+    (0..bytes)
+        .map(|i| ((m[(off + i) / 8] >> (8 * ((off + i) % 8))) & 0xff) << (8 * i))
+        .sum()
 }
 
 /// Load the legacy region (already read from memory and validated).
-pub fn fxrstor_image(e: &mut Env, m: &[u64; 64], wide: bool, nxmm: usize, x87: bool, sse: bool, mxcsr: bool) {
+pub fn fxrstor_image(
+    e: &mut Env,
+    m: &[u64; 64],
+    wide: bool,
+    nxmm: usize,
+    x87: bool,
+    sse: bool,
+    mxcsr: bool,
+) {
     if x87 {
         e.g[G_FCW as usize] = normalize_fcw(get(m, 0, 2));
         // ES and B summarise the unmasked exception flags of the loaded words (as FLDENV).
@@ -238,10 +262,20 @@ pub unsafe extern "C" fn helper_fxstate(env: *mut Env, a0: u64, addr: u64, _: u6
         e.raise(13, Some(0), 0);
         return 0;
     }
-    let rfbm = if kind >= 2 { e.g[G_XCR0 as usize] & (e.g[2] << 32 | (e.g[0] & 0xffff_ffff)) & crate::cpuid::XCR0_SUPPORTED } else { 3 };
+    let rfbm = if kind >= 2 {
+        e.g[G_XCR0 as usize]
+            & (e.g[2] << 32 | (e.g[0] & 0xffff_ffff))
+            & crate::cpuid::XCR0_SUPPORTED
+    } else {
+        3
+    };
     match kind {
         0 | 2 => {
-            let len = if kind == 0 { 512 } else { crate::cpuid::XSAVE_SIZE as u64 };
+            let len = if kind == 0 {
+                512
+            } else {
+                crate::cpuid::XSAVE_SIZE as u64
+            };
             // SAFETY: helper context.
             if unsafe { probe_write(env, addr, len, kind == 0) }.is_err() {
                 return 0;
@@ -273,7 +307,8 @@ pub unsafe extern "C" fn helper_fxstate(env: *mut Env, a0: u64, addr: u64, _: u6
             for (a, b) in ranges {
                 for (i, &w) in img.iter().enumerate().take(b).skip(a) {
                     // SAFETY: helper context.
-                    if unsafe { store(env, addr + 8 * i as u64, 8, w, AccessKind::Normal) }.is_err() {
+                    if unsafe { store(env, addr + 8 * i as u64, 8, w, AccessKind::Normal) }.is_err()
+                    {
                         return 0;
                     }
                 }
@@ -317,7 +352,9 @@ pub unsafe extern "C" fn helper_fxstate(env: *mut Env, a0: u64, addr: u64, _: u6
             if kind == 3 {
                 for (i, w) in hdr.iter_mut().enumerate() {
                     // SAFETY: helper context.
-                    *w = match unsafe { load(env, addr + 512 + 8 * i as u64, 8, AccessKind::Normal) } {
+                    *w = match unsafe {
+                        load(env, addr + 512 + 8 * i as u64, 8, AccessKind::Normal)
+                    } {
                         Ok(v) => v,
                         Err(()) => return 0,
                     };
@@ -328,7 +365,10 @@ pub unsafe extern "C" fn helper_fxstate(env: *mut Env, a0: u64, addr: u64, _: u6
             let xstate_bv = hdr[0];
             if kind == 3 {
                 // Standard form only; reserved header bytes zero; no unsupported components.
-                if hdr[1] != 0 || hdr[2..].iter().any(|w| *w != 0) || xstate_bv & !e.g[G_XCR0 as usize] != 0 {
+                if hdr[1] != 0
+                    || hdr[2..].iter().any(|w| *w != 0)
+                    || xstate_bv & !e.g[G_XCR0 as usize] != 0
+                {
                     e.raise(13, Some(0), 0);
                     return 0;
                 }
@@ -394,7 +434,17 @@ pub unsafe extern "C" fn helper_fenv(env: *mut Env, a0: u64, addr: u64, _: u64, 
         }
         for (i, v) in fields.iter().enumerate() {
             // SAFETY: helper context.
-            if unsafe { store(env, addr + unit * i as u64, unit as u32, *v, AccessKind::Normal) }.is_err() {
+            if unsafe {
+                store(
+                    env,
+                    addr + unit * i as u64,
+                    unit as u32,
+                    *v,
+                    AccessKind::Normal,
+                )
+            }
+            .is_err()
+            {
                 return 0;
             }
         }
@@ -402,8 +452,18 @@ pub unsafe extern "C" fn helper_fenv(env: *mut Env, a0: u64, addr: u64, _: u64, 
             for i in 0..8u64 {
                 let base = addr + env_len + 10 * i;
                 // SAFETY: helper context.
-                let ok = unsafe { store(env, base, 8, regs[2 * i as usize], AccessKind::Normal) }.is_ok()
-                    && unsafe { store(env, base + 8, 2, regs[2 * i as usize + 1], AccessKind::Normal) }.is_ok();
+                let ok = unsafe { store(env, base, 8, regs[2 * i as usize], AccessKind::Normal) }
+                    .is_ok()
+                    && unsafe {
+                        store(
+                            env,
+                            base + 8,
+                            2,
+                            regs[2 * i as usize + 1],
+                            AccessKind::Normal,
+                        )
+                    }
+                    .is_ok();
                 if !ok {
                     return 0;
                 }
@@ -425,7 +485,8 @@ pub unsafe extern "C" fn helper_fenv(env: *mut Env, a0: u64, addr: u64, _: u64, 
         let mut f = [0u64; 7];
         for (i, v) in f.iter_mut().enumerate() {
             // SAFETY: helper context.
-            *v = match unsafe { load(env, addr + unit * i as u64, unit as u32, AccessKind::Normal) } {
+            *v = match unsafe { load(env, addr + unit * i as u64, unit as u32, AccessKind::Normal) }
+            {
                 Ok(v) => v,
                 Err(()) => return 0,
             };
@@ -435,7 +496,12 @@ pub unsafe extern "C" fn helper_fenv(env: *mut Env, a0: u64, addr: u64, _: u64, 
             for i in 0..8u64 {
                 let base = addr + env_len + 10 * i;
                 // SAFETY: helper context.
-                let (lo, hi) = match unsafe { (load(env, base, 8, AccessKind::Normal), load(env, base + 8, 2, AccessKind::Normal)) } {
+                let (lo, hi) = match unsafe {
+                    (
+                        load(env, base, 8, AccessKind::Normal),
+                        load(env, base + 8, 2, AccessKind::Normal),
+                    )
+                } {
                     (Ok(l), Ok(h)) => (l, h),
                     _ => return 0,
                 };

@@ -167,7 +167,10 @@ impl Fpu<'_> {
     }
     fn get(&self, i: usize) -> F80 {
         let r = self.phys(i);
-        F80 { signif: self.e.g[G_FPR0 as usize + 2 * r], se: self.e.g[G_FPR0 as usize + 2 * r + 1] as u16 }
+        F80 {
+            signif: self.e.g[G_FPR0 as usize + 2 * r],
+            se: self.e.g[G_FPR0 as usize + 2 * r + 1] as u16,
+        }
     }
     fn set(&mut self, i: usize, v: F80) {
         let r = self.phys(i);
@@ -231,7 +234,11 @@ impl Fpu<'_> {
         r
     }
     fn set_cc(&mut self, c3: bool, c2: bool, c1: bool, c0: bool) {
-        let s = self.sw() & !sw::CC | (c3 as u64) << 14 | (c2 as u64) << 10 | (c1 as u64) << 9 | (c0 as u64) << 8;
+        let s = self.sw() & !sw::CC
+            | (c3 as u64) << 14
+            | (c2 as u64) << 10
+            | (c1 as u64) << 9
+            | (c0 as u64) << 8;
         self.set_sw(s);
     }
     fn set_c1(&mut self, c1: bool) {
@@ -251,7 +258,10 @@ fn source(f: &Fpu, c: &mut Ctx, src: u8, sti: usize) -> Option<F80> {
     Some(match src {
         x if x == Src::M32 as u8 => soft::f80_from_f32(c, t0 as u32),
         x if x == Src::M64 as u8 => soft::f80_from_f64(c, t0),
-        x if x == Src::M80 as u8 => F80 { signif: t0, se: tmp(f.e, 1) as u16 },
+        x if x == Src::M80 as u8 => F80 {
+            signif: t0,
+            se: tmp(f.e, 1) as u16,
+        },
         x if x == Src::I16 as u8 => soft::f80_from_i64(t0 as u16 as i16 as i64),
         x if x == Src::I32 as u8 => soft::f80_from_i64(t0 as u32 as i32 as i64),
         x if x == Src::I64 as u8 => soft::f80_from_i64(t0 as i64),
@@ -303,7 +313,10 @@ fn constant(k: u8, rc: soft::Rc) -> F80 {
         soft::Rc::Up => up,
         soft::Rc::Nearest => 0,
     };
-    F80 { signif: (sig as i64 + adj) as u64, se }
+    F80 {
+        signif: (sig as i64 + adj) as u64,
+        se,
+    }
 }
 
 fn from_bcd(lo: u64, hi: u16) -> F80 {
@@ -318,7 +331,10 @@ fn from_bcd(lo: u64, hi: u16) -> F80 {
     v += digits((hi & 0xff) as u64, 2) * 10i64.pow(16) + digits(lo, 16);
     let r = soft::f80_from_i64(v);
     if hi & 0x8000 != 0 {
-        F80 { se: r.se | 0x8000, ..r }
+        F80 {
+            se: r.se | 0x8000,
+            ..r
+        }
     } else {
         r
     }
@@ -346,7 +362,11 @@ fn to_bcd(c: &mut Ctx, v: F80) -> (u64, u16) {
 }
 
 /// Run an operation, setting C1 to "rounded up" (the magnitude was increased by rounding).
-fn rounded<T: Copy + PartialEq>(c: &mut Ctx, op: impl Fn(&mut Ctx) -> T, mag: impl Fn(T) -> u128) -> (T, bool) {
+fn rounded<T: Copy + PartialEq>(
+    c: &mut Ctx,
+    op: impl Fn(&mut Ctx) -> T,
+    mag: impl Fn(T) -> u128,
+) -> (T, bool) {
     c.up = false;
     let r = op(c);
     if c.flags & soft::exc::PE == 0 {
@@ -462,7 +482,11 @@ pub unsafe extern "C" fn helper_x87(env: *mut Env, a0: u64, _: u64, _: u64, _: u
         }
         x if x == Op::Com as u8 || x == Op::Comi as u8 => {
             let quiet = sub & 1 != 0;
-            let src = if op == Op::Comi as u8 { Src::St as u8 } else { (a0 >> 20 & 0xff) as u8 };
+            let src = if op == Op::Comi as u8 {
+                Src::St as u8
+            } else {
+                (a0 >> 20 & 0xff) as u8
+            };
             let mut c = f.ctx_ext();
             let a = if f.empty(0) { None } else { Some(f.get(0)) };
             let b = operand(&f, src, sti);
@@ -520,7 +544,9 @@ pub unsafe extern "C" fn helper_x87(env: *mut Env, a0: u64, _: u64, _: u64, _: u
                     let (lo, hi) = match sub {
                         s if s == Store::M32 as u8 => (soft::F32_DEFAULT_NAN as u64, 0),
                         s if s == Store::M64 as u8 => (soft::F64_DEFAULT_NAN, 0),
-                        s if s == Store::M80 as u8 || s == Store::St as u8 => (F80_DEFAULT_NAN.signif, F80_DEFAULT_NAN.se as u64),
+                        s if s == Store::M80 as u8 || s == Store::St as u8 => {
+                            (F80_DEFAULT_NAN.signif, F80_DEFAULT_NAN.se as u64)
+                        }
                         s if s == Store::I16 as u8 || s == Store::T16 as u8 => (0x8000, 0),
                         s if s == Store::I32 as u8 || s == Store::T32 as u8 => (0x8000_0000, 0),
                         s if s == Store::Bcd as u8 => (0xc000_0000_0000_0000, 0xffff),
@@ -531,24 +557,35 @@ pub unsafe extern "C" fn helper_x87(env: *mut Env, a0: u64, _: u64, _: u64, _: u
                 Some(v) => {
                     let (lo, hi, up) = match sub {
                         s if s == Store::M32 as u8 => {
-                            let (r, up) = rounded(&mut c, |c| soft::f80_to_f32(c, v), |r| (r & 0x7fff_ffff) as u128);
+                            let (r, up) = rounded(
+                                &mut c,
+                                |c| soft::f80_to_f32(c, v),
+                                |r| (r & 0x7fff_ffff) as u128,
+                            );
                             (r as u64, 0, up)
                         }
                         s if s == Store::M64 as u8 => {
-                            let (r, up) = rounded(&mut c, |c| soft::f80_to_f64(c, v), |r| (r & !(1 << 63)) as u128);
+                            let (r, up) = rounded(
+                                &mut c,
+                                |c| soft::f80_to_f64(c, v),
+                                |r| (r & !(1 << 63)) as u128,
+                            );
                             (r, 0, up)
                         }
-                        s if s == Store::M80 as u8 || s == Store::St as u8 => (v.signif, v.se as u64, false),
+                        s if s == Store::M80 as u8 || s == Store::St as u8 => {
+                            (v.signif, v.se as u64, false)
+                        }
                         s if s == Store::Bcd as u8 => {
                             let (lo, hi) = to_bcd(&mut c, v);
                             // C1: rounded up in magnitude (as for the integer stores).
-                            let up = c.flags & soft::exc::IE == 0 && c.flags & soft::exc::PE != 0 && {
-                                let (mut n, mut z) = (c, c);
-                                z.rc = soft::Rc::Zero;
-                                let r = soft::f80_to_int(&mut n, v, 8, false) as i64;
-                                let t = soft::f80_to_int(&mut z, v, 8, true) as i64;
-                                r.unsigned_abs() > t.unsigned_abs()
-                            };
+                            let up =
+                                c.flags & soft::exc::IE == 0 && c.flags & soft::exc::PE != 0 && {
+                                    let (mut n, mut z) = (c, c);
+                                    z.rc = soft::Rc::Zero;
+                                    let r = soft::f80_to_int(&mut n, v, 8, false) as i64;
+                                    let t = soft::f80_to_int(&mut z, v, 8, true) as i64;
+                                    r.unsigned_abs() > t.unsigned_abs()
+                                };
                             (lo, hi as u64, up)
                         }
                         s => {
@@ -566,7 +603,9 @@ pub unsafe extern "C" fn helper_x87(env: *mut Env, a0: u64, _: u64, _: u64, _: u
                                 let mut z = c;
                                 z.rc = soft::Rc::Zero;
                                 let t = soft::f80_to_int(&mut z, v, bytes, true);
-                                let sx = |x: u64| -> i64 { (x << (64 - 8 * bytes)) as i64 >> (64 - 8 * bytes) };
+                                let sx = |x: u64| -> i64 {
+                                    (x << (64 - 8 * bytes)) as i64 >> (64 - 8 * bytes)
+                                };
                                 sx(r).unsigned_abs() > sx(t).unsigned_abs()
                             };
                             (r, 0, up)
@@ -578,7 +617,10 @@ pub unsafe extern "C" fn helper_x87(env: *mut Env, a0: u64, _: u64, _: u64, _: u
                     if c.flags as u16 & post & !f.fcw() != 0 {
                         c.flags &= !soft::exc::PE;
                     }
-                    let stop = f.raise(c.flags, soft::exc::IE | soft::exc::DE | soft::exc::OE | soft::exc::UE);
+                    let stop = f.raise(
+                        c.flags,
+                        soft::exc::IE | soft::exc::DE | soft::exc::OE | soft::exc::UE,
+                    );
                     // With an unmasked exception nothing is stored and C1 is cleared.
                     f.set_c1(up && !stop);
                     (lo, hi, up, stop)
@@ -596,7 +638,13 @@ pub unsafe extern "C" fn helper_x87(env: *mut Env, a0: u64, _: u64, _: u64, _: u
                 // FST ST(i): no memory side, the status word applies either way.
                 f.set_sw(new_sw);
                 if !stop {
-                    f.set(sti, F80 { signif: lo, se: hi as u16 });
+                    f.set(
+                        sti,
+                        F80 {
+                            signif: lo,
+                            se: hi as u16,
+                        },
+                    );
                     for _ in 0..pops {
                         f.pop();
                     }
@@ -617,7 +665,18 @@ pub unsafe extern "C" fn helper_x87(env: *mut Env, a0: u64, _: u64, _: u64, _: u
                 if f.stack_fault(false) {
                     return 0;
                 }
-                let (a, b) = (if f.empty(0) { F80_DEFAULT_NAN } else { f.get(0) }, if f.empty(sti) { F80_DEFAULT_NAN } else { f.get(sti) });
+                let (a, b) = (
+                    if f.empty(0) {
+                        F80_DEFAULT_NAN
+                    } else {
+                        f.get(0)
+                    },
+                    if f.empty(sti) {
+                        F80_DEFAULT_NAN
+                    } else {
+                        f.get(sti)
+                    },
+                );
                 f.set(0, b);
                 f.set(sti, a);
                 return 0;
@@ -671,7 +730,11 @@ pub unsafe extern "C" fn helper_x87(env: *mut Env, a0: u64, _: u64, _: u64, _: u
             // Unmasking a pending exception makes it pending for the next instruction.
             let s = f.sw();
             let pending = s & 0x3f & !(tmp(f.e, 0)) != 0;
-            f.set_sw(if pending { s | sw::ES | sw::B } else { s & !(sw::ES | sw::B) });
+            f.set_sw(if pending {
+                s | sw::ES | sw::B
+            } else {
+                s & !(sw::ES | sw::B)
+            });
         }
         _ => {}
     }
@@ -745,11 +808,23 @@ fn unary(f: &mut Fpu, k: u8) {
     }
     match k {
         x if x == U::Chs as u8 => {
-            f.set(0, F80 { se: a.se ^ 0x8000, ..a });
+            f.set(
+                0,
+                F80 {
+                    se: a.se ^ 0x8000,
+                    ..a
+                },
+            );
             f.set_c1(false);
         }
         x if x == U::Abs as u8 => {
-            f.set(0, F80 { se: a.se & 0x7fff, ..a });
+            f.set(
+                0,
+                F80 {
+                    se: a.se & 0x7fff,
+                    ..a
+                },
+            );
             f.set_c1(false);
         }
         x if x == U::Tst as u8 => {
@@ -759,8 +834,22 @@ fn unary(f: &mut Fpu, k: u8) {
             cmp_cc(f, r);
         }
         x if x == U::Sqrt as u8 || x == U::Rndint as u8 => {
-            let mut c = if k == U::Sqrt as u8 { f.ctx() } else { f.ctx_ext() };
-            let (r, up) = rounded(&mut c, |c| if k == U::Sqrt as u8 { soft::f80_sqrt(c, a) } else { soft::f80_round_int(c, a) }, mag80);
+            let mut c = if k == U::Sqrt as u8 {
+                f.ctx()
+            } else {
+                f.ctx_ext()
+            };
+            let (r, up) = rounded(
+                &mut c,
+                |c| {
+                    if k == U::Sqrt as u8 {
+                        soft::f80_sqrt(c, a)
+                    } else {
+                        soft::f80_round_int(c, a)
+                    }
+                },
+                mag80,
+            );
             if f.raise(c.flags, STOP) {
                 return;
             }
@@ -801,7 +890,8 @@ fn unary(f: &mut Fpu, k: u8) {
             let (r, q, incomplete) = soft::f80_rem(&mut c, a, b, k == U::Prem1 as u8);
             // A NaN or unsupported operand, or an invalid operation: no quotient; the
             // hardware clears C1 and C2 and leaves C0 and C3 alone (as on stack underflow).
-            let special = soft::f80_class(a) <= 1 || soft::f80_class(b) <= 1 || c.flags & soft::exc::IE != 0;
+            let special =
+                soft::f80_class(a) <= 1 || soft::f80_class(b) <= 1 || c.flags & soft::exc::IE != 0;
             // So does an unmasked exception (the destination is left alone).
             let unmasked = c.flags as u64 & !(f.fcw() as u64) & STOP as u64 != 0;
             if special || unmasked {
@@ -846,7 +936,11 @@ fn transcendental(f: &mut Fpu, k: u8, a: F80) {
             f.set(0, r);
         }
         x if x == U::Sin as u8 || x == U::Cos as u8 => {
-            let which = if k == U::Sin as u8 { Trig::Sin } else { Trig::Cos };
+            let which = if k == U::Sin as u8 {
+                Trig::Sin
+            } else {
+                Trig::Cos
+            };
             let Some(r) = trans::ftrig(&mut c, a, which) else {
                 set_c2(f, true);
                 return;
@@ -871,7 +965,19 @@ fn transcendental(f: &mut Fpu, k: u8, a: F80) {
             let r = if k == U::Ptan as u8 {
                 // 1.0 is pushed after a number; a NaN result (NaN operand, invalid) is
                 // pushed again instead.
-                trans::ftrig(&mut c, a, Trig::Tan).map(|t| (t, if soft::f80_class(t) == 1 { t } else { F80 { signif: 1 << 63, se: 0x3fff } }))
+                trans::ftrig(&mut c, a, Trig::Tan).map(|t| {
+                    (
+                        t,
+                        if soft::f80_class(t) == 1 {
+                            t
+                        } else {
+                            F80 {
+                                signif: 1 << 63,
+                                se: 0x3fff,
+                            }
+                        },
+                    )
+                })
             } else {
                 trans::fsincos(&mut c, a)
             };

@@ -46,10 +46,44 @@ pub fn register(r: &mut impl FnMut(M, Handler)) {
     r(M::Cld, |t, _| df(t, false));
     r(M::Std, |t, _| df(t, true));
     r(M::Xlatb, xlat);
-    for m in [M::Seto, M::Setno, M::Setb, M::Setae, M::Sete, M::Setne, M::Setbe, M::Seta, M::Sets, M::Setns, M::Setp, M::Setnp, M::Setl, M::Setge, M::Setle, M::Setg] {
+    for m in [
+        M::Seto,
+        M::Setno,
+        M::Setb,
+        M::Setae,
+        M::Sete,
+        M::Setne,
+        M::Setbe,
+        M::Seta,
+        M::Sets,
+        M::Setns,
+        M::Setp,
+        M::Setnp,
+        M::Setl,
+        M::Setge,
+        M::Setle,
+        M::Setg,
+    ] {
         r(m, setcc);
     }
-    for m in [M::Cmovo, M::Cmovno, M::Cmovb, M::Cmovae, M::Cmove, M::Cmovne, M::Cmovbe, M::Cmova, M::Cmovs, M::Cmovns, M::Cmovp, M::Cmovnp, M::Cmovl, M::Cmovge, M::Cmovle, M::Cmovg] {
+    for m in [
+        M::Cmovo,
+        M::Cmovno,
+        M::Cmovb,
+        M::Cmovae,
+        M::Cmove,
+        M::Cmovne,
+        M::Cmovbe,
+        M::Cmova,
+        M::Cmovs,
+        M::Cmovns,
+        M::Cmovp,
+        M::Cmovnp,
+        M::Cmovl,
+        M::Cmovge,
+        M::Cmovle,
+        M::Cmovg,
+    ] {
         r(m, cmovcc);
     }
 }
@@ -70,10 +104,18 @@ enum Alu {
 fn alu(tr: &mut Tr, insn: &Instruction, op: Alu) -> Flow {
     let bytes = tr.op_size(insn, 0);
     let w = width(bytes);
-    let dst = if matches!(op, Alu::Cmp | Alu::Test) { tr.loc(insn, 0, bytes) } else { tr.loc_rmw(insn, 0, bytes) };
+    let dst = if matches!(op, Alu::Cmp | Alu::Test) {
+        tr.loc(insn, 0, bytes)
+    } else {
+        tr.loc_rmw(insn, 0, bytes)
+    };
     let a = tr.read_loc(dst);
     let b = tr.read_op(insn, 1, bytes);
-    let cin = if matches!(op, Alu::Adc | Alu::Sbb) { Some(tr.cf()) } else { None };
+    let cin = if matches!(op, Alu::Adc | Alu::Sbb) {
+        Some(tr.cf())
+    } else {
+        None
+    };
     let r = match op {
         Alu::Add => tr.b.bin(BinOp::Add, w, a, b),
         Alu::Adc => {
@@ -108,10 +150,17 @@ fn incdec(tr: &mut Tr, insn: &Instruction, inc: bool) -> Flow {
     let dst = tr.loc_rmw(insn, 0, bytes);
     let a = tr.read_loc(dst);
     let cf = if tr.flags_live { Some(tr.cf()) } else { None };
-    let r = tr.b.bin(if inc { BinOp::Add } else { BinOp::Sub }, w, a, Val::C(1));
+    let r =
+        tr.b.bin(if inc { BinOp::Add } else { BinOp::Sub }, w, a, Val::C(1));
     tr.write_loc(dst, r);
     if let Some(cf) = cf {
-        tr.set_cc(if inc { CcKind::Inc } else { CcKind::Dec }, bytes, r, Val::T(cf), None);
+        tr.set_cc(
+            if inc { CcKind::Inc } else { CcKind::Dec },
+            bytes,
+            r,
+            Val::T(cf),
+            None,
+        );
     }
     Flow::Next
 }
@@ -238,7 +287,8 @@ fn cmpxchg(tr: &mut Tr, insn: &Instruction) -> Flow {
     let eq = tr.b.setcond(Cond::Eq, acc, Val::T(old));
     if let Loc::Mem(a, m) = l0 {
         // The destination always receives a write cycle.
-        let v = tr.b.select(Cond::Ne, eq, Val::C(0), Val::T(src), Val::T(old));
+        let v =
+            tr.b.select(Cond::Ne, eq, Val::C(0), Val::T(src), Val::T(old));
         tr.store(a, v, m);
     }
     let diff = tr.b.bin(BinOp::Sub, width(bytes), acc, old);
@@ -264,23 +314,38 @@ fn cmpxchg_wide(tr: &mut Tr, insn: &Instruction) -> Flow {
         // #GP(0) unless 16-byte aligned.
         let ok = tr.b.label();
         tr.b.brcond(Cond::TstZ, addr, Val::C(15), ok);
-        tr.b.exit(jit::ir::Exit::Exception { vector: 13, error_code: Some(0) });
+        tr.b.exit(jit::ir::Exit::Exception {
+            vector: 13,
+            error_code: Some(0),
+        });
         tr.b.place(ok);
     }
-    let m = MemOp { size: MemSize::from_bytes(half), rmw: true, ..tr.mop(insn, half) };
+    let m = MemOp {
+        size: MemSize::from_bytes(half),
+        rmw: true,
+        ..tr.mop(insn, half)
+    };
     let addr_hi = tr.b.add(addr, Val::C(half as u64));
     let lo = tr.load(addr, m);
     let hi = tr.load(addr_hi, m);
-    let (rax, rdx, rbx, rcx) = (tr.reg(super::sized_reg(0, half)), tr.reg(super::sized_reg(2, half)), tr.reg(super::sized_reg(3, half)), tr.reg(super::sized_reg(1, half)));
+    let (rax, rdx, rbx, rcx) = (
+        tr.reg(super::sized_reg(0, half)),
+        tr.reg(super::sized_reg(2, half)),
+        tr.reg(super::sized_reg(3, half)),
+        tr.reg(super::sized_reg(1, half)),
+    );
     let e1 = tr.b.xor(lo, rax);
     let e2 = tr.b.xor(hi, rdx);
     let ne = tr.b.or(e1, e2);
-    let nlo = tr.b.select(Cond::Eq, ne, Val::C(0), Val::T(rbx), Val::T(lo));
-    let nhi = tr.b.select(Cond::Eq, ne, Val::C(0), Val::T(rcx), Val::T(hi));
+    let nlo =
+        tr.b.select(Cond::Eq, ne, Val::C(0), Val::T(rbx), Val::T(lo));
+    let nhi =
+        tr.b.select(Cond::Eq, ne, Val::C(0), Val::T(rcx), Val::T(hi));
     tr.store(addr, nlo, m);
     tr.store(addr_hi, nhi, m);
     let f = tr.rflags();
-    let z = tr.b.select(Cond::Eq, ne, Val::C(0), Val::C(fl::ZF), Val::C(0));
+    let z =
+        tr.b.select(Cond::Eq, ne, Val::C(0), Val::C(fl::ZF), Val::C(0));
     let f = tr.b.and(f, Val::C(!fl::ZF));
     let f = tr.b.or(f, z);
     tr.write_arith_flags(f, 0);
@@ -296,7 +361,11 @@ fn bswap(tr: &mut Tr, insn: &Instruction) -> Flow {
     let r = insn.op_register(0);
     let bytes = r.size() as u32;
     let v = tr.reg(r);
-    let s = if bytes == 2 { tr.b.konst(0) } else { tr.b.un(UnOp::Bswap, width(bytes), v) };
+    let s = if bytes == 2 {
+        tr.b.konst(0)
+    } else {
+        tr.b.un(UnOp::Bswap, width(bytes), v)
+    };
     tr.set_reg(r, s);
     Flow::Next
 }
@@ -336,7 +405,8 @@ fn cwd(tr: &mut Tr, bytes: u32) -> Flow {
 
 fn lahf(tr: &mut Tr, _: &Instruction) -> Flow {
     let f = tr.rflags();
-    let v = tr.b.and(f, Val::C(fl::SF | fl::ZF | fl::AF | fl::PF | fl::CF));
+    let v =
+        tr.b.and(f, Val::C(fl::SF | fl::ZF | fl::AF | fl::PF | fl::CF));
     let v = tr.b.or(v, Val::C(fl::FIXED1));
     tr.set_reg(Register::AH, v);
     Flow::Next
@@ -366,7 +436,11 @@ fn df(tr: &mut Tr, set: bool) -> Flow {
         return Flow::Next;
     }
     let r = tr.b.get(G_RFLAGS);
-    let n = if set { tr.b.or(r, Val::C(fl::DF)) } else { tr.b.and(r, Val::C(!fl::DF)) };
+    let n = if set {
+        tr.b.or(r, Val::C(fl::DF))
+    } else {
+        tr.b.and(r, Val::C(!fl::DF))
+    };
     tr.b.set(G_RFLAGS, n);
     let next = tr.next;
     tr.b.exit(jit::ir::Exit::Sync { pc: next });
@@ -378,7 +452,11 @@ fn xlat(tr: &mut Tr, insn: &Instruction) -> Flow {
     let rbx = tr.gpr(3);
     let al = tr.reg(Register::AL);
     let off = tr.b.add(rbx, al);
-    let off = if asize == 8 { off } else { tr.b.ext(off, MemSize::from_bytes(asize), false) };
+    let off = if asize == 8 {
+        off
+    } else {
+        tr.b.ext(off, MemSize::from_bytes(asize), false)
+    };
     let a = tr.seg_add(insn.memory_segment(), off);
     let m = tr.mop(insn, 1);
     let v = tr.load(a, m);

@@ -43,7 +43,10 @@ fn bt(tr: &mut Tr, insn: &Instruction, op: u8) -> Flow {
                 if !tr.code64() {
                     a = tr.b.ext(a, MemSize::B4, false);
                 }
-                let m = MemOp { rmw: op != 0, ..tr.mop(insn, bytes) };
+                let m = MemOp {
+                    rmw: op != 0,
+                    ..tr.mop(insn, bytes)
+                };
                 let bit = tr.b.and(off, Val::C(bits - 1));
                 (Loc::Mem(a, m), bit)
             }
@@ -53,7 +56,11 @@ fn bt(tr: &mut Tr, insn: &Instruction, op: u8) -> Flow {
             }
         }
     } else {
-        let l = if op != 0 { tr.loc_rmw(insn, 0, bytes) } else { tr.loc(insn, 0, bytes) };
+        let l = if op != 0 {
+            tr.loc_rmw(insn, 0, bytes)
+        } else {
+            tr.loc(insn, 0, bytes)
+        };
         (l, tr.b.konst(insn.immediate(1) & (bits - 1)))
     };
     let v = tr.read_loc(loc);
@@ -109,7 +116,10 @@ fn cnt(tr: &mut Tr, insn: &Instruction, lead: bool) -> Flow {
         let lz = tr.b.un(UnOp::Clz, Width::W64, srcm);
         tr.b.sub(lz, Val::C(64 - bytes as u64 * 8))
     } else {
-        let guard = tr.b.or(srcm, Val::C(if bytes == 8 { 0 } else { 1u64 << (bytes * 8) }));
+        let guard = tr.b.or(
+            srcm,
+            Val::C(if bytes == 8 { 0 } else { 1u64 << (bytes * 8) }),
+        );
         if bytes == 8 {
             tr.b.un(UnOp::Ctz, Width::W64, srcm)
         } else {
@@ -127,7 +137,8 @@ fn popcnt(tr: &mut Tr, insn: &Instruction) -> Flow {
     let srcm = tr.b.ext(src, MemSize::from_bytes(bytes), false);
     let r = tr.b.un(UnOp::Popcnt, Width::W64, srcm);
     tr.set_reg(insn.op_register(0), r);
-    let z = tr.b.select(Cond::Eq, srcm, Val::C(0), Val::C(fl::ZF), Val::C(0));
+    let z =
+        tr.b.select(Cond::Eq, srcm, Val::C(0), Val::C(fl::ZF), Val::C(0));
     tr.write_arith_flags(z, 0);
     Flow::Next
 }
@@ -157,11 +168,13 @@ fn bextr(tr: &mut Tr, insn: &Instruction) -> Flow {
     let len = tr.b.and(l, Val::C(0xff));
     let srcm = tr.b.ext(src, MemSize::from_bytes(bytes), false);
     let sh = tr.b.shr(srcm, Val::T(start));
-    let sh = tr.b.select(Cond::GeU, start, Val::C(bits), Val::C(0), Val::T(sh));
+    let sh =
+        tr.b.select(Cond::GeU, start, Val::C(bits), Val::C(0), Val::T(sh));
     let one = tr.b.konst(1);
     let m = tr.b.shl(one, Val::T(len));
     let m = tr.b.sub(m, Val::C(1));
-    let m = tr.b.select(Cond::GeU, len, Val::C(64), Val::C(u64::MAX), Val::T(m));
+    let m =
+        tr.b.select(Cond::GeU, len, Val::C(64), Val::C(u64::MAX), Val::T(m));
     let r = tr.b.and(sh, m);
     tr.set_reg(insn.op_register(0), r);
     tr.set_cc(CcKind::Logic, bytes, r, Val::C(0), None);
@@ -187,7 +200,13 @@ fn bls(tr: &mut Tr, insn: &Instruction, op: u8) -> Flow {
         }
     };
     tr.set_reg(insn.op_register(0), r);
-    tr.set_cc(if op == 0 { CcKind::Blsi } else { CcKind::Blsr }, bytes, r, Val::T(src), None);
+    tr.set_cc(
+        if op == 0 { CcKind::Blsi } else { CcKind::Blsr },
+        bytes,
+        r,
+        Val::T(src),
+        None,
+    );
     Flow::Next
 }
 
@@ -201,7 +220,8 @@ fn bzhi(tr: &mut Tr, insn: &Instruction) -> Flow {
     let m = tr.b.sub(m, Val::C(1));
     let masked = tr.b.and(src, m);
     let srcm = tr.b.ext(src, MemSize::from_bytes(bytes), false);
-    let r = tr.b.select(Cond::GeU, n, Val::C(bits), Val::T(srcm), Val::T(masked));
+    let r =
+        tr.b.select(Cond::GeU, n, Val::C(bits), Val::T(srcm), Val::T(masked));
     let cf = tr.b.setcond(Cond::GeU, n, Val::C(bits));
     tr.set_reg(insn.op_register(0), r);
     tr.set_cc(CcKind::Blsi, bytes, r, Val::T(cf), None);
@@ -211,7 +231,15 @@ fn bzhi(tr: &mut Tr, insn: &Instruction) -> Flow {
 fn pdep(tr: &mut Tr, insn: &Instruction, which: u64) -> Flow {
     let bytes = tr.op_size(insn, 0);
     let (src, mask) = vex_srcs(tr, insn, bytes);
-    let r = tr.b.call(H.pdep_pext, &[Val::C(which), Val::T(src), Val::T(mask), Val::C(bytes as u64)]);
+    let r = tr.b.call(
+        H.pdep_pext,
+        &[
+            Val::C(which),
+            Val::T(src),
+            Val::T(mask),
+            Val::C(bytes as u64),
+        ],
+    );
     tr.set_reg(insn.op_register(0), r);
     Flow::Next
 }

@@ -10,7 +10,24 @@ use crate::PlatformOp;
 
 pub fn register(r: &mut impl FnMut(M, Handler)) {
     r(M::Jmp, jmp);
-    for m in [M::Jo, M::Jno, M::Jb, M::Jae, M::Je, M::Jne, M::Jbe, M::Ja, M::Js, M::Jns, M::Jp, M::Jnp, M::Jl, M::Jge, M::Jle, M::Jg] {
+    for m in [
+        M::Jo,
+        M::Jno,
+        M::Jb,
+        M::Jae,
+        M::Je,
+        M::Jne,
+        M::Jbe,
+        M::Ja,
+        M::Js,
+        M::Jns,
+        M::Jp,
+        M::Jnp,
+        M::Jl,
+        M::Jge,
+        M::Jle,
+        M::Jg,
+    ] {
         r(m, jcc);
     }
     r(M::Call, call);
@@ -22,9 +39,15 @@ pub fn register(r: &mut impl FnMut(M, Handler)) {
     r(M::Jcxz, jcxz);
     r(M::Jecxz, jcxz);
     r(M::Jrcxz, jcxz);
-    r(M::Int, |t, i| t.platform(PlatformOp::SoftInt, i.immediate(0) & 0xff, i));
-    r(M::Int3, |t, i| t.platform(PlatformOp::SoftInt, 3 | 1 << 8, i));
-    r(M::Int1, |t, i| t.platform(PlatformOp::SoftInt, 1 | 3 << 8, i));
+    r(M::Int, |t, i| {
+        t.platform(PlatformOp::SoftInt, i.immediate(0) & 0xff, i)
+    });
+    r(M::Int3, |t, i| {
+        t.platform(PlatformOp::SoftInt, 3 | 1 << 8, i)
+    });
+    r(M::Int1, |t, i| {
+        t.platform(PlatformOp::SoftInt, 1 | 3 << 8, i)
+    });
     r(M::Into, into);
     r(M::Ud0, |t, _| t.ud());
     r(M::Ud1, |t, _| t.ud());
@@ -41,7 +64,10 @@ impl Tr {
             let sx = self.b.sar(sh, Val::C(16));
             let ok = self.b.label();
             self.b.brcond(Cond::Eq, sx, Val::T(target), ok);
-            self.b.exit(Exit::Exception { vector: 13, error_code: Some(0) });
+            self.b.exit(Exit::Exception {
+                vector: 13,
+                error_code: Some(0),
+            });
             self.b.place(ok);
             target
         } else if self.flags & crate::state::tbf::CODE32 != 0 {
@@ -55,7 +81,10 @@ impl Tr {
     /// Jump to a constant target, checking canonicality in 64-bit mode.
     pub fn exit_direct(&mut self, target: u64) {
         if self.code64() && !crate::mmu::is_canonical(target) {
-            self.b.exit(Exit::Exception { vector: 13, error_code: Some(0) });
+            self.b.exit(Exit::Exception {
+                vector: 13,
+                error_code: Some(0),
+            });
             return;
         }
         self.exit_jump(target);
@@ -91,14 +120,24 @@ fn jmp(tr: &mut Tr, insn: &Instruction) -> Flow {
         }
         OpKind::FarBranch16 | OpKind::FarBranch32 => {
             let sel = insn.far_branch_selector() as u64;
-            let off = if insn.op_kind(0) == OpKind::FarBranch16 { insn.far_branch16() as u64 } else { insn.far_branch32() as u64 };
-            tr.b.call_void(H.far_jump, &[Val::C(0), Val::C(sel), Val::C(off), Val::C(0)]);
+            let off = if insn.op_kind(0) == OpKind::FarBranch16 {
+                insn.far_branch16() as u64
+            } else {
+                insn.far_branch32() as u64
+            };
+            tr.b.call_void(
+                H.far_jump,
+                &[Val::C(0), Val::C(sel), Val::C(off), Val::C(0)],
+            );
             tr.b.exit(Exit::Sync { pc: u64::MAX });
             fix_sync(tr);
         }
         OpKind::Memory if insn.memory_size().is_packed() || is_far_mem(insn) => {
             let (sel, off) = far_ptr(tr, insn);
-            tr.b.call_void(H.far_jump, &[Val::C(0), Val::T(sel), Val::T(off), Val::C(0)]);
+            tr.b.call_void(
+                H.far_jump,
+                &[Val::C(0), Val::T(sel), Val::T(off), Val::C(0)],
+            );
             tr.b.exit(Exit::Sync { pc: u64::MAX });
             fix_sync(tr);
         }
@@ -137,7 +176,9 @@ fn far_ptr(tr: &mut Tr, insn: &Instruction) -> (Temp, Temp) {
 /// pc the helper wrote, so the run loop recomputes the mode from the new CS.
 fn fix_sync(tr: &mut Tr) {
     tr.b.block.ops.pop();
-    tr.b.exit(Exit::Sync { pc: jit::ir::SYNC_KEEP_PC });
+    tr.b.exit(Exit::Sync {
+        pc: jit::ir::SYNC_KEEP_PC,
+    });
 }
 
 /// Jcc: a side exit for the taken branch; the block goes on with the fall-through path
@@ -155,9 +196,16 @@ fn call(tr: &mut Tr, insn: &Instruction) -> Flow {
     match insn.op_kind(0) {
         OpKind::FarBranch16 | OpKind::FarBranch32 => {
             let sel = insn.far_branch_selector() as u64;
-            let (off, osz) = if insn.op_kind(0) == OpKind::FarBranch16 { (insn.far_branch16() as u64, 2) } else { (insn.far_branch32() as u64, 4) };
+            let (off, osz) = if insn.op_kind(0) == OpKind::FarBranch16 {
+                (insn.far_branch16() as u64, 2)
+            } else {
+                (insn.far_branch32() as u64, 4)
+            };
             let next = tr.next;
-            tr.b.call_void(H.far_jump, &[Val::C(1), Val::C(sel), Val::C(off), Val::C(osz | next << 8)]);
+            tr.b.call_void(
+                H.far_jump,
+                &[Val::C(1), Val::C(sel), Val::C(off), Val::C(osz | next << 8)],
+            );
             tr.b.exit(Exit::Sync { pc: u64::MAX });
             fix_sync(tr);
             return Flow::End;
@@ -166,7 +214,10 @@ fn call(tr: &mut Tr, insn: &Instruction) -> Flow {
             let (sel, off) = far_ptr(tr, insn);
             let osz = insn.memory_size().size() as u64 - 2;
             let next = tr.next;
-            tr.b.call_void(H.far_jump, &[Val::C(1), Val::T(sel), Val::T(off), Val::C(osz | next << 8)]);
+            tr.b.call_void(
+                H.far_jump,
+                &[Val::C(1), Val::T(sel), Val::T(off), Val::C(osz | next << 8)],
+            );
             tr.b.exit(Exit::Sync { pc: u64::MAX });
             fix_sync(tr);
             return Flow::End;
@@ -189,7 +240,11 @@ fn call(tr: &mut Tr, insn: &Instruction) -> Flow {
 }
 
 fn ret(tr: &mut Tr, insn: &Instruction) -> Flow {
-    let imm = if insn.op_count() > 0 { insn.immediate(0) & 0xffff } else { 0 };
+    let imm = if insn.op_count() > 0 {
+        insn.immediate(0) & 0xffff
+    } else {
+        0
+    };
     let bytes = (insn.stack_pointer_increment() as u64 - imm) as u32;
     let t = tr.stack_load(0, bytes);
     let sp = tr.sp_add(bytes as u64 + imm);
@@ -199,7 +254,10 @@ fn ret(tr: &mut Tr, insn: &Instruction) -> Flow {
         let sx = tr.b.sar(sh, Val::C(16));
         let ok = tr.b.label();
         tr.b.brcond(Cond::Eq, sx, Val::T(t), ok);
-        tr.b.exit(Exit::Exception { vector: 13, error_code: Some(0) });
+        tr.b.exit(Exit::Exception {
+            vector: 13,
+            error_code: Some(0),
+        });
         tr.b.place(ok);
     }
     tr.set_sp(sp);
@@ -208,9 +266,16 @@ fn ret(tr: &mut Tr, insn: &Instruction) -> Flow {
 }
 
 fn retf(tr: &mut Tr, insn: &Instruction) -> Flow {
-    let imm = if insn.op_count() > 0 { insn.immediate(0) & 0xffff } else { 0 };
+    let imm = if insn.op_count() > 0 {
+        insn.immediate(0) & 0xffff
+    } else {
+        0
+    };
     let osz = ((insn.stack_pointer_increment() as u64 - imm) / 2).max(2);
-    tr.b.call_void(H.far_jump, &[Val::C(2), Val::C(osz), Val::C(imm), Val::C(0)]);
+    tr.b.call_void(
+        H.far_jump,
+        &[Val::C(2), Val::C(osz), Val::C(imm), Val::C(0)],
+    );
     tr.b.exit(Exit::Sync { pc: u64::MAX });
     fix_sync(tr);
     Flow::End
@@ -225,7 +290,12 @@ fn lp(tr: &mut Tr, insn: &Instruction, z: Option<bool>) -> Flow {
     let not_taken = tr.b.label();
     tr.b.brcond(Cond::TstZ, c1, Val::C(super::size_mask(asize)), not_taken);
     if let (Some(want), Some(zf)) = (z, zf) {
-        tr.b.brcond(if want { Cond::Eq } else { Cond::Ne }, zf, Val::C(0), not_taken);
+        tr.b.brcond(
+            if want { Cond::Eq } else { Cond::Ne },
+            zf,
+            Val::C(0),
+            not_taken,
+        );
     }
     tr.exit_direct(insn.near_branch_target());
     tr.b.place(not_taken);
@@ -243,9 +313,27 @@ fn loop_addr_size(tr: &Tr, insn: &Instruction) -> u32 {
             // LOOP uses rCX at the address size, which iced encodes in the Code.
             use iced_x86::Code as C;
             match insn.code() {
-                C::Loop_rel8_64_RCX | C::Loope_rel8_64_RCX | C::Loopne_rel8_64_RCX | C::Loop_rel8_16_RCX | C::Loope_rel8_16_RCX | C::Loopne_rel8_16_RCX => 8,
-                C::Loop_rel8_64_ECX | C::Loope_rel8_64_ECX | C::Loopne_rel8_64_ECX | C::Loop_rel8_16_ECX | C::Loope_rel8_16_ECX | C::Loopne_rel8_16_ECX | C::Loop_rel8_32_ECX | C::Loope_rel8_32_ECX | C::Loopne_rel8_32_ECX => 4,
-                C::Loop_rel8_16_CX | C::Loope_rel8_16_CX | C::Loopne_rel8_16_CX | C::Loop_rel8_32_CX | C::Loope_rel8_32_CX | C::Loopne_rel8_32_CX => 2,
+                C::Loop_rel8_64_RCX
+                | C::Loope_rel8_64_RCX
+                | C::Loopne_rel8_64_RCX
+                | C::Loop_rel8_16_RCX
+                | C::Loope_rel8_16_RCX
+                | C::Loopne_rel8_16_RCX => 8,
+                C::Loop_rel8_64_ECX
+                | C::Loope_rel8_64_ECX
+                | C::Loopne_rel8_64_ECX
+                | C::Loop_rel8_16_ECX
+                | C::Loope_rel8_16_ECX
+                | C::Loopne_rel8_16_ECX
+                | C::Loop_rel8_32_ECX
+                | C::Loope_rel8_32_ECX
+                | C::Loopne_rel8_32_ECX => 4,
+                C::Loop_rel8_16_CX
+                | C::Loope_rel8_16_CX
+                | C::Loopne_rel8_16_CX
+                | C::Loop_rel8_32_CX
+                | C::Loope_rel8_32_CX
+                | C::Loopne_rel8_32_CX => 2,
                 _ if tr.code64() => 8,
                 _ => 4,
             }
@@ -269,7 +357,11 @@ fn into(tr: &mut Tr, insn: &Instruction) -> Flow {
     let of = tr.cond_value(0);
     let skip = tr.b.label();
     tr.b.brcond(Cond::Eq, of, Val::C(0), skip);
-    tr.b.exit(Exit::Platform { op: PlatformOp::SoftInt as u32, arg: 4 | 2 << 8, len: insn.len() as u8 });
+    tr.b.exit(Exit::Platform {
+        op: PlatformOp::SoftInt as u32,
+        arg: 4 | 2 << 8,
+        len: insn.len() as u8,
+    });
     tr.b.place(skip);
     let next = tr.next;
     tr.exit_jump(next);

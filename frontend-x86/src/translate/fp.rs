@@ -30,13 +30,17 @@ fn class(insn: &Instruction) -> Class {
     match insn.mnemonic() {
         M::Wait => return Class::Wait,
         M::Fxsave | M::Fxsave64 | M::Fxrstor | M::Fxrstor64 => return Class::Fxsr,
-        M::Xsave | M::Xsave64 | M::Xsaveopt | M::Xsaveopt64 | M::Xrstor | M::Xrstor64 => return Class::Xsave,
+        M::Xsave | M::Xsave64 | M::Xsaveopt | M::Xsaveopt64 | M::Xrstor | M::Xrstor64 => {
+            return Class::Xsave
+        }
         M::Xgetbv | M::Xsetbv => return Class::XcrAccess,
         M::Ldmxcsr | M::Stmxcsr => return Class::Sse,
         M::Emms => return Class::Mmx,
         _ => {}
     }
-    let regs = (0..insn.op_count()).filter(|&i| insn.op_kind(i) == OpKind::Register).map(|i| insn.op_register(i));
+    let regs = (0..insn.op_count())
+        .filter(|&i| insn.op_kind(i) == OpKind::Register)
+        .map(|i| insn.op_register(i));
     let (mut xmm, mut mm) = (false, false);
     for r in regs {
         xmm |= r.is_xmm();
@@ -46,7 +50,12 @@ fn class(insn: &Instruction) -> Class {
         Class::Sse
     } else if mm {
         Class::Mmx
-    } else if insn.cpuid_features().iter().any(|f| matches!(f, CpuidFeature::FPU | CpuidFeature::FPU287 | CpuidFeature::FPU387)) {
+    } else if insn.cpuid_features().iter().any(|f| {
+        matches!(
+            f,
+            CpuidFeature::FPU | CpuidFeature::FPU287 | CpuidFeature::FPU387
+        )
+    }) {
         Class::X87
     } else {
         Class::None
@@ -90,7 +99,15 @@ pub fn gate(tr: &mut Tr, insn: &Instruction) -> Option<Flow> {
 }
 
 pub fn register(r: &mut impl FnMut(M, Handler)) {
-    for m in [M::Movaps, M::Movapd, M::Movdqa, M::Movntps, M::Movntpd, M::Movntdq, M::Movntdqa] {
+    for m in [
+        M::Movaps,
+        M::Movapd,
+        M::Movdqa,
+        M::Movntps,
+        M::Movntpd,
+        M::Movntdq,
+        M::Movntdqa,
+    ] {
         r(m, |t, i| mov128(t, i, true));
     }
     for m in [M::Movups, M::Movupd, M::Movdqu, M::Lddqu] {
@@ -111,7 +128,20 @@ pub fn register(r: &mut impl FnMut(M, Handler)) {
     r(M::Movlhps, |t, i| reg_half(t, i, 1, 0));
     r(M::Movq2dq, movq2dq);
     r(M::Movdq2q, movq2dq);
-    for m in [M::Pand, M::Andps, M::Andpd, M::Pandn, M::Andnps, M::Andnpd, M::Por, M::Orps, M::Orpd, M::Pxor, M::Xorps, M::Xorpd] {
+    for m in [
+        M::Pand,
+        M::Andps,
+        M::Andpd,
+        M::Pandn,
+        M::Andnps,
+        M::Andnpd,
+        M::Por,
+        M::Orps,
+        M::Orpd,
+        M::Pxor,
+        M::Xorps,
+        M::Xorpd,
+    ] {
         r(m, logic);
     }
     r(M::Emms, |t, _| {
@@ -130,7 +160,18 @@ pub fn register(r: &mut impl FnMut(M, Handler)) {
         t.store(a, v, m);
         Flow::Next
     });
-    for m in [M::Fxsave, M::Fxsave64, M::Fxrstor, M::Fxrstor64, M::Xsave, M::Xsave64, M::Xsaveopt, M::Xsaveopt64, M::Xrstor, M::Xrstor64] {
+    for m in [
+        M::Fxsave,
+        M::Fxsave64,
+        M::Fxrstor,
+        M::Fxrstor64,
+        M::Xsave,
+        M::Xsave64,
+        M::Xsaveopt,
+        M::Xsaveopt64,
+        M::Xrstor,
+        M::Xrstor64,
+    ] {
         r(m, fxstate);
     }
     r(M::Maskmovq, maskmov);
@@ -172,7 +213,10 @@ impl Tr {
     fn align16(&mut self, addr: Temp) {
         let ok = self.b.label();
         self.b.brcond(Cond::TstZ, addr, Val::C(15), ok);
-        self.b.exit(Exit::Exception { vector: 13, error_code: Some(0) });
+        self.b.exit(Exit::Exception {
+            vector: 13,
+            error_code: Some(0),
+        });
         self.b.place(ok);
     }
 
@@ -256,7 +300,10 @@ impl Tr {
 fn mov128(tr: &mut Tr, insn: &Instruction, align: bool) -> Flow {
     match (insn.op_kind(0), insn.op_kind(1)) {
         (OpKind::Register, OpKind::Register) => {
-            let (d, s) = (xmm_index(insn.op_register(0)), xmm_index(insn.op_register(1)));
+            let (d, s) = (
+                xmm_index(insn.op_register(0)),
+                xmm_index(insn.op_register(1)),
+            );
             let lo = tr.b.get(xmm_g(s));
             let hi = tr.b.get(xmm_g(s) + 1);
             tr.b.set(xmm_g(d), lo);
@@ -284,7 +331,10 @@ fn mov128(tr: &mut Tr, insn: &Instruction, align: bool) -> Flow {
 fn mov_scalar(tr: &mut Tr, insn: &Instruction, bytes: u32) -> Flow {
     match (insn.op_kind(0), insn.op_kind(1)) {
         (OpKind::Register, OpKind::Register) => {
-            let (d, s) = (xmm_index(insn.op_register(0)), xmm_index(insn.op_register(1)));
+            let (d, s) = (
+                xmm_index(insn.op_register(0)),
+                xmm_index(insn.op_register(1)),
+            );
             let sv = tr.b.get(xmm_g(s));
             if bytes == 8 {
                 tr.b.set(xmm_g(d), sv);
@@ -317,17 +367,31 @@ fn mov_scalar(tr: &mut Tr, insn: &Instruction, bytes: u32) -> Flow {
 
 /// MOVD/MOVQ between XMM, MMX, general registers and memory; MOVNTI, MOVNTQ.
 fn movq_d(tr: &mut Tr, insn: &Instruction) -> Flow {
-    let bytes = if insn.mnemonic() == M::Movd || (insn.mnemonic() == M::Movnti && insn.op_register(1).size() == 4) { 4 } else { 8 };
+    let bytes = if insn.mnemonic() == M::Movd
+        || (insn.mnemonic() == M::Movnti && insn.op_register(1).size() == 4)
+    {
+        4
+    } else {
+        8
+    };
     // Source value.
     let v = match insn.op_kind(1) {
         OpKind::Register => {
             let r = insn.op_register(1);
             if r.is_xmm() {
                 let v = tr.b.get(xmm_g(xmm_index(r)));
-                if bytes == 4 { tr.b.ext(v, MemSize::B4, false) } else { v }
+                if bytes == 4 {
+                    tr.b.ext(v, MemSize::B4, false)
+                } else {
+                    v
+                }
             } else if r.is_mm() {
                 let v = tr.b.get(mmx_g(mm_index(r)));
-                if bytes == 4 { tr.b.ext(v, MemSize::B4, false) } else { v }
+                if bytes == 4 {
+                    tr.b.ext(v, MemSize::B4, false)
+                } else {
+                    v
+                }
             } else {
                 tr.reg(r)
             }
@@ -381,7 +445,10 @@ fn mov_half(tr: &mut Tr, insn: &Instruction, half: u16) -> Flow {
 
 /// MOVHLPS/MOVLHPS: destination quadword `dh` from source quadword `sh`.
 fn reg_half(tr: &mut Tr, insn: &Instruction, dh: u16, sh: u16) -> Flow {
-    let (d, s) = (xmm_index(insn.op_register(0)), xmm_index(insn.op_register(1)));
+    let (d, s) = (
+        xmm_index(insn.op_register(0)),
+        xmm_index(insn.op_register(1)),
+    );
     let v = tr.b.get(xmm_g(s) + sh);
     tr.b.set(xmm_g(d) + dh, v);
     Flow::Next
@@ -431,7 +498,13 @@ fn logic(tr: &mut Tr, insn: &Instruction) -> Flow {
     }
     let di = xmm_index(d);
     // XOR/ANDN/SUB of a register with itself: a constant result.
-    if insn.op_kind(1) == OpKind::Register && insn.op_register(1) == d && matches!(insn.mnemonic(), M::Pxor | M::Xorps | M::Xorpd | M::Pandn | M::Andnps | M::Andnpd) {
+    if insn.op_kind(1) == OpKind::Register
+        && insn.op_register(1) == d
+        && matches!(
+            insn.mnemonic(),
+            M::Pxor | M::Xorps | M::Xorpd | M::Pandn | M::Andnps | M::Andnpd
+        )
+    {
         tr.b.set(xmm_g(di), Val::C(0));
         tr.b.set(xmm_g(di) + 1, Val::C(0));
         return Flow::Next;
@@ -459,8 +532,16 @@ fn ldmxcsr(tr: &mut Tr, insn: &Instruction) -> Flow {
     let m = tr.mop(insn, 4);
     let v = tr.load(a, m);
     let ok = tr.b.label();
-    tr.b.brcond(Cond::TstZ, v, Val::C(!(crate::fp::state::MXCSR_MASK as u64) & 0xffff_ffff), ok);
-    tr.b.exit(Exit::Exception { vector: 13, error_code: Some(0) });
+    tr.b.brcond(
+        Cond::TstZ,
+        v,
+        Val::C(!(crate::fp::state::MXCSR_MASK as u64) & 0xffff_ffff),
+        ok,
+    );
+    tr.b.exit(Exit::Exception {
+        vector: 13,
+        error_code: Some(0),
+    });
     tr.b.place(ok);
     tr.b.set(G_MXCSR, v);
     Flow::Next
@@ -473,7 +554,10 @@ fn fxstate(tr: &mut Tr, insn: &Instruction) -> Flow {
         M::Xsave | M::Xsave64 | M::Xsaveopt | M::Xsaveopt64 => 2,
         _ => 3,
     };
-    let wide = matches!(insn.mnemonic(), M::Fxsave64 | M::Fxrstor64 | M::Xsave64 | M::Xsaveopt64 | M::Xrstor64);
+    let wide = matches!(
+        insn.mnemonic(),
+        M::Fxsave64 | M::Fxrstor64 | M::Xsave64 | M::Xsaveopt64 | M::Xrstor64
+    );
     let a0 = kind | (wide as u64) << 8 | (tr.code64() as u64) << 9;
     let a = tr.ea(insn);
     tr.b.call_void(H.fxstate, &[Val::C(a0), Val::T(a)]);
@@ -491,8 +575,20 @@ fn maskmov(tr: &mut Tr, insn: &Instruction) -> Flow {
         _ => tr.reg(Register::DI),
     };
     let addr = tr.seg_add(insn.memory_segment(), di);
-    let (dg, sg, n) = if d.is_mm() { (mmx_g(mm_index(d)), mmx_g(mm_index(s)), 8) } else { (xmm_g(xmm_index(d)), xmm_g(xmm_index(s)), 16) };
-    tr.b.call_void(H.maskmov, &[Val::C(dg as u64), Val::C(sg as u64), Val::C(n), Val::T(addr)]);
+    let (dg, sg, n) = if d.is_mm() {
+        (mmx_g(mm_index(d)), mmx_g(mm_index(s)), 8)
+    } else {
+        (xmm_g(xmm_index(d)), xmm_g(xmm_index(s)), 16)
+    };
+    tr.b.call_void(
+        H.maskmov,
+        &[
+            Val::C(dg as u64),
+            Val::C(sg as u64),
+            Val::C(n),
+            Val::T(addr),
+        ],
+    );
     if d.is_mm() {
         tr.mmx_transition();
     }
@@ -530,7 +626,10 @@ fn src_to_tmp(tr: &mut Tr, insn: &Instruction, i: u32, align: bool) -> u64 {
 
 /// Does a legacy-SSE 16-byte memory operand of this instruction need alignment?
 fn needs_align(m: M) -> bool {
-    !matches!(m, M::Pcmpestri | M::Pcmpestrm | M::Pcmpistri | M::Pcmpistrm | M::Pcmpestri64 | M::Pcmpestrm64)
+    !matches!(
+        m,
+        M::Pcmpestri | M::Pcmpestrm | M::Pcmpistri | M::Pcmpistrm | M::Pcmpestri64 | M::Pcmpestrm64
+    )
 }
 
 /// CRC32 r32/r64, r/m8/16/32/64 (a general-purpose instruction: no FP state gate) through
@@ -550,7 +649,15 @@ fn crc32(tr: &mut Tr, insn: &Instruction) -> Flow {
     let crc = tr.reg(d);
     tr.b.set(G_FPTMP, src);
     tr.b.set(G_FPTMP + 1, crc);
-    let r = tr.b.call(H.sse, &[Val::C(op as u64), Val::C(0), Val::C(G_FPTMP as u64), Val::C(bytes)]);
+    let r = tr.b.call(
+        H.sse,
+        &[
+            Val::C(op as u64),
+            Val::C(0),
+            Val::C(G_FPTMP as u64),
+            Val::C(bytes),
+        ],
+    );
     // The result is 32 bits, zero-extended into r64 as well.
     let full = match d.size() {
         8 => d,
@@ -605,7 +712,8 @@ fn pcmpeqb(tr: &mut Tr, insn: &Instruction) -> Flow {
 /// bit 7 lands on its own bit of the top byte, no two partial products overlap).
 fn byte_signs(tr: &mut Tr, v: Temp) -> Temp {
     let m = tr.b.and(v, Val::C(HIGH));
-    let p = tr.b.bin(BinOp::Mul, Width::W64, m, Val::C(0x0002_0408_1020_4081));
+    let p =
+        tr.b.bin(BinOp::Mul, Width::W64, m, Val::C(0x0002_0408_1020_4081));
     tr.b.shr(p, Val::C(56))
 }
 
@@ -633,10 +741,19 @@ fn generic(tr: &mut Tr, insn: &Instruction) -> Flow {
     let op = fp::op_of(m).expect("registered from the table");
     let shape = fp::table()[op].shape;
     let last = insn.op_count() - 1;
-    let mut imm = if matches!(insn.op_kind(last), OpKind::Immediate8) && last >= 2 { insn.immediate8() as u64 } else { 0 };
-    let wide = matches!(insn.code(), Code::Pcmpestri64_xmm_xmmm128_imm8 | Code::Pcmpestrm64_xmm_xmmm128_imm8);
+    let mut imm = if matches!(insn.op_kind(last), OpKind::Immediate8) && last >= 2 {
+        insn.immediate8() as u64
+    } else {
+        0
+    };
+    let wide = matches!(
+        insn.code(),
+        Code::Pcmpestri64_xmm_xmmm128_imm8 | Code::Pcmpestrm64_xmm_xmmm128_imm8
+    );
     let mut a0 = op as u64 | if wide { arg::WIDE } else { 0 };
-    let call = |tr: &mut Tr, a0: u64, d: u64, s: u64, imm: u64| tr.b.call(H.sse, &[Val::C(a0), Val::C(d), Val::C(s), Val::C(imm)]);
+    let call = |tr: &mut Tr, a0: u64, d: u64, s: u64, imm: u64| {
+        tr.b.call(H.sse, &[Val::C(a0), Val::C(d), Val::C(s), Val::C(imm)])
+    };
     match shape {
         Shape::Rm | Shape::Flags | Shape::StrI | Shape::StrM => {
             let (d, dm) = vreg(insn.op_register(0));
@@ -669,14 +786,22 @@ fn generic(tr: &mut Tr, insn: &Instruction) -> Flow {
                 a0 |= arg::SRC_MMX;
             }
             // Without an immediate, the op gets the destination width (CVT*2SI).
-            let width = if insn.op_count() == 2 { insn.op_register(0).size() as u64 } else { imm };
+            let width = if insn.op_count() == 2 {
+                insn.op_register(0).size() as u64
+            } else {
+                imm
+            };
             let r = call(tr, a0, 0, s, width);
             tr.set_reg(insn.op_register(0), r);
         }
         Shape::FromGpr => {
             let (d, dm) = vreg(insn.op_register(0));
             // Without an immediate, the op gets the source width (CVTSI2S*).
-            let width = if insn.op_count() == 2 { tr.op_size(insn, 1) as u64 } else { imm };
+            let width = if insn.op_count() == 2 {
+                tr.op_size(insn, 1) as u64
+            } else {
+                imm
+            };
             let s = src_to_tmp(tr, insn, 1, true);
             if dm {
                 a0 |= arg::DST_MMX;

@@ -161,7 +161,11 @@ impl Tr {
                 };
                 let old = self.b.get(g);
                 let kept = self.b.and(old, Val::C(!mask));
-                let sv = if shift != 0 { self.b.shl(v, Val::C(shift)) } else { v };
+                let sv = if shift != 0 {
+                    self.b.shl(v, Val::C(shift))
+                } else {
+                    v
+                };
                 let nv = self.b.and(sv, Val::C(mask));
                 let r = self.b.or(kept, nv);
                 self.b.set(g, r)
@@ -200,7 +204,11 @@ impl Tr {
         if index != Register::None {
             let i = self.reg64(index);
             let scale = insn.memory_index_scale();
-            let si = if scale > 1 { self.b.shl(i, Val::C(scale.trailing_zeros() as u64)) } else { i };
+            let si = if scale > 1 {
+                self.b.shl(i, Val::C(scale.trailing_zeros() as u64))
+            } else {
+                i
+            };
             a = Some(match a {
                 Some(x) => self.b.add(x, si),
                 None => si,
@@ -221,7 +229,11 @@ impl Tr {
 
     /// Address size in bytes of the instruction's memory operand.
     pub fn addr_size(&self, insn: &Instruction) -> u32 {
-        let r = if insn.memory_base() != Register::None { insn.memory_base() } else { insn.memory_index() };
+        let r = if insn.memory_base() != Register::None {
+            insn.memory_base()
+        } else {
+            insn.memory_index()
+        };
         match r {
             // Displacement-only: iced already gives the displacement at the address size
             // (zero-extended for 32-bit addressing in 64-bit mode).
@@ -266,8 +278,17 @@ impl Tr {
 
     /// A memory op for the instruction's memory operand of `bytes` size.
     pub fn mop(&self, insn: &Instruction, bytes: u32) -> MemOp {
-        let kind = if insn.memory_segment() == Register::SS { AccessKind::Stack } else { AccessKind::Normal };
-        MemOp { size: MemSize::from_bytes(bytes), signed: false, kind, rmw: false }
+        let kind = if insn.memory_segment() == Register::SS {
+            AccessKind::Stack
+        } else {
+            AccessKind::Normal
+        };
+        MemOp {
+            size: MemSize::from_bytes(bytes),
+            signed: false,
+            kind,
+            rmw: false,
+        }
     }
 
     /// Location of a read-modify-write destination operand: its load needs write
@@ -436,7 +457,11 @@ impl Tr {
                 let dst = self.b.get(G_CC_DST);
                 let src = self.b.get(G_CC_SRC);
                 let a = self.b.add(dst, src);
-                let (a, s, d) = (self.b.ext(a, MemSize::from_bytes(bytes), false), self.b.ext(src, MemSize::from_bytes(bytes), false), dst);
+                let (a, s, d) = (
+                    self.b.ext(a, MemSize::from_bytes(bytes), false),
+                    self.b.ext(src, MemSize::from_bytes(bytes), false),
+                    dst,
+                );
                 match cc {
                     2 => return (Cond::LtU, a, Val::T(s)),
                     4 => {
@@ -478,7 +503,10 @@ impl Tr {
                     }
                     _ => {}
                 }
-            } else if kind != CcKind::Eflags as u64 && (cc == 4 || cc == 8) && kind != CcKind::Cnt as u64 {
+            } else if kind != CcKind::Eflags as u64
+                && (cc == 4 || cc == 8)
+                && kind != CcKind::Cnt as u64
+            {
                 let d = self.b.get(G_CC_DST);
                 if cc == 4 {
                     let dm = self.b.ext(d, MemSize::from_bytes(bytes), false);
@@ -527,7 +555,11 @@ impl Tr {
     /// generated code's jump-cache probe reaches it without a return to the run loop.
     pub fn exit_jump(&mut self, rip: u64) {
         let rip = self.wrap_ip(rip);
-        let linear = if self.code64() { rip } else { self.cs_base.wrapping_add(rip) & 0xffff_ffff };
+        let linear = if self.code64() {
+            rip
+        } else {
+            self.cs_base.wrapping_add(rip) & 0xffff_ffff
+        };
         if linear & !0xfff != self.start_pc & !0xfff {
             let t = self.b.konst(rip);
             self.b.exit(Exit::Indirect { pc: t });
@@ -547,7 +579,10 @@ impl Tr {
     }
 
     pub fn exception(&mut self, vector: u8, code: Option<u32>) -> Flow {
-        self.b.exit(Exit::Exception { vector, error_code: code });
+        self.b.exit(Exit::Exception {
+            vector,
+            error_code: code,
+        });
         Flow::End
     }
 
@@ -560,7 +595,11 @@ impl Tr {
     }
 
     pub fn platform(&mut self, op: crate::PlatformOp, arg: u64, insn: &Instruction) -> Flow {
-        self.b.exit(Exit::Platform { op: op as u32, arg, len: insn.len() as u8 });
+        self.b.exit(Exit::Platform {
+            op: op as u32,
+            arg,
+            len: insn.len() as u8,
+        });
         Flow::End
     }
 }
@@ -591,7 +630,8 @@ pub fn sized_reg(i: u16, bytes: u32) -> Register {
             return if i < 4 {
                 [Register::AL, Register::CL, Register::DL, Register::BL][i as usize]
             } else {
-                [Register::SPL, Register::BPL, Register::SIL, Register::DIL][(i - 4) as usize].clone_if_low(i)
+                [Register::SPL, Register::BPL, Register::SIL, Register::DIL][(i - 4) as usize]
+                    .clone_if_low(i)
             }
         }
     };
@@ -638,7 +678,8 @@ fn is_jcc(insn: &Instruction) -> bool {
 
 fn ends_block(insn: &Instruction) -> bool {
     use iced_x86::FlowControl as F;
-    !matches!(insn.flow_control(), F::Next) || insn.is_string_instruction() && (insn.has_rep_prefix() || insn.has_repne_prefix())
+    !matches!(insn.flow_control(), F::Next)
+        || insn.is_string_instruction() && (insn.has_rep_prefix() || insn.has_repne_prefix())
 }
 
 /// Can this instruction fault or leave the block (a point where lazy flags must be exact)?
@@ -646,7 +687,21 @@ fn may_fault(insn: &Instruction) -> bool {
     if ends_block(insn) {
         return true;
     }
-    if insn.op_kinds().any(|k| matches!(k, OpKind::Memory | OpKind::MemorySegSI | OpKind::MemorySegESI | OpKind::MemorySegRSI | OpKind::MemoryESDI | OpKind::MemoryESEDI | OpKind::MemoryESRDI | OpKind::MemorySegDI | OpKind::MemorySegEDI | OpKind::MemorySegRDI)) {
+    if insn.op_kinds().any(|k| {
+        matches!(
+            k,
+            OpKind::Memory
+                | OpKind::MemorySegSI
+                | OpKind::MemorySegESI
+                | OpKind::MemorySegRSI
+                | OpKind::MemoryESDI
+                | OpKind::MemoryESEDI
+                | OpKind::MemoryESRDI
+                | OpKind::MemorySegDI
+                | OpKind::MemorySegEDI
+                | OpKind::MemorySegRDI
+        )
+    }) {
         return true;
     }
     if insn.is_stack_instruction() {
@@ -666,15 +721,61 @@ fn may_fault(insn: &Instruction) -> bool {
     }
     !matches!(
         insn.mnemonic(),
-        Mnemonic::Add | Mnemonic::Sub | Mnemonic::And | Mnemonic::Or | Mnemonic::Xor | Mnemonic::Cmp | Mnemonic::Test
-            | Mnemonic::Adc | Mnemonic::Sbb | Mnemonic::Inc | Mnemonic::Dec | Mnemonic::Neg | Mnemonic::Not
-            | Mnemonic::Mov | Mnemonic::Movzx | Mnemonic::Movsx | Mnemonic::Movsxd | Mnemonic::Lea | Mnemonic::Shl
-            | Mnemonic::Shr | Mnemonic::Sar | Mnemonic::Rol | Mnemonic::Ror | Mnemonic::Imul | Mnemonic::Mul
-            | Mnemonic::Xchg | Mnemonic::Bswap | Mnemonic::Nop | Mnemonic::Cdqe | Mnemonic::Cwde | Mnemonic::Cbw
-            | Mnemonic::Cdq | Mnemonic::Cqo | Mnemonic::Cwd | Mnemonic::Rorx | Mnemonic::Shlx | Mnemonic::Shrx
-            | Mnemonic::Sarx | Mnemonic::Andn | Mnemonic::Bt | Mnemonic::Bts | Mnemonic::Btr | Mnemonic::Btc
-            | Mnemonic::Bsf | Mnemonic::Bsr | Mnemonic::Tzcnt | Mnemonic::Lzcnt | Mnemonic::Popcnt | Mnemonic::Clc
-            | Mnemonic::Stc | Mnemonic::Cmc | Mnemonic::Cld | Mnemonic::Std | Mnemonic::Lahf | Mnemonic::Sahf
+        Mnemonic::Add
+            | Mnemonic::Sub
+            | Mnemonic::And
+            | Mnemonic::Or
+            | Mnemonic::Xor
+            | Mnemonic::Cmp
+            | Mnemonic::Test
+            | Mnemonic::Adc
+            | Mnemonic::Sbb
+            | Mnemonic::Inc
+            | Mnemonic::Dec
+            | Mnemonic::Neg
+            | Mnemonic::Not
+            | Mnemonic::Mov
+            | Mnemonic::Movzx
+            | Mnemonic::Movsx
+            | Mnemonic::Movsxd
+            | Mnemonic::Lea
+            | Mnemonic::Shl
+            | Mnemonic::Shr
+            | Mnemonic::Sar
+            | Mnemonic::Rol
+            | Mnemonic::Ror
+            | Mnemonic::Imul
+            | Mnemonic::Mul
+            | Mnemonic::Xchg
+            | Mnemonic::Bswap
+            | Mnemonic::Nop
+            | Mnemonic::Cdqe
+            | Mnemonic::Cwde
+            | Mnemonic::Cbw
+            | Mnemonic::Cdq
+            | Mnemonic::Cqo
+            | Mnemonic::Cwd
+            | Mnemonic::Rorx
+            | Mnemonic::Shlx
+            | Mnemonic::Shrx
+            | Mnemonic::Sarx
+            | Mnemonic::Andn
+            | Mnemonic::Bt
+            | Mnemonic::Bts
+            | Mnemonic::Btr
+            | Mnemonic::Btc
+            | Mnemonic::Bsf
+            | Mnemonic::Bsr
+            | Mnemonic::Tzcnt
+            | Mnemonic::Lzcnt
+            | Mnemonic::Popcnt
+            | Mnemonic::Clc
+            | Mnemonic::Stc
+            | Mnemonic::Cmc
+            | Mnemonic::Cld
+            | Mnemonic::Std
+            | Mnemonic::Lahf
+            | Mnemonic::Sahf
     )
 }
 
@@ -682,9 +783,38 @@ fn is_cc_insn(m: Mnemonic) -> bool {
     use Mnemonic as M;
     matches!(
         m,
-        M::Seto | M::Setno | M::Setb | M::Setae | M::Sete | M::Setne | M::Setbe | M::Seta | M::Sets | M::Setns | M::Setp | M::Setnp
-            | M::Setl | M::Setge | M::Setle | M::Setg | M::Cmovo | M::Cmovno | M::Cmovb | M::Cmovae | M::Cmove | M::Cmovne
-            | M::Cmovbe | M::Cmova | M::Cmovs | M::Cmovns | M::Cmovp | M::Cmovnp | M::Cmovl | M::Cmovge | M::Cmovle | M::Cmovg
+        M::Seto
+            | M::Setno
+            | M::Setb
+            | M::Setae
+            | M::Sete
+            | M::Setne
+            | M::Setbe
+            | M::Seta
+            | M::Sets
+            | M::Setns
+            | M::Setp
+            | M::Setnp
+            | M::Setl
+            | M::Setge
+            | M::Setle
+            | M::Setg
+            | M::Cmovo
+            | M::Cmovno
+            | M::Cmovb
+            | M::Cmovae
+            | M::Cmove
+            | M::Cmovne
+            | M::Cmovbe
+            | M::Cmova
+            | M::Cmovs
+            | M::Cmovns
+            | M::Cmovp
+            | M::Cmovnp
+            | M::Cmovl
+            | M::Cmovge
+            | M::Cmovle
+            | M::Cmovg
     )
 }
 
@@ -693,12 +823,26 @@ fn is_cc_insn(m: Mnemonic) -> bool {
 fn conditional_flag_writer(insn: &Instruction) -> bool {
     matches!(
         insn.mnemonic(),
-        Mnemonic::Shl | Mnemonic::Sal | Mnemonic::Shr | Mnemonic::Sar | Mnemonic::Rol | Mnemonic::Ror | Mnemonic::Rcl | Mnemonic::Rcr | Mnemonic::Shld | Mnemonic::Shrd
+        Mnemonic::Shl
+            | Mnemonic::Sal
+            | Mnemonic::Shr
+            | Mnemonic::Sar
+            | Mnemonic::Rol
+            | Mnemonic::Ror
+            | Mnemonic::Rcl
+            | Mnemonic::Rcr
+            | Mnemonic::Shld
+            | Mnemonic::Shrd
     )
 }
 
 /// Translate one block.
-pub fn translate(env: &jit::Env, key: &TbKey, fetch: &mut CodeFetcher, max_insns: u32) -> Result<Block, GuestFault> {
+pub fn translate(
+    env: &jit::Env,
+    key: &TbKey,
+    fetch: &mut CodeFetcher,
+    max_insns: u32,
+) -> Result<Block, GuestFault> {
     let _ = env;
     let flags = key.flags;
     let bitness = if flags & tbf::CODE64 != 0 {
@@ -717,7 +861,11 @@ pub fn translate(env: &jit::Env, key: &TbKey, fetch: &mut CodeFetcher, max_insns
     let mut decode_fault: Option<GuestFault> = None;
     while (insns.len() as u32) < max_insns {
         let lin = key.cs_base.wrapping_add(rip);
-        let lin = if bitness == 64 { lin } else { lin & 0xffff_ffff };
+        let lin = if bitness == 64 {
+            lin
+        } else {
+            lin & 0xffff_ffff
+        };
         if !insns.is_empty() && lin & !0xfff != first_page {
             break;
         }
@@ -800,7 +948,11 @@ pub fn translate(env: &jit::Env, key: &TbKey, fetch: &mut CodeFetcher, max_insns
         idx: 0,
         start_pc: key.pc,
     };
-    tr.b.block.mmu_idx = if flags & tbf::MMU_USER != 0 { 1 + (flags & tbf::ASID != 0) as u32 } else { 0 };
+    tr.b.block.mmu_idx = if flags & tbf::MMU_USER != 0 {
+        1 + (flags & tbf::ASID != 0) as u32
+    } else {
+        0
+    };
     let mut ended = false;
     for (i, insn) in insns.iter().enumerate() {
         tr.idx = i;
@@ -810,10 +962,14 @@ pub fn translate(env: &jit::Env, key: &TbKey, fetch: &mut CodeFetcher, max_insns
         tr.b.insn_start(tr.pc);
         let h = table()[insn.mnemonic() as usize];
         let flow = match h {
-            Some(h) if insn.code() != iced_x86::Code::INVALID && crate::cpuid::insn_allowed(insn) => match fp::gate(&mut tr, insn) {
-                Some(f) => f,
-                None => h(&mut tr, insn),
-            },
+            Some(h)
+                if insn.code() != iced_x86::Code::INVALID && crate::cpuid::insn_allowed(insn) =>
+            {
+                match fp::gate(&mut tr, insn) {
+                    Some(f) => f,
+                    None => h(&mut tr, insn),
+                }
+            }
             _ => tr.ud(),
         };
         if flow == Flow::End {

@@ -19,7 +19,12 @@ pub fn register(r: &mut impl FnMut(M, Handler)) {
 fn product(tr: &mut Tr, a: Temp, b: Temp, bytes: u32, signed: bool) -> (Temp, Temp) {
     if bytes == 8 {
         let lo = tr.b.bin(BinOp::Mul, Width::W64, a, b);
-        let hi = tr.b.bin(if signed { BinOp::MulHS } else { BinOp::MulHU }, Width::W64, a, b);
+        let hi = tr.b.bin(
+            if signed { BinOp::MulHS } else { BinOp::MulHU },
+            Width::W64,
+            a,
+            b,
+        );
         return (lo, hi);
     }
     let sz = MemSize::from_bytes(bytes);
@@ -87,7 +92,10 @@ fn imul(tr: &mut Tr, insn: &Instruction) -> Flow {
 fn div(tr: &mut Tr, insn: &Instruction, signed: bool) -> Flow {
     let bytes = tr.op_size(insn, 0);
     let src = tr.read_op_t(insn, 0, bytes);
-    tr.b.call_void(H.div, &[Val::C(bytes as u64 | (signed as u64) << 8), Val::T(src)]);
+    tr.b.call_void(
+        H.div,
+        &[Val::C(bytes as u64 | (signed as u64) << 8), Val::T(src)],
+    );
     // Flags are undefined after DIV; Intel cores leave them unchanged... the lazy state is
     // kept as is.
     let _ = Cond::Eq;

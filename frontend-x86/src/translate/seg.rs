@@ -96,7 +96,11 @@ fn store_sel(tr: &mut Tr, insn: &Instruction, g: u16) -> Flow {
     match tr.loc(insn, 0, 2) {
         Loc::Reg(r) => {
             let bytes = r.size() as u32;
-            let z = if g == G_CR0 && bytes > 2 { tr.b.ext(v, MemSize::B4, false) } else { tr.b.ext(v, MemSize::B2, false) };
+            let z = if g == G_CR0 && bytes > 2 {
+                tr.b.ext(v, MemSize::B4, false)
+            } else {
+                tr.b.ext(v, MemSize::B2, false)
+            };
             tr.set_reg(r, z);
         }
         l => tr.write_loc(l, v),
@@ -131,7 +135,10 @@ fn rwbase(tr: &mut Tr, insn: &Instruction, s: Seg, write: bool) -> Flow {
     let cr4v = tr.b.get(G_CR4);
     let ok = tr.b.label();
     tr.b.brcond(jit::ir::Cond::TstNz, cr4v, Val::C(cr4::FSGSBASE), ok);
-    tr.b.exit(Exit::Exception { vector: 6, error_code: None });
+    tr.b.exit(Exit::Exception {
+        vector: 6,
+        error_code: None,
+    });
     tr.b.place(ok);
     let r = insn.op_register(0);
     if write {
@@ -142,7 +149,10 @@ fn rwbase(tr: &mut Tr, insn: &Instruction, s: Seg, write: bool) -> Flow {
             let sx = tr.b.sar(sh, Val::C(16));
             let good = tr.b.label();
             tr.b.brcond(jit::ir::Cond::Eq, sx, Val::T(v), good);
-            tr.b.exit(Exit::Exception { vector: 13, error_code: Some(0) });
+            tr.b.exit(Exit::Exception {
+                vector: 13,
+                error_code: Some(0),
+            });
             tr.b.place(good);
         }
         tr.b.set(s.base_g(), v);

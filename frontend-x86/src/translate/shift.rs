@@ -92,9 +92,12 @@ fn shift(tr: &mut Tr, insn: &Instruction, kind: Sh) -> Flow {
                 let old_op = tr.b.get(G_CC_OP);
                 let old_dst = tr.b.get(G_CC_DST);
                 let old_src = tr.b.get(G_CC_SRC);
-                let nop_ = tr.b.select(Cond::Eq, ct, Val::C(0), Val::T(old_op), Val::C(op_new));
-                let ndst = tr.b.select(Cond::Eq, ct, Val::C(0), Val::T(old_dst), Val::T(r));
-                let nsrc = tr.b.select(Cond::Eq, ct, Val::C(0), Val::T(old_src), Val::T(s));
+                let nop_ =
+                    tr.b.select(Cond::Eq, ct, Val::C(0), Val::T(old_op), Val::C(op_new));
+                let ndst =
+                    tr.b.select(Cond::Eq, ct, Val::C(0), Val::T(old_dst), Val::T(r));
+                let nsrc =
+                    tr.b.select(Cond::Eq, ct, Val::C(0), Val::T(old_src), Val::T(s));
                 tr.b.set(G_CC_DST, ndst);
                 tr.b.set(G_CC_SRC, nsrc);
                 tr.b.set(G_CC_OP, nop_);
@@ -122,7 +125,8 @@ fn rotate(tr: &mut Tr, insn: &Instruction, kind: u64) -> Flow {
         // run after the store.
         let r = rotate_inline(tr, a, cv, bytes, kind);
         tr.write_loc(dst, r);
-        let _ = tr.b.call(H.rotate, &[Val::C(bytes as u64 | kind << 8), Val::T(a), cv]);
+        let _ =
+            tr.b.call(H.rotate, &[Val::C(bytes as u64 | kind << 8), Val::T(a), cv]);
         tr.cc_static = None;
         return Flow::Next;
     }
@@ -149,7 +153,8 @@ fn rotate_inline(tr: &mut Tr, a: Temp, c: Val, bytes: u32, kind: u64) -> Temp {
             let mut c1 = ct;
             for _ in 0..3 {
                 let q = tr.b.bin(BinOp::Sub, Width::W64, c1, Val::C(modn));
-                c1 = tr.b.select(Cond::GeU, c1, Val::C(modn), Val::T(q), Val::T(c1));
+                c1 =
+                    tr.b.select(Cond::GeU, c1, Val::C(modn), Val::T(q), Val::T(c1));
             }
             c1
         } else {
@@ -164,13 +169,19 @@ fn rotate_inline(tr: &mut Tr, a: Temp, c: Val, bytes: u32, kind: u64) -> Temp {
             let r = if kind == 2 {
                 // rotate left by cnt within n bits
                 let l = tr.b.shl(v, Val::T(cnt));
-                let rs = { let k = tr.b.konst(n); tr.b.sub(k, cnt) };
+                let rs = {
+                    let k = tr.b.konst(n);
+                    tr.b.sub(k, cnt)
+                };
                 let rr = tr.b.shr(v, Val::T(rs));
                 let rr = tr.b.select(Cond::Eq, cnt, Val::C(0), Val::C(0), Val::T(rr));
                 tr.b.or(l, rr)
             } else {
                 let rr = tr.b.shr(v, Val::T(cnt));
-                let ls = { let k = tr.b.konst(n); tr.b.sub(k, cnt) };
+                let ls = {
+                    let k = tr.b.konst(n);
+                    tr.b.sub(k, cnt)
+                };
                 let l = tr.b.shl(v, Val::T(ls));
                 let l = tr.b.select(Cond::Eq, cnt, Val::C(0), Val::C(0), Val::T(l));
                 tr.b.or(l, rr)
@@ -182,16 +193,25 @@ fn rotate_inline(tr: &mut Tr, a: Temp, c: Val, bytes: u32, kind: u64) -> Temp {
             let l = tr.b.shl(am, Val::T(cnt));
             let cm1 = tr.b.sub(cnt, Val::C(1));
             let cfp = tr.b.shl(cf, Val::T(cm1));
-            let s = { let k = tr.b.konst(65); tr.b.sub(k, cnt) };
+            let s = {
+                let k = tr.b.konst(65);
+                tr.b.sub(k, cnt)
+            };
             let rr = tr.b.shr(am, Val::T(s));
             let rr = tr.b.select(Cond::Eq, cnt, Val::C(1), Val::C(0), Val::T(rr));
             let x = tr.b.or(l, cfp);
             tr.b.or(x, rr)
         } else {
             let rr = tr.b.shr(am, Val::T(cnt));
-            let s = { let k = tr.b.konst(64); tr.b.sub(k, cnt) };
+            let s = {
+                let k = tr.b.konst(64);
+                tr.b.sub(k, cnt)
+            };
             let cfp = tr.b.shl(cf, Val::T(s));
-            let s2 = { let k = tr.b.konst(65); tr.b.sub(k, cnt) };
+            let s2 = {
+                let k = tr.b.konst(65);
+                tr.b.sub(k, cnt)
+            };
             let l = tr.b.shl(am, Val::T(s2));
             let l = tr.b.select(Cond::Eq, cnt, Val::C(1), Val::C(0), Val::T(l));
             let x = tr.b.or(rr, cfp);
@@ -200,12 +220,20 @@ fn rotate_inline(tr: &mut Tr, a: Temp, c: Val, bytes: u32, kind: u64) -> Temp {
         return tr.b.select(Cond::Eq, cnt, Val::C(0), Val::T(am), Val::T(r));
     }
     match bytes {
-        8 | 4 => tr.b.bin(if kind == 0 { BinOp::Rotl } else { BinOp::Rotr }, width(bytes), a, c),
+        8 | 4 => tr.b.bin(
+            if kind == 0 { BinOp::Rotl } else { BinOp::Rotr },
+            width(bytes),
+            a,
+            c,
+        ),
         _ => {
             let am = tr.b.ext(a, MemSize::from_bytes(bytes), false);
             let ct = tr.b.val(c);
             let cr = tr.b.and(ct, Val::C(bits - 1));
-            let inv = { let k = tr.b.konst(bits); tr.b.sub(k, cr) };
+            let inv = {
+                let k = tr.b.konst(bits);
+                tr.b.sub(k, cr)
+            };
             let (x, y) = if kind == 0 {
                 (tr.b.shl(am, Val::T(cr)), tr.b.shr(am, Val::T(inv)))
             } else {
@@ -230,7 +258,15 @@ fn shiftd(tr: &mut Tr, insn: &Instruction, right: bool) -> Flow {
     // Compute the result purely (flags helper after the store for precise faults).
     let r = shiftd_inline(tr, a, s, cv, bytes, right);
     tr.write_loc(dst, r);
-    let _ = tr.b.call(H.shiftd, &[Val::C(bytes as u64 | (right as u64) << 8), Val::T(a), Val::T(s), cv]);
+    let _ = tr.b.call(
+        H.shiftd,
+        &[
+            Val::C(bytes as u64 | (right as u64) << 8),
+            Val::T(a),
+            Val::T(s),
+            cv,
+        ],
+    );
     tr.cc_static = None;
     Flow::Next
 }
@@ -257,7 +293,10 @@ fn shiftd_inline(tr: &mut Tr, a: Temp, s: Temp, c: Val, bytes: u32, right: bool)
         let r = tr.b.ext(r, MemSize::B2, false);
         return tr.b.select(Cond::Eq, ct, Val::C(0), Val::T(am), Val::T(r));
     }
-    let inv = { let k = tr.b.konst(bits); tr.b.sub(k, ct) };
+    let inv = {
+        let k = tr.b.konst(bits);
+        tr.b.sub(k, ct)
+    };
     let r = if right {
         let x = tr.b.bin(BinOp::Shr, width(bytes), am, Val::T(ct));
         let y = tr.b.bin(BinOp::Shl, width(bytes), sm, Val::T(inv));

@@ -34,7 +34,12 @@ impl Tr {
     }
 
     pub fn stack_mop(&self, bytes: u32) -> MemOp {
-        MemOp { size: MemSize::from_bytes(bytes), signed: false, kind: AccessKind::Stack, rmw: false }
+        MemOp {
+            size: MemSize::from_bytes(bytes),
+            signed: false,
+            kind: AccessKind::Stack,
+            rmw: false,
+        }
     }
 
     /// rsp - n, wrapped to the stack size (as an offset).

@@ -16,8 +16,20 @@ pub fn register(r: &mut impl FnMut(M, Handler)) {
         r(m, |t, i| string(t, i, Kind::Movs));
     }
     // MOVSD and CMPSD are also SSE2 mnemonics.
-    r(M::Movsd, |t, i| if i.is_string_instruction() { string(t, i, Kind::Movs) } else { super::fp::movsd_cmpsd(t, i) });
-    r(M::Cmpsd, |t, i| if i.is_string_instruction() { string(t, i, Kind::Cmps) } else { super::fp::movsd_cmpsd(t, i) });
+    r(M::Movsd, |t, i| {
+        if i.is_string_instruction() {
+            string(t, i, Kind::Movs)
+        } else {
+            super::fp::movsd_cmpsd(t, i)
+        }
+    });
+    r(M::Cmpsd, |t, i| {
+        if i.is_string_instruction() {
+            string(t, i, Kind::Cmps)
+        } else {
+            super::fp::movsd_cmpsd(t, i)
+        }
+    });
     for m in [M::Stosb, M::Stosw, M::Stosd, M::Stosq] {
         r(m, |t, i| string(t, i, Kind::Stos));
     }
@@ -53,7 +65,10 @@ fn elem_size(insn: &Instruction) -> u32 {
 
 fn string(tr: &mut Tr, insn: &Instruction, kind: Kind) -> Flow {
     // MOVSD/CMPSD with SSE operands share mnemonics with the string forms.
-    if insn.op_count() > 0 && insn.op_kind(0) == iced_x86::OpKind::Register && insn.op_register(0).is_xmm() {
+    if insn.op_count() > 0
+        && insn.op_kind(0) == iced_x86::OpKind::Register
+        && insn.op_register(0).is_xmm()
+    {
         return tr.ud();
     }
     let size = elem_size(insn);
@@ -69,8 +84,14 @@ fn string(tr: &mut Tr, insn: &Instruction, kind: Kind) -> Flow {
             let zero = tr.b.konst(0);
             let sbase = tr.seg_add(insn.memory_segment(), zero);
             let ebase = tr.seg_add(Register::ES, zero);
-            let a0 = (kind == Kind::Stos) as u64 | (size as u64) << 4 | (asize as u64) << 8 | (tr.code64() as u64) << 12;
-            let k = tr.b.call(crate::helpers::H.rep_fast, &[Val::C(a0), Val::T(sbase), Val::T(ebase)]);
+            let a0 = (kind == Kind::Stos) as u64
+                | (size as u64) << 4
+                | (asize as u64) << 8
+                | (tr.code64() as u64) << 12;
+            let k = tr.b.call(
+                crate::helpers::H.rep_fast,
+                &[Val::C(a0), Val::T(sbase), Val::T(ebase)],
+            );
             let slow = tr.b.label();
             tr.b.brcond(Cond::Eq, k, Val::C(0), slow);
             let c2 = tr.gpr(1);
@@ -81,7 +102,11 @@ fn string(tr: &mut Tr, insn: &Instruction, kind: Kind) -> Flow {
         }
     }
     // Direction: RFLAGS.DF is part of the block key.
-    let step = if tr.flags & tbf::DF != 0 { (size as u64).wrapping_neg() } else { size as u64 };
+    let step = if tr.flags & tbf::DF != 0 {
+        (size as u64).wrapping_neg()
+    } else {
+        size as u64
+    };
     let m = MemOp::new(MemSize::from_bytes(size));
     let src_seg = insn.memory_segment();
     let si = tr.gpr(6);

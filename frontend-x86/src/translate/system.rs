@@ -52,7 +52,21 @@ pub fn register(r: &mut impl FnMut(M, Handler)) {
     for &(m, p) in exits {
         r(m, platform_for(p));
     }
-    for m in [M::Nop, M::Pause, M::Lfence, M::Sfence, M::Mfence, M::Prefetch, M::Prefetchnta, M::Prefetcht0, M::Prefetcht1, M::Prefetcht2, M::Prefetchw, M::Endbr64, M::Endbr32] {
+    for m in [
+        M::Nop,
+        M::Pause,
+        M::Lfence,
+        M::Sfence,
+        M::Mfence,
+        M::Prefetch,
+        M::Prefetchnta,
+        M::Prefetcht0,
+        M::Prefetcht1,
+        M::Prefetcht2,
+        M::Prefetchw,
+        M::Endbr64,
+        M::Endbr32,
+    ] {
         r(m, |_, _| Flow::Next);
     }
     for m in [M::Clflush, M::Clflushopt, M::Clwb] {
@@ -69,7 +83,10 @@ fn platform_for(p: P) -> Handler {
             }
         };
     }
-    h!(Cpuid, Rdmsr, Wrmsr, Io, Cli, Sti, Hlt, MovCr, MovDr, DescTable, Syscall, Sysret, Sysenter, Sysexit, Iret, Swapgs, Invlpg, Rdtsc, Rdtscp, Rdpmc, CacheCtl, Xgetbv, Xsetbv, Rdpid)
+    h!(
+        Cpuid, Rdmsr, Wrmsr, Io, Cli, Sti, Hlt, MovCr, MovDr, DescTable, Syscall, Sysret, Sysenter,
+        Sysexit, Iret, Swapgs, Invlpg, Rdtsc, Rdtscp, Rdpmc, CacheCtl, Xgetbv, Xsetbv, Rdpid
+    )
 }
 
 /// CLFLUSH and friends: no cache to flush, but the address is checked like a read.

@@ -17,25 +17,81 @@ pub fn register(r: &mut impl FnMut(M, Handler)) {
     r(M::Fld, load);
     r(M::Fild, load);
     r(M::Fbld, load);
-    for m in [M::Fld1, M::Fldl2t, M::Fldl2e, M::Fldpi, M::Fldlg2, M::Fldln2, M::Fldz] {
+    for m in [
+        M::Fld1,
+        M::Fldl2t,
+        M::Fldl2e,
+        M::Fldpi,
+        M::Fldlg2,
+        M::Fldln2,
+        M::Fldz,
+    ] {
         r(m, load);
     }
     for m in [M::Fst, M::Fstp, M::Fist, M::Fistp, M::Fisttp, M::Fbstp] {
         r(m, store);
     }
-    for m in [M::Fadd, M::Faddp, M::Fiadd, M::Fmul, M::Fmulp, M::Fimul, M::Fsub, M::Fsubp, M::Fisub, M::Fsubr, M::Fsubrp, M::Fisubr, M::Fdiv, M::Fdivp, M::Fidiv, M::Fdivr, M::Fdivrp, M::Fidivr] {
+    for m in [
+        M::Fadd,
+        M::Faddp,
+        M::Fiadd,
+        M::Fmul,
+        M::Fmulp,
+        M::Fimul,
+        M::Fsub,
+        M::Fsubp,
+        M::Fisub,
+        M::Fsubr,
+        M::Fsubrp,
+        M::Fisubr,
+        M::Fdiv,
+        M::Fdivp,
+        M::Fidiv,
+        M::Fdivr,
+        M::Fdivrp,
+        M::Fidivr,
+    ] {
         r(m, arith);
     }
-    for m in [M::Fcom, M::Fcomp, M::Fcompp, M::Fucom, M::Fucomp, M::Fucompp, M::Ficom, M::Ficomp] {
+    for m in [
+        M::Fcom,
+        M::Fcomp,
+        M::Fcompp,
+        M::Fucom,
+        M::Fucomp,
+        M::Fucompp,
+        M::Ficom,
+        M::Ficomp,
+    ] {
         r(m, com);
     }
     for m in [M::Fcomi, M::Fcomip, M::Fucomi, M::Fucomip] {
         r(m, comi);
     }
-    for m in [M::Fchs, M::Fabs, M::Ftst, M::Fxam, M::Fsqrt, M::Frndint, M::Fscale, M::Fxtract, M::Fprem, M::Fprem1] {
+    for m in [
+        M::Fchs,
+        M::Fabs,
+        M::Ftst,
+        M::Fxam,
+        M::Fsqrt,
+        M::Frndint,
+        M::Fscale,
+        M::Fxtract,
+        M::Fprem,
+        M::Fprem1,
+    ] {
         r(m, unary);
     }
-    for m in [M::F2xm1, M::Fsin, M::Fcos, M::Fptan, M::Fsincos, M::Fyl2x, M::Fyl2xp1, M::Fpatan] {
+    for m in [
+        M::F2xm1,
+        M::Fsin,
+        M::Fcos,
+        M::Fptan,
+        M::Fsincos,
+        M::Fyl2x,
+        M::Fyl2xp1,
+        M::Fpatan,
+    ] {
         r(m, unary);
     }
     r(M::Fxch, |t, i| simple(t, i, Op::Xch, true));
@@ -55,7 +111,16 @@ pub fn register(r: &mut impl FnMut(M, Handler)) {
     for m in [M::Fndisi, M::Fneni, M::Fnsetpm] {
         r(m, |_, _| Flow::Next);
     }
-    for m in [M::Fcmovb, M::Fcmove, M::Fcmovbe, M::Fcmovu, M::Fcmovnb, M::Fcmovne, M::Fcmovnbe, M::Fcmovnu] {
+    for m in [
+        M::Fcmovb,
+        M::Fcmove,
+        M::Fcmovbe,
+        M::Fcmovu,
+        M::Fcmovnb,
+        M::Fcmovne,
+        M::Fcmovnbe,
+        M::Fcmovnu,
+    ] {
         r(m, fcmov);
     }
     r(M::Fnstsw, fnstsw);
@@ -113,8 +178,12 @@ impl Tr {
     pub(super) fn pending_mf(&mut self) {
         let s = self.b.get(G_FSW);
         let ok = self.b.label();
-        self.b.brcond(Cond::TstZ, s, Val::C(crate::fp::x87::sw::ES), ok);
-        self.b.exit(Exit::Exception { vector: 16, error_code: None });
+        self.b
+            .brcond(Cond::TstZ, s, Val::C(crate::fp::x87::sw::ES), ok);
+        self.b.exit(Exit::Exception {
+            vector: 16,
+            error_code: None,
+        });
         self.b.place(ok);
     }
 
@@ -129,7 +198,10 @@ fn st_index(r: Register) -> u64 {
 
 /// The ST(i) operand that is not the implied ST0 (or ST0 itself when it is the only one).
 fn sti_of(insn: &Instruction) -> u64 {
-    let regs: Vec<Register> = (0..insn.op_count()).filter(|&i| insn.op_kind(i) == OpKind::Register).map(|i| insn.op_register(i)).collect();
+    let regs: Vec<Register> = (0..insn.op_count())
+        .filter(|&i| insn.op_kind(i) == OpKind::Register)
+        .map(|i| insn.op_register(i))
+        .collect();
     match regs.as_slice() {
         [a] => st_index(*a),
         [a, b] => {
@@ -254,7 +326,11 @@ fn arith(tr: &mut Tr, insn: &Instruction) -> Flow {
         let src = mem_src(tr, insn);
         a0 |= (src as u64) << 20;
     } else {
-        let sti = if insn.op_count() == 0 { 1 } else { sti_of(insn) };
+        let sti = if insn.op_count() == 0 {
+            1
+        } else {
+            sti_of(insn)
+        };
         a0 |= (Src::St as u64) << 20 | sti << 8;
         // Destination ST(i) when the first operand is not ST0 (or for the popping forms).
         let to_sti = pop == 1 || (insn.op_count() == 2 && insn.op_register(0) != Register::ST0);
@@ -280,7 +356,11 @@ fn com(tr: &mut Tr, insn: &Instruction) -> Flow {
         let src = mem_src(tr, insn);
         a0 |= (src as u64) << 20;
     } else {
-        let sti = if insn.op_count() == 0 { 1 } else { sti_of(insn) };
+        let sti = if insn.op_count() == 0 {
+            1
+        } else {
+            sti_of(insn)
+        };
         a0 |= (Src::St as u64) << 20 | sti << 8;
     }
     tr.x87(a0);
@@ -328,7 +408,13 @@ fn simple(tr: &mut Tr, insn: &Instruction, op: Op, waits: bool) -> Flow {
     if waits {
         tr.pending_mf();
     }
-    let sti = if insn.op_count() > 0 && insn.op_kind(0) == OpKind::Register { sti_of(insn) } else if op == Op::Xch { 1 } else { 0 };
+    let sti = if insn.op_count() > 0 && insn.op_kind(0) == OpKind::Register {
+        sti_of(insn)
+    } else if op == Op::Xch {
+        1
+    } else {
+        0
+    };
     tr.x87(op as u64 | sti << 8);
     Flow::Next
 }
@@ -377,7 +463,8 @@ fn fenv(tr: &mut Tr, insn: &Instruction) -> Flow {
         M::Fnsave | M::Fsave => 2,
         _ => 3,
     };
-    let op16 = insn.memory_size() == MemorySize::FpuEnv14 || insn.memory_size() == MemorySize::FpuState94;
+    let op16 =
+        insn.memory_size() == MemorySize::FpuEnv14 || insn.memory_size() == MemorySize::FpuState94;
     let a = tr.ea(insn);
     tr.b.call_void(H.fenv, &[Val::C(kind | (op16 as u64) << 8), Val::T(a)]);
     Flow::Next

@@ -71,7 +71,9 @@
 // dynasm expands dynamic registers `X(r)` to `r.into()`, which clippy flags for u8.
 #![allow(clippy::useless_conversion)]
 
-use dynasmrt::aarch64::{encode_logical_immediate_32bit, encode_logical_immediate_64bit, Aarch64Relocation};
+use dynasmrt::aarch64::{
+    encode_logical_immediate_32bit, encode_logical_immediate_64bit, Aarch64Relocation,
+};
 use dynasmrt::{dynasm, DynamicLabel, DynasmApi, DynasmLabelApi, VecAssembler};
 
 use super::codecache::CodeCache;
@@ -79,11 +81,14 @@ use super::regalloc::{regalloc, Loc, RegPool};
 use super::{Backend, CodeBufferFull, CodeHandle};
 use crate::engine::{mem_info, ret, slow_load, slow_store};
 use crate::env::{
-    Env, JC_BITS, JC_ENTRIES, OFF_CUR_TB, OFF_FAULT, OFF_ICOUNT, OFF_ICOUNT_LIMIT, OFF_JC, OFF_JC_EPOCH, OFF_TLB, PAGE_BITS, PAGE_MASK, TLB_BITS,
-    TLB_SIZE,
+    Env, JC_BITS, JC_ENTRIES, OFF_CUR_TB, OFF_FAULT, OFF_ICOUNT, OFF_ICOUNT_LIMIT, OFF_JC,
+    OFF_JC_EPOCH, OFF_TLB, PAGE_BITS, PAGE_MASK, TLB_BITS, TLB_SIZE,
 };
 use crate::execmem::DEFAULT_CODE_SIZE;
-use crate::ir::{AccessKind, BinOp, Block, Cond, Exit, Global, HelperInfo, MemOp, MemSize, Op, Temp, UnOp, Val, Width};
+use crate::ir::{
+    AccessKind, BinOp, Block, Cond, Exit, Global, HelperInfo, MemOp, MemSize, Op, Temp, UnOp, Val,
+    Width,
+};
 
 type Asm = VecAssembler<Aarch64Relocation>;
 
@@ -122,8 +127,11 @@ const _: () = assert!(FRAME_BYTES % 16 == 0 && FRAME_BYTES < 4096);
 const SAVE_SLOTS: usize = CALLER_POOL.len();
 
 /// What the shared register allocator may use; spill slots follow the save area.
-const POOL: RegPool = RegPool { callee_saved: &CALLEE_POOL, caller_saved: &CALLER_POOL, spill_base: 8 * SAVE_SLOTS as i32 };
-
+const POOL: RegPool = RegPool {
+    callee_saved: &CALLEE_POOL,
+    caller_saved: &CALLER_POOL,
+    spill_base: 8 * SAVE_SLOTS as i32,
+};
 
 const TLB_ENTRY_BYTES: usize = std::mem::size_of::<crate::env::TlbEntry>();
 const _: () = assert!(TLB_ENTRY_BYTES == 32);
@@ -140,7 +148,10 @@ impl A64Backend {
     }
 
     fn with_code_size(size: usize) -> A64Backend {
-        let mut b = A64Backend { cc: CodeCache::new(size, "aarch64"), epilogue: 0 };
+        let mut b = A64Backend {
+            cc: CodeCache::new(size, "aarch64"),
+            epilogue: 0,
+        };
         b.emit_trampoline();
         b
     }
@@ -173,11 +184,14 @@ impl A64Backend {
             ; ret
         );
         let code = g.a.finalize().expect("trampoline");
-        let p = self.cc.mem.write(&code).expect("code region too small for the trampoline");
+        let p = self
+            .cc
+            .mem
+            .write(&code)
+            .expect("code region too small for the trampoline");
         self.cc.prologue = p as usize;
         self.epilogue = p as usize + epi;
     }
-
 }
 
 impl Default for A64Backend {
@@ -195,8 +209,18 @@ impl Backend for A64Backend {
         "aarch64"
     }
 
-    fn compile(&mut self, block: &Block, tb: u32, helpers: &[HelperInfo], pc_global: Global) -> Result<CodeHandle, CodeBufferFull> {
-        let njumps = block.ops.iter().filter(|o| matches!(o, Op::Exit(Exit::Jump { .. } | Exit::Repeat { .. }))).count();
+    fn compile(
+        &mut self,
+        block: &Block,
+        tb: u32,
+        helpers: &[HelperInfo],
+        pc_global: Global,
+    ) -> Result<CodeHandle, CodeBufferFull> {
+        let njumps = block
+            .ops
+            .iter()
+            .filter(|o| matches!(o, Op::Exit(Exit::Jump { .. } | Exit::Repeat { .. })))
+            .count();
         let slot_base = self.cc.reserve_slots(njumps)?;
         let base = self.cc.mem.next_addr();
         let alloc = regalloc(block, &POOL);
@@ -211,7 +235,15 @@ impl Backend for A64Backend {
             caller_live: alloc.caller_live,
             extra: 0,
             labels: Vec::new(),
-            fault_labels: vec![None; block.ops.iter().filter(|o| matches!(o, Op::InsnStart { .. })).count().max(1)],
+            fault_labels: vec![
+                None;
+                block
+                    .ops
+                    .iter()
+                    .filter(|o| matches!(o, Op::InsnStart { .. }))
+                    .count()
+                    .max(1)
+            ],
             stubs: Vec::new(),
             lits: Vec::new(),
             epilogue: self.epilogue,
@@ -224,16 +256,34 @@ impl Backend for A64Backend {
         if need > FRAME_BYTES {
             g.extra = (need - FRAME_BYTES + 15) & !15;
         }
-        g.labels = (0..block.nlabels).map(|_| g.a.new_dynamic_label()).collect();
+        g.labels = (0..block.nlabels)
+            .map(|_| g.a.new_dynamic_label())
+            .collect();
         g.emit_block(block);
         g.a.commit().expect("aarch64 backend: bad labels in block");
         let defaults: Vec<Option<(usize, usize)>> = g
             .exit_defaults
             .iter()
-            .map(|e| e.map(|(slot, l)| (slot, base + g.a.labels().resolve_dynamic(l).expect("exit label").0)))
+            .map(|e| {
+                e.map(|(slot, l)| {
+                    (
+                        slot,
+                        base + g.a.labels().resolve_dynamic(l).expect("exit label").0,
+                    )
+                })
+            })
             .collect();
-        let code = g.a.finalize().expect("aarch64 backend: assembly failed (block code over 1 MiB?)");
-        self.cc.install(tb, &code, base, slot_base + njumps, defaults)
+        let code =
+            g.a.finalize()
+                .expect("aarch64 backend: assembly failed (block code over 1 MiB?)");
+        self.cc.install(
+            tb,
+            block.insn_pcs.first().copied().unwrap_or(0),
+            &code,
+            base,
+            slot_base + njumps,
+            defaults,
+        )
     }
 
     unsafe fn execute(&mut self, env: *mut Env, code: CodeHandle) -> u64 {
@@ -546,7 +596,11 @@ impl Gen<'_> {
     /// `d = s + imm` (64-bit, 31 = sp) for any immediate: one or two add/sub immediates
     /// when the magnitude is below 2^24, otherwise through `tmp`.
     fn add_imm(&mut self, d: u8, s: u8, imm: u64, tmp: u8) {
-        let (neg, m) = if imm >> 63 == 0 { (false, imm) } else { (true, imm.wrapping_neg()) };
+        let (neg, m) = if imm >> 63 == 0 {
+            (false, imm)
+        } else {
+            (true, imm.wrapping_neg())
+        };
         if m < 1 << 24 {
             let (hi, lo) = ((m >> 12) as u32, (m & 0xfff) as u32);
             let mut src = s;
@@ -733,7 +787,12 @@ impl Gen<'_> {
                 }
                 Op::Bin { op, w, dst, a, b } => self.bin(op, w, dst, a, b),
                 Op::Un { op, w, dst, a } => self.un(op, w, dst, a),
-                Op::Ext { dst, a, from, signed } => self.ext(dst, a, from, signed),
+                Op::Ext {
+                    dst,
+                    a,
+                    from,
+                    signed,
+                } => self.ext(dst, a, from, signed),
                 Op::SetCond { cond, dst, a, b } => {
                     let cc = self.compare(cond, a, b);
                     let d = self.dloc(dst);
@@ -741,10 +800,21 @@ impl Gen<'_> {
                     self.cset(cc, r);
                     self.put(d, r);
                 }
-                Op::Select { cond, dst, a, b, t, f } => self.select(cond, dst, a, b, t, f),
+                Op::Select {
+                    cond,
+                    dst,
+                    a,
+                    b,
+                    t,
+                    f,
+                } => self.select(cond, dst, a, b, t, f),
                 Op::Load { dst, addr, mop } => self.mem_op(i, insn, Some(dst), addr, None, mop),
                 Op::Store { addr, val, mop } => self.mem_op(i, insn, None, addr, Some(val), mop),
-                Op::Call { helper, ref args, dst } => self.call(i, insn, helper.0 as usize, args, dst),
+                Op::Call {
+                    helper,
+                    ref args,
+                    dst,
+                } => self.call(i, insn, helper.0 as usize, args, dst),
                 Op::Label(l) => {
                     let l = self.labels[l as usize];
                     asm!(self; =>l);
@@ -810,7 +880,11 @@ impl Gen<'_> {
                 let r = self.vreg(Val::C(pc), IP0);
                 self.mem(Ls::StX, r, ENV, pcg);
                 // A repeating instruction does not retire.
-                let n = if matches!(e, Exit::Repeat { .. }) { n - 1 } else { n };
+                let n = if matches!(e, Exit::Repeat { .. }) {
+                    n - 1
+                } else {
+                    n
+                };
                 self.add_icount(n);
                 self.leave_frame();
                 let slot = self.next_slot;
@@ -1168,10 +1242,23 @@ impl Gen<'_> {
         }
     }
 
-    fn mem_op(&mut self, i: usize, insn: u32, dst: Option<Temp>, addr: Temp, val: Option<Val>, mop: MemOp) {
+    fn mem_op(
+        &mut self,
+        i: usize,
+        insn: u32,
+        dst: Option<Temp>,
+        addr: Temp,
+        val: Option<Val>,
+        mop: MemOp,
+    ) {
         let store = val.is_some();
         let size = mop.size;
-        let info = mem_info(size, if store { false } else { mop.signed }, mop.kind) | if mop.rmw { crate::engine::MEM_INFO_RMW } else { 0 };
+        let info = mem_info(size, if store { false } else { mop.signed }, mop.kind)
+            | if mop.rmw {
+                crate::engine::MEM_INFO_RMW
+            } else {
+                0
+            };
         // Store values are truncated to the access size.
         let val = match val {
             Some(Val::C(c)) => Some(Val::C(c & size.mask())),
@@ -1243,7 +1330,17 @@ impl Gen<'_> {
             self.put(d, r);
         }
         asm!(self; =>back);
-        self.stubs.push(Stub::Slow { label: slow, back, store, addr: al, val, dst: dl, info, save, insn });
+        self.stubs.push(Stub::Slow {
+            label: slow,
+            back,
+            store,
+            addr: al,
+            val,
+            dst: dl,
+            info,
+            save,
+            insn,
+        });
     }
 
     /// Call the softmmu slow path (result in x0 for loads). Saves live x8..x15.
@@ -1267,7 +1364,17 @@ impl Gen<'_> {
 
     fn emit_stub(&mut self, s: Stub) {
         match s {
-            Stub::Slow { label, back, store, addr, val, dst, info, save, insn } => {
+            Stub::Slow {
+                label,
+                back,
+                store,
+                addr,
+                val,
+                dst,
+                info,
+                save,
+                insn,
+            } => {
                 asm!(self; =>label);
                 self.slow_call(store, addr, val, info, save);
                 self.check_fault(insn);
@@ -1293,7 +1400,11 @@ mod tests {
     fn differential_random_blocks() {
         let mut be = A64Backend::new();
         testkit::differential(6000, 0x9e37_79b9_7f4a_7c15, &mut be);
-        assert_eq!(testkit::misaligned_calls(), 0, "helpers called with a misaligned stack");
+        assert_eq!(
+            testkit::misaligned_calls(),
+            0,
+            "helpers called with a misaligned stack"
+        );
     }
 
     #[test]
@@ -1305,7 +1416,10 @@ mod tests {
     #[test]
     #[ignore]
     fn differential_long() {
-        let seed = std::env::var("XENOLITH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0xdead_beef_1234_5679);
+        let seed = std::env::var("XENOLITH_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0xdead_beef_1234_5679);
         testkit::differential(40000, seed | 1, &mut A64Backend::new());
         assert_eq!(testkit::misaligned_calls(), 0);
     }
@@ -1382,13 +1496,20 @@ mod tests {
             let blk = b.finish();
             let c = be.compile(&blk, 1, &hs, PC).unwrap();
             e.env.g[1] = 0x0123_4567_89ab_cdef;
-            assert_eq!(testkit::exec(&mut be, &mut e, c), ret::encode(1, 0, ret::EXIT));
+            assert_eq!(
+                testkit::exec(&mut be, &mut e, c),
+                ret::encode(1, 0, ret::EXIT)
+            );
             let x = e.env.g[1];
             for (k, &v) in chunk.iter().enumerate() {
                 assert_eq!(e.env.g[3 + k], v, "const {v:#x}");
                 assert_eq!(e.env.g[10 + k], x.wrapping_add(v), "add {v:#x}");
                 assert_eq!(e.env.g[20 + k], x & v, "and {v:#x}");
-                assert_eq!(e.env.g[30 + k], (x as u32 ^ v as u32) as u64, "xor32 {v:#x}");
+                assert_eq!(
+                    e.env.g[30 + k],
+                    (x as u32 ^ v as u32) as u64,
+                    "xor32 {v:#x}"
+                );
                 assert_eq!(e.env.g[40 + k], (x < v) as u64, "ltu {v:#x}");
                 assert_eq!(e.env.g[50 + k], (x & v != 0) as u64, "tstnz {v:#x}");
             }
@@ -1406,7 +1527,9 @@ mod tests {
             let mut b = Builder::new();
             b.insn_start(0x100);
             let x = b.get(1);
-            let ts: Vec<Temp> = (0..n).map(|i| b.bin(BinOp::Mul, Width::W64, x, Val::C(i + 3))).collect();
+            let ts: Vec<Temp> = (0..n)
+                .map(|i| b.bin(BinOp::Mul, Width::W64, x, Val::C(i + 3)))
+                .collect();
             // A helper call with everything live, then sum them all.
             let h = b.call(crate::ir::HelperId(0), &[Val::T(ts[0]), Val::C(1)]);
             let mut acc = b.konst(0);
@@ -1420,13 +1543,20 @@ mod tests {
             let blk = b.finish();
             let mut interp = crate::backend::interp::Interp::new();
             let mut ei = testkit::engine();
-            for (be2, e2) in [(&mut be as &mut dyn Backend, &mut e), (&mut interp as &mut dyn Backend, &mut ei)] {
+            for (be2, e2) in [
+                (&mut be as &mut dyn Backend, &mut e),
+                (&mut interp as &mut dyn Backend, &mut ei),
+            ] {
                 e2.env.g[1] = 0x1234_5678_9abc_def1;
                 e2.env.g[3] = 5;
                 let c = be2.compile(&blk, 4, &hs, PC).unwrap();
                 assert_eq!(testkit::exec(be2, e2, c), ret::encode(4, 0, ret::EXIT));
             }
-            assert_eq!((e.env.g[2], e.env.g[3], e.env.icount), (ei.env.g[2], ei.env.g[3], ei.env.icount), "n = {n}");
+            assert_eq!(
+                (e.env.g[2], e.env.g[3], e.env.icount),
+                (ei.env.g[2], ei.env.g[3], ei.env.icount),
+                "n = {n}"
+            );
         }
         assert_eq!(testkit::misaligned_calls(), 0);
     }

@@ -34,14 +34,34 @@ pub struct CodeCache {
     tbs: Vec<TbInfo>,
     /// The backend's entry trampoline, `extern "C" fn(*mut Env, *const u8) -> u64`.
     pub prologue: usize,
+    /// `XENOLITH_PERF_MAP=1`: each block's host range and guest pc go to
+    /// /tmp/perf-PID.map, so `perf report` names generated code by guest address.
+    perf_map: Option<std::fs::File>,
 }
 
 impl CodeCache {
     pub fn new(code_size: usize, backend: &str) -> CodeCache {
-        let mem = ExecMem::new(code_size).unwrap_or_else(|e| panic!("{backend} backend: cannot reserve code memory: {e}"));
-        let mut slots_map = MmapMut::map_anon(NSLOTS * 8).unwrap_or_else(|e| panic!("{backend} backend: cannot map chain slots: {e}"));
+        let mem = ExecMem::new(code_size)
+            .unwrap_or_else(|e| panic!("{backend} backend: cannot reserve code memory: {e}"));
+        let mut slots_map = MmapMut::map_anon(NSLOTS * 8)
+            .unwrap_or_else(|e| panic!("{backend} backend: cannot map chain slots: {e}"));
         let slots = slots_map.as_mut_ptr() as *mut u64;
-        CodeCache { mem, _slots_map: slots_map, slots, slots_used: 0, tbs: Vec::new(), prologue: 0 }
+        let perf_map = std::env::var_os("XENOLITH_PERF_MAP").and_then(|_| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(format!("/tmp/perf-{}.map", std::process::id()))
+                .ok()
+        });
+        CodeCache {
+            mem,
+            _slots_map: slots_map,
+            slots,
+            slots_used: 0,
+            tbs: Vec::new(),
+            prologue: 0,
+            perf_map,
+        }
     }
 
     /// The first of `n` consecutive slots for the block being compiled, or `CodeBufferFull`.
@@ -62,20 +82,38 @@ impl CodeCache {
 
     /// Write a compiled block at `base` (which must be `mem.next_addr()` when it was
     /// assembled), claim its slots up to `slot_end` and point them at their defaults.
-    pub fn install(&mut self, tb: u32, code: &[u8], base: usize, slot_end: usize, defaults: Vec<Option<(usize, usize)>>) -> Result<CodeHandle, CodeBufferFull> {
+    pub fn install(
+        &mut self,
+        tb: u32,
+        guest_pc: u64,
+        code: &[u8],
+        base: usize,
+        slot_end: usize,
+        defaults: Vec<Option<(usize, usize)>>,
+    ) -> Result<CodeHandle, CodeBufferFull> {
         if let Some(dir) = std::env::var_os("XENOLITH_DUMP_CODE") {
             // Debug aid: `objdump -D -b binary -mi386:x86-64 --adjust-vma=ADDR FILE`
             // (aarch64: `aarch64-linux-gnu-objdump ... -maarch64`, riscv64:
             // `riscv64-linux-gnu-objdump ... -m riscv:rv64`).
-            let _ = std::fs::write(std::path::Path::new(&dir).join(format!("tb{tb}_{base:x}.bin")), code);
+            let _ = std::fs::write(
+                std::path::Path::new(&dir).join(format!("tb{tb}_{base:x}.bin")),
+                code,
+            );
         }
         let p = self.mem.write(code).ok_or(CodeBufferFull)?;
         assert_eq!(p as usize, base, "code was assembled for another address");
+        if let Some(f) = self.perf_map.as_mut() {
+            use std::io::Write;
+            let _ = writeln!(f, "{base:x} {:x} g{guest_pc:x}", code.len());
+        }
         self.slots_used = slot_end;
         for &(slot, addr) in defaults.iter().flatten() {
             self.set_slot(slot, addr);
         }
-        self.tbs.push(TbInfo { entry: base, exits: defaults });
+        self.tbs.push(TbInfo {
+            entry: base,
+            exits: defaults,
+        });
         Ok(CodeHandle(self.tbs.len() - 1))
     }
 
@@ -92,7 +130,8 @@ impl CodeCache {
         // engine filled, the chain slots, its own frame, and the engine's slow paths and
         // helpers.
         unsafe {
-            let f: unsafe extern "C" fn(*mut Env, *const u8) -> u64 = std::mem::transmute(self.prologue);
+            let f: unsafe extern "C" fn(*mut Env, *const u8) -> u64 =
+                std::mem::transmute(self.prologue);
             f(env, entry as *const u8)
         }
     }
@@ -109,7 +148,8 @@ impl CodeCache {
     }
 
     pub fn unchain(&mut self, from: CodeHandle, exit: u32) {
-        if let Some((slot, default)) = self.tbs[from.0].exits.get(exit as usize).copied().flatten() {
+        if let Some((slot, default)) = self.tbs[from.0].exits.get(exit as usize).copied().flatten()
+        {
             self.set_slot(slot, default);
         }
     }

@@ -2,7 +2,7 @@
 //! JIT backends are checked against (`--engine interp`).
 
 use super::{eval, Backend, CodeBufferFull, CodeHandle};
-use crate::engine::{ret, slow_load, slow_store, mem_info};
+use crate::engine::{mem_info, ret, slow_load, slow_store};
 use crate::env::{tlb_index, Env, PAGE_MASK};
 use crate::ir::{AccessKind, Block, Exit, Global, HelperInfo, Op, Val};
 
@@ -27,7 +27,10 @@ pub struct Interp {
 
 impl Interp {
     pub fn new() -> Interp {
-        Interp { blocks: Vec::new(), temps: Vec::new() }
+        Interp {
+            blocks: Vec::new(),
+            temps: Vec::new(),
+        }
     }
 }
 
@@ -60,7 +63,13 @@ impl Backend for Interp {
         "interp"
     }
 
-    fn compile(&mut self, block: &Block, tb: u32, helpers: &[HelperInfo], pc_global: Global) -> Result<CodeHandle, CodeBufferFull> {
+    fn compile(
+        &mut self,
+        block: &Block,
+        tb: u32,
+        helpers: &[HelperInfo],
+        pc_global: Global,
+    ) -> Result<CodeHandle, CodeBufferFull> {
         let mut labels = vec![usize::MAX; block.nlabels as usize];
         let mut insn_of = Vec::with_capacity(block.ops.len());
         let mut exit_of = Vec::with_capacity(block.ops.len());
@@ -113,21 +122,56 @@ impl Backend for Interp {
                 Op::Mov { dst, src } => t[dst.idx()] = t[src.idx()],
                 Op::GetG { dst, g } => t[dst.idx()] = env.g[g as usize],
                 Op::SetG { g, src } => env.g[g as usize] = val(t, src),
-                Op::Bin { op, w, dst, a, b: bv } => t[dst.idx()] = eval::bin(op, w, t[a.idx()], val(t, bv)),
+                Op::Bin {
+                    op,
+                    w,
+                    dst,
+                    a,
+                    b: bv,
+                } => t[dst.idx()] = eval::bin(op, w, t[a.idx()], val(t, bv)),
                 Op::Un { op, w, dst, a } => t[dst.idx()] = eval::un(op, w, t[a.idx()]),
-                Op::Ext { dst, a, from, signed } => {
+                Op::Ext {
+                    dst,
+                    a,
+                    from,
+                    signed,
+                } => {
                     let v = t[a.idx()];
                     let sh = 64 - from.bits();
-                    t[dst.idx()] = if signed { (((v << sh) as i64) >> sh) as u64 } else { (v << sh) >> sh };
+                    t[dst.idx()] = if signed {
+                        (((v << sh) as i64) >> sh) as u64
+                    } else {
+                        (v << sh) >> sh
+                    };
                 }
-                Op::SetCond { cond, dst, a, b: bv } => t[dst.idx()] = cond.eval(t[a.idx()], val(t, bv)) as u64,
-                Op::Select { cond, dst, a, b: bv, t: tv, f } => {
-                    t[dst.idx()] = if cond.eval(t[a.idx()], val(t, bv)) { val(t, tv) } else { val(t, f) }
+                Op::SetCond {
+                    cond,
+                    dst,
+                    a,
+                    b: bv,
+                } => t[dst.idx()] = cond.eval(t[a.idx()], val(t, bv)) as u64,
+                Op::Select {
+                    cond,
+                    dst,
+                    a,
+                    b: bv,
+                    t: tv,
+                    f,
+                } => {
+                    t[dst.idx()] = if cond.eval(t[a.idx()], val(t, bv)) {
+                        val(t, tv)
+                    } else {
+                        val(t, f)
+                    }
                 }
                 Op::Load { dst, addr, mop } => {
                     let a = t[addr.idx()];
                     let size = mop.size.bytes() as u64;
-                    let hit = if mop.kind == AccessKind::System { None } else { tlb_probe(env, a, size, mop.rmw) };
+                    let hit = if mop.kind == AccessKind::System {
+                        None
+                    } else {
+                        tlb_probe(env, a, size, mop.rmw)
+                    };
                     t[dst.idx()] = match hit {
                         Some(p) => {
                             // SAFETY: TLB entries only map pages wholly inside guest RAM and
@@ -149,8 +193,14 @@ impl Backend for Interp {
                         }
                         None => {
                             // SAFETY: env is valid and rt points at the core (execute contract).
-                            let rmw = if mop.rmw { crate::engine::MEM_INFO_RMW } else { 0 };
-                            let v = unsafe { slow_load(envp, a, mem_info(mop.size, mop.signed, mop.kind) | rmw) };
+                            let rmw = if mop.rmw {
+                                crate::engine::MEM_INFO_RMW
+                            } else {
+                                0
+                            };
+                            let v = unsafe {
+                                slow_load(envp, a, mem_info(mop.size, mop.signed, mop.kind) | rmw)
+                            };
                             if env.fault != 0 {
                                 return ret::encode(b.tb, b.insn_of[ip - 1], ret::FAULT);
                             }
@@ -162,7 +212,11 @@ impl Backend for Interp {
                     let a = t[addr.idx()];
                     let v = val(t, v);
                     let size = mop.size.bytes() as u64;
-                    let hit = if mop.kind == AccessKind::System { None } else { tlb_probe(env, a, size, true) };
+                    let hit = if mop.kind == AccessKind::System {
+                        None
+                    } else {
+                        tlb_probe(env, a, size, true)
+                    };
                     match hit {
                         // SAFETY: as for loads; write tags exist only for RAM pages without code.
                         Some(p) => unsafe {
@@ -182,7 +236,11 @@ impl Backend for Interp {
                         }
                     }
                 }
-                Op::Call { helper, ref args, dst } => {
+                Op::Call {
+                    helper,
+                    ref args,
+                    dst,
+                } => {
                     let h = &b.helpers[helper.0 as usize];
                     let mut a = [0u64; 4];
                     for (i, v) in args.iter().enumerate() {
@@ -199,7 +257,12 @@ impl Backend for Interp {
                     }
                 }
                 Op::Br(l) => ip = b.labels[l as usize],
-                Op::BrCond { cond, a, b: bv, label } => {
+                Op::BrCond {
+                    cond,
+                    a,
+                    b: bv,
+                    label,
+                } => {
                     if cond.eval(t[a.idx()], val(t, bv)) {
                         ip = b.labels[label as usize];
                     }

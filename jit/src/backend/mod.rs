@@ -40,7 +40,13 @@ pub struct CodeBufferFull;
 
 pub trait Backend {
     fn name(&self) -> &'static str;
-    fn compile(&mut self, block: &Block, tb: u32, helpers: &[HelperInfo], pc_global: Global) -> Result<CodeHandle, CodeBufferFull>;
+    fn compile(
+        &mut self,
+        block: &Block,
+        tb: u32,
+        helpers: &[HelperInfo],
+        pc_global: Global,
+    ) -> Result<CodeHandle, CodeBufferFull>;
     /// Run compiled code until it returns to the loop.
     ///
     /// # Safety
@@ -77,7 +83,11 @@ pub fn new_backend(kind: EngineKind) -> Box<dyn Backend> {
         EngineKind::Jit => Box::new(aarch64::A64Backend::new()),
         #[cfg(target_arch = "riscv64")]
         EngineKind::Jit => Box::new(riscv64::Rv64Backend::new()),
-        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64")))]
+        #[cfg(not(any(
+            target_arch = "x86_64",
+            target_arch = "aarch64",
+            target_arch = "riscv64"
+        )))]
         EngineKind::Jit => Box::new(interp::Interp::new()),
     }
 }

@@ -118,8 +118,17 @@ pub(crate) fn op_uses(op: &Op, mut f: impl FnMut(Temp)) {
 
 /// Allocates every temp of `block` to a register of `pool` or a spill slot.
 pub fn regalloc(block: &Block, pool: &RegPool) -> Alloc {
-    assert!(pool.caller_saved.len() <= 32, "regalloc: at most 32 caller-saved registers");
-    assert!(pool.callee_saved.iter().chain(pool.caller_saved).all(|&r| r < 64), "regalloc: register numbers must be below 64");
+    assert!(
+        pool.caller_saved.len() <= 32,
+        "regalloc: at most 32 caller-saved registers"
+    );
+    assert!(
+        pool.callee_saved
+            .iter()
+            .chain(pool.caller_saved)
+            .all(|&r| r < 64),
+        "regalloc: register numbers must be below 64"
+    );
     let ops = &block.ops;
     let nops = ops.len();
     let mut nt = block.ntemps as usize;
@@ -197,7 +206,10 @@ pub fn regalloc(block: &Block, pool: &RegPool) -> Alloc {
     let mut use_b = vec![0u64; nbb * w];
     let mut def_b = vec![0u64; nbb * w];
     for (b, &(s, e)) in bbs.iter().enumerate() {
-        let (u, d) = (&mut use_b[b * w..(b + 1) * w], &mut def_b[b * w..(b + 1) * w]);
+        let (u, d) = (
+            &mut use_b[b * w..(b + 1) * w],
+            &mut def_b[b * w..(b + 1) * w],
+        );
         for op in &ops[s..=e] {
             op_uses(op, |t| {
                 let (k, m) = (t.idx() / 64, 1u64 << (t.0 % 64));
@@ -309,7 +321,11 @@ pub fn regalloc(block: &Block, pool: &RegPool) -> Alloc {
                 active.push((end[t], t, r));
             }
             None => {
-                let (k, &(e, victim, r)) = active.iter().enumerate().max_by_key(|(_, a)| a.0).expect("no active interval");
+                let (k, &(e, victim, r)) = active
+                    .iter()
+                    .enumerate()
+                    .max_by_key(|(_, a)| a.0)
+                    .expect("no active interval");
                 if e > end[t] {
                     active.swap_remove(k);
                     spilled.push(victim);
@@ -358,5 +374,9 @@ pub fn regalloc(block: &Block, pool: &RegPool) -> Alloc {
             }
         }
     }
-    Alloc { loc, nspill, caller_live }
+    Alloc {
+        loc,
+        nspill,
+        caller_live,
+    }
 }

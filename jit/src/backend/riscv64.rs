@@ -92,9 +92,15 @@ use super::codecache::CodeCache;
 use super::regalloc::{regalloc, Loc, RegPool};
 use super::{Backend, CodeBufferFull, CodeHandle};
 use crate::engine::{mem_info, ret, slow_load, slow_store, MEM_INFO_RMW};
-use crate::env::{Env, JC_BITS, JC_ENTRIES, OFF_CUR_TB, OFF_FAULT, OFF_ICOUNT, OFF_ICOUNT_LIMIT, OFF_JC, OFF_JC_EPOCH, OFF_TLB, PAGE_BITS, TLB_BITS, TLB_SIZE};
+use crate::env::{
+    Env, JC_BITS, JC_ENTRIES, OFF_CUR_TB, OFF_FAULT, OFF_ICOUNT, OFF_ICOUNT_LIMIT, OFF_JC,
+    OFF_JC_EPOCH, OFF_TLB, PAGE_BITS, TLB_BITS, TLB_SIZE,
+};
 use crate::execmem::DEFAULT_CODE_SIZE;
-use crate::ir::{AccessKind, BinOp, Block, Cond, Exit, Global, HelperInfo, MemOp, MemSize, Op, Temp, UnOp, Val, Width};
+use crate::ir::{
+    AccessKind, BinOp, Block, Cond, Exit, Global, HelperInfo, MemOp, MemSize, Op, Temp, UnOp, Val,
+    Width,
+};
 
 type Asm = VecAssembler<RiscvRelocation>;
 
@@ -168,7 +174,11 @@ const FRAME_BYTES: i32 = 2032;
 const _: () = assert!(FRAME_BYTES % 16 == 0 && SAVED_BYTES % 16 == 0 && FRAME_BYTES <= 2048);
 
 /// What the shared register allocator may use; spill slots follow the save area.
-const POOL: RegPool = RegPool { callee_saved: &CALLEE_POOL, caller_saved: &CALLER_POOL, spill_base: 8 * SAVE_SLOTS as i32 };
+const POOL: RegPool = RegPool {
+    callee_saved: &CALLEE_POOL,
+    caller_saved: &CALLER_POOL,
+    spill_base: 8 * SAVE_SLOTS as i32,
+};
 
 /// `s2` points this many bytes into the slot array, so that 512 slots are one `ld` away.
 const SLOT_BIAS: i64 = 2048;
@@ -186,7 +196,12 @@ const CUR_TB_T: i32 = OFF_CUR_TB as i32 - OFF_TLB as i32;
 const fn fits12(v: i64) -> bool {
     v >= -2048 && v <= 2047
 }
-const _: () = assert!(fits12(ICOUNT_T as i64) && fits12(ICOUNT_LIMIT_T as i64) && fits12(FAULT_T as i64) && fits12(CUR_TB_T as i64));
+const _: () = assert!(
+    fits12(ICOUNT_T as i64)
+        && fits12(ICOUNT_LIMIT_T as i64)
+        && fits12(FAULT_T as i64)
+        && fits12(CUR_TB_T as i64)
+);
 const _: () = assert!(std::mem::size_of::<crate::env::JcEntry>() == 32);
 /// Guest globals must be within the 12-bit reach of `ENV`.
 const _: () = assert!(crate::env::NGLOBALS * 8 <= 2048);
@@ -222,7 +237,10 @@ struct LiSeq {
 
 impl LiSeq {
     fn of(v: u64) -> LiSeq {
-        let mut q = LiSeq { s: [LiStep::Addi0(0); 12], n: 0 };
+        let mut q = LiSeq {
+            s: [LiStep::Addi0(0); 12],
+            n: 0,
+        };
         q.build(v as i64);
         q
     }
@@ -302,7 +320,10 @@ impl Rv64Backend {
     }
 
     fn with_code_size(size: usize) -> Rv64Backend {
-        let mut b = Rv64Backend { cc: CodeCache::new(size, "riscv64"), epilogue: 0 };
+        let mut b = Rv64Backend {
+            cc: CodeCache::new(size, "riscv64"),
+            epilogue: 0,
+        };
         b.emit_trampoline();
         b
     }
@@ -329,11 +350,14 @@ impl Rv64Backend {
         }
         rv!(a; addi sp, sp, SAVED_BYTES ; ret);
         let code = a.finalize().expect("trampoline");
-        let p = self.cc.mem.write(&code).expect("code region too small for the trampoline");
+        let p = self
+            .cc
+            .mem
+            .write(&code)
+            .expect("code region too small for the trampoline");
         self.cc.prologue = p as usize;
         self.epilogue = p as usize + epi;
     }
-
 }
 
 impl Default for Rv64Backend {
@@ -347,14 +371,33 @@ impl Backend for Rv64Backend {
         "riscv64"
     }
 
-    fn compile(&mut self, block: &Block, tb: u32, helpers: &[HelperInfo], pc_global: Global) -> Result<CodeHandle, CodeBufferFull> {
-        let njumps = block.ops.iter().filter(|o| matches!(o, Op::Exit(Exit::Jump { .. } | Exit::Repeat { .. }))).count();
+    fn compile(
+        &mut self,
+        block: &Block,
+        tb: u32,
+        helpers: &[HelperInfo],
+        pc_global: Global,
+    ) -> Result<CodeHandle, CodeBufferFull> {
+        let njumps = block
+            .ops
+            .iter()
+            .filter(|o| matches!(o, Op::Exit(Exit::Jump { .. } | Exit::Repeat { .. })))
+            .count();
         let slot_base = self.cc.reserve_slots(njumps)?;
         let base = self.cc.mem.next_addr();
         let alloc = regalloc(block, &POOL);
-        let ninsns = block.ops.iter().filter(|o| matches!(o, Op::InsnStart { .. })).count().max(1);
+        let ninsns = block
+            .ops
+            .iter()
+            .filter(|o| matches!(o, Op::InsnStart { .. }))
+            .count()
+            .max(1);
         let need = ((SAVE_SLOTS + alloc.nspill) * 8) as i32;
-        let extra = if need > FRAME_BYTES { (need - FRAME_BYTES + 15) & !15 } else { 0 };
+        let extra = if need > FRAME_BYTES {
+            (need - FRAME_BYTES + 15) & !15
+        } else {
+            0
+        };
         // Branch relaxation: assemble, widen the branches that do not reach, repeat.
         let mut br_mode: Vec<u8> = Vec::new();
         let mut attempt = 0;
@@ -384,11 +427,17 @@ impl Backend for Rv64Backend {
                 br_seq: 0,
                 br_checks: Vec::new(),
             };
-            g.labels = (0..block.nlabels).map(|_| g.a.new_dynamic_label()).collect();
+            g.labels = (0..block.nlabels)
+                .map(|_| g.a.new_dynamic_label())
+                .collect();
             g.emit_block(block);
             let mut widened = false;
             for &(k, off, l, reach) in &g.br_checks {
-                let target = g.a.labels().resolve_dynamic(l).expect("riscv64 backend: unplaced label").0 as i64;
+                let target =
+                    g.a.labels()
+                        .resolve_dynamic(l)
+                        .expect("riscv64 backend: unplaced label")
+                        .0 as i64;
                 let d = target - off as i64;
                 if d < -reach || d >= reach {
                     g.br_mode[k] += 1;
@@ -409,11 +458,28 @@ impl Backend for Rv64Backend {
             let defaults: Vec<Option<(usize, usize)>> = g
                 .exit_defaults
                 .iter()
-                .map(|e| e.map(|(slot, l)| (slot, base + g.a.labels().resolve_dynamic(l).expect("exit label").0)))
+                .map(|e| {
+                    e.map(|(slot, l)| {
+                        (
+                            slot,
+                            base + g.a.labels().resolve_dynamic(l).expect("exit label").0,
+                        )
+                    })
+                })
                 .collect();
-            break (g.a.finalize().expect("riscv64 backend: assembly failed"), defaults);
+            break (
+                g.a.finalize().expect("riscv64 backend: assembly failed"),
+                defaults,
+            );
         };
-        self.cc.install(tb, &code, base, slot_base + njumps, defaults)
+        self.cc.install(
+            tb,
+            block.insn_pcs.first().copied().unwrap_or(0),
+            &code,
+            base,
+            slot_base + njumps,
+            defaults,
+        )
     }
 
     unsafe fn execute(&mut self, env: *mut Env, code: CodeHandle) -> u64 {
@@ -778,7 +844,11 @@ impl Gen<'_> {
     /// Return `EXIT|FAULT` with `index` to the run loop (the tb id is added by the tail).
     fn ret_to_loop(&mut self, index: u32, kind: u64, frame: bool) {
         self.li(A0, ret::encode(0, index, kind));
-        let l = if frame { self.ret_tail() } else { self.ret_noframe() };
+        let l = if frame {
+            self.ret_tail()
+        } else {
+            self.ret_noframe()
+        };
         self.jmp_far(l);
     }
 
@@ -831,7 +901,12 @@ impl Gen<'_> {
                 }
                 Op::Bin { op, w, dst, a, b } => self.bin(op, w, dst, a, b),
                 Op::Un { op, w, dst, a } => self.un(op, w, dst, a),
-                Op::Ext { dst, a, from, signed } => self.ext(dst, a, from, signed),
+                Op::Ext {
+                    dst,
+                    a,
+                    from,
+                    signed,
+                } => self.ext(dst, a, from, signed),
                 Op::SetCond { cond, dst, a, b } => {
                     let d = self.tloc(dst);
                     let r = self.work(d);
@@ -844,10 +919,21 @@ impl Gen<'_> {
                     }
                     self.put(d, r);
                 }
-                Op::Select { cond, dst, a, b, t, f } => self.select(cond, dst, a, b, t, f),
+                Op::Select {
+                    cond,
+                    dst,
+                    a,
+                    b,
+                    t,
+                    f,
+                } => self.select(cond, dst, a, b, t, f),
                 Op::Load { dst, addr, mop } => self.mem_op(i, insn, Some(dst), addr, None, mop),
                 Op::Store { addr, val, mop } => self.mem_op(i, insn, None, addr, Some(val), mop),
-                Op::Call { helper, ref args, dst } => self.call(i, insn, helper.0 as usize, args, dst),
+                Op::Call {
+                    helper,
+                    ref args,
+                    dst,
+                } => self.call(i, insn, helper.0 as usize, args, dst),
                 Op::Label(l) => {
                     let l = self.labels[l as usize];
                     asm!(self; =>l);
@@ -922,7 +1008,11 @@ impl Gen<'_> {
                 let r = self.rd_val(Val::C(pc), T0);
                 asm!(self; sd X(r), [X(ENV), pcg]);
                 // A repeating instruction does not retire.
-                let n = if matches!(e, Exit::Repeat { .. }) { n - 1 } else { n };
+                let n = if matches!(e, Exit::Repeat { .. }) {
+                    n - 1
+                } else {
+                    n
+                };
                 self.add_icount(n);
                 self.shrink_frame();
                 let slot = self.next_slot;
@@ -1115,7 +1205,11 @@ impl Gen<'_> {
                                 self.mv(r, ra);
                             }
                         } else {
-                            let (ln, rn) = if left { (n, bits as u32 - n) } else { (bits as u32 - n, n) };
+                            let (ln, rn) = if left {
+                                (n, bits as u32 - n)
+                            } else {
+                                (bits as u32 - n, n)
+                            };
                             if w32 {
                                 asm!(self; slliw a0, X(ra), ln ; srliw a1, X(ra), rn ; or X(r), a0, a1);
                                 self.zext32(r, r);
@@ -1299,7 +1393,11 @@ impl Gen<'_> {
         let imm = |c: u64| fits12(c as i64).then_some(c as i64 as i32);
         match cond {
             Cond::Eq | Cond::Ne | Cond::TstZ | Cond::TstNz => {
-                let s = if matches!(cond, Cond::Eq | Cond::TstZ) { Sense::Z } else { Sense::Nz };
+                let s = if matches!(cond, Cond::Eq | Cond::TstZ) {
+                    Sense::Z
+                } else {
+                    Sense::Nz
+                };
                 let test = matches!(cond, Cond::TstZ | Cond::TstNz);
                 match b {
                     Val::C(0) if !test => return (ra, s),
@@ -1324,7 +1422,11 @@ impl Gen<'_> {
             }
             Cond::LtU | Cond::GeU | Cond::LtS | Cond::GeS => {
                 let unsigned = matches!(cond, Cond::LtU | Cond::GeU);
-                let s = if matches!(cond, Cond::LtU | Cond::LtS) { Sense::Bool } else { Sense::BoolInv };
+                let s = if matches!(cond, Cond::LtU | Cond::LtS) {
+                    Sense::Bool
+                } else {
+                    Sense::BoolInv
+                };
                 match b {
                     Val::C(c) if imm(c).is_some() => {
                         let i = imm(c).unwrap();
@@ -1411,7 +1513,11 @@ impl Gen<'_> {
         let skip = self.new_label();
         // Branch to `skip` when the condition is `holds`.
         let branch = |g: &mut Self, c: u8, holds: bool| {
-            let bc = if s.true_if_nz() == holds { Bc::Ne } else { Bc::Eq };
+            let bc = if s.true_if_nz() == holds {
+                Bc::Ne
+            } else {
+                Bc::Eq
+            };
             g.bc_short(bc, c, ZERO, skip);
         };
         if freg == Some(r) {
@@ -1491,7 +1597,15 @@ impl Gen<'_> {
         }
     }
 
-    fn mem_op(&mut self, i: usize, insn: u32, dst: Option<Temp>, addr: Temp, val: Option<Val>, mop: MemOp) {
+    fn mem_op(
+        &mut self,
+        i: usize,
+        insn: u32,
+        dst: Option<Temp>,
+        addr: Temp,
+        val: Option<Val>,
+        mop: MemOp,
+    ) {
         let store = val.is_some();
         let size = mop.size;
         let info = if store {
@@ -1590,7 +1704,17 @@ impl Gen<'_> {
             self.put(d, r);
         }
         asm!(self; =>back);
-        self.stubs.push(SlowStub { label: slow, back, store, addr: al, val, dst: dl, info, save, insn });
+        self.stubs.push(SlowStub {
+            label: slow,
+            back,
+            store,
+            addr: al,
+            val,
+            dst: dl,
+            info,
+            save,
+            insn,
+        });
     }
 
     /// Call the softmmu slow path (result in a0 for loads). Saves the live caller-saved
@@ -1624,7 +1748,6 @@ impl Gen<'_> {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     //! The backend-independent tests live in [`super::super::testkit`]; these run them on
@@ -1640,7 +1763,11 @@ mod tests {
     fn differential_random_blocks() {
         let mut be = Rv64Backend::new();
         testkit::differential(6000, 0x9e37_79b9_7f4a_7c15, &mut be);
-        assert_eq!(testkit::misaligned_calls(), 0, "helpers called with a misaligned stack");
+        assert_eq!(
+            testkit::misaligned_calls(),
+            0,
+            "helpers called with a misaligned stack"
+        );
     }
 
     #[test]
@@ -1712,7 +1839,10 @@ mod tests {
             let mut e = testkit::engine();
             let mut be = Rv64Backend::new();
             let c = be.compile(&blk, 3, &hs, PC).unwrap();
-            assert_eq!(testkit::exec(&mut be, &mut e, c), ret::encode(3, 0, ret::EXIT));
+            assert_eq!(
+                testkit::exec(&mut be, &mut e, c),
+                ret::encode(3, 0, ret::EXIT)
+            );
             for (i, &v) in chunk.iter().enumerate() {
                 assert_eq!(e.env.g[i], v, "chunk {n} const {v:#x}");
                 assert_eq!(e.env.g[100 + i], v, "chunk {n} SetG {v:#x}");
@@ -1742,11 +1872,22 @@ mod tests {
             let mut acc = b.get(3);
             for k in 0..filler {
                 acc = b.bin(BinOp::Rotl, Width::W32, acc, Val::C(k as u64 % 31 + 1));
-                acc = b.bin(BinOp::Add, Width::W64, acc, Val::C(0x1234_5678_9abc_def0 ^ k as u64));
+                acc = b.bin(
+                    BinOp::Add,
+                    Width::W64,
+                    acc,
+                    Val::C(0x1234_5678_9abc_def0 ^ k as u64),
+                );
             }
             b.set(3, acc);
             b.place(skip);
-            b.push(Op::Bin { op: BinOp::Sub, w: Width::W64, dst: cnt, a: cnt, b: Val::C(1) });
+            b.push(Op::Bin {
+                op: BinOp::Sub,
+                w: Width::W64,
+                dst: cnt,
+                a: cnt,
+                b: Val::C(1),
+            });
             b.brcond(Cond::Ne, cnt, Val::C(0), top);
             b.insn_start(0x104);
             // A faulting access: its fault exit is out of line too.
@@ -1769,7 +1910,15 @@ mod tests {
                 let ra = testkit::exec(&mut interp, &mut ea, ca);
                 let rb = testkit::exec(&mut be, &mut eb, cb);
                 assert_eq!(ra, ret::encode(7, 1, ret::FAULT));
-                testkit::compare(&mut ea, &mut eb, ra, rb, &format!("filler {filler} g1 {g1}"), "riscv64", &blk);
+                testkit::compare(
+                    &mut ea,
+                    &mut eb,
+                    ra,
+                    rb,
+                    &format!("filler {filler} g1 {g1}"),
+                    "riscv64",
+                    &blk,
+                );
             }
         }
     }
@@ -1784,8 +1933,13 @@ mod tests {
             let mut b = Builder::new();
             b.insn_start(0x100);
             let x = b.get(1);
-            let ts: Vec<Temp> = (0..n).map(|i| b.bin(BinOp::Mul, Width::W64, x, Val::C(i + 3))).collect();
-            let h = b.call(crate::ir::HelperId(0), &[Val::T(ts[0]), Val::T(ts[ts.len() - 1]), Val::C(1)]);
+            let ts: Vec<Temp> = (0..n)
+                .map(|i| b.bin(BinOp::Mul, Width::W64, x, Val::C(i + 3)))
+                .collect();
+            let h = b.call(
+                crate::ir::HelperId(0),
+                &[Val::T(ts[0]), Val::T(ts[ts.len() - 1]), Val::C(1)],
+            );
             let mut acc = b.konst(0);
             for &t in &ts {
                 acc = b.bin(BinOp::Add, Width::W64, acc, t);
@@ -1802,14 +1956,25 @@ mod tests {
             let mut interp = Interp::new();
             let (mut e, mut ei) = (testkit::engine(), testkit::engine());
             let mut rets = Vec::new();
-            for (be2, e2) in [(&mut be as &mut dyn Backend, &mut e), (&mut interp as &mut dyn Backend, &mut ei)] {
+            for (be2, e2) in [
+                (&mut be as &mut dyn Backend, &mut e),
+                (&mut interp as &mut dyn Backend, &mut ei),
+            ] {
                 e2.env.g[1] = 0x1234_5678_9abc_def1;
                 e2.env.g[3] = 5;
                 let c = be2.compile(&blk, 4, &hs, PC).unwrap();
                 rets.push(testkit::exec(be2, e2, c));
             }
             assert_eq!(rets[0], ret::encode(4, 0, ret::EXIT));
-            testkit::compare(&mut ei, &mut e, rets[1], rets[0], &format!("n = {n}"), "riscv64", &blk);
+            testkit::compare(
+                &mut ei,
+                &mut e,
+                rets[1],
+                rets[0],
+                &format!("n = {n}"),
+                "riscv64",
+                &blk,
+            );
         }
         assert_eq!(testkit::misaligned_calls(), 0);
     }

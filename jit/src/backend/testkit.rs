@@ -18,9 +18,14 @@
 
 use super::interp::Interp;
 use super::{Backend, CodeHandle};
-use crate::engine::{core_of, ret, Access, CodeFetcher, Core, Engine, Frontend, GuestFault, Mmu, StopReason, TbKey};
+use crate::engine::{
+    core_of, ret, Access, CodeFetcher, Core, Engine, Frontend, GuestFault, Mmu, StopReason, TbKey,
+};
 use crate::env::{fault, Env, TlbEntry, NB_MMU_MODES};
-use crate::ir::{AccessKind, BinOp, Block, Builder, Cond, Exit, Global, GlobalSet, HelperId, HelperInfo, Label, MemOp, MemSize, Op, Temp, UnOp, Val, Width};
+use crate::ir::{
+    AccessKind, BinOp, Block, Builder, Cond, Exit, Global, GlobalSet, HelperId, HelperInfo, Label,
+    MemOp, MemSize, Op, Temp, UnOp, Val, Width,
+};
 use crate::mem::GuestRam;
 
 pub const RAM_SIZE: u64 = 0x10000;
@@ -36,8 +41,19 @@ pub const PC: Global = 200;
 pub struct TestMmu;
 
 impl Mmu for TestMmu {
-    fn translate(&mut self, _env: &Env, _ram: &mut GuestRam, vaddr: u64, access: Access, _who: AccessKind) -> Result<u64, GuestFault> {
-        let pf = Err(GuestFault { vector: 14, error_code: Some(access as u32), addr: vaddr });
+    fn translate(
+        &mut self,
+        _env: &Env,
+        _ram: &mut GuestRam,
+        vaddr: u64,
+        access: Access,
+        _who: AccessKind,
+    ) -> Result<u64, GuestFault> {
+        let pf = Err(GuestFault {
+            vector: 14,
+            error_code: Some(access as u32),
+            addr: vaddr,
+        });
         match vaddr {
             0..RO_PAGE => Ok(vaddr),
             RO_PAGE..UNMAPPED => {
@@ -63,12 +79,29 @@ pub struct TableFrontend {
 impl Frontend for TableFrontend {
     fn key(&self, env: &Env) -> TbKey {
         let pc = env.g[PC as usize];
-        TbKey { pc, rip: pc, cs_base: 0, flags: 0 }
+        TbKey {
+            pc,
+            rip: pc,
+            cs_base: 0,
+            flags: 0,
+        }
     }
-    fn translate(&mut self, _env: &Env, key: &TbKey, fetch: &mut CodeFetcher, _max: u32) -> Result<Block, GuestFault> {
+    fn translate(
+        &mut self,
+        _env: &Env,
+        key: &TbKey,
+        fetch: &mut CodeFetcher,
+        _max: u32,
+    ) -> Result<Block, GuestFault> {
         let mut b = [0u8; 1];
         fetch.fetch(key.pc, &mut b)?;
-        Ok(self.blocks.iter().find(|b| b.0 == key.pc).expect("no block at pc").1.clone())
+        Ok(self
+            .blocks
+            .iter()
+            .find(|b| b.0 == key.pc)
+            .expect("no block at pc")
+            .1
+            .clone())
     }
     fn helpers(&self) -> &[HelperInfo] {
         &self.helpers
@@ -116,24 +149,51 @@ unsafe extern "C" fn h_peek(env: *mut Env, a0: u64, _a1: u64, _a2: u64, _a3: u64
     let core = unsafe { core_of(env) };
     // SAFETY: as above; the core does not hold a reference to env.
     let e = unsafe { &mut *env };
-    core.load(e, a0 & 0x7ff8, 8, AccessKind::Normal).unwrap_or(0x1234)
+    core.load(e, a0 & 0x7ff8, 8, AccessKind::Normal)
+        .unwrap_or(0x1234)
 }
 
 /// Helper 0 `mix` (reads g1, writes g3), 1 `fault` (can fault; writes g4), 2 `peek` (loads
 /// through the core).
 pub fn helpers() -> Vec<HelperInfo> {
     vec![
-        HelperInfo { name: "mix", func: h_mix, reads: GlobalSet::NONE.with(1), writes: GlobalSet::NONE.with(3), can_fault: false },
-        HelperInfo { name: "fault", func: h_fault, reads: GlobalSet::NONE, writes: GlobalSet::NONE.with(4), can_fault: true },
-        HelperInfo { name: "peek", func: h_peek, reads: GlobalSet::NONE, writes: GlobalSet::NONE, can_fault: false },
+        HelperInfo {
+            name: "mix",
+            func: h_mix,
+            reads: GlobalSet::NONE.with(1),
+            writes: GlobalSet::NONE.with(3),
+            can_fault: false,
+        },
+        HelperInfo {
+            name: "fault",
+            func: h_fault,
+            reads: GlobalSet::NONE,
+            writes: GlobalSet::NONE.with(4),
+            can_fault: true,
+        },
+        HelperInfo {
+            name: "peek",
+            func: h_peek,
+            reads: GlobalSet::NONE,
+            writes: GlobalSet::NONE,
+            can_fault: false,
+        },
     ]
 }
 
 /// An engine over the test RAM/MMU with an empty table frontend and the interpreter.
 pub fn engine() -> Engine {
     let ram = GuestRam::new(RAM_SIZE).unwrap();
-    let fe = TableFrontend { blocks: Vec::new(), helpers: helpers() };
-    Engine::new(ram, Box::new(TestMmu), Box::new(fe), Box::new(Interp::new()))
+    let fe = TableFrontend {
+        blocks: Vec::new(),
+        helpers: helpers(),
+    };
+    Engine::new(
+        ram,
+        Box::new(TestMmu),
+        Box::new(fe),
+        Box::new(Interp::new()),
+    )
 }
 
 /// Point env.rt at the engine's core (as Engine::run does) and return the env pointer.
@@ -179,7 +239,14 @@ pub const BINOPS: [BinOp; 13] = [
     BinOp::MulHU,
     BinOp::MulHS,
 ];
-pub const UNOPS: [UnOp; 6] = [UnOp::Not, UnOp::Neg, UnOp::Bswap, UnOp::Clz, UnOp::Ctz, UnOp::Popcnt];
+pub const UNOPS: [UnOp; 6] = [
+    UnOp::Not,
+    UnOp::Neg,
+    UnOp::Bswap,
+    UnOp::Clz,
+    UnOp::Ctz,
+    UnOp::Popcnt,
+];
 pub const CONDS: [Cond; 12] = [
     Cond::Eq,
     Cond::Ne,
@@ -237,7 +304,11 @@ impl BlockGen<'_> {
         }
         let n = self.avail.len() as u64;
         // Favour recent temps.
-        let i = if self.rng.chance(60) { n - 1 - self.rng.below(n.min(6)) } else { self.rng.below(n) };
+        let i = if self.rng.chance(60) {
+            n - 1 - self.rng.below(n.min(6))
+        } else {
+            self.rng.below(n)
+        };
         self.avail[i as usize]
     }
     fn val(&mut self) -> Val {
@@ -264,7 +335,13 @@ impl BlockGen<'_> {
     }
     fn addr(&mut self, store: bool) -> (Temp, bool) {
         // Blocks that are not meant to fault only touch pages they may access.
-        let max = if self.faulty { 100 } else if store { 65 } else { 94 };
+        let max = if self.faulty {
+            100
+        } else if store {
+            65
+        } else {
+            94
+        };
         let mut pick = self.rng.below(max);
         if !self.faulty && store && (55..65).contains(&pick) {
             pick = 75 + pick - 55; // alias window instead of the read-only page
@@ -296,18 +373,34 @@ impl BlockGen<'_> {
             1 => AccessKind::Stack,
             _ => AccessKind::Normal,
         };
-        MemOp { size, signed: signed_ok && self.rng.chance(50), kind, rmw: signed_ok && self.rng.chance(15) }
+        MemOp {
+            size,
+            signed: signed_ok && self.rng.chance(50),
+            kind,
+            rmw: signed_ok && self.rng.chance(15),
+        }
     }
     fn exit(&mut self) -> Exit {
         match self.rng.below(7) {
-            6 => Exit::Repeat { pc: self.rng.pick(&[0x1000, 0x2468]) },
+            6 => Exit::Repeat {
+                pc: self.rng.pick(&[0x1000, 0x2468]),
+            },
             0 | 1 => {
                 let r = self.rng.next();
-                Exit::Jump { pc: self.rng.pick(&[0x1000, 0x1234, 0xffff_ffff_8000_0000, r]) }
+                Exit::Jump {
+                    pc: self.rng.pick(&[0x1000, 0x1234, 0xffff_ffff_8000_0000, r]),
+                }
             }
             2 => Exit::Indirect { pc: self.temp() },
-            3 => Exit::Exception { vector: 6, error_code: self.rng.chance(50).then_some(3) },
-            4 => Exit::Platform { op: 7, arg: 9, len: 2 },
+            3 => Exit::Exception {
+                vector: 6,
+                error_code: self.rng.chance(50).then_some(3),
+            },
+            4 => Exit::Platform {
+                op: 7,
+                arg: 9,
+                len: 2,
+            },
             _ => Exit::Sync { pc: 0x4444 },
         }
     }
@@ -328,7 +421,13 @@ impl BlockGen<'_> {
                     let a = self.temp();
                     let bv = self.val();
                     let (d, fresh) = self.dst();
-                    self.b.push(Op::Bin { op, w, dst: d, a, b: bv });
+                    self.b.push(Op::Bin {
+                        op,
+                        w,
+                        dst: d,
+                        a,
+                        b: bv,
+                    });
                     self.def(d, fresh);
                 }
                 28..=33 => {
@@ -343,7 +442,12 @@ impl BlockGen<'_> {
                     let from = self.rng.pick(&SIZES);
                     let signed = self.rng.chance(50);
                     let (d, fresh) = self.dst();
-                    self.b.push(Op::Ext { dst: d, a, from, signed });
+                    self.b.push(Op::Ext {
+                        dst: d,
+                        a,
+                        from,
+                        signed,
+                    });
                     self.def(d, fresh);
                 }
                 38..=41 => {
@@ -351,7 +455,12 @@ impl BlockGen<'_> {
                     let a = self.temp();
                     let bv = self.val();
                     let (d, fresh) = self.dst();
-                    self.b.push(Op::SetCond { cond, dst: d, a, b: bv });
+                    self.b.push(Op::SetCond {
+                        cond,
+                        dst: d,
+                        a,
+                        b: bv,
+                    });
                     self.def(d, fresh);
                 }
                 42..=45 => {
@@ -359,7 +468,14 @@ impl BlockGen<'_> {
                     let a = self.temp();
                     let (bv, t, f) = (self.val(), self.val(), self.val());
                     let (d, fresh) = self.dst();
-                    self.b.push(Op::Select { cond, dst: d, a, b: bv, t, f });
+                    self.b.push(Op::Select {
+                        cond,
+                        dst: d,
+                        a,
+                        b: bv,
+                        t,
+                        f,
+                    });
                     self.def(d, fresh);
                 }
                 46..=49 => {
@@ -389,7 +505,11 @@ impl BlockGen<'_> {
                     let (a, _) = self.addr(false);
                     let mop = self.mop(true);
                     let (d, fresh) = self.dst();
-                    self.b.push(Op::Load { dst: d, addr: a, mop });
+                    self.b.push(Op::Load {
+                        dst: d,
+                        addr: a,
+                        mop,
+                    });
                     self.def(d, fresh);
                 }
                 68..=74 => {
@@ -399,14 +519,22 @@ impl BlockGen<'_> {
                     self.b.store(a, v, mop);
                 }
                 75..=79 => {
-                    let h = if self.faulty { self.rng.below(3) as u16 } else { self.rng.pick(&[0, 2]) };
+                    let h = if self.faulty {
+                        self.rng.below(3) as u16
+                    } else {
+                        self.rng.pick(&[0, 2])
+                    };
                     let nargs = self.rng.below(5) as usize;
                     let args: Vec<Val> = (0..nargs).map(|_| self.val()).collect();
                     if self.rng.chance(20) {
                         self.b.call_void(HelperId(h), &args);
                     } else {
                         let (d, fresh) = self.dst();
-                        self.b.push(Op::Call { helper: HelperId(h), args, dst: Some(d) });
+                        self.b.push(Op::Call {
+                            helper: HelperId(h),
+                            args,
+                            dst: Some(d),
+                        });
                         self.def(d, fresh);
                     }
                 }
@@ -447,7 +575,13 @@ impl BlockGen<'_> {
                     self.b.place(l);
                     let n = 1 + self.rng.below(10) as u32;
                     self.seq(n, depth + 1);
-                    self.b.push(Op::Bin { op: BinOp::Sub, w: Width::W64, dst: c, a: c, b: Val::C(1) });
+                    self.b.push(Op::Bin {
+                        op: BinOp::Sub,
+                        w: Width::W64,
+                        dst: c,
+                        a: c,
+                        b: Val::C(1),
+                    });
                     self.b.brcond(Cond::Ne, c, Val::C(0), l);
                     self.protected.pop();
                 }
@@ -455,7 +589,13 @@ impl BlockGen<'_> {
                     let a = self.temp();
                     let bv = self.val();
                     let (d, fresh) = self.dst();
-                    self.b.push(Op::Bin { op: BinOp::Add, w: Width::W64, dst: d, a, b: bv });
+                    self.b.push(Op::Bin {
+                        op: BinOp::Add,
+                        w: Width::W64,
+                        dst: d,
+                        a,
+                        b: bv,
+                    });
                     self.def(d, fresh);
                 }
             }
@@ -465,11 +605,23 @@ impl BlockGen<'_> {
 
 /// A random block: see `BlockGen`. Sets `guest_len` and a random `mmu_idx`.
 pub fn random_block(rng: &mut Rng) -> Block {
-    let mut g = BlockGen { rng, b: Builder::new(), avail: Vec::new(), protected: Vec::new(), pc: 0x1000, ops_left: 0, faulty: false };
+    let mut g = BlockGen {
+        rng,
+        b: Builder::new(),
+        avail: Vec::new(),
+        protected: Vec::new(),
+        pc: 0x1000,
+        ops_left: 0,
+        faulty: false,
+    };
     g.faulty = g.rng.chance(35);
     g.b.insn_start(0x1000);
     // Sometimes many long-lived temps, to force spills beyond the fixed frame.
-    let many = if g.rng.chance(10) { 20 + g.rng.below(300) } else { g.rng.below(6) };
+    let many = if g.rng.chance(10) {
+        20 + g.rng.below(300)
+    } else {
+        g.rng.below(6)
+    };
     let mut long_lived = Vec::new();
     for _ in 0..many {
         let t = if g.rng.chance(50) {
@@ -522,13 +674,37 @@ pub fn init_state(e: &mut Engine, seed: u64, mmu_idx: u32) {
 /// TLB entries with addends made relative to the RAM base (comparable across engines).
 pub fn tlb_snapshot(e: &mut Engine) -> Vec<(u64, u64, u64, u64)> {
     let base = e.ram().base() as u64;
-    e.env.tlb.iter().flatten().map(|t: &TlbEntry| (t.read, t.write, t.exec, if t.addend == 0 { 0 } else { t.addend.wrapping_sub(base) })).collect()
+    e.env
+        .tlb
+        .iter()
+        .flatten()
+        .map(|t: &TlbEntry| {
+            (
+                t.read,
+                t.write,
+                t.exec,
+                if t.addend == 0 {
+                    0
+                } else {
+                    t.addend.wrapping_sub(base)
+                },
+            )
+        })
+        .collect()
 }
 
 /// Panics, listing the differences and the block, unless return values, globals, the
 /// icount/fault/exception fields of `Env`, RAM and TLB agree. `a` ran the interpreter,
 /// `b` the backend called `name`.
-pub fn compare(a: &mut Engine, b: &mut Engine, ra: u64, rb: u64, what: &str, name: &str, blk: &Block) {
+pub fn compare(
+    a: &mut Engine,
+    b: &mut Engine,
+    ra: u64,
+    rb: u64,
+    what: &str,
+    name: &str,
+    blk: &Block,
+) {
     let mut diffs = Vec::new();
     if ra != rb {
         diffs.push(format!("return {ra:#x} vs {rb:#x}"));
@@ -538,7 +714,17 @@ pub fn compare(a: &mut Engine, b: &mut Engine, ra: u64, rb: u64, what: &str, nam
             diffs.push(format!("g[{i}] {:#x} vs {:#x}", a.env.g[i], b.env.g[i]));
         }
     }
-    let fields = |e: &Engine| (e.env.icount, e.env.fault, e.env.cur_tb, e.env.exc_vector, e.env.exc_has_code, e.env.exc_code, e.env.exc_addr);
+    let fields = |e: &Engine| {
+        (
+            e.env.icount,
+            e.env.fault,
+            e.env.cur_tb,
+            e.env.exc_vector,
+            e.env.exc_has_code,
+            e.env.exc_code,
+            e.env.exc_addr,
+        )
+    };
     if fields(a) != fields(b) {
         diffs.push(format!("env {:?} vs {:?}", fields(a), fields(b)));
     }
@@ -553,7 +739,11 @@ pub fn compare(a: &mut Engine, b: &mut Engine, ra: u64, rb: u64, what: &str, nam
         for (i, op) in blk.ops.iter().enumerate() {
             s += &format!("{i:4}: {op:?}\n");
         }
-        panic!("{what}: interp vs {name} mismatch:\n{}\nblock (mmu {}):\n{s}", diffs.join("\n"), blk.mmu_idx);
+        panic!(
+            "{what}: interp vs {name} mismatch:\n{}\nblock (mmu {}):\n{s}",
+            diffs.join("\n"),
+            blk.mmu_idx
+        );
     }
 }
 
@@ -594,7 +784,15 @@ pub fn differential(n: u32, seed: u64, be: &mut dyn Backend) {
             if budget {
                 assert_eq!(rb, ret::encode(tb, 0, ret::BUDGET));
             }
-            compare(&mut ea, &mut eb, ra, rb, &format!("iteration {iter} run {run}"), name, &blk);
+            compare(
+                &mut ea,
+                &mut eb,
+                ra,
+                rb,
+                &format!("iteration {iter} run {run}"),
+                name,
+                &blk,
+            );
         }
     }
 }
@@ -642,10 +840,22 @@ pub fn directed_ops_against_eval(be: &mut dyn Backend, what: &str) {
                 let r = b.bin(op, w, x, y);
                 b.set(3, r);
                 let x2 = b.get(1);
-                b.push(Op::Bin { op, w, dst: x2, a: x2, b: Val::T(y) });
+                b.push(Op::Bin {
+                    op,
+                    w,
+                    dst: x2,
+                    a: x2,
+                    b: Val::T(y),
+                });
                 b.set(4, x2);
                 let y2 = b.get(2);
-                b.push(Op::Bin { op, w, dst: y2, a: x, b: Val::T(y2) });
+                b.push(Op::Bin {
+                    op,
+                    w,
+                    dst: y2,
+                    a: x,
+                    b: Val::T(y2),
+                });
                 b.set(5, y2);
                 let r = b.bin(op, w, x, Val::C(bv));
                 b.set(6, r);
@@ -666,7 +876,12 @@ pub fn directed_ops_against_eval(be: &mut dyn Backend, what: &str) {
             let x = b.get(1);
             let r = b.un(op, w, x);
             b.set(3, r);
-            b.push(Op::Un { op, w, dst: x, a: x });
+            b.push(Op::Un {
+                op,
+                w,
+                dst: x,
+                a: x,
+            });
             b.set(4, x);
             b.set(5, r);
             b.set(6, r);
@@ -674,7 +889,11 @@ pub fn directed_ops_against_eval(be: &mut dyn Backend, what: &str) {
             let blk = b.finish();
             for &av in EDGE.iter().chain(&[0x0000_0100_0000_0000, 0x10]) {
                 let want = eval::un(op, w, av);
-                assert_eq!(run(be, &blk, av, 0), [want; 4], "{op:?} {w:?} {av:#x} ({what})");
+                assert_eq!(
+                    run(be, &blk, av, 0),
+                    [want; 4],
+                    "{op:?} {w:?} {av:#x} ({what})"
+                );
             }
         }
     }
@@ -690,13 +909,24 @@ pub fn directed_ops_against_eval(be: &mut dyn Backend, what: &str) {
             b.set(4, r);
             let r = b.select(cond, x, y, x, y);
             b.set(5, r);
-            let r = b.select(cond, x, Val::C(bv), Val::C(0x1111_2222_3333_4444), Val::C(7));
+            let r = b.select(
+                cond,
+                x,
+                Val::C(bv),
+                Val::C(0x1111_2222_3333_4444),
+                Val::C(7),
+            );
             b.set(6, r);
             b.exit(Exit::Jump { pc: 0 });
             let blk = b.finish();
             for &av in &EDGE {
                 let c = cond.eval(av, bv);
-                let want = [c as u64, c as u64, if c { av } else { bv }, if c { 0x1111_2222_3333_4444 } else { 7 }];
+                let want = [
+                    c as u64,
+                    c as u64,
+                    if c { av } else { bv },
+                    if c { 0x1111_2222_3333_4444 } else { 7 },
+                ];
                 assert_eq!(run(be, &blk, av, bv), want, "{cond:?} {av:#x} {bv:#x}");
             }
         }
@@ -715,8 +945,16 @@ pub fn directed_ops_against_eval(be: &mut dyn Backend, what: &str) {
             let blk = b.finish();
             for &av in EDGE.iter().chain(&[0x80, 0xff, 0x8000, 0xffff, 0x7f]) {
                 let sh = 64 - from.bits();
-                let want = if signed { (((av << sh) as i64) >> sh) as u64 } else { (av << sh) >> sh };
-                assert_eq!(run(be, &blk, av, 0), [want; 4], "ext {from:?} {signed} {av:#x}");
+                let want = if signed {
+                    (((av << sh) as i64) >> sh) as u64
+                } else {
+                    (av << sh) >> sh
+                };
+                assert_eq!(
+                    run(be, &blk, av, 0),
+                    [want; 4],
+                    "ext {from:?} {signed} {av:#x}"
+                );
             }
         }
     }
@@ -749,15 +987,26 @@ pub fn bench_loop(make: &mut dyn FnMut() -> Box<dyn Backend>) {
         b.brcond(Cond::Eq, rcx, Val::C(0), l);
         b.exit(Exit::Jump { pc: 0x1000 });
         b.place(l);
-        b.exit(Exit::Platform { op: 0, arg: 0, len: 1 });
+        b.exit(Exit::Platform {
+            op: 0,
+            arg: 0,
+            len: 1,
+        });
         let mut blk = b.finish();
         blk.guest_len = 12;
         vec![(0x1000, blk)]
     }
     for kind in [0, 1] {
         let ram = GuestRam::new(RAM_SIZE).unwrap();
-        let fe = TableFrontend { blocks: blocks(), helpers: helpers() };
-        let be: Box<dyn Backend> = if kind == 0 { Box::new(Interp::new()) } else { make() };
+        let fe = TableFrontend {
+            blocks: blocks(),
+            helpers: helpers(),
+        };
+        let be: Box<dyn Backend> = if kind == 0 {
+            Box::new(Interp::new())
+        } else {
+            make()
+        };
         let name = be.name();
         let mut e = Engine::new(ram, Box::new(TestMmu), Box::new(fe), be);
         e.env.g[PC as usize] = 0x1000;
@@ -766,7 +1015,12 @@ pub fn bench_loop(make: &mut dyn FnMut() -> Box<dyn Backend>) {
         let t = std::time::Instant::now();
         e.run();
         let dt = t.elapsed();
-        eprintln!("{}: {:.2} ns/iteration ({} insns)", name, dt.as_nanos() as f64 / n as f64, e.env.icount);
+        eprintln!(
+            "{}: {:.2} ns/iteration ({} insns)",
+            name,
+            dt.as_nanos() as f64 / n as f64,
+            e.env.icount
+        );
     }
 }
 
@@ -801,12 +1055,23 @@ pub fn tlb_miss_slow_path_then_hit(be: &mut dyn Backend) {
     let buf: Box<[u64; 512]> = Box::new([0xdead_beef_0000_0001; 512]);
     e.env.tlb[0][3].addend = (buf.as_ptr() as u64).wrapping_sub(0x3000);
     assert_eq!(exec(be, &mut e, c), ret::encode(5, 0, ret::EXIT));
-    assert_eq!(e.env.g[1], 0xdead_beef_0000_0001, "fast path used the TLB entry");
+    assert_eq!(
+        e.env.g[1], 0xdead_beef_0000_0001,
+        "fast path used the TLB entry"
+    );
     // A System access never uses the TLB.
     let mut b = Builder::new();
     b.insn_start(0x100);
     let a = b.konst(0x3008);
-    let v = b.load(a, MemOp { size: MemSize::B8, signed: false, kind: AccessKind::System, rmw: false });
+    let v = b.load(
+        a,
+        MemOp {
+            size: MemSize::B8,
+            signed: false,
+            kind: AccessKind::System,
+            rmw: false,
+        },
+    );
     b.set(2, v);
     b.exit(Exit::Jump { pc: 0x200 });
     let c2 = be.compile(&b.finish(), 6, &hs, PC).unwrap();
@@ -869,7 +1134,10 @@ fn two_blocks() -> (Block, Block) {
     let x = b.get(1);
     let y = b.bin(BinOp::Mul, Width::W64, x, Val::C(10));
     b.set(2, y);
-    b.exit(Exit::Exception { vector: 3, error_code: None });
+    b.exit(Exit::Exception {
+        vector: 3,
+        error_code: None,
+    });
     b.insn_start(0x181);
     b.exit(Exit::Jump { pc: 0x300 });
     (a, b.finish())
@@ -885,12 +1153,18 @@ pub fn chain_unchain_and_budget(be: &mut dyn Backend) {
     let cb = be.compile(&b, 2, &hs, PC).unwrap();
     // Unchained: A returns through its exit 0.
     assert_eq!(exec(be, &mut e, ca), ret::encode(1, 0, ret::EXIT));
-    assert_eq!((e.env.g[1], e.env.icount, e.env.g[PC as usize]), (1, 2, 0x180));
+    assert_eq!(
+        (e.env.g[1], e.env.icount, e.env.g[PC as usize]),
+        (1, 2, 0x180)
+    );
     // Chained: A continues into B, which leaves through its exit 0 (the exception).
     assert!(be.chain(ca, 0, cb));
     assert!(!be.chain(cb, 0, ca), "non-jump exits do not chain");
     assert_eq!(exec(be, &mut e, ca), ret::encode(2, 0, ret::EXIT));
-    assert_eq!((e.env.g[1], e.env.g[2], e.env.icount, e.env.cur_tb), (2, 20, 4, 2));
+    assert_eq!(
+        (e.env.g[1], e.env.g[2], e.env.icount, e.env.cur_tb),
+        (2, 20, 4, 2)
+    );
     // Budget: A runs, B finds the budget exhausted at entry.
     e.env.icount_limit = e.env.icount + 1;
     assert_eq!(exec(be, &mut e, ca), ret::encode(2, 0, ret::BUDGET));
@@ -938,7 +1212,11 @@ pub fn engine_run_repeat(make: &mut dyn FnMut() -> Box<dyn Backend>) {
         b.store(a, c, MemOp::new(MemSize::B8));
         b.exit(Exit::Repeat { pc });
         b.place(done);
-        b.exit(Exit::Platform { op: 5, arg: 0, len: 1 });
+        b.exit(Exit::Platform {
+            op: 5,
+            arg: 0,
+            len: 1,
+        });
         let mut blk = b.finish();
         blk.guest_len = if first { 3 } else { 2 };
         blk
@@ -946,21 +1224,49 @@ pub fn engine_run_repeat(make: &mut dyn FnMut() -> Box<dyn Backend>) {
     let mut results = Vec::new();
     for kind in [0, 1] {
         let ram = GuestRam::new(RAM_SIZE).unwrap();
-        let fe = TableFrontend { blocks: vec![(0x1000, rep_block(0x1001, true)), (0x1001, rep_block(0x1001, false))], helpers: helpers() };
-        let be: Box<dyn Backend> = if kind == 0 { Box::new(Interp::new()) } else { make() };
+        let fe = TableFrontend {
+            blocks: vec![
+                (0x1000, rep_block(0x1001, true)),
+                (0x1001, rep_block(0x1001, false)),
+            ],
+            helpers: helpers(),
+        };
+        let be: Box<dyn Backend> = if kind == 0 {
+            Box::new(Interp::new())
+        } else {
+            make()
+        };
         let mut e = Engine::new(ram, Box::new(TestMmu), Box::new(fe), be);
         e.env.g[PC as usize] = 0x1000;
         e.env.g[2] = 100;
-        assert_eq!(e.run(), StopReason::Platform { op: 5, arg: 0, len: 1 });
+        assert_eq!(
+            e.run(),
+            StopReason::Platform {
+                op: 5,
+                arg: 0,
+                len: 1
+            }
+        );
         if kind == 1 {
             assert!(e.stats().chains >= 1);
         }
-        let mem: Vec<u64> = (0..100).map(|i| e.ram().read_u64(0x3000 + 8 * i).unwrap()).collect();
-        results.push((e.env.g[2], e.env.g[3], e.env.g[PC as usize], e.env.icount, mem));
+        let mem: Vec<u64> = (0..100)
+            .map(|i| e.ram().read_u64(0x3000 + 8 * i).unwrap())
+            .collect();
+        results.push((
+            e.env.g[2],
+            e.env.g[3],
+            e.env.g[PC as usize],
+            e.env.icount,
+            mem,
+        ));
     }
     assert_eq!(results[0], results[1]);
     // Only the first instruction retired: the REP never completed before the platform exit.
-    assert_eq!((results[1].0, results[1].1, results[1].2, results[1].3), (0, 1, 0x1001, 1));
+    assert_eq!(
+        (results[1].0, results[1].1, results[1].2, results[1].3),
+        (0, 1, 0x1001, 1)
+    );
 }
 
 /// The whole engine with this backend: a counted loop over two blocks, chained.
@@ -989,7 +1295,11 @@ pub fn engine_run_with_chaining(make: &mut dyn FnMut() -> Box<dyn Backend>) {
         b.brcond(Cond::Eq, x, Val::C(0), l);
         b.exit(Exit::Jump { pc: 0x1000 });
         b.place(l);
-        b.exit(Exit::Platform { op: 1, arg: 2, len: 3 });
+        b.exit(Exit::Platform {
+            op: 1,
+            arg: 2,
+            len: 3,
+        });
         let mut b_blk = b.finish();
         b_blk.guest_len = 4;
         vec![(0x1000, a_blk), (0x1010, b_blk)]
@@ -997,23 +1307,47 @@ pub fn engine_run_with_chaining(make: &mut dyn FnMut() -> Box<dyn Backend>) {
     let mut results = Vec::new();
     for kind in [0, 1] {
         let ram = GuestRam::new(RAM_SIZE).unwrap();
-        let fe = TableFrontend { blocks: blocks(), helpers: helpers() };
-        let be: Box<dyn Backend> = if kind == 0 { Box::new(Interp::new()) } else { make() };
+        let fe = TableFrontend {
+            blocks: blocks(),
+            helpers: helpers(),
+        };
+        let be: Box<dyn Backend> = if kind == 0 {
+            Box::new(Interp::new())
+        } else {
+            make()
+        };
         let mut e = Engine::new(ram, Box::new(TestMmu), Box::new(fe), be);
         e.env.g[PC as usize] = 0x1000;
         e.env.g[1] = 1000;
         let r = e.run();
-        assert_eq!(r, StopReason::Platform { op: 1, arg: 2, len: 3 });
+        assert_eq!(
+            r,
+            StopReason::Platform {
+                op: 1,
+                arg: 2,
+                len: 3
+            }
+        );
         let st = e.stats();
         if kind == 1 {
             assert!(st.chains >= 2, "chained {}", st.chains);
-            assert!(st.lookups < 20, "chained blocks bypass the run loop: {} lookups", st.lookups);
+            assert!(
+                st.lookups < 20,
+                "chained blocks bypass the run loop: {} lookups",
+                st.lookups
+            );
         }
-        let mem: Vec<u64> = (0..8).map(|i| e.ram().read_u64(0x2000 + 8 * i).unwrap()).collect();
+        let mem: Vec<u64> = (0..8)
+            .map(|i| e.ram().read_u64(0x2000 + 8 * i).unwrap())
+            .collect();
         results.push((e.env.g[1], e.env.g[PC as usize], e.env.icount, mem));
     }
     assert_eq!(results[0], results[1]);
-    assert_eq!(results[1].2, 1000 * 3 - 1, "the platform instruction has not retired");
+    assert_eq!(
+        results[1].2,
+        1000 * 3 - 1,
+        "the platform instruction has not retired"
+    );
 }
 
 /// The inline probe uses exactly `env::tlb_index` and the block's MMU mode: a hand-made
@@ -1027,21 +1361,39 @@ pub fn tlb_probe_index_and_mode(be: &mut dyn Backend) {
     for (k, w) in buf.iter_mut().enumerate() {
         *w = 0x2222_0000_0000_0000 | k as u64;
     }
-    let addrs = [0x40_3008u64, 0x7fc0_5ff8, 0xffff_8000_1234_5010, (5 << 22) | 0x3ff000 | 0x100, 0x1_0000_0ff8];
+    let addrs = [
+        0x40_3008u64,
+        0x7fc0_5ff8,
+        0xffff_8000_1234_5010,
+        (5 << 22) | 0x3ff000 | 0x100,
+        0x1_0000_0ff8,
+    ];
     for mmu in 0..NB_MMU_MODES as u32 {
         for &a in &addrs {
             let page = a & PAGE_MASK;
             let off = (a & !PAGE_MASK) as usize / 8;
             e.env.tlb_flush();
             e.env.mmu_idx = mmu;
-            e.env.tlb[mmu as usize][tlb_index(a)] =
-                TlbEntry { read: page, write: page, exec: crate::env::TLB_INVALID, addend: (buf.as_mut_ptr() as u64).wrapping_sub(page) };
+            e.env.tlb[mmu as usize][tlb_index(a)] = TlbEntry {
+                read: page,
+                write: page,
+                exec: crate::env::TLB_INVALID,
+                addend: (buf.as_mut_ptr() as u64).wrapping_sub(page),
+            };
             let mut b = Builder::new();
             b.insn_start(0x100);
             let at = b.konst(a);
             let v = b.load(at, MemOp::new(MemSize::B8));
             b.set(1, v);
-            let v2 = b.load(at, MemOp { size: MemSize::B4, signed: true, kind: AccessKind::Normal, rmw: true });
+            let v2 = b.load(
+                at,
+                MemOp {
+                    size: MemSize::B4,
+                    signed: true,
+                    kind: AccessKind::Normal,
+                    rmw: true,
+                },
+            );
             b.set(2, v2);
             let x = b.add(v, Val::C(1));
             b.store(at, x, MemOp::new(MemSize::B8));
@@ -1050,7 +1402,11 @@ pub fn tlb_probe_index_and_mode(be: &mut dyn Backend) {
             blk.mmu_idx = mmu;
             let c = be.compile(&blk, 3, &hs, PC).unwrap();
             let before = buf[off];
-            assert_eq!(exec(be, &mut e, c), ret::encode(3, 0, ret::EXIT), "{a:#x} mode {mmu}");
+            assert_eq!(
+                exec(be, &mut e, c),
+                ret::encode(3, 0, ret::EXIT),
+                "{a:#x} mode {mmu}"
+            );
             assert_eq!(e.env.g[1], before, "{a:#x} mode {mmu}");
             assert_eq!(e.env.g[2], before as u32 as i32 as i64 as u64);
             assert_eq!(buf[off], before + 1);
@@ -1073,7 +1429,10 @@ pub fn indirect_jump_cache_probe(be: &mut dyn Backend) {
     let mut b = Builder::new();
     b.insn_start(0x180);
     b.set(6, Val::C(42));
-    b.exit(Exit::Exception { vector: 3, error_code: None });
+    b.exit(Exit::Exception {
+        vector: 3,
+        error_code: None,
+    });
     let bb = b.finish();
     let ca = be.compile(&a, 1, &hs, PC).unwrap();
     let cb = be.compile(&bb, 2, &hs, PC).unwrap();
@@ -1084,11 +1443,22 @@ pub fn indirect_jump_cache_probe(be: &mut dyn Backend) {
         e.env.icount = 10;
         e.env.icount_limit = u64::MAX;
         assert_eq!(exec(be, &mut e, ca), ret::encode(1, 0, ret::EXIT));
-        assert_eq!((e.env.g[PC as usize], e.env.icount, e.env.g[6]), (pc, 11, 0));
+        assert_eq!(
+            (e.env.g[PC as usize], e.env.icount, e.env.g[6]),
+            (pc, 11, 0)
+        );
         let entry = be.entry_addr(cb).unwrap();
-        e.env.jc[jc_index(pc)] = JcEntry { pc, mode: a.mode, code: entry, epoch: e.env.jc_epoch_for(pc) };
+        e.env.jc[jc_index(pc)] = JcEntry {
+            pc,
+            mode: a.mode,
+            code: entry,
+            epoch: e.env.jc_epoch_for(pc),
+        };
         assert_eq!(exec(be, &mut e, ca), ret::encode(2, 0, ret::EXIT));
-        assert_eq!((e.env.g[PC as usize], e.env.icount, e.env.g[6], e.env.cur_tb), (pc, 12, 42, 2));
+        assert_eq!(
+            (e.env.g[PC as usize], e.env.icount, e.env.g[6], e.env.cur_tb),
+            (pc, 12, 42, 2)
+        );
         e.env.g[6] = 0;
         e.env.icount_limit = 13;
         assert_eq!(exec(be, &mut e, ca), ret::encode(2, 0, ret::BUDGET));
@@ -1096,12 +1466,22 @@ pub fn indirect_jump_cache_probe(be: &mut dyn Backend) {
         e.env.icount_limit = u64::MAX;
         e.env.jc[jc_index(pc)].mode ^= 1;
         assert_eq!(exec(be, &mut e, ca), ret::encode(1, 0, ret::EXIT));
-        e.env.jc[jc_index(pc)] = JcEntry { pc: pc ^ 0x1000, mode: a.mode, code: entry, epoch: e.env.jc_epoch_for(pc) };
+        e.env.jc[jc_index(pc)] = JcEntry {
+            pc: pc ^ 0x1000,
+            mode: a.mode,
+            code: entry,
+            epoch: e.env.jc_epoch_for(pc),
+        };
         assert_eq!(exec(be, &mut e, ca), ret::encode(1, 0, ret::EXIT));
         assert_eq!(e.env.g[6], 0);
         // An entry from before a TLB flush (an older epoch) misses; a flush of the other
         // half of the address space leaves it alone.
-        e.env.jc[jc_index(pc)] = JcEntry { pc, mode: a.mode, code: entry, epoch: e.env.jc_epoch_for(pc) };
+        e.env.jc[jc_index(pc)] = JcEntry {
+            pc,
+            mode: a.mode,
+            code: entry,
+            epoch: e.env.jc_epoch_for(pc),
+        };
         e.env.jc_invalidate_half(1 - (pc >> 63) as usize);
         assert_eq!(exec(be, &mut e, ca), ret::encode(2, 0, ret::EXIT));
         assert_eq!(e.env.g[6], 42);
@@ -1109,7 +1489,12 @@ pub fn indirect_jump_cache_probe(be: &mut dyn Backend) {
         e.env.jc_invalidate_half((pc >> 63) as usize);
         assert_eq!(exec(be, &mut e, ca), ret::encode(1, 0, ret::EXIT));
         assert_eq!(e.env.g[6], 0);
-        e.env.jc[jc_index(pc)] = JcEntry { pc, mode: a.mode, code: entry, epoch: e.env.jc_epoch_for(pc) };
+        e.env.jc[jc_index(pc)] = JcEntry {
+            pc,
+            mode: a.mode,
+            code: entry,
+            epoch: e.env.jc_epoch_for(pc),
+        };
         e.env.jc_invalidate();
         assert_eq!(exec(be, &mut e, ca), ret::encode(1, 0, ret::EXIT));
         assert_eq!(e.env.g[6], 0);

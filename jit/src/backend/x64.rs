@@ -45,9 +45,15 @@ use super::codecache::CodeCache;
 use super::regalloc::{regalloc, Loc, RegPool};
 use super::{Backend, CodeBufferFull, CodeHandle};
 use crate::engine::{mem_info, ret, slow_load, slow_store};
-use crate::env::{Env, JC_BITS, JC_ENTRIES, OFF_CUR_TB, OFF_FAULT, OFF_ICOUNT, OFF_ICOUNT_LIMIT, OFF_JC, OFF_JC_EPOCH, OFF_TLB, PAGE_BITS, PAGE_MASK, TLB_BITS, TLB_SIZE};
+use crate::env::{
+    Env, JC_BITS, JC_ENTRIES, OFF_CUR_TB, OFF_FAULT, OFF_ICOUNT, OFF_ICOUNT_LIMIT, OFF_JC,
+    OFF_JC_EPOCH, OFF_TLB, PAGE_BITS, PAGE_MASK, TLB_BITS, TLB_SIZE,
+};
 use crate::execmem::DEFAULT_CODE_SIZE;
-use crate::ir::{AccessKind, BinOp, Block, Cond, Exit, Global, HelperInfo, MemOp, MemSize, Op, Temp, UnOp, Val, Width};
+use crate::ir::{
+    AccessKind, BinOp, Block, Cond, Exit, Global, HelperInfo, MemOp, MemSize, Op, Temp, UnOp, Val,
+    Width,
+};
 
 type Asm = VecAssembler<X64Relocation>;
 
@@ -84,8 +90,11 @@ const FRAME_BYTES: i32 = 1016;
 const SAVE_SLOTS: usize = CALLER_POOL.len();
 
 /// What the shared register allocator may use; spill slots follow the save area.
-const POOL: RegPool = RegPool { callee_saved: &CALLEE_POOL, caller_saved: &CALLER_POOL, spill_base: 8 * SAVE_SLOTS as i32 };
-
+const POOL: RegPool = RegPool {
+    callee_saved: &CALLEE_POOL,
+    caller_saved: &CALLER_POOL,
+    spill_base: 8 * SAVE_SLOTS as i32,
+};
 
 const OFF_TLB_I: i32 = OFF_TLB as i32;
 const OFF_JC_I: i32 = OFF_JC as i32;
@@ -128,7 +137,11 @@ impl X64Backend {
     }
 
     fn with_features(feat: Features) -> X64Backend {
-        let mut b = X64Backend { cc: CodeCache::new(DEFAULT_CODE_SIZE, "x64"), epilogue: 0, feat };
+        let mut b = X64Backend {
+            cc: CodeCache::new(DEFAULT_CODE_SIZE, "x64"),
+            epilogue: 0,
+            feat,
+        };
         b.emit_trampoline();
         b
     }
@@ -160,11 +173,14 @@ impl X64Backend {
             ; ret
         );
         let code = g.a.finalize().expect("trampoline");
-        let p = self.cc.mem.write(&code).expect("code region too small for the trampoline");
+        let p = self
+            .cc
+            .mem
+            .write(&code)
+            .expect("code region too small for the trampoline");
         self.cc.prologue = p as usize;
         self.epilogue = p as usize + epi;
     }
-
 }
 
 impl Default for X64Backend {
@@ -182,8 +198,18 @@ impl Backend for X64Backend {
         "x64"
     }
 
-    fn compile(&mut self, block: &Block, tb: u32, helpers: &[HelperInfo], pc_global: Global) -> Result<CodeHandle, CodeBufferFull> {
-        let njumps = block.ops.iter().filter(|o| matches!(o, Op::Exit(Exit::Jump { .. } | Exit::Repeat { .. }))).count();
+    fn compile(
+        &mut self,
+        block: &Block,
+        tb: u32,
+        helpers: &[HelperInfo],
+        pc_global: Global,
+    ) -> Result<CodeHandle, CodeBufferFull> {
+        let njumps = block
+            .ops
+            .iter()
+            .filter(|o| matches!(o, Op::Exit(Exit::Jump { .. } | Exit::Repeat { .. })))
+            .count();
         let slot_base = self.cc.reserve_slots(njumps)?;
         let base = self.cc.mem.next_addr();
         let alloc = regalloc(block, &POOL);
@@ -198,7 +224,15 @@ impl Backend for X64Backend {
             caller_live: alloc.caller_live,
             extra: 0,
             labels: Vec::new(),
-            fault_labels: vec![None; block.ops.iter().filter(|o| matches!(o, Op::InsnStart { .. })).count().max(1)],
+            fault_labels: vec![
+                None;
+                block
+                    .ops
+                    .iter()
+                    .filter(|o| matches!(o, Op::InsnStart { .. }))
+                    .count()
+                    .max(1)
+            ],
             stubs: Vec::new(),
             epilogue: self.epilogue,
             slots: self.cc.slots as usize,
@@ -211,16 +245,32 @@ impl Backend for X64Backend {
         if need > FRAME_BYTES {
             g.extra = (need - FRAME_BYTES + 15) & !15;
         }
-        g.labels = (0..block.nlabels).map(|_| g.a.new_dynamic_label()).collect();
+        g.labels = (0..block.nlabels)
+            .map(|_| g.a.new_dynamic_label())
+            .collect();
         g.emit_block(block);
         g.a.commit().expect("x64 backend: bad labels in block");
         let defaults: Vec<Option<(usize, usize)>> = g
             .exit_defaults
             .iter()
-            .map(|e| e.map(|(slot, l)| (slot, base + g.a.labels().resolve_dynamic(l).expect("exit label").0)))
+            .map(|e| {
+                e.map(|(slot, l)| {
+                    (
+                        slot,
+                        base + g.a.labels().resolve_dynamic(l).expect("exit label").0,
+                    )
+                })
+            })
             .collect();
         let code = g.a.finalize().expect("x64 backend: assembly failed");
-        self.cc.install(tb, &code, base, slot_base + njumps, defaults)
+        self.cc.install(
+            tb,
+            block.insn_pcs.first().copied().unwrap_or(0),
+            &code,
+            base,
+            slot_base + njumps,
+            defaults,
+        )
     }
 
     unsafe fn execute(&mut self, env: *mut Env, code: CodeHandle) -> u64 {
@@ -250,7 +300,6 @@ impl Backend for X64Backend {
         self.cc.is_full()
     }
 }
-
 
 // ---------------------------------------------------------------------------------------
 // Code generation (register allocation: see `super::regalloc`)
@@ -596,9 +645,13 @@ impl Gen<'_> {
         }
         let test = matches!(cond, Cond::TstZ | Cond::TstNz);
         match (ao, bo) {
-            (Opnd::R(x), Opnd::I(0)) if !test && matches!(cond, Cond::Eq | Cond::Ne) => asm!(self; test Rq(x), Rq(x)),
+            (Opnd::R(x), Opnd::I(0)) if !test && matches!(cond, Cond::Eq | Cond::Ne) => {
+                asm!(self; test Rq(x), Rq(x))
+            }
             (Opnd::R(x), Opnd::R(y)) if test => asm!(self; test Rq(x), Rq(y)),
-            (Opnd::R(x), Opnd::M(d)) | (Opnd::M(d), Opnd::R(x)) if test => asm!(self; test QWORD [rsp + d], Rq(x)),
+            (Opnd::R(x), Opnd::M(d)) | (Opnd::M(d), Opnd::R(x)) if test => {
+                asm!(self; test QWORD [rsp + d], Rq(x))
+            }
             (Opnd::R(x), Opnd::I(i)) if test => asm!(self; test Rq(x), DWORD i),
             (Opnd::M(d), Opnd::I(i)) if test => asm!(self; test QWORD [rsp + d], DWORD i),
             (Opnd::R(x), Opnd::R(y)) => asm!(self; cmp Rq(x), Rq(y)),
@@ -660,7 +713,12 @@ impl Gen<'_> {
                 },
                 Op::Bin { op, w, dst, a, b } => self.bin(op, w, dst, a, b),
                 Op::Un { op, w, dst, a } => self.un(op, w, dst, a),
-                Op::Ext { dst, a, from, signed } => self.ext(dst, a, from, signed),
+                Op::Ext {
+                    dst,
+                    a,
+                    from,
+                    signed,
+                } => self.ext(dst, a, from, signed),
                 Op::SetCond { cond, dst, a, b } => {
                     let cc = self.compare(cond, a, b);
                     self.setcc_al(cc);
@@ -669,10 +727,21 @@ impl Gen<'_> {
                         Loc::S(o) => asm!(self; movzx eax, al ; mov QWORD [rsp + o], rax),
                     }
                 }
-                Op::Select { cond, dst, a, b, t, f } => self.select(cond, dst, a, b, t, f),
+                Op::Select {
+                    cond,
+                    dst,
+                    a,
+                    b,
+                    t,
+                    f,
+                } => self.select(cond, dst, a, b, t, f),
                 Op::Load { dst, addr, mop } => self.mem_op(i, insn, Some(dst), addr, None, mop),
                 Op::Store { addr, val, mop } => self.mem_op(i, insn, None, addr, Some(val), mop),
-                Op::Call { helper, ref args, dst } => self.call(i, insn, helper.0 as usize, args, dst),
+                Op::Call {
+                    helper,
+                    ref args,
+                    dst,
+                } => self.call(i, insn, helper.0 as usize, args, dst),
                 Op::Label(l) => {
                     let l = self.labels[l as usize];
                     asm!(self; =>l);
@@ -720,7 +789,11 @@ impl Gen<'_> {
                     asm!(self; mov rax, QWORD pc as i64 ; mov QWORD [r15 + pcg], rax);
                 }
                 // A repeating instruction does not retire.
-                let n = if matches!(e, Exit::Repeat { .. }) { n - 1 } else { n };
+                let n = if matches!(e, Exit::Repeat { .. }) {
+                    n - 1
+                } else {
+                    n
+                };
                 if n != 0 {
                     asm!(self; add QWORD [r15 + OFF_ICOUNT_I], DWORD n);
                 }
@@ -796,8 +869,12 @@ impl Gen<'_> {
                 match (op, bo, w) {
                     (Add, Opnd::I(i), Width::W64) => return asm!(self; lea Rq(d), [Rq(x) + i]),
                     (Add, Opnd::I(i), Width::W32) => return asm!(self; lea Rd(d), [Rq(x) + i]),
-                    (Sub, Opnd::I(i), Width::W64) if i != i32::MIN => return asm!(self; lea Rq(d), [Rq(x) - i]),
-                    (Sub, Opnd::I(i), Width::W32) if i != i32::MIN => return asm!(self; lea Rd(d), [Rq(x) - i]),
+                    (Sub, Opnd::I(i), Width::W64) if i != i32::MIN => {
+                        return asm!(self; lea Rq(d), [Rq(x) - i])
+                    }
+                    (Sub, Opnd::I(i), Width::W32) if i != i32::MIN => {
+                        return asm!(self; lea Rd(d), [Rq(x) - i])
+                    }
                     (Add, Opnd::R(y), Width::W64) => return asm!(self; lea Rq(d), [Rq(x) + Rq(y)]),
                     (Add, Opnd::R(y), Width::W32) => return asm!(self; lea Rd(d), [Rq(x) + Rq(y)]),
                     _ => {}
@@ -1107,10 +1184,23 @@ impl Gen<'_> {
         }
     }
 
-    fn mem_op(&mut self, i: usize, insn: u32, dst: Option<Temp>, addr: Temp, val: Option<Val>, mop: MemOp) {
+    fn mem_op(
+        &mut self,
+        i: usize,
+        insn: u32,
+        dst: Option<Temp>,
+        addr: Temp,
+        val: Option<Val>,
+        mop: MemOp,
+    ) {
         let store = val.is_some();
         let size = mop.size;
-        let info = mem_info(size, if store { false } else { mop.signed }, mop.kind) | if mop.rmw { crate::engine::MEM_INFO_RMW } else { 0 };
+        let info = mem_info(size, if store { false } else { mop.signed }, mop.kind)
+            | if mop.rmw {
+                crate::engine::MEM_INFO_RMW
+            } else {
+                0
+            };
         let ao = self.topnd(addr);
         // Store values are truncated to the access size; constants fit an imm32 then.
         let vo = match val {
@@ -1201,7 +1291,17 @@ impl Gen<'_> {
             self.put(d, r);
         }
         asm!(self; =>back);
-        self.stubs.push(Stub::Slow { label: slow, back, store, addr: ao, val: vo, dst: dl, info, save, insn });
+        self.stubs.push(Stub::Slow {
+            label: slow,
+            back,
+            store,
+            addr: ao,
+            val: vo,
+            dst: dl,
+            info,
+            save,
+            insn,
+        });
     }
 
     /// Call the softmmu slow path (result in rax for loads). Saves live r8..r11.
@@ -1225,7 +1325,17 @@ impl Gen<'_> {
 
     fn emit_stub(&mut self, s: Stub) {
         match s {
-            Stub::Slow { label, back, store, addr, val, dst, info, save, insn } => {
+            Stub::Slow {
+                label,
+                back,
+                store,
+                addr,
+                val,
+                dst,
+                info,
+                save,
+                insn,
+            } => {
                 asm!(self; =>label);
                 self.slow_call(store, addr, val, info, save);
                 self.check_fault(insn);
@@ -1251,12 +1361,20 @@ mod tests {
     fn differential_random_blocks() {
         let mut x64 = X64Backend::new();
         testkit::differential(6000, 0x9e37_79b9_7f4a_7c15, &mut x64);
-        assert_eq!(testkit::misaligned_calls(), 0, "helpers called with a misaligned stack");
+        assert_eq!(
+            testkit::misaligned_calls(),
+            0,
+            "helpers called with a misaligned stack"
+        );
     }
 
     #[test]
     fn differential_without_lzcnt_tzcnt_popcnt() {
-        let mut x64 = X64Backend::with_features(Features { lzcnt: false, bmi1: false, popcnt: false });
+        let mut x64 = X64Backend::with_features(Features {
+            lzcnt: false,
+            bmi1: false,
+            popcnt: false,
+        });
         testkit::differential(1500, 0x1234_5678_9abc_def1, &mut x64);
     }
 
@@ -1272,8 +1390,18 @@ mod tests {
     /// Every op on edge values against `eval`, with and without lzcnt/tzcnt/popcnt.
     #[test]
     fn directed_ops_against_eval() {
-        for feat in [Features::detect(), Features { lzcnt: false, bmi1: false, popcnt: false }] {
-            testkit::directed_ops_against_eval(&mut X64Backend::with_features(feat), &format!("{feat:?}"));
+        for feat in [
+            Features::detect(),
+            Features {
+                lzcnt: false,
+                bmi1: false,
+                popcnt: false,
+            },
+        ] {
+            testkit::directed_ops_against_eval(
+                &mut X64Backend::with_features(feat),
+                &format!("{feat:?}"),
+            );
         }
     }
 

@@ -7,7 +7,10 @@ use frontend_x86::{PlatformOp, X86State};
 use jit::{Engine, EngineKind, StopReason};
 
 use crate::gen::Mode;
-use crate::native::{FpState, NativeException, NativeOutcome, RegState, CODE_ADDR, CODE_SIZE, DATA_ADDR, DATA_SIZE, F80};
+use crate::native::{
+    FpState, NativeException, NativeOutcome, RegState, CODE_ADDR, CODE_SIZE, DATA_ADDR, DATA_SIZE,
+    F80,
+};
 
 const RAM: u64 = 4 << 20;
 const CODE_PHYS: u64 = 0x10_0000;
@@ -68,12 +71,25 @@ impl EmuRunner {
 
     /// Run `code` from CODE_ADDR until it runs off its end (a HLT is appended), raises an
     /// exception, or executes `max_insns` instructions (reported as Timeout).
-    pub fn run(&mut self, code: &[u8], init: &RegState, data: &[u8], max_insns: u64) -> NativeOutcome {
+    pub fn run(
+        &mut self,
+        code: &[u8],
+        init: &RegState,
+        data: &[u8],
+        max_insns: u64,
+    ) -> NativeOutcome {
         self.run_mode(Mode::Long, code, init, data, max_insns)
     }
 
     /// Run `code` (placed at `mode.code_start()`) in 64-bit or compatibility mode.
-    pub fn run_mode(&mut self, mode: Mode, code: &[u8], init: &RegState, data: &[u8], max_insns: u64) -> NativeOutcome {
+    pub fn run_mode(
+        &mut self,
+        mode: Mode,
+        code: &[u8],
+        init: &RegState,
+        data: &[u8],
+        max_insns: u64,
+    ) -> NativeOutcome {
         let e = &mut self.e;
         e.flush_code();
         let start = mode.code_start();
@@ -90,7 +106,10 @@ impl EmuRunner {
         let mut s = X86State(&mut e.env);
         // As Linux runs user code: CR0.NE (x87 errors as #MF) and ET, CR4.OSFXSR and
         // OSXMMEXCPT (SSE enabled, unmasked SSE exceptions as #XM); CR0.TS and EM clear.
-        s.set_g(G_CR0, (s.g(G_CR0) | cr0::MP | 1 << 5 | 1 << 4) & !(cr0::TS | cr0::EM));
+        s.set_g(
+            G_CR0,
+            (s.g(G_CR0) | cr0::MP | 1 << 5 | 1 << 4) & !(cr0::TS | cr0::EM),
+        );
         s.set_g(G_CR4, s.g(G_CR4) | cr4::OSFXSR | cr4::OSXMMEXCPT);
         set_fp_state(&mut s, &init.fp);
         for i in 0..16 {
@@ -101,14 +120,26 @@ impl EmuRunner {
         // The selectors a Linux process runs with: CS 0x33 (0x23 in compatibility mode),
         // SS 0x2b, DS/ES null (0x2b in compatibility mode, loaded by the blob), FS/GS null.
         let data = 0x3 | attr::S | 3 << attr::DPL_SHIFT | attr::P | attr::DB | attr::G;
-        s.set_seg(Seg::Cs, 0x33, 0, 0xffff_ffff, 0xb | attr::S | 3 << attr::DPL_SHIFT | attr::P | attr::L | attr::G);
+        s.set_seg(
+            Seg::Cs,
+            0x33,
+            0,
+            0xffff_ffff,
+            0xb | attr::S | 3 << attr::DPL_SHIFT | attr::P | attr::L | attr::G,
+        );
         s.set_seg(Seg::Ss, 0x2b, 0, 0xffff_ffff, data);
         for sg in [Seg::Ds, Seg::Es, Seg::Fs, Seg::Gs] {
             s.set_seg(sg, 0, 0, 0, 0);
         }
         if mode == Mode::Compat {
             // Linux's USER32_CS: a 32-bit code segment in long mode.
-            s.set_seg(Seg::Cs, 0x23, 0, 0xffff_ffff, 0xb | attr::S | 3 << attr::DPL_SHIFT | attr::P | attr::DB | attr::G);
+            s.set_seg(
+                Seg::Cs,
+                0x23,
+                0,
+                0xffff_ffff,
+                0xb | attr::S | 3 << attr::DPL_SHIFT | attr::P | attr::DB | attr::G,
+            );
             s.set_seg(Seg::Ds, 0x2b, 0, 0xffff_ffff, data);
             s.set_seg(Seg::Es, 0x2b, 0, 0xffff_ffff, data);
         }
@@ -129,21 +160,43 @@ impl EmuRunner {
         let mut d = vec![0u8; DATA_SIZE];
         e.ram().read(DATA_PHYS, &mut d);
         match stop {
-            StopReason::Platform { op, .. } if op == PlatformOp::Hlt as u32 && regs.rip == end => NativeOutcome::Completed { regs, data: d },
+            StopReason::Platform { op, .. } if op == PlatformOp::Hlt as u32 && regs.rip == end => {
+                NativeOutcome::Completed { regs, data: d }
+            }
             StopReason::Platform { op, arg, len } if op == PlatformOp::SoftInt as u32 => {
                 // INT3/INTn are traps: the host reports rip after the instruction.
                 regs.rip += len as u64;
                 let vector = (arg & 0xff) as u8;
-                NativeOutcome::Exception { regs, data: d, exc: NativeException { vector, error_code: 0, cr2: 0 } }
+                NativeOutcome::Exception {
+                    regs,
+                    data: d,
+                    exc: NativeException {
+                        vector,
+                        error_code: 0,
+                        cr2: 0,
+                    },
+                }
             }
             StopReason::Platform { op, .. } => {
                 // Any other platform instruction at CPL 3 is #GP(0) on the host (or #UD).
-                NativeOutcome::Exception { regs, data: d, exc: NativeException { vector: 0xff, error_code: op as u64, cr2: 0 } }
+                NativeOutcome::Exception {
+                    regs,
+                    data: d,
+                    exc: NativeException {
+                        vector: 0xff,
+                        error_code: op as u64,
+                        cr2: 0,
+                    },
+                }
             }
             StopReason::Exception(f) => NativeOutcome::Exception {
                 regs,
                 data: d,
-                exc: NativeException { vector: f.vector, error_code: f.error_code.unwrap_or(0) as u64, cr2: if f.vector == 14 { f.addr } else { 0 } },
+                exc: NativeException {
+                    vector: f.vector,
+                    error_code: f.error_code.unwrap_or(0) as u64,
+                    cr2: if f.vector == 14 { f.addr } else { 0 },
+                },
             },
             StopReason::Budget => NativeOutcome::Timeout,
         }
@@ -181,7 +234,10 @@ pub fn fp_state(s: &X86State) -> FpState {
         ..FpState::default()
     };
     for r in 0..8 {
-        let v = F80 { sig: s.g(G_FPR0 + 2 * r as jit::ir::Global), se: s.g(G_FPR0 + 2 * r as jit::ir::Global + 1) as u16 };
+        let v = F80 {
+            sig: s.g(G_FPR0 + 2 * r as jit::ir::Global),
+            se: s.g(G_FPR0 + 2 * r as jit::ir::Global + 1) as u16,
+        };
         fp.set_phys(r, v);
     }
     for i in 0..16 {

@@ -17,7 +17,10 @@
 //! points into the data area. None of the three is written by generated instructions
 //! except the stack templates (rsp).
 
-use iced_x86::{Code, CpuidFeature, Decoder, DecoderOptions, Encoder, EncodingKind, Instruction, MemoryOperand, Mnemonic, OpCodeOperandKind as K, Register};
+use iced_x86::{
+    Code, CpuidFeature, Decoder, DecoderOptions, Encoder, EncodingKind, Instruction, MemoryOperand,
+    Mnemonic, OpCodeOperandKind as K, Register,
+};
 
 use crate::native::{FpState, RegState, CODE_ADDR, DATA_ADDR, DATA_SIZE, F80};
 
@@ -163,22 +166,54 @@ const RSP_BASE: u64 = DATA_ADDR + 0x1800;
 const MNEMONICS: &[Mnemonic] = {
     use Mnemonic::*;
     &[
-        Add, Or, Adc, Sbb, And, Sub, Xor, Cmp, Test, Inc, Dec, Neg, Not, Mov, Movzx, Movsx, Movsxd, Lea, Xchg, Xadd, Cmpxchg,
-        Cmpxchg8b, Cmpxchg16b, Bswap, Movbe, Cbw, Cwde, Cdqe, Cwd, Cdq, Cqo, Lahf, Sahf, Clc, Stc, Cmc, Cld, Std, Seto,
-        Setno, Setb, Setae, Sete, Setne, Setbe, Seta, Sets, Setns, Setp, Setnp, Setl, Setge, Setle, Setg, Cmovo, Cmovno,
-        Cmovb, Cmovae, Cmove, Cmovne, Cmovbe, Cmova, Cmovs, Cmovns, Cmovp, Cmovnp, Cmovl, Cmovge, Cmovle, Cmovg, Shl, Sal,
-        Shr, Sar, Rol, Ror, Rcl, Rcr, Shld, Shrd, Shlx, Shrx, Sarx, Rorx, Mul, Imul, Div, Idiv, Mulx, Bt, Bts, Btr, Btc, Bsf,
-        Bsr, Tzcnt, Lzcnt, Popcnt, Andn, Bextr, Blsi, Blsmsk, Blsr, Bzhi, Pdep, Pext, Nop, Xlatb, Push, Pop, Pushf,
+        Add, Or, Adc, Sbb, And, Sub, Xor, Cmp, Test, Inc, Dec, Neg, Not, Mov, Movzx, Movsx, Movsxd,
+        Lea, Xchg, Xadd, Cmpxchg, Cmpxchg8b, Cmpxchg16b, Bswap, Movbe, Cbw, Cwde, Cdqe, Cwd, Cdq,
+        Cqo, Lahf, Sahf, Clc, Stc, Cmc, Cld, Std, Seto, Setno, Setb, Setae, Sete, Setne, Setbe,
+        Seta, Sets, Setns, Setp, Setnp, Setl, Setge, Setle, Setg, Cmovo, Cmovno, Cmovb, Cmovae,
+        Cmove, Cmovne, Cmovbe, Cmova, Cmovs, Cmovns, Cmovp, Cmovnp, Cmovl, Cmovge, Cmovle, Cmovg,
+        Shl, Sal, Shr, Sar, Rol, Ror, Rcl, Rcr, Shld, Shrd, Shlx, Shrx, Sarx, Rorx, Mul, Imul, Div,
+        Idiv, Mulx, Bt, Bts, Btr, Btc, Bsf, Bsr, Tzcnt, Lzcnt, Popcnt, Andn, Bextr, Blsi, Blsmsk,
+        Blsr, Bzhi, Pdep, Pext, Nop, Xlatb, Push, Pop, Pushf,
     ]
 };
 
 fn supported_kind(k: K) -> bool {
     matches!(
         k,
-        K::r8_or_mem | K::r16_or_mem | K::r32_or_mem | K::r64_or_mem | K::r8_reg | K::r8_opcode | K::r16_reg | K::r16_rm
-            | K::r16_opcode | K::r32_reg | K::r32_rm | K::r32_opcode | K::r32_vvvv | K::r64_reg | K::r64_rm | K::r64_opcode
-            | K::r64_vvvv | K::mem | K::al | K::cl | K::ax | K::eax | K::rax | K::imm8 | K::imm8_const_1 | K::imm8sex16
-            | K::imm8sex32 | K::imm8sex64 | K::imm16 | K::imm32 | K::imm32sex64 | K::imm64 | K::r16_reg_mem | K::r32_reg_mem
+        K::r8_or_mem
+            | K::r16_or_mem
+            | K::r32_or_mem
+            | K::r64_or_mem
+            | K::r8_reg
+            | K::r8_opcode
+            | K::r16_reg
+            | K::r16_rm
+            | K::r16_opcode
+            | K::r32_reg
+            | K::r32_rm
+            | K::r32_opcode
+            | K::r32_vvvv
+            | K::r64_reg
+            | K::r64_rm
+            | K::r64_opcode
+            | K::r64_vvvv
+            | K::mem
+            | K::al
+            | K::cl
+            | K::ax
+            | K::eax
+            | K::rax
+            | K::imm8
+            | K::imm8_const_1
+            | K::imm8sex16
+            | K::imm8sex32
+            | K::imm8sex64
+            | K::imm16
+            | K::imm32
+            | K::imm32sex64
+            | K::imm64
+            | K::r16_reg_mem
+            | K::r32_reg_mem
             | K::r64_reg_mem
     )
 }
@@ -190,9 +225,12 @@ pub fn codes(mode: Mode) -> Vec<Code> {
             let i = c.op_code();
             let in_mode = match mode {
                 Mode::Long => i.mode64(),
-                Mode::Compat => i.mode32() && !matches!(c.mnemonic(), Mnemonic::Popa | Mnemonic::Popad),
+                Mode::Compat => {
+                    i.mode32() && !matches!(c.mnemonic(), Mnemonic::Popa | Mnemonic::Popad)
+                }
             };
-            let extra = mode == Mode::Compat && matches!(c.mnemonic(), Mnemonic::Pusha | Mnemonic::Pushad);
+            let extra =
+                mode == Mode::Compat && matches!(c.mnemonic(), Mnemonic::Pusha | Mnemonic::Pushad);
             if !in_mode || !(MNEMONICS.contains(&c.mnemonic()) || extra) {
                 return false;
             }
@@ -277,7 +315,11 @@ fn operand(rng: &mut Rng, mode: Mode, k: K) -> Opnd {
         K::eax => Opnd::R(Register::EAX),
         K::rax => Opnd::R(Register::RAX),
         K::imm8_const_1 => Opnd::I(1),
-        K::imm8 => Opnd::I(if rng.chance(50) { rng.below(70) as i64 } else { (rng.below(256) as i64) - 128 }),
+        K::imm8 => Opnd::I(if rng.chance(50) {
+            rng.below(70) as i64
+        } else {
+            (rng.below(256) as i64) - 128
+        }),
         K::imm8sex16 | K::imm8sex32 | K::imm8sex64 => Opnd::I(rng.below(256) as i64 - 128),
         K::imm16 => Opnd::I(rng.below(0x10000) as i64),
         K::imm32 | K::imm32sex64 => Opnd::I(rng.value() as i32 as i64),
@@ -326,13 +368,24 @@ fn encode(insn: &Instruction, ip: u64, mode: Mode) -> Option<Vec<u8>> {
 }
 
 /// Generate one random instruction from the opcode tables.
-fn random_insn(rng: &mut Rng, mode: Mode, codes: &[Code], ip: u64) -> Option<(Vec<u8>, Instruction)> {
+fn random_insn(
+    rng: &mut Rng,
+    mode: Mode,
+    codes: &[Code],
+    ip: u64,
+) -> Option<(Vec<u8>, Instruction)> {
     let code = codes[rng.below(codes.len() as u64) as usize];
     let info = code.op_code();
-    let mut ops: Vec<Opnd> = (0..info.op_count()).map(|k| operand(rng, mode, info.op_kind(k))).collect();
+    let mut ops: Vec<Opnd> = (0..info.op_count())
+        .map(|k| operand(rng, mode, info.op_kind(k)))
+        .collect();
     // BT* with a register bit offset reaches anywhere in memory: keep those in registers
     // (the host's address space has mappings the guest's does not).
-    if matches!(code.mnemonic(), Mnemonic::Bt | Mnemonic::Bts | Mnemonic::Btr | Mnemonic::Btc) && matches!(ops.get(1), Some(Opnd::R(_))) {
+    if matches!(
+        code.mnemonic(),
+        Mnemonic::Bt | Mnemonic::Bts | Mnemonic::Btr | Mnemonic::Btc
+    ) && matches!(ops.get(1), Some(Opnd::R(_)))
+    {
         if let Some(Opnd::M(_)) = ops.first() {
             ops[0] = Opnd::R(gpr(rng, mode, kind_bytes(info.op_kind(0))));
         }
@@ -351,7 +404,9 @@ fn random_insn(rng: &mut Rng, mode: Mode, codes: &[Code], ip: u64) -> Option<(Ve
             }
         }
     }
-    if matches!(code.mnemonic(), Mnemonic::Shld | Mnemonic::Shrd) && info.op_kind(0) == K::r16_or_mem {
+    if matches!(code.mnemonic(), Mnemonic::Shld | Mnemonic::Shrd)
+        && info.op_kind(0) == K::r16_or_mem
+    {
         if let Some(Opnd::I(v)) = ops.get_mut(2) {
             *v &= 15;
         }
@@ -383,8 +438,15 @@ fn template(rng: &mut Rng, mode: Mode, ip: u64) -> Vec<u8> {
             // Segment selectors against Linux's GDT (64-bit mode only: there data
             // segment attributes do not affect later accesses). Loads into DS/ES with
             // the descriptor checks, then LAR/LSL/VERR/VERW, with the results in GPRs.
-            const SELS: [u16; 16] = [0, 1, 3, 0x8, 0x10, 0x13, 0x18, 0x1b, 0x20, 0x23, 0x2b, 0x2a, 0x33, 0x40, 0x80, 0x4];
-            let sel = SELS[rng.below(SELS.len() as u64) as usize] | if rng.chance(20) { rng.below(4) as u16 } else { 0 };
+            const SELS: [u16; 16] = [
+                0, 1, 3, 0x8, 0x10, 0x13, 0x18, 0x1b, 0x20, 0x23, 0x2b, 0x2a, 0x33, 0x40, 0x80, 0x4,
+            ];
+            let sel = SELS[rng.below(SELS.len() as u64) as usize]
+                | if rng.chance(20) {
+                    rng.below(4) as u16
+                } else {
+                    0
+                };
             out.push(0xb8); // mov eax, imm32
             out.extend_from_slice(&(sel as u32).to_le_bytes());
             match rng.below(4) {
@@ -411,9 +473,19 @@ fn template(rng: &mut Rng, mode: Mode, ip: u64) -> Vec<u8> {
             // String instruction with set-up.
             let d1 = rng.below(0x400) as i64 - 0x200;
             let d2 = rng.below(0x400) as i64 - 0x200;
-            emit(&mut out, Instruction::with2(lea, si, MemoryOperand::with_base_displ(base, d1)).unwrap());
-            emit(&mut out, Instruction::with2(lea, di, MemoryOperand::with_base_displ(base, d2)).unwrap());
-            emit(&mut out, Instruction::with2(Code::Mov_r32_imm32, Register::ECX, rng.below(20) as u32).unwrap());
+            emit(
+                &mut out,
+                Instruction::with2(lea, si, MemoryOperand::with_base_displ(base, d1)).unwrap(),
+            );
+            emit(
+                &mut out,
+                Instruction::with2(lea, di, MemoryOperand::with_base_displ(base, d2)).unwrap(),
+            );
+            emit(
+                &mut out,
+                Instruction::with2(Code::Mov_r32_imm32, Register::ECX, rng.below(20) as u32)
+                    .unwrap(),
+            );
             if rng.chance(50) {
                 out.push(0xfd); // std
             } else {
@@ -425,7 +497,8 @@ fn template(rng: &mut Rng, mode: Mode, ip: u64) -> Vec<u8> {
                 _ => &[],
             };
             let byte_form = rng.chance(25);
-            let op = [0xa4u8, 0xaa, 0xac, 0xa6, 0xae][rng.below(5) as usize] + if byte_form { 0 } else { 1 };
+            let op = [0xa4u8, 0xaa, 0xac, 0xa6, 0xae][rng.below(5) as usize]
+                + if byte_form { 0 } else { 1 };
             let rep: &[u8] = match rng.below(3) {
                 0 => &[],
                 1 => &[0xf3],
@@ -453,7 +526,10 @@ fn template(rng: &mut Rng, mode: Mode, ip: u64) -> Vec<u8> {
         }
         2 => {
             // enter/leave with rbp set up
-            emit(&mut out, Instruction::with2(lea, bp, MemoryOperand::with_base_displ(base, 0x600)).unwrap());
+            emit(
+                &mut out,
+                Instruction::with2(lea, bp, MemoryOperand::with_base_displ(base, 0x600)).unwrap(),
+            );
             out.extend_from_slice(&[0xc8, rng.below(64) as u8, 0, rng.below(3) as u8]);
             if rng.chance(70) {
                 out.push(0xc9);
@@ -461,8 +537,15 @@ fn template(rng: &mut Rng, mode: Mode, ip: u64) -> Vec<u8> {
         }
         _ => {
             // lahf/sahf round trip and a rep stos with a large count clipped by the area
-            emit(&mut out, Instruction::with2(lea, di, MemoryOperand::with_base_displ(base, -0x100)).unwrap());
-            emit(&mut out, Instruction::with2(Code::Mov_r32_imm32, Register::ECX, rng.below(64) as u32).unwrap());
+            emit(
+                &mut out,
+                Instruction::with2(lea, di, MemoryOperand::with_base_displ(base, -0x100)).unwrap(),
+            );
+            emit(
+                &mut out,
+                Instruction::with2(Code::Mov_r32_imm32, Register::ECX, rng.below(64) as u32)
+                    .unwrap(),
+            );
             if mode == Mode::Long {
                 out.extend_from_slice(&[0xf3, 0x48, 0xab]); // rep stosq
             } else {
@@ -487,7 +570,9 @@ pub fn case(rng: &mut Rng, mode: Mode, codes: &[Code], max_len: u64) -> Case {
         }
         if rng.chance(8) && k + 1 < n {
             // jcc forward over the following instruction
-            let Some((b, _)) = random_insn(rng, mode, codes, ip + 2) else { continue };
+            let Some((b, _)) = random_insn(rng, mode, codes, ip + 2) else {
+                continue;
+            };
             code.push(0x70 + rng.below(16) as u8);
             code.push(b.len() as u8);
             code.extend(b);
@@ -501,7 +586,11 @@ pub fn case(rng: &mut Rng, mode: Mode, codes: &[Code], max_len: u64) -> Case {
     }
     let mut init = RegState::default();
     for i in 0..16 {
-        init.gpr[i] = if rng.chance(20) { DATA_ADDR + 0x800 + rng.below(0x800) } else { rng.value() };
+        init.gpr[i] = if rng.chance(20) {
+            DATA_ADDR + 0x800 + rng.below(0x800)
+        } else {
+            rng.value()
+        };
     }
     // rcx small half the time so CL shifts hit small counts and loops end.
     if rng.chance(50) {
@@ -535,18 +624,38 @@ pub fn case(rng: &mut Rng, mode: Mode, codes: &[Code], max_len: u64) -> Case {
     }
     // Decode back to learn the undefined flags.
     let mut insns = Vec::new();
-    let mut d = Decoder::with_ip(mode.bitness(), &code, mode.code_start(), DecoderOptions::NONE);
+    let mut d = Decoder::with_ip(
+        mode.bitness(),
+        &code,
+        mode.code_start(),
+        DecoderOptions::NONE,
+    );
     while d.can_decode() {
         insns.push(d.decode());
     }
-    Case { code, init, data, undef_flags: 0, insns, data_ignore: Vec::new() }
+    Case {
+        code,
+        init,
+        data,
+        undef_flags: 0,
+        insns,
+        data_ignore: Vec::new(),
+    }
 }
 
 /// iced RflagsBits -> RFLAGS bits.
 pub fn iced_to_rflags(b: u32) -> u64 {
     use iced_x86::RflagsBits as R;
     let mut f = 0;
-    for (i, r) in [(R::OF, 1u64 << 11), (R::SF, 1 << 7), (R::ZF, 1 << 6), (R::AF, 1 << 4), (R::CF, 1), (R::PF, 1 << 2), (R::DF, 1 << 10)] {
+    for (i, r) in [
+        (R::OF, 1u64 << 11),
+        (R::SF, 1 << 7),
+        (R::ZF, 1 << 6),
+        (R::AF, 1 << 4),
+        (R::CF, 1),
+        (R::PF, 1 << 2),
+        (R::DF, 1 << 10),
+    ] {
         if b & i != 0 {
             f |= r;
         }
@@ -597,13 +706,31 @@ pub fn undefined_flags_before(insns: &[Instruction], rip: u64) -> Option<u64> {
             return None;
         }
         // A shift or rotate by CL may have a zero count and then changes nothing.
-        let by_cl = (0..i.op_count()).any(|k| i.op_kind(k) == iced_x86::OpKind::Register && i.op_register(k) == Register::CL)
-            && matches!(i.mnemonic(), Mnemonic::Shl | Mnemonic::Sal | Mnemonic::Shr | Mnemonic::Sar | Mnemonic::Rol | Mnemonic::Ror | Mnemonic::Rcl | Mnemonic::Rcr | Mnemonic::Shld | Mnemonic::Shrd);
+        let by_cl = (0..i.op_count()).any(|k| {
+            i.op_kind(k) == iced_x86::OpKind::Register && i.op_register(k) == Register::CL
+        }) && matches!(
+            i.mnemonic(),
+            Mnemonic::Shl
+                | Mnemonic::Sal
+                | Mnemonic::Shr
+                | Mnemonic::Sar
+                | Mnemonic::Rol
+                | Mnemonic::Ror
+                | Mnemonic::Rcl
+                | Mnemonic::Rcr
+                | Mnemonic::Shld
+                | Mnemonic::Shrd
+        );
         // An instruction right after a jcc may have been skipped: it defines nothing for
         // sure, and what it leaves undefined is possibly undefined.
         // A REP string instruction with a zero count changes nothing either.
-        let maybe_nothing = by_cl || (i.is_string_instruction() && (i.has_rep_prefix() || i.has_repne_prefix()));
-        let defined = if maybe_nothing || after_jcc { 0 } else { i.rflags_modified() };
+        let maybe_nothing =
+            by_cl || (i.is_string_instruction() && (i.has_rep_prefix() || i.has_repne_prefix()));
+        let defined = if maybe_nothing || after_jcc {
+            0
+        } else {
+            i.rflags_modified()
+        };
         undef = (undef & !defined) | i.rflags_undefined() | rcl_rcr_of_undefined(i);
         after_jcc = i.is_jcc_short_or_near();
     }
@@ -638,18 +765,62 @@ pub fn is_fp_simd_code(c: Code) -> bool {
     let simd_feature = c.cpuid_features().iter().any(|f| {
         matches!(
             f,
-            F::FPU | F::FPU287 | F::FPU287XL_ONLY | F::FPU387 | F::FPU387SL_ONLY | F::MMX | F::SSE | F::SSE2 | F::SSE3
-                | F::SSSE3 | F::SSE4_1 | F::SSE4_2 | F::SSE4A | F::AES | F::PCLMULQDQ | F::SHA | F::FXSR | F::D3NOW
-                | F::D3NOWEXT | F::CYRIX_D3NOW | F::F16C | F::FMA | F::FMA4 | F::XOP | F::AVX | F::AVX2 | F::XSAVE
+            F::FPU
+                | F::FPU287
+                | F::FPU287XL_ONLY
+                | F::FPU387
+                | F::FPU387SL_ONLY
+                | F::MMX
+                | F::SSE
+                | F::SSE2
+                | F::SSE3
+                | F::SSSE3
+                | F::SSE4_1
+                | F::SSE4_2
+                | F::SSE4A
+                | F::AES
+                | F::PCLMULQDQ
+                | F::SHA
+                | F::FXSR
+                | F::D3NOW
+                | F::D3NOWEXT
+                | F::CYRIX_D3NOW
+                | F::F16C
+                | F::FMA
+                | F::FMA4
+                | F::XOP
+                | F::AVX
+                | F::AVX2
+                | F::XSAVE
         )
     });
     let i = c.op_code();
     let simd_operand = (0..i.op_count()).any(|k| {
         matches!(
             i.op_kind(k),
-            K::mm_or_mem | K::xmm_or_mem | K::ymm_or_mem | K::zmm_or_mem | K::mm_reg | K::mm_rm | K::xmm_reg | K::xmm_rm
-                | K::xmm_vvvv | K::xmmp3_vvvv | K::xmm_is4 | K::xmm_is5 | K::ymm_reg | K::ymm_rm | K::ymm_vvvv | K::ymm_is4
-                | K::ymm_is5 | K::zmm_reg | K::zmm_rm | K::zmm_vvvv | K::zmmp3_vvvv | K::st0 | K::sti_opcode
+            K::mm_or_mem
+                | K::xmm_or_mem
+                | K::ymm_or_mem
+                | K::zmm_or_mem
+                | K::mm_reg
+                | K::mm_rm
+                | K::xmm_reg
+                | K::xmm_rm
+                | K::xmm_vvvv
+                | K::xmmp3_vvvv
+                | K::xmm_is4
+                | K::xmm_is5
+                | K::ymm_reg
+                | K::ymm_rm
+                | K::ymm_vvvv
+                | K::ymm_is4
+                | K::ymm_is5
+                | K::zmm_reg
+                | K::zmm_rm
+                | K::zmm_vvvv
+                | K::zmmp3_vvvv
+                | K::st0
+                | K::sti_opcode
         )
     });
     simd_feature || simd_operand || c == Code::Wait
@@ -684,23 +855,54 @@ fn fp_family_features(c: Code) -> bool {
 ///   not an exact result.
 pub const FP_APPROXIMATE: &[Mnemonic] = {
     use Mnemonic::*;
-    &[Rcpps, Rcpss, Rsqrtps, Rsqrtss, F2xm1, Fyl2x, Fyl2xp1, Fptan, Fpatan, Fsin, Fcos, Fsincos]
+    &[
+        Rcpps, Rcpss, Rsqrtps, Rsqrtss, F2xm1, Fyl2x, Fyl2xp1, Fptan, Fpatan, Fsin, Fcos, Fsincos,
+    ]
 };
 
 fn fp_supported_kind(k: K) -> bool {
     matches!(
         k,
-        K::xmm_reg | K::xmm_rm | K::xmm_or_mem | K::mm_reg | K::mm_rm | K::mm_or_mem | K::st0 | K::sti_opcode | K::mem
-            | K::r8_or_mem | K::r16_or_mem | K::r32_or_mem | K::r64_or_mem | K::r16_reg | K::r32_reg | K::r64_reg
-            | K::r16_rm | K::r32_rm | K::r64_rm | K::r32_reg_mem | K::r64_reg_mem | K::imm8 | K::ax | K::seg_rDI
+        K::xmm_reg
+            | K::xmm_rm
+            | K::xmm_or_mem
+            | K::mm_reg
+            | K::mm_rm
+            | K::mm_or_mem
+            | K::st0
+            | K::sti_opcode
+            | K::mem
+            | K::r8_or_mem
+            | K::r16_or_mem
+            | K::r32_or_mem
+            | K::r64_or_mem
+            | K::r16_reg
+            | K::r32_reg
+            | K::r64_reg
+            | K::r16_rm
+            | K::r32_rm
+            | K::r64_rm
+            | K::r32_reg_mem
+            | K::r64_reg_mem
+            | K::imm8
+            | K::ax
+            | K::seg_rDI
     )
 }
 
 /// Mnemonics named (comma-separated, any case) in environment variable `var`.
 fn env_mnemonics(var: &str) -> Option<Vec<Mnemonic>> {
     let v = std::env::var(var).ok()?;
-    let names: Vec<String> = v.split(',').map(|s| s.trim().to_ascii_lowercase()).filter(|s| !s.is_empty()).collect();
-    Some(Mnemonic::values().filter(|m| names.contains(&format!("{m:?}").to_ascii_lowercase())).collect())
+    let names: Vec<String> = v
+        .split(',')
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty())
+        .collect();
+    Some(
+        Mnemonic::values()
+            .filter(|m| names.contains(&format!("{m:?}").to_ascii_lowercase()))
+            .collect(),
+    )
 }
 
 /// Every FP-family encoding for `mode`, whether implemented or not.
@@ -733,43 +935,115 @@ pub fn fp_candidate_codes(mode: Mode) -> Vec<Code> {
 /// The encodings the FP family picks from: [`fp_candidate_codes`] whose mnemonic the
 /// frontend implements. Empty until the frontend translates FP/SIMD instructions.
 pub fn fp_codes(mode: Mode) -> Vec<Code> {
-    fp_candidate_codes(mode).into_iter().filter(|c| frontend_x86::translate::is_implemented(c.mnemonic())).collect()
+    fp_candidate_codes(mode)
+        .into_iter()
+        .filter(|c| frontend_x86::translate::is_implemented(c.mnemonic()))
+        .collect()
 }
 
 // ---- special values ----
 
 const F32_SPECIAL: &[u32] = &[
-    0x0000_0000, 0x8000_0000, // ±0
-    0x0000_0001, 0x8000_0001, 0x007f_ffff, 0x0040_0000, // denormals
-    0x0080_0000, 0x8080_0000, // smallest normal
-    0x7f7f_ffff, 0xff7f_ffff, // max finite
-    0x7f80_0000, 0xff80_0000, // ±inf
-    0x7fc0_0000, 0xffc0_0000, 0x7fc0_1234, 0xffff_ffff, // QNaN (0xffc00000: indefinite)
-    0x7f80_0001, 0xffa0_0000, 0x7fbf_ffff, // SNaN
-    0x3f80_0000, 0xbf80_0000, 0xbfc0_0000, 0x3f00_0000, 0x4020_0000, 0x4060_0000, 0x3fc0_0000, // ±1, -1.5, .5, 2.5, 3.5, 1.5
-    0x4f00_0000, 0xcf00_0000, 0x4eff_ffff, 0xcf00_0001, // 2^31 and neighbours
-    0x5f00_0000, 0xdf00_0000, 0x5eff_ffff, // 2^63
-    0x4700_0000, 0x46ff_fe00, 0xc700_0000, 0xc700_0100, // 32768, 32767, -32768, -32769
-    0x3f7f_ffff, 0x3380_0000, 0x4b00_0000, 0x4b7f_ffff, // 1-ulp, 2^-24, 2^23, 2^24-1
+    0x0000_0000,
+    0x8000_0000, // ±0
+    0x0000_0001,
+    0x8000_0001,
+    0x007f_ffff,
+    0x0040_0000, // denormals
+    0x0080_0000,
+    0x8080_0000, // smallest normal
+    0x7f7f_ffff,
+    0xff7f_ffff, // max finite
+    0x7f80_0000,
+    0xff80_0000, // ±inf
+    0x7fc0_0000,
+    0xffc0_0000,
+    0x7fc0_1234,
+    0xffff_ffff, // QNaN (0xffc00000: indefinite)
+    0x7f80_0001,
+    0xffa0_0000,
+    0x7fbf_ffff, // SNaN
+    0x3f80_0000,
+    0xbf80_0000,
+    0xbfc0_0000,
+    0x3f00_0000,
+    0x4020_0000,
+    0x4060_0000,
+    0x3fc0_0000, // ±1, -1.5, .5, 2.5, 3.5, 1.5
+    0x4f00_0000,
+    0xcf00_0000,
+    0x4eff_ffff,
+    0xcf00_0001, // 2^31 and neighbours
+    0x5f00_0000,
+    0xdf00_0000,
+    0x5eff_ffff, // 2^63
+    0x4700_0000,
+    0x46ff_fe00,
+    0xc700_0000,
+    0xc700_0100, // 32768, 32767, -32768, -32769
+    0x3f7f_ffff,
+    0x3380_0000,
+    0x4b00_0000,
+    0x4b7f_ffff, // 1-ulp, 2^-24, 2^23, 2^24-1
 ];
 
 const F64_SPECIAL: &[u64] = &[
-    0, 0x8000_0000_0000_0000, // ±0
-    1, 0x8000_0000_0000_0001, 0x000f_ffff_ffff_ffff, 0x0008_0000_0000_0000, // denormals
-    0x0010_0000_0000_0000, 0x8010_0000_0000_0000, // smallest normal
-    0x7fef_ffff_ffff_ffff, 0xffef_ffff_ffff_ffff, // max finite
-    0x7ff0_0000_0000_0000, 0xfff0_0000_0000_0000, // ±inf
-    0x7ff8_0000_0000_0000, 0xfff8_0000_0000_0000, 0x7ff8_0000_dead_beef, u64::MAX, // QNaN
-    0x7ff0_0000_0000_0001, 0xfff4_0000_0000_0000, 0x7ff7_ffff_ffff_ffff, // SNaN
-    0x3ff0_0000_0000_0000, 0xbff0_0000_0000_0000, 0xbff8_0000_0000_0000, 0x3fe0_0000_0000_0000, 0x4004_0000_0000_0000,
+    0,
+    0x8000_0000_0000_0000, // ±0
+    1,
+    0x8000_0000_0000_0001,
+    0x000f_ffff_ffff_ffff,
+    0x0008_0000_0000_0000, // denormals
+    0x0010_0000_0000_0000,
+    0x8010_0000_0000_0000, // smallest normal
+    0x7fef_ffff_ffff_ffff,
+    0xffef_ffff_ffff_ffff, // max finite
+    0x7ff0_0000_0000_0000,
+    0xfff0_0000_0000_0000, // ±inf
+    0x7ff8_0000_0000_0000,
+    0xfff8_0000_0000_0000,
+    0x7ff8_0000_dead_beef,
+    u64::MAX, // QNaN
+    0x7ff0_0000_0000_0001,
+    0xfff4_0000_0000_0000,
+    0x7ff7_ffff_ffff_ffff, // SNaN
+    0x3ff0_0000_0000_0000,
+    0xbff0_0000_0000_0000,
+    0xbff8_0000_0000_0000,
+    0x3fe0_0000_0000_0000,
+    0x4004_0000_0000_0000,
     0x400c_0000_0000_0000, // 1, -1, -1.5, 0.5, 2.5, 3.5
-    0x41e0_0000_0000_0000, 0xc1e0_0000_0000_0000, 0x41df_ffff_ffc0_0000, 0x41df_ffff_ffe0_0000, 0xc1e0_0000_0020_0000, // 2^31, -2^31, 2^31-1, 2^31-0.5, -2^31-1
-    0x43e0_0000_0000_0000, 0xc3e0_0000_0000_0000, 0x43df_ffff_ffff_ffff, // 2^63
-    0x3ca0_0000_0000_0000, 0x4330_0000_0000_0000, 0x47ef_ffff_e000_0000, 0x47f0_0000_0000_0000, // 2^-53, 2^52, f32 max, above f32 max
-    0x3690_0000_0000_0000, 0x36a0_0000_0000_0000, // around the f32 denormal range
+    0x41e0_0000_0000_0000,
+    0xc1e0_0000_0000_0000,
+    0x41df_ffff_ffc0_0000,
+    0x41df_ffff_ffe0_0000,
+    0xc1e0_0000_0020_0000, // 2^31, -2^31, 2^31-1, 2^31-0.5, -2^31-1
+    0x43e0_0000_0000_0000,
+    0xc3e0_0000_0000_0000,
+    0x43df_ffff_ffff_ffff, // 2^63
+    0x3ca0_0000_0000_0000,
+    0x4330_0000_0000_0000,
+    0x47ef_ffff_e000_0000,
+    0x47f0_0000_0000_0000, // 2^-53, 2^52, f32 max, above f32 max
+    0x3690_0000_0000_0000,
+    0x36a0_0000_0000_0000, // around the f32 denormal range
 ];
 
-const INT32_SPECIAL: &[u32] = &[0, 1, 0x7fff_ffff, 0x8000_0000, 0xffff_ffff, 0x7fff, 0x8000, 0xffff, 0x7f, 0x80, 0xff, 0xff80, 0x8000_7fff];
+const INT32_SPECIAL: &[u32] = &[
+    0,
+    1,
+    0x7fff_ffff,
+    0x8000_0000,
+    0xffff_ffff,
+    0x7fff,
+    0x8000,
+    0xffff,
+    0x7f,
+    0x80,
+    0xff,
+    0xff80,
+    0x8000_7fff,
+];
 
 impl Rng {
     fn pick<T: Copy>(&mut self, s: &[T]) -> T {
@@ -778,7 +1052,11 @@ impl Rng {
     fn f32_bits(&mut self) -> u32 {
         match self.below(10) {
             0..=5 => self.pick(F32_SPECIAL),
-            6 => (self.below(2) as u32) << 31 | ((0x7f + self.below(40) as u32 - 20) << 23) | (self.next() as u32 & 0x7f_ffff),
+            6 => {
+                (self.below(2) as u32) << 31
+                    | ((0x7f + self.below(40) as u32 - 20) << 23)
+                    | (self.next() as u32 & 0x7f_ffff)
+            }
             7 => ((self.below(400) as i32 - 200) as f32 / 4.0).to_bits(),
             8 => self.pick(INT32_SPECIAL),
             _ => self.next() as u32,
@@ -787,7 +1065,11 @@ impl Rng {
     fn f64_bits(&mut self) -> u64 {
         match self.below(10) {
             0..=5 => self.pick(F64_SPECIAL),
-            6 => self.below(2) << 63 | ((0x3ff + self.below(80) - 40) << 52) | (self.next() & 0xf_ffff_ffff_ffff),
+            6 => {
+                self.below(2) << 63
+                    | ((0x3ff + self.below(80) - 40) << 52)
+                    | (self.next() & 0xf_ffff_ffff_ffff)
+            }
             7 => ((self.below(2000) as i64 - 1000) as f64 / 4.0).to_bits(),
             8 => self.value(),
             _ => self.next(),
@@ -800,16 +1082,16 @@ impl Rng {
         let j = 1u64 << 63;
         let (sig, exp) = match self.below(24) {
             0 => (0, 0),
-            1 => (j, 0x3fff),                                     // 1.0
-            2 => (0xc000_0000_0000_0000, 0x3fff),                 // 1.5
-            3 => (0xc90f_daa2_2168_c235, 0x4000),                 // pi
-            4 => (self.next() >> 1 | 1, 0),                       // denormal
-            5 => (j, 1),                                          // smallest normal
-            6 => (u64::MAX, 0x7ffe),                              // max finite
-            7 => (j, 0x7fff),                                     // infinity
+            1 => (j, 0x3fff),                                           // 1.0
+            2 => (0xc000_0000_0000_0000, 0x3fff),                       // 1.5
+            3 => (0xc90f_daa2_2168_c235, 0x4000),                       // pi
+            4 => (self.next() >> 1 | 1, 0),                             // denormal
+            5 => (j, 1),                                                // smallest normal
+            6 => (u64::MAX, 0x7ffe),                                    // max finite
+            7 => (j, 0x7fff),                                           // infinity
             8 => (0xc000_0000_0000_0000 | self.below(1 << 20), 0x7fff), // QNaN
-            9 => (j | 1 + self.below(1 << 20), 0x7fff),           // SNaN
-            10 => (0xc000_0000_0000_0000, 0x7fff),                // (indefinite when negative)
+            9 => (j | 1 + self.below(1 << 20), 0x7fff),                 // SNaN
+            10 => (0xc000_0000_0000_0000, 0x7fff), // (indefinite when negative)
             11 => {
                 // integers near 2^15, 2^31, 2^63 and small ones, exactly
                 let k = self.pick(&[0u64, 1, 2, 14, 15, 16, 30, 31, 32, 62, 63]);
@@ -821,21 +1103,24 @@ impl Rng {
                     (v << lz, 0x3fff + 63 - lz)
                 }
             }
-            12 => (j | self.below(4) << 61, 0x3ffe),              // 0.5 .. 0.875
+            12 => (j | self.below(4) << 61, 0x3ffe), // 0.5 .. 0.875
             13 => (j | self.next() >> 1, 0x3fff + self.below(64)), // integer-ish range
             14 => (j | self.next() >> 1, 0x3fff - self.below(64)),
-            15 => (j | self.next() >> 1, 0x43fe - self.below(3)),  // around the f64 maximum
-            16 => (j | self.next() >> 1, 0x407e - self.below(3)),  // around the f32 maximum
+            15 => (j | self.next() >> 1, 0x43fe - self.below(3)), // around the f64 maximum
+            16 => (j | self.next() >> 1, 0x407e - self.below(3)), // around the f32 maximum
             17 => (j | self.next() >> 1, 0x3c01 - self.below(60)), // f64 underflow range
             18 => (j | self.next() >> 1, 0x3f81 - self.below(30)), // f32 underflow range
             19 if self.chance(50) => (j | self.next() >> 1, 1 + self.below(0x7ffe)),
             19 => (j | self.next() >> 1, 0x3fff + self.below(80) - 40),
-            20 => (j | self.below(1 << 20), 0),                   // pseudo-denormal
-            21 => (self.next() >> 1, 1 + self.below(0x7ffe)),     // unnormal
-            22 => (self.next() >> 1, 0x7fff),                     // pseudo-NaN / pseudo-infinity
+            20 => (j | self.below(1 << 20), 0), // pseudo-denormal
+            21 => (self.next() >> 1, 1 + self.below(0x7ffe)), // unnormal
+            22 => (self.next() >> 1, 0x7fff),   // pseudo-NaN / pseudo-infinity
             _ => (self.next(), self.next() as u16 as u64 & 0x7fff),
         };
-        F80 { sig, se: sign | exp as u16 }
+        F80 {
+            sig,
+            se: sign | exp as u16,
+        }
     }
     /// 16 bytes of register or memory content, in one lane view.
     fn lanes16(&mut self) -> [u64; 2] {
@@ -898,7 +1183,11 @@ fn gen_mxcsr(rng: &mut Rng) -> u32 {
             }
         }
     }
-    let flags = if rng.chance(50) { 0 } else { rng.below(64) as u32 };
+    let flags = if rng.chance(50) {
+        0
+    } else {
+        rng.below(64) as u32
+    };
     let rc = (rng.below(4) as u32) << 13;
     let ftz = if rng.chance(25) { 0x8000 } else { 0 };
     let daz = if rng.chance(25) { 0x40 } else { 0 };
@@ -909,8 +1198,15 @@ fn gen_mxcsr(rng: &mut Rng) -> u32 {
 pub fn gen_fp_state(rng: &mut Rng) -> FpState {
     let fcw = gen_fcw(rng);
     let top = rng.below(8) as u16;
-    let cc = [0x100u16, 0x200, 0x400, 0x4000].iter().fold(0, |a, b| if rng.chance(40) { a | b } else { a });
-    let mut flags = if rng.chance(70) { 0 } else { rng.below(128) as u16 };
+    let cc =
+        [0x100u16, 0x200, 0x400, 0x4000]
+            .iter()
+            .fold(0, |a, b| if rng.chance(40) { a | b } else { a });
+    let mut flags = if rng.chance(70) {
+        0
+    } else {
+        rng.below(128) as u16
+    };
     let unmasked = flags & !fcw & 0x3f;
     if unmasked != 0 && !rng.chance(20) {
         flags &= fcw | 0x40;
@@ -923,7 +1219,13 @@ pub fn gen_fp_state(rng: &mut Rng) -> FpState {
         1 => 0xff,
         _ => rng.below(256) as u8,
     };
-    let mut fp = FpState { fcw, fsw, ftw, mxcsr: gen_mxcsr(rng), ..FpState::default() };
+    let mut fp = FpState {
+        fcw,
+        fsw,
+        ftw,
+        mxcsr: gen_mxcsr(rng),
+        ..FpState::default()
+    };
     for i in 0..8 {
         fp.st[i] = rng.f80();
     }
@@ -957,7 +1259,9 @@ fn fp_imm8(rng: &mut Rng, m: Mnemonic) -> i64 {
     match m {
         Cmpps | Cmppd | Cmpss | Cmpsd if rng.chance(85) => rng.below(8) as i64,
         Roundps | Roundpd | Roundss | Roundsd if rng.chance(85) => rng.below(16) as i64,
-        Psrlw | Psrld | Psrlq | Psraw | Psrad | Psllw | Pslld | Psllq | Psrldq | Pslldq if rng.chance(75) => {
+        Psrlw | Psrld | Psrlq | Psraw | Psrad | Psllw | Pslld | Psllq | Psrldq | Pslldq
+            if rng.chance(75) =>
+        {
             rng.pick(&[0i64, 1, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65])
         }
         Palignr if rng.chance(75) => rng.below(34) as i64,
@@ -970,7 +1274,10 @@ fn fp_imm8(rng: &mut Rng, m: Mnemonic) -> i64 {
 /// the faulting base. Returns the operand and its offset in the data area when known.
 fn fp_mem_operand(rng: &mut Rng, mode: Mode) -> (MemoryOperand, Option<usize>) {
     if rng.chance(3) {
-        return (MemoryOperand::with_base_displ(mode.fault_base(), rng.below(8) as i64), None);
+        return (
+            MemoryOperand::with_base_displ(mode.fault_base(), rng.below(8) as i64),
+            None,
+        );
     }
     // Offsets 0x100..=0x1d0f from DATA_ADDR: 512 more bytes still fit.
     let mut disp = (rng.below(0x1c00 / 16) as i64) * 16 - 0xf00;
@@ -978,7 +1285,10 @@ fn fp_mem_operand(rng: &mut Rng, mode: Mode) -> (MemoryOperand, Option<usize>) {
         disp += rng.pick(&[1i64, 2, 4, 8, 12, 15]);
     }
     let off = (R15_BASE - DATA_ADDR) as i64 + disp;
-    (MemoryOperand::with_base_displ(mode.base(), disp), Some(off as usize))
+    (
+        MemoryOperand::with_base_displ(mode.base(), disp),
+        Some(off as usize),
+    )
 }
 
 fn xmm_reg(rng: &mut Rng, mode: Mode) -> Register {
@@ -1006,13 +1316,25 @@ struct FpExtra {
 /// bytes of the stores of `m` (not compared).
 fn fp_mem_extra(rng: &mut Rng, m: Mnemonic, code: Code, off: usize, ex: &mut FpExtra) {
     use Mnemonic::*;
-    let small_env = matches!(code, Code::Fldenv_m14byte | Code::Fnstenv_m14byte | Code::Fstenv_m14byte | Code::Frstor_m94byte | Code::Fnsave_m94byte | Code::Fsave_m94byte);
+    let small_env = matches!(
+        code,
+        Code::Fldenv_m14byte
+            | Code::Fnstenv_m14byte
+            | Code::Fstenv_m14byte
+            | Code::Frstor_m94byte
+            | Code::Fnsave_m94byte
+            | Code::Fsave_m94byte
+    );
     match m {
-        Ldmxcsr | Fxrstor | Fxrstor64 => ex.mxcsr_at.push(if m == Ldmxcsr { off } else { off + 24 }),
+        Ldmxcsr | Fxrstor | Fxrstor64 => {
+            ex.mxcsr_at.push(if m == Ldmxcsr { off } else { off + 24 })
+        }
         _ => {}
     }
     match m {
-        Ldmxcsr if rng.chance(80) => ex.patches.push((off, gen_mxcsr(rng).to_le_bytes().to_vec())),
+        Ldmxcsr if rng.chance(80) => ex
+            .patches
+            .push((off, gen_mxcsr(rng).to_le_bytes().to_vec())),
         Fldcw if rng.chance(60) => ex.patches.push((off, gen_fcw(rng).to_le_bytes().to_vec())),
         Fxrstor | Fxrstor64 if rng.chance(80) => {
             let fp = gen_fp_state(rng);
@@ -1026,14 +1348,28 @@ fn fp_mem_extra(rng: &mut Rng, m: Mnemonic, code: Code, off: usize, ex: &mut FpE
         Fldenv | Frstor if rng.chance(60) => {
             let fp = gen_fp_state(rng);
             // Full tag word: 11 (empty) or 00 (valid) per physical register.
-            let tw = (0..8).fold(0u16, |t, r| if fp.ftw >> r & 1 == 0 { t | 3 << (2 * r) } else { t });
+            let tw = (0..8).fold(0u16, |t, r| {
+                if fp.ftw >> r & 1 == 0 {
+                    t | 3 << (2 * r)
+                } else {
+                    t
+                }
+            });
             let mut img = Vec::new();
             if small_env {
                 for w in [fp.fcw, fp.fsw, tw, 0, 0, 0, 0] {
                     img.extend_from_slice(&w.to_le_bytes());
                 }
             } else {
-                for w in [fp.fcw as u32 | 0xffff_0000, fp.fsw as u32 | 0xffff_0000, tw as u32 | 0xffff_0000, 0, 0, 0, 0xffff_0000] {
+                for w in [
+                    fp.fcw as u32 | 0xffff_0000,
+                    fp.fsw as u32 | 0xffff_0000,
+                    tw as u32 | 0xffff_0000,
+                    0,
+                    0,
+                    0,
+                    0xffff_0000,
+                ] {
                     img.extend_from_slice(&w.to_le_bytes());
                 }
             }
@@ -1067,11 +1403,20 @@ fn fp_mem_extra(rng: &mut Rng, m: Mnemonic, code: Code, off: usize, ex: &mut FpE
 }
 
 /// Generate one random FP-family instruction.
-fn random_fp_insn(rng: &mut Rng, mode: Mode, codes: &[Code], ip: u64, ex: &mut FpExtra) -> Option<(Vec<u8>, Instruction)> {
+fn random_fp_insn(
+    rng: &mut Rng,
+    mode: Mode,
+    codes: &[Code],
+    ip: u64,
+    ex: &mut FpExtra,
+) -> Option<(Vec<u8>, Instruction)> {
     let code = codes[rng.below(codes.len() as u64) as usize];
     let info = code.op_code();
     let m = code.mnemonic();
-    if matches!(code, Code::Maskmovq_rDI_mm_mm | Code::Maskmovdqu_rDI_xmm_xmm) {
+    if matches!(
+        code,
+        Code::Maskmovq_rDI_mm_mm | Code::Maskmovdqu_rDI_xmm_xmm
+    ) {
         // Implicit destination [rdi]: point rdi into the data area first.
         let (lea, di) = match mode {
             Mode::Long => (Code::Lea_r64_m, Register::RDI),
@@ -1084,7 +1429,11 @@ fn random_fp_insn(rng: &mut Rng, mode: Mode, codes: &[Code], ip: u64, ex: &mut F
             }
         };
         let mut bytes = encode(&Instruction::with2(lea, di, mem).ok()?, ip, mode)?;
-        let (a, b) = if code == Code::Maskmovq_rDI_mm_mm { (mm_reg(rng), mm_reg(rng)) } else { (xmm_reg(rng, mode), xmm_reg(rng, mode)) };
+        let (a, b) = if code == Code::Maskmovq_rDI_mm_mm {
+            (mm_reg(rng), mm_reg(rng))
+        } else {
+            (xmm_reg(rng, mode), xmm_reg(rng, mode))
+        };
         let insn = if code == Code::Maskmovq_rDI_mm_mm {
             Instruction::with_maskmovq(mode.bitness(), a, b, Register::None).ok()?
         } else {
@@ -1153,7 +1502,12 @@ fn random_fp_insn(rng: &mut Rng, mode: Mode, codes: &[Code], ip: u64, ex: &mut F
     if let Some(off) = mem_off {
         // A read of bytes an earlier instruction stored with implementation-specific
         // contents (FIP/FDP, MXCSR_MASK...) would carry them into compared state.
-        if reads_memory(&dec) && ex.ignore.iter().any(|&(o, l)| off < o + l && o < off + dec.memory_size().size().max(1)) {
+        if reads_memory(&dec)
+            && ex
+                .ignore
+                .iter()
+                .any(|&(o, l)| off < o + l && o < off + dec.memory_size().size().max(1))
+        {
             return None;
         }
         fp_mem_extra(rng, dec.mnemonic(), dec.code(), off, ex);
@@ -1165,12 +1519,23 @@ fn random_fp_insn(rng: &mut Rng, mode: Mode, codes: &[Code], ip: u64, ex: &mut F
 fn reads_memory(i: &Instruction) -> bool {
     use iced_x86::OpAccess as A;
     let mut f = iced_x86::InstructionInfoFactory::new();
-    f.info(i).used_memory().iter().any(|m| matches!(m.access(), A::Read | A::CondRead | A::ReadWrite | A::ReadCondWrite))
+    f.info(i).used_memory().iter().any(|m| {
+        matches!(
+            m.access(),
+            A::Read | A::CondRead | A::ReadWrite | A::ReadCondWrite
+        )
+    })
 }
 
 /// An FXSAVE to an aligned spot of the data area, one FP instruction, and an FXRSTOR from
 /// the same spot (the state before the instruction comes back; the stored image stays).
-fn fxsave_round_trip(rng: &mut Rng, mode: Mode, codes: &[Code], ip: u64, ex: &mut FpExtra) -> Option<Vec<u8>> {
+fn fxsave_round_trip(
+    rng: &mut Rng,
+    mode: Mode,
+    codes: &[Code],
+    ip: u64,
+    ex: &mut FpExtra,
+) -> Option<Vec<u8>> {
     let (save, restore) = match mode {
         Mode::Long if rng.chance(50) => (Code::Fxsave64_m512byte, Code::Fxrstor64_m512byte),
         _ => (Code::Fxsave_m512byte, Code::Fxrstor_m512byte),
@@ -1184,21 +1549,37 @@ fn fxsave_round_trip(rng: &mut Rng, mode: Mode, codes: &[Code], ip: u64, ex: &mu
     let (b, _) = random_fp_insn(rng, mode, codes, ip + out.len() as u64, ex)?;
     // The FXRSTOR must not read back implementation-specific bytes the instruction
     // stored into the saved image.
-    if ex.ignore[n_ignore..].iter().any(|&(o, l)| o < off + 512 && off < o + l) {
+    if ex.ignore[n_ignore..]
+        .iter()
+        .any(|&(o, l)| o < off + 512 && off < o + l)
+    {
         ex.ignore.truncate(n_ignore);
         ex.patches.truncate(n_patches);
         return None;
     }
     out.extend(b);
-    out.extend(encode(&Instruction::with1(restore, mem).ok()?, ip + out.len() as u64, mode)?);
+    out.extend(encode(
+        &Instruction::with1(restore, mem).ok()?,
+        ip + out.len() as u64,
+        mode,
+    )?);
     fp_mem_extra(rng, saved.mnemonic(), saved.code(), off, ex);
     Some(out)
 }
 
 /// Generate an FP-family case with 1..=max_len instructions from `fp_codes` (which must not
 /// be empty), sometimes mixed with one from `int_codes` (the integer family's encodings).
-pub fn fp_case(rng: &mut Rng, mode: Mode, fp_codes: &[Code], int_codes: &[Code], max_len: u64) -> Case {
-    assert!(!fp_codes.is_empty(), "no FP/SIMD encodings to generate from");
+pub fn fp_case(
+    rng: &mut Rng,
+    mode: Mode,
+    fp_codes: &[Code],
+    int_codes: &[Code],
+    max_len: u64,
+) -> Case {
+    assert!(
+        !fp_codes.is_empty(),
+        "no FP/SIMD encodings to generate from"
+    );
     let mut code = Vec::new();
     let mut ex = FpExtra::default();
     let n = 1 + rng.below(max_len);
@@ -1228,7 +1609,11 @@ pub fn fp_case(rng: &mut Rng, mode: Mode, fp_codes: &[Code], int_codes: &[Code],
     }
     let mut init = RegState::default();
     for i in 0..16 {
-        init.gpr[i] = if rng.chance(20) { DATA_ADDR + 0x800 + rng.below(0x800) } else { rng.value() };
+        init.gpr[i] = if rng.chance(20) {
+            DATA_ADDR + 0x800 + rng.below(0x800)
+        } else {
+            rng.value()
+        };
     }
     // Small lengths for PCMPESTRx now and then; small rcx for shifts by CL.
     for i in [0, 2, 1] {
@@ -1274,11 +1659,23 @@ pub fn fp_case(rng: &mut Rng, mode: Mode, fp_codes: &[Code], int_codes: &[Code],
         }
     }
     let mut insns = Vec::new();
-    let mut d = Decoder::with_ip(mode.bitness(), &code, mode.code_start(), DecoderOptions::NONE);
+    let mut d = Decoder::with_ip(
+        mode.bitness(),
+        &code,
+        mode.code_start(),
+        DecoderOptions::NONE,
+    );
     while d.can_decode() {
         insns.push(d.decode());
     }
-    Case { code, init, data, undef_flags: 0, insns, data_ignore: ex.ignore }
+    Case {
+        code,
+        init,
+        data,
+        undef_flags: 0,
+        insns,
+        data_ignore: ex.ignore,
+    }
 }
 
 // ---- x87 condition codes the SDM leaves undefined ----
@@ -1300,18 +1697,20 @@ pub fn fsw_effect(m: Mnemonic) -> (u16, u16) {
         // Compare/classify/remainder: C0..C3 set by the result (FCOM, FUCOM, FICOM, FTST,
         // FXAM, FPREM, FPREM1 pages); FINIT/FNINIT/FSAVE clear them; FLDENV, FRSTOR and
         // FXRSTOR load them.
-        Fcom | Fcomp | Fcompp | Fucom | Fucomp | Fucompp | Ficom | Ficomp | Ftst | Fxam | Fprem | Fprem1 | Fninit | Finit
-        | Fnsave | Fsave | Frstor | Fldenv | Fxrstor | Fxrstor64 => (FSW_CC, 0),
+        Fcom | Fcomp | Fcompp | Fucom | Fucomp | Fucompp | Ficom | Ficomp | Ftst | Fxam | Fprem
+        | Fprem1 | Fninit | Finit | Fnsave | Fsave | Frstor | Fldenv | Fxrstor | Fxrstor64 => {
+            (FSW_CC, 0)
+        }
         // "C1: set to 0 (if stack underflow) / round-up indicator / overflow indicator;
         // C0, C2, C3: Undefined." — arithmetic (FADD..FDIVR, FSQRT, FSCALE, FRNDINT,
         // FXTRACT, F2XM1, FYL2X, FYL2XP1, FPATAN), loads (FLD, FILD, FBLD, FLD1..FLDZ),
         // stores (FST, FIST, FISTTP, FBSTP), FXCH, FCHS, FABS, FCMOVcc, FINCSTP, FDECSTP.
-        Fadd | Faddp | Fiadd | Fsub | Fsubp | Fsubr | Fsubrp | Fisub | Fisubr | Fmul | Fmulp | Fimul | Fdiv | Fdivp | Fdivr
-        | Fdivrp | Fidiv | Fidivr | Fsqrt | Fscale | Frndint | Fxtract | F2xm1 | Fyl2x | Fyl2xp1 | Fpatan | Fld | Fild | Fbld
-        | Fld1 | Fldl2t | Fldl2e | Fldpi | Fldlg2 | Fldln2 | Fldz | Fst | Fstp | Fstpnce | Fist | Fistp | Fisttp | Fbstp | Fxch
-        | Fchs | Fabs | Fcmovb | Fcmove | Fcmovbe | Fcmovu | Fcmovnb | Fcmovne | Fcmovnbe | Fcmovnu | Fincstp | Fdecstp => {
-            (FSW_C1, FSW_C0 | FSW_C2 | FSW_C3)
-        }
+        Fadd | Faddp | Fiadd | Fsub | Fsubp | Fsubr | Fsubrp | Fisub | Fisubr | Fmul | Fmulp
+        | Fimul | Fdiv | Fdivp | Fdivr | Fdivrp | Fidiv | Fidivr | Fsqrt | Fscale | Frndint
+        | Fxtract | F2xm1 | Fyl2x | Fyl2xp1 | Fpatan | Fld | Fild | Fbld | Fld1 | Fldl2t
+        | Fldl2e | Fldpi | Fldlg2 | Fldln2 | Fldz | Fst | Fstp | Fstpnce | Fist | Fistp
+        | Fisttp | Fbstp | Fxch | Fchs | Fabs | Fcmovb | Fcmove | Fcmovbe | Fcmovu | Fcmovnb
+        | Fcmovne | Fcmovnbe | Fcmovnu | Fincstp | Fdecstp => (FSW_C1, FSW_C0 | FSW_C2 | FSW_C3),
         // FPTAN, FSIN, FCOS, FSINCOS: "C2: set to 1 if outside range; C0, C3: Undefined."
         Fptan | Fsin | Fcos | Fsincos => (FSW_C1 | FSW_C2, FSW_C0 | FSW_C3),
         // FCOMI/FCOMIP/FUCOMI/FUCOMIP: "C1: set to 0; C0, C2, C3: Not affected."
@@ -1320,8 +1719,8 @@ pub fn fsw_effect(m: Mnemonic) -> (u16, u16) {
         // FSTENV, FCLEX, WAIT/FWAIT pages. FFREEP (undocumented) is FFREE + pop; the 8087's
         // FENI/FDISI and the 287's FSETPM execute as FNOP on the 387 and later (SDM Vol. 1,
         // compatibility with the 8087/287).
-        Ffree | Ffreep | Fnop | Fldcw | Fnstcw | Fstcw | Fnstsw | Fstsw | Fnstenv | Fstenv | Fnclex | Fclex | Wait | Fneni
-        | Feni | Fndisi | Fdisi | Fnsetpm | Fsetpm => (0, FSW_CC),
+        Ffree | Ffreep | Fnop | Fldcw | Fnstcw | Fstcw | Fnstsw | Fstsw | Fnstenv | Fstenv
+        | Fnclex | Fclex | Wait | Fneni | Feni | Fndisi | Fdisi | Fnsetpm | Fsetpm => (0, FSW_CC),
         _ => (0, 0),
     }
 }
@@ -1329,7 +1728,10 @@ pub fn fsw_effect(m: Mnemonic) -> (u16, u16) {
 /// Instructions that expose the FSW (C0..C3 included) to registers or memory.
 fn reads_fsw(m: Mnemonic) -> bool {
     use Mnemonic::*;
-    matches!(m, Fnstsw | Fstsw | Fnstenv | Fstenv | Fnsave | Fsave | Fxsave | Fxsave64)
+    matches!(
+        m,
+        Fnstsw | Fstsw | Fnstenv | Fstenv | Fnsave | Fsave | Fxsave | Fxsave64
+    )
 }
 
 /// The FSW condition codes undefined at the end of the sequence, or None when an
@@ -1363,14 +1765,27 @@ mod tests {
         for mode in [Mode::Long, Mode::Compat] {
             let dropped: Vec<Code> = Code::values()
                 .filter(|c| MNEMONICS.contains(&c.mnemonic()) && is_fp_simd_code(*c))
-                .filter(|c| if mode == Mode::Long { c.op_code().mode64() } else { c.op_code().mode32() })
+                .filter(|c| {
+                    if mode == Mode::Long {
+                        c.op_code().mode64()
+                    } else {
+                        c.op_code().mode32()
+                    }
+                })
                 .collect();
             assert!(dropped.is_empty(), "{mode:?}: {dropped:?}");
             assert!(codes(mode).iter().all(|c| !is_fp_simd_code(*c)));
         }
         // And the FP family has no integer-only encoding but POPCNT and CRC32.
         for c in fp_candidate_codes(Mode::Long) {
-            assert!(is_fp_simd_code(c) || matches!(c.mnemonic(), Mnemonic::Popcnt | Mnemonic::Crc32 | Mnemonic::Movnti), "{c:?}");
+            assert!(
+                is_fp_simd_code(c)
+                    || matches!(
+                        c.mnemonic(),
+                        Mnemonic::Popcnt | Mnemonic::Crc32 | Mnemonic::Movnti
+                    ),
+                "{c:?}"
+            );
         }
     }
 
@@ -1385,17 +1800,26 @@ mod tests {
             v
         };
         // fadd st0, st1: C0 C2 C3 undefined.
-        assert_eq!(fsw_undefined(&dec(&[0xd8, 0xc1])), Some(FSW_C0 | FSW_C2 | FSW_C3));
+        assert_eq!(
+            fsw_undefined(&dec(&[0xd8, 0xc1])),
+            Some(FSW_C0 | FSW_C2 | FSW_C3)
+        );
         // ... then fcom st1 defines all.
         assert_eq!(fsw_undefined(&dec(&[0xd8, 0xc1, 0xd8, 0xd1])), Some(0));
         // ... then fnstsw ax would store undefined bits: rejected.
         assert_eq!(fsw_undefined(&dec(&[0xd8, 0xc1, 0xdf, 0xe0])), None);
         // fnstsw ax first is fine; FCOMI leaves C0 C2 C3 alone (still undefined after fadd).
-        assert_eq!(fsw_undefined(&dec(&[0xdf, 0xe0, 0xd8, 0xc1, 0xdb, 0xf1])), Some(FSW_C0 | FSW_C2 | FSW_C3));
+        assert_eq!(
+            fsw_undefined(&dec(&[0xdf, 0xe0, 0xd8, 0xc1, 0xdb, 0xf1])),
+            Some(FSW_C0 | FSW_C2 | FSW_C3)
+        );
         // SSE leaves the x87 condition codes alone.
         assert_eq!(fsw_undefined(&dec(&[0x0f, 0x58, 0xc1])), Some(0));
         // Before the instruction at +2 (a fault there): only the fadd counts.
-        assert_eq!(fsw_undefined_before(&dec(&[0xd8, 0xc1, 0xdf, 0xe0]), CODE_ADDR + 2), Some(FSW_C0 | FSW_C2 | FSW_C3));
+        assert_eq!(
+            fsw_undefined_before(&dec(&[0xd8, 0xc1, 0xdf, 0xe0]), CODE_ADDR + 2),
+            Some(FSW_C0 | FSW_C2 | FSW_C3)
+        );
     }
 
     #[test]
@@ -1404,7 +1828,10 @@ mod tests {
         let int = codes(Mode::Long);
         let (mut a, mut b) = (Rng::new(3), Rng::new(3));
         for _ in 0..500 {
-            let (x, y) = (fp_case(&mut a, Mode::Long, &fp, &int, 4), fp_case(&mut b, Mode::Long, &fp, &int, 4));
+            let (x, y) = (
+                fp_case(&mut a, Mode::Long, &fp, &int, 4),
+                fp_case(&mut b, Mode::Long, &fp, &int, 4),
+            );
             assert_eq!((&x.code, &x.data, x.init), (&y.code, &y.data, y.init));
             assert!(!x.insns.iter().any(|i| i.is_invalid()));
             assert_eq!(x.init.fp.mxcsr & !0xffff, 0);

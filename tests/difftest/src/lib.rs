@@ -74,7 +74,11 @@ fn data_eq(a: &[u8], b: &[u8], ignore: &[(usize, usize)]) -> bool {
     if ignore.is_empty() {
         return a == b;
     }
-    a.len() == b.len() && a.iter().zip(b).enumerate().all(|(i, (x, y))| x == y || in_ranges(i, ignore))
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .enumerate()
+            .all(|(i, (x, y))| x == y || in_ranges(i, ignore))
 }
 
 fn has_error_code(v: u8) -> bool {
@@ -84,21 +88,45 @@ fn has_error_code(v: u8) -> bool {
 /// Compare a native outcome with an emulated one (undefined RFLAGS bits masked; FSW and data
 /// compared in full).
 pub fn same(n: &NativeOutcome, e: &NativeOutcome, undef: u64, mode: gen::Mode) -> bool {
-    same_masked(n, e, &Mask { flags: undef, ..Mask::default() }, mode)
+    same_masked(
+        n,
+        e,
+        &Mask {
+            flags: undef,
+            ..Mask::default()
+        },
+        mode,
+    )
 }
 
 /// Compare a native outcome with an emulated one, leaving out what `m` says.
 pub fn same_masked(n: &NativeOutcome, e: &NativeOutcome, m: &Mask, mode: gen::Mode) -> bool {
     match (n, e) {
-        (NativeOutcome::Completed { regs: r1, data: d1 }, NativeOutcome::Completed { regs: r2, data: d2 }) => {
-            regs_eq(r1, r2, m, mode) && data_eq(d1, d2, m.data)
-        }
-        (NativeOutcome::Exception { regs: r1, data: d1, exc: x1 }, NativeOutcome::Exception { regs: r2, data: d2, exc: x2 }) => {
+        (
+            NativeOutcome::Completed { regs: r1, data: d1 },
+            NativeOutcome::Completed { regs: r2, data: d2 },
+        ) => regs_eq(r1, r2, m, mode) && data_eq(d1, d2, m.data),
+        (
+            NativeOutcome::Exception {
+                regs: r1,
+                data: d1,
+                exc: x1,
+            },
+            NativeOutcome::Exception {
+                regs: r2,
+                data: d2,
+                exc: x2,
+            },
+        ) => {
             // Faults report the state before the instruction: any flags an earlier
             // instruction left undefined are still compared only where defined.
             let code_ok = !has_error_code(x1.vector) || x1.error_code == x2.error_code;
             let cr2_ok = x1.vector != 14 || x1.cr2 == x2.cr2;
-            x1.vector == x2.vector && code_ok && cr2_ok && regs_eq(r1, r2, m, mode) && data_eq(d1, d2, m.data)
+            x1.vector == x2.vector
+                && code_ok
+                && cr2_ok
+                && regs_eq(r1, r2, m, mode)
+                && data_eq(d1, d2, m.data)
         }
         (NativeOutcome::Timeout, NativeOutcome::Timeout) => true,
         _ => false,
@@ -107,9 +135,15 @@ pub fn same_masked(n: &NativeOutcome, e: &NativeOutcome, m: &Mask, mode: gen::Mo
 
 fn describe(o: &NativeOutcome) -> String {
     match o {
-        NativeOutcome::Completed { regs, .. } => format!("completed rip={:#x} flags={:#x} gpr={:x?}", regs.rip, regs.rflags, regs.gpr),
+        NativeOutcome::Completed { regs, .. } => format!(
+            "completed rip={:#x} flags={:#x} gpr={:x?}",
+            regs.rip, regs.rflags, regs.gpr
+        ),
         NativeOutcome::Exception { regs, exc, .. } => {
-            format!("exception {} code {:#x} cr2 {:#x} rip={:#x} flags={:#x} gpr={:x?}", exc.vector, exc.error_code, exc.cr2, regs.rip, regs.rflags, regs.gpr)
+            format!(
+                "exception {} code {:#x} cr2 {:#x} rip={:#x} flags={:#x} gpr={:x?}",
+                exc.vector, exc.error_code, exc.cr2, regs.rip, regs.rflags, regs.gpr
+            )
         }
         NativeOutcome::Timeout => "timeout".into(),
     }
@@ -121,8 +155,24 @@ fn fmt_f80(v: &native::F80) -> String {
 
 /// A one-line summary of an x87/SSE state.
 pub fn describe_fp(f: &FpState) -> String {
-    let st: Vec<String> = (0..8).map(|i| if f.st_valid(i) { fmt_f80(&f.st[i]) } else { "empty".into() }).collect();
-    format!("fcw={:#06x} fsw={:#06x} (top {}) ftw={:#04x} mxcsr={:#06x} st=[{}]", f.fcw, f.fsw, f.top(), f.ftw, f.mxcsr, st.join(" "))
+    let st: Vec<String> = (0..8)
+        .map(|i| {
+            if f.st_valid(i) {
+                fmt_f80(&f.st[i])
+            } else {
+                "empty".into()
+            }
+        })
+        .collect();
+    format!(
+        "fcw={:#06x} fsw={:#06x} (top {}) ftw={:#04x} mxcsr={:#06x} st=[{}]",
+        f.fcw,
+        f.fsw,
+        f.top(),
+        f.ftw,
+        f.mxcsr,
+        st.join(" ")
+    )
 }
 
 /// The x87/SSE fields on which two states differ (as [`fp_eq`] compares them).
@@ -132,7 +182,10 @@ pub fn fp_diff(a: &FpState, b: &FpState, fsw_undef: u16) -> String {
         d.push(format!("fcw {:#06x} vs {:#06x}", a.fcw, b.fcw));
     }
     if (a.fsw & !fsw_undef) != (b.fsw & !fsw_undef) {
-        d.push(format!("fsw {:#06x} vs {:#06x} (undefined {:#06x})", a.fsw, b.fsw, fsw_undef));
+        d.push(format!(
+            "fsw {:#06x} vs {:#06x} (undefined {:#06x})",
+            a.fsw, b.fsw, fsw_undef
+        ));
     }
     if a.ftw != b.ftw {
         d.push(format!("ftw {:#04x} vs {:#04x}", a.ftw, b.ftw));
@@ -142,12 +195,19 @@ pub fn fp_diff(a: &FpState, b: &FpState, fsw_undef: u16) -> String {
     }
     for i in 0..8 {
         if a.st_valid(i) && a.st[i] != b.st[i] {
-            d.push(format!("st{i} {} vs {}", fmt_f80(&a.st[i]), fmt_f80(&b.st[i])));
+            d.push(format!(
+                "st{i} {} vs {}",
+                fmt_f80(&a.st[i]),
+                fmt_f80(&b.st[i])
+            ));
         }
     }
     for i in 0..16 {
         if a.xmm[i] != b.xmm[i] {
-            d.push(format!("xmm{i} {:016x}{:016x} vs {:016x}{:016x}", a.xmm[i][1], a.xmm[i][0], b.xmm[i][1], b.xmm[i][0]));
+            d.push(format!(
+                "xmm{i} {:016x}{:016x} vs {:016x}{:016x}",
+                a.xmm[i][1], a.xmm[i][0], b.xmm[i][1], b.xmm[i][0]
+            ));
         }
     }
     d.join(", ")
@@ -155,7 +215,9 @@ pub fn fp_diff(a: &FpState, b: &FpState, fsw_undef: u16) -> String {
 
 fn regs_of(o: &NativeOutcome) -> Option<(&RegState, &[u8])> {
     match o {
-        NativeOutcome::Completed { regs, data } | NativeOutcome::Exception { regs, data, .. } => Some((regs, data)),
+        NativeOutcome::Completed { regs, data } | NativeOutcome::Exception { regs, data, .. } => {
+            Some((regs, data))
+        }
         NativeOutcome::Timeout => None,
     }
 }
@@ -166,20 +228,38 @@ pub fn run_batch(n: u64, seed: u64, max_len: u64) -> std::io::Result<BatchResult
 }
 
 /// As [`run_batch`], for cases of the given mode.
-pub fn run_batch_mode(mode: gen::Mode, n: u64, seed: u64, max_len: u64) -> std::io::Result<BatchResult> {
+pub fn run_batch_mode(
+    mode: gen::Mode,
+    n: u64,
+    seed: u64,
+    max_len: u64,
+) -> std::io::Result<BatchResult> {
     run_batch_family(gen::Family::Int, mode, n, seed, max_len)
 }
 
 /// As [`run_batch_mode`], for FP/SIMD cases (x87, MMX, SSE..SSE4.2). Runs no case, with
 /// [`BatchResult::note`] saying so, while the frontend implements none of those mnemonics.
-pub fn run_batch_fp(mode: gen::Mode, n: u64, seed: u64, max_len: u64) -> std::io::Result<BatchResult> {
+pub fn run_batch_fp(
+    mode: gen::Mode,
+    n: u64,
+    seed: u64,
+    max_len: u64,
+) -> std::io::Result<BatchResult> {
     run_batch_family(gen::Family::Fp, mode, n, seed, max_len)
 }
 
 /// Generate the next accepted case of `family` (`fp_codes` empty for the integer family):
 /// the case and its masks (RFLAGS, FSW) for a run that completes. Rejected cases (reading
 /// undefined flags or condition codes) are counted in `rejected`.
-fn next_case(rng: &mut gen::Rng, family: gen::Family, mode: gen::Mode, codes: &[iced_x86::Code], fp_codes: &[iced_x86::Code], max_len: u64, rejected: &mut u64) -> (gen::Case, u64, u16) {
+fn next_case(
+    rng: &mut gen::Rng,
+    family: gen::Family,
+    mode: gen::Mode,
+    codes: &[iced_x86::Code],
+    fp_codes: &[iced_x86::Code],
+    max_len: u64,
+    rejected: &mut u64,
+) -> (gen::Case, u64, u16) {
     loop {
         let c = match family {
             gen::Family::Int => gen::case(rng, mode, codes, max_len),
@@ -205,7 +285,13 @@ fn next_case(rng: &mut gen::Rng, family: gen::Family, mode: gen::Mode, codes: &[
 
 /// The masks for comparing an outcome of case `c`: those of the whole case, or for an
 /// exception those of the instructions before the faulting one.
-fn masks_for<'a>(o: &NativeOutcome, c: &'a gen::Case, family: gen::Family, undef: u64, fsw: u16) -> Mask<'a> {
+fn masks_for<'a>(
+    o: &NativeOutcome,
+    c: &'a gen::Case,
+    family: gen::Family,
+    undef: u64,
+    fsw: u16,
+) -> Mask<'a> {
     let (undef, fsw) = match o {
         NativeOutcome::Exception { regs, .. } => (
             gen::undefined_flags_before(&c.insns, regs.rip).unwrap_or(undef),
@@ -216,7 +302,11 @@ fn masks_for<'a>(o: &NativeOutcome, c: &'a gen::Case, family: gen::Family, undef
         ),
         _ => (undef, fsw),
     };
-    Mask { flags: undef, fsw, data: &c.data_ignore }
+    Mask {
+        flags: undef,
+        fsw,
+        data: &c.data_ignore,
+    }
 }
 
 /// The case the engines are running, for the panic hook and the watchdog: an engine bug
@@ -286,7 +376,13 @@ fn disassemble(c: &gen::Case) -> String {
     dis
 }
 
-fn run_batch_family(family: gen::Family, mode: gen::Mode, n: u64, seed: u64, max_len: u64) -> std::io::Result<BatchResult> {
+fn run_batch_family(
+    family: gen::Family,
+    mode: gen::Mode,
+    n: u64,
+    seed: u64,
+    max_len: u64,
+) -> std::io::Result<BatchResult> {
     let codes = gen::codes(mode);
     let fp_codes = match family {
         gen::Family::Int => Vec::new(),
@@ -306,14 +402,26 @@ fn run_batch_family(family: gen::Family, mode: gen::Mode, n: u64, seed: u64, max
     let mut rng = gen::Rng::new(seed);
     let mut tally: std::collections::HashMap<iced_x86::Mnemonic, (u64, u64)> = Default::default();
     while res.cases < n {
-        let (c, undef, fsw) = next_case(&mut rng, family, mode, &codes, &fp_codes, max_len, &mut res.rejected);
+        let (c, undef, fsw) = next_case(
+            &mut rng,
+            family,
+            mode,
+            &codes,
+            &fp_codes,
+            max_len,
+            &mut res.rejected,
+        );
         res.cases += 1;
         let before = res.mismatches;
         let nat = run_native_case(&mut native, mode, &c)?;
         // The native runner reports IF and RF; the engine's flags are compared masked.
         for (name, runner) in [("interp", &mut interp), ("jit", &mut jit_)] {
             inflight::start(res.cases, {
-                let fp = if family == gen::Family::Fp { format!("\n  init fp: {}", describe_fp(&c.init.fp)) } else { String::new() };
+                let fp = if family == gen::Family::Fp {
+                    format!("\n  init fp: {}", describe_fp(&c.init.fp))
+                } else {
+                    String::new()
+                };
                 format!("[{name}] {family:?} case {} (seed {seed:#x}) code {:02x?} init gpr={:x?} flags={:#x}\n{}{fp}", res.cases, c.code, c.init.gpr, c.init.rflags, disassemble(&c))
             });
             let emu = runner.run_mode(mode, &c.code, &c.init, &c.data, 100_000);
@@ -340,9 +448,14 @@ fn run_batch_family(family: gen::Family, mode: gen::Mode, n: u64, seed: u64, max
                             if !d.is_empty() {
                                 rep.push_str(&format!("\n  fp differs (native vs {name}): {d}"));
                             }
-                            let bad: Vec<usize> = (0..da.len().min(db.len())).filter(|&i| da[i] != db[i] && !in_ranges(i, m.data)).collect();
+                            let bad: Vec<usize> = (0..da.len().min(db.len()))
+                                .filter(|&i| da[i] != db[i] && !in_ranges(i, m.data))
+                                .collect();
                             if let (Some(f), Some(l)) = (bad.first(), bad.last()) {
-                                rep.push_str(&format!("\n  data differs at offsets {f:#x}..={l:#x} ({} bytes)", bad.len()));
+                                rep.push_str(&format!(
+                                    "\n  data differs at offsets {f:#x}..={l:#x} ({} bytes)",
+                                    bad.len()
+                                ));
                             }
                         }
                     }
@@ -364,8 +477,15 @@ fn run_batch_family(family: gen::Family, mode: gen::Mode, n: u64, seed: u64, max
         }
     }
     let mut worst: Vec<_> = tally.into_iter().filter(|(_, (bad, _))| *bad > 0).collect();
-    worst.sort_by(|a, b| (b.1 .0 * a.1 .1).cmp(&(a.1 .0 * b.1 .1)).then(b.1 .0.cmp(&a.1 .0)));
-    res.by_mnemonic = worst.iter().map(|(m, (bad, all))| format!("{m:?} {bad}/{all}")).collect();
+    worst.sort_by(|a, b| {
+        (b.1 .0 * a.1 .1)
+            .cmp(&(a.1 .0 * b.1 .1))
+            .then(b.1 .0.cmp(&a.1 .0))
+    });
+    res.by_mnemonic = worst
+        .iter()
+        .map(|(m, (bad, all))| format!("{m:?} {bad}/{all}"))
+        .collect();
     Ok(res)
 }
 
@@ -380,7 +500,10 @@ fn fnv(h: &mut u64, bytes: &[u8]) {
 /// Hash how an outcome ended (completion, or the exception with its error code and cr2
 /// where they are defined, or a timeout); the registers and data of a completion or an
 /// exception are returned for the caller's masked hashing (`true`: an exception).
-fn fnv_outcome_head<'a>(h: &mut u64, o: &'a NativeOutcome) -> Option<(&'a RegState, &'a [u8], bool)> {
+fn fnv_outcome_head<'a>(
+    h: &mut u64,
+    o: &'a NativeOutcome,
+) -> Option<(&'a RegState, &'a [u8], bool)> {
     match o {
         NativeOutcome::Completed { regs, data } => {
             fnv(h, &[1]);
@@ -412,14 +535,20 @@ pub fn outcome_digest(o: &NativeOutcome, c: &gen::Case, mode: gen::Mode) -> u64 
     let regs_data = |h: &mut u64, r: &RegState, d: &[u8], undef: u64| {
         match mode {
             gen::Mode::Long => r.gpr.iter().for_each(|g| fnv(h, &g.to_le_bytes())),
-            gen::Mode::Compat => r.gpr[..8].iter().for_each(|g| fnv(h, &(*g as u32).to_le_bytes())),
+            gen::Mode::Compat => r.gpr[..8]
+                .iter()
+                .for_each(|g| fnv(h, &(*g as u32).to_le_bytes())),
         }
         fnv(h, &r.rip.to_le_bytes());
         fnv(h, &(r.rflags & COMPARED_FLAGS & !undef).to_le_bytes());
         fnv(h, d);
     };
     if let Some((regs, data, faulted)) = fnv_outcome_head(&mut h, o) {
-        let undef = if faulted { gen::undefined_flags_before(&c.insns, regs.rip).unwrap_or(base) } else { base };
+        let undef = if faulted {
+            gen::undefined_flags_before(&c.insns, regs.rip).unwrap_or(base)
+        } else {
+            base
+        };
         regs_data(&mut h, regs, data, undef);
     }
     h
@@ -435,7 +564,9 @@ pub fn outcome_digest_fp(o: &NativeOutcome, c: &gen::Case, mode: gen::Mode) -> u
     let state = |h: &mut u64, r: &RegState, d: &[u8], m: &Mask| {
         match mode {
             gen::Mode::Long => r.gpr.iter().for_each(|g| fnv(h, &g.to_le_bytes())),
-            gen::Mode::Compat => r.gpr[..8].iter().for_each(|g| fnv(h, &(*g as u32).to_le_bytes())),
+            gen::Mode::Compat => r.gpr[..8]
+                .iter()
+                .for_each(|g| fnv(h, &(*g as u32).to_le_bytes())),
         }
         fnv(h, &r.rip.to_le_bytes());
         fnv(h, &(r.rflags & COMPARED_FLAGS & !m.flags).to_le_bytes());
@@ -525,7 +656,10 @@ pub mod vectors {
     }
 
     pub fn decode(b: &[u8]) -> Option<Vectors> {
-        let word = |at: usize| b.get(at..at + 8).map(|s| u64::from_le_bytes(s.try_into().unwrap()));
+        let word = |at: usize| {
+            b.get(at..at + 8)
+                .map(|s| u64::from_le_bytes(s.try_into().unwrap()))
+        };
         let family = match b.get(..8)? {
             m if m == MAGIC => gen::Family::Int,
             m if m == MAGIC_FP => gen::Family::Fp,
@@ -540,7 +674,8 @@ pub mod vectors {
         let mut at = 32;
         let mut codes = Vec::new();
         if family == gen::Family::Fp {
-            let by_name: std::collections::HashMap<String, Code> = Code::values().map(|c| (format!("{c:?}"), c)).collect();
+            let by_name: std::collections::HashMap<String, Code> =
+                Code::values().map(|c| (format!("{c:?}"), c)).collect();
             let n = word(at)? as usize;
             at += 8;
             for _ in 0..n {
@@ -552,8 +687,17 @@ pub mod vectors {
         }
         let n = word(at)? as usize;
         at += 8;
-        let digests = (0..n).map(|i| word(at + 8 * i)).collect::<Option<Vec<_>>>()?;
-        Some(Vectors { family, mode, seed, max_len, codes, digests })
+        let digests = (0..n)
+            .map(|i| word(at + 8 * i))
+            .collect::<Option<Vec<_>>>()?;
+        Some(Vectors {
+            family,
+            mode,
+            seed,
+            max_len,
+            codes,
+            digests,
+        })
     }
 
     /// Generate `n` accepted integer-family cases and their native digests (x86_64 hosts).
@@ -567,25 +711,48 @@ pub mod vectors {
         record_family(gen::Family::Fp, mode, n, seed, max_len)
     }
 
-    fn record_family(family: gen::Family, mode: gen::Mode, n: u64, seed: u64, max_len: u64) -> std::io::Result<Vectors> {
+    fn record_family(
+        family: gen::Family,
+        mode: gen::Mode,
+        n: u64,
+        seed: u64,
+        max_len: u64,
+    ) -> std::io::Result<Vectors> {
         let codes = gen::codes(mode);
         let fp_codes = match family {
             gen::Family::Int => Vec::new(),
             gen::Family::Fp => gen::fp_codes(mode),
         };
         if family == gen::Family::Fp && fp_codes.is_empty() {
-            return Err(std::io::Error::other("the frontend implements no FP/SIMD mnemonic: nothing to record"));
+            return Err(std::io::Error::other(
+                "the frontend implements no FP/SIMD mnemonic: nothing to record",
+            ));
         }
         let mut native = native::NativeRunner::new()?;
         let mut rng = gen::Rng::new(seed);
         let mut digests = Vec::new();
         let mut rejected = 0;
         while (digests.len() as u64) < n {
-            let (c, _, _) = next_case(&mut rng, family, mode, &codes, &fp_codes, max_len, &mut rejected);
+            let (c, _, _) = next_case(
+                &mut rng,
+                family,
+                mode,
+                &codes,
+                &fp_codes,
+                max_len,
+                &mut rejected,
+            );
             let o = run_native_case(&mut native, mode, &c)?;
             digests.push(digest(family, &o, &c, mode));
         }
-        Ok(Vectors { family, mode, seed, max_len, codes: fp_codes, digests })
+        Ok(Vectors {
+            family,
+            mode,
+            seed,
+            max_len,
+            codes: fp_codes,
+            digests,
+        })
     }
 
     /// Check both engines against recorded digests: (cases, mismatches, first reports).
@@ -597,14 +764,25 @@ pub mod vectors {
         let (mut cases, mut bad, mut reports) = (0u64, 0u64, Vec::new());
         let mut rejected = 0;
         for want in &v.digests {
-            let (c, _, _) = next_case(&mut rng, v.family, v.mode, &codes, &v.codes, v.max_len, &mut rejected);
+            let (c, _, _) = next_case(
+                &mut rng,
+                v.family,
+                v.mode,
+                &codes,
+                &v.codes,
+                v.max_len,
+                &mut rejected,
+            );
             cases += 1;
             for (name, r) in [("interp", &mut interp), ("jit", &mut jit_)] {
                 let o = r.run_mode(v.mode, &c.code, &c.init, &c.data, 100_000);
                 if digest(v.family, &o, &c, v.mode) != *want {
                     bad += 1;
                     if reports.len() < 10 {
-                        reports.push(format!("[{name}] vector case {cases}: code {:02x?}", c.code));
+                        reports.push(format!(
+                            "[{name}] vector case {cases}: code {:02x?}",
+                            c.code
+                        ));
                     }
                 }
             }
@@ -615,7 +793,11 @@ pub mod vectors {
 
 /// Run one case natively (retrying once after a timeout), mapping a compatibility-mode
 /// completion back to the code's end.
-pub fn run_native_case(native: &mut native::NativeRunner, mode: gen::Mode, c: &gen::Case) -> std::io::Result<NativeOutcome> {
+pub fn run_native_case(
+    native: &mut native::NativeRunner,
+    mode: gen::Mode,
+    c: &gen::Case,
+) -> std::io::Result<NativeOutcome> {
     let mut run = |code: &[u8]| -> std::io::Result<NativeOutcome> {
         match native.run(code, &c.init, &c.data)? {
             NativeOutcome::Timeout => native.run(code, &c.init, &c.data),

@@ -86,7 +86,14 @@ pub struct FpState {
 
 impl Default for FpState {
     fn default() -> Self {
-        FpState { fcw: 0x37f, fsw: 0, ftw: 0, mxcsr: 0x1f80, st: [F80::default(); 8], xmm: [[0; 2]; 16] }
+        FpState {
+            fcw: 0x37f,
+            fsw: 0,
+            ftw: 0,
+            mxcsr: 0x1f80,
+            st: [F80::default(); 8],
+            xmm: [[0; 2]; 16],
+        }
     }
 }
 
@@ -143,7 +150,10 @@ impl FpState {
             ..FpState::default()
         };
         for i in 0..8 {
-            f.st[i] = F80 { sig: u64_at(32 + 16 * i), se: u16_at(40 + 16 * i) };
+            f.st[i] = F80 {
+                sig: u64_at(32 + 16 * i),
+                se: u16_at(40 + 16 * i),
+            };
         }
         for i in 0..16 {
             f.xmm[i] = [u64_at(160 + 16 * i), u64_at(168 + 16 * i)];
@@ -470,14 +480,7 @@ mod imp {
     fn raw_read_byte(fd: c_int) -> i64 {
         let mut b = 0u8;
         // SAFETY: reads at most one byte into a live local.
-        let n = unsafe {
-            raw_syscall3(
-                libc::SYS_read,
-                fd as u64,
-                addr_of_mut!(b) as u64,
-                1,
-            )
-        };
+        let n = unsafe { raw_syscall3(libc::SYS_read, fd as u64, addr_of_mut!(b) as u64, 1) };
         if n == 1 {
             b as i64
         } else {
@@ -565,7 +568,8 @@ mod imp {
             // Resume in the recovery stub on the host stack with DF/TF/AC clear.
             let host_rsp = ptr::read_volatile(scr.add((OFF_HOST_RSP / 8) as usize));
             g[libc::REG_RSP as usize] = host_rsp as i64;
-            g[libc::REG_RIP as usize] = xenolith_difftest_native_recover as *const () as usize as i64;
+            g[libc::REG_RIP as usize] =
+                xenolith_difftest_native_recover as *const () as usize as i64;
             g[libc::REG_EFL as usize] &= !((1 << 8) | (1 << 10) | (1 << 18));
             // A fault in compatibility-mode code: resume the recovery stub in 64-bit mode.
             let csgsfs = g[libc::REG_CSGSFS as usize] as u64;
@@ -698,7 +702,13 @@ mod imp {
         // memory the child owns: fresh fixed mappings (never replacing any
         // existing mapping), the inherited shared region, and stack locals.
         unsafe {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            );
 
             // Code area, filled with int3.
             if !map_fixed(
@@ -714,7 +724,11 @@ mod imp {
             // so nothing else can sit there.
             let guard_lo = DATA_ADDR - 4096;
             let guard_hi = DATA_ADDR + DATA_SIZE as u64;
-            if !map_fixed(guard_lo, DATA_SIZE + 2 * 4096, libc::PROT_READ | libc::PROT_WRITE) {
+            if !map_fixed(
+                guard_lo,
+                DATA_SIZE + 2 * 4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+            ) {
                 raw_exit(EXIT_MAP_DATA);
             }
             if libc::munmap(guard_lo as *mut c_void, 4096) != 0
@@ -757,7 +771,13 @@ mod imp {
             sa.sa_sigaction = on_signal as *const () as usize;
             sa.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
             libc::sigfillset(&mut sa.sa_mask);
-            for sig in [libc::SIGSEGV, libc::SIGBUS, libc::SIGFPE, libc::SIGILL, libc::SIGTRAP] {
+            for sig in [
+                libc::SIGSEGV,
+                libc::SIGBUS,
+                libc::SIGFPE,
+                libc::SIGILL,
+                libc::SIGTRAP,
+            ] {
                 if libc::sigaction(sig, &sa, ptr::null_mut()) != 0 {
                     raw_exit(EXIT_SIGACTION);
                 }
@@ -786,7 +806,9 @@ mod imp {
         let exit_stub: [u8; 14] = {
             let a = exit_addr.to_le_bytes();
             // jmp qword ptr [rip+0]; dq exit_addr
-            [0xFF, 0x25, 0, 0, 0, 0, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]
+            [
+                0xFF, 0x25, 0, 0, 0, 0, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7],
+            ]
         };
         let mut prev_end = 0usize;
         loop {
@@ -893,7 +915,8 @@ mod imp {
                 libc::kill(self.pid, libc::SIGKILL);
                 while libc::waitpid(self.pid, &mut status, 0) < 0
                     && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
-                {}
+                {
+                }
                 libc::close(self.req_w);
                 libc::close(self.req_r);
                 libc::close(self.rep_r);
@@ -1108,7 +1131,12 @@ mod imp {
         /// initial registers (`init.rip` ignored: execution starts at
         /// CODE_ADDR; only CF PF AF ZF SF DF OF of `init.rflags` are used) and
         /// the initial data area contents (`data.len() == DATA_SIZE`).
-        pub fn run(&mut self, code: &[u8], init: &RegState, data: &[u8]) -> io::Result<NativeOutcome> {
+        pub fn run(
+            &mut self,
+            code: &[u8],
+            init: &RegState,
+            data: &[u8],
+        ) -> io::Result<NativeOutcome> {
             if code.len() > MAX_CODE {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
@@ -1140,8 +1168,16 @@ mod imp {
                 (*sh).init_gpr = init.gpr;
                 (*sh).init_rflags = init.rflags;
                 (*sh).init_fx = fx;
-                ptr::copy_nonoverlapping(code.as_ptr(), addr_of_mut!((*sh).code) as *mut u8, code.len());
-                ptr::copy_nonoverlapping(data.as_ptr(), addr_of_mut!((*sh).data_in) as *mut u8, DATA_SIZE);
+                ptr::copy_nonoverlapping(
+                    code.as_ptr(),
+                    addr_of_mut!((*sh).code) as *mut u8,
+                    code.len(),
+                );
+                ptr::copy_nonoverlapping(
+                    data.as_ptr(),
+                    addr_of_mut!((*sh).data_in) as *mut u8,
+                    DATA_SIZE,
+                );
             }
             fence(Ordering::SeqCst);
 
@@ -1362,13 +1398,27 @@ mod tests {
         init.gpr[RSI] = addr;
         let load = assemble(|a| a.mov(rax, qword_ptr(rsi)));
         let (regs, _, exc) = expect_exception(r.run(&load, &init, &d).unwrap());
-        assert_eq!(exc, NativeException { vector: 14, error_code: 4, cr2: addr });
+        assert_eq!(
+            exc,
+            NativeException {
+                vector: 14,
+                error_code: 4,
+                cr2: addr
+            }
+        );
         assert_eq!(regs.rip, CODE_ADDR);
 
         // Write to it.
         let store = assemble(|a| a.mov(qword_ptr(rsi), rax));
         let (_, _, exc) = expect_exception(r.run(&store, &init, &d).unwrap());
-        assert_eq!(exc, NativeException { vector: 14, error_code: 6, cr2: addr });
+        assert_eq!(
+            exc,
+            NativeException {
+                vector: 14,
+                error_code: 6,
+                cr2: addr
+            }
+        );
 
         // The guard page before the data area; the data written before the
         // fault is reported.
@@ -1379,7 +1429,14 @@ mod tests {
             a.mov(qword_ptr(rsi), rax)
         });
         let (regs, data, exc) = expect_exception(r.run(&code, &init, &d).unwrap());
-        assert_eq!(exc, NativeException { vector: 14, error_code: 6, cr2: addr });
+        assert_eq!(
+            exc,
+            NativeException {
+                vector: 14,
+                error_code: 6,
+                cr2: addr
+            }
+        );
         assert_eq!(regs.rip, CODE_ADDR + 4);
         assert_eq!(&data[8..16], &init.gpr[RAX].to_le_bytes());
     }
@@ -1432,7 +1489,10 @@ mod tests {
             }
         }
         let secs = t.elapsed().as_secs_f64();
-        println!("native runner: {N} runs in {secs:.3} s = {:.0} runs/s", N as f64 / secs);
+        println!(
+            "native runner: {N} runs in {secs:.3} s = {:.0} runs/s",
+            N as f64 / secs
+        );
     }
 
     #[test]
@@ -1478,12 +1538,24 @@ mod tests {
 
     /// A state with every field non-default (TOP 5, three registers valid).
     fn some_fp_state() -> FpState {
-        let mut fp = FpState { fcw: 0x0a7f & !0x3, fsw: 5 << 11 | 0x4500 | 0x20, ftw: 0b1010_0001, mxcsr: 0x7f80 | 0x40 | 0x21, ..FpState::default() };
+        let mut fp = FpState {
+            fcw: 0x0a7f & !0x3,
+            fsw: 5 << 11 | 0x4500 | 0x20,
+            ftw: 0b1010_0001,
+            mxcsr: 0x7f80 | 0x40 | 0x21,
+            ..FpState::default()
+        };
         for i in 0..8 {
-            fp.st[i] = F80 { sig: 0x8000_0000_0000_0000 | (i as u64 * 0x0123_4567_89ab), se: 0x3fff + i as u16 };
+            fp.st[i] = F80 {
+                sig: 0x8000_0000_0000_0000 | (i as u64 * 0x0123_4567_89ab),
+                se: 0x3fff + i as u16,
+            };
         }
         for i in 0..16 {
-            fp.xmm[i] = [0x1111_1111_1111_1111 * i as u64, !(0x0101_0101_0101_0101 * i as u64)];
+            fp.xmm[i] = [
+                0x1111_1111_1111_1111 * i as u64,
+                !(0x0101_0101_0101_0101 * i as u64),
+            ];
         }
         fp
     }
@@ -1515,7 +1587,12 @@ mod tests {
     fn native_addps() {
         let mut r = NativeRunner::new().unwrap();
         let mut init = init_regs();
-        let f = |a: [f32; 4]| [(a[0].to_bits() as u64) | (a[1].to_bits() as u64) << 32, (a[2].to_bits() as u64) | (a[3].to_bits() as u64) << 32];
+        let f = |a: [f32; 4]| {
+            [
+                (a[0].to_bits() as u64) | (a[1].to_bits() as u64) << 32,
+                (a[2].to_bits() as u64) | (a[3].to_bits() as u64) << 32,
+            ]
+        };
         init.fp.xmm[0] = f([1.0, 2.5, -3.0, 1.0]);
         init.fp.xmm[1] = f([0.5, 0.25, 3.0, 1e-10]);
         let code = assemble(|a| a.addps(xmm0, xmm1));
@@ -1547,7 +1624,13 @@ mod tests {
         let (regs, _) = expect_completed(r.run(&code, &init, &data()).unwrap());
         assert_eq!(regs.fp.top(), 7);
         assert_eq!(regs.fp.ftw, 0x80);
-        assert_eq!(regs.fp.st[0], F80 { sig: 1 << 63, se: 0x4000 }); // 2.0
+        assert_eq!(
+            regs.fp.st[0],
+            F80 {
+                sig: 1 << 63,
+                se: 0x4000
+            }
+        ); // 2.0
         assert_eq!(regs.fp.fcw, 0x37f);
         assert_eq!(regs.fp.fsw & !0x4700, 7 << 11);
         assert_eq!(regs.fp.mxcsr, 0x1f80);
@@ -1574,7 +1657,13 @@ mod tests {
         assert_eq!(regs.fp.top(), 6);
         assert_eq!(regs.fp.ftw, 0xc0);
         assert_eq!(regs.fp.st[0], F80::default());
-        assert_eq!(regs.fp.st[1], F80 { sig: 1 << 63, se: 0x3fff });
+        assert_eq!(
+            regs.fp.st[1],
+            F80 {
+                sig: 1 << 63,
+                se: 0x3fff
+            }
+        );
         // Without the trailing x87 instruction the run completes with the exception pending.
         let code = assemble(|a| {
             a.fld1()?;
@@ -1612,6 +1701,9 @@ mod tests {
         assert!(regs.rip > CODE_ADDR && regs.rip < CODE_ADDR + code.len() as u64);
         // Still healthy afterwards.
         let code = assemble(|a| a.std());
-        assert!(matches!(r.run(&code, &init, &data()).unwrap(), NativeOutcome::Completed { .. }));
+        assert!(matches!(
+            r.run(&code, &init, &data()).unwrap(),
+            NativeOutcome::Completed { .. }
+        ));
     }
 }

@@ -5,34 +5,62 @@
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 #[test]
 fn differential() {
-    let n: u64 = std::env::var("DIFFTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
-    let seed: u64 = std::env::var("DIFFTEST_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x5eed);
+    let n: u64 = std::env::var("DIFFTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let seed: u64 = std::env::var("DIFFTEST_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x5eed);
     let r = xenolith_difftest::run_batch(n, seed, 6).expect("runner");
     for rep in &r.reports {
         eprintln!("{rep}\n");
     }
-    println!("differential: {} cases, {} mismatches ({} rejected for reading undefined flags)", r.cases, r.mismatches, r.rejected);
-    assert_eq!(r.mismatches, 0, "differential mismatches; first reports above");
+    println!(
+        "differential: {} cases, {} mismatches ({} rejected for reading undefined flags)",
+        r.cases, r.mismatches, r.rejected
+    );
+    assert_eq!(
+        r.mismatches, 0,
+        "differential mismatches; first reports above"
+    );
 }
 
 /// The same in 32-bit compatibility mode (the translator's 32-bit paths).
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 #[test]
 fn differential_compat32() {
-    let n: u64 = std::env::var("DIFFTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
-    let seed: u64 = std::env::var("DIFFTEST_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x5eed);
-    let r = xenolith_difftest::run_batch_mode(xenolith_difftest::gen::Mode::Compat, n, seed, 6).expect("runner");
+    let n: u64 = std::env::var("DIFFTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let seed: u64 = std::env::var("DIFFTEST_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x5eed);
+    let r = xenolith_difftest::run_batch_mode(xenolith_difftest::gen::Mode::Compat, n, seed, 6)
+        .expect("runner");
     for rep in &r.reports {
         eprintln!("{rep}\n");
     }
     println!("differential (compat32): {} cases, {} mismatches ({} rejected for reading undefined flags)", r.cases, r.mismatches, r.rejected);
-    assert_eq!(r.mismatches, 0, "differential mismatches; first reports above");
+    assert_eq!(
+        r.mismatches, 0,
+        "differential mismatches; first reports above"
+    );
 }
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 fn cases_and_seed(default: u64) -> (u64, u64) {
-    let n: u64 = std::env::var("DIFFTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default);
-    let seed: u64 = std::env::var("DIFFTEST_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x5eed);
+    let n: u64 = std::env::var("DIFFTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default);
+    let seed: u64 = std::env::var("DIFFTEST_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x5eed);
     (n, seed)
 }
 
@@ -52,14 +80,24 @@ fn fp_batch(mode: xenolith_difftest::gen::Mode, label: &str) {
     }
     if !r.by_mnemonic.is_empty() {
         let top: Vec<&str> = r.by_mnemonic.iter().take(40).map(|s| s.as_str()).collect();
-        eprintln!("mismatching cases by mnemonic (worst ratio first): {}\n", top.join(", "));
+        eprintln!(
+            "mismatching cases by mnemonic (worst ratio first): {}\n",
+            top.join(", ")
+        );
     }
-    let note = r.note.as_deref().map(|n| format!("; {n}")).unwrap_or_default();
+    let note = r
+        .note
+        .as_deref()
+        .map(|n| format!("; {n}"))
+        .unwrap_or_default();
     println!(
         "differential ({label}): {} cases, {} mismatches ({} rejected for reading undefined flags or condition codes{note})",
         r.cases, r.mismatches, r.rejected
     );
-    assert_eq!(r.mismatches, 0, "differential mismatches; first reports above");
+    assert_eq!(
+        r.mismatches, 0,
+        "differential mismatches; first reports above"
+    );
 }
 
 /// Runs the ignored test `inner` of this binary in a child process and forwards its output:
@@ -69,7 +107,13 @@ fn fp_batch(mode: xenolith_difftest::gen::Mode, label: &str) {
 fn run_isolated(inner: &str) {
     let exe = std::env::current_exe().expect("test binary");
     let out = std::process::Command::new(exe)
-        .args(["--exact", inner, "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            inner,
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .output()
         .expect("spawn the test binary");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -134,7 +178,10 @@ fn fp_state_passthrough() {
     use xenolith_difftest::gen::{gen_fp_state, Mode, Rng};
     use xenolith_difftest::native::{NativeOutcome, NativeRunner, RegState, DATA_ADDR, DATA_SIZE};
     let mut native = NativeRunner::new().unwrap();
-    let mut engines = [xenolith_difftest::emu::EmuRunner::new(jit::EngineKind::Interp), xenolith_difftest::emu::EmuRunner::new(jit::EngineKind::Jit)];
+    let mut engines = [
+        xenolith_difftest::emu::EmuRunner::new(jit::EngineKind::Interp),
+        xenolith_difftest::emu::EmuRunner::new(jit::EngineKind::Jit),
+    ];
     let mut rng = Rng::new(7);
     let data = vec![0x5au8; DATA_SIZE];
     // nop; add rax, rcx; ud2 (a fault: the state comes from the signal frame natively).
@@ -145,12 +192,17 @@ fn fp_state_passthrough() {
             init.fp = gen_fp_state(&mut rng);
             let nat = native.run(code, &init, &data).unwrap();
             match &nat {
-                NativeOutcome::Completed { regs, .. } | NativeOutcome::Exception { regs, .. } => assert_eq!(regs.fp, init.fp),
+                NativeOutcome::Completed { regs, .. } | NativeOutcome::Exception { regs, .. } => {
+                    assert_eq!(regs.fp, init.fp)
+                }
                 o => panic!("{o:?}"),
             }
             for e in engines.iter_mut() {
                 let o = e.run_mode(Mode::Long, code, &init, &data, 1000);
-                assert!(xenolith_difftest::same(&nat, &o, 0, Mode::Long), "native {nat:?}\nemu {o:?}");
+                assert!(
+                    xenolith_difftest::same(&nat, &o, 0, Mode::Long),
+                    "native {nat:?}\nemu {o:?}"
+                );
             }
         }
     }
@@ -166,7 +218,11 @@ fn fp_generator_native_smoke() {
     let (n, seed) = cases_and_seed(2_000);
     for mode in [Mode::Long, Mode::Compat] {
         let fp_codes = gen::fp_candidate_codes(mode);
-        assert!(fp_codes.len() > 400, "{} FP-family encodings for {mode:?}", fp_codes.len());
+        assert!(
+            fp_codes.len() > 400,
+            "{} FP-family encodings for {mode:?}",
+            fp_codes.len()
+        );
         let int_codes = gen::codes(mode);
         let mut native = xenolith_difftest::native::NativeRunner::new().unwrap();
         let mut rng = Rng::new(seed);
@@ -183,13 +239,20 @@ fn fp_generator_native_smoke() {
             let b = xenolith_difftest::run_native_case(&mut native, mode, &c).expect("native run");
             assert_eq!(a, b, "case {ran}: code {:02x?}", c.code);
             let key = match &a {
-                xenolith_difftest::native::NativeOutcome::Completed { .. } => "completed".to_string(),
-                xenolith_difftest::native::NativeOutcome::Exception { exc, .. } => format!("vector {}", exc.vector),
+                xenolith_difftest::native::NativeOutcome::Completed { .. } => {
+                    "completed".to_string()
+                }
+                xenolith_difftest::native::NativeOutcome::Exception { exc, .. } => {
+                    format!("vector {}", exc.vector)
+                }
                 xenolith_difftest::native::NativeOutcome::Timeout => "timeout".to_string(),
             };
             *vectors.entry(key).or_insert(0u64) += 1;
         }
-        println!("fp generator ({mode:?}, {} encodings): {ran} cases ({rejected} rejected): {vectors:?}", fp_codes.len());
+        println!(
+            "fp generator ({mode:?}, {} encodings): {ran} cases ({rejected} rejected): {vectors:?}",
+            fp_codes.len()
+        );
         assert!(!vectors.contains_key("timeout"));
     }
 }
@@ -200,8 +263,17 @@ fn fp_coverage() {
     use xenolith_difftest::gen::{fp_candidate_codes, fp_codes, Mode};
     let all = fp_candidate_codes(Mode::Long);
     let done = fp_codes(Mode::Long);
-    let mut missing: Vec<String> = all.iter().filter(|c| !done.contains(c)).map(|c| format!("{:?}", c.mnemonic())).collect();
+    let mut missing: Vec<String> = all
+        .iter()
+        .filter(|c| !done.contains(c))
+        .map(|c| format!("{:?}", c.mnemonic()))
+        .collect();
     missing.sort();
     missing.dedup();
-    println!("fp coverage: {} of {} encodings implemented; missing mnemonics: {}", done.len(), all.len(), missing.join(" "));
+    println!(
+        "fp coverage: {} of {} encodings implemented; missing mnemonics: {}",
+        done.len(),
+        all.len(),
+        missing.join(" ")
+    );
 }

@@ -23,7 +23,10 @@ use std::fmt::Debug;
 use xenolith_difftest::gen::Rng;
 
 fn rng(salt: u64) -> Rng {
-    let seed: u64 = std::env::var("SOFTFLOAT_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x5eed_f10a7);
+    let seed: u64 = std::env::var("SOFTFLOAT_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x5eed_f10a7);
     let mut r = Rng::from_state(seed ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     for _ in 0..4 {
         r.next();
@@ -43,7 +46,10 @@ fn skip_vendor() -> bool {
 }
 
 fn cases() -> u64 {
-    std::env::var("SOFTFLOAT_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000)
+    std::env::var("SOFTFLOAT_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -84,7 +90,9 @@ impl Fd {
 
     fn gen_exp(self, r: &mut Rng) -> u64 {
         let (emax, bias, fb) = (self.emax(), self.bias(), self.fb as u64);
-        let near = |r: &mut Rng, c: u64, w: u64| -> u64 { (c + r.below(2 * w + 1)).saturating_sub(w).min(emax) };
+        let near = |r: &mut Rng, c: u64, w: u64| -> u64 {
+            (c + r.below(2 * w + 1)).saturating_sub(w).min(emax)
+        };
         match r.below(10) {
             0 => r.below(emax + 1),
             1 => r.below(4),
@@ -144,7 +152,11 @@ impl Fd {
             22 => (bias + 31, 1 << (fb.saturating_sub(32))),
             _ => (bias + 63, 1),
         };
-        Fields { sign: r.next() & 1, e: e.min(emax), frac }
+        Fields {
+            sign: r.next() & 1,
+            e: e.min(emax),
+            frac,
+        }
     }
 
     /// A "nice" value: a small integer times a power of two.
@@ -154,15 +166,27 @@ impl Fd {
         let k = r.below(41) as i64 - 20;
         let e = (self.bias() as i64 + 63 - lz as i64 + k) as u64;
         let frac = ((n << lz) << 1) >> (64 - self.fb);
-        Fields { sign: r.next() & 1, e, frac }
+        Fields {
+            sign: r.next() & 1,
+            e,
+            frac,
+        }
     }
 
     fn gen(self, r: &mut Rng) -> Fields {
         match r.below(100) {
             0..=24 => self.special(r),
-            25..=39 => Fields { sign: r.next() & 1, e: r.next() & self.emax(), frac: r.next() & self.fmask() },
+            25..=39 => Fields {
+                sign: r.next() & 1,
+                e: r.next() & self.emax(),
+                frac: r.next() & self.fmask(),
+            },
             40..=49 => self.nice(r),
-            _ => Fields { sign: r.next() & 1, e: self.gen_exp(r), frac: self.gen_frac(r) },
+            _ => Fields {
+                sign: r.next() & 1,
+                e: self.gen_exp(r),
+                frac: self.gen_frac(r),
+            },
         }
     }
 
@@ -189,12 +213,20 @@ impl Fd {
             1 => a.frac,
             _ => self.gen_frac(r),
         };
-        Fields { sign: r.next() & 1, e: e.clamp(0, emax) as u64, frac }
+        Fields {
+            sign: r.next() & 1,
+            e: e.clamp(0, emax) as u64,
+            frac,
+        }
     }
 
     fn pair(self, r: &mut Rng) -> (Fields, Fields) {
         let a = self.gen(r);
-        let b = if r.chance(35) { self.related(r, a) } else { self.gen(r) };
+        let b = if r.chance(35) {
+            self.related(r, a)
+        } else {
+            self.gen(r)
+        };
         if r.chance(50) {
             (a, b)
         } else {
@@ -248,7 +280,11 @@ fn boundary_pair(
         3 => 1 << (d.fb - 1),                    // a denormal
         _ => 1,                                  // smallest denormal
     } | sign << (d.eb + d.fb);
-    let a = d.pack(Fields { sign: r.next() & 1, e: d.bias() + r.below(41) - 20, frac: d.gen_frac(r) });
+    let a = d.pack(Fields {
+        sign: r.next() & 1,
+        e: d.bias() + r.below(41) - 20,
+        frac: d.gen_frac(r),
+    });
     let delta = r.below(9).wrapping_sub(4);
     if r.chance(50) {
         // a * b ~ target
@@ -268,7 +304,10 @@ fn to80(r: &mut Rng, f: Fields) -> F80 {
     if r.chance(4) {
         int = !int;
     }
-    F80 { signif: (int as u64) << 63 | f.frac, se: (f.sign << 15 | f.e) as u16 }
+    F80 {
+        signif: (int as u64) << 63 | f.frac,
+        se: (f.sign << 15 | f.e) as u16,
+    }
 }
 
 fn gen80(r: &mut Rng) -> F80 {
@@ -300,15 +339,33 @@ fn boundary_pair80(r: &mut Rng) -> (F80, F80) {
     let mut c = Ctx::x87(0x37f);
     let sign = (r.next() & 1) as u16;
     let target = match r.below(4) {
-        0 | 1 => F80 { signif: 1 << 63, se: 1 },
-        2 => F80 { signif: u64::MAX, se: 0x7ffe },
-        _ => F80 { signif: r.next() >> r.below(64), se: 0 },
+        0 | 1 => F80 {
+            signif: 1 << 63,
+            se: 1,
+        },
+        2 => F80 {
+            signif: u64::MAX,
+            se: 0x7ffe,
+        },
+        _ => F80 {
+            signif: r.next() >> r.below(64),
+            se: 0,
+        },
     };
-    let target = F80 { se: target.se | sign << 15, ..target };
-    let a = F80 { signif: 1 << 63 | d80frac(r), se: (16383 + r.below(41) - 20) as u16 | ((r.next() & 1) as u16) << 15 };
+    let target = F80 {
+        se: target.se | sign << 15,
+        ..target
+    };
+    let a = F80 {
+        signif: 1 << 63 | d80frac(r),
+        se: (16383 + r.below(41) - 20) as u16 | ((r.next() & 1) as u16) << 15,
+    };
     let ulp = 1u64 << [0, 11, 40][r.below(3) as usize];
     let delta = r.below(9).wrapping_sub(4).wrapping_mul(ulp);
-    let perturb = |x: F80| F80 { signif: x.signif.wrapping_add(delta) | (x.signif & 1 << 63), ..x };
+    let perturb = |x: F80| F80 {
+        signif: x.signif.wrapping_add(delta) | (x.signif & 1 << 63),
+        ..x
+    };
     if r.chance(50) {
         (a, perturb(soft::f80_div(&mut c, target, a)))
     } else {
@@ -366,11 +423,21 @@ struct Checker {
 
 impl Checker {
     fn new(name: &str) -> Checker {
-        Checker { name: name.to_string(), cases: 0, mismatches: 0, shown: Vec::new() }
+        Checker {
+            name: name.to_string(),
+            cases: 0,
+            mismatches: 0,
+            shown: Vec::new(),
+        }
     }
 
     /// Compare `(result, flags)` from the hardware and from soft-float.
-    fn check<T: PartialEq + Debug>(&mut self, inputs: impl FnOnce() -> String, hw: (T, u8), sw: (T, u8)) {
+    fn check<T: PartialEq + Debug>(
+        &mut self,
+        inputs: impl FnOnce() -> String,
+        hw: (T, u8),
+        sw: (T, u8),
+    ) {
         self.cases += 1;
         if hw != sw {
             self.mismatches += 1;
@@ -393,14 +460,20 @@ impl Checker {
 fn finish(checks: Vec<Checker>, start: std::time::Instant) {
     let mut bad = 0;
     for c in &checks {
-        println!("{:<24} {:>8} cases {:>6} mismatches", c.name, c.cases, c.mismatches);
+        println!(
+            "{:<24} {:>8} cases {:>6} mismatches",
+            c.name, c.cases, c.mismatches
+        );
         for s in &c.shown {
             eprintln!("{s}");
         }
         bad += c.mismatches;
     }
     println!("({:.2} s)", start.elapsed().as_secs_f64());
-    assert_eq!(bad, 0, "soft-float mismatches against the host; first ones above");
+    assert_eq!(
+        bad, 0,
+        "soft-float mismatches against the host; first ones above"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -504,7 +577,11 @@ fn sse_arith_f32() {
             let (hr, hf) = hw_bin32(name, m, a, b);
             let mut c = Ctx::sse(m);
             let sr = f(&mut c, a, b);
-            ch.check(|| format!("mxcsr {m:04x} a {a:08x} b {b:08x}"), (hr as u32, hf), (sr, c.flags));
+            ch.check(
+                || format!("mxcsr {m:04x} a {a:08x} b {b:08x}"),
+                (hr as u32, hf),
+                (sr, c.flags),
+            );
         }
         checks.push(ch);
     }
@@ -537,7 +614,11 @@ fn sse_arith_f64() {
             let (hr, hf) = hw_bin64(name, m, a, b);
             let mut c = Ctx::sse(m);
             let sr = f(&mut c, a, b);
-            ch.check(|| format!("mxcsr {m:04x} a {a:016x} b {b:016x}"), (hr, hf), (sr, c.flags));
+            ch.check(
+                || format!("mxcsr {m:04x} a {a:016x} b {b:016x}"),
+                (hr, hf),
+                (sr, c.flags),
+            );
         }
         checks.push(ch);
     }
@@ -552,7 +633,10 @@ fn sse_compare() {
     let start = std::time::Instant::now();
     let n = cases();
     let mut checks = Vec::new();
-    for (i, name) in ["comiss", "ucomiss", "comisd", "ucomisd"].iter().enumerate() {
+    for (i, name) in ["comiss", "ucomiss", "comisd", "ucomisd"]
+        .iter()
+        .enumerate()
+    {
         let mut r = rng(300 + i as u64);
         let mut ch = Checker::new(name);
         let signaling = !name.starts_with('u');
@@ -566,7 +650,12 @@ fn sse_compare() {
                 } else {
                     sse!(m, a, b, "ucomiss xmm0, xmm1", "pushfq", "pop {r}")
                 };
-                (a as u64, b as u64, (eflags_cmp(fl), hf), soft::f32_cmp(&mut c, a, b, signaling))
+                (
+                    a as u64,
+                    b as u64,
+                    (eflags_cmp(fl), hf),
+                    soft::f32_cmp(&mut c, a, b, signaling),
+                )
             } else {
                 let (a, b) = pair64(&mut r);
                 let (fl, hf) = if signaling {
@@ -574,9 +663,18 @@ fn sse_compare() {
                 } else {
                     sse!(m, a, b, "ucomisd xmm0, xmm1", "pushfq", "pop {r}")
                 };
-                (a, b, (eflags_cmp(fl), hf), soft::f64_cmp(&mut c, a, b, signaling))
+                (
+                    a,
+                    b,
+                    (eflags_cmp(fl), hf),
+                    soft::f64_cmp(&mut c, a, b, signaling),
+                )
             };
-            ch.check(|| format!("mxcsr {m:04x} a {a:x} b {b:x}"), hw, (sw, c.flags));
+            ch.check(
+                || format!("mxcsr {m:04x} a {a:x} b {b:x}"),
+                hw,
+                (sw, c.flags),
+            );
         }
         checks.push(ch);
     }
@@ -644,37 +742,76 @@ fn sse_convert() {
                 gen64(&mut r)
             };
             let (hw, sw) = match *name {
-                "cvtss2sd" => {
-                    (sse!(m, 0, a, "cvtss2sd xmm0, xmm1", "movq {r}, xmm0"), soft::f32_to_f64(&mut c, a as u32))
-                }
+                "cvtss2sd" => (
+                    sse!(m, 0, a, "cvtss2sd xmm0, xmm1", "movq {r}, xmm0"),
+                    soft::f32_to_f64(&mut c, a as u32),
+                ),
                 "cvtsd2ss" => {
                     let h = sse!(m, 0, a, "cvtsd2ss xmm0, xmm1", "movd {r:e}, xmm0");
                     (h, soft::f64_to_f32(&mut c, a) as u64)
                 }
-                "cvtss2si32" => {
-                    (sse!(m, a, 0, "cvtss2si {r:e}, xmm0"), soft::f32_to_i32(&mut c, a as u32, false) as u64)
-                }
-                "cvttss2si32" => {
-                    (sse!(m, a, 0, "cvttss2si {r:e}, xmm0"), soft::f32_to_i32(&mut c, a as u32, true) as u64)
-                }
-                "cvtss2si64" => (sse!(m, a, 0, "cvtss2si {r}, xmm0"), soft::f32_to_i64(&mut c, a as u32, false)),
-                "cvttss2si64" => (sse!(m, a, 0, "cvttss2si {r}, xmm0"), soft::f32_to_i64(&mut c, a as u32, true)),
-                "cvtsd2si32" => (sse!(m, a, 0, "cvtsd2si {r:e}, xmm0"), soft::f64_to_i32(&mut c, a, false) as u64),
-                "cvttsd2si32" => (sse!(m, a, 0, "cvttsd2si {r:e}, xmm0"), soft::f64_to_i32(&mut c, a, true) as u64),
-                "cvtsd2si64" => (sse!(m, a, 0, "cvtsd2si {r}, xmm0"), soft::f64_to_i64(&mut c, a, false)),
-                "cvttsd2si64" => (sse!(m, a, 0, "cvttsd2si {r}, xmm0"), soft::f64_to_i64(&mut c, a, true)),
+                "cvtss2si32" => (
+                    sse!(m, a, 0, "cvtss2si {r:e}, xmm0"),
+                    soft::f32_to_i32(&mut c, a as u32, false) as u64,
+                ),
+                "cvttss2si32" => (
+                    sse!(m, a, 0, "cvttss2si {r:e}, xmm0"),
+                    soft::f32_to_i32(&mut c, a as u32, true) as u64,
+                ),
+                "cvtss2si64" => (
+                    sse!(m, a, 0, "cvtss2si {r}, xmm0"),
+                    soft::f32_to_i64(&mut c, a as u32, false),
+                ),
+                "cvttss2si64" => (
+                    sse!(m, a, 0, "cvttss2si {r}, xmm0"),
+                    soft::f32_to_i64(&mut c, a as u32, true),
+                ),
+                "cvtsd2si32" => (
+                    sse!(m, a, 0, "cvtsd2si {r:e}, xmm0"),
+                    soft::f64_to_i32(&mut c, a, false) as u64,
+                ),
+                "cvttsd2si32" => (
+                    sse!(m, a, 0, "cvttsd2si {r:e}, xmm0"),
+                    soft::f64_to_i32(&mut c, a, true) as u64,
+                ),
+                "cvtsd2si64" => (
+                    sse!(m, a, 0, "cvtsd2si {r}, xmm0"),
+                    soft::f64_to_i64(&mut c, a, false),
+                ),
+                "cvttsd2si64" => (
+                    sse!(m, a, 0, "cvttsd2si {r}, xmm0"),
+                    soft::f64_to_i64(&mut c, a, true),
+                ),
                 "cvtsi2ss32" => {
-                    let h = sse!(m, a, 0, "xorps xmm0, xmm0", "cvtsi2ss xmm0, {a:e}", "movd {r:e}, xmm0");
+                    let h = sse!(
+                        m,
+                        a,
+                        0,
+                        "xorps xmm0, xmm0",
+                        "cvtsi2ss xmm0, {a:e}",
+                        "movd {r:e}, xmm0"
+                    );
                     (h, soft::i32_to_f32(&mut c, a as u32) as u64)
                 }
                 "cvtsi2ss64" => {
-                    let h = sse!(m, a, 0, "xorps xmm0, xmm0", "cvtsi2ss xmm0, {a}", "movd {r:e}, xmm0");
+                    let h = sse!(
+                        m,
+                        a,
+                        0,
+                        "xorps xmm0, xmm0",
+                        "cvtsi2ss xmm0, {a}",
+                        "movd {r:e}, xmm0"
+                    );
                     (h, soft::i64_to_f32(&mut c, a) as u64)
                 }
-                "cvtsi2sd32" => {
-                    (sse!(m, a, 0, "cvtsi2sd xmm0, {a:e}", "movq {r}, xmm0"), soft::i32_to_f64(&mut c, a as u32))
-                }
-                "cvtsi2sd64" => (sse!(m, a, 0, "cvtsi2sd xmm0, {a}", "movq {r}, xmm0"), soft::i64_to_f64(&mut c, a)),
+                "cvtsi2sd32" => (
+                    sse!(m, a, 0, "cvtsi2sd xmm0, {a:e}", "movq {r}, xmm0"),
+                    soft::i32_to_f64(&mut c, a as u32),
+                ),
+                "cvtsi2sd64" => (
+                    sse!(m, a, 0, "cvtsi2sd xmm0, {a}", "movq {r}, xmm0"),
+                    soft::i64_to_f64(&mut c, a),
+                ),
                 _ => unreachable!(),
             };
             ch.check(|| format!("mxcsr {m:04x} a {a:x}"), hw, (sw, c.flags));
@@ -714,17 +851,29 @@ fn sse_round() {
         for _ in 0..n {
             let m = random_mxcsr(&mut r);
             let imm = [0, 1, 2, 3, 4, 8, 9, 10, 11, 12][r.below(10) as usize];
-            let rc = if imm & 4 != 0 { Rc::from_bits(m >> 13) } else { Rc::from_bits(imm) };
+            let rc = if imm & 4 != 0 {
+                Rc::from_bits(m >> 13)
+            } else {
+                Rc::from_bits(imm)
+            };
             let inexact = imm & 8 == 0;
             let mut c = Ctx::sse(m);
-            let a = if double { gen64(&mut r) } else { gen32(&mut r) as u64 };
+            let a = if double {
+                gen64(&mut r)
+            } else {
+                gen32(&mut r) as u64
+            };
             let hw = hw_round(m, imm, a, double);
             let sw = if double {
                 soft::f64_round(&mut c, a, rc, inexact)
             } else {
                 soft::f32_round(&mut c, a as u32, rc, inexact) as u64
             };
-            ch.check(|| format!("mxcsr {m:04x} imm {imm} a {a:x}"), hw, (sw, c.flags));
+            ch.check(
+                || format!("mxcsr {m:04x} imm {imm} a {a:x}"),
+                hw,
+                (sw, c.flags),
+            );
         }
         checks.push(ch);
     }
@@ -743,11 +892,18 @@ struct T80 {
 }
 
 fn t80(a: F80) -> T80 {
-    T80 { m: a.signif, se: a.se, pad: [0; 3] }
+    T80 {
+        m: a.signif,
+        se: a.se,
+        pad: [0; 3],
+    }
 }
 
 fn f80(t: T80) -> F80 {
-    F80 { signif: t.m, se: t.se }
+    F80 {
+        signif: t.m,
+        se: t.se,
+    }
 }
 
 /// Run `body` with a fresh x87 (FCW = `fcw`, status clear, stack empty); `{a}`, `{b}`
@@ -841,11 +997,19 @@ fn x87_arith() {
         let mut ch = Checker::new(name);
         for _ in 0..n {
             let fcw = random_fcw(&mut r);
-            let (a, b) = if *name == "fscale" { scale_pair(&mut r) } else { pair80(&mut r) };
+            let (a, b) = if *name == "fscale" {
+                scale_pair(&mut r)
+            } else {
+                pair80(&mut r)
+            };
             let hw = hw_x87_bin(name, fcw, a, b);
             let mut c = Ctx::x87(fcw);
             let sw = f(&mut c, a, b);
-            ch.check(|| format!("fcw {fcw:04x} a {} b {}", show80(a), show80(b)), hw, (sw, c.flags));
+            ch.check(
+                || format!("fcw {fcw:04x} a {} b {}", show80(a), show80(b)),
+                hw,
+                (sw, c.flags),
+            );
         }
         checks.push(ch);
     }
@@ -862,7 +1026,10 @@ fn scale_pair(r: &mut Rng) -> (F80, F80) {
         _ => {
             let k = soft::f80_from_i64(r.below(33000) as i64 - 16500);
             let mut c = Ctx::x87(0x37f);
-            let frac = F80 { signif: r.next() | 1 << 63, se: 0x3ffe - r.below(3) as u16 };
+            let frac = F80 {
+                signif: r.next() | 1 << 63,
+                se: 0x3ffe - r.below(3) as u16,
+            };
             soft::f80_add(&mut c, k, frac)
         }
     };
@@ -886,16 +1053,44 @@ fn x87_compare_class() {
             let (ta, tb) = (t80(a), t80(b));
             let mut c = Ctx::x87(fcw);
             if *name == "fxam" {
-                let (_, _, sw) = x87!(fcw, ta, tb, "fld tbyte ptr [{a}]", "fxam", "fnstsw ax", "fstp st(0)");
+                let (_, _, sw) = x87!(
+                    fcw,
+                    ta,
+                    tb,
+                    "fld tbyte ptr [{a}]",
+                    "fxam",
+                    "fnstsw ax",
+                    "fstp st(0)"
+                );
                 let hw = (sw >> 14 & 1) << 2 | (sw >> 10 & 1) << 1 | (sw >> 8 & 1);
                 let c1 = sw >> 9 & 1;
-                ch.check(|| format!("a {}", show80(a)), ((hw as u8, c1), 0), ((soft::f80_class(a), a.se >> 15), 0));
+                ch.check(
+                    || format!("a {}", show80(a)),
+                    ((hw as u8, c1), 0),
+                    ((soft::f80_class(a), a.se >> 15), 0),
+                );
                 continue;
             }
             let (_, _, sw) = if *name == "fcom" {
-                x87!(fcw, ta, tb, "fld tbyte ptr [{b}]", "fld tbyte ptr [{a}]", "fcompp", "fnstsw ax")
+                x87!(
+                    fcw,
+                    ta,
+                    tb,
+                    "fld tbyte ptr [{b}]",
+                    "fld tbyte ptr [{a}]",
+                    "fcompp",
+                    "fnstsw ax"
+                )
             } else {
-                x87!(fcw, ta, tb, "fld tbyte ptr [{b}]", "fld tbyte ptr [{a}]", "fucompp", "fnstsw ax")
+                x87!(
+                    fcw,
+                    ta,
+                    tb,
+                    "fld tbyte ptr [{b}]",
+                    "fld tbyte ptr [{a}]",
+                    "fucompp",
+                    "fnstsw ax"
+                )
             };
             let hw = match (sw >> 14 & 1, sw >> 10 & 1, sw >> 8 & 1) {
                 (0, 0, 0) => Cmp::Gt,
@@ -905,7 +1100,11 @@ fn x87_compare_class() {
                 x => panic!("bad fcom flags {x:?}"),
             };
             let s = soft::f80_cmp(&mut c, a, b, *name == "fcom");
-            ch.check(|| format!("a {} b {}", show80(a), show80(b)), (hw, (sw & 0x3f) as u8), (s, c.flags));
+            ch.check(
+                || format!("a {} b {}", show80(a), show80(b)),
+                (hw, (sw & 0x3f) as u8),
+                (s, c.flags),
+            );
         }
         checks.push(ch);
     }
@@ -924,7 +1123,10 @@ fn gen_int80(r: &mut Rng) -> F80 {
     let lz = (q as u128).leading_zeros() as u64; // q fits well within 128 bits
     let signif = ((q as u128) << lz >> 64) as u64;
     let e = 16383 + 127 - lz - 2;
-    F80 { signif, se: ((r.next() & 1) << 15 | e) as u16 }
+    F80 {
+        signif,
+        se: ((r.next() & 1) << 15 | e) as u16,
+    }
 }
 
 #[test]
@@ -935,7 +1137,8 @@ fn x87_convert() {
     let start = std::time::Instant::now();
     let n = cases();
     let names = [
-        "fld32", "fld64", "fst32", "fst64", "fild64", "fist16", "fist32", "fist64", "fisttp16", "fisttp32", "fisttp64",
+        "fld32", "fld64", "fst32", "fst64", "fild64", "fist16", "fist32", "fist64", "fisttp16",
+        "fisttp32", "fisttp64",
     ];
     let mut checks = Vec::new();
     for (i, name) in names.iter().enumerate() {
@@ -954,25 +1157,57 @@ fn x87_convert() {
                     };
                     let ta = T80 { m: a, ..z };
                     let (res, _, sw) = match *name {
-                        "fld32" => x87!(fcw, ta, z, "fld dword ptr [{a}]", "fnstsw ax", "fstp tbyte ptr [{r}]"),
-                        "fld64" => x87!(fcw, ta, z, "fld qword ptr [{a}]", "fnstsw ax", "fstp tbyte ptr [{r}]"),
-                        _ => x87!(fcw, ta, z, "fild qword ptr [{a}]", "fnstsw ax", "fstp tbyte ptr [{r}]"),
+                        "fld32" => x87!(
+                            fcw,
+                            ta,
+                            z,
+                            "fld dword ptr [{a}]",
+                            "fnstsw ax",
+                            "fstp tbyte ptr [{r}]"
+                        ),
+                        "fld64" => x87!(
+                            fcw,
+                            ta,
+                            z,
+                            "fld qword ptr [{a}]",
+                            "fnstsw ax",
+                            "fstp tbyte ptr [{r}]"
+                        ),
+                        _ => x87!(
+                            fcw,
+                            ta,
+                            z,
+                            "fild qword ptr [{a}]",
+                            "fnstsw ax",
+                            "fstp tbyte ptr [{r}]"
+                        ),
                     };
                     let s = match *name {
                         "fld32" => soft::f80_from_f32(&mut c, a as u32),
                         "fld64" => soft::f80_from_f64(&mut c, a),
                         _ => soft::f80_from_i64(a as i64),
                     };
-                    ch.check(|| format!("fcw {fcw:04x} a {a:x}"), (f80(res), (sw & 0x3f) as u8), (s, c.flags));
+                    ch.check(
+                        || format!("fcw {fcw:04x} a {a:x}"),
+                        (f80(res), (sw & 0x3f) as u8),
+                        (s, c.flags),
+                    );
                 }
                 _ => {
                     let a = if name.starts_with("fst") {
                         if r.chance(20) {
                             // Near the destination's underflow and overflow boundaries.
-                            let (e, p) = if *name == "fst32" { (127, 24) } else { (1023, 53) };
+                            let (e, p) = if *name == "fst32" {
+                                (127, 24)
+                            } else {
+                                (1023, 53)
+                            };
                             let e = if r.chance(50) { e } else { -e };
                             let (sig, e) = near_binade(&mut r, e, p);
-                            F80 { signif: sig, se: (e + 16383) as u16 | ((r.next() & 1) as u16) << 15 }
+                            F80 {
+                                signif: sig,
+                                se: (e + 16383) as u16 | ((r.next() & 1) as u16) << 15,
+                            }
                         } else {
                             gen80(&mut r)
                         }
@@ -981,14 +1216,70 @@ fn x87_convert() {
                     };
                     let ta = t80(a);
                     let (res, _, sw) = match *name {
-                        "fst32" => x87!(fcw, ta, z, "fld tbyte ptr [{a}]", "fstp dword ptr [{r}]", "fnstsw ax"),
-                        "fst64" => x87!(fcw, ta, z, "fld tbyte ptr [{a}]", "fstp qword ptr [{r}]", "fnstsw ax"),
-                        "fist16" => x87!(fcw, ta, z, "fld tbyte ptr [{a}]", "fistp word ptr [{r}]", "fnstsw ax"),
-                        "fist32" => x87!(fcw, ta, z, "fld tbyte ptr [{a}]", "fistp dword ptr [{r}]", "fnstsw ax"),
-                        "fist64" => x87!(fcw, ta, z, "fld tbyte ptr [{a}]", "fistp qword ptr [{r}]", "fnstsw ax"),
-                        "fisttp16" => x87!(fcw, ta, z, "fld tbyte ptr [{a}]", "fisttp word ptr [{r}]", "fnstsw ax"),
-                        "fisttp32" => x87!(fcw, ta, z, "fld tbyte ptr [{a}]", "fisttp dword ptr [{r}]", "fnstsw ax"),
-                        _ => x87!(fcw, ta, z, "fld tbyte ptr [{a}]", "fisttp qword ptr [{r}]", "fnstsw ax"),
+                        "fst32" => x87!(
+                            fcw,
+                            ta,
+                            z,
+                            "fld tbyte ptr [{a}]",
+                            "fstp dword ptr [{r}]",
+                            "fnstsw ax"
+                        ),
+                        "fst64" => x87!(
+                            fcw,
+                            ta,
+                            z,
+                            "fld tbyte ptr [{a}]",
+                            "fstp qword ptr [{r}]",
+                            "fnstsw ax"
+                        ),
+                        "fist16" => x87!(
+                            fcw,
+                            ta,
+                            z,
+                            "fld tbyte ptr [{a}]",
+                            "fistp word ptr [{r}]",
+                            "fnstsw ax"
+                        ),
+                        "fist32" => x87!(
+                            fcw,
+                            ta,
+                            z,
+                            "fld tbyte ptr [{a}]",
+                            "fistp dword ptr [{r}]",
+                            "fnstsw ax"
+                        ),
+                        "fist64" => x87!(
+                            fcw,
+                            ta,
+                            z,
+                            "fld tbyte ptr [{a}]",
+                            "fistp qword ptr [{r}]",
+                            "fnstsw ax"
+                        ),
+                        "fisttp16" => x87!(
+                            fcw,
+                            ta,
+                            z,
+                            "fld tbyte ptr [{a}]",
+                            "fisttp word ptr [{r}]",
+                            "fnstsw ax"
+                        ),
+                        "fisttp32" => x87!(
+                            fcw,
+                            ta,
+                            z,
+                            "fld tbyte ptr [{a}]",
+                            "fisttp dword ptr [{r}]",
+                            "fnstsw ax"
+                        ),
+                        _ => x87!(
+                            fcw,
+                            ta,
+                            z,
+                            "fld tbyte ptr [{a}]",
+                            "fisttp qword ptr [{r}]",
+                            "fnstsw ax"
+                        ),
                     };
                     let s = match *name {
                         "fst32" => soft::f80_to_f32(&mut c, a) as u64,
@@ -1000,7 +1291,11 @@ fn x87_convert() {
                         "fisttp32" => soft::f80_to_int(&mut c, a, 4, true),
                         _ => soft::f80_to_int(&mut c, a, 8, true),
                     };
-                    ch.check(|| format!("fcw {fcw:04x} a {}", show80(a)), (res.m, (sw & 0x3f) as u8), (s, c.flags));
+                    ch.check(
+                        || format!("fcw {fcw:04x} a {}", show80(a)),
+                        (res.m, (sw & 0x3f) as u8),
+                        (s, c.flags),
+                    );
                 }
             }
         }
@@ -1022,8 +1317,14 @@ fn rem_pair(r: &mut Rng) -> (F80, F80) {
         4 => {
             // A denormal or pseudo-denormal divisor (or dividend) against a small dividend:
             // the exponent difference counts from the normalised exponents.
-            let d = F80 { signif: r.next() >> r.below(64) | (r.below(2) << 63), se: ((r.next() & 1) << 15) as u16 };
-            let a = F80 { signif: r.next() | 1 << 63, se: r.below(200) as u16 };
+            let d = F80 {
+                signif: r.next() >> r.below(64) | (r.below(2) << 63),
+                se: ((r.next() & 1) << 15) as u16,
+            };
+            let a = F80 {
+                signif: r.next() | 1 << 63,
+                se: r.below(200) as u16,
+            };
             return if r.chance(70) { (a, d) } else { (d, a) };
         }
         _ => {}
@@ -1071,7 +1372,11 @@ fn x87_misc() {
                     "fstp tbyte ptr [{r2}]"
                 );
                 let (e, s) = soft::f80_xtract(&mut c, a);
-                ch.check(desc, ((f80(exp), f80(sig)), (sw & 0x3f) as u8), ((e, s), c.flags));
+                ch.check(
+                    desc,
+                    ((f80(exp), f80(sig)), (sw & 0x3f) as u8),
+                    ((e, s), c.flags),
+                );
                 continue;
             }
             let (res, _, sw) = if *name == "fprem" {
@@ -1102,7 +1407,11 @@ fn x87_misc() {
             let q = ((sw >> 8 & 1) << 2 | (sw >> 14 & 1) << 1 | (sw >> 9 & 1)) as u8;
             let c2 = sw >> 10 & 1 != 0;
             let (sres, sq, sc2) = soft::f80_rem(&mut c, a, b, *name == "fprem1");
-            ch.check(desc, ((f80(res), q, c2), (sw & 0x3f) as u8), ((sres, sq, sc2), c.flags));
+            ch.check(
+                desc,
+                ((f80(res), q, c2), (sw & 0x3f) as u8),
+                ((sres, sq, sc2), c.flags),
+            );
         }
         checks.push(ch);
     }
@@ -1137,22 +1446,81 @@ fn directed() {
         };
         let mut c = Ctx::sse(m);
         let sw = f(&mut c, a, b);
-        ch.check(|| format!("{op} mxcsr {m:04x} a {a:08x} b {b:08x}"), (hw.0 as u32, hw.1), (sw, c.flags));
+        ch.check(
+            || format!("{op} mxcsr {m:04x} a {a:08x} b {b:08x}"),
+            (hw.0 as u32, hw.1),
+            (sw, c.flags),
+        );
     }
     let mut ch80 = Checker::new("directed-x87");
-    let one = F80 { signif: 1 << 63, se: 0x3fff };
+    let one = F80 {
+        signif: 1 << 63,
+        se: 0x3fff,
+    };
     let x87_cases: [(&str, u16, F80, F80); 6] = [
-        ("fmul", 0x007f, F80 { signif: 1 << 63, se: 1 }, F80 { signif: 1 << 63 | 1 << 33, se: 0x3ffe }),
-        ("fmul", 0x027f, F80 { signif: 1 << 63, se: 1 }, F80 { signif: 1 << 63 | 1 << 33, se: 0x3ffe }),
-        ("fsqrt", 0x037f, F80 { signif: 1, se: 0x8000 }, one),
-        ("fdiv", 0x037f, F80 { signif: 1 << 63, se: 0 }, F80 { signif: 0, se: 0 }),
+        (
+            "fmul",
+            0x007f,
+            F80 {
+                signif: 1 << 63,
+                se: 1,
+            },
+            F80 {
+                signif: 1 << 63 | 1 << 33,
+                se: 0x3ffe,
+            },
+        ),
+        (
+            "fmul",
+            0x027f,
+            F80 {
+                signif: 1 << 63,
+                se: 1,
+            },
+            F80 {
+                signif: 1 << 63 | 1 << 33,
+                se: 0x3ffe,
+            },
+        ),
+        (
+            "fsqrt",
+            0x037f,
+            F80 {
+                signif: 1,
+                se: 0x8000,
+            },
+            one,
+        ),
+        (
+            "fdiv",
+            0x037f,
+            F80 {
+                signif: 1 << 63,
+                se: 0,
+            },
+            F80 { signif: 0, se: 0 },
+        ),
         (
             "fadd",
             0x037f,
-            F80 { signif: 0xC000_0000_0000_0001, se: 0x7fff },
-            F80 { signif: 0xC000_0000_0000_0001, se: 0xffff },
+            F80 {
+                signif: 0xC000_0000_0000_0001,
+                se: 0x7fff,
+            },
+            F80 {
+                signif: 0xC000_0000_0000_0001,
+                se: 0xffff,
+            },
         ),
-        ("fscale", 0x037f, F80 { signif: 1 << 63, se: 1 }, soft::f80_from_i64(-64)),
+        (
+            "fscale",
+            0x037f,
+            F80 {
+                signif: 1 << 63,
+                se: 1,
+            },
+            soft::f80_from_i64(-64),
+        ),
     ];
     for (op, cw, a, b) in x87_cases {
         let hw = hw_x87_bin(op, cw, a, b);
@@ -1164,7 +1532,11 @@ fn directed() {
             "fadd" => soft::f80_add(&mut c, a, b),
             _ => soft::f80_scale(&mut c, a, b),
         };
-        ch80.check(|| format!("{op} fcw {cw:04x} a {} b {}", show80(a), show80(b)), hw, (sw, c.flags));
+        ch80.check(
+            || format!("{op} fcw {cw:04x} a {} b {}", show80(a), show80(b)),
+            hw,
+            (sw, c.flags),
+        );
     }
     finish(vec![ch, ch80], start);
 }
@@ -1184,7 +1556,11 @@ fn checker_detects_mismatch() {
     ch.check(String::new, (hw.0 as u32, hw.1), (s, c.flags));
     assert_eq!(ch.mismatches, 0);
     ch.check(String::new, (hw.0 as u32, hw.1), (s ^ 1, c.flags));
-    ch.check(String::new, (hw.0 as u32, hw.1), (s, c.flags & !soft::exc::PE));
+    ch.check(
+        String::new,
+        (hw.0 as u32, hw.1),
+        (s, c.flags & !soft::exc::PE),
+    );
     assert_eq!(ch.mismatches, 2);
 }
 
@@ -1197,7 +1573,10 @@ fn trans_operand(r: &mut Rng, op: &str) -> (F80, F80) {
     fn num(r: &mut Rng, emin: i64, emax: i64, neg: bool) -> F80 {
         let frac = d80frac(r);
         let e = 16383 + emin + r.below((emax - emin + 1) as u64) as i64;
-        F80 { signif: 1 << 63 | frac, se: e as u16 | (neg as u16) << 15 }
+        F80 {
+            signif: 1 << 63 | frac,
+            se: e as u16 | (neg as u16) << 15,
+        }
     }
     if r.chance(3) {
         return (gen80(r), gen80(r));
@@ -1206,16 +1585,25 @@ fn trans_operand(r: &mut Rng, op: &str) -> (F80, F80) {
     let y = num(r, -30, 30, s1);
     let x = match op {
         "f2xm1" => match r.below(20) {
-            0 => F80 { signif: 1 << 63, se: 0x3fff | (s2 as u16) << 15 },
+            0 => F80 {
+                signif: 1 << 63,
+                se: 0x3fff | (s2 as u16) << 15,
+            },
             1 => num(r, -16445, -16383, s2),
             _ => num(r, -70, -1, s2),
         },
         "fyl2x" => match r.below(4) {
             0 => {
                 let low = r.next() >> r.below(64);
-                F80 { signif: 1 << 63 | low, se: 0x3fff - r.below(2) as u16 }
+                F80 {
+                    signif: 1 << 63 | low,
+                    se: 0x3fff - r.below(2) as u16,
+                }
             }
-            1 => F80 { signif: 1 << 63, se: (16383 + r.below(200) as i64 - 100) as u16 },
+            1 => F80 {
+                signif: 1 << 63,
+                se: (16383 + r.below(200) as i64 - 100) as u16,
+            },
             _ => num(r, -200, 200, false),
         },
         "fyl2xp1" => num(r, -80, -3, s2),
@@ -1248,7 +1636,9 @@ fn x87_transcendentals() {
     let start = std::time::Instant::now();
     let n = (cases() / 40).max(1000);
     let mut report = Vec::new();
-    for op in ["f2xm1", "fyl2x", "fyl2xp1", "fpatan", "fsin", "fcos", "fptan", "fsincos"] {
+    for op in [
+        "f2xm1", "fyl2x", "fyl2xp1", "fpatan", "fsin", "fcos", "fptan", "fsincos",
+    ] {
         let mut r = rng(0x7a45 ^ op.len() as u64 ^ (op.as_bytes()[2] as u64) << 8);
         let (mut good, mut shown) = (0u64, Vec::new());
         for _ in 0..n {
@@ -1257,17 +1647,43 @@ fn x87_transcendentals() {
             let (tx, ty) = (t80(x), t80(y));
             macro_rules! one {
                 ($insn:literal) => {
-                    x87!(fcw, tx, ty, "fld tbyte ptr [{a}]", $insn, "fnstsw ax", "fstp tbyte ptr [{r}]")
+                    x87!(
+                        fcw,
+                        tx,
+                        ty,
+                        "fld tbyte ptr [{a}]",
+                        $insn,
+                        "fnstsw ax",
+                        "fstp tbyte ptr [{r}]"
+                    )
                 };
             }
             macro_rules! two {
                 ($insn:literal) => {
-                    x87!(fcw, tx, ty, "fld tbyte ptr [{b}]", "fld tbyte ptr [{a}]", $insn, "fnstsw ax", "fstp tbyte ptr [{r}]")
+                    x87!(
+                        fcw,
+                        tx,
+                        ty,
+                        "fld tbyte ptr [{b}]",
+                        "fld tbyte ptr [{a}]",
+                        $insn,
+                        "fnstsw ax",
+                        "fstp tbyte ptr [{r}]"
+                    )
                 };
             }
             macro_rules! pushes {
                 ($insn:literal) => {
-                    x87!(fcw, tx, ty, "fld tbyte ptr [{a}]", $insn, "fnstsw ax", "fstp tbyte ptr [{r2}]", "fstp tbyte ptr [{r}]")
+                    x87!(
+                        fcw,
+                        tx,
+                        ty,
+                        "fld tbyte ptr [{a}]",
+                        $insn,
+                        "fnstsw ax",
+                        "fstp tbyte ptr [{r2}]",
+                        "fstp tbyte ptr [{r}]"
+                    )
                 };
             }
             let (hr, hr2, sw) = match op {
@@ -1286,12 +1702,26 @@ fn x87_transcendentals() {
                 "fyl2x" => (trans::fyl2x(&mut c, x, y), None, false),
                 "fyl2xp1" => (trans::fyl2xp1(&mut c, x, y), None, false),
                 "fpatan" => (trans::fpatan(&mut c, x, y), None, false),
-                "fsin" | "fcos" => match trans::ftrig(&mut c, x, if op == "fsin" { Trig::Sin } else { Trig::Cos }) {
-                    Some(v) => (v, None, false),
-                    None => (x, None, true),
-                },
+                "fsin" | "fcos" => {
+                    match trans::ftrig(&mut c, x, if op == "fsin" { Trig::Sin } else { Trig::Cos })
+                    {
+                        Some(v) => (v, None, false),
+                        None => (x, None, true),
+                    }
+                }
                 "fptan" => match trans::ftrig(&mut c, x, Trig::Tan) {
-                    Some(v) => (v, Some(if soft::f80_class(v) == 1 { v } else { F80 { signif: 1 << 63, se: 0x3fff } }), false),
+                    Some(v) => (
+                        v,
+                        Some(if soft::f80_class(v) == 1 {
+                            v
+                        } else {
+                            F80 {
+                                signif: 1 << 63,
+                                se: 0x3fff,
+                            }
+                        }),
+                        false,
+                    ),
                     None => (x, None, true),
                 },
                 _ => match trans::fsincos(&mut c, x) {
@@ -1301,13 +1731,27 @@ fn x87_transcendentals() {
             };
             // Out of range (C2): nothing was pushed; the second store read the operand.
             let pushes = matches!(op, "fptan" | "fsincos");
-            let (hr, hr2) = if pushes && sw & 0x400 != 0 { (hr2, None) } else { (hr, if pushes { Some(hr2) } else { None }) };
-            let hw = (f80(hr), hr2.map(f80), (sw & 0x3f) as u8, sw & 0x200 != 0, sw & 0x400 != 0);
+            let (hr, hr2) = if pushes && sw & 0x400 != 0 {
+                (hr2, None)
+            } else {
+                (hr, if pushes { Some(hr2) } else { None })
+            };
+            let hw = (
+                f80(hr),
+                hr2.map(f80),
+                (sw & 0x3f) as u8,
+                sw & 0x200 != 0,
+                sw & 0x400 != 0,
+            );
             let sw_ = (sr, sr2, c.flags, c.up, c2);
             if hw == sw_ {
                 good += 1;
             } else if shown.len() < 4 {
-                shown.push(format!("  {op} fcw {fcw:04x} x {} y {}: hw {hw:x?} sw {sw_:x?}", show80(x), show80(y)));
+                shown.push(format!(
+                    "  {op} fcw {fcw:04x} x {} y {}: hw {hw:x?} sw {sw_:x?}",
+                    show80(x),
+                    show80(y)
+                ));
             }
         }
         let rate = good as f64 * 100.0 / n as f64;
@@ -1320,6 +1764,9 @@ fn x87_transcendentals() {
     println!("({:.2} s)", start.elapsed().as_secs_f64());
     for (op, rate) in report {
         let floor = if op == "fptan" { 85.0 } else { 95.0 };
-        assert!(rate >= floor, "{op}: {rate:.2}% of the host's results matched");
+        assert!(
+            rate >= floor,
+            "{op}: {rate:.2}% of the host's results matched"
+        );
     }
 }

@@ -13,9 +13,15 @@ use xenolith_difftest::gen::Mode;
 use xenolith_difftest::vectors;
 
 // The recording parameters (used when recording on an x86_64 host).
-#[cfg_attr(not(all(target_arch = "x86_64", target_os = "linux")), allow(dead_code))]
+#[cfg_attr(
+    not(all(target_arch = "x86_64", target_os = "linux")),
+    allow(dead_code)
+)]
 const SEED: u64 = 0x7e57_7ec5;
-#[cfg_attr(not(all(target_arch = "x86_64", target_os = "linux")), allow(dead_code))]
+#[cfg_attr(
+    not(all(target_arch = "x86_64", target_os = "linux")),
+    allow(dead_code)
+)]
 const CASES: u64 = 10_000;
 
 fn path(mode: Mode) -> std::path::PathBuf {
@@ -23,7 +29,9 @@ fn path(mode: Mode) -> std::path::PathBuf {
         Mode::Long => "long64.bin",
         Mode::Compat => "compat32.bin",
     };
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("vectors").join(name)
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("vectors")
+        .join(name)
 }
 
 fn check(mode: Mode) {
@@ -54,23 +62,39 @@ fn vectors_compat32() {
     check(Mode::Compat);
 }
 
-#[cfg_attr(not(all(target_arch = "x86_64", target_os = "linux")), allow(dead_code))]
+#[cfg_attr(
+    not(all(target_arch = "x86_64", target_os = "linux")),
+    allow(dead_code)
+)]
 const FP_SEED: u64 = 0xf1_0a7;
-#[cfg_attr(not(all(target_arch = "x86_64", target_os = "linux")), allow(dead_code))]
+#[cfg_attr(
+    not(all(target_arch = "x86_64", target_os = "linux")),
+    allow(dead_code)
+)]
 const FP_CASES: u64 = 10_000;
 
 #[test]
 fn vectors_fp64() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("vectors").join("fp64.bin");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("vectors")
+        .join("fp64.bin");
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
     if std::env::var_os("DIFFTEST_WRITE_FP_VECTORS").is_some() {
-        let v = vectors::record_fp(Mode::Long, FP_CASES, FP_SEED, 4).expect("native runner and FP encodings to record");
+        let v = vectors::record_fp(Mode::Long, FP_CASES, FP_SEED, 4)
+            .expect("native runner and FP encodings to record");
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, vectors::encode(&v)).unwrap();
-        println!("recorded {} FP vectors over {} encodings", v.digests.len(), v.codes.len());
+        println!(
+            "recorded {} FP vectors over {} encodings",
+            v.digests.len(),
+            v.codes.len()
+        );
     }
     let Ok(bytes) = std::fs::read(&path) else {
-        println!("vectors (fp64): {} not recorded yet: skipped", path.display());
+        println!(
+            "vectors (fp64): {} not recorded yet: skipped",
+            path.display()
+        );
         return;
     };
     let v = vectors::decode(&bytes).expect("valid vector file");
@@ -80,7 +104,10 @@ fn vectors_fp64() {
     for r in &reports {
         eprintln!("{r}");
     }
-    println!("vectors (fp64): {cases} cases over {} encodings, {bad} mismatches", v.codes.len());
+    println!(
+        "vectors (fp64): {cases} cases over {} encodings, {bad} mismatches",
+        v.codes.len()
+    );
     assert_eq!(bad, 0);
 }
 
@@ -97,9 +124,17 @@ fn fp_vectors_record_round_trip() {
     let b = vectors::record_fp(Mode::Long, 300, 99, 4).unwrap();
     assert_eq!(a.digests, b.digests);
     let d = vectors::decode(&vectors::encode(&a)).expect("decodes");
-    assert_eq!((d.family, d.mode, d.seed, d.max_len), (a.family, a.mode, a.seed, a.max_len));
+    assert_eq!(
+        (d.family, d.mode, d.seed, d.max_len),
+        (a.family, a.mode, a.seed, a.max_len)
+    );
     assert_eq!((d.codes, d.digests), (a.codes, a.digests));
     // The integer format is unchanged by the FP family.
-    let bytes = std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("vectors").join("long64.bin")).unwrap();
+    let bytes = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("vectors")
+            .join("long64.bin"),
+    )
+    .unwrap();
     assert_eq!(vectors::encode(&vectors::decode(&bytes).unwrap()), bytes);
 }

@@ -198,7 +198,10 @@ impl VcpuInit {
         // sees it in CPUID) and XCR0 holds the x87 and SSE components.
         let cr4v = s.g(G_CR4);
         s.set_g(G_CR4, cr4v | frontend_x86::state::cr4::OSXSAVE);
-        s.set_g(frontend_x86::state::G_XCR0, frontend_x86::cpuid::XCR0_SUPPORTED);
+        s.set_g(
+            frontend_x86::state::G_XCR0,
+            frontend_x86::cpuid::XCR0_SUPPORTED,
+        );
         env.tlb_flush();
     }
 }

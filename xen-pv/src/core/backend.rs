@@ -67,7 +67,12 @@ pub trait GntOps {
     fn write(&mut self, h: GrantHandle, offset: usize, data: &[u8]) -> bool;
 
     /// Map several grants of one domain; on any failure the ones mapped are unmapped again.
-    fn map_batch(&mut self, dom: DomId, grefs: &[u32], writable: bool) -> Result<Vec<GrantHandle>, i16> {
+    fn map_batch(
+        &mut self,
+        dom: DomId,
+        grefs: &[u32],
+        writable: bool,
+    ) -> Result<Vec<GrantHandle>, i16> {
         let mut out = Vec::with_capacity(grefs.len());
         for &g in grefs {
             match self.map(dom, g, writable) {

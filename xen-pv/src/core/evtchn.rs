@@ -402,7 +402,10 @@ impl EventChannels {
         if p.state != PortState::Free {
             return Err(EBUSY);
         }
-        *p = Port { state: PortState::Unbound { remote_dom }, vcpu: 0 };
+        *p = Port {
+            state: PortState::Unbound { remote_dom },
+            vcpu: 0,
+        };
         if let Some(f) = self.fifo.as_mut() {
             f.init_port(port);
         }
@@ -434,7 +437,9 @@ impl EventChannels {
         let p = self.port_mut(port)?;
         match p.state {
             PortState::Interdomain { remote_dom, .. } if remote_dom == backend_dom => {
-                p.state = PortState::Unbound { remote_dom: backend_dom };
+                p.state = PortState::Unbound {
+                    remote_dom: backend_dom,
+                };
                 Ok(())
             }
             _ => Err(EINVAL),
@@ -647,7 +652,14 @@ impl EventChannels {
     /// pending (vcpu_mark_events_pending).
     fn mark_pending(&self, mem: &mut dyn GuestPhys, port: u32) {
         let word = port / self.width.word_bits();
-        if self.test_and_set_bit(mem, self.vcpu_info_gpa.wrapping_sub(self.shared_info_gpa).wrapping_add(self.width.pending_sel_off()), word) == Some(false) {
+        if self.test_and_set_bit(
+            mem,
+            self.vcpu_info_gpa
+                .wrapping_sub(self.shared_info_gpa)
+                .wrapping_add(self.width.pending_sel_off()),
+            word,
+        ) == Some(false)
+        {
             let _ = mem.write_u8(self.vcpu_info_gpa.wrapping_add(VCPU0_UPCALL_PENDING), 1);
         }
     }
@@ -744,7 +756,8 @@ impl EventChannels {
             }
         }
         self.fifo = Some(f);
-        self.ports.resize(fifo::EVTCHN_FIFO_NR_CHANNELS as usize, FREE);
+        self.ports
+            .resize(fifo::EVTCHN_FIFO_NR_CHANNELS as usize, FREE);
         Ok(fifo::EVTCHN_FIFO_LINK_BITS)
     }
 
@@ -769,7 +782,10 @@ impl EventChannels {
         if port >= self.max_ports() {
             return Err(EINVAL);
         }
-        self.fifo.as_mut().ok_or(ENOSYS)?.set_priority(port, priority)
+        self.fifo
+            .as_mut()
+            .ok_or(ENOSYS)?
+            .set_priority(port, priority)
     }
 
     /// vcpu_info[0].evtchn_upcall_pending, ignoring the upcall mask (false when
@@ -783,7 +799,10 @@ impl EventChannels {
     pub fn is_pending(&self, mem: &dyn GuestPhys, port: u32) -> bool {
         match self.fifo.as_deref() {
             Some(f) => f.is_pending(mem, port),
-            None => port < self.width.max_ports() && self.test_bit(mem, EVTCHN_PENDING, port) == Some(true),
+            None => {
+                port < self.width.max_ports()
+                    && self.test_bit(mem, EVTCHN_PENDING, port) == Some(true)
+            }
         }
     }
 
@@ -892,13 +911,22 @@ mod tests {
         assert_eq!(ev.reserve_unbound(0, 0), Err(EINVAL));
         ev.reserve_unbound(2, 0).unwrap();
         assert_eq!(ev.reserve_unbound(2, 0), Err(EBUSY));
-        assert_eq!(ev.status(2).unwrap().state, PortState::Unbound { remote_dom: 0 });
+        assert_eq!(
+            ev.status(2).unwrap().state,
+            PortState::Unbound { remote_dom: 0 }
+        );
         // The guest's alloc_unbound does not hand it out again.
         assert_ne!(ev.alloc_unbound(0).unwrap(), 2);
         // Another domain cannot take it; domain 0 can.
         assert_eq!(ev.connect_backend(2, 5), Err(EINVAL));
         ev.connect_backend(2, 0).unwrap();
-        assert_eq!(ev.status(2).unwrap().state, PortState::Interdomain { remote_dom: 0, remote_port: 2 });
+        assert_eq!(
+            ev.status(2).unwrap().state,
+            PortState::Interdomain {
+                remote_dom: 0,
+                remote_port: 2
+            }
+        );
     }
 
     #[test]

@@ -185,7 +185,9 @@ impl Fifo {
 
     /// Guest-physical address of `port`'s event word; None beyond the array.
     pub fn word_gpa(&self, port: u32) -> Option<u64> {
-        let page = self.array.get((port / EVTCHN_FIFO_EVENT_WORDS_PER_PAGE) as usize)?;
+        let page = self
+            .array
+            .get((port / EVTCHN_FIFO_EVENT_WORDS_PER_PAGE) as usize)?;
         Some(page + 4 * (port % EVTCHN_FIFO_EVENT_WORDS_PER_PAGE) as u64)
     }
 
@@ -213,7 +215,9 @@ impl Fifo {
     /// Set the LINK field of `tail`'s word to `link` iff the word is still LINKED (clearing
     /// BUSY, as Xen's try_set_link). Returns whether it was linked.
     fn set_link(&self, mem: &mut dyn GuestPhys, tail: u32, link: u32) -> bool {
-        let Some(w) = self.word_gpa(tail) else { return false };
+        let Some(w) = self.word_gpa(tail) else {
+            return false;
+        };
         match mem.read_u32(w) {
             Some(v) if v & (1 << EVTCHN_FIFO_LINKED) != 0 => {
                 let new = (v & !((1 << EVTCHN_FIFO_BUSY) | EVTCHN_FIFO_LINK_MASK)) | link;
@@ -226,7 +230,9 @@ impl Fifo {
     /// evtchn_fifo_set_pending for `port` toward vCPU 0, whose vcpu_info is at
     /// `vcpu_info_gpa`. The caller has range-checked the port.
     pub(super) fn set_pending(&mut self, mem: &mut dyn GuestPhys, port: u32, vcpu_info_gpa: u64) {
-        let Some(slot) = self.ports.get(port as usize).copied() else { return };
+        let Some(slot) = self.ports.get(port as usize).copied() else {
+            return;
+        };
         let Some(word) = self.word_gpa(port) else {
             // No event word yet: remember it for expand_array.
             self.ports[port as usize].pending = true;
@@ -414,11 +420,20 @@ mod tests {
         let mut m = mem();
         let mut ec = EventChannels::new(GuestWidth::W64, SI);
         assert_eq!(ec.init_control(&mut m, CB_GFN, 0, 1, &any), Err(ENOENT));
-        assert_eq!(ec.init_control(&mut m, CB_GFN, 4096 - 64, 0, &any), Err(EINVAL));
-        assert_eq!(ec.init_control(&mut m, CB_GFN, u32::MAX, 0, &any), Err(EINVAL));
+        assert_eq!(
+            ec.init_control(&mut m, CB_GFN, 4096 - 64, 0, &any),
+            Err(EINVAL)
+        );
+        assert_eq!(
+            ec.init_control(&mut m, CB_GFN, u32::MAX, 0, &any),
+            Err(EINVAL)
+        );
         assert_eq!(ec.init_control(&mut m, CB_GFN, 4, 0, &any), Err(EINVAL));
         // A frame the domain may not map writable, or outside guest memory.
-        assert_eq!(ec.init_control(&mut m, CB_GFN, 0, 0, &|_| false), Err(EINVAL));
+        assert_eq!(
+            ec.init_control(&mut m, CB_GFN, 0, 0, &|_| false),
+            Err(EINVAL)
+        );
         assert_eq!(ec.init_control(&mut m, 16, 0, 0, &any), Err(EINVAL));
         assert_eq!(ec.init_control(&mut m, u64::MAX, 0, 0, &any), Err(EINVAL));
         assert_eq!(ec.init_control(&mut m, 1 << 52, 0, 0, &any), Err(EINVAL));
@@ -426,7 +441,10 @@ mod tests {
         assert!(!ec.is_fifo());
         assert_eq!(ec.max_ports(), 4096);
         // The last offset where the 72-byte block fits, in the last frame.
-        assert_eq!(ec.init_control(&mut m, 15, 4096 - 72, 0, &any), Ok(EVTCHN_FIFO_LINK_BITS));
+        assert_eq!(
+            ec.init_control(&mut m, 15, 4096 - 72, 0, &any),
+            Ok(EVTCHN_FIFO_LINK_BITS)
+        );
         assert!(ec.is_fifo());
         assert_eq!(ec.max_ports(), 1 << 17);
         assert_eq!(ec.fifo().unwrap().control_block_gpa(), 0xf000 + 4024);
@@ -453,7 +471,10 @@ mod tests {
         // Errors are checked in Xen's order: ENOSPC before the frame.
         assert_eq!(ec.expand_array(&mut m, u64::MAX, &any), Err(ENOSPC));
         assert_eq!(ec.fifo().unwrap().word_gpa(1024), Some((A0 + 1) << 12));
-        assert_eq!(ec.fifo().unwrap().word_gpa((1 << 17) - 1), Some(((A0 + 7) << 12) + 4092));
+        assert_eq!(
+            ec.fifo().unwrap().word_gpa((1 << 17) - 1),
+            Some(((A0 + 7) << 12) + 4092)
+        );
     }
 
     #[test]
@@ -464,7 +485,10 @@ mod tests {
         assert_eq!(ec.set_priority(p, 3), Err(ENOSYS));
         assert_eq!(ec.set_priority(4096, 3), Err(EINVAL));
         ec.init_control(&mut m, CB_GFN, 0, 0, &any).unwrap();
-        assert_eq!(ec.fifo().unwrap().priority(p), Some(EVTCHN_FIFO_PRIORITY_DEFAULT));
+        assert_eq!(
+            ec.fifo().unwrap().priority(p),
+            Some(EVTCHN_FIFO_PRIORITY_DEFAULT)
+        );
         assert_eq!(ec.set_priority(p, 16), Err(EINVAL));
         assert_eq!(ec.set_priority(1 << 17, 0), Err(EINVAL));
         assert_eq!(ec.set_priority(p, EVTCHN_FIFO_PRIORITY_MIN), Ok(()));
@@ -482,7 +506,11 @@ mod tests {
     fn set_pending_links_in_order() {
         let mut m = mem();
         let mut ec = fifo_ec(&mut m);
-        let (a, b, c) = (ec.bind_ipi(0).unwrap(), ec.bind_ipi(0).unwrap(), ec.bind_ipi(0).unwrap());
+        let (a, b, c) = (
+            ec.bind_ipi(0).unwrap(),
+            ec.bind_ipi(0).unwrap(),
+            ec.bind_ipi(0).unwrap(),
+        );
         assert_eq!((a, b, c), (1, 2, 3));
         assert!(ec.raise(&mut m, a));
         assert_eq!(word(&m, a), PEND | LINK);
@@ -639,7 +667,10 @@ mod tests {
         ec.connect_backend(u, 0).unwrap();
         assert_eq!(ec.send(&mut m, u), Ok(Some((0, u))));
         ec.disconnect_backend(u, 0).unwrap();
-        assert_eq!(ec.status(u).unwrap().state, PortState::Unbound { remote_dom: 0 });
+        assert_eq!(
+            ec.status(u).unwrap().state,
+            PortState::Unbound { remote_dom: 0 }
+        );
         ec.raise(&mut m, 1);
         assert_eq!(word(&m, i), PEND | LINK | 1);
         // The 2-level bitmap is no longer written.

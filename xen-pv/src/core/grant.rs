@@ -140,7 +140,9 @@ pub struct GrantEntryV2FullPage {
     pub pad0: u32,
     pub frame: u64,
 }
-const _: () = assert!(size_of::<GrantEntryV2FullPage>() == 16 && offset_of!(GrantEntryV2FullPage, frame) == 8);
+const _: () = assert!(
+    size_of::<GrantEntryV2FullPage>() == 16 && offset_of!(GrantEntryV2FullPage, frame) == 8
+);
 
 /// grant_entry_v2.sub_page.
 #[repr(C)]
@@ -152,7 +154,9 @@ pub struct GrantEntryV2SubPage {
     pub frame: u64,
 }
 const _: () = assert!(size_of::<GrantEntryV2SubPage>() == 16);
-const _: () = assert!(offset_of!(GrantEntryV2SubPage, page_off) == 4 && offset_of!(GrantEntryV2SubPage, length) == 6);
+const _: () = assert!(
+    offset_of!(GrantEntryV2SubPage, page_off) == 4 && offset_of!(GrantEntryV2SubPage, length) == 6
+);
 const _: () = assert!(offset_of!(GrantEntryV2SubPage, frame) == 8);
 
 /// grant_entry_v2.transitive.
@@ -165,7 +169,10 @@ pub struct GrantEntryV2Transitive {
     pub gref: u32,
 }
 const _: () = assert!(size_of::<GrantEntryV2Transitive>() == 12);
-const _: () = assert!(offset_of!(GrantEntryV2Transitive, trans_domid) == 4 && offset_of!(GrantEntryV2Transitive, gref) == 8);
+const _: () = assert!(
+    offset_of!(GrantEntryV2Transitive, trans_domid) == 4
+        && offset_of!(GrantEntryV2Transitive, gref) == 8
+);
 
 /// union grant_entry_v2: 16 bytes (`uint32_t __spacer[4]`), kept as its bytes; the variants
 /// above are views of it.
@@ -176,16 +183,33 @@ const _: () = assert!(size_of::<GrantEntryV2>() == V2_SIZE && PAGE_SIZE % V2_SIZ
 
 impl GrantEntryV2 {
     pub fn hdr(&self) -> GrantEntryHeader {
-        GrantEntryHeader { flags: u16_at(&self.0, 0), domid: u16_at(&self.0, 2) }
+        GrantEntryHeader {
+            flags: u16_at(&self.0, 0),
+            domid: u16_at(&self.0, 2),
+        }
     }
     pub fn full_page(&self) -> GrantEntryV2FullPage {
-        GrantEntryV2FullPage { hdr: self.hdr(), pad0: u32_at(&self.0, 4), frame: u64_at(&self.0, 8) }
+        GrantEntryV2FullPage {
+            hdr: self.hdr(),
+            pad0: u32_at(&self.0, 4),
+            frame: u64_at(&self.0, 8),
+        }
     }
     pub fn sub_page(&self) -> GrantEntryV2SubPage {
-        GrantEntryV2SubPage { hdr: self.hdr(), page_off: u16_at(&self.0, 4), length: u16_at(&self.0, 6), frame: u64_at(&self.0, 8) }
+        GrantEntryV2SubPage {
+            hdr: self.hdr(),
+            page_off: u16_at(&self.0, 4),
+            length: u16_at(&self.0, 6),
+            frame: u64_at(&self.0, 8),
+        }
     }
     pub fn transitive(&self) -> GrantEntryV2Transitive {
-        GrantEntryV2Transitive { hdr: self.hdr(), trans_domid: u16_at(&self.0, 4), pad0: u16_at(&self.0, 6), gref: u32_at(&self.0, 8) }
+        GrantEntryV2Transitive {
+            hdr: self.hdr(),
+            trans_domid: u16_at(&self.0, 4),
+            pad0: u16_at(&self.0, 6),
+            gref: u32_at(&self.0, 8),
+        }
     }
     pub fn from_full_page(e: &GrantEntryV2FullPage) -> Self {
         let mut b = [0u8; 16];
@@ -199,7 +223,11 @@ impl GrantEntryV2 {
 
 impl GrantEntryV1 {
     pub fn from_bytes(b: &[u8; 8]) -> Self {
-        GrantEntryV1 { flags: u16_at(b, 0), domid: u16_at(b, 2), frame: u32_at(b, 4) }
+        GrantEntryV1 {
+            flags: u16_at(b, 0),
+            domid: u16_at(b, 2),
+            frame: u32_at(b, 4),
+        }
     }
     pub fn to_bytes(&self) -> [u8; 8] {
         let mut b = [0u8; 8];
@@ -237,9 +265,15 @@ pub struct GnttabMapGrantRef {
     pub dev_bus_addr: u64,
 }
 const _: () = assert!(size_of::<GnttabMapGrantRef>() == 32);
-const _: () = assert!(offset_of!(GnttabMapGrantRef, flags) == 8 && offset_of!(GnttabMapGrantRef, gref) == 12);
-const _: () = assert!(offset_of!(GnttabMapGrantRef, dom) == 16 && offset_of!(GnttabMapGrantRef, status) == 18);
-const _: () = assert!(offset_of!(GnttabMapGrantRef, handle) == 20 && offset_of!(GnttabMapGrantRef, dev_bus_addr) == 24);
+const _: () =
+    assert!(offset_of!(GnttabMapGrantRef, flags) == 8 && offset_of!(GnttabMapGrantRef, gref) == 12);
+const _: () = assert!(
+    offset_of!(GnttabMapGrantRef, dom) == 16 && offset_of!(GnttabMapGrantRef, status) == 18
+);
+const _: () = assert!(
+    offset_of!(GnttabMapGrantRef, handle) == 20
+        && offset_of!(GnttabMapGrantRef, dev_bus_addr) == 24
+);
 
 /// gnttab_unmap_grant_ref (same layout for both widths: 22 bytes padded to 24).
 #[repr(C)]
@@ -251,7 +285,9 @@ pub struct GnttabUnmapGrantRef {
     pub status: i16,
 }
 const _: () = assert!(size_of::<GnttabUnmapGrantRef>() == 24);
-const _: () = assert!(offset_of!(GnttabUnmapGrantRef, handle) == 16 && offset_of!(GnttabUnmapGrantRef, status) == 20);
+const _: () = assert!(
+    offset_of!(GnttabUnmapGrantRef, handle) == 16 && offset_of!(GnttabUnmapGrantRef, status) == 20
+);
 
 /// gnttab_unmap_and_replace (same layout for both widths).
 #[repr(C)]
@@ -263,7 +299,10 @@ pub struct GnttabUnmapAndReplace {
     pub status: i16,
 }
 const _: () = assert!(size_of::<GnttabUnmapAndReplace>() == 24);
-const _: () = assert!(offset_of!(GnttabUnmapAndReplace, handle) == 16 && offset_of!(GnttabUnmapAndReplace, status) == 20);
+const _: () = assert!(
+    offset_of!(GnttabUnmapAndReplace, handle) == 16
+        && offset_of!(GnttabUnmapAndReplace, status) == 20
+);
 
 /// gnttab_setup_table, native: frame_list is XEN_GUEST_HANDLE(xen_pfn_t) (u64 entries).
 #[repr(C)]
@@ -275,7 +314,9 @@ pub struct GnttabSetupTable {
     pub frame_list: u64,
 }
 const _: () = assert!(size_of::<GnttabSetupTable>() == 24);
-const _: () = assert!(offset_of!(GnttabSetupTable, nr_frames) == 4 && offset_of!(GnttabSetupTable, status) == 8);
+const _: () = assert!(
+    offset_of!(GnttabSetupTable, nr_frames) == 4 && offset_of!(GnttabSetupTable, status) == 8
+);
 const _: () = assert!(offset_of!(GnttabSetupTable, frame_list) == 16);
 
 /// gnttab_setup_table, compat: a 32-bit handle to 32-bit frame numbers.
@@ -288,7 +329,10 @@ pub struct CompatGnttabSetupTable {
     pub frame_list: u32,
 }
 const _: () = assert!(size_of::<CompatGnttabSetupTable>() == 16);
-const _: () = assert!(offset_of!(CompatGnttabSetupTable, status) == 8 && offset_of!(CompatGnttabSetupTable, frame_list) == 12);
+const _: () = assert!(
+    offset_of!(CompatGnttabSetupTable, status) == 8
+        && offset_of!(CompatGnttabSetupTable, frame_list) == 12
+);
 
 /// gnttab_dump_table.
 #[repr(C)]
@@ -309,7 +353,8 @@ pub struct GnttabTransfer {
     pub status: i16,
 }
 const _: () = assert!(size_of::<GnttabTransfer>() == 24);
-const _: () = assert!(offset_of!(GnttabTransfer, domid) == 8 && offset_of!(GnttabTransfer, gref) == 12);
+const _: () =
+    assert!(offset_of!(GnttabTransfer, domid) == 8 && offset_of!(GnttabTransfer, gref) == 12);
 const _: () = assert!(offset_of!(GnttabTransfer, status) == 16);
 
 /// gnttab_transfer, compat.
@@ -321,7 +366,9 @@ pub struct CompatGnttabTransfer {
     pub gref: u32,
     pub status: i16,
 }
-const _: () = assert!(size_of::<CompatGnttabTransfer>() == 16 && offset_of!(CompatGnttabTransfer, status) == 12);
+const _: () = assert!(
+    size_of::<CompatGnttabTransfer>() == 16 && offset_of!(CompatGnttabTransfer, status) == 12
+);
 
 /// gnttab_copy_ptr, native: `union { grant_ref_t ref; xen_pfn_t gmfn; } u` is 8 bytes.
 #[repr(C)]
@@ -369,7 +416,8 @@ pub struct CompatGnttabCopy {
     pub flags: u16,
     pub status: i16,
 }
-const _: () = assert!(size_of::<CompatGnttabCopy>() == 24 && offset_of!(CompatGnttabCopy, len) == 16);
+const _: () =
+    assert!(size_of::<CompatGnttabCopy>() == 24 && offset_of!(CompatGnttabCopy, len) == 16);
 const _: () = assert!(offset_of!(CompatGnttabCopy, status) == 20);
 
 /// gnttab_query_size (same layout for both widths).
@@ -381,7 +429,8 @@ pub struct GnttabQuerySize {
     pub max_nr_frames: u32,
     pub status: i16,
 }
-const _: () = assert!(size_of::<GnttabQuerySize>() == 16 && offset_of!(GnttabQuerySize, status) == 12);
+const _: () =
+    assert!(size_of::<GnttabQuerySize>() == 16 && offset_of!(GnttabQuerySize, status) == 12);
 
 /// gnttab_set_version.
 #[repr(C)]
@@ -400,8 +449,12 @@ pub struct GnttabGetStatusFrames {
     pub status: i16,
     pub frame_list: u64,
 }
-const _: () = assert!(size_of::<GnttabGetStatusFrames>() == 16 && offset_of!(GnttabGetStatusFrames, frame_list) == 8);
-const _: () = assert!(offset_of!(GnttabGetStatusFrames, dom) == 4 && offset_of!(GnttabGetStatusFrames, status) == 6);
+const _: () = assert!(
+    size_of::<GnttabGetStatusFrames>() == 16 && offset_of!(GnttabGetStatusFrames, frame_list) == 8
+);
+const _: () = assert!(
+    offset_of!(GnttabGetStatusFrames, dom) == 4 && offset_of!(GnttabGetStatusFrames, status) == 6
+);
 
 /// gnttab_get_status_frames, compat: a 32-bit handle (to uint64_t entries).
 #[repr(C)]
@@ -422,7 +475,8 @@ pub struct GnttabGetVersion {
     pub pad: u16,
     pub version: u32,
 }
-const _: () = assert!(size_of::<GnttabGetVersion>() == 8 && offset_of!(GnttabGetVersion, version) == 4);
+const _: () =
+    assert!(size_of::<GnttabGetVersion>() == 8 && offset_of!(GnttabGetVersion, version) == 4);
 
 /// gnttab_swap_grant_ref.
 #[repr(C)]
@@ -432,7 +486,8 @@ pub struct GnttabSwapGrantRef {
     pub ref_b: u32,
     pub status: i16,
 }
-const _: () = assert!(size_of::<GnttabSwapGrantRef>() == 12 && offset_of!(GnttabSwapGrantRef, status) == 8);
+const _: () =
+    assert!(size_of::<GnttabSwapGrantRef>() == 12 && offset_of!(GnttabSwapGrantRef, status) == 8);
 
 /// gnttab_cache_flush (same layout for both widths).
 #[repr(C)]
@@ -444,7 +499,8 @@ pub struct GnttabCacheFlush {
     pub length: u16,
     pub op: u32,
 }
-const _: () = assert!(size_of::<GnttabCacheFlush>() == 16 && offset_of!(GnttabCacheFlush, op) == 12);
+const _: () =
+    assert!(size_of::<GnttabCacheFlush>() == 16 && offset_of!(GnttabCacheFlush, op) == 12);
 pub const GNTTAB_CACHE_CLEAN: u32 = 1 << 0;
 pub const GNTTAB_CACHE_INVAL: u32 = 1 << 1;
 pub const GNTTAB_CACHE_SOURCE_GREF: u32 = 1 << 31;
@@ -539,7 +595,10 @@ impl GrantTable {
     /// grant_table_init leaves it: version 1, INITIAL_NR_GRANT_FRAMES frames. The frames must
     /// be zero (the domain builder zeroes the platform frames).
     pub fn new(domid: u16, nr_pages: u64, frames: GrantFrames) -> Self {
-        let max_frames = frames.shared_frames.min(MAX_GRANT_FRAMES).min(frames.status_frames.saturating_mul(STATUS_PER_FRAME) / V2_PER_FRAME);
+        let max_frames = frames
+            .shared_frames
+            .min(MAX_GRANT_FRAMES)
+            .min(frames.status_frames.saturating_mul(STATUS_PER_FRAME) / V2_PER_FRAME);
         GrantTable {
             domid,
             nr_pages,
@@ -571,7 +630,12 @@ impl GrantTable {
     }
     /// Entries of the table at its version and size.
     pub fn nr_entries(&self) -> u32 {
-        self.nr_frames * if self.version == 1 { V1_PER_FRAME } else { V2_PER_FRAME }
+        self.nr_frames
+            * if self.version == 1 {
+                V1_PER_FRAME
+            } else {
+                V2_PER_FRAME
+            }
     }
     /// The active entry of `gref`, if pinned.
     pub fn active(&self, gref: u32) -> Option<Active> {
@@ -591,11 +655,16 @@ impl GrantTable {
     }
 
     fn shared_gpa(&self, gref: u32) -> u64 {
-        let (per, size) = if self.version == 1 { (V1_PER_FRAME, 8) } else { (V2_PER_FRAME, 16) };
+        let (per, size) = if self.version == 1 {
+            (V1_PER_FRAME, 8)
+        } else {
+            (V2_PER_FRAME, 16)
+        };
         ((self.frames.shared_mfn + (gref / per) as u64) << 12) + (gref % per) as u64 * size
     }
     fn status_gpa(&self, gref: u32) -> u64 {
-        ((self.frames.status_mfn + (gref / STATUS_PER_FRAME) as u64) << 12) + (gref % STATUS_PER_FRAME) as u64 * 2
+        ((self.frames.status_mfn + (gref / STATUS_PER_FRAME) as u64) << 12)
+            + (gref % STATUS_PER_FRAME) as u64 * 2
     }
     fn read16(mem: &dyn GuestPhys, gpa: u64) -> u16 {
         let mut b = [0u8; 2];
@@ -608,7 +677,10 @@ impl GrantTable {
     /// The entry's header (flags, domid) in either version.
     fn header(&self, mem: &dyn GuestPhys, gref: u32) -> GrantEntryHeader {
         let a = self.shared_gpa(gref);
-        GrantEntryHeader { flags: Self::read16(mem, a), domid: Self::read16(mem, a + 2) }
+        GrantEntryHeader {
+            flags: Self::read16(mem, a),
+            domid: Self::read16(mem, a + 2),
+        }
     }
     /// The frame a v1 entry or a v2 full_page / sub_page entry names.
     fn entry_frame(&self, mem: &dyn GuestPhys, gref: u32) -> u64 {
@@ -663,7 +735,11 @@ impl GrantTable {
         if self.version != 1 || gref >= GNTTAB_NR_RESERVED_ENTRIES {
             return false;
         }
-        let e = GrantEntryV1 { flags: GTF_PERMIT_ACCESS, domid, frame };
+        let e = GrantEntryV1 {
+            flags: GTF_PERMIT_ACCESS,
+            domid,
+            frame,
+        };
         mem.write(self.shared_gpa(gref), &e.to_bytes())
     }
 
@@ -673,7 +749,9 @@ impl GrantTable {
         if nr > self.max_frames {
             return Err(GNTST_GENERAL_ERROR);
         }
-        if nr > self.nr_frames || (self.version == 2 && grant_to_status_frames(nr) > self.nr_status_frames) {
+        if nr > self.nr_frames
+            || (self.version == 2 && grant_to_status_frames(nr) > self.nr_status_frames)
+        {
             self.grow(mem, nr);
         }
         Ok((0..nr as u64).map(|i| self.frames.shared_mfn + i).collect())
@@ -707,7 +785,11 @@ impl GrantTable {
         if v == self.version {
             return Ok(());
         }
-        if self.active.iter().any(|(&g, a)| g >= GNTTAB_NR_RESERVED_ENTRIES && g < self.nr_entries() && a.pin != 0) {
+        if self
+            .active
+            .iter()
+            .any(|(&g, a)| g >= GNTTAB_NR_RESERVED_ENTRIES && g < self.nr_entries() && a.pin != 0)
+        {
             return Err(EBUSY);
         }
         let mut reserved = [GrantEntryV1::default(); GNTTAB_NR_RESERVED_ENTRIES as usize];
@@ -715,13 +797,18 @@ impl GrantTable {
             for (i, r) in reserved.iter_mut().enumerate() {
                 let e = self.read_v2(mem, i as u32);
                 let t = e.hdr().flags & GTF_TYPE_MASK;
-                if t == GTF_TRANSITIVE || (t == GTF_PERMIT_ACCESS && e.full_page().frame >> 32 != 0) {
+                if t == GTF_TRANSITIVE || (t == GTF_PERMIT_ACCESS && e.full_page().frame >> 32 != 0)
+                {
                     return Err(ERANGE);
                 }
                 if t == GTF_PERMIT_ACCESS {
                     let fp = e.full_page();
                     let st = Self::read16(mem, self.status_gpa(i as u32));
-                    *r = GrantEntryV1 { flags: fp.hdr.flags | st, domid: fp.hdr.domid, frame: fp.frame as u32 };
+                    *r = GrantEntryV1 {
+                        flags: fp.hdr.flags | st,
+                        domid: fp.hdr.domid,
+                        frame: fp.frame as u32,
+                    };
                 }
             }
         } else {
@@ -754,7 +841,10 @@ impl GrantTable {
                 let st = r.flags & (GTF_READING | GTF_WRITING);
                 mem.write(self.status_gpa(g), &st.to_le_bytes());
                 let fp = GrantEntryV2FullPage {
-                    hdr: GrantEntryHeader { flags: r.flags & !(GTF_READING | GTF_WRITING), domid: r.domid },
+                    hdr: GrantEntryHeader {
+                        flags: r.flags & !(GTF_READING | GTF_WRITING),
+                        domid: r.domid,
+                    },
                     pad0: 0,
                     frame: r.frame as u64,
                 };
@@ -772,7 +862,15 @@ impl GrantTable {
 
     /// Xen's _set_status: check the entry for `ldom` and set GTF_reading (and GTF_writing)
     /// in the shared entry (v1) or the status word (v2).
-    fn set_status(&self, mem: &mut dyn GuestPhys, gref: u32, pinned: bool, readonly: bool, mapflag: bool, ldom: u16) -> Result<(), i16> {
+    fn set_status(
+        &self,
+        mem: &mut dyn GuestPhys,
+        gref: u32,
+        pinned: bool,
+        readonly: bool,
+        mapflag: bool,
+        ldom: u16,
+    ) -> Result<(), i16> {
         let h = self.header(mem, gref);
         let mask = GTF_TYPE_MASK | if mapflag { GTF_SUB_PAGE } else { 0 };
         let t = h.flags & mask;
@@ -783,7 +881,15 @@ impl GrantTable {
         if !readonly && h.flags & GTF_READONLY != 0 {
             return Err(GNTST_GENERAL_ERROR);
         }
-        self.set_flags(mem, gref, if readonly { GTF_READING } else { GTF_READING | GTF_WRITING });
+        self.set_flags(
+            mem,
+            gref,
+            if readonly {
+                GTF_READING
+            } else {
+                GTF_READING | GTF_WRITING
+            },
+        );
         Ok(())
     }
 
@@ -816,7 +922,14 @@ impl GrantTable {
     /// GNTTABOP_map_grant_ref of `gref` by domain `ld` with GNTMAP_* `flags`: checks and pins
     /// the entry, takes a maptrack handle. `writable(frame)`: whether the frame can take the
     /// writable type (false for page tables). Returns (handle, frame).
-    pub fn map(&mut self, mem: &mut dyn GuestPhys, ld: u16, gref: u32, flags: u32, writable: &dyn Fn(u64) -> bool) -> Result<(u32, u64), i16> {
+    pub fn map(
+        &mut self,
+        mem: &mut dyn GuestPhys,
+        ld: u16,
+        gref: u32,
+        flags: u32,
+        writable: &dyn Fn(u64) -> bool,
+    ) -> Result<(u32, u64), i16> {
         if flags & (GNTMAP_DEVICE_MAP | GNTMAP_HOST_MAP) == 0 {
             return Err(GNTST_BAD_GNTREF);
         }
@@ -833,7 +946,10 @@ impl GrantTable {
             return Err(GNTST_GENERAL_ERROR);
         }
         if act.pin == 0 || (!ro && act.pin & PIN_W_MASK == 0) {
-            if self.version == 2 && act.pin == 0 && self.header(mem, gref).flags & GTF_TYPE_MASK == GTF_TRANSITIVE {
+            if self.version == 2
+                && act.pin == 0
+                && self.header(mem, gref).flags & GTF_TYPE_MASK == GTF_TRANSITIVE
+            {
                 // Transitive grants cannot be mapped.
                 return Err(GNTST_GENERAL_ERROR);
             }
@@ -844,7 +960,14 @@ impl GrantTable {
                     self.clear_after(mem, gref, 0, ro);
                     return Err(GNTST_BAD_PAGE);
                 }
-                act = Active { pin: 0, domid: ld, frame, start: 0, length: PAGE_SIZE as u32, sub_page: false };
+                act = Active {
+                    pin: 0,
+                    domid: ld,
+                    frame,
+                    start: 0,
+                    length: PAGE_SIZE as u32,
+                    sub_page: false,
+                };
             }
         }
         let inc = pin_inc(flags);
@@ -858,8 +981,17 @@ impl GrantTable {
         }
         let frame = act.frame;
         self.put_active(gref, act);
-        let m = Mapping { gref, flags: flags & 0x1f, frame };
-        let h = self.maptrack.entry(ld).or_default().alloc(m).ok_or(GNTST_NO_DEVICE_SPACE)?;
+        let m = Mapping {
+            gref,
+            flags: flags & 0x1f,
+            frame,
+        };
+        let h = self
+            .maptrack
+            .entry(ld)
+            .or_default()
+            .alloc(m)
+            .ok_or(GNTST_NO_DEVICE_SPACE)?;
         Ok((h, frame))
     }
 
@@ -873,7 +1005,11 @@ impl GrantTable {
 
     /// The mapping `handle` of domain `ld`.
     pub fn mapping(&self, ld: u16, handle: u32) -> Result<Mapping, i16> {
-        self.maptrack.get(&ld).and_then(|m| m.get(handle)).filter(|m| m.flags & (GNTMAP_HOST_MAP | GNTMAP_DEVICE_MAP) != 0).ok_or(GNTST_BAD_HANDLE)
+        self.maptrack
+            .get(&ld)
+            .and_then(|m| m.get(handle))
+            .filter(|m| m.flags & (GNTMAP_HOST_MAP | GNTMAP_DEVICE_MAP) != 0)
+            .ok_or(GNTST_BAD_HANDLE)
     }
 
     /// The checks of an unmap before anything changes (Xen's unmap_common): the handle, and a
@@ -890,7 +1026,14 @@ impl GrantTable {
     /// caller removed it) and the device mapping when `dev_bus_addr` is non-zero; the handle
     /// goes when neither is left. Pins drop, and GTF_writing / GTF_reading are cleared when
     /// the last writable / any pin goes (unmap_common_complete).
-    pub fn unmap(&mut self, mem: &mut dyn GuestPhys, ld: u16, handle: u32, host: bool, dev_bus_addr: u64) -> Result<(), i16> {
+    pub fn unmap(
+        &mut self,
+        mem: &mut dyn GuestPhys,
+        ld: u16,
+        handle: u32,
+        host: bool,
+        dev_bus_addr: u64,
+    ) -> Result<(), i16> {
         let m = self.check_unmap(ld, handle, dev_bus_addr)?;
         let mut done = 0;
         if host && m.flags & GNTMAP_HOST_MAP != 0 {
@@ -911,7 +1054,9 @@ impl GrantTable {
         }
         let ro = m.flags & GNTMAP_READONLY != 0;
         let mut act = self.pin_of(m.gref);
-        act.pin = act.pin.saturating_sub(pin_inc(done | (m.flags & GNTMAP_READONLY)));
+        act.pin = act
+            .pin
+            .saturating_sub(pin_inc(done | (m.flags & GNTMAP_READONLY)));
         self.clear_after(mem, m.gref, act.pin, ro);
         self.put_active(m.gref, act);
         Ok(())
@@ -919,7 +1064,13 @@ impl GrantTable {
 
     /// Xen's acquire_grant_for_copy: pin `gref` for a copy by `ldom`. Returns (frame, start,
     /// length) of the granted range.
-    fn acquire_for_copy(&mut self, mem: &mut dyn GuestPhys, gref: u32, ldom: u16, ro: bool) -> Result<(u64, u32, u32), i16> {
+    fn acquire_for_copy(
+        &mut self,
+        mem: &mut dyn GuestPhys,
+        gref: u32,
+        ldom: u16,
+        ro: bool,
+    ) -> Result<(u64, u32, u32), i16> {
         if gref >= self.nr_entries() {
             return Err(GNTST_BAD_GNTREF);
         }
@@ -927,7 +1078,10 @@ impl GrantTable {
         if act.pin != 0 && (act.domid != ldom || act.pin & PIN_OVERFLOW != 0) {
             return Err(GNTST_GENERAL_ERROR);
         }
-        if self.version == 2 && act.pin == 0 && self.header(mem, gref).flags & GTF_TYPE_MASK == GTF_TRANSITIVE {
+        if self.version == 2
+            && act.pin == 0
+            && self.header(mem, gref).flags & GTF_TYPE_MASK == GTF_TRANSITIVE
+        {
             // The referenced grant is another domain's (none here) or our own (refused as
             // self-referential): set_status' checks first, then the failure.
             self.set_status(mem, gref, false, ro, false, ldom)?;
@@ -952,7 +1106,14 @@ impl GrantTable {
                     self.clear_after(mem, gref, 0, ro);
                     return Err(GNTST_BAD_PAGE);
                 }
-                act = Active { pin: 0, domid: ldom, frame, start, length, sub_page: sub };
+                act = Active {
+                    pin: 0,
+                    domid: ldom,
+                    frame,
+                    start,
+                    length,
+                    sub_page: sub,
+                };
             }
         }
         act.pin += if ro { PIN_HSTR } else { PIN_HSTW };
@@ -971,7 +1132,15 @@ impl GrantTable {
 
     /// Resolve one side of a copy by `ld`: a grant of this table or a frame of DOMID_SELF.
     /// Returns (frame, granted start, granted length in bytes, held grant ref).
-    fn claim(&mut self, mem: &mut dyn GuestPhys, ld: u16, p: &GnttabCopyPtr, is_gref: bool, ro: bool, writable: &dyn Fn(u64) -> bool) -> Result<(u64, usize, usize, Option<u32>), i16> {
+    fn claim(
+        &mut self,
+        mem: &mut dyn GuestPhys,
+        ld: u16,
+        p: &GnttabCopyPtr,
+        is_gref: bool,
+        ro: bool,
+        writable: &dyn Fn(u64) -> bool,
+    ) -> Result<(u64, usize, usize, Option<u32>), i16> {
         let (frame, start, len, held) = if is_gref {
             let gref = p.u as u32;
             let (f, s, l) = self.acquire_for_copy(mem, gref, ld, ro)?;
@@ -1004,10 +1173,19 @@ impl GrantTable {
     }
 
     /// One GNTTABOP_copy by domain `ld`; returns the op's status.
-    pub fn copy(&mut self, mem: &mut dyn GuestPhys, ld: u16, op: &GnttabCopy, writable: &dyn Fn(u64) -> bool) -> i16 {
+    pub fn copy(
+        &mut self,
+        mem: &mut dyn GuestPhys,
+        ld: u16,
+        op: &GnttabCopy,
+        writable: &dyn Fn(u64) -> bool,
+    ) -> i16 {
         let sg = op.flags & GNTCOPY_SOURCE_GREF != 0;
         let dg = op.flags & GNTCOPY_DEST_GREF != 0;
-        if let Err(e) = self.copy_domain(ld, op.source.domid, sg).and_then(|_| self.copy_domain(ld, op.dest.domid, dg)) {
+        if let Err(e) = self
+            .copy_domain(ld, op.source.domid, sg)
+            .and_then(|_| self.copy_domain(ld, op.dest.domid, dg))
+        {
             return e;
         }
         let src = match self.claim(mem, ld, &op.source, sg, true, writable) {
@@ -1023,14 +1201,21 @@ impl GrantTable {
                 return e;
             }
         };
-        let (len, so, dof) = (op.len as usize, op.source.offset as usize, op.dest.offset as usize);
+        let (len, so, dof) = (
+            op.len as usize,
+            op.source.offset as usize,
+            op.dest.offset as usize,
+        );
         let rc = if so + len > PAGE_SIZE || dof + len > PAGE_SIZE {
             GNTST_BAD_COPY_ARG
-        } else if so < src.1 || so + len > src.1 + src.2 || dof < dst.1 || dof + len > dst.1 + dst.2 {
+        } else if so < src.1 || so + len > src.1 + src.2 || dof < dst.1 || dof + len > dst.1 + dst.2
+        {
             GNTST_GENERAL_ERROR
         } else {
             let mut buf = vec![0u8; len];
-            if mem.read((src.0 << 12) + so as u64, &mut buf) && mem.write((dst.0 << 12) + dof as u64, &buf) {
+            if mem.read((src.0 << 12) + so as u64, &mut buf)
+                && mem.write((dst.0 << 12) + dof as u64, &buf)
+            {
                 GNTST_OKAY
             } else {
                 GNTST_GENERAL_ERROR
@@ -1048,9 +1233,22 @@ impl GrantTable {
     /// A back end's copy between a grant of this table and its own buffer (Xen's gnttab_copy
     /// with a local frame on one side): reads the granted range at `offset` into `buf`
     /// (`to_grant` false) or writes `buf` there.
-    fn copy_local(&mut self, mem: &mut dyn GuestPhys, ld: u16, gref: u32, offset: u16, buf: &mut [u8], to_grant: bool, writable: &dyn Fn(u64) -> bool) -> i16 {
+    fn copy_local(
+        &mut self,
+        mem: &mut dyn GuestPhys,
+        ld: u16,
+        gref: u32,
+        offset: u16,
+        buf: &mut [u8],
+        to_grant: bool,
+        writable: &dyn Fn(u64) -> bool,
+    ) -> i16 {
         let ro = !to_grant;
-        let p = GnttabCopyPtr { u: gref as u64, domid: self.domid, offset };
+        let p = GnttabCopyPtr {
+            u: gref as u64,
+            domid: self.domid,
+            offset,
+        };
         let (frame, start, glen, held) = match self.claim(mem, ld, &p, true, ro, writable) {
             Ok(c) => c,
             Err(e) => return e,
@@ -1062,7 +1260,11 @@ impl GrantTable {
             GNTST_GENERAL_ERROR
         } else {
             let a = (frame << 12) + o as u64;
-            let ok = if to_grant { mem.write(a, buf) } else { mem.read(a, buf) };
+            let ok = if to_grant {
+                mem.write(a, buf)
+            } else {
+                mem.read(a, buf)
+            };
             if ok {
                 GNTST_OKAY
             } else {
@@ -1105,11 +1307,20 @@ impl GrantTable {
     /// Whether domain `ld` has a grant mapping of `frame` (Xen's grant_map_exists, for
     /// cache_flush on a foreign frame).
     pub fn frame_mapped_by(&self, ld: u16, frame: u64) -> bool {
-        self.active.values().any(|a| a.pin != 0 && a.domid == ld && a.frame == frame)
+        self.active
+            .values()
+            .any(|a| a.pin != 0 && a.domid == ld && a.frame == frame)
     }
 
     /// Data access through a mapping: `offset..offset + len` inside the page.
-    fn mapped_range(&self, ld: u16, handle: u32, offset: usize, len: usize, write: bool) -> Result<u64, i16> {
+    fn mapped_range(
+        &self,
+        ld: u16,
+        handle: u32,
+        offset: usize,
+        len: usize,
+        write: bool,
+    ) -> Result<u64, i16> {
         let m = self.mapping(ld, handle)?;
         if write && m.flags & GNTMAP_READONLY != 0 {
             return Err(GNTST_PERMISSION_DENIED);
@@ -1204,29 +1415,58 @@ impl GrantMapper for Backend<'_> {
             // A back end in the emulator has no page tables for Xen to update.
             return Err(GNTST_GENERAL_ERROR);
         }
-        self.table.map(self.mem, self.domid, gref, flags, self.writable).map(|(h, _)| h)
+        self.table
+            .map(self.mem, self.domid, gref, flags, self.writable)
+            .map(|(h, _)| h)
     }
     fn unmap(&mut self, handle: GrantHandle) -> Result<(), i16> {
         let m = self.table.mapping(self.domid, handle)?;
-        self.table.unmap(self.mem, self.domid, handle, true, m.frame << 12)
+        self.table
+            .unmap(self.mem, self.domid, handle, true, m.frame << 12)
     }
     fn read(&self, handle: GrantHandle, offset: usize, buf: &mut [u8]) -> Result<(), i16> {
-        let a = self.table.mapped_range(self.domid, handle, offset, buf.len(), false)?;
-        self.mem.read(a, buf).then_some(()).ok_or(GNTST_GENERAL_ERROR)
+        let a = self
+            .table
+            .mapped_range(self.domid, handle, offset, buf.len(), false)?;
+        self.mem
+            .read(a, buf)
+            .then_some(())
+            .ok_or(GNTST_GENERAL_ERROR)
     }
     fn write(&mut self, handle: GrantHandle, offset: usize, data: &[u8]) -> Result<(), i16> {
-        let a = self.table.mapped_range(self.domid, handle, offset, data.len(), true)?;
-        self.mem.write(a, data).then_some(()).ok_or(GNTST_GENERAL_ERROR)
+        let a = self
+            .table
+            .mapped_range(self.domid, handle, offset, data.len(), true)?;
+        self.mem
+            .write(a, data)
+            .then_some(())
+            .ok_or(GNTST_GENERAL_ERROR)
     }
     fn copy(&mut self, segs: &mut [CopySeg<'_>]) {
         for s in segs.iter_mut() {
             s.status = match self.check_dom(s.dom) {
                 Err(e) => e,
                 Ok(()) => match &mut s.data {
-                    CopyData::FromGrant(b) => self.table.copy_local(self.mem, self.domid, s.gref, s.offset, b, false, self.writable),
+                    CopyData::FromGrant(b) => self.table.copy_local(
+                        self.mem,
+                        self.domid,
+                        s.gref,
+                        s.offset,
+                        b,
+                        false,
+                        self.writable,
+                    ),
                     CopyData::ToGrant(b) => {
                         let mut v = b.to_vec();
-                        self.table.copy_local(self.mem, self.domid, s.gref, s.offset, &mut v, true, self.writable)
+                        self.table.copy_local(
+                            self.mem,
+                            self.domid,
+                            s.gref,
+                            s.offset,
+                            &mut v,
+                            true,
+                            self.writable,
+                        )
                     }
                 },
             };
@@ -1251,22 +1491,41 @@ mod tests {
 
     fn setup() -> (Vec<u8>, GrantTable) {
         let mem = vec![0u8; 256 * PAGE_SIZE];
-        let t = guest_table(NR, GrantFrames { shared_mfn: SH, shared_frames: 64, status_mfn: ST, status_frames: 8 });
+        let t = guest_table(
+            NR,
+            GrantFrames {
+                shared_mfn: SH,
+                shared_frames: 64,
+                status_mfn: ST,
+                status_frames: 8,
+            },
+        );
         (mem, t)
     }
     fn all(_: u64) -> bool {
         true
     }
     fn v1(mem: &mut Vec<u8>, gref: u32, flags: u16, domid: u16, frame: u32) {
-        let e = GrantEntryV1 { flags, domid, frame };
+        let e = GrantEntryV1 {
+            flags,
+            domid,
+            frame,
+        };
         mem.write((SH << 12) + gref as u64 * 8, &e.to_bytes());
     }
     fn v1_flags(mem: &Vec<u8>, gref: u32) -> u16 {
         GrantTable::read16(mem, (SH << 12) + gref as u64 * 8)
     }
     fn v2(mem: &mut Vec<u8>, gref: u32, flags: u16, domid: u16, frame: u64) {
-        let e = GrantEntryV2FullPage { hdr: GrantEntryHeader { flags, domid }, pad0: 0, frame };
-        mem.write((SH << 12) + gref as u64 * 16, &GrantEntryV2::from_full_page(&e).0);
+        let e = GrantEntryV2FullPage {
+            hdr: GrantEntryHeader { flags, domid },
+            pad0: 0,
+            frame,
+        };
+        mem.write(
+            (SH << 12) + gref as u64 * 16,
+            &GrantEntryV2::from_full_page(&e).0,
+        );
     }
     fn v2_sub(mem: &mut Vec<u8>, gref: u32, domid: u16, frame: u64, off: u16, len: u16) {
         let a = (SH << 12) + gref as u64 * 16;
@@ -1280,13 +1539,21 @@ mod tests {
         GrantTable::read16(mem, (ST << 12) + gref as u64 * 2)
     }
     fn backend<'a>(t: &'a mut GrantTable, mem: &'a mut Vec<u8>) -> Backend<'a> {
-        Backend { table: t, mem, domid: DOM0, writable: &all }
+        Backend {
+            table: t,
+            mem,
+            domid: DOM0,
+            writable: &all,
+        }
     }
 
     #[test]
     fn new_table_is_v1_with_one_frame() {
         let (_, t) = setup();
-        assert_eq!((t.version(), t.nr_frames(), t.max_frames(), t.nr_entries()), (1, 1, 64, 512));
+        assert_eq!(
+            (t.version(), t.nr_frames(), t.max_frames(), t.nr_entries()),
+            (1, 1, 64, 512)
+        );
         assert_eq!(t.query_size(), (1, 64));
         assert_eq!(t.table_frame(SH), Some(TableFrame::Shared(0)));
         assert_eq!(t.table_frame(SH + 1), None);
@@ -1296,7 +1563,10 @@ mod tests {
     #[test]
     fn setup_grows_never_shrinks_and_limits() {
         let (mut mem, mut t) = setup();
-        assert_eq!(t.setup(&mut mem, 4).unwrap(), vec![SH, SH + 1, SH + 2, SH + 3]);
+        assert_eq!(
+            t.setup(&mut mem, 4).unwrap(),
+            vec![SH, SH + 1, SH + 2, SH + 3]
+        );
         assert_eq!(t.nr_frames(), 4);
         assert_eq!(t.setup(&mut mem, 2).unwrap(), vec![SH, SH + 1]);
         assert_eq!(t.nr_frames(), 4);
@@ -1318,7 +1588,10 @@ mod tests {
         b.read(h, 100, &mut r).unwrap();
         assert_eq!(&r, b"hello");
         assert_eq!(&mem[5 * PAGE_SIZE + 100..5 * PAGE_SIZE + 105], b"hello");
-        assert_eq!(v1_flags(&mem, 10), GTF_PERMIT_ACCESS | GTF_READING | GTF_WRITING);
+        assert_eq!(
+            v1_flags(&mem, 10),
+            GTF_PERMIT_ACCESS | GTF_READING | GTF_WRITING
+        );
         assert_eq!(t.active(10).unwrap().pin, PIN_HSTW);
         let mut b = backend(&mut t, &mut mem);
         // A second, read-only mapping: two pins, one handle each.
@@ -1351,15 +1624,24 @@ mod tests {
         assert_eq!(b.map(G, 512, GNTMAP_HOST_MAP), Err(GNTST_BAD_GNTREF));
         assert_eq!(b.map(G, 1, 0), Err(GNTST_BAD_GNTREF));
         assert_eq!(b.map(3, 1, GNTMAP_HOST_MAP), Err(GNTST_BAD_DOMAIN));
-        assert_eq!(b.map(G, 3, GNTMAP_HOST_MAP | GNTMAP_CONTAINS_PTE), Err(GNTST_GENERAL_ERROR));
+        assert_eq!(
+            b.map(G, 3, GNTMAP_HOST_MAP | GNTMAP_CONTAINS_PTE),
+            Err(GNTST_GENERAL_ERROR)
+        );
         // Read-only request of a read-only grant works.
         let h = b.map(G, 3, GNTMAP_HOST_MAP | GNTMAP_READONLY).unwrap();
-        assert_eq!(v1_flags(&mem, 3), GTF_PERMIT_ACCESS | GTF_READONLY | GTF_READING);
+        assert_eq!(
+            v1_flags(&mem, 3),
+            GTF_PERMIT_ACCESS | GTF_READONLY | GTF_READING
+        );
         // Failed maps left no flags behind.
         assert_eq!(v1_flags(&mem, 4), GTF_PERMIT_ACCESS);
         // Pinned for domain 0: the guest itself cannot map it, even though the entry is
         // checked only on the first pin.
-        assert_eq!(t.map(&mut mem, G, 3, GNTMAP_HOST_MAP | GNTMAP_READONLY, &all), Err(GNTST_GENERAL_ERROR));
+        assert_eq!(
+            t.map(&mut mem, G, 3, GNTMAP_HOST_MAP | GNTMAP_READONLY, &all),
+            Err(GNTST_GENERAL_ERROR)
+        );
         let mut b2 = backend(&mut t, &mut mem);
         b2.unmap(h).unwrap();
     }
@@ -1369,7 +1651,12 @@ mod tests {
         let (mut mem, mut t) = setup();
         v1(&mut mem, 9, GTF_PERMIT_ACCESS, DOM0, 6);
         let not6 = |f: u64| f != 6;
-        let mut b = Backend { table: &mut t, mem: &mut mem, domid: DOM0, writable: &not6 };
+        let mut b = Backend {
+            table: &mut t,
+            mem: &mut mem,
+            domid: DOM0,
+            writable: &not6,
+        };
         assert_eq!(b.map(G, 9, GNTMAP_HOST_MAP), Err(GNTST_GENERAL_ERROR));
         let h = b.map(G, 9, GNTMAP_HOST_MAP | GNTMAP_READONLY).unwrap();
         assert_eq!(v1_flags(&mem, 9), GTF_PERMIT_ACCESS | GTF_READING);
@@ -1382,10 +1669,15 @@ mod tests {
     fn device_and_host_pins_and_partial_unmap() {
         let (mut mem, mut t) = setup();
         v1(&mut mem, 8, GTF_PERMIT_ACCESS, DOM0, 7);
-        let (h, f) = t.map(&mut mem, DOM0, 8, GNTMAP_HOST_MAP | GNTMAP_DEVICE_MAP, &all).unwrap();
+        let (h, f) = t
+            .map(&mut mem, DOM0, 8, GNTMAP_HOST_MAP | GNTMAP_DEVICE_MAP, &all)
+            .unwrap();
         assert_eq!(f, 7);
         assert_eq!(t.active(8).unwrap().pin, PIN_HSTW | PIN_DEVW);
-        assert_eq!(t.unmap(&mut mem, DOM0, h, false, 0x1000), Err(GNTST_GENERAL_ERROR));
+        assert_eq!(
+            t.unmap(&mut mem, DOM0, h, false, 0x1000),
+            Err(GNTST_GENERAL_ERROR)
+        );
         t.unmap(&mut mem, DOM0, h, true, 0).unwrap();
         assert_eq!(t.active(8).unwrap().pin, PIN_DEVW);
         assert_eq!(t.mapping(DOM0, h).unwrap().flags, GNTMAP_DEVICE_MAP);
@@ -1430,11 +1722,22 @@ mod tests {
         let mut b = backend(&mut t, &mut mem);
         let h = b.map(G, 20, GNTMAP_HOST_MAP).unwrap();
         assert_eq!(b.map(G, 21, GNTMAP_HOST_MAP), Err(GNTST_GENERAL_ERROR));
-        assert_eq!(b.map(G, 22, GNTMAP_HOST_MAP), Err(GNTST_GENERAL_ERROR), "sub-page grants cannot be mapped");
-        assert_eq!(b.map(G, 23, GNTMAP_HOST_MAP), Err(GNTST_GENERAL_ERROR), "transitive grants cannot be mapped");
+        assert_eq!(
+            b.map(G, 22, GNTMAP_HOST_MAP),
+            Err(GNTST_GENERAL_ERROR),
+            "sub-page grants cannot be mapped"
+        );
+        assert_eq!(
+            b.map(G, 23, GNTMAP_HOST_MAP),
+            Err(GNTST_GENERAL_ERROR),
+            "transitive grants cannot be mapped"
+        );
         assert_eq!(status(&mem, 20), GTF_READING | GTF_WRITING);
         // The shared entry's flags are not touched in v2.
-        assert_eq!(GrantTable::read16(&mem, (SH << 12) + 20 * 16), GTF_PERMIT_ACCESS);
+        assert_eq!(
+            GrantTable::read16(&mem, (SH << 12) + 20 * 16),
+            GTF_PERMIT_ACCESS
+        );
         assert_eq!(status(&mem, 21), 0);
         let mut b = backend(&mut t, &mut mem);
         b.unmap(h).unwrap();
@@ -1451,18 +1754,33 @@ mod tests {
         let (mut mem, mut t) = setup();
         assert_eq!(t.set_version(&mut mem, 3), (1, Err(EINVAL)));
         assert_eq!(t.set_version(&mut mem, 1), (1, Ok(())));
-        v1(&mut mem, GNTTAB_RESERVED_CONSOLE, GTF_PERMIT_ACCESS, DOM0, 33);
+        v1(
+            &mut mem,
+            GNTTAB_RESERVED_CONSOLE,
+            GTF_PERMIT_ACCESS,
+            DOM0,
+            33,
+        );
         v1(&mut mem, 8, GTF_PERMIT_ACCESS, DOM0, 34);
         let (h, _) = t.map(&mut mem, DOM0, 8, GNTMAP_HOST_MAP, &all).unwrap();
         assert_eq!(t.set_version(&mut mem, 2), (1, Err(EBUSY)));
         t.unmap(&mut mem, DOM0, h, true, 0).unwrap();
         // A pinned reserved entry does not block, and keeps its flags across the switch.
-        let (h0, _) = t.map(&mut mem, DOM0, 0, GNTMAP_HOST_MAP | GNTMAP_READONLY, &all).unwrap();
+        let (h0, _) = t
+            .map(&mut mem, DOM0, 0, GNTMAP_HOST_MAP | GNTMAP_READONLY, &all)
+            .unwrap();
         assert_eq!(t.set_version(&mut mem, 2), (2, Ok(())));
         let e = t.read_v2(&mem, 0).full_page();
-        assert_eq!((e.hdr.flags, e.hdr.domid, e.frame), (GTF_PERMIT_ACCESS, DOM0, 33));
+        assert_eq!(
+            (e.hdr.flags, e.hdr.domid, e.frame),
+            (GTF_PERMIT_ACCESS, DOM0, 33)
+        );
         assert_eq!(status(&mem, 0), GTF_READING);
-        assert_eq!(t.read_v2(&mem, 8), GrantEntryV2::default(), "non-reserved entries are cleared");
+        assert_eq!(
+            t.read_v2(&mem, 8),
+            GrantEntryV2::default(),
+            "non-reserved entries are cleared"
+        );
         t.unmap(&mut mem, DOM0, h0, true, 0).unwrap();
         assert_eq!(status(&mem, 0), 0);
         // Back to v1: a frame above 4G or a transitive reserved entry cannot be represented.
@@ -1477,9 +1795,23 @@ mod tests {
         assert_eq!(t.table_frame(ST), None);
         let mut b = [0u8; 8];
         mem.read(SH << 12, &mut b);
-        assert_eq!(GrantEntryV1::from_bytes(&b), GrantEntryV1 { flags: GTF_PERMIT_ACCESS, domid: DOM0, frame: 33 });
+        assert_eq!(
+            GrantEntryV1::from_bytes(&b),
+            GrantEntryV1 {
+                flags: GTF_PERMIT_ACCESS,
+                domid: DOM0,
+                frame: 33
+            }
+        );
         mem.read((SH << 12) + 8, &mut b);
-        assert_eq!(GrantEntryV1::from_bytes(&b), GrantEntryV1 { flags: GTF_PERMIT_ACCESS | GTF_READONLY | GTF_READING, domid: 5, frame: 44 });
+        assert_eq!(
+            GrantEntryV1::from_bytes(&b),
+            GrantEntryV1 {
+                flags: GTF_PERMIT_ACCESS | GTF_READONLY | GTF_READING,
+                domid: 5,
+                frame: 44
+            }
+        );
     }
 
     #[test]
@@ -1490,14 +1822,29 @@ mod tests {
         v1(&mut mem, 31, GTF_PERMIT_ACCESS, G, 4);
         v1(&mut mem, 32, GTF_PERMIT_ACCESS | GTF_READONLY, G, 4);
         let ptr = |u: u64, domid: u16, offset: u16| GnttabCopyPtr { u, domid, offset };
-        let mut op = GnttabCopy { source: ptr(30, DOMID_SELF, 0), dest: ptr(31, G, 8), len: 11, flags: GNTCOPY_SOURCE_GREF | GNTCOPY_DEST_GREF, status: 0 };
+        let mut op = GnttabCopy {
+            source: ptr(30, DOMID_SELF, 0),
+            dest: ptr(31, G, 8),
+            len: 11,
+            flags: GNTCOPY_SOURCE_GREF | GNTCOPY_DEST_GREF,
+            status: 0,
+        };
         assert_eq!(t.copy(&mut mem, G, &op, &all), GNTST_OKAY);
         assert_eq!(&mem[(4 << 12) + 8..(4 << 12) + 19], b"source data");
         // Pins and flags are gone after the copy.
         assert_eq!((t.active(30), t.active(31)), (None, None));
-        assert_eq!((v1_flags(&mem, 30), v1_flags(&mem, 31)), (GTF_PERMIT_ACCESS, GTF_PERMIT_ACCESS));
+        assert_eq!(
+            (v1_flags(&mem, 30), v1_flags(&mem, 31)),
+            (GTF_PERMIT_ACCESS, GTF_PERMIT_ACCESS)
+        );
         // gmfn to gmfn (DOMID_SELF only).
-        op = GnttabCopy { source: ptr(3, DOMID_SELF, 0), dest: ptr(5, DOMID_SELF, 4090), len: 6, flags: 0, status: 0 };
+        op = GnttabCopy {
+            source: ptr(3, DOMID_SELF, 0),
+            dest: ptr(5, DOMID_SELF, 4090),
+            len: 6,
+            flags: 0,
+            status: 0,
+        };
         assert_eq!(t.copy(&mut mem, G, &op, &all), GNTST_OKAY);
         assert_eq!(&mem[(5 << 12) + 4090..(5 << 12) + 4096], b"source");
         op.len = 7;
@@ -1508,15 +1855,29 @@ mod tests {
         op.len = 1;
         assert_eq!(t.copy(&mut mem, G, &op, &all), GNTST_BAD_PAGE);
         op.dest = ptr(5, DOMID_SELF, 0);
-        assert_eq!(t.copy(&mut mem, G, &op, &|f| f != 5), GNTST_GENERAL_ERROR, "destination is a page table");
+        assert_eq!(
+            t.copy(&mut mem, G, &op, &|f| f != 5),
+            GNTST_GENERAL_ERROR,
+            "destination is a page table"
+        );
         // Read-only grant as destination; bad refs; other domains.
-        op = GnttabCopy { source: ptr(3, DOMID_SELF, 0), dest: ptr(32, G, 0), len: 1, flags: GNTCOPY_DEST_GREF, status: 0 };
+        op = GnttabCopy {
+            source: ptr(3, DOMID_SELF, 0),
+            dest: ptr(32, G, 0),
+            len: 1,
+            flags: GNTCOPY_DEST_GREF,
+            status: 0,
+        };
         assert_eq!(t.copy(&mut mem, G, &op, &all), GNTST_GENERAL_ERROR);
         op.dest = ptr(32, G, 0);
         op.flags = GNTCOPY_SOURCE_GREF;
         op.source = ptr(32, G, 0);
         op.dest = ptr(5, DOMID_SELF, 0);
-        assert_eq!(t.copy(&mut mem, G, &op, &all), GNTST_OKAY, "read-only grant as source");
+        assert_eq!(
+            t.copy(&mut mem, G, &op, &all),
+            GNTST_OKAY,
+            "read-only grant as source"
+        );
         op.source = ptr(512, G, 0);
         assert_eq!(t.copy(&mut mem, G, &op, &all), GNTST_BAD_GNTREF);
         op.source = ptr(30, 0, 0);
@@ -1525,7 +1886,11 @@ mod tests {
         assert_eq!(t.copy(&mut mem, G, &op, &all), GNTST_BAD_DOMAIN);
         // Entry granted to us, not to domain 0.
         op.source = ptr(30, G, 0);
-        assert_eq!(t.copy(&mut mem, DOM0, &op, &all), GNTST_BAD_DOMAIN, "domain 0 has no frames here");
+        assert_eq!(
+            t.copy(&mut mem, DOM0, &op, &all),
+            GNTST_BAD_DOMAIN,
+            "domain 0 has no frames here"
+        );
         assert!(t.active.is_empty());
     }
 
@@ -1538,24 +1903,74 @@ mod tests {
         v2(&mut mem, 41, GTF_TRANSITIVE, DOM0, 0);
         let mut out = [0u8; 8];
         let mut b = backend(&mut t, &mut mem);
-        let mut segs = [
-            CopySeg { dom: G, gref: 40, offset: 100, data: CopyData::FromGrant(&mut out), status: 1 },
-        ];
+        let mut segs = [CopySeg {
+            dom: G,
+            gref: 40,
+            offset: 100,
+            data: CopyData::FromGrant(&mut out),
+            status: 1,
+        }];
         b.copy(&mut segs);
         assert_eq!(segs[0].status, GNTST_OKAY);
         assert_eq!(&out, b"abcdefgh");
         let mut seven = [0u8; 7];
         let mut segs = [
-            CopySeg { dom: G, gref: 40, offset: 99, data: CopyData::FromGrant(&mut seven), status: 1 },
-            CopySeg { dom: G, gref: 40, offset: 102, data: CopyData::ToGrant(b"0123456"), status: 1 },
-            CopySeg { dom: G, gref: 40, offset: 101, data: CopyData::ToGrant(b"XY"), status: 1 },
-            CopySeg { dom: G, gref: 41, offset: 0, data: CopyData::ToGrant(b"X"), status: 1 },
-            CopySeg { dom: 5, gref: 40, offset: 0, data: CopyData::ToGrant(b"X"), status: 1 },
-            CopySeg { dom: G, gref: 40, offset: 4095, data: CopyData::ToGrant(b"XY"), status: 1 },
+            CopySeg {
+                dom: G,
+                gref: 40,
+                offset: 99,
+                data: CopyData::FromGrant(&mut seven),
+                status: 1,
+            },
+            CopySeg {
+                dom: G,
+                gref: 40,
+                offset: 102,
+                data: CopyData::ToGrant(b"0123456"),
+                status: 1,
+            },
+            CopySeg {
+                dom: G,
+                gref: 40,
+                offset: 101,
+                data: CopyData::ToGrant(b"XY"),
+                status: 1,
+            },
+            CopySeg {
+                dom: G,
+                gref: 41,
+                offset: 0,
+                data: CopyData::ToGrant(b"X"),
+                status: 1,
+            },
+            CopySeg {
+                dom: 5,
+                gref: 40,
+                offset: 0,
+                data: CopyData::ToGrant(b"X"),
+                status: 1,
+            },
+            CopySeg {
+                dom: G,
+                gref: 40,
+                offset: 4095,
+                data: CopyData::ToGrant(b"XY"),
+                status: 1,
+            },
         ];
         b.copy(&mut segs);
         let st: Vec<i16> = segs.iter().map(|s| s.status).collect();
-        assert_eq!(st, vec![GNTST_GENERAL_ERROR, GNTST_GENERAL_ERROR, GNTST_OKAY, GNTST_GENERAL_ERROR, GNTST_BAD_DOMAIN, GNTST_BAD_COPY_ARG]);
+        assert_eq!(
+            st,
+            vec![
+                GNTST_GENERAL_ERROR,
+                GNTST_GENERAL_ERROR,
+                GNTST_OKAY,
+                GNTST_GENERAL_ERROR,
+                GNTST_BAD_DOMAIN,
+                GNTST_BAD_COPY_ARG
+            ]
+        );
         assert_eq!(&mem[(6 << 12) + 100..(6 << 12) + 108], b"aXYdefgh");
         assert_eq!((status(&mem, 40), status(&mem, 41)), (0, 0));
         assert!(t.active.is_empty());
@@ -1567,14 +1982,34 @@ mod tests {
         v1(&mut mem, 50, GTF_PERMIT_ACCESS, DOM0, 7);
         let mut b = backend(&mut t, &mut mem);
         let h = b.map(G, 50, GNTMAP_HOST_MAP | GNTMAP_READONLY).unwrap();
-        let mut segs = [CopySeg { dom: G, gref: 50, offset: 0, data: CopyData::ToGrant(b"w"), status: 1 }];
+        let mut segs = [CopySeg {
+            dom: G,
+            gref: 50,
+            offset: 0,
+            data: CopyData::ToGrant(b"w"),
+            status: 1,
+        }];
         b.copy(&mut segs);
         assert_eq!(segs[0].status, GNTST_OKAY);
         // The write pin of the copy is gone, the read pin of the mapping stays.
         assert_eq!(v1_flags(&mem, 50), GTF_PERMIT_ACCESS | GTF_READING);
         assert_eq!(t.active(50).unwrap().pin, PIN_HSTR);
         // The guest cannot copy with an entry pinned for domain 0.
-        let op = GnttabCopy { source: GnttabCopyPtr { u: 50, domid: G, offset: 0 }, dest: GnttabCopyPtr { u: 1, domid: DOMID_SELF, offset: 0 }, len: 1, flags: GNTCOPY_SOURCE_GREF, status: 0 };
+        let op = GnttabCopy {
+            source: GnttabCopyPtr {
+                u: 50,
+                domid: G,
+                offset: 0,
+            },
+            dest: GnttabCopyPtr {
+                u: 1,
+                domid: DOMID_SELF,
+                offset: 0,
+            },
+            len: 1,
+            flags: GNTCOPY_SOURCE_GREF,
+            status: 0,
+        };
         assert_eq!(t.copy(&mut mem, G, &op, &all), GNTST_GENERAL_ERROR);
         let mut b = backend(&mut t, &mut mem);
         b.unmap(h).unwrap();
@@ -1607,7 +2042,14 @@ mod tests {
         assert!(!t.seed(&mut mem, 8, 0, 0x22));
         let mut b = [0u8; 8];
         mem.read((SH << 12) + 8, &mut b);
-        assert_eq!(GrantEntryV1::from_bytes(&b), GrantEntryV1 { flags: GTF_PERMIT_ACCESS, domid: 0, frame: 0x22 });
+        assert_eq!(
+            GrantEntryV1::from_bytes(&b),
+            GrantEntryV1 {
+                flags: GTF_PERMIT_ACCESS,
+                domid: 0,
+                frame: 0x22
+            }
+        );
     }
 
     #[test]

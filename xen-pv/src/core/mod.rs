@@ -9,8 +9,8 @@ pub mod evtchn;
 pub mod evtchn_fifo;
 pub mod grant;
 pub mod time;
-pub mod xsring;
 pub mod xenstore;
+pub mod xsring;
 
 /// Bounds-checked access to guest physical (= machine, the p2m is the identity) memory.
 /// Every method fails (false / None) rather than touching memory outside the guest.
@@ -58,7 +58,10 @@ impl GuestPhys for jit::GuestRam {
 /// A plain byte vector as guest memory, for unit tests.
 impl GuestPhys for Vec<u8> {
     fn read(&self, gpa: u64, buf: &mut [u8]) -> bool {
-        match usize::try_from(gpa).ok().and_then(|a| Some(a..a.checked_add(buf.len())?)) {
+        match usize::try_from(gpa)
+            .ok()
+            .and_then(|a| Some(a..a.checked_add(buf.len())?))
+        {
             Some(r) if r.end <= self.len() => {
                 buf.copy_from_slice(&self[r]);
                 true
@@ -67,7 +70,10 @@ impl GuestPhys for Vec<u8> {
         }
     }
     fn write(&mut self, gpa: u64, data: &[u8]) -> bool {
-        match usize::try_from(gpa).ok().and_then(|a| Some(a..a.checked_add(data.len())?)) {
+        match usize::try_from(gpa)
+            .ok()
+            .and_then(|a| Some(a..a.checked_add(data.len())?))
+        {
             Some(r) if r.end <= self.len() => {
                 self[r].copy_from_slice(data);
                 true

@@ -34,11 +34,18 @@ impl VirtualClock {
         let boot_wallclock = match mode {
             ClockMode::Deterministic => (DETERMINISTIC_EPOCH, 0),
             ClockMode::Realtime => {
-                let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                let d = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
                 (d.as_secs(), d.subsec_nanos())
             }
         };
-        VirtualClock { mode, start: Instant::now(), idle_ns: 0, boot_wallclock }
+        VirtualClock {
+            mode,
+            start: Instant::now(),
+            idle_ns: 0,
+            boot_wallclock,
+        }
     }
 
     /// Guest system time (ns) after `icount` retired instructions.
@@ -148,7 +155,10 @@ mod tests {
 
     #[test]
     fn timers_fire_and_periodic_skips_missed_periods() {
-        let mut t = Timers { singleshot: Some(100), periodic: Some((50, 20)) };
+        let mut t = Timers {
+            singleshot: Some(100),
+            periodic: Some((50, 20)),
+        };
         assert_eq!(t.next(), Some(50));
         assert!(!t.expire(49));
         assert!(t.expire(50));

@@ -52,7 +52,14 @@ impl RingConn {
     pub fn new(mem: &mut dyn GuestPhys, page: u64, store: &mut Store, dom: DomId) -> RingConn {
         mem.write_u32(page + SERVER_FEATURES, SERVER_FEATURES_OFFERED);
         let conn = store.connect(dom);
-        RingConn { page, conn, dom, inbuf: Vec::new(), out: VecDeque::new(), broken: false }
+        RingConn {
+            page,
+            conn,
+            dom,
+            inbuf: Vec::new(),
+            out: VecDeque::new(),
+            broken: false,
+        }
     }
 
     /// Queue a message for the guest.
@@ -63,7 +70,11 @@ impl RingConn {
     /// Consume the guest's requests, let `store` handle every complete message, write
     /// what fits of the replies. Messages for other connections are returned. `notify` is
     /// set when the guest should be signalled (responses produced or requests consumed).
-    pub fn service(&mut self, mem: &mut dyn GuestPhys, store: &mut Store) -> (bool, Vec<(ConnId, Msg)>) {
+    pub fn service(
+        &mut self,
+        mem: &mut dyn GuestPhys,
+        store: &mut Store,
+    ) -> (bool, Vec<(ConnId, Msg)>) {
         let mut others = Vec::new();
         let mut notify = false;
         if self.broken {
@@ -105,7 +116,12 @@ impl RingConn {
                 let b: Vec<u8> = self.inbuf.drain(..len).collect();
                 let h: [u8; 16] = b[..16].try_into().unwrap();
                 let (ty, req_id, tx_id, _) = Msg::parse_header(&h);
-                let m = Msg { ty, req_id, tx_id, payload: b[16..].to_vec() };
+                let m = Msg {
+                    ty,
+                    req_id,
+                    tx_id,
+                    payload: b[16..].to_vec(),
+                };
                 for (c, r) in store.handle(self.conn, &m) {
                     if c == self.conn {
                         self.push(&r);

@@ -364,7 +364,11 @@ fn walk_notes<'a>(
             // i386-xen PAE_MODE note ends the file so); a number cut off is an error.
             let start = desc_off.min(b.len());
             let avail = b.slice(start, b.len() - start)?;
-            let is_str = NOTE_DESC.get(kind as usize).copied().flatten().is_some_and(|(_, s)| s);
+            let is_str = NOTE_DESC
+                .get(kind as usize)
+                .copied()
+                .flatten()
+                .is_some_and(|(_, s)| s);
             if !is_str {
                 return Err(bad("desc runs past the end of the file"));
             }
@@ -717,7 +721,10 @@ mod tests {
         area.extend_from_slice(&0x1234u32.to_le_bytes());
         area.extend_from_slice(&[0; 8]);
         let mut info = RawXenInfo::new(NoteSource::ProgramHeaders);
-        assert_eq!(parse_note_area(&mut info, &area, area.len() as u64, 0).unwrap(), 1);
+        assert_eq!(
+            parse_note_area(&mut info, &area, area.len() as u64, 0).unwrap(),
+            1
+        );
         // A note may run past its area into the rest of the file (libelf reads it).
         let mut info = RawXenInfo::new(NoteSource::ProgramHeaders);
         assert_eq!(parse_note_area(&mut info, &area, 12, 0).unwrap(), 1);

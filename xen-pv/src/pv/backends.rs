@@ -23,13 +23,13 @@ use std::collections::HashMap;
 
 use jit::Engine;
 
+use super::grant::Tracked;
 use super::xs::Xenstore;
 use super::PvDomain;
-use super::grant::Tracked;
 use crate::core::backend::{Backend, DomId, EvtOps, GntOps, GrantHandle, XsOps};
-use crate::core::grant::{self, GrantMapper, GrantTable};
 use crate::core::errno::EINVAL;
 use crate::core::evtchn::{EventChannels, PortState, GUEST_DOMID};
+use crate::core::grant::{self, GrantMapper, GrantTable};
 use crate::core::xenstore::{msg_type, Access, Perm};
 use crate::core::GuestPhys;
 
@@ -72,7 +72,12 @@ struct PlatformOps<'a> {
 impl PlatformOps<'_> {
     /// Domain 0's view of the guest's grant table.
     fn mapper(&mut self) -> grant::Backend<'_> {
-        grant::Backend { table: &mut *self.grant, mem: &mut *self.mem, domid: 0, writable: self.writable }
+        grant::Backend {
+            table: &mut *self.grant,
+            mem: &mut *self.mem,
+            domid: 0,
+            writable: self.writable,
+        }
     }
 }
 
@@ -133,7 +138,13 @@ impl EvtOps for PlatformOps<'_> {
         // Only while the guest's end is still connected to domain 0: a port the guest closed
         // (and perhaps reused) is no longer this back end's, as Xen's notify on a channel
         // whose remote end was closed goes nowhere.
-        let connected = self.evtchn.status(port).is_ok_and(|p| p.state == PortState::Interdomain { remote_dom: 0, remote_port: port });
+        let connected = self.evtchn.status(port).is_ok_and(|p| {
+            p.state
+                == PortState::Interdomain {
+                    remote_dom: 0,
+                    remote_port: port,
+                }
+        });
         if connected && self.ports.get(&port) == Some(&self.dev) {
             self.evtchn.raise(self.mem, port);
         }
@@ -164,13 +175,31 @@ impl GntOps for PlatformOps<'_> {
 
 impl PvDomain {
     /// Run `f` on back end `dev` with the platform's ops.
-    fn with_backend(&mut self, e: &mut Engine, dev: usize, f: impl FnOnce(&mut dyn Backend, &mut PlatformOps)) {
-        let Some(mut b) = self.backends.devs.get_mut(dev).and_then(Option::take) else { return };
+    fn with_backend(
+        &mut self,
+        e: &mut Engine,
+        dev: usize,
+        f: impl FnOnce(&mut dyn Backend, &mut PlatformOps),
+    ) {
+        let Some(mut b) = self.backends.devs.get_mut(dev).and_then(Option::take) else {
+            return;
+        };
         if let Some(xs) = self.xs.as_mut() {
             let tables = &self.mmu.tables;
             let writable = |mfn: u64| !tables.contains_key(&mfn);
-            let mut mem = Tracked { ram: e.ram(), writes: Vec::new() };
-            let mut ops = PlatformOps { dev, xs, evtchn: &mut self.evtchn, mem: &mut mem, grant: &mut self.grant, writable: &writable, ports: &mut self.backends.ports };
+            let mut mem = Tracked {
+                ram: e.ram(),
+                writes: Vec::new(),
+            };
+            let mut ops = PlatformOps {
+                dev,
+                xs,
+                evtchn: &mut self.evtchn,
+                mem: &mut mem,
+                grant: &mut self.grant,
+                writable: &writable,
+                ports: &mut self.backends.ports,
+            };
             f(b.as_mut(), &mut ops);
             let writes = std::mem::take(&mut mem.writes);
             // Back ends wrote guest memory (disk reads): translated code there is stale.
@@ -186,7 +215,12 @@ impl PvDomain {
     /// (the front end's directory) are the guest's, readable by domain 0; the others are
     /// domain 0's, readable by the guest.
     /// Returns the back end's index (None before the domain started: there is no store).
-    pub fn add_backend(&mut self, e: &mut Engine, dev: Box<dyn Backend>, nodes: &[(String, String)]) -> Option<usize> {
+    pub fn add_backend(
+        &mut self,
+        e: &mut Engine,
+        dev: Box<dyn Backend>,
+        nodes: &[(String, String)],
+    ) -> Option<usize> {
         let xs = self.xs.as_mut()?;
         let guest = GUEST_DOMID as u32;
         let own = format!("/local/domain/{guest}/");
@@ -221,7 +255,9 @@ impl PvDomain {
 
     /// Host console input for the console back end (dropped without one).
     pub fn console_input(&mut self, e: &mut Engine, bytes: &[u8]) {
-        let Some(dev) = self.backends.console else { return };
+        let Some(dev) = self.backends.console else {
+            return;
+        };
         self.with_backend(e, dev, |b, ops| b.input(ops, bytes));
         self.run_backends(e);
     }
@@ -240,11 +276,22 @@ impl PvDomain {
     pub fn run_backends(&mut self, e: &mut Engine) {
         // Bounded: a back end reacting to its own writes forever is a bug, not a hang.
         for _ in 0..10_000 {
-            let Some((path, token)) = self.xs.as_mut().and_then(|x| x.backend_events.pop_front()) else { break };
-            let Some((dev, tok)) = token.split_once(':').and_then(|(d, t)| Some((d.parse::<usize>().ok()?, t.to_string()))) else { continue };
+            let Some((path, token)) = self.xs.as_mut().and_then(|x| x.backend_events.pop_front())
+            else {
+                break;
+            };
+            let Some((dev, tok)) = token
+                .split_once(':')
+                .and_then(|(d, t)| Some((d.parse::<usize>().ok()?, t.to_string())))
+            else {
+                continue;
+            };
             self.with_backend(e, dev, |b, ops| b.on_watch(ops, &path, &tok));
         }
-        let notify = self.xs.as_mut().is_some_and(|x| x.ring_dirty && x.flush_ring(e.ram()));
+        let notify = self
+            .xs
+            .as_mut()
+            .is_some_and(|x| x.ring_dirty && x.flush_ring(e.ram()));
         if notify {
             let p = self.store_port;
             self.evtchn.raise(e.ram(), p);
@@ -253,7 +300,9 @@ impl PvDomain {
 
     /// The guest notified port `port`, which back end `dev` bound.
     pub fn backend_event(&mut self, e: &mut Engine, port: u32) {
-        let Some(dev) = self.backends.owner_of(port) else { return };
+        let Some(dev) = self.backends.owner_of(port) else {
+            return;
+        };
         self.with_backend(e, dev, |b, ops| b.on_event(ops, port));
         self.run_backends(e);
     }

@@ -45,7 +45,11 @@ pub struct ConsoleLog {
 
 impl ConsoleLog {
     pub fn new(out: Box<dyn Write>) -> ConsoleLog {
-        ConsoleLog { out, captured: Vec::new(), capture_limit: 1 << 20 }
+        ConsoleLog {
+            out,
+            captured: Vec::new(),
+            capture_limit: 1 << 20,
+        }
     }
 }
 
@@ -96,7 +100,9 @@ mod tests {
         log.borrow_mut().write(b"io");
         assert_eq!(&*w.0.borrow(), b"io ring io");
         // At most twice the limit is kept, the tail.
-        assert!(log.borrow().captured.ends_with(b"ng io") || log.borrow().captured.ends_with(b" io"));
+        assert!(
+            log.borrow().captured.ends_with(b"ng io") || log.borrow().captured.ends_with(b" io")
+        );
         assert!(log.borrow().captured.len() <= 8);
     }
 }

@@ -26,7 +26,11 @@ impl PvDomain {
         if b & (1 << 15) == 0 {
             return Ok(d);
         }
-        let min_dpl = if self.guest() == GuestType::X86_64 { 3 } else { 1 };
+        let min_dpl = if self.guest() == GuestType::X86_64 {
+            3
+        } else {
+            1
+        };
         let s = b & (1 << 12) != 0;
         if !s {
             // System descriptors: only call gates (type 0xc) are allowed.
@@ -62,7 +66,10 @@ impl PvDomain {
             return None;
         }
         let v = GuestPhys::read_u64(e.ram(), (mfn << 12) + (idx % 512) * 8)?;
-        Some(frontend_x86::desc::Desc { lo: v as u32, hi: (v >> 32) as u32 })
+        Some(frontend_x86::desc::Desc {
+            lo: v as u32,
+            hi: (v >> 32) as u32,
+        })
     }
 
     fn gdt_l1(&self) -> u64 {
@@ -80,7 +87,8 @@ pub(super) fn set_gdt(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult
     let mut frames = Vec::with_capacity(nr as usize);
     for i in 0..nr {
         let mut b = [0u8; 8];
-        d.read_guest(e, list + i * w, &mut b[..w as usize]).map_err(|_| EFAULT)?;
+        d.read_guest(e, list + i * w, &mut b[..w as usize])
+            .map_err(|_| EFAULT)?;
         frames.push(u64::from_le_bytes(b));
     }
     // Validate every frame (and fix up the descriptors in place) before changing anything.
@@ -135,7 +143,10 @@ pub(super) fn update_descriptor(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -
     let (pa, desc) = match d.guest() {
         GuestType::X86_64 => (a[0], a[1]),
         // 32-bit: (pa_lo, pa_hi, desc_lo, desc_hi)
-        GuestType::X86_32Pae => ((a[0] & 0xffff_ffff) | (a[1] & 0xffff_ffff) << 32, (a[2] & 0xffff_ffff) | (a[3] & 0xffff_ffff) << 32),
+        GuestType::X86_32Pae => (
+            (a[0] & 0xffff_ffff) | (a[1] & 0xffff_ffff) << 32,
+            (a[2] & 0xffff_ffff) | (a[3] & 0xffff_ffff) << 32,
+        ),
     };
     let mfn = pa >> 12;
     if pa & 7 != 0 || !d.owns(mfn) {

@@ -3,7 +3,9 @@
 //! with Xen's MSR policy, port I/O under the virtual IOPL (a domU has no ports: reads give
 //! all ones, writes are dropped), moves from control registers, CLTS, WBINVD.
 
-use frontend_x86::state::{cr4, Seg, X86State, G_CR0, G_CR2, G_CR4, G_KERNEL_GS_BASE, G_TSC_AUX, G_XCR0};
+use frontend_x86::state::{
+    cr4, Seg, X86State, G_CR0, G_CR2, G_CR4, G_KERNEL_GS_BASE, G_TSC_AUX, G_XCR0,
+};
 use iced_x86::{Code, Decoder, DecoderOptions, Instruction, Register};
 use jit::{Engine, GuestFault};
 
@@ -29,7 +31,12 @@ pub fn cpuid_policy(leaf: u32, sub: u32, cr4: u64, xcr0: u64) -> (u32, u32, u32,
             let (b, c, d) = sig(b"XenVMMXenVMM");
             (0x4000_0005, b, c, d)
         }
-        0x4000_0001 => ((super::hypercall::XEN_MAJOR << 16 | super::hypercall::XEN_MINOR) as u32, 0, 0, 0),
+        0x4000_0001 => (
+            (super::hypercall::XEN_MAJOR << 16 | super::hypercall::XEN_MINOR) as u32,
+            0,
+            0,
+            0,
+        ),
         // One hypercall page, installed by writing its address to MSR 0x40000000.
         0x4000_0002 => (1, 0x4000_0000, 0, 0),
         0x4000_0003..=0x4000_00ff => (0, 0, 0, 0),
@@ -75,14 +82,27 @@ impl PvDomain {
         while n > 0 && self.read_guest(e, rip, &mut b[..n]).is_err() {
             n -= 1;
         }
-        let bits = if self.guest() == GuestType::X86_64 && X86State(&mut e.env).g(Seg::Cs.attr_g()) & frontend_x86::state::attr::L != 0 { 64 } else { 32 };
+        let bits = if self.guest() == GuestType::X86_64
+            && X86State(&mut e.env).g(Seg::Cs.attr_g()) & frontend_x86::state::attr::L != 0
+        {
+            64
+        } else {
+            32
+        };
         let mut dec = Decoder::with_ip(bits, &b[..n], rip, DecoderOptions::NONE);
         let i = dec.decode();
         (i.code() != Code::INVALID).then_some(i)
     }
 
     fn gp0(&mut self, e: &mut Engine) {
-        self.deliver_fault(e, GuestFault { vector: 13, error_code: Some(0), addr: 0 });
+        self.deliver_fault(
+            e,
+            GuestFault {
+                vector: 13,
+                error_code: Some(0),
+                addr: 0,
+            },
+        );
     }
 
     /// Is the virtual IOPL enough for port I/O in the current mode?
@@ -95,7 +115,9 @@ impl PvDomain {
         if !self.iopl_ok() {
             return self.gp0(e);
         }
-        let Some(i) = self.decode_at_rip(e) else { return self.gp0(e) };
+        let Some(i) = self.decode_at_rip(e) else {
+            return self.gp0(e);
+        };
         let is_in = matches!(i.mnemonic(), iced_x86::Mnemonic::In);
         let is_out = matches!(i.mnemonic(), iced_x86::Mnemonic::Out);
         if !is_in && !is_out {
@@ -159,6 +181,8 @@ impl PvDomain {
             // CPUID leaf 1 (our policy is GenuineIntel), anything else is #GP, as Xen.
             (0x8b, false) => Some(0),
             (0x8b, true) if val == 0 => Some(0),
+            // IA32_ARCH_CAPABILITIES: read-only, from the CPUID policy.
+            (0x10a, false) => Some(frontend_x86::cpuid::ARCH_CAPABILITIES),
             // MSR_IA32_MISC_ENABLE: Xen's PV policy (fast strings, BTS/PEBS unavailable)
             (0x1a0, false) => Some(1 | 1 << 11 | 1 << 12),
             // PAT: the power-on value, read-only for a PV guest.
@@ -185,8 +209,14 @@ impl PvDomain {
         if !self.kernel_mode {
             return self.gp0(e);
         }
-        let Some(i) = self.decode_at_rip(e) else { return self.gp0(e) };
-        let gpr = |r: Register| r.full_register().number().checked_sub(Register::RAX.number());
+        let Some(i) = self.decode_at_rip(e) else {
+            return self.gp0(e);
+        };
+        let gpr = |r: Register| {
+            r.full_register()
+                .number()
+                .checked_sub(Register::RAX.number())
+        };
         match i.code() {
             Code::Clts => {
                 let mut s = X86State(&mut e.env);
@@ -194,7 +224,9 @@ impl PvDomain {
                 s.set_g(G_CR0, v);
             }
             Code::Mov_r64_cr | Code::Mov_r32_cr => {
-                let Some(dst) = gpr(i.op0_register()) else { return self.gp0(e) };
+                let Some(dst) = gpr(i.op0_register()) else {
+                    return self.gp0(e);
+                };
                 let v = match i.op1_register() {
                     Register::CR0 => X86State(&mut e.env).g(G_CR0),
                     Register::CR2 => X86State(&mut e.env).g(G_CR2),
@@ -209,11 +241,17 @@ impl PvDomain {
                     Register::CR4 => X86State(&mut e.env).g(G_CR4),
                     _ => return self.gp0(e),
                 };
-                let v = if i.code() == Code::Mov_r32_cr { v & 0xffff_ffff } else { v };
+                let v = if i.code() == Code::Mov_r32_cr {
+                    v & 0xffff_ffff
+                } else {
+                    v
+                };
                 X86State(&mut e.env).set_gpr(dst, v);
             }
             Code::Mov_cr_r64 | Code::Mov_cr_r32 if i.op0_register() == Register::CR3 => {
-                let Some(src) = gpr(i.op1_register()) else { return self.gp0(e) };
+                let Some(src) = gpr(i.op1_register()) else {
+                    return self.gp0(e);
+                };
                 let v = X86State(&mut e.env).gpr(src);
                 let mfn = match self.guest() {
                     GuestType::X86_64 => v >> 12,
@@ -229,7 +267,9 @@ impl PvDomain {
             }
             Code::Mov_cr_r64 | Code::Mov_cr_r32 if i.op0_register() == Register::CR0 => {
                 // Only TS may change.
-                let Some(src) = gpr(i.op1_register()) else { return self.gp0(e) };
+                let Some(src) = gpr(i.op1_register()) else {
+                    return self.gp0(e);
+                };
                 let v = X86State(&mut e.env).gpr(src);
                 let mut s = X86State(&mut e.env);
                 let cr0 = s.g(G_CR0);
@@ -241,7 +281,9 @@ impl PvDomain {
             Code::Mov_cr_r64 | Code::Mov_cr_r32 if i.op0_register() == Register::CR4 => {
                 // As Xen's pv_fixup_guest_cr4: the guest may toggle OSXSAVE only; other
                 // bits keep their values (a write trying to change them is ignored).
-                let Some(src) = gpr(i.op1_register()) else { return self.gp0(e) };
+                let Some(src) = gpr(i.op1_register()) else {
+                    return self.gp0(e);
+                };
                 let v = X86State(&mut e.env).gpr(src);
                 let mut s = X86State(&mut e.env);
                 let cr4 = s.g(G_CR4);
@@ -267,7 +309,14 @@ impl PvDomain {
         let rsp = X86State(&mut e.env).gpr(4);
         let mut b = vec![0u8; 5 * size as usize];
         if let Err(f) = self.read_guest(e, rsp, &mut b) {
-            return self.deliver_fault(e, GuestFault { vector: if f.vector == 14 { 14 } else { 12 }, error_code: f.error_code.or(Some(0)), addr: f.addr });
+            return self.deliver_fault(
+                e,
+                GuestFault {
+                    vector: if f.vector == 14 { 14 } else { 12 },
+                    error_code: f.error_code.or(Some(0)),
+                    addr: f.addr,
+                },
+            );
         }
         let w = |i: usize| {
             let mut x = [0u8; 8];
@@ -275,16 +324,41 @@ impl PvDomain {
             u64::from_le_bytes(x)
         };
         let (rip, cs, fl, sp, ss) = (w(0), w(1) as u16, w(2), w(3), w(4) as u16);
-        let cpl = if self.guest() == GuestType::X86_64 { 3 } else { 1 };
+        let cpl = if self.guest() == GuestType::X86_64 {
+            3
+        } else {
+            1
+        };
         if cs & 3 < cpl || ss & 3 != cs & 3 {
-            return self.deliver_fault(e, GuestFault { vector: 13, error_code: Some((cs & !3) as u32), addr: 0 });
+            return self.deliver_fault(
+                e,
+                GuestFault {
+                    vector: 13,
+                    error_code: Some((cs & !3) as u32),
+                    addr: 0,
+                },
+            );
         }
         // A selector the hardware would refuse: #GP(selector), as the CPU raises it.
         if super::hypercall::load_return_seg(self, e, Seg::Cs, cs).is_err() {
-            return self.deliver_fault(e, GuestFault { vector: 13, error_code: Some((cs & !3) as u32), addr: 0 });
+            return self.deliver_fault(
+                e,
+                GuestFault {
+                    vector: 13,
+                    error_code: Some((cs & !3) as u32),
+                    addr: 0,
+                },
+            );
         }
         if super::hypercall::load_return_seg(self, e, Seg::Ss, ss).is_err() {
-            return self.deliver_fault(e, GuestFault { vector: 13, error_code: Some((ss & !3) as u32), addr: 0 });
+            return self.deliver_fault(
+                e,
+                GuestFault {
+                    vector: 13,
+                    error_code: Some((ss & !3) as u32),
+                    addr: 0,
+                },
+            );
         }
         let mut s = X86State(&mut e.env);
         let old = s.rflags();
@@ -304,15 +378,26 @@ impl PvDomain {
     /// XCR0 only; XSETBV needs x87 set, only supported components, SSE with AVX.
     pub(super) fn emulate_xcr(&mut self, e: &mut Engine, set: bool, next: u64) {
         let mut s = X86State(&mut e.env);
-        let (ecx, val) = (s.gpr(1) as u32, (s.gpr(2) & 0xffff_ffff) << 32 | (s.gpr(0) & 0xffff_ffff));
+        let (ecx, val) = (
+            s.gpr(1) as u32,
+            (s.gpr(2) & 0xffff_ffff) << 32 | (s.gpr(0) & 0xffff_ffff),
+        );
         if s.g(G_CR4) & cr4::OSXSAVE == 0 {
-            return self.exception(e, GuestFault { vector: 6, error_code: None, addr: 0 });
+            return self.exception(
+                e,
+                GuestFault {
+                    vector: 6,
+                    error_code: None,
+                    addr: 0,
+                },
+            );
         }
         if ecx != 0 {
             return self.gp0(e);
         }
         if set {
-            if !self.kernel_mode || val & 1 == 0 || val & !frontend_x86::cpuid::XCR0_SUPPORTED != 0 {
+            if !self.kernel_mode || val & 1 == 0 || val & !frontend_x86::cpuid::XCR0_SUPPORTED != 0
+            {
                 return self.gp0(e);
             }
             s.set_g(G_XCR0, val);
@@ -332,8 +417,17 @@ impl PvDomain {
     pub(super) fn emulate_rdtscp(&mut self, e: &mut Engine, rdpid: bool, next: u64) {
         let aux = X86State(&mut e.env).g(G_TSC_AUX);
         if rdpid {
-            let Some(i) = self.decode_at_rip(e) else { return self.gp0(e) };
-            let Some(r) = i.op0_register().full_register().number().checked_sub(Register::RAX.number()) else { return self.gp0(e) };
+            let Some(i) = self.decode_at_rip(e) else {
+                return self.gp0(e);
+            };
+            let Some(r) = i
+                .op0_register()
+                .full_register()
+                .number()
+                .checked_sub(Register::RAX.number())
+            else {
+                return self.gp0(e);
+            };
             X86State(&mut e.env).set_gpr(r, aux);
         } else {
             let t = self.clock.tsc(e.env.icount);

@@ -31,8 +31,16 @@ impl PvDomain {
         GuestPhys::write_u32(ram, t, v);
         GuestPhys::write_u64(ram, t + offset_of!(VcpuTimeInfo, tsc_timestamp) as u64, ts);
         GuestPhys::write_u64(ram, t + offset_of!(VcpuTimeInfo, system_time) as u64, st);
-        GuestPhys::write_u32(ram, t + offset_of!(VcpuTimeInfo, tsc_to_system_mul) as u64, mul);
-        GuestPhys::write_u8(ram, t + offset_of!(VcpuTimeInfo, tsc_shift) as u64, shift as u8);
+        GuestPhys::write_u32(
+            ram,
+            t + offset_of!(VcpuTimeInfo, tsc_to_system_mul) as u64,
+            mul,
+        );
+        GuestPhys::write_u8(
+            ram,
+            t + offset_of!(VcpuTimeInfo, tsc_shift) as u64,
+            shift as u8,
+        );
         // XEN_PVCLOCK_TSC_STABLE_BIT: one vCPU, one clock.
         GuestPhys::write_u8(ram, t + offset_of!(VcpuTimeInfo, flags) as u64, 1);
         GuestPhys::write_u32(ram, t, v.wrapping_add(1));
@@ -115,7 +123,11 @@ impl PvDomain {
             return;
         }
         let rip = X86State(&mut e.env).rip();
-        let t = TrapInfo { flags: 4, cs: self.callbacks.event_cs, address: self.callbacks.event.0 };
+        let t = TrapInfo {
+            flags: 4,
+            cs: self.callbacks.event_cs,
+            address: self.callbacks.event.0,
+        };
         if let Err(why) = self.bounce(e, 0, None, rip, t) {
             self.crash(e, why);
         }
@@ -159,7 +171,9 @@ impl PvDomain {
             };
             let ic = e.env.icount;
             self.update_runstate(e, 2);
-            if self.clock.mode == crate::core::time::ClockMode::Realtime && (self.input.is_some() || self.xsock.is_some()) {
+            if self.clock.mode == crate::core::time::ClockMode::Realtime
+                && (self.input.is_some() || self.xsock.is_some())
+            {
                 // Sleep until the deadline, console input or socket traffic, whichever
                 // comes first.
                 let wait = std::time::Duration::from_nanos(next.saturating_sub(now));

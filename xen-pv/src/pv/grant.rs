@@ -42,10 +42,17 @@ impl GuestPhys for Tracked<'_> {
 /// Run `f` on the grant table and guest memory, with `writable(frame)` telling whether a
 /// frame can take the writable type (it is not a page or descriptor table); then tell the
 /// engine about the memory written.
-fn with_table<R>(d: &mut PvDomain, e: &mut Engine, f: impl FnOnce(&mut GrantTable, &mut dyn GuestPhys, &dyn Fn(u64) -> bool) -> R) -> R {
+fn with_table<R>(
+    d: &mut PvDomain,
+    e: &mut Engine,
+    f: impl FnOnce(&mut GrantTable, &mut dyn GuestPhys, &dyn Fn(u64) -> bool) -> R,
+) -> R {
     let tables = &d.mmu.tables;
     let writable = |mfn: u64| !tables.contains_key(&mfn);
-    let mut mem = Tracked { ram: e.ram(), writes: Vec::new() };
+    let mut mem = Tracked {
+        ram: e.ram(),
+        writes: Vec::new(),
+    };
     let r = f(&mut d.grant, &mut mem, &writable);
     let writes = std::mem::take(&mut mem.writes);
     let core = &mut *e.core;
@@ -85,7 +92,11 @@ fn any_dom_status(dom: u16) -> i16 {
 pub(super) fn grant_table_op(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult {
     let compat = d.guest() == GuestType::X86_32Pae;
     let mask = if compat { 0xffff_ffff } else { u64::MAX };
-    let (cmd, uop, count) = ((a[0] & 0xffff_ffff) as u32, a[1] & mask, (a[2] & 0xffff_ffff) as u32);
+    let (cmd, uop, count) = (
+        (a[0] & 0xffff_ffff) as u32,
+        a[1] & mask,
+        (a[2] & 0xffff_ffff) as u32,
+    );
     if (count as i32) < 0 {
         return Err(EINVAL);
     }
@@ -119,10 +130,18 @@ fn host_pte(d: &PvDomain, e: &mut Engine, addr: u64, flags: u32) -> Option<u64> 
     let ptr = if flags & GNTMAP_CONTAINS_PTE != 0 {
         (addr & 7 == 0).then_some(addr)?
     } else {
-        let va = if d.guest() == GuestType::X86_32Pae { addr & 0xffff_ffff } else { addr };
+        let va = if d.guest() == GuestType::X86_32Pae {
+            addr & 0xffff_ffff
+        } else {
+            addr
+        };
         d.l1_entry_addr(e, va)?
     };
-    d.mmu.tables.get(&(ptr >> 12)).is_some_and(|t| t.level == 1).then_some(ptr)
+    d.mmu
+        .tables
+        .get(&(ptr >> 12))
+        .is_some_and(|t| t.level == 1)
+        .then_some(ptr)
 }
 
 fn write_pte(d: &mut PvDomain, e: &mut Engine, ptr: u64, v: u64) {
@@ -133,7 +152,14 @@ fn write_pte(d: &mut PvDomain, e: &mut Engine, ptr: u64, v: u64) {
 }
 
 /// Xen's create_grant_host_mapping for a PV guest: point the PTE at the frame.
-fn create_host_mapping(d: &mut PvDomain, e: &mut Engine, addr: u64, frame: u64, flags: u32, cache: u16) -> Result<(), i16> {
+fn create_host_mapping(
+    d: &mut PvDomain,
+    e: &mut Engine,
+    addr: u64,
+    frame: u64,
+    flags: u32,
+    cache: u16,
+) -> Result<(), i16> {
     let ptr = host_pte(d, e, addr, flags).ok_or(GNTST_GENERAL_ERROR)?;
     let mut v = (frame << 12) | P | A | D | 1 << 63;
     if flags & GNTMAP_READONLY == 0 {
@@ -153,7 +179,14 @@ fn create_host_mapping(d: &mut PvDomain, e: &mut Engine, addr: u64, frame: u64, 
 
 /// Xen's replace_grant_host_mapping: the PTE must map `frame`; it is cleared, or takes the
 /// entry of `new_addr` (whose own entry is cleared).
-fn replace_host_mapping(d: &mut PvDomain, e: &mut Engine, addr: u64, frame: u64, new_addr: u64, flags: u32) -> Result<(), i16> {
+fn replace_host_mapping(
+    d: &mut PvDomain,
+    e: &mut Engine,
+    addr: u64,
+    frame: u64,
+    new_addr: u64,
+    flags: u32,
+) -> Result<(), i16> {
     if new_addr != 0 && flags & GNTMAP_CONTAINS_PTE != 0 {
         return Err(GNTST_GENERAL_ERROR);
     }
@@ -184,7 +217,8 @@ fn map_one(d: &mut PvDomain, e: &mut Engine, op: &mut GnttabMapGrantRef) {
     let (gref, flags) = (op.gref, op.flags);
     let r = with_table(d, e, |t, mem, w| {
         let cache = t.map_cache_flags(mem, gref);
-        t.map(mem, GUEST_DOMID, gref, flags, w).map(|(h, f)| (h, f, cache))
+        t.map(mem, GUEST_DOMID, gref, flags, w)
+            .map(|(h, f)| (h, f, cache))
     });
     let (h, frame, cache) = match r {
         Ok(x) => x,
@@ -195,7 +229,11 @@ fn map_one(d: &mut PvDomain, e: &mut Engine, op: &mut GnttabMapGrantRef) {
     };
     if flags & GNTMAP_HOST_MAP != 0 {
         if let Err(s) = create_host_mapping(d, e, op.host_addr, frame, flags, cache) {
-            let dev = if flags & GNTMAP_DEVICE_MAP != 0 { frame << 12 } else { 0 };
+            let dev = if flags & GNTMAP_DEVICE_MAP != 0 {
+                frame << 12
+            } else {
+                0
+            };
             with_table(d, e, |t, mem, _| {
                 let _ = t.unmap(mem, GUEST_DOMID, h, true, dev);
             });
@@ -233,7 +271,14 @@ fn map_grant_ref(d: &mut PvDomain, e: &mut Engine, uop: u64, count: u32) -> HcRe
 }
 
 /// unmap_common + unmap_common_complete for one op.
-fn unmap_one(d: &mut PvDomain, e: &mut Engine, host_addr: u64, dev_bus_addr: u64, new_addr: u64, handle: u32) -> i16 {
+fn unmap_one(
+    d: &mut PvDomain,
+    e: &mut Engine,
+    host_addr: u64,
+    dev_bus_addr: u64,
+    new_addr: u64,
+    handle: u32,
+) -> i16 {
     let m = match d.grant.check_unmap(GUEST_DOMID, handle, dev_bus_addr) {
         Ok(m) => m,
         Err(s) => return s,
@@ -244,7 +289,9 @@ fn unmap_one(d: &mut PvDomain, e: &mut Engine, host_addr: u64, dev_bus_addr: u64
             return s;
         }
     }
-    match with_table(d, e, |t, mem, _| t.unmap(mem, GUEST_DOMID, handle, host, dev_bus_addr)) {
+    match with_table(d, e, |t, mem, _| {
+        t.unmap(mem, GUEST_DOMID, handle, host, dev_bus_addr)
+    }) {
         Ok(()) => GNTST_OKAY,
         Err(s) => s,
     }
@@ -300,10 +347,18 @@ fn setup_table(d: &mut PvDomain, e: &mut Engine, uop: u64, count: u32, compat: b
     }
     // native: dom@0 nr_frames@4 status@8 frame_list@16 (u64 entries); compat: frame_list@12
     // (u32 entries).
-    let (size, status_at, list_at, esize) = if compat { (16, 8, 12, 4) } else { (24, 8, 16, 8) };
+    let (size, status_at, list_at, esize) = if compat {
+        (16, 8, 12, 4)
+    } else {
+        (24, 8, 16, 8)
+    };
     let b = rd(d, e, uop, size)?;
     let (dom, nr) = (u16_of(&b, 0), u32_of(&b, 4));
-    let list = if compat { u32_of(&b, list_at) as u64 } else { u64_of(&b, list_at) };
+    let list = if compat {
+        u32_of(&b, list_at) as u64
+    } else {
+        u64_of(&b, list_at)
+    };
     let mut status = any_dom_status(dom);
     if status == GNTST_OKAY {
         match with_table(d, e, |t, mem, _| t.setup(mem, nr)) {
@@ -352,7 +407,11 @@ fn get_status_frames(d: &mut PvDomain, e: &mut Engine, uop: u64, count: u32) -> 
     // nr_frames@0 dom@4 status@6 frame_list@8 (a handle to uint64_t in both forms)
     let b = rd(d, e, uop, if compat { 12 } else { 16 })?;
     let (nr, dom) = (u32_of(&b, 0), u16_of(&b, 4));
-    let list = if compat { u32_of(&b, 8) as u64 } else { u64_of(&b, 8) };
+    let list = if compat {
+        u32_of(&b, 8) as u64
+    } else {
+        u64_of(&b, 8)
+    };
     let mut status = any_dom_status(dom);
     if status == GNTST_OKAY {
         match d.grant.status_frames(nr) {
@@ -398,11 +457,31 @@ fn copy(d: &mut PvDomain, e: &mut Engine, uop: u64, count: u32, compat: bool) ->
         let at = uop + i * size;
         let b = rd(d, e, at, size as usize)?;
         let op = if compat {
-            let p = |o: usize| GnttabCopyPtr { u: u32_of(&b, o) as u64, domid: u16_of(&b, o + 4), offset: u16_of(&b, o + 6) };
-            GnttabCopy { source: p(0), dest: p(8), len: u16_of(&b, 16), flags: u16_of(&b, 18), status: 0 }
+            let p = |o: usize| GnttabCopyPtr {
+                u: u32_of(&b, o) as u64,
+                domid: u16_of(&b, o + 4),
+                offset: u16_of(&b, o + 6),
+            };
+            GnttabCopy {
+                source: p(0),
+                dest: p(8),
+                len: u16_of(&b, 16),
+                flags: u16_of(&b, 18),
+                status: 0,
+            }
         } else {
-            let p = |o: usize| GnttabCopyPtr { u: u64_of(&b, o), domid: u16_of(&b, o + 8), offset: u16_of(&b, o + 10) };
-            GnttabCopy { source: p(0), dest: p(16), len: u16_of(&b, 32), flags: u16_of(&b, 34), status: 0 }
+            let p = |o: usize| GnttabCopyPtr {
+                u: u64_of(&b, o),
+                domid: u16_of(&b, o + 8),
+                offset: u16_of(&b, o + 10),
+            };
+            GnttabCopy {
+                source: p(0),
+                dest: p(16),
+                len: u16_of(&b, 32),
+                flags: u16_of(&b, 34),
+                status: 0,
+            }
         };
         let s = with_table(d, e, |t, mem, w| t.copy(mem, GUEST_DOMID, &op, w));
         let status_at = if compat { 20 } else { 36 };
@@ -420,8 +499,16 @@ fn transfer(d: &mut PvDomain, e: &mut Engine, uop: u64, count: u32, compat: bool
     for i in 0..count as u64 {
         let at = uop + i * size;
         let b = rd(d, e, at, size as usize)?;
-        let mfn = if compat { u32_of(&b, 0) as u64 } else { u64_of(&b, 0) };
-        let s = if mfn >= d.dom.layout.nr_pages || d.mmu.tables.contains_key(&mfn) { GNTST_BAD_PAGE } else { GNTST_BAD_DOMAIN };
+        let mfn = if compat {
+            u32_of(&b, 0) as u64
+        } else {
+            u64_of(&b, 0)
+        };
+        let s = if mfn >= d.dom.layout.nr_pages || d.mmu.tables.contains_key(&mfn) {
+            GNTST_BAD_PAGE
+        } else {
+            GNTST_BAD_DOMAIN
+        };
         wr(d, e, at + status_at, &s.to_le_bytes())?;
     }
     Ok(0)
@@ -433,8 +520,17 @@ fn transfer(d: &mut PvDomain, e: &mut Engine, uop: u64, count: u32, compat: bool
 fn cache_flush(d: &mut PvDomain, e: &mut Engine, uop: u64, count: u32) -> HcResult {
     for i in 0..count as u64 {
         let b = rd(d, e, uop + i * 16, 16)?;
-        let (addr, off, len, op) = (u64_of(&b, 0), u16_of(&b, 8) as u32, u16_of(&b, 10) as u32, u32_of(&b, 12));
-        if off >= 4096 || len > 4096 || off + len > 4096 || op & !(GNTTAB_CACHE_INVAL | GNTTAB_CACHE_CLEAN) != 0 {
+        let (addr, off, len, op) = (
+            u64_of(&b, 0),
+            u16_of(&b, 8) as u32,
+            u16_of(&b, 10) as u32,
+            u32_of(&b, 12),
+        );
+        if off >= 4096
+            || len > 4096
+            || off + len > 4096
+            || op & !(GNTTAB_CACHE_INVAL | GNTTAB_CACHE_CLEAN) != 0
+        {
             return Err(EINVAL);
         }
         if len == 0 || op == 0 {
@@ -444,7 +540,9 @@ fn cache_flush(d: &mut PvDomain, e: &mut Engine, uop: u64, count: u32) -> HcResu
         if mfn >= d.dom.layout.ram_pages {
             return Err(EINVAL);
         }
-        let owned = mfn < d.dom.layout.nr_pages || mfn == d.dom.layout.platform.shared_info_mfn || d.grant.table_frame(mfn).is_some();
+        let owned = mfn < d.dom.layout.nr_pages
+            || mfn == d.dom.layout.platform.shared_info_mfn
+            || d.grant.table_frame(mfn).is_some();
         if !owned {
             return Err(EPERM);
         }
@@ -459,7 +557,11 @@ fn cache_flush(d: &mut PvDomain, e: &mut Engine, uop: u64, count: u32) -> HcResu
 /// domain that is not translated (xatp_permission_check: -EACCES), after the foreign-map
 /// check (-ENOSYS) and the domain lookup (-ESRCH).
 pub(super) fn add_to_physmap(d: &mut PvDomain, e: &mut Engine, arg: u64) -> HcResult {
-    let size = if d.guest() == GuestType::X86_32Pae { 16 } else { 24 };
+    let size = if d.guest() == GuestType::X86_32Pae {
+        16
+    } else {
+        24
+    };
     let b = rd(d, e, arg, size)?;
     // XENMAPSPACE_gmfn_foreign
     if u32_of(&b, 4) == 4 {
@@ -479,7 +581,10 @@ impl PvDomain {
     /// The toolstack's grant entries for the console and xenstore pages, granted to the back
     /// ends' domain 0 (xc_dom_gnttab_seed).
     pub(super) fn seed_grants(&mut self, e: &mut Engine) {
-        let (con, store) = (self.dom.layout.console.pfn as u32, self.dom.layout.xenstore.pfn as u32);
+        let (con, store) = (
+            self.dom.layout.console.pfn as u32,
+            self.dom.layout.xenstore.pfn as u32,
+        );
         with_table(self, e, |t, mem, _| {
             t.seed(mem, GNTTAB_RESERVED_CONSOLE, 0, con);
             t.seed(mem, GNTTAB_RESERVED_XENSTORE, 0, store);

@@ -61,10 +61,18 @@ pub struct Hypercall {
 }
 
 const fn hc(name: &'static str, handler: Handler) -> Hypercall {
-    Hypercall { name, handler: Some(handler), sets_regs: false }
+    Hypercall {
+        name,
+        handler: Some(handler),
+        sets_regs: false,
+    }
 }
 const fn none(name: &'static str) -> Hypercall {
-    Hypercall { name, handler: None, sets_regs: false }
+    Hypercall {
+        name,
+        handler: None,
+        sets_regs: false,
+    }
 }
 
 /// Xen's hypercall numbers (public/xen.h), in order.
@@ -92,7 +100,11 @@ pub static TABLE: [Hypercall; 42] = [
     hc("grant_table_op", super::grant::grant_table_op),
     hc("vm_assist", vm_assist),
     none("update_va_mapping_otherdomain"),
-    Hypercall { name: "iret", handler: Some(iret), sets_regs: true },
+    Hypercall {
+        name: "iret",
+        handler: Some(iret),
+        sets_regs: true,
+    },
     hc("vcpu_op", super::mmu::vcpu_op),
     hc("set_segment_base", set_segment_base),
     hc("mmuext_op", super::mmu::mmuext_op),
@@ -122,9 +134,16 @@ pub fn hypercall_page(guest: GuestType) -> [u8; 4096] {
         let n = i.to_le_bytes();
         let stub: Vec<u8> = match (guest, i) {
             // push rcx; push r11; push rax; mov $23, eax; syscall
-            (GuestType::X86_64, 23) => [&[0x51, 0x41, 0x53, 0x50, 0xb8][..], &n, &[0x0f, 0x05]].concat(),
+            (GuestType::X86_64, 23) => {
+                [&[0x51, 0x41, 0x53, 0x50, 0xb8][..], &n, &[0x0f, 0x05]].concat()
+            }
             // push rcx; push r11; mov $i, eax; syscall; pop r11; pop rcx; ret
-            (GuestType::X86_64, _) => [&[0x51, 0x41, 0x53, 0xb8][..], &n, &[0x0f, 0x05, 0x41, 0x5b, 0x59, 0xc3]].concat(),
+            (GuestType::X86_64, _) => [
+                &[0x51, 0x41, 0x53, 0xb8][..],
+                &n,
+                &[0x0f, 0x05, 0x41, 0x5b, 0x59, 0xc3],
+            ]
+            .concat(),
             // push eax; mov $23, eax; int $0x82
             (GuestType::X86_32Pae, 23) => [&[0x50, 0xb8][..], &n, &[0xcd, 0x82]].concat(),
             // mov $i, eax; int $0x82; ret
@@ -151,11 +170,18 @@ impl PvDomain {
             }
         };
         if self.opts.log.hypercalls {
-            eprintln!("(XEN) hypercall {name}({:#x}, {:#x}, {:#x}) = {r:?}", args[0], args[1], args[2]);
+            eprintln!(
+                "(XEN) hypercall {name}({:#x}, {:#x}, {:#x}) = {r:?}",
+                args[0], args[1], args[2]
+            );
         }
         if !sets_regs {
             let v = to_rax(r);
-            let v = if self.guest() == GuestType::X86_32Pae { v & 0xffff_ffff } else { v };
+            let v = if self.guest() == GuestType::X86_32Pae {
+                v & 0xffff_ffff
+            } else {
+                v
+            };
             X86State(&mut e.env).set_gpr(0, v);
         }
     }
@@ -219,7 +245,11 @@ fn set_trap_table(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult {
         let vector = b[0];
         let cs = u16::from_le_bytes([b[2], b[3]]);
         let cs = if w == 8 { cs } else { fixup_cs32(cs) };
-        d.trap_table.0[vector as usize] = TrapInfo { flags: b[1], cs, address };
+        d.trap_table.0[vector as usize] = TrapInfo {
+            flags: b[1],
+            cs,
+            address,
+        };
         va = va.wrapping_add(entry as u64);
     }
     Ok(0)
@@ -254,7 +284,10 @@ fn fpu_taskswitch(_d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult {
     let mut s = X86State(&mut e.env);
     let cr0 = s.g(frontend_x86::state::G_CR0);
     let ts = 1 << 3;
-    s.set_g(frontend_x86::state::G_CR0, if a[0] != 0 { cr0 | ts } else { cr0 & !ts });
+    s.set_g(
+        frontend_x86::state::G_CR0,
+        if a[0] != 0 { cr0 | ts } else { cr0 & !ts },
+    );
     Ok(0)
 }
 
@@ -277,7 +310,10 @@ fn sched_op_compat(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult {
         2 => {
             // Xen ignores unknown reasons in the compat call's domain_shutdown, except
             // that the domain stops; treat them as a crash.
-            d.shutdown = Some(shutdown_reason(a[1]).unwrap_or(Shutdown::Crash(format!("shutdown with unknown reason {}", a[1]))));
+            d.shutdown = Some(shutdown_reason(a[1]).unwrap_or(Shutdown::Crash(format!(
+                "shutdown with unknown reason {}",
+                a[1]
+            ))));
             Ok(0)
         }
         _ => Err(ENOSYS),
@@ -303,11 +339,19 @@ fn sched_op(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult {
             let (ports_va, n, timeout) = match d.guest() {
                 GuestType::X86_64 => {
                     let b = d.read_bytes(e, a[1], 24)?;
-                    (u64::from_le_bytes(b[..8].try_into().unwrap()), u32::from_le_bytes(b[8..12].try_into().unwrap()), u64::from_le_bytes(b[16..24].try_into().unwrap()))
+                    (
+                        u64::from_le_bytes(b[..8].try_into().unwrap()),
+                        u32::from_le_bytes(b[8..12].try_into().unwrap()),
+                        u64::from_le_bytes(b[16..24].try_into().unwrap()),
+                    )
                 }
                 GuestType::X86_32Pae => {
                     let b = d.read_bytes(e, a[1], 16)?;
-                    (u32::from_le_bytes(b[..4].try_into().unwrap()) as u64, u32::from_le_bytes(b[4..8].try_into().unwrap()), u64::from_le_bytes(b[8..16].try_into().unwrap()))
+                    (
+                        u32::from_le_bytes(b[..4].try_into().unwrap()) as u64,
+                        u32::from_le_bytes(b[4..8].try_into().unwrap()),
+                        u64::from_le_bytes(b[8..16].try_into().unwrap()),
+                    )
                 }
             };
             // Xen: at most 128 ports (and never more than the domain has).
@@ -320,7 +364,10 @@ fn sched_op(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult {
             }
             let timeout = (timeout != 0).then_some(timeout);
             if !d.wait_for_event(e, timeout, &ports) {
-                d.crash(e, "sched_op poll with no timeout on ports nothing can signal".into());
+                d.crash(
+                    e,
+                    "sched_op poll with no timeout on ports nothing can signal".into(),
+                );
             }
             Ok(0)
         }
@@ -395,7 +442,17 @@ fn xen_version(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult {
             // enabled VMASST_TYPE_pae_extended_cr3. (writable_page_tables is only for
             // translated guests.)
             let map: u32 = match idx {
-                0 => (1 << 5) | (1 << 6) | (1 << 7) | (1 << 13) | if d.vm_assist & (1 << 3) != 0 { 1 << 4 } else { 0 },
+                0 => {
+                    (1 << 5)
+                        | (1 << 6)
+                        | (1 << 7)
+                        | (1 << 13)
+                        | if d.vm_assist & (1 << 3) != 0 {
+                            1 << 4
+                        } else {
+                            0
+                        }
+                }
                 _ => 0,
             };
             d.put_bytes(e, a[1] + 4, &map.to_le_bytes()).map(|_| 0)
@@ -454,7 +511,12 @@ fn vm_assist(d: &mut PvDomain, _e: &mut Engine, a: [u64; 6]) -> HcResult {
 /// flat selectors, the null selector for data segments, or a descriptor of the guest's GDT
 /// that the hardware would accept for an iret to ring 3 (a present code segment for CS, a
 /// present writable data segment for SS and data registers, DPL = RPL).
-pub(super) fn load_return_seg(d: &PvDomain, e: &mut Engine, seg: Seg, sel: u16) -> Result<(), String> {
+pub(super) fn load_return_seg(
+    d: &PvDomain,
+    e: &mut Engine,
+    seg: Seg,
+    sel: u16,
+) -> Result<(), String> {
     if let Some(desc) = xen_desc(d.guest(), sel) {
         let mut s = X86State(&mut e.env);
         s.set_seg(seg, sel, desc.base(), desc.limit(), desc.attr());
@@ -469,7 +531,9 @@ pub(super) fn load_return_seg(d: &PvDomain, e: &mut Engine, seg: Seg, sel: u16) 
         return Ok(());
     }
     let Some(desc) = d.guest_desc(e, sel) else {
-        return Err(format!("iret to selector {sel:#x}: not a descriptor of the guest's GDT"));
+        return Err(format!(
+            "iret to selector {sel:#x}: not a descriptor of the guest's GDT"
+        ));
     };
     let ok = desc.present()
         && desc.dpl() == (sel & 3) as u32
@@ -479,7 +543,10 @@ pub(super) fn load_return_seg(d: &PvDomain, e: &mut Engine, seg: Seg, sel: u16) 
             _ => desc.is_seg() && desc.readable(),
         };
     if !ok {
-        return Err(format!("iret to selector {sel:#x}: descriptor {:#010x}{:08x} is not usable for {seg:?}", desc.hi, desc.lo));
+        return Err(format!(
+            "iret to selector {sel:#x}: descriptor {:#010x}{:08x} is not usable for {seg:?}",
+            desc.hi, desc.lo
+        ));
     }
     // The accessed bit, as the hardware sets it on a load, is left to the guest's copy.
     let mut s = X86State(&mut e.env);
@@ -526,7 +593,10 @@ fn compat_iret(d: &mut PvDomain, e: &mut Engine) -> HcResult {
             d.crash(e, format!("iret: cannot read the iret frame at {esp:#x}"));
             return Ok(0);
         };
-        (u32::from_le_bytes(t[..4].try_into().unwrap()) as u64, u32::from_le_bytes(t[4..].try_into().unwrap()) as u16)
+        (
+            u32::from_le_bytes(t[..4].try_into().unwrap()) as u64,
+            u32::from_le_bytes(t[4..].try_into().unwrap()) as u16,
+        )
     };
     let mut s = X86State(&mut e.env);
     s.set_gpr(0, eax);
@@ -534,7 +604,9 @@ fn compat_iret(d: &mut PvDomain, e: &mut Engine) -> HcResult {
     s.set_rflags((eflags & !0x3000 & 0x003f_7fd7) | 0x200 | 2);
     s.set_gpr(4, new_esp);
     d.set_upcall_mask(e, (eflags & 0x200 == 0) as u8);
-    if let Err(why) = load_return_seg(d, e, Seg::Cs, cs).and_then(|_| load_return_seg(d, e, Seg::Ss, ss)) {
+    if let Err(why) =
+        load_return_seg(d, e, Seg::Cs, cs).and_then(|_| load_return_seg(d, e, Seg::Ss, ss))
+    {
         return_failed(d, e, cs, ss, why);
         return Ok(eax as i64);
     }
@@ -565,8 +637,12 @@ fn iret(d: &mut PvDomain, e: &mut Engine, _a: [u64; 6]) -> HcResult {
         d.crash(e, format!("iret: cannot read the iret frame at {rsp:#x}"));
         return Ok(0);
     };
-    let f: Vec<u64> = b.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
-    let (rax, r11, rcx, flags, rip, cs, rflags, sp, ss) = (f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8]);
+    let f: Vec<u64> = b
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let (rax, r11, rcx, flags, rip, cs, rflags, sp, ss) =
+        (f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8]);
     if cs & 3 == 3 && d.kernel_mode {
         if d.mmu.user_base == 0 {
             // do_iret: "Guest switching to user mode with no user page tables".
@@ -579,7 +655,9 @@ fn iret(d: &mut PvDomain, e: &mut Engine, _a: [u64; 6]) -> HcResult {
     if d.vm_assist & (1 << 4) != 0 {
         d.iopl = ((rflags >> 12) & 3) as u8;
     }
-    if let Err(why) = load_return_seg(d, e, Seg::Cs, (cs | 3) as u16).and_then(|_| load_return_seg(d, e, Seg::Ss, (ss | 3) as u16)) {
+    if let Err(why) = load_return_seg(d, e, Seg::Cs, (cs | 3) as u16)
+        .and_then(|_| load_return_seg(d, e, Seg::Ss, (ss | 3) as u16))
+    {
         // The faulting iretq goes to the failsafe callback with the context it was
         // returning to (Linux's xen_failsafe_callback kills the task).
         let mut s = X86State(&mut e.env);
@@ -639,7 +717,11 @@ fn callback_op(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult {
     let (ty, flags, address) = match d.guest() {
         GuestType::X86_64 => {
             let b = d.read_bytes(e, a[1], 16)?;
-            (u16::from_le_bytes([b[0], b[1]]), u16::from_le_bytes([b[2], b[3]]), u64::from_le_bytes(b[8..16].try_into().unwrap()))
+            (
+                u16::from_le_bytes([b[0], b[1]]),
+                u16::from_le_bytes([b[2], b[3]]),
+                u64::from_le_bytes(b[8..16].try_into().unwrap()),
+            )
         }
         GuestType::X86_32Pae => {
             // compat xen_callback_t { u32 cs; u32 eip; } at offset 4.
@@ -650,7 +732,11 @@ fn callback_op(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult {
                 1 => d.callbacks.failsafe_cs = cs,
                 _ => {}
             }
-            (u16::from_le_bytes([b[0], b[1]]), u16::from_le_bytes([b[2], b[3]]), u32::from_le_bytes(b[8..12].try_into().unwrap()) as u64)
+            (
+                u16::from_le_bytes([b[0], b[1]]),
+                u16::from_le_bytes([b[2], b[3]]),
+                u32::from_le_bytes(b[8..12].try_into().unwrap()) as u64,
+            )
         }
     };
     if d.guest() == GuestType::X86_64 {
@@ -689,7 +775,10 @@ fn callback_op(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult {
 }
 
 fn event_channel_op(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult {
-    use crate::core::evtchn::{PortState, EVTCHNSTAT_CLOSED, EVTCHNSTAT_INTERDOMAIN, EVTCHNSTAT_IPI, EVTCHNSTAT_PIRQ, EVTCHNSTAT_UNBOUND, EVTCHNSTAT_VIRQ};
+    use crate::core::evtchn::{
+        PortState, EVTCHNSTAT_CLOSED, EVTCHNSTAT_INTERDOMAIN, EVTCHNSTAT_IPI, EVTCHNSTAT_PIRQ,
+        EVTCHNSTAT_UNBOUND, EVTCHNSTAT_VIRQ,
+    };
     let arg = a[1];
     let u32_at = |d: &PvDomain, e: &mut Engine, off: u64| d.read_u32_at(e, arg + off);
     match a[0] {
@@ -733,7 +822,10 @@ fn event_channel_op(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult {
             let (status, u0, u1): (u32, u32, u32) = match st.state {
                 PortState::Free => (EVTCHNSTAT_CLOSED, 0, 0),
                 PortState::Unbound { remote_dom } => (EVTCHNSTAT_UNBOUND, remote_dom as u32, 0),
-                PortState::Interdomain { remote_dom, remote_port } => (EVTCHNSTAT_INTERDOMAIN, remote_dom as u32, remote_port),
+                PortState::Interdomain {
+                    remote_dom,
+                    remote_port,
+                } => (EVTCHNSTAT_INTERDOMAIN, remote_dom as u32, remote_port),
                 PortState::Pirq(p) => (EVTCHNSTAT_PIRQ, p, 0),
                 PortState::Virq(v) => (EVTCHNSTAT_VIRQ, v, 0),
                 PortState::Ipi => (EVTCHNSTAT_IPI, 0, 0),
@@ -751,7 +843,11 @@ fn event_channel_op(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult {
             d.read_guest(e, arg, &mut b).map_err(|_| EFAULT)?;
             crate::pv::mmu::check_self(u16::from_le_bytes([b[0], b[1]]) as u64)?;
             let remote = u16::from_le_bytes([b[2], b[3]]);
-            let remote = if remote == crate::pv::mmu::DOMID_SELF as u16 { 1 } else { remote };
+            let remote = if remote == crate::pv::mmu::DOMID_SELF as u16 {
+                1
+            } else {
+                remote
+            };
             let p = d.evtchn.alloc_unbound(remote)?;
             d.put_bytes(e, arg + 4, &p.to_le_bytes())?;
             Ok(0)
@@ -798,7 +894,9 @@ fn event_channel_op(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult {
             let mut ic = EvtchnInitControl::from_bytes(&b);
             let (mem, mmu) = (&d.mem, &d.mmu);
             let ok = |f: u64| mem.owns(f) && !mmu.tables.contains_key(&f);
-            ic.link_bits = d.evtchn.init_control(e.ram(), ic.control_gfn, ic.offset, ic.vcpu, &ok)?;
+            ic.link_bits =
+                d.evtchn
+                    .init_control(e.ram(), ic.control_gfn, ic.offset, ic.vcpu, &ok)?;
             d.put_bytes(e, arg, &ic.to_bytes())?;
             Ok(0)
         }
@@ -807,7 +905,9 @@ fn event_channel_op(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult {
             let b: [u8; 8] = d.read_bytes(e, arg, 8)?.try_into().map_err(|_| EFAULT)?;
             let (mem, mmu) = (&d.mem, &d.mmu);
             let ok = |f: u64| mem.owns(f) && !mmu.tables.contains_key(&f);
-            d.evtchn.expand_array(e.ram(), u64::from_le_bytes(b), &ok).map(|_| 0)
+            d.evtchn
+                .expand_array(e.ram(), u64::from_le_bytes(b), &ok)
+                .map(|_| 0)
         }
         // set_priority { port u32, priority u32 }
         13 => {
@@ -855,7 +955,9 @@ fn set_debugreg(d: &mut PvDomain, _e: &mut Engine, a: [u64; 6]) -> HcResult {
     match r {
         // Breakpoint addresses must be canonical and below the hypervisor hole.
         0..=3 => {
-            if !super::is_canonical(v) || (0xffff_8000_0000_0000..0xffff_8800_0000_0000).contains(&v) {
+            if !super::is_canonical(v)
+                || (0xffff_8000_0000_0000..0xffff_8800_0000_0000).contains(&v)
+            {
                 return Err(EPERM);
             }
             d.debugreg[r as usize] = v;

@@ -40,7 +40,10 @@ impl PvDomain {
     pub(super) fn set_ldt(&mut self, e: &mut Engine, ptr: u64, ents: u64) -> Result<(), i64> {
         let ptr = if ents == 0 { 0 } else { ptr };
         let addr_ok = match self.guest() {
-            GuestType::X86_64 => super::is_canonical(ptr) && !(0xffff_8000_0000_0000..0xffff_8800_0000_0000).contains(&ptr),
+            GuestType::X86_64 => {
+                super::is_canonical(ptr)
+                    && !(0xffff_8000_0000_0000..0xffff_8800_0000_0000).contains(&ptr)
+            }
             GuestType::X86_32Pae => ptr < self.dom.layout.platform.m2p_va,
         };
         if ptr & 0xfff != 0 || !addr_ok || ents > LDT_ENTRIES {
@@ -103,7 +106,11 @@ impl PvDomain {
             return true;
         }
         // Propagate to the guest with cr2 at the LDT's own linear address.
-        let g = GuestFault { vector: 14, error_code: f.error_code, addr: self.ldt.base.wrapping_add(off) };
+        let g = GuestFault {
+            vector: 14,
+            error_code: f.error_code,
+            addr: self.ldt.base.wrapping_add(off),
+        };
         self.deliver_fault(e, g);
         true
     }
@@ -131,7 +138,11 @@ impl PvDomain {
         }
         self.get_table(e, mfn, 0)?;
         let l1 = self.dom.layout.platform.gdt_l1_maddr;
-        GuestPhys::write_u64(e.ram(), l1 + (LDT_SLOT + page as u64) * 8, (mfn << 12) | P | A | NX);
+        GuestPhys::write_u64(
+            e.ram(),
+            l1 + (LDT_SLOT + page as u64) * 8,
+            (mfn << 12) | P | A | NX,
+        );
         self.ldt.mapped[page] = Some(mfn);
         e.tlb_flush_page(self.ldt_va() + ((page as u64) << 12));
         Ok(())

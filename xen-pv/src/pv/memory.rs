@@ -25,7 +25,6 @@ use crate::builder::GuestType;
 use crate::core::errno::*;
 use crate::core::GuestPhys;
 
-
 /// CONFIG_DOMU_MAX_ORDER on x86: the largest extent order a domU may ask for.
 pub const DOMU_MAX_ORDER: u32 = 9;
 /// MEMOP_EXTENT_SHIFT (public/memory.h): the start extent of a continued call.
@@ -106,10 +105,22 @@ impl Reservation {
     }
 
     pub fn parse(b: &[u8], w: usize) -> Reservation {
-        let word = |o: usize| if w == 8 { u64::from_le_bytes(b[o..o + 8].try_into().unwrap()) } else { u32::from_le_bytes(b[o..o + 4].try_into().unwrap()) as u64 };
+        let word = |o: usize| {
+            if w == 8 {
+                u64::from_le_bytes(b[o..o + 8].try_into().unwrap())
+            } else {
+                u32::from_le_bytes(b[o..o + 4].try_into().unwrap()) as u64
+            }
+        };
         let u32at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
         let o = if w == 8 { 16 } else { 8 };
-        Reservation { extent_start: word(0), nr_extents: word(w), extent_order: u32at(o), mem_flags: u32at(o + 4), domid: u16::from_le_bytes([b[o + 8], b[o + 9]]) }
+        Reservation {
+            extent_start: word(0),
+            nr_extents: word(w),
+            extent_order: u32at(o),
+            mem_flags: u32at(o + 4),
+            domid: u16::from_le_bytes([b[o + 8], b[o + 9]]),
+        }
     }
 
     /// XENMEMF_get_address_bits: the allocation must lie below 2^bits (0: anywhere).
@@ -129,8 +140,17 @@ pub struct MemReservation {
 
 impl MemReservation {
     /// Frames `0..nr_pages` owned; `pool` (RAM the builder did not use) free.
-    pub fn new(nr_pages: u64, ram_pages: u64, pool: impl IntoIterator<Item = u64>) -> MemReservation {
-        let mut m = MemReservation { owned: vec![0; ram_pages.div_ceil(64) as usize], free: pool.into_iter().filter(|&f| f < ram_pages).collect(), tot_pages: 0, max_pages: nr_pages };
+    pub fn new(
+        nr_pages: u64,
+        ram_pages: u64,
+        pool: impl IntoIterator<Item = u64>,
+    ) -> MemReservation {
+        let mut m = MemReservation {
+            owned: vec![0; ram_pages.div_ceil(64) as usize],
+            free: pool.into_iter().filter(|&f| f < ram_pages).collect(),
+            tot_pages: 0,
+            max_pages: nr_pages,
+        };
         for f in 0..nr_pages.min(ram_pages) {
             m.set_owned(f, true);
         }
@@ -139,7 +159,10 @@ impl MemReservation {
     }
 
     pub fn owns(&self, mfn: u64) -> bool {
-        usize::try_from(mfn / 64).ok().and_then(|i| self.owned.get(i)).is_some_and(|w| w >> (mfn % 64) & 1 != 0)
+        usize::try_from(mfn / 64)
+            .ok()
+            .and_then(|i| self.owned.get(i))
+            .is_some_and(|w| w >> (mfn % 64) & 1 != 0)
     }
 
     fn set_owned(&mut self, mfn: u64, on: bool) {
@@ -181,8 +204,17 @@ impl MemReservation {
         if count && self.tot_pages + n > self.max_pages {
             return None;
         }
-        let limit = if bits == 0 || bits >= 64 { u64::MAX } else { 1u64 << (bits - 12).min(63) };
-        let start = self.free.iter().copied().take_while(|&f| f + n <= limit).find(|&f| f % n == 0 && (f..f + n).all(|x| self.free.contains(&x)))?;
+        let limit = if bits == 0 || bits >= 64 {
+            u64::MAX
+        } else {
+            1u64 << (bits - 12).min(63)
+        };
+        let start = self
+            .free
+            .iter()
+            .copied()
+            .take_while(|&f| f + n <= limit)
+            .find(|&f| f % n == 0 && (f..f + n).all(|x| self.free.contains(&x)))?;
         for f in start..start + n {
             self.free.remove(&f);
             self.set_owned(f, true);
@@ -279,8 +311,13 @@ fn is_self(domid: u16) -> bool {
 pub(super) fn reservation_op(d: &mut PvDomain, e: &mut Engine, cmd: u64, arg: u64) -> HcResult {
     let op = cmd & MEMOP_CMD_MASK;
     let start = cmd >> MEMOP_EXTENT_SHIFT;
-    let Some(r) = d.read_reservation(e, arg) else { return Ok(start as i64) };
-    if r.nr_extents > (u32::MAX >> MEMOP_EXTENT_SHIFT) as u64 || start >= r.nr_extents || !is_self(r.domid) {
+    let Some(r) = d.read_reservation(e, arg) else {
+        return Ok(start as i64);
+    };
+    if r.nr_extents > (u32::MAX >> MEMOP_EXTENT_SHIFT) as u64
+        || start >= r.nr_extents
+        || !is_self(r.domid)
+    {
         return Ok(start as i64);
     }
     let bits = r.address_bits();
@@ -300,7 +337,8 @@ pub(super) fn reservation_op(d: &mut PvDomain, e: &mut Engine, cmd: u64, arg: u6
                 None => false,
             },
             1 => match d.read_word(e, slot) {
-                Some(gmfn) => (0..1u64 << r.extent_order).all(|j| d.remove_page(e, gmfn.wrapping_add(j)).is_ok()),
+                Some(gmfn) => (0..1u64 << r.extent_order)
+                    .all(|j| d.remove_page(e, gmfn.wrapping_add(j)).is_ok()),
                 None => false,
             },
             _ => match d.read_word(e, slot) {
@@ -338,9 +376,22 @@ pub(super) fn exchange(d: &mut PvDomain, e: &mut Engine, cmd: u64, arg: u64) -> 
     let inp = Reservation::parse(&b[..rs], w);
     let out = Reservation::parse(&b[rs..2 * rs], w);
     let nr_off = 2 * rs;
-    let mut nr_exchanged = if w == 8 { u64::from_le_bytes(b[nr_off..nr_off + 8].try_into().unwrap()) } else { u32::from_le_bytes(b[nr_off..nr_off + 4].try_into().unwrap()) as u64 };
-    let put_nr = |d: &PvDomain, e: &mut Engine, n: u64| d.write_guest(e, arg + nr_off as u64, &n.to_le_bytes()[..w]).is_ok();
-    let fail_early = |d: &PvDomain, e: &mut Engine, n: u64, rc: i64| if put_nr(d, e, n) { Err(rc) } else { Err(EFAULT) };
+    let mut nr_exchanged = if w == 8 {
+        u64::from_le_bytes(b[nr_off..nr_off + 8].try_into().unwrap())
+    } else {
+        u32::from_le_bytes(b[nr_off..nr_off + 4].try_into().unwrap()) as u64
+    };
+    let put_nr = |d: &PvDomain, e: &mut Engine, n: u64| {
+        d.write_guest(e, arg + nr_off as u64, &n.to_le_bytes()[..w])
+            .is_ok()
+    };
+    let fail_early = |d: &PvDomain, e: &mut Engine, n: u64, rc: i64| {
+        if put_nr(d, e, n) {
+            Err(rc)
+        } else {
+            Err(EFAULT)
+        }
+    };
 
     if inp.extent_order.max(out.extent_order) > DOMU_MAX_ORDER {
         return fail_early(d, e, nr_exchanged, EPERM);
@@ -357,7 +408,11 @@ pub(super) fn exchange(d: &mut PvDomain, e: &mut Engine, cmd: u64, arg: u64) -> 
     if !is_self(inp.domid) {
         return fail_early(d, e, nr_exchanged, ESRCH);
     }
-    let (in_chunk, out_chunk) = if inp.extent_order <= out.extent_order { (out.extent_order - inp.extent_order, 0) } else { (0, inp.extent_order - out.extent_order) };
+    let (in_chunk, out_chunk) = if inp.extent_order <= out.extent_order {
+        (out.extent_order - inp.extent_order, 0)
+    } else {
+        (0, inp.extent_order - out.extent_order)
+    };
     let bits = out.address_bits();
     let ww = w as u64;
     let mut i = nr_exchanged >> in_chunk;
@@ -366,7 +421,9 @@ pub(super) fn exchange(d: &mut PvDomain, e: &mut Engine, cmd: u64, arg: u64) -> 
         let mut stolen = Vec::new();
         let mut rc = 0;
         'steal: for j in 0..1u64 << in_chunk {
-            let Some(gmfn) = d.read_word(e, inp.extent_start.wrapping_add(((i << in_chunk) + j) * ww)) else {
+            let Some(gmfn) =
+                d.read_word(e, inp.extent_start.wrapping_add(((i << in_chunk) + j) * ww))
+            else {
                 rc = EFAULT;
                 break;
             };
@@ -422,7 +479,9 @@ pub(super) fn exchange(d: &mut PvDomain, e: &mut Engine, cmd: u64, arg: u64) -> 
             for f in mfn..mfn + (1 << out.extent_order) {
                 GuestPhys::write(e.ram(), f << 12, &zero);
             }
-            let slot = out.extent_start.wrapping_add(((i << out_chunk) + j as u64) * ww);
+            let slot = out
+                .extent_start
+                .wrapping_add(((i << out_chunk) + j as u64) * ww);
             let Some(gpfn) = d.read_word(e, slot) else {
                 rc = EFAULT;
                 continue;
@@ -459,7 +518,16 @@ mod tests {
         b[16..20].copy_from_slice(&2u32.to_le_bytes());
         b[20..24].copy_from_slice(&32u32.to_le_bytes());
         b[24..26].copy_from_slice(&0x7ff0u16.to_le_bytes());
-        assert_eq!(Reservation::parse(&b, 8), Reservation { extent_start: 0x1234_5678_9abc, nr_extents: 7, extent_order: 2, mem_flags: 32, domid: 0x7ff0 });
+        assert_eq!(
+            Reservation::parse(&b, 8),
+            Reservation {
+                extent_start: 0x1234_5678_9abc,
+                nr_extents: 7,
+                extent_order: 2,
+                mem_flags: 32,
+                domid: 0x7ff0
+            }
+        );
         let mut c = [0u8; 20];
         c[..4].copy_from_slice(&0x8000u32.to_le_bytes());
         c[4..8].copy_from_slice(&3u32.to_le_bytes());
@@ -467,7 +535,16 @@ mod tests {
         c[12..16].copy_from_slice(&20u32.to_le_bytes());
         c[16..18].copy_from_slice(&1u16.to_le_bytes());
         let r = Reservation::parse(&c, 4);
-        assert_eq!((r.extent_start, r.nr_extents, r.extent_order, r.address_bits(), r.domid), (0x8000, 3, 1, 20, 1));
+        assert_eq!(
+            (
+                r.extent_start,
+                r.nr_extents,
+                r.extent_order,
+                r.address_bits(),
+                r.domid
+            ),
+            (0x8000, 3, 1, 20, 1)
+        );
     }
 
     #[test]

@@ -67,8 +67,10 @@ impl PvDomain {
     pub fn init_mmu(&mut self, e: &mut Engine) -> Result<(), String> {
         let top = self.dom.layout.pgtables.pfn;
         let lvl = self.top_level();
-        self.get_table(e, top, lvl).map_err(|x| format!("the initial page tables do not validate (error {x})"))?;
-        self.get_table(e, top, lvl).map_err(|x| format!("the initial page tables do not validate (error {x})"))?;
+        self.get_table(e, top, lvl)
+            .map_err(|x| format!("the initial page tables do not validate (error {x})"))?;
+        self.get_table(e, top, lvl)
+            .map_err(|x| format!("the initial page tables do not validate (error {x})"))?;
         if let Some(t) = self.mmu.tables.get_mut(&top) {
             t.pinned = true;
         }
@@ -146,7 +148,13 @@ impl PvDomain {
 
     /// Validate every guest entry of frame `mfn` as a level-`level` table, adjusting them
     /// as Xen does (`_PAGE_USER` for 64-bit guests) and installing Xen's own L4 slots.
-    fn validate_table(&mut self, e: &mut Engine, mfn: u64, level: u8, xen_l2: bool) -> Result<(), i64> {
+    fn validate_table(
+        &mut self,
+        e: &mut Engine,
+        mfn: u64,
+        level: u8,
+        xen_l2: bool,
+    ) -> Result<(), i64> {
         if !self.owns(mfn) {
             return Err(EINVAL);
         }
@@ -157,7 +165,9 @@ impl PvDomain {
             if !self.is_guest_slot(level, i, xen_l2) {
                 continue;
             }
-            let r = GuestPhys::read_u64(e.ram(), base + i * 8).ok_or(EFAULT).and_then(|v| self.check_entry(e, level, i, v));
+            let r = GuestPhys::read_u64(e.ram(), base + i * 8)
+                .ok_or(EFAULT)
+                .and_then(|v| self.check_entry(e, level, i, v));
             match r {
                 Ok(v) => out.push((i, v)),
                 Err(x) => {
@@ -195,7 +205,13 @@ impl PvDomain {
     }
 
     /// [`Self::get_table`], for a PAE L2 under L3 slot 3 when `xen_l2`.
-    fn get_table_as(&mut self, e: &mut Engine, mfn: u64, level: u8, xen_l2: bool) -> Result<(), i64> {
+    fn get_table_as(
+        &mut self,
+        e: &mut Engine,
+        mfn: u64,
+        level: u8,
+        xen_l2: bool,
+    ) -> Result<(), i64> {
         match self.mmu.tables.get_mut(&mfn) {
             Some(t) if t.level == level && t.xen_l2 == xen_l2 => {
                 t.refs += 1;
@@ -207,7 +223,15 @@ impl PvDomain {
                     return Err(EINVAL);
                 }
                 // Mark it first, so a table that names itself (a linear mapping) is seen.
-                self.mmu.tables.insert(mfn, PtFrame { level, pinned: false, refs: 1, xen_l2 });
+                self.mmu.tables.insert(
+                    mfn,
+                    PtFrame {
+                        level,
+                        pinned: false,
+                        refs: 1,
+                        xen_l2,
+                    },
+                );
                 if level > 0 {
                     if let Err(x) = self.validate_table(e, mfn, level, xen_l2) {
                         self.mmu.tables.remove(&mfn);
@@ -225,7 +249,9 @@ impl PvDomain {
     /// Drop a type reference; at zero the frame loses its type and its entries drop theirs
     /// (Xen's put_page_type and free_lN_table).
     pub(super) fn put_table(&mut self, e: &mut Engine, mfn: u64) {
-        let Some(t) = self.mmu.tables.get_mut(&mfn) else { return };
+        let Some(t) = self.mmu.tables.get_mut(&mfn) else {
+            return;
+        };
         t.refs = t.refs.saturating_sub(1);
         if t.refs > 0 {
             return;
@@ -247,7 +273,13 @@ impl PvDomain {
     }
 
     /// Write entry `ptr` (machine address) with `val`, validated for the table it is in.
-    pub(super) fn update_entry(&mut self, e: &mut Engine, ptr: u64, val: u64, preserve_ad: bool) -> Result<(), i64> {
+    pub(super) fn update_entry(
+        &mut self,
+        e: &mut Engine,
+        ptr: u64,
+        val: u64,
+        preserve_ad: bool,
+    ) -> Result<(), i64> {
         if ptr & 7 != 0 {
             return Err(EINVAL);
         }
@@ -292,7 +324,11 @@ impl PvDomain {
             return self.load_cr3(e);
         }
         let user = !self.kernel_mode && self.mmu.user_base != 0;
-        let b = if user { self.mmu.user_base } else { self.mmu.kernel_base };
+        let b = if user {
+            self.mmu.user_base
+        } else {
+            self.mmu.kernel_base
+        };
         let mut s = X86State(&mut e.env);
         s.set_g(G_CR3, b);
         s.set_asid(user as u64);
@@ -304,7 +340,11 @@ impl PvDomain {
         match self.guest() {
             GuestType::X86_64 => {
                 let user = !self.kernel_mode && self.mmu.user_base != 0;
-                let b = if user { self.mmu.user_base } else { self.mmu.kernel_base };
+                let b = if user {
+                    self.mmu.user_base
+                } else {
+                    self.mmu.kernel_base
+                };
                 let mut s = X86State(&mut e.env);
                 s.set_g(G_CR3, b);
                 s.set_asid(user as u64);
@@ -321,7 +361,9 @@ impl PvDomain {
         // every process's tables: when the new kernel L4's slots 256..511 equal those the
         // TLB was filled from, its kernel-mode upper-half entries stay (as global pages
         // would on hardware); the guest flushes kernel mappings it changes explicitly.
-        let same_upper = self.guest() == GuestType::X86_64 && self.mmu.active_kernel_base != 0 && self.same_upper_half(e, self.mmu.active_kernel_base, self.mmu.kernel_base);
+        let same_upper = self.guest() == GuestType::X86_64
+            && self.mmu.active_kernel_base != 0
+            && self.same_upper_half(e, self.mmu.active_kernel_base, self.mmu.kernel_base);
         if same_upper {
             self.mmu.tlb_dirty_lower = true;
         } else {
@@ -337,7 +379,9 @@ impl PvDomain {
         }
         let (mut x, mut y) = ([0u8; 2048], [0u8; 2048]);
         let ram = e.ram();
-        GuestPhys::read(ram, (a & ADDR_MASK) + 2048, &mut x) && GuestPhys::read(ram, (b & ADDR_MASK) + 2048, &mut y) && x == y
+        GuestPhys::read(ram, (a & ADDR_MASK) + 2048, &mut x)
+            && GuestPhys::read(ram, (b & ADDR_MASK) + 2048, &mut y)
+            && x == y
     }
 
     pub(super) fn flush_if_dirty(&mut self, e: &mut Engine) {
@@ -419,9 +463,15 @@ pub(super) fn update_va_mapping(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -
     let (va, val, flags) = match d.guest() {
         GuestType::X86_64 => (a[0], a[1], a[2]),
         // 32-bit: (va, val_lo, val_hi, flags)
-        GuestType::X86_32Pae => (a[0] & 0xffff_ffff, (a[1] & 0xffff_ffff) | (a[2] & 0xffff_ffff) << 32, a[3]),
+        GuestType::X86_32Pae => (
+            a[0] & 0xffff_ffff,
+            (a[1] & 0xffff_ffff) | (a[2] & 0xffff_ffff) << 32,
+            a[3],
+        ),
     };
-    let Some(ptr) = d.l1_entry_addr(e, va) else { return Err(EINVAL) };
+    let Some(ptr) = d.l1_entry_addr(e, va) else {
+        return Err(EINVAL);
+    };
     if !d.mmu.tables.get(&(ptr >> 12)).is_some_and(|t| t.level == 1) {
         return Err(EINVAL);
     }
@@ -439,18 +489,32 @@ pub(super) fn update_va_mapping(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -
 pub(super) fn mmuext_op(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult {
     check_self(a[3])?;
     let (ops, count, pdone) = (a[0], a[1] & 0xffff_ffff, a[2]);
-    let sz: u64 = if d.guest() == GuestType::X86_64 { 24 } else { 12 };
+    let sz: u64 = if d.guest() == GuestType::X86_64 {
+        24
+    } else {
+        12
+    };
     let mut done = 0u64;
     let mut rc = Ok(0);
     while done < count {
         let mut b = [0u8; 24];
-        if d.read_guest(e, ops + done * sz, &mut b[..sz as usize]).is_err() {
+        if d.read_guest(e, ops + done * sz, &mut b[..sz as usize])
+            .is_err()
+        {
             rc = Err(EFAULT);
             break;
         }
         let cmd = u32::from_le_bytes(b[..4].try_into().unwrap());
-        let arg1 = if sz == 24 { u64::from_le_bytes(b[8..16].try_into().unwrap()) } else { u32::from_le_bytes(b[4..8].try_into().unwrap()) as u64 };
-        let arg2 = if sz == 24 { u32::from_le_bytes(b[16..20].try_into().unwrap()) } else { u32::from_le_bytes(b[8..12].try_into().unwrap()) } as u64;
+        let arg1 = if sz == 24 {
+            u64::from_le_bytes(b[8..16].try_into().unwrap())
+        } else {
+            u32::from_le_bytes(b[4..8].try_into().unwrap()) as u64
+        };
+        let arg2 = if sz == 24 {
+            u32::from_le_bytes(b[16..20].try_into().unwrap())
+        } else {
+            u32::from_le_bytes(b[8..12].try_into().unwrap())
+        } as u64;
         if let Err(x) = mmuext_one(d, e, cmd, arg1, arg2) {
             rc = Err(x);
             break;
@@ -587,13 +651,17 @@ pub(super) fn multicall(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResu
         let r = if op == 23 || op == 13 {
             Err(EINVAL)
         } else {
-            match super::hypercall::TABLE.get(op as usize).and_then(|h| h.handler) {
+            match super::hypercall::TABLE
+                .get(op as usize)
+                .and_then(|h| h.handler)
+            {
                 Some(f) => f(d, e, args),
                 None => Err(ENOSYS),
             }
         };
         let v = to_rax(r);
-        d.write_guest(e, at + w, &v.to_le_bytes()[..w as usize]).map_err(|_| EFAULT)?;
+        d.write_guest(e, at + w, &v.to_le_bytes()[..w as usize])
+            .map_err(|_| EFAULT)?;
         if d.shutdown.is_some() {
             break;
         }
@@ -621,13 +689,23 @@ pub(super) fn memory_op(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResu
             let mut b = [0u8; 2];
             d.read_guest(e, a[1], &mut b).map_err(|_| EFAULT)?;
             check_self(u16::from_le_bytes(b) as u64)?;
-            Ok(if op == 3 { d.mem.tot_pages } else { d.mem.max_pages } as i64)
+            Ok(if op == 3 {
+                d.mem.tot_pages
+            } else {
+                d.mem.max_pages
+            } as i64)
         }
         // XENMEM_machphys_mapping { v_start, v_end, max_mfn }
         12 => {
             let (start, end) = match d.guest() {
-                GuestType::X86_64 => (crate::builder::abi::va::MACH2PHYS_VIRT_START_64, crate::builder::abi::va::MACH2PHYS_VIRT_END_64),
-                GuestType::X86_32Pae => (d.dom.layout.platform.m2p_va, d.dom.layout.platform.m2p_va + (d.dom.layout.platform.m2p_frames << 12)),
+                GuestType::X86_64 => (
+                    crate::builder::abi::va::MACH2PHYS_VIRT_START_64,
+                    crate::builder::abi::va::MACH2PHYS_VIRT_END_64,
+                ),
+                GuestType::X86_32Pae => (
+                    d.dom.layout.platform.m2p_va,
+                    d.dom.layout.platform.m2p_va + (d.dom.layout.platform.m2p_frames << 12),
+                ),
             };
             let max = d.dom.layout.platform.m2p_entries - 1;
             let mut v = Vec::new();

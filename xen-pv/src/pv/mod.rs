@@ -130,13 +130,23 @@ impl PvDomain {
     pub fn new(dom: Domain, opts: RunOptions) -> PvDomain {
         let kernel_ss = dom.vcpu.kernel_ss as u64;
         let kernel_sp = dom.vcpu.kernel_sp;
-        let clock = crate::core::time::VirtualClock::new(opts.clock.unwrap_or(crate::core::time::ClockMode::Deterministic));
+        let clock = crate::core::time::VirtualClock::new(
+            opts.clock
+                .unwrap_or(crate::core::time::ClockMode::Deterministic),
+        );
         let width = match dom.layout.guest {
             GuestType::X86_64 => crate::core::evtchn::GuestWidth::W64,
             GuestType::X86_32Pae => crate::core::evtchn::GuestWidth::W32,
         };
-        let evtchn = crate::core::evtchn::EventChannels::new(width, dom.layout.platform.shared_info_mfn << 12);
-        let mem = memory::MemReservation::new(dom.layout.nr_pages, dom.layout.ram_pages, dom.layout.nr_pages..dom.layout.platform.first_mfn);
+        let evtchn = crate::core::evtchn::EventChannels::new(
+            width,
+            dom.layout.platform.shared_info_mfn << 12,
+        );
+        let mem = memory::MemReservation::new(
+            dom.layout.nr_pages,
+            dom.layout.ram_pages,
+            dom.layout.nr_pages..dom.layout.platform.first_mfn,
+        );
         let p = &dom.layout.platform;
         let grant = crate::core::grant::guest_table(
             dom.layout.nr_pages,
@@ -157,7 +167,9 @@ impl PvDomain {
             callbacks: hypercall::Callbacks::default(),
             kernel_ss,
             kernel_sp,
-            console: Rc::new(RefCell::new(console::ConsoleLog::new(Box::new(std::io::stdout())))),
+            console: Rc::new(RefCell::new(console::ConsoleLog::new(Box::new(
+                std::io::stdout(),
+            )))),
             input: None,
             console_port: 2,
             store_port: 1,
@@ -172,7 +184,16 @@ impl PvDomain {
             clock,
             timers: Default::default(),
             evtchn,
-            debugreg: [0, 0, 0, 0, 0, 0, crate::builder::vcpu::DR6_DEFAULT, crate::builder::vcpu::DR7_DEFAULT],
+            debugreg: [
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                crate::builder::vcpu::DR6_DEFAULT,
+                crate::builder::vcpu::DR7_DEFAULT,
+            ],
             runstate_va: None,
             blocked_ns: 0,
             unimplemented: Vec::new(),
@@ -196,7 +217,9 @@ impl PvDomain {
     /// and events the clients got. `force`: poll even when the rate limit says not yet.
     /// True when anything happened.
     pub fn service_xsock(&mut self, e: &mut Engine, force: bool) -> bool {
-        let (Some(sock), Some(xs)) = (self.xsock.as_mut(), self.xs.as_mut()) else { return false };
+        let (Some(sock), Some(xs)) = (self.xsock.as_mut(), self.xs.as_mut()) else {
+            return false;
+        };
         if !force && !sock.due() {
             return false;
         }
@@ -204,7 +227,9 @@ impl PvDomain {
         if got {
             self.run_backends(e);
         }
-        let (Some(sock), Some(xs)) = (self.xsock.as_mut(), self.xs.as_mut()) else { return got };
+        let (Some(sock), Some(xs)) = (self.xsock.as_mut(), self.xs.as_mut()) else {
+            return got;
+        };
         let wrote = sock.flush_out(xs);
         got || wrote
     }
@@ -222,7 +247,11 @@ impl PvDomain {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
             let hot = self.xsock.as_ref().is_some_and(|s| s.hot());
-            let mut slice = if hot { Duration::from_micros(200) } else { Duration::from_millis(10) };
+            let mut slice = if hot {
+                Duration::from_micros(200)
+            } else {
+                Duration::from_millis(10)
+            };
             if let Some(d) = deadline {
                 slice = slice.min(d.saturating_duration_since(Instant::now()));
             }
@@ -244,8 +273,14 @@ impl PvDomain {
 
     /// Take console input (waiting up to `wait` for some when given) and hand it to the
     /// console back end, which produces it into the ring. Returns true when input arrived.
-    pub fn poll_input(&mut self, e: &mut Engine, wait: Option<Option<std::time::Duration>>) -> bool {
-        let Some(src) = self.input.as_mut() else { return false };
+    pub fn poll_input(
+        &mut self,
+        e: &mut Engine,
+        wait: Option<Option<std::time::Duration>>,
+    ) -> bool {
+        let Some(src) = self.input.as_mut() else {
+            return false;
+        };
         let ev = match wait {
             None => src.poll(),
             Some(t) => src.wait(t),
@@ -292,7 +327,11 @@ impl PvDomain {
         // for xenconsoled).
         let _ = self.evtchn.bind_backend(self.store_port, 0);
         let _ = self.evtchn.reserve_unbound(self.console_port, 0);
-        let name = if self.opts.name.is_empty() { "xenolith" } else { self.opts.name.as_str() };
+        let name = if self.opts.name.is_empty() {
+            "xenolith"
+        } else {
+            self.opts.name.as_str()
+        };
         let info = xs::DomainInfo {
             name,
             memory_kib: e.ram().size() >> 10,
@@ -305,8 +344,17 @@ impl PvDomain {
         if let Some(va) = self.dom.layout.hypercall_page {
             let page = hypercall::hypercall_page(self.guest());
             let off = va.wrapping_sub(self.dom.layout.virt_base);
-            if va & 0xfff != 0 || off >= self.dom.layout.virt_pgtab_end.wrapping_sub(self.dom.layout.virt_base) {
-                return Err(format!("hypercall page {va:#x} is not a page of the initial mapping"));
+            if va & 0xfff != 0
+                || off
+                    >= self
+                        .dom
+                        .layout
+                        .virt_pgtab_end
+                        .wrapping_sub(self.dom.layout.virt_base)
+            {
+                return Err(format!(
+                    "hypercall page {va:#x} is not a page of the initial mapping"
+                ));
             }
             if !e.ram().write(off, &page) {
                 return Err(format!("hypercall page {va:#x} is outside guest RAM"));
@@ -382,7 +430,10 @@ impl PvDomain {
     pub(super) fn deliver_fault(&mut self, e: &mut Engine, f: GuestFault) {
         if self.opts.log.traps {
             let rip = X86State(&mut e.env).rip();
-            eprintln!("(XEN) trap {} ec {:?} addr {:#x} at rip {rip:#x}", f.vector, f.error_code, f.addr);
+            eprintln!(
+                "(XEN) trap {} ec {:?} addr {:#x} at rip {rip:#x}",
+                f.vector, f.error_code, f.addr
+            );
         }
         match self.trap_table.get(f.vector) {
             Some(t) if t.address != 0 => {
@@ -410,7 +461,11 @@ impl PvDomain {
             }
             _ => {
                 let name = vector_name(f.vector);
-                let extra = if f.vector == 14 { format!(" at address {:#x}", f.addr) } else { String::new() };
+                let extra = if f.vector == 14 {
+                    format!(" at address {:#x}", f.addr)
+                } else {
+                    String::new()
+                };
                 self.crash(
                     e,
                     format!(
@@ -432,20 +487,38 @@ impl PvDomain {
                 GuestPhys::write_u64(e.ram(), base + offset_of!(VcpuInfo64, arch) as u64, cr2);
             }
             GuestType::X86_32Pae => {
-                GuestPhys::write_u32(e.ram(), base + offset_of!(VcpuInfo32, arch) as u64, cr2 as u32);
+                GuestPhys::write_u32(
+                    e.ram(),
+                    base + offset_of!(VcpuInfo32, arch) as u64,
+                    cr2 as u32,
+                );
             }
         }
     }
 
     /// Deliver an exception (or software interrupt) to the guest's handler, building Xen's
     /// bounce frame. `rip` is the return address.
-    fn bounce(&mut self, e: &mut Engine, _vector: u8, ec: Option<u32>, rip: u64, t: hypercall::TrapInfo) -> Result<(), String> {
+    fn bounce(
+        &mut self,
+        e: &mut Engine,
+        _vector: u8,
+        ec: Option<u32>,
+        rip: u64,
+        t: hypercall::TrapInfo,
+    ) -> Result<(), String> {
         self.bounce_with(e, ec, rip, t, &[])
     }
 
     /// [`Self::bounce`], with `extra` words below the error code (the failsafe callback's
     /// ds, es, fs, gs; 64-bit frames keep rcx and r11 lowest).
-    fn bounce_with(&mut self, e: &mut Engine, ec: Option<u32>, rip: u64, t: hypercall::TrapInfo, extra: &[u64]) -> Result<(), String> {
+    fn bounce_with(
+        &mut self,
+        e: &mut Engine,
+        ec: Option<u32>,
+        rip: u64,
+        t: hypercall::TrapInfo,
+        extra: &[u64],
+    ) -> Result<(), String> {
         let mask = self.upcall_mask(e);
         if t.flags & 4 != 0 {
             self.set_upcall_mask(e, 1);
@@ -473,9 +546,19 @@ impl PvDomain {
                 frame.extend(ec.map(u64::from));
                 // create_bounce_frame: IF from the saved mask; IOPL is the virtual one
                 // under VMASST_TYPE_architectural_iopl, else 0.
-                let iopl = if self.vm_assist & (1 << 4) != 0 { (self.iopl as u64 & 3) << 12 } else { 0 };
+                let iopl = if self.vm_assist & (1 << 4) != 0 {
+                    (self.iopl as u64 & 3) << 12
+                } else {
+                    0
+                };
                 let frame_fl = (rflags & !(0x200 | 0x3000)) | iflag | iopl;
-                frame.extend_from_slice(&[rip, ret_cs | (mask as u64) << 32, frame_fl, rsp, ret_ss]);
+                frame.extend_from_slice(&[
+                    rip,
+                    ret_cs | (mask as u64) << 32,
+                    frame_fl,
+                    rsp,
+                    ret_ss,
+                ]);
                 (sp & !15, frame, 8)
             }
             GuestType::X86_32Pae => {
@@ -483,10 +566,18 @@ impl PvDomain {
                 // eflags (IF from the mask, IOPL only with architectural_iopl)[, esp, ss]}; from
                 // ring 2/3 on the stack_switch stack, else on the current one.
                 const ARCHITECTURAL_IOPL: u64 = 1 << 4;
-                let iopl = if self.vm_assist & ARCHITECTURAL_IOPL != 0 { (self.iopl as u64) << 12 } else { 0 };
+                let iopl = if self.vm_assist & ARCHITECTURAL_IOPL != 0 {
+                    (self.iopl as u64) << 12
+                } else {
+                    0
+                };
                 let mut frame: Vec<u64> = extra.to_vec();
                 frame.extend(ec.map(u64::from));
-                frame.extend_from_slice(&[rip & 0xffff_ffff, cs | (mask as u64) << 16, (rflags & 0xffff_cdff) | iflag | iopl]);
+                frame.extend_from_slice(&[
+                    rip & 0xffff_ffff,
+                    cs | (mask as u64) << 16,
+                    (rflags & 0xffff_cdff) | iflag | iopl,
+                ]);
                 let top = if cs & 2 != 0 {
                     frame.extend_from_slice(&[rsp & 0xffff_ffff, ss]);
                     self.kernel_sp & 0xffff_ffff
@@ -498,9 +589,17 @@ impl PvDomain {
         };
         // One write: a frame that does not fit leaves the stack untouched.
         let sp = top.wrapping_sub(width * frame.len() as u64);
-        let bytes: Vec<u8> = frame.iter().flat_map(|v| v.to_le_bytes()[..width as usize].to_vec()).collect();
-        self.write_guest(e, sp, &bytes)
-            .map_err(|f| format!("cannot write the exception frame at {:#x}: {}", f.addr, vector_name(f.vector)))?;
+        let bytes: Vec<u8> = frame
+            .iter()
+            .flat_map(|v| v.to_le_bytes()[..width as usize].to_vec())
+            .collect();
+        self.write_guest(e, sp, &bytes).map_err(|f| {
+            format!(
+                "cannot write the exception frame at {:#x}: {}",
+                f.addr,
+                vector_name(f.vector)
+            )
+        })?;
         if self.guest() == GuestType::X86_64 {
             // The guest kernel always runs on Xen's flat kernel selectors
             // (FLAT_KERNEL_CS/SS), whatever the interrupted context had loaded.
@@ -544,11 +643,22 @@ impl PvDomain {
             return self.crash(e, format!("{why}, and no failsafe callback"));
         }
         let rip = X86State(&mut e.env).rip();
-        let cs = if self.guest() == GuestType::X86_64 { 0 } else { self.callbacks.failsafe_cs };
-        let t = hypercall::TrapInfo { flags: if flags & 1 != 0 { 4 } else { 0 }, cs, address: addr };
+        let cs = if self.guest() == GuestType::X86_64 {
+            0
+        } else {
+            self.callbacks.failsafe_cs
+        };
+        let t = hypercall::TrapInfo {
+            flags: if flags & 1 != 0 { 4 } else { 0 },
+            cs,
+            address: addr,
+        };
         let sels: Vec<u64> = {
             let s = X86State(&mut e.env);
-            [Seg::Ds, Seg::Es, Seg::Fs, Seg::Gs].iter().map(|&g| s.seg_sel(g) as u64).collect()
+            [Seg::Ds, Seg::Es, Seg::Fs, Seg::Gs]
+                .iter()
+                .map(|&g| s.seg_sel(g) as u64)
+                .collect()
         };
         // Selectors that cannot stay loaded must not fault again in the handler: a bad CS
         // or SS is replaced by the handler's (the frame keeps the values that failed).
@@ -594,7 +704,14 @@ impl PvDomain {
                 // From guest user mode: bounce to the registered syscall callback.
                 let (addr, cbflags) = self.callbacks.syscall;
                 if addr == 0 {
-                    self.exception(e, GuestFault { vector: 6, error_code: None, addr: 0 });
+                    self.exception(
+                        e,
+                        GuestFault {
+                            vector: 6,
+                            error_code: None,
+                            addr: 0,
+                        },
+                    );
                     return;
                 }
                 let mut s = X86State(&mut e.env);
@@ -603,7 +720,11 @@ impl PvDomain {
                 s.set_gpr(11, rflags);
                 e.env.icount += 1;
                 // CALLBACKF_mask_events masks events on entry, like a trap gate flag.
-                let t = hypercall::TrapInfo { flags: if cbflags & 1 != 0 { 4 } else { 0 }, cs: 0, address: addr };
+                let t = hypercall::TrapInfo {
+                    flags: if cbflags & 1 != 0 { 4 } else { 0 },
+                    cs: 0,
+                    address: addr,
+                };
                 if let Err(why) = self.bounce(e, 0, None, next, t) {
                     self.crash(e, why);
                     return;
@@ -614,7 +735,12 @@ impl PvDomain {
                 s.set_rflags(fl);
                 s.set_gpr(11, fl);
             }
-            Some(PlatformOp::SoftInt) if (arg & 0xff) == 0x82 && (arg >> 8) == 0 && self.guest() == GuestType::X86_32Pae && self.kernel_mode => {
+            Some(PlatformOp::SoftInt)
+                if (arg & 0xff) == 0x82
+                    && (arg >> 8) == 0
+                    && self.guest() == GuestType::X86_32Pae
+                    && self.kernel_mode =>
+            {
                 X86State(&mut e.env).set_rip(next);
                 e.env.icount += 1;
                 let (nr, args) = {
@@ -636,13 +762,30 @@ impl PvDomain {
                 let xen_dpl3 = kind != 0 || matches!(vector, 3 | 4 | 0x80);
                 if t.is_none() && xen_dpl3 && vector != 0x80 {
                     // An exception Xen injects: without a handler, the domain crashes.
-                    self.deliver_fault(e, GuestFault { vector, error_code: None, addr: 0 });
+                    self.deliver_fault(
+                        e,
+                        GuestFault {
+                            vector,
+                            error_code: None,
+                            addr: 0,
+                        },
+                    );
                     return;
                 }
-                let dpl_ok = xen_dpl3 || t.is_some_and(|t| (t.flags & 3) as u8 >= if self.kernel_mode { 1 } else { 3 });
+                let dpl_ok = xen_dpl3
+                    || t.is_some_and(|t| {
+                        (t.flags & 3) as u8 >= if self.kernel_mode { 1 } else { 3 }
+                    });
                 if !dpl_ok || t.is_none_or(|t| t.address == 0) {
                     // #GP with error code (n << 3) | 2, at the int instruction.
-                    self.exception(e, GuestFault { vector: 13, error_code: Some(((vector as u32) << 3) | 2), addr: 0 });
+                    self.exception(
+                        e,
+                        GuestFault {
+                            vector: 13,
+                            error_code: Some(((vector as u32) << 3) | 2),
+                            addr: 0,
+                        },
+                    );
                     return;
                 }
                 e.env.icount += 1;
@@ -679,9 +822,22 @@ impl PvDomain {
                 s.set_rip(next);
                 e.env.icount += 1;
             }
-            Some(PlatformOp::Hlt) | Some(PlatformOp::Cli) | Some(PlatformOp::Sti) | Some(PlatformOp::DescTable) | Some(PlatformOp::CacheCtl) | Some(PlatformOp::MovDr) | Some(PlatformOp::Swapgs) => {
+            Some(PlatformOp::Hlt)
+            | Some(PlatformOp::Cli)
+            | Some(PlatformOp::Sti)
+            | Some(PlatformOp::DescTable)
+            | Some(PlatformOp::CacheCtl)
+            | Some(PlatformOp::MovDr)
+            | Some(PlatformOp::Swapgs) => {
                 // Privileged in ring 3 (or ring 1): #GP(0), as the hardware raises it.
-                self.exception(e, GuestFault { vector: 13, error_code: Some(0), addr: 0 });
+                self.exception(
+                    e,
+                    GuestFault {
+                        vector: 13,
+                        error_code: Some(0),
+                        addr: 0,
+                    },
+                );
             }
             _ => {
                 let why = format!("platform instruction {op:?} (arg {arg:#x}) at rip {rip:#x} is not emulated yet");
@@ -724,7 +880,11 @@ impl PvDomain {
             // Xen touches a 32-bit guest's memory with supervisor rights (a bounce frame on
             // the ring-1 stack while ring 3 runs); 64-bit PV kernels run in ring 3 with every
             // page user-accessible, so their accesses are ordinary ones.
-            let kind = if self.guest() == GuestType::X86_32Pae { AccessKind::System } else { AccessKind::Normal };
+            let kind = if self.guest() == GuestType::X86_32Pae {
+                AccessKind::System
+            } else {
+                AccessKind::Normal
+            };
             let pa = core.mmu.translate(&e.env, &mut core.ram, a, access, kind)?;
             pages.push((pa, done, n));
             done += n;
@@ -756,8 +916,26 @@ fn self_r11(e: &mut Engine) -> u64 {
 /// The architectural name of an exception vector.
 pub fn vector_name(v: u8) -> &'static str {
     const NAMES: [&str; 20] = [
-        "#DE", "#DB", "NMI", "#BP", "#OF", "#BR", "#UD", "#NM", "#DF", "coprocessor overrun", "#TS", "#NP", "#SS",
-        "#GP", "#PF", "reserved", "#MF", "#AC", "#MC", "#XM",
+        "#DE",
+        "#DB",
+        "NMI",
+        "#BP",
+        "#OF",
+        "#BR",
+        "#UD",
+        "#NM",
+        "#DF",
+        "coprocessor overrun",
+        "#TS",
+        "#NP",
+        "#SS",
+        "#GP",
+        "#PF",
+        "reserved",
+        "#MF",
+        "#AC",
+        "#MC",
+        "#XM",
     ];
     NAMES.get(v as usize).copied().unwrap_or("interrupt")
 }
@@ -765,7 +943,10 @@ pub fn vector_name(v: u8) -> &'static str {
 /// The registers, as Xen prints them when it crashes a domain.
 pub fn register_dump(e: &mut Engine) -> String {
     let s = X86State(&mut e.env);
-    const N: [&str; 16] = ["rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15"];
+    const N: [&str; 16] = [
+        "rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12",
+        "r13", "r14", "r15",
+    ];
     let mut out = format!(
         "rip: {:016x}   rflags: {:016x}   cs: {:04x}   ss: {:04x}\n",
         s.rip(),
@@ -774,7 +955,11 @@ pub fn register_dump(e: &mut Engine) -> String {
         s.seg_sel(Seg::Ss)
     );
     for (i, n) in N.iter().enumerate() {
-        out += &format!("{n:>3}: {:016x}{}", s.gpr(i), if i % 4 == 3 { "\n" } else { "   " });
+        out += &format!(
+            "{n:>3}: {:016x}{}",
+            s.gpr(i),
+            if i % 4 == 3 { "\n" } else { "   " }
+        );
     }
     out
 }

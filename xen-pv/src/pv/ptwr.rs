@@ -32,12 +32,18 @@ fn parity(v: u64) -> u64 {
 
 /// ZF, SF, PF of a `bits`-wide result (CF = OF = 0, AF undefined: 0).
 fn logic_flags_w(r: u64, bits: u32) -> u64 {
-    (if r == 0 { fl::ZF } else { 0 }) | if r >> (bits - 1) & 1 != 0 { fl::SF } else { 0 } | parity(r)
+    (if r == 0 { fl::ZF } else { 0 })
+        | if r >> (bits - 1) & 1 != 0 { fl::SF } else { 0 }
+        | parity(r)
 }
 
 /// The flags of `a - b` at `bits` wide (operands already masked).
 fn sub_flags_w(a: u64, b: u64, bits: u32) -> u64 {
-    let mask = if bits == 64 { u64::MAX } else { (1u64 << bits) - 1 };
+    let mask = if bits == 64 {
+        u64::MAX
+    } else {
+        (1u64 << bits) - 1
+    };
     let r = a.wrapping_sub(b) & mask;
     let mut f = logic_flags_w(r, bits);
     if a < b {
@@ -56,7 +62,9 @@ impl PvDomain {
     /// Try to handle `f` as a write to a page table. True when it was emulated.
     pub(super) fn ptwr_fault(&mut self, e: &mut Engine, f: GuestFault) -> bool {
         const WRITABLE_PAGETABLES: u64 = 1 << 2;
-        let Some(code) = f.error_code else { return false };
+        let Some(code) = f.error_code else {
+            return false;
+        };
         if f.vector != 14 || !self.kernel_mode || self.vm_assist & WRITABLE_PAGETABLES == 0 {
             return false;
         }
@@ -64,25 +72,43 @@ impl PvDomain {
             return false;
         }
         // The frame the faulting address maps: it must be an L1 page table.
-        let Some(l1e_addr) = self.l1_entry_addr(e, f.addr) else { return false };
-        let Some(l1e) = GuestPhys::read_u64(e.ram(), l1e_addr) else { return false };
+        let Some(l1e_addr) = self.l1_entry_addr(e, f.addr) else {
+            return false;
+        };
+        let Some(l1e) = GuestPhys::read_u64(e.ram(), l1e_addr) else {
+            return false;
+        };
         let mfn = (l1e & crate::builder::pagetable::ADDR_MASK) >> 12;
         if self.mmu.tables.get(&mfn).map(|t| t.level) != Some(1) {
             return false;
         }
-        let Some(insn) = self.decode_at_rip(e) else { return false };
+        let Some(insn) = self.decode_at_rip(e) else {
+            return false;
+        };
         let size = insn.memory_size().size() as u64;
         // One write within one entry (a narrower write is merged into the entry, as Xen
         // does for a guest clearing a PTE bit with a byte-sized AND).
-        if insn.op_count() < 1 || insn.op_kind(0) != OpKind::Memory || !matches!(size, 1 | 2 | 4 | 8) || (f.addr & 7) + size > 8 {
+        if insn.op_count() < 1
+            || insn.op_kind(0) != OpKind::Memory
+            || !matches!(size, 1 | 2 | 4 | 8)
+            || (f.addr & 7) + size > 8
+        {
             return false;
         }
         let ptr = (mfn << 12) | (f.addr & 0xff8);
-        let Some(entry) = GuestPhys::read_u64(e.ram(), ptr) else { return false };
+        let Some(entry) = GuestPhys::read_u64(e.ram(), ptr) else {
+            return false;
+        };
         let shift = (f.addr & 7) * 8;
-        let mask = if size == 8 { u64::MAX } else { (1u64 << (8 * size)) - 1 };
+        let mask = if size == 8 {
+            u64::MAX
+        } else {
+            (1u64 << (8 * size)) - 1
+        };
         let old = (entry >> shift) & mask;
-        let Some((val, regs, flags)) = emulate(&insn, old, size, e) else { return false };
+        let Some((val, regs, flags)) = emulate(&insn, old, size, e) else {
+            return false;
+        };
         let new = (entry & !(mask << shift)) | ((val & mask) << shift);
         if new != entry && self.update_entry(e, ptr, new, false).is_err() {
             return false;
@@ -104,14 +130,24 @@ impl PvDomain {
 }
 
 fn gpr(r: Register) -> Option<usize> {
-    r.is_gpr().then(|| r.full_register().number() - Register::RAX.number())
+    r.is_gpr()
+        .then(|| r.full_register().number() - Register::RAX.number())
 }
 
 /// The new PTE value, register writes (index, value) and flag changes (mask, value).
 #[allow(clippy::type_complexity)]
-fn emulate(i: &Instruction, old: u64, size: u64, e: &mut Engine) -> Option<(u64, Vec<(usize, u64)>, Option<(u64, u64)>)> {
+fn emulate(
+    i: &Instruction,
+    old: u64,
+    size: u64,
+    e: &mut Engine,
+) -> Option<(u64, Vec<(usize, u64)>, Option<(u64, u64)>)> {
     let s = X86State(&mut e.env);
-    let mask = if size == 8 { u64::MAX } else { (1u64 << (8 * size)) - 1 };
+    let mask = if size == 8 {
+        u64::MAX
+    } else {
+        (1u64 << (8 * size)) - 1
+    };
     let bits = 8 * size as u32;
     // Register operands of the operation's width (8-bit high registers are not PTE code).
     let src = |k: u32| -> Option<u64> {
@@ -123,7 +159,13 @@ fn emulate(i: &Instruction, old: u64, size: u64, e: &mut Engine) -> Option<(u64,
                 }
                 Some(s.gpr(gpr(r)?) & mask)
             }
-            OpKind::Immediate8 | OpKind::Immediate16 | OpKind::Immediate32 | OpKind::Immediate8to16 | OpKind::Immediate8to32 | OpKind::Immediate8to64 | OpKind::Immediate32to64 => Some(i.immediate(k) & mask),
+            OpKind::Immediate8
+            | OpKind::Immediate16
+            | OpKind::Immediate32
+            | OpKind::Immediate8to16
+            | OpKind::Immediate8to32
+            | OpKind::Immediate8to64
+            | OpKind::Immediate32to64 => Some(i.immediate(k) & mask),
             _ => None,
         }
     };
@@ -135,7 +177,14 @@ fn emulate(i: &Instruction, old: u64, size: u64, e: &mut Engine) -> Option<(u64,
     let write_reg = |r: Register, v: u64| -> Option<(usize, u64)> {
         let n = gpr(r)?;
         let cur = s.gpr(n);
-        Some((n, if size >= 4 { v & mask } else { (cur & !mask) | (v & mask) }))
+        Some((
+            n,
+            if size >= 4 {
+                v & mask
+            } else {
+                (cur & !mask) | (v & mask)
+            },
+        ))
     };
     const ARITH: u64 = fl::ARITH;
     Some(match i.mnemonic() {
@@ -180,7 +229,11 @@ fn emulate(i: &Instruction, old: u64, size: u64, e: &mut Engine) -> Option<(u64,
                 Mnemonic::Btr => old & !m,
                 _ => old ^ m,
             };
-            (n, vec![], Some((fl::CF, if old & m != 0 { fl::CF } else { 0 })))
+            (
+                n,
+                vec![],
+                Some((fl::CF, if old & m != 0 { fl::CF } else { 0 })),
+            )
         }
         _ => return None,
     })

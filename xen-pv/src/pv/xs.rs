@@ -41,12 +41,21 @@ impl Xenstore {
         build_tree(&mut store, DOMID, info);
         let ring = RingConn::new(mem, info.store_pfn << 12, &mut store, DOMID);
         let backend_conn = store.connect(0);
-        Xenstore { store, ring, backend_conn, backend_events: VecDeque::new(), ring_dirty: false, external: Vec::new() }
+        Xenstore {
+            store,
+            ring,
+            backend_conn,
+            backend_events: VecDeque::new(),
+            ring_dirty: false,
+            external: Vec::new(),
+        }
     }
 
     /// Domain 0 (a back end) sends `ty` with `payload`; the reply, if an error, is None.
     pub fn dom0_request(&mut self, ty: u32, payload: &[u8]) -> Option<Vec<u8>> {
-        let out = self.store.handle(self.backend_conn, &Msg::new(ty, 0, 0, payload.to_vec()));
+        let out = self
+            .store
+            .handle(self.backend_conn, &Msg::new(ty, 0, 0, payload.to_vec()));
         let mut reply = None;
         let mut rest = Vec::new();
         for (i, (c, m)) in out.into_iter().enumerate() {
@@ -111,17 +120,42 @@ impl Xenstore {
 /// the console and store rings.
 fn build_tree(s: &mut Store, dom: DomId, info: &DomainInfo) {
     let base = format!("/local/domain/{dom}");
-    let ro = [Perm { dom: 0, access: Access::None }, Perm { dom, access: Access::Read }];
-    let rw = [Perm { dom, access: Access::None }];
+    let ro = [
+        Perm {
+            dom: 0,
+            access: Access::None,
+        },
+        Perm {
+            dom,
+            access: Access::Read,
+        },
+    ];
+    let rw = [Perm {
+        dom,
+        access: Access::None,
+    }];
     let vm = "/vm/00000000-0000-0000-0000-000000000001".to_string();
     s.mkdir(&base);
     s.set_perms(&base, &ro);
-    for d in ["cpu", "memory", "device", "control", "console", "store", "image"] {
+    for d in [
+        "cpu", "memory", "device", "control", "console", "store", "image",
+    ] {
         let p = format!("{base}/{d}");
         s.mkdir(&p);
         s.set_perms(&p, &ro);
     }
-    for d in ["control/shutdown", "control/feature-poweroff", "control/feature-reboot", "control/feature-suspend", "control/sysrq", "data", "drivers", "feature", "attr", "error"] {
+    for d in [
+        "control/shutdown",
+        "control/feature-poweroff",
+        "control/feature-reboot",
+        "control/feature-suspend",
+        "control/sysrq",
+        "data",
+        "drivers",
+        "feature",
+        "attr",
+        "error",
+    ] {
         let p = format!("{base}/{d}");
         s.mkdir(&p);
         s.set_perms(&p, &rw);
@@ -135,8 +169,14 @@ fn build_tree(s: &mut Store, dom: DomId, info: &DomainInfo) {
         ("memory/static-max".into(), kib.clone()),
         ("memory/target".into(), kib.clone()),
         ("memory/videoram".into(), "-1".into()),
-        ("control/platform-feature-multiprocessor-suspend".into(), "1".into()),
-        ("control/platform-feature-xs_reset_watches".into(), "1".into()),
+        (
+            "control/platform-feature-multiprocessor-suspend".into(),
+            "1".into(),
+        ),
+        (
+            "control/platform-feature-xs_reset_watches".into(),
+            "1".into(),
+        ),
         ("console/ring-ref".into(), info.console_pfn.to_string()),
         ("console/port".into(), info.console_port.to_string()),
         ("console/limit".into(), "1048576".into()),
@@ -153,6 +193,9 @@ fn build_tree(s: &mut Store, dom: DomId, info: &DomainInfo) {
         s.set_perms(&p, &ro);
     }
     s.write(&format!("{vm}/name"), info.name.as_bytes());
-    s.write(&format!("{vm}/uuid"), b"00000000-0000-0000-0000-000000000001");
+    s.write(
+        &format!("{vm}/uuid"),
+        b"00000000-0000-0000-0000-000000000001",
+    );
     s.introduce(dom);
 }

@@ -79,9 +79,12 @@ impl XsSocket {
         match std::fs::symlink_metadata(path) {
             Ok(m) if m.file_type().is_socket() => {
                 if UnixStream::connect(path).is_ok() {
-                    return Err(format!("{shown}: a server is already listening on this socket"));
+                    return Err(format!(
+                        "{shown}: a server is already listening on this socket"
+                    ));
                 }
-                std::fs::remove_file(path).map_err(|e| format!("{shown}: removing the stale socket: {e}"))?;
+                std::fs::remove_file(path)
+                    .map_err(|e| format!("{shown}: removing the stale socket: {e}"))?;
             }
             Ok(_) => return Err(format!("{shown}: exists and is not a socket")),
             Err(e) if e.kind() == ErrorKind::NotFound => {}
@@ -89,10 +92,20 @@ impl XsSocket {
         }
         let listener = UnixListener::bind(path).map_err(|e| format!("{shown}: {e}"))?;
         let file_id = std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
-        let sock = XsSocket { path: path.to_path_buf(), listener, file_id, clients: Vec::new(), last_poll: None, last_traffic: None };
+        let sock = XsSocket {
+            path: path.to_path_buf(),
+            listener,
+            file_id,
+            clients: Vec::new(),
+            last_poll: None,
+            last_traffic: None,
+        };
         // Domain 0's store: only the user who runs the guest may talk to it.
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| format!("{shown}: {e}"))?;
-        sock.listener.set_nonblocking(true).map_err(|e| format!("{shown}: {e}"))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("{shown}: {e}"))?;
+        sock.listener
+            .set_nonblocking(true)
+            .map_err(|e| format!("{shown}: {e}"))?;
         Ok(sock)
     }
 
@@ -107,7 +120,9 @@ impl XsSocket {
 
     /// Whether the run loop should poll now (rate limit for a running guest).
     pub fn due(&self) -> bool {
-        let Some(last) = self.last_poll else { return true };
+        let Some(last) = self.last_poll else {
+            return true;
+        };
         let hot = self.last_traffic.is_some_and(|t| t.elapsed() < HOT_FOR);
         last.elapsed() >= if hot { POLL_HOT } else { POLL_COLD }
     }
@@ -132,7 +147,13 @@ impl XsSocket {
                         continue; // dropped: closed at once
                     }
                     let conn = xs.store.connect(0);
-                    self.clients.push(Client { stream, conn, inbuf: Vec::new(), out: VecDeque::new(), dead: false });
+                    self.clients.push(Client {
+                        stream,
+                        conn,
+                        inbuf: Vec::new(),
+                        out: VecDeque::new(),
+                        dead: false,
+                    });
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(_) => break,
@@ -261,7 +282,8 @@ impl Client {
 impl Drop for XsSocket {
     /// Remove the socket file, unless someone replaced it since.
     fn drop(&mut self) {
-        let ours = std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.file_type().is_socket() && Some((m.dev(), m.ino())) == self.file_id);
+        let ours = std::fs::symlink_metadata(&self.path)
+            .is_ok_and(|m| m.file_type().is_socket() && Some((m.dev(), m.ino())) == self.file_id);
         if ours {
             let _ = std::fs::remove_file(&self.path);
         }
@@ -294,14 +316,24 @@ mod tests {
         let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         drop(s);
-        assert!(std::fs::symlink_metadata(&p).is_err(), "the socket file is removed at drop");
+        assert!(
+            std::fs::symlink_metadata(&p).is_err(),
+            "the socket file is removed at drop"
+        );
     }
 
     use crate::core::xenstore::msg_type;
     use crate::pv::xs::DomainInfo;
 
     fn store(mem: &mut Vec<u8>) -> Xenstore {
-        let info = DomainInfo { name: "t", memory_kib: 64, store_pfn: 1, store_port: 1, console_pfn: 2, console_port: 2 };
+        let info = DomainInfo {
+            name: "t",
+            memory_kib: 64,
+            store_pfn: 1,
+            store_port: 1,
+            console_pfn: 2,
+            console_port: 2,
+        };
         Xenstore::new(mem, &info)
     }
 
@@ -349,15 +381,31 @@ mod tests {
         sock.poll_in(&mut xs);
         a.0.write_all(&req[5..]).unwrap();
         let r = a.recv(&mut sock, &mut xs);
-        assert_eq!((r.ty, r.req_id, r.payload.as_slice()), (msg_type::READ, 7, &b"t"[..]));
+        assert_eq!(
+            (r.ty, r.req_id, r.payload.as_slice()),
+            (msg_type::READ, 7, &b"t"[..])
+        );
         assert_eq!(sock.clients(), 2);
         // b watches; a's write fires b's watch (and only b gets it).
-        b.send(Msg::new(msg_type::WATCH, 1, 0, &b"/local/domain/1/data/x\0tok\0"[..]));
+        b.send(Msg::new(
+            msg_type::WATCH,
+            1,
+            0,
+            &b"/local/domain/1/data/x\0tok\0"[..],
+        ));
         let r = b.recv(&mut sock, &mut xs);
         assert_eq!(r.ty, msg_type::WATCH);
         let r = b.recv(&mut sock, &mut xs);
-        assert_eq!((r.ty, r.payload.as_slice()), (msg_type::WATCH_EVENT, &b"/local/domain/1/data/x\0tok\0"[..]));
-        a.send(Msg::new(msg_type::WRITE, 2, 0, &b"/local/domain/1/data/x\0v"[..]));
+        assert_eq!(
+            (r.ty, r.payload.as_slice()),
+            (msg_type::WATCH_EVENT, &b"/local/domain/1/data/x\0tok\0"[..])
+        );
+        a.send(Msg::new(
+            msg_type::WRITE,
+            2,
+            0,
+            &b"/local/domain/1/data/x\0v"[..],
+        ));
         let r = a.recv(&mut sock, &mut xs);
         assert_eq!(r.ty, msg_type::WRITE);
         let r = b.recv(&mut sock, &mut xs);

@@ -85,7 +85,10 @@ impl Perm {
     }
     /// Parse "r1"-style strings as xenstored does (the id is C `strtol(.., 0)`).
     pub fn parse(s: &str) -> Option<Perm> {
-        ops::parse_perm(s.as_bytes()).map(|p| Perm { dom: p.dom, access: p.access })
+        ops::parse_perm(s.as_bytes()).map(|p| Perm {
+            dom: p.dom,
+            access: p.access,
+        })
     }
 }
 
@@ -191,7 +194,11 @@ impl Store {
         if let Some(d) = s.domains.get_mut(&0) {
             d.introduced = true;
         }
-        let n0 = vec![NodePerm { dom: 0, access: Access::None, ignore: false }];
+        let n0 = vec![NodePerm {
+            dom: 0,
+            access: Access::None,
+            ignore: false,
+        }];
         for (name, kids) in [
             ("/", &["tool", "local"][..]),
             ("/tool", &["xenstored"][..]),
@@ -229,7 +236,15 @@ impl Store {
         }
         self.next_conn = id.wrapping_add(1);
         self.dom_alloc(dom);
-        self.conns.insert(id, Conn { dom, watches: Vec::new(), txs: Vec::new(), next_tx_id: 0 });
+        self.conns.insert(
+            id,
+            Conn {
+                dom,
+                watches: Vec::new(),
+                txs: Vec::new(),
+                next_tx_id: 0,
+            },
+        );
         id
     }
 
@@ -250,7 +265,9 @@ impl Store {
         self.req_delta.clear();
         let (result, ctx) = self.dispatch(conn, m);
         let reply = match result {
-            Ok((ty, payload)) if payload.len() <= Msg::MAX_PAYLOAD => Msg::new(ty, m.req_id, m.tx_id, payload),
+            Ok((ty, payload)) if payload.len() <= Msg::MAX_PAYLOAD => {
+                Msg::new(ty, m.req_id, m.tx_id, payload)
+            }
             Ok(_) => XsError::E2BIG.reply(m.req_id, m.tx_id),
             Err(e) => e.reply(m.req_id, m.tx_id),
         };
@@ -272,7 +289,10 @@ impl Store {
         v
     }
 
-    fn direct(&mut self, f: impl FnOnce(&mut Store) -> Result<(), XsError>) -> Result<Vec<(ConnId, Msg)>, XsError> {
+    fn direct(
+        &mut self,
+        f: impl FnOnce(&mut Store) -> Result<(), XsError>,
+    ) -> Result<Vec<(ConnId, Msg)>, XsError> {
         self.out.clear();
         self.req_delta.clear();
         let r = f(self);
@@ -293,20 +313,26 @@ impl Store {
     /// The value at `path` (absolute, or relative to /local/domain/0), None if it does not
     /// exist or the path is invalid.
     pub fn read(&self, path: &str) -> Option<Vec<u8>> {
-        let name = self.canonicalize(Ctx::DIRECT, path.as_bytes(), false).ok()?;
+        let name = self
+            .canonicalize(Ctx::DIRECT, path.as_bytes(), false)
+            .ok()?;
         self.nodes.get(&name).map(|n| n.data.clone())
     }
 
     /// The children of `path`, in order.
     pub fn directory(&self, path: &str) -> Option<Vec<String>> {
-        let name = self.canonicalize(Ctx::DIRECT, path.as_bytes(), false).ok()?;
+        let name = self
+            .canonicalize(Ctx::DIRECT, path.as_bytes(), false)
+            .ok()?;
         self.nodes.get(&name).map(|n| n.children.clone())
     }
 
     /// The permissions of `path` (special "@" nodes included).
     pub fn get_perms(&self, path: &str) -> Option<Vec<Perm>> {
         let name = self.canonicalize(Ctx::DIRECT, path.as_bytes(), true).ok()?;
-        self.nodes.get(&name).map(|n| n.perms.iter().map(|p| Perm::new(p.dom, p.access)).collect())
+        self.nodes
+            .get(&name)
+            .map(|n| n.perms.iter().map(|p| Perm::new(p.dom, p.access)).collect())
     }
 
     pub fn mkdir(&mut self, path: &str) -> Vec<(ConnId, Msg)> {
@@ -330,8 +356,19 @@ impl Store {
     }
 
     /// SET_PERMS as dom0 ("@" special nodes allowed); an empty list is EINVAL.
-    pub fn try_set_perms(&mut self, path: &str, perms: &[Perm]) -> Result<Vec<(ConnId, Msg)>, XsError> {
-        let np: Vec<NodePerm> = perms.iter().map(|p| NodePerm { dom: p.dom, access: p.access, ignore: false }).collect();
+    pub fn try_set_perms(
+        &mut self,
+        path: &str,
+        perms: &[Perm],
+    ) -> Result<Vec<(ConnId, Msg)>, XsError> {
+        let np: Vec<NodePerm> = perms
+            .iter()
+            .map(|p| NodePerm {
+                dom: p.dom,
+                access: p.access,
+                ignore: false,
+            })
+            .collect();
         self.direct(|s| s.do_set_perms(Ctx::DIRECT, path.as_bytes(), np))
     }
 
@@ -369,7 +406,10 @@ impl Store {
 
     /// The (mfn, event channel) INTRODUCE gave for an introduced domain.
     pub fn ring_info(&self, dom: DomId) -> Option<(u64, u32)> {
-        self.domains.get(&dom).filter(|d| d.introduced).map(|d| (d.mfn, d.port))
+        self.domains
+            .get(&dom)
+            .filter(|d| d.introduced)
+            .map(|d| (d.mfn, d.port))
     }
 
     /// Check the store's internal consistency (tree links, names, permissions, node

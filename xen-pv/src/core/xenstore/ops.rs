@@ -23,7 +23,11 @@ pub(super) fn parse_perm(s: &[u8]) -> Option<NodePerm> {
     let access = Access::from_letter(*s.first()?)?;
     let rest = &s[1..];
     let (v, used) = strtol(rest, true);
-    (!rest.is_empty() && used == rest.len()).then_some(NodePerm { dom: v as u32, access, ignore: false })
+    (!rest.is_empty() && used == rest.len()).then_some(NodePerm {
+        dom: v as u32,
+        access,
+        ignore: false,
+    })
 }
 
 /// domain.c hard_quotas[] names and descriptions, in xenstored's order.
@@ -33,22 +37,35 @@ const QUOTA_NAMES: [(&str, &str); 9] = [
     ("outstanding", "Outstanding requests per domain"),
     ("memory", "Total Xenstore memory per domain (error level)"),
     ("transactions", "Active transactions per domain"),
-    ("transaction-nodes", "Max. number of accessed nodes per transaction"),
+    (
+        "transaction-nodes",
+        "Max. number of accessed nodes per transaction",
+    ),
     ("node-permissions", "Max. number of permissions per node"),
     ("path-max", "Max. length of a node path"),
     ("node-size", "Max. size of a node"),
 ];
 
-const CONTROL_CMDS: [(&str, &str); 4] =
-    [("check", ""), ("print", "<string>"), ("quota", "[set <name> <val>|<domid>]"), ("help", "")];
+const CONTROL_CMDS: [(&str, &str); 4] = [
+    ("check", ""),
+    ("print", "<string>"),
+    ("quota", "[set <name> <val>|<domid>]"),
+    ("help", ""),
+];
 
 impl Store {
     /// process_message(): unknown type ENOSYS, privileged-only types EACCES, unknown tx_id
     /// ENOENT (WATCH/UNWATCH ignore tx_id), then the handler. Also returns the context so
     /// that the caller can settle the request's transaction accounting.
-    pub(super) fn dispatch(&mut self, conn: ConnId, m: &Msg) -> (Result<(u32, Vec<u8>), XsError>, Option<Ctx>) {
+    pub(super) fn dispatch(
+        &mut self,
+        conn: ConnId,
+        m: &Msg,
+    ) -> (Result<(u32, Vec<u8>), XsError>, Option<Ctx>) {
         use msg_type::*;
-        let Some(c) = self.conns.get(&conn) else { return (Err(XsError::EINVAL), None) };
+        let Some(c) = self.conns.get(&conn) else {
+            return (Err(XsError::EINVAL), None);
+        };
         let dom = c.dom;
         // xenstored drops a client sending more; the transport should not pass such a
         // message on, but if it does the answer is E2BIG.
@@ -58,7 +75,10 @@ impl Store {
         if m.ty >= TYPE_COUNT || matches!(m.ty, WATCH_EVENT | ERROR | 20) {
             return (Err(XsError::ENOSYS), None);
         }
-        let privileged_only = matches!(m.ty, CONTROL | INTRODUCE | RELEASE | IS_DOMAIN_INTRODUCED | RESUME | SET_TARGET);
+        let privileged_only = matches!(
+            m.ty,
+            CONTROL | INTRODUCE | RELEASE | IS_DOMAIN_INTRODUCED | RESUME | SET_TARGET
+        );
         if privileged_only && dom != 0 {
             return (Err(XsError::EACCES), None);
         }
@@ -69,7 +89,11 @@ impl Store {
         } else {
             return (Err(XsError::ENOENT), None);
         };
-        let ctx = Ctx { conn: Some(conn), dom, tx };
+        let ctx = Ctx {
+            conn: Some(conn),
+            dom,
+            tx,
+        };
         let p = m.payload.as_slice();
         let r = match m.ty {
             CONTROL => self.op_control(p),
@@ -84,8 +108,14 @@ impl Store {
             RELEASE => self.op_release(p),
             GET_DOMAIN_PATH => self.op_get_domain_path(p),
             WRITE => self.op_write(ctx, p),
-            MKDIR => onearg(p).ok_or(XsError::EINVAL).and_then(|a| self.do_mkdir(ctx, a)).and_then(|()| ok()),
-            RM => onearg(p).ok_or(XsError::EINVAL).and_then(|a| self.do_rm(ctx, a)).and_then(|()| ok()),
+            MKDIR => onearg(p)
+                .ok_or(XsError::EINVAL)
+                .and_then(|a| self.do_mkdir(ctx, a))
+                .and_then(|()| ok()),
+            RM => onearg(p)
+                .ok_or(XsError::EINVAL)
+                .and_then(|a| self.do_rm(ctx, a))
+                .and_then(|()| ok()),
             SET_PERMS => self.op_set_perms(ctx, p),
             IS_DOMAIN_INTRODUCED => self.op_is_domain_introduced(p),
             RESUME => self.op_resume(p),
@@ -98,7 +128,13 @@ impl Store {
     }
 
     /// The node at a one-argument path, with `perm`.
-    fn onearg_node(&mut self, ctx: Ctx, p: &[u8], perm: u32, allow_special: bool) -> Result<super::tree::Node, XsError> {
+    fn onearg_node(
+        &mut self,
+        ctx: Ctx,
+        p: &[u8],
+        perm: u32,
+        allow_special: bool,
+    ) -> Result<super::tree::Node, XsError> {
         let path = onearg(p).ok_or(XsError::EINVAL)?;
         let name = self.canonicalize(ctx, path, allow_special)?;
         self.get_node(ctx, &name, perm)
@@ -134,7 +170,10 @@ impl Store {
         let mut len = 0;
         loop {
             let pos = off + len;
-            let s = children[pos..].iter().position(|&c| c == 0).unwrap_or(childlen - pos);
+            let s = children[pos..]
+                .iter()
+                .position(|&c| c == 0)
+                .unwrap_or(childlen - pos);
             if len + s >= maxlen {
                 break;
             }
@@ -225,7 +264,11 @@ impl Store {
             return Err(XsError::ENOSPC);
         }
         let strings = get_strings(p);
-        let perms = strings[1..].iter().map(|s| parse_perm(s)).collect::<Option<Vec<_>>>().ok_or(XsError::EINVAL)?;
+        let perms = strings[1..]
+            .iter()
+            .map(|s| parse_perm(s))
+            .collect::<Option<Vec<_>>>()
+            .ok_or(XsError::EINVAL)?;
         self.do_set_perms(ctx, strings[0], perms)?;
         ok()
     }
@@ -233,8 +276,15 @@ impl Store {
     /// do_set_perms(): owner (or dom0) only, "@" nodes allowed; an unprivileged domain may
     /// not give the node away (EPERM). Watches fire for whoever could read the node before
     /// or after.
-    pub(super) fn do_set_perms(&mut self, ctx: Ctx, path: &[u8], perms: Vec<NodePerm>) -> Result<(), XsError> {
-        let Some(first) = perms.first().copied() else { return Err(XsError::EINVAL) };
+    pub(super) fn do_set_perms(
+        &mut self,
+        ctx: Ctx,
+        path: &[u8],
+        perms: Vec<NodePerm>,
+    ) -> Result<(), XsError> {
+        let Some(first) = perms.first().copied() else {
+            return Err(XsError::EINVAL);
+        };
         for q in &perms {
             self.dom_alloc(q.dom);
         }
@@ -262,18 +312,33 @@ impl Store {
         let name = self.canonicalize(ctx, v[0], true)?;
         let token = v[1].to_vec();
         let dom = ctx.dom;
-        let count: usize = self.conns.values().filter(|c| c.dom == dom).map(|c| c.watches.len()).sum();
+        let count: usize = self
+            .conns
+            .values()
+            .filter(|c| c.dom == dom)
+            .map(|c| c.watches.len())
+            .sum();
         let max = self.quota.max_watches as usize;
-        let Some(c) = self.conns.get_mut(&conn) else { return Err(XsError::EINVAL) };
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return Err(XsError::EINVAL);
+        };
         if c.watches.iter().any(|w| w.node == name && w.token == token) {
             return Err(XsError::EEXIST);
         }
         if !ctx.privileged() && count > max {
             return Err(XsError::E2BIG);
         }
-        let prefix_len = if relative { format!("/local/domain/{dom}/").len() } else { 0 };
+        let prefix_len = if relative {
+            format!("/local/domain/{dom}/").len()
+        } else {
+            0
+        };
         let path = name.as_bytes().get(prefix_len..).unwrap_or(b"").to_vec();
-        c.watches.push(Watch { node: name, token: token.clone(), prefix_len });
+        c.watches.push(Watch {
+            node: name,
+            token: token.clone(),
+            prefix_len,
+        });
         self.send_event(conn, &path, &token);
         ok()
     }
@@ -285,7 +350,11 @@ impl Store {
         }
         let name = self.canonicalize(ctx, v[0], true)?;
         let c = self.conns.get_mut(&conn).ok_or(XsError::EINVAL)?;
-        let i = c.watches.iter().position(|w| w.node == name && w.token == v[1]).ok_or(XsError::ENOENT)?;
+        let i = c
+            .watches
+            .iter()
+            .position(|w| w.node == name && w.token == v[1])
+            .ok_or(XsError::ENOENT)?;
         c.watches.remove(i);
         ok()
     }
@@ -305,7 +374,12 @@ impl Store {
             return Err(XsError::EBUSY);
         }
         let dom = ctx.dom;
-        let open: usize = self.conns.values().filter(|c| c.dom == dom).map(|c| c.txs.len()).sum();
+        let open: usize = self
+            .conns
+            .values()
+            .filter(|c| c.dom == dom)
+            .map(|c| c.txs.len())
+            .sum();
         if !ctx.privileged() && open > self.quota.max_transactions as usize {
             return Err(XsError::ENOSPC);
         }
@@ -335,9 +409,15 @@ impl Store {
             Some(b"F") => false,
             _ => return Err(XsError::EINVAL),
         };
-        let Some(id) = ctx.tx else { return Err(XsError::ENOENT) };
+        let Some(id) = ctx.tx else {
+            return Err(XsError::ENOENT);
+        };
         let c = self.conns.get_mut(&conn).ok_or(XsError::EINVAL)?;
-        let i = c.txs.iter().position(|t| t.id == id).ok_or(XsError::ENOENT)?;
+        let i = c
+            .txs
+            .iter()
+            .position(|t| t.id == id)
+            .ok_or(XsError::ENOENT)?;
         let tx = c.txs.remove(i);
         if commit {
             self.commit(Ctx { tx: None, ..ctx }, tx)?;
@@ -371,7 +451,9 @@ impl Store {
     /// (domain_conn_reset()).
     pub(super) fn introduce_domain(&mut self, dom: DomId, mfn: u64, port: u32) {
         self.dom_alloc(dom);
-        let Some(d) = self.domains.get_mut(&dom) else { return };
+        let Some(d) = self.domains.get_mut(&dom) else {
+            return;
+        };
         if !d.introduced {
             d.introduced = true;
             d.mfn = mfn;
@@ -449,7 +531,11 @@ impl Store {
     fn op_is_domain_introduced(&mut self, p: &[u8]) -> Reply {
         let dom = atoi(onearg(p).ok_or(XsError::EINVAL)?) as u32;
         let yes = dom == DOMID_SELF || self.is_introduced(dom);
-        Ok(if yes { b"T\0".to_vec() } else { b"F\0".to_vec() })
+        Ok(if yes {
+            b"T\0".to_vec()
+        } else {
+            b"F\0".to_vec()
+        })
     }
 
     /// do_control(): "<command>\0[<parameters>\0]". Supported: check, print, quota (show,
@@ -548,8 +634,18 @@ impl Store {
             return Err(XsError::ENOENT);
         }
         let nodes = self.owned.get(&dom).copied().unwrap_or(0);
-        let watches: usize = self.conns.values().filter(|c| c.dom == dom).map(|c| c.watches.len()).sum();
-        let txs: usize = self.conns.values().filter(|c| c.dom == dom).map(|c| c.txs.len()).sum();
+        let watches: usize = self
+            .conns
+            .values()
+            .filter(|c| c.dom == dom)
+            .map(|c| c.watches.len())
+            .sum();
+        let txs: usize = self
+            .conns
+            .values()
+            .filter(|c| c.dom == dom)
+            .map(|c| c.txs.len())
+            .sum();
         let vals = [nodes, watches as u32, 0, 0, txs as u32, 0, 0, 0, 0];
         let mut s = format!("Domain {dom}:\n");
         for ((name, _), v) in QUOTA_NAMES.iter().zip(vals) {

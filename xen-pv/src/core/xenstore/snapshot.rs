@@ -159,7 +159,11 @@ type Res<T> = Result<T, String>;
 
 impl R<'_> {
     fn take(&mut self, n: usize) -> Res<&[u8]> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.b.len()).ok_or("truncated snapshot")?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.b.len())
+            .ok_or("truncated snapshot")?;
         let s = &self.b[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -206,7 +210,11 @@ impl R<'_> {
             let dom = self.u32()?;
             let access = Access::from_letter(self.u8()?).ok_or("bad permission letter")?;
             let ignore = self.bool()?;
-            v.push(NodePerm { dom, access, ignore });
+            v.push(NodePerm {
+                dom,
+                access,
+                ignore,
+            });
         }
         if v.is_empty() {
             return Err("empty permissions".into());
@@ -222,7 +230,12 @@ impl R<'_> {
         for _ in 0..n {
             children.push(self.string()?);
         }
-        Ok(Node { generation, perms, data, children })
+        Ok(Node {
+            generation,
+            perms,
+            data,
+            children,
+        })
     }
 }
 
@@ -298,7 +311,11 @@ pub(super) fn load(b: &[u8]) -> Res<Store> {
             if prefix_len > node.len() || token.contains(&0) || !valid_name(&node) {
                 return Err("bad watch".into());
             }
-            watches.push(Watch { node, token, prefix_len });
+            watches.push(Watch {
+                node,
+                token,
+                prefix_len,
+            });
         }
         let mut txs: Vec<Tx> = Vec::new();
         for _ in 0..r.count(22)? {
@@ -322,21 +339,52 @@ pub(super) fn load(b: &[u8]) -> Res<Store> {
                 let ta_node = if r.bool()? { Some(r.node()?) } else { None };
                 let fire_watch = r.bool()?;
                 let watch_exact = r.bool()?;
-                let kids_ok = ta_node.as_ref().is_none_or(|n| n.children.iter().all(|c| valid_name(&format!("/{c}")) && !c.contains('/')));
+                let kids_ok = ta_node.as_ref().is_none_or(|n| {
+                    n.children
+                        .iter()
+                        .all(|c| valid_name(&format!("/{c}")) && !c.contains('/'))
+                });
                 if !valid_name(&name) || !kids_ok {
                     return Err(format!("bad accessed node {name:?}"));
                 }
                 if accessed.iter().any(|a| a.name == name) {
                     return Err(format!("duplicate accessed node {name}"));
                 }
-                accessed.push(Accessed { name, generation, perms, check_gen, modified, ta_node, fire_watch, watch_exact });
+                accessed.push(Accessed {
+                    name,
+                    generation,
+                    perms,
+                    check_gen,
+                    modified,
+                    ta_node,
+                    fire_watch,
+                    watch_exact,
+                });
             }
             if id == 0 || txs.iter().any(|t| t.id == id) {
                 return Err(format!("bad transaction id {id}"));
             }
-            txs.push(Tx { id, generation, accessed, acc_delta, node_created, fail });
+            txs.push(Tx {
+                id,
+                generation,
+                accessed,
+                acc_delta,
+                node_created,
+                fail,
+            });
         }
-        if s.conns.insert(id, Conn { dom, watches, txs, next_tx_id }).is_some() {
+        if s.conns
+            .insert(
+                id,
+                Conn {
+                    dom,
+                    watches,
+                    txs,
+                    next_tx_id,
+                },
+            )
+            .is_some()
+        {
             return Err(format!("duplicate connection {id}"));
         }
     }

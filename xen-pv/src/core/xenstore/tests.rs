@@ -25,7 +25,11 @@ fn events(out: &[(ConnId, Msg)]) -> Vec<Ev> {
             let parts: Vec<&[u8]> = m.payload.split(|&b| b == 0).collect();
             assert_eq!(parts.len(), 3, "{:?}", m.payload);
             assert!(parts[2].is_empty());
-            (*c, String::from_utf8_lossy(parts[0]).into(), String::from_utf8_lossy(parts[1]).into())
+            (
+                *c,
+                String::from_utf8_lossy(parts[0]).into(),
+                String::from_utf8_lossy(parts[1]).into(),
+            )
         })
         .collect()
 }
@@ -51,14 +55,21 @@ impl T {
         for d in [1, 2] {
             let home = format!("/local/domain/{d}");
             s.try_mkdir(&home).unwrap();
-            s.try_set_perms(&home, &[Perm::new(d, Access::None)]).unwrap();
+            s.try_set_perms(&home, &[Perm::new(d, Access::None)])
+                .unwrap();
             s.introduce(d);
         }
         T { s, req: 100 }
     }
 
     /// Send a request; Ok(reply payload) or Err(error name), plus the events.
-    fn rq(&mut self, c: ConnId, ty: u32, tx: u32, payload: &[u8]) -> (Result<Vec<u8>, String>, Vec<Ev>) {
+    fn rq(
+        &mut self,
+        c: ConnId,
+        ty: u32,
+        tx: u32,
+        payload: &[u8],
+    ) -> (Result<Vec<u8>, String>, Vec<Ev>) {
         self.req += 1;
         let m = Msg::new(ty, self.req, tx, payload);
         let mut out = self.s.handle(c, &m);
@@ -88,19 +99,29 @@ impl T {
 
     fn ok(&mut self, c: ConnId, ty: u32, payload: &[u8]) -> Vec<Ev> {
         let (r, e) = self.rq(c, ty, 0, payload);
-        assert_eq!(r, Ok(b"OK\0".to_vec()), "type {ty} payload {:?}", String::from_utf8_lossy(payload));
+        assert_eq!(
+            r,
+            Ok(b"OK\0".to_vec()),
+            "type {ty} payload {:?}",
+            String::from_utf8_lossy(payload)
+        );
         e
     }
 
     fn err(&mut self, c: ConnId, ty: u32, payload: &[u8]) -> String {
         match self.rq(c, ty, 0, payload).0 {
             Err(e) => e,
-            Ok(p) => panic!("type {ty} {:?}: expected an error, got {:?}", String::from_utf8_lossy(payload), p),
+            Ok(p) => panic!(
+                "type {ty} {:?}: expected an error, got {:?}",
+                String::from_utf8_lossy(payload),
+                p
+            ),
         }
     }
 
     fn read(&mut self, c: ConnId, tx: u32, path: &str) -> Result<String, String> {
-        self.call_tx(c, t::READ, tx, &args(&[path])).map(|v| String::from_utf8(v).unwrap())
+        self.call_tx(c, t::READ, tx, &args(&[path]))
+            .map(|v| String::from_utf8(v).unwrap())
     }
 
     fn write(&mut self, c: ConnId, tx: u32, path: &str, val: &str) -> Result<Vec<Ev>, String> {
@@ -114,7 +135,8 @@ impl T {
     }
 
     fn perms(&mut self, c: ConnId, path: &str) -> Result<String, String> {
-        self.call(c, t::GET_PERMS, &args(&[path])).map(|v| String::from_utf8(v).unwrap().replace('\0', " "))
+        self.call(c, t::GET_PERMS, &args(&[path]))
+            .map(|v| String::from_utf8(v).unwrap().replace('\0', " "))
     }
 
     fn watch(&mut self, c: ConnId, path: &str, tok: &str) -> Vec<Ev> {
@@ -124,11 +146,19 @@ impl T {
     fn start(&mut self, c: ConnId) -> u32 {
         let r = self.call(c, t::TRANSACTION_START, b"\0").unwrap();
         assert_eq!(r.last(), Some(&0));
-        std::str::from_utf8(&r[..r.len() - 1]).unwrap().parse().unwrap()
+        std::str::from_utf8(&r[..r.len() - 1])
+            .unwrap()
+            .parse()
+            .unwrap()
     }
 
     fn end(&mut self, c: ConnId, tx: u32, commit: bool) -> (Result<Vec<u8>, String>, Vec<Ev>) {
-        self.rq(c, t::TRANSACTION_END, tx, if commit { b"T\0" } else { b"F\0" })
+        self.rq(
+            c,
+            t::TRANSACTION_END,
+            tx,
+            if commit { b"T\0" } else { b"F\0" },
+        )
     }
 }
 
@@ -141,12 +171,27 @@ fn e(x: XsError) -> String {
 #[test]
 fn initial_tree() {
     let s = Store::new();
-    assert_eq!(s.directory("/"), Some(vec!["tool".to_string(), "local".to_string()]));
+    assert_eq!(
+        s.directory("/"),
+        Some(vec!["tool".to_string(), "local".to_string()])
+    );
     assert_eq!(s.directory("/local"), Some(vec!["domain".to_string()]));
     assert_eq!(s.directory("/tool"), Some(vec!["xenstored".to_string()]));
     assert_eq!(s.directory("/local/domain"), Some(vec![]));
-    for p in ["/", "/tool", "/tool/xenstored", "/local", "/local/domain", "@introduceDomain", "@releaseDomain"] {
-        assert_eq!(s.get_perms(p), Some(vec![Perm::new(0, Access::None)]), "{p}");
+    for p in [
+        "/",
+        "/tool",
+        "/tool/xenstored",
+        "/local",
+        "/local/domain",
+        "@introduceDomain",
+        "@releaseDomain",
+    ] {
+        assert_eq!(
+            s.get_perms(p),
+            Some(vec![Perm::new(0, Access::None)]),
+            "{p}"
+        );
     }
     assert_eq!(s.read("/"), Some(vec![]));
     assert!(s.is_introduced(0));
@@ -184,7 +229,10 @@ fn direct_api() {
     assert_eq!(s.read("/d.x"), None);
     assert_eq!(events(&s.mkdir("/dx/y")), vec![ev(c0, "/dx/y", "tok")]);
     assert_eq!(events(&s.mkdir("/dx/y")), vec![]);
-    assert_eq!(events(&s.set_perms("/dx", &[Perm::new(3, Access::Read)])), vec![ev(c0, "/dx", "tok")]);
+    assert_eq!(
+        events(&s.set_perms("/dx", &[Perm::new(3, Access::Read)])),
+        vec![ev(c0, "/dx", "tok")]
+    );
     assert_eq!(s.get_perms("/dx"), Some(vec![Perm::new(3, Access::Read)]));
     // Nodes created by dom0 keep the parent's owner.
     s.write("/dx/z", b"");
@@ -199,7 +247,10 @@ fn direct_api() {
     assert_eq!(s.try_rm("/"), Err(XsError::EINVAL));
     assert_eq!(s.try_rm("/zz/yy"), Err(XsError::ENOENT));
     assert_eq!(s.try_rm("/zz"), Ok(vec![]));
-    assert_eq!(s.try_set_perms("/nonexistent", &[Perm::new(0, Access::None)]), Err(XsError::ENOENT));
+    assert_eq!(
+        s.try_set_perms("/nonexistent", &[Perm::new(0, Access::None)]),
+        Err(XsError::ENOENT)
+    );
     assert_eq!(s.try_set_perms("/", &[]), Err(XsError::EINVAL));
     assert_eq!(s.try_mkdir("/a//b"), Err(XsError::EINVAL));
     assert_eq!(s.conn_domain(c0), Some(0));
@@ -229,7 +280,11 @@ fn write_read_relative() {
     t.ok(c1, t::WRITE, b"empty\0");
     assert_eq!(t.call(c1, t::READ, b"empty\0"), Ok(vec![]));
     // Overwrite keeps permissions.
-    t.ok(c0, t::SET_PERMS, &args(&["/local/domain/1/foo", "n1", "r2"]));
+    t.ok(
+        c0,
+        t::SET_PERMS,
+        &args(&["/local/domain/1/foo", "n1", "r2"]),
+    );
     t.write(c1, 0, "foo", "baz").unwrap();
     assert_eq!(t.perms(c0, "/local/domain/1/foo"), Ok("n1 r2 ".into()));
     assert_eq!(t.read(c0, 0, "/local/domain/1/foo"), Ok("baz".into()));
@@ -248,7 +303,9 @@ fn path_validation() {
     let mut t = T::new();
     let c0 = t.s.connect(0);
     let c1 = t.s.connect(1);
-    for bad in ["/a.b", "/a b", "/a//b", "/a/", "", "@foo", "/a\u{e9}", "a/", "//"] {
+    for bad in [
+        "/a.b", "/a b", "/a//b", "/a/", "", "@foo", "/a\u{e9}", "a/", "//",
+    ] {
         assert_eq!(t.read(c0, 0, bad), Err(e(XsError::EINVAL)), "{bad:?}");
     }
     assert_eq!(t.read(c0, 0, "/"), Ok(String::new()));
@@ -261,13 +318,28 @@ fn path_validation() {
     // Relative limit (unprivileged): the part after /local/domain/<id>/.
     assert_eq!(t.read(c1, 0, &"x".repeat(2048)), Err(e(XsError::ENOENT)));
     assert_eq!(t.read(c1, 0, &"x".repeat(2049)), Err(e(XsError::EINVAL)));
-    assert_eq!(t.read(c1, 0, &format!("/local/domain/2/{}", "x".repeat(2048))), Err(e(XsError::EACCES)));
-    assert_eq!(t.read(c1, 0, &format!("/local/domain/2/{}", "x".repeat(2049))), Err(e(XsError::EINVAL)));
+    assert_eq!(
+        t.read(c1, 0, &format!("/local/domain/2/{}", "x".repeat(2048))),
+        Err(e(XsError::EACCES))
+    );
+    assert_eq!(
+        t.read(c1, 0, &format!("/local/domain/2/{}", "x".repeat(2049))),
+        Err(e(XsError::EINVAL))
+    );
     // Outside /local/domain/<id>/ the whole path counts.
-    assert_eq!(t.read(c1, 0, &format!("/{}", "a".repeat(2047))), Err(e(XsError::EACCES)));
-    assert_eq!(t.read(c1, 0, &format!("/{}", "a".repeat(2048))), Err(e(XsError::EINVAL)));
+    assert_eq!(
+        t.read(c1, 0, &format!("/{}", "a".repeat(2047))),
+        Err(e(XsError::EACCES))
+    );
+    assert_eq!(
+        t.read(c1, 0, &format!("/{}", "a".repeat(2048))),
+        Err(e(XsError::EINVAL))
+    );
     // dom0 has no relative limit.
-    assert_eq!(t.read(c0, 0, &format!("/local/domain/1/{}", "x".repeat(2049))), Err(e(XsError::ENOENT)));
+    assert_eq!(
+        t.read(c0, 0, &format!("/local/domain/1/{}", "x".repeat(2049))),
+        Err(e(XsError::ENOENT))
+    );
 }
 
 #[test]
@@ -293,7 +365,11 @@ fn write_creates_parents_and_inherits_perms() {
     assert_eq!(t.perms(c0, "/local/domain/1/x"), Ok("n1 ".into()));
     // A writable dom0-owned directory: the guest owns what it creates, ACL kept.
     t.ok(c0, t::MKDIR, &args(&["/local/domain/1/rw"]));
-    t.ok(c0, t::SET_PERMS, &args(&["/local/domain/1/rw", "n0", "b1", "r2"]));
+    t.ok(
+        c0,
+        t::SET_PERMS,
+        &args(&["/local/domain/1/rw", "n0", "b1", "r2"]),
+    );
     t.write(c1, 0, "rw/new/deep", "v").unwrap();
     assert_eq!(t.perms(c1, "rw/new"), Ok("n1 b1 r2 ".into()));
     assert_eq!(t.perms(c1, "rw/new/deep"), Ok("n1 b1 r2 ".into()));
@@ -308,28 +384,55 @@ fn permission_rules() {
     let c1 = t.s.connect(1);
     let c2 = t.s.connect(2);
     let c3 = t.s.connect(3);
-    t.ok(c0, t::SET_PERMS, &args(&["/local/domain/1", "n1", "r2", "r3"]));
+    t.ok(
+        c0,
+        t::SET_PERMS,
+        &args(&["/local/domain/1", "n1", "r2", "r3"]),
+    );
     t.write(c0, 0, "/local/domain/1/acl", "v").unwrap();
     // Default "r" for others, write-only dom1, nothing for dom2.
-    t.ok(c0, t::SET_PERMS, &args(&["/local/domain/1/acl", "r0", "w1", "n2"]));
+    t.ok(
+        c0,
+        t::SET_PERMS,
+        &args(&["/local/domain/1/acl", "r0", "w1", "n2"]),
+    );
     assert_eq!(t.read(c3, 0, "/local/domain/1/acl"), Ok("v".into()));
-    assert_eq!(t.write(c3, 0, "/local/domain/1/acl", "x"), Err(e(XsError::EACCES)));
+    assert_eq!(
+        t.write(c3, 0, "/local/domain/1/acl", "x"),
+        Err(e(XsError::EACCES))
+    );
     assert_eq!(t.read(c1, 0, "acl"), Err(e(XsError::EACCES)));
     t.write(c1, 0, "acl", "w").unwrap();
-    assert_eq!(t.read(c2, 0, "/local/domain/1/acl"), Err(e(XsError::EACCES)));
+    assert_eq!(
+        t.read(c2, 0, "/local/domain/1/acl"),
+        Err(e(XsError::EACCES))
+    );
     assert_eq!(t.read(c0, 0, "/local/domain/1/acl"), Ok("w".into()));
     // The first matching ACL entry wins.
-    t.ok(c0, t::SET_PERMS, &args(&["/local/domain/1/acl", "n0", "r2", "b2"]));
+    t.ok(
+        c0,
+        t::SET_PERMS,
+        &args(&["/local/domain/1/acl", "n0", "r2", "b2"]),
+    );
     assert_eq!(t.read(c2, 0, "/local/domain/1/acl"), Ok("w".into()));
-    assert_eq!(t.write(c2, 0, "/local/domain/1/acl", "x"), Err(e(XsError::EACCES)));
+    assert_eq!(
+        t.write(c2, 0, "/local/domain/1/acl", "x"),
+        Err(e(XsError::EACCES))
+    );
     // The owner has everything whatever the letters say.
     t.ok(c0, t::SET_PERMS, &args(&["/local/domain/1/acl", "n2"]));
     t.write(c2, 0, "/local/domain/1/acl", "mine").unwrap();
     assert_eq!(t.read(c2, 0, "/local/domain/1/acl"), Ok("mine".into()));
     // Missing nodes: ENOENT if the nearest existing ancestor grants the access, else EACCES.
     t.ok(c0, t::SET_PERMS, &args(&["/local/domain/1", "n1"]));
-    assert_eq!(t.read(c2, 0, "/local/domain/1/none"), Err(e(XsError::EACCES)));
-    assert_eq!(t.read(c2, 0, "/local/domain/1/none/deeper"), Err(e(XsError::EACCES)));
+    assert_eq!(
+        t.read(c2, 0, "/local/domain/1/none"),
+        Err(e(XsError::EACCES))
+    );
+    assert_eq!(
+        t.read(c2, 0, "/local/domain/1/none/deeper"),
+        Err(e(XsError::EACCES))
+    );
     assert_eq!(t.read(c1, 0, "none/deeper"), Err(e(XsError::ENOENT)));
     assert_eq!(t.read(c2, 0, "/nonexistent"), Err(e(XsError::EACCES)));
     assert_eq!(t.read(c0, 0, "/nonexistent"), Err(e(XsError::ENOENT)));
@@ -340,10 +443,19 @@ fn guest_cannot_read_root_or_tool() {
     let mut t = T::new();
     let c1 = t.s.connect(1);
     assert_eq!(t.read(c1, 0, "/"), Err(e(XsError::EACCES)));
-    assert_eq!(t.call(c1, t::DIRECTORY, b"/tool\0"), Err(e(XsError::EACCES)));
-    assert_eq!(t.call(c1, t::DIRECTORY, b"/local/domain\0"), Err(e(XsError::EACCES)));
+    assert_eq!(
+        t.call(c1, t::DIRECTORY, b"/tool\0"),
+        Err(e(XsError::EACCES))
+    );
+    assert_eq!(
+        t.call(c1, t::DIRECTORY, b"/local/domain\0"),
+        Err(e(XsError::EACCES))
+    );
     assert_eq!(t.write(c1, 0, "/evil", ""), Err(e(XsError::EACCES)));
-    assert_eq!(t.write(c1, 0, "/local/domain/2/evil", ""), Err(e(XsError::EACCES)));
+    assert_eq!(
+        t.write(c1, 0, "/local/domain/2/evil", ""),
+        Err(e(XsError::EACCES))
+    );
 }
 
 // ---------------------------------------------------------------- DIRECTORY(_PART)
@@ -358,7 +470,10 @@ fn directory() {
     }
     assert_eq!(t.call(c0, t::DIRECTORY, b"/d\0"), Ok(b"a\0b\0c\0".to_vec()));
     assert_eq!(t.call(c0, t::DIRECTORY, b"/d/a\0"), Ok(vec![]));
-    assert_eq!(t.call(c0, t::DIRECTORY, b"/d/zz\0"), Err(e(XsError::ENOENT)));
+    assert_eq!(
+        t.call(c0, t::DIRECTORY, b"/d/zz\0"),
+        Err(e(XsError::ENOENT))
+    );
     assert_eq!(t.call(c1, t::DIRECTORY, b"/d\0"), Err(e(XsError::EACCES)));
     assert_eq!(t.call(c0, t::DIRECTORY, b"/d"), Err(e(XsError::EINVAL)));
     // Removal keeps order.
@@ -366,10 +481,21 @@ fn directory() {
     assert_eq!(t.call(c0, t::DIRECTORY, b"/d\0"), Ok(b"a\0c\0".to_vec()));
     // A listing over XENSTORE_PAYLOAD_MAX is E2BIG.
     for i in 0..40 {
-        t.ok(c0, t::MKDIR, &args(&[&format!("/big/n{i:03}{}", "x".repeat(96))]));
+        t.ok(
+            c0,
+            t::MKDIR,
+            &args(&[&format!("/big/n{i:03}{}", "x".repeat(96))]),
+        );
     }
-    assert_eq!(t.call(c0, t::DIRECTORY, b"/big\0").map(|v| v.len()), Ok(4040));
-    t.ok(c0, t::MKDIR, &args(&[&format!("/big/n040{}", "x".repeat(96))]));
+    assert_eq!(
+        t.call(c0, t::DIRECTORY, b"/big\0").map(|v| v.len()),
+        Ok(4040)
+    );
+    t.ok(
+        c0,
+        t::MKDIR,
+        &args(&[&format!("/big/n040{}", "x".repeat(96))]),
+    );
     assert_eq!(t.call(c0, t::DIRECTORY, b"/big\0"), Err(e(XsError::E2BIG)));
 }
 
@@ -377,7 +503,10 @@ fn dir_part(t: &mut T, c: ConnId, path: &str, off: &str) -> Result<(u64, Vec<u8>
     let r = t.call(c, t::DIRECTORY_PART, &args(&[path, off]))?;
     assert!(r.len() <= Msg::MAX_PAYLOAD);
     let n = r.iter().position(|&b| b == 0).unwrap();
-    Ok((std::str::from_utf8(&r[..n]).unwrap().parse().unwrap(), r[n + 1..].to_vec()))
+    Ok((
+        std::str::from_utf8(&r[..n]).unwrap().parse().unwrap(),
+        r[n + 1..].to_vec(),
+    ))
 }
 
 #[test]
@@ -402,9 +531,18 @@ fn directory_part() {
     assert!(g2 > g);
     assert_eq!(body, b"a\0b\0c\0e\0\0");
     // Exactly two strings.
-    assert_eq!(t.call(c0, t::DIRECTORY_PART, b"/d\0"), Err(e(XsError::EINVAL)));
-    assert_eq!(t.call(c0, t::DIRECTORY_PART, b"/d\x000"), Err(e(XsError::EINVAL)));
-    assert_eq!(t.call(c0, t::DIRECTORY_PART, &args(&["/d", "0", "x"])), Err(e(XsError::EINVAL)));
+    assert_eq!(
+        t.call(c0, t::DIRECTORY_PART, b"/d\0"),
+        Err(e(XsError::EINVAL))
+    );
+    assert_eq!(
+        t.call(c0, t::DIRECTORY_PART, b"/d\x000"),
+        Err(e(XsError::EINVAL))
+    );
+    assert_eq!(
+        t.call(c0, t::DIRECTORY_PART, &args(&["/d", "0", "x"])),
+        Err(e(XsError::EINVAL))
+    );
     assert_eq!(dir_part(&mut t, c1, "/d", "0"), Err(e(XsError::EACCES)));
     assert_eq!(dir_part(&mut t, c0, "/nope", "0"), Err(e(XsError::ENOENT)));
     // A long list comes in pieces that fit and reassemble to DIRECTORY's answer.
@@ -442,7 +580,10 @@ fn get_set_perms() {
     t.ok(c0, t::MKDIR, b"/p\0");
     assert_eq!(t.call(c0, t::GET_PERMS, b"/p\0"), Ok(b"n0\0".to_vec()));
     t.ok(c0, t::SET_PERMS, &args(&["/p", "n0", "r1", "w2"]));
-    assert_eq!(t.call(c0, t::GET_PERMS, b"/p\0"), Ok(b"n0\0r1\0w2\0".to_vec()));
+    assert_eq!(
+        t.call(c0, t::GET_PERMS, b"/p\0"),
+        Ok(b"n0\0r1\0w2\0".to_vec())
+    );
     // strtol(.., 0) ids; "%i" output.
     t.ok(c0, t::SET_PERMS, &args(&["/p", "r0x1"]));
     assert_eq!(t.perms(c0, "/p"), Ok("r1 ".into()));
@@ -450,9 +591,21 @@ fn get_set_perms() {
     assert_eq!(t.perms(c0, "/p"), Ok("b8 ".into()));
     t.ok(c0, t::SET_PERMS, &args(&["/p", "n-1"]));
     assert_eq!(t.perms(c0, "/p"), Ok("n-1 ".into()));
-    for bad in [&args(&["/p", "x1"])[..], &args(&["/p", "r"]), &args(&["/p", "r1x"]), &args(&["/p", ""]), b"/p\0", b"/p\0r1", b""]
-    {
-        assert_eq!(t.err(c0, t::SET_PERMS, bad), "EINVAL", "{:?}", String::from_utf8_lossy(bad));
+    for bad in [
+        &args(&["/p", "x1"])[..],
+        &args(&["/p", "r"]),
+        &args(&["/p", "r1x"]),
+        &args(&["/p", ""]),
+        b"/p\0",
+        b"/p\0r1",
+        b"",
+    ] {
+        assert_eq!(
+            t.err(c0, t::SET_PERMS, bad),
+            "EINVAL",
+            "{:?}",
+            String::from_utf8_lossy(bad)
+        );
     }
     assert_eq!(t.err(c0, t::SET_PERMS, &args(&["/nope", "n0"])), "ENOENT");
     assert_eq!(t.err(c0, t::SET_PERMS, &args(&["/a..b", "n0"])), "EINVAL");
@@ -471,17 +624,50 @@ fn get_set_perms() {
     assert_eq!(t.perms(c2, "/local/domain/1/g"), Ok("n1 r2 ".into()));
     // The guest may not give it away; others may not touch it.
     assert_eq!(t.err(c1, t::SET_PERMS, &args(&["g", "n2"])), "EPERM");
-    assert_eq!(t.err(c2, t::SET_PERMS, &args(&["/local/domain/1/g", "n1"])), "EACCES");
-    assert_eq!(t.err(c2, t::SET_PERMS, &args(&["/local/domain/1/none", "n1"])), "EACCES");
-    assert_eq!(t.err(c1, t::SET_PERMS, &args(&["/local/domain", "n1"])), "EACCES");
+    assert_eq!(
+        t.err(c2, t::SET_PERMS, &args(&["/local/domain/1/g", "n1"])),
+        "EACCES"
+    );
+    assert_eq!(
+        t.err(c2, t::SET_PERMS, &args(&["/local/domain/1/none", "n1"])),
+        "EACCES"
+    );
+    assert_eq!(
+        t.err(c1, t::SET_PERMS, &args(&["/local/domain", "n1"])),
+        "EACCES"
+    );
     // Write access is not enough: ownership is needed.
     t.ok(c0, t::SET_PERMS, &args(&["/local/domain/1/g", "n0", "b1"]));
     assert_eq!(t.err(c1, t::SET_PERMS, &args(&["g", "n0", "b1"])), "EACCES");
     t.ok(c0, t::SET_PERMS, &args(&["/local/domain/1/g", "n1"]));
     // At most 5 entries from a guest; dom0 unlimited.
-    assert_eq!(t.err(c1, t::SET_PERMS, &args(&["g", "n1", "r2", "r3", "r4", "r5", "r6"])), "ENOSPC");
-    t.ok(c1, t::SET_PERMS, &args(&["g", "n1", "r2", "r3", "r4", "r5"]));
-    t.ok(c0, t::SET_PERMS, &args(&["/local/domain/1/g", "n1", "r2", "r3", "r4", "r5", "r6", "r7"]));
+    assert_eq!(
+        t.err(
+            c1,
+            t::SET_PERMS,
+            &args(&["g", "n1", "r2", "r3", "r4", "r5", "r6"])
+        ),
+        "ENOSPC"
+    );
+    t.ok(
+        c1,
+        t::SET_PERMS,
+        &args(&["g", "n1", "r2", "r3", "r4", "r5"]),
+    );
+    t.ok(
+        c0,
+        t::SET_PERMS,
+        &args(&[
+            "/local/domain/1/g",
+            "n1",
+            "r2",
+            "r3",
+            "r4",
+            "r5",
+            "r6",
+            "r7",
+        ]),
+    );
     // dom0 may change the owner; the old owner loses its rights.
     t.ok(c0, t::SET_PERMS, &args(&["/local/domain/1/g", "n2"]));
     assert_eq!(t.write(c1, 0, "g", "x"), Err(e(XsError::EACCES)));
@@ -556,7 +742,10 @@ fn rm() {
     // Only the removed node's permission counts, not its descendants'.
     t.write(c0, 0, "/local/domain/1/sub/x", "").unwrap();
     t.ok(c0, t::SET_PERMS, &args(&["/local/domain/1/sub/x", "n0"]));
-    assert_eq!(t.s.owned.get(&0).copied(), Some(t.s.nodes.values().filter(|n| n.owner() == 0).count() as u32));
+    assert_eq!(
+        t.s.owned.get(&0).copied(),
+        Some(t.s.nodes.values().filter(|n| n.owner() == 0).count() as u32)
+    );
     let dom0_nodes = t.s.owned[&0];
     t.ok(c1, t::RM, b"sub\0");
     assert_eq!(t.s.owned[&0], dom0_nodes - 1);
@@ -576,26 +765,47 @@ fn watches_basic() {
     let c1 = t.s.connect(1);
     // Fires once at once, with the path as registered (relative here).
     assert_eq!(t.watch(c1, "w", "tok"), vec![ev(c1, "w", "tok")]);
-    assert_eq!(t.write(c1, 0, "w/x", "1").unwrap(), vec![ev(c1, "w/x", "tok")]);
-    assert_eq!(t.write(c0, 0, "/local/domain/1/w", "").unwrap(), vec![ev(c1, "w", "tok")]);
+    assert_eq!(
+        t.write(c1, 0, "w/x", "1").unwrap(),
+        vec![ev(c1, "w/x", "tok")]
+    );
+    assert_eq!(
+        t.write(c0, 0, "/local/domain/1/w", "").unwrap(),
+        vec![ev(c1, "w", "tok")]
+    );
     assert_eq!(t.write(c1, 0, "other", "").unwrap(), vec![]);
-    assert_eq!(t.watch(c0, "/local/domain/1", "T"), vec![ev(c0, "/local/domain/1", "T")]);
+    assert_eq!(
+        t.watch(c0, "/local/domain/1", "T"),
+        vec![ev(c0, "/local/domain/1", "T")]
+    );
     let mut got = t.write(c1, 0, "w/y", "").unwrap();
     got.sort();
-    assert_eq!(got, vec![ev(c0, "/local/domain/1/w/y", "T"), ev(c1, "w/y", "tok")]);
+    assert_eq!(
+        got,
+        vec![ev(c0, "/local/domain/1/w/y", "T"), ev(c1, "w/y", "tok")]
+    );
     // Duplicates (compared on the absolute path), other tokens, tx_id ignored.
     assert_eq!(t.err(c1, t::WATCH, &args(&["w", "tok"])), "EEXIST");
-    assert_eq!(t.err(c1, t::WATCH, &args(&["/local/domain/1/w", "tok"])), "EEXIST");
+    assert_eq!(
+        t.err(c1, t::WATCH, &args(&["/local/domain/1/w", "tok"])),
+        "EEXIST"
+    );
     let (r, evs) = t.rq(c1, t::WATCH, 9999, &args(&["w", "tok2"]));
     assert_eq!(r, Ok(b"OK\0".to_vec()));
     assert_eq!(evs, vec![ev(c1, "w", "tok2")]);
     // Watching a node that does not exist (or cannot be read) is fine.
-    assert_eq!(t.watch(c1, "/local/domain/2/none", "n"), vec![ev(c1, "/local/domain/2/none", "n")]);
+    assert_eq!(
+        t.watch(c1, "/local/domain/2/none", "n"),
+        vec![ev(c1, "/local/domain/2/none", "n")]
+    );
     // UNWATCH matches the canonical path and token.
     t.ok(c1, t::UNWATCH, &args(&["w", "tok"]));
     assert_eq!(t.err(c1, t::UNWATCH, &args(&["w", "tok"])), "ENOENT");
     t.ok(c1, t::UNWATCH, &args(&["/local/domain/1/w", "tok2"]));
-    assert_eq!(t.write(c1, 0, "w/z", "").unwrap(), vec![ev(c0, "/local/domain/1/w/z", "T")]);
+    assert_eq!(
+        t.write(c1, 0, "w/z", "").unwrap(),
+        vec![ev(c0, "/local/domain/1/w/z", "T")]
+    );
     // Exactly two strings, a valid path.
     assert_eq!(t.err(c1, t::WATCH, b"w\0"), "EINVAL");
     assert_eq!(t.err(c1, t::WATCH, b"w\0t\0\0"), "EINVAL");
@@ -607,7 +817,10 @@ fn watches_basic() {
     // RESET_WATCHES.
     t.ok(c0, t::RESET_WATCHES, b"");
     assert_eq!(t.write(c1, 0, "w/q", "").unwrap(), vec![]);
-    assert_eq!(t.err(c0, t::UNWATCH, &args(&["/local/domain/1", "T"])), "ENOENT");
+    assert_eq!(
+        t.err(c0, t::UNWATCH, &args(&["/local/domain/1", "T"])),
+        "ENOENT"
+    );
 }
 
 #[test]
@@ -615,23 +828,35 @@ fn watch_on_root_and_event_rules() {
     let mut t = T::new();
     let c0 = t.s.connect(0);
     t.watch(c0, "/", "r");
-    assert_eq!(t.write(c0, 0, "/np/a/b", "").unwrap(), vec![ev(c0, "/np/a/b", "r")]);
+    assert_eq!(
+        t.write(c0, 0, "/np/a/b", "").unwrap(),
+        vec![ev(c0, "/np/a/b", "r")]
+    );
     // Identical events produced by one request are sent once.
     t.ok(c0, t::RESET_WATCHES, b"");
     t.watch(c0, "/dd", "T");
     t.watch(c0, "/dd/e", "T");
-    assert_eq!(t.write(c0, 0, "/dd/e", "").unwrap(), vec![ev(c0, "/dd/e", "T")]);
+    assert_eq!(
+        t.write(c0, 0, "/dd/e", "").unwrap(),
+        vec![ev(c0, "/dd/e", "T")]
+    );
     // Events longer than XENSTORE_PAYLOAD_MAX are dropped.
     let tok = "k".repeat(4090);
     assert_eq!(t.watch(c0, "/ee", &tok), vec![ev(c0, "/ee", &tok)]);
-    assert_eq!(t.write(c0, 0, "/ee", "").unwrap(), vec![ev(c0, "/ee", &tok)]);
+    assert_eq!(
+        t.write(c0, 0, "/ee", "").unwrap(),
+        vec![ev(c0, "/ee", &tok)]
+    );
     assert_eq!(t.write(c0, 0, "/ee/abcdef", "").unwrap(), vec![]);
     // A watch on "/a" does not match "/ab".
     t.watch(c0, "/a", "A");
     assert_eq!(t.write(c0, 0, "/ab", "").unwrap(), vec![]);
     // Set-perms fires.
     t.write(c0, 0, "/a", "").unwrap();
-    assert_eq!(t.ok(c0, t::SET_PERMS, &args(&["/a", "n0", "r1"])), vec![ev(c0, "/a", "A")]);
+    assert_eq!(
+        t.ok(c0, t::SET_PERMS, &args(&["/a", "n0", "r1"])),
+        vec![ev(c0, "/a", "A")]
+    );
 }
 
 #[test]
@@ -646,13 +871,23 @@ fn watch_rm_subtree() {
     t.watch(c0, "/s/a", "T4");
     // Descendants fire watches set exactly on them; the removed node fires watches on
     // itself and its ancestors.
-    assert_eq!(t.ok(c0, t::RM, b"/s/a\0"), vec![ev(c0, "/s/a/b", "T2"), ev(c0, "/s/a", "T1"), ev(c0, "/s/a", "T4")]);
+    assert_eq!(
+        t.ok(c0, t::RM, b"/s/a\0"),
+        vec![
+            ev(c0, "/s/a/b", "T2"),
+            ev(c0, "/s/a", "T1"),
+            ev(c0, "/s/a", "T4")
+        ]
+    );
     // Relative watches report relative paths on removal too.
     let c1 = t.s.connect(1);
     t.write(c1, 0, "dev/vif/0/state", "4").unwrap();
     t.watch(c1, "dev/vif/0/state", "st");
     t.watch(c1, "dev", "d");
-    assert_eq!(t.ok(c1, t::RM, b"dev/vif\0"), vec![ev(c1, "dev/vif/0/state", "st"), ev(c1, "dev/vif", "d")]);
+    assert_eq!(
+        t.ok(c1, t::RM, b"dev/vif\0"),
+        vec![ev(c1, "dev/vif/0/state", "st"), ev(c1, "dev/vif", "d")]
+    );
 }
 
 #[test]
@@ -662,28 +897,49 @@ fn watch_permissions() {
     let c1 = t.s.connect(1);
     let c2 = t.s.connect(2);
     // The initial event needs no permission.
-    assert_eq!(t.watch(c2, "/local/domain/1", "t"), vec![ev(c2, "/local/domain/1", "t")]);
+    assert_eq!(
+        t.watch(c2, "/local/domain/1", "t"),
+        vec![ev(c2, "/local/domain/1", "t")]
+    );
     // Neither the node nor its parent readable by dom2: nothing.
     assert_eq!(t.write(c1, 0, "secret", "").unwrap(), vec![]);
     // Permission change: the new permissions make it readable.
-    assert_eq!(t.ok(c0, t::SET_PERMS, &args(&["/local/domain/1", "n1", "r2"])), vec![ev(c2, "/local/domain/1", "t")]);
+    assert_eq!(
+        t.ok(c0, t::SET_PERMS, &args(&["/local/domain/1", "n1", "r2"])),
+        vec![ev(c2, "/local/domain/1", "t")]
+    );
     // The child inherits the readable permissions.
-    assert_eq!(t.write(c1, 0, "hidden", "").unwrap(), vec![ev(c2, "/local/domain/1/hidden", "t")]);
+    assert_eq!(
+        t.write(c1, 0, "hidden", "").unwrap(),
+        vec![ev(c2, "/local/domain/1/hidden", "t")]
+    );
     // The old permissions count for a permission change.
-    assert_eq!(t.ok(c1, t::SET_PERMS, &args(&["hidden", "n1"])), vec![ev(c2, "/local/domain/1/hidden", "t")]);
+    assert_eq!(
+        t.ok(c1, t::SET_PERMS, &args(&["hidden", "n1"])),
+        vec![ev(c2, "/local/domain/1/hidden", "t")]
+    );
     // An unreadable node whose parent is readable: the event is sent.
-    assert_eq!(t.write(c1, 0, "hidden", "x").unwrap(), vec![ev(c2, "/local/domain/1/hidden", "t")]);
+    assert_eq!(
+        t.write(c1, 0, "hidden", "x").unwrap(),
+        vec![ev(c2, "/local/domain/1/hidden", "t")]
+    );
     // Node and parent unreadable: no event.
     t.write(c1, 0, "priv", "").unwrap();
     t.ok(c1, t::SET_PERMS, &args(&["priv", "n1"]));
     assert_eq!(t.write(c1, 0, "priv/x", "").unwrap(), vec![]);
     // Removal: readable nodes fire, unreadable ones under unreadable parents do not.
-    assert_eq!(t.ok(c1, t::RM, b"priv\0"), vec![ev(c2, "/local/domain/1/priv", "t")]);
+    assert_eq!(
+        t.ok(c1, t::RM, b"priv\0"),
+        vec![ev(c2, "/local/domain/1/priv", "t")]
+    );
     // dom0 sees everything.
     t.watch(c0, "/local/domain/1", "z");
     t.write(c1, 0, "priv2", "").unwrap();
     t.ok(c1, t::SET_PERMS, &args(&["priv2", "n1"]));
-    assert_eq!(t.write(c1, 0, "priv2/x", "").unwrap(), vec![ev(c0, "/local/domain/1/priv2/x", "z")]);
+    assert_eq!(
+        t.write(c1, 0, "priv2/x", "").unwrap(),
+        vec![ev(c0, "/local/domain/1/priv2/x", "z")]
+    );
 }
 
 #[test]
@@ -691,13 +947,25 @@ fn special_watches() {
     let mut t = T::new();
     let c0 = t.s.connect(0);
     let c1 = t.s.connect(1);
-    assert_eq!(t.watch(c0, "@introduceDomain", "i"), vec![ev(c0, "@introduceDomain", "i")]);
-    assert_eq!(t.watch(c1, "@introduceDomain", "g"), vec![ev(c1, "@introduceDomain", "g")]);
+    assert_eq!(
+        t.watch(c0, "@introduceDomain", "i"),
+        vec![ev(c0, "@introduceDomain", "i")]
+    );
+    assert_eq!(
+        t.watch(c1, "@introduceDomain", "g"),
+        vec![ev(c1, "@introduceDomain", "g")]
+    );
     t.watch(c0, "/", "root");
     // Only readers of the special node (or "/") hear it; "/" watches do not match.
-    assert_eq!(events(&t.s.introduce(5)), vec![ev(c0, "@introduceDomain", "i")]);
+    assert_eq!(
+        events(&t.s.introduce(5)),
+        vec![ev(c0, "@introduceDomain", "i")]
+    );
     assert_eq!(events(&t.s.introduce(5)), vec![]);
-    assert_eq!(t.watch(c0, "@releaseDomain", "r"), vec![ev(c0, "@releaseDomain", "r")]);
+    assert_eq!(
+        t.watch(c0, "@releaseDomain", "r"),
+        vec![ev(c0, "@releaseDomain", "r")]
+    );
     t.watch(c1, "@releaseDomain", "g");
     assert_eq!(events(&t.s.release(5)), vec![ev(c0, "@releaseDomain", "r")]);
     assert_eq!(events(&t.s.release(5)), vec![]);
@@ -706,13 +974,19 @@ fn special_watches() {
     t.s.introduce(6);
     let mut got = events(&t.s.release(6));
     got.sort();
-    assert_eq!(got, vec![ev(c0, "@releaseDomain", "r"), ev(c1, "@releaseDomain", "g")]);
+    assert_eq!(
+        got,
+        vec![ev(c0, "@releaseDomain", "r"), ev(c1, "@releaseDomain", "g")]
+    );
     // The INTRODUCE message.
     let (r, evs) = t.rq(c0, t::INTRODUCE, 0, &args(&["7", "1234", "3"]));
     assert_eq!(r, Ok(b"OK\0".to_vec()));
     assert_eq!(evs, vec![ev(c0, "@introduceDomain", "i")]);
     assert_eq!(t.s.ring_info(7), Some((1234, 3)));
-    assert_eq!(t.call(c0, t::IS_DOMAIN_INTRODUCED, b"7\0"), Ok(b"T\0".to_vec()));
+    assert_eq!(
+        t.call(c0, t::IS_DOMAIN_INTRODUCED, b"7\0"),
+        Ok(b"T\0".to_vec())
+    );
     // Re-introducing rebinds the port, fires nothing, resets the domain's connections.
     let c7 = t.s.connect(7);
     t.watch(c7, "x", "y");
@@ -738,7 +1012,10 @@ fn transactions_basic() {
     // Private view; no events before the commit.
     assert_eq!(t.write(c1, t1, "t/a", "1").unwrap(), vec![]);
     assert_eq!(t.read(c1, 0, "t/a"), Err(e(XsError::ENOENT)));
-    assert_eq!(t.read(c0, 0, "/local/domain/1/t/a"), Err(e(XsError::ENOENT)));
+    assert_eq!(
+        t.read(c0, 0, "/local/domain/1/t/a"),
+        Err(e(XsError::ENOENT))
+    );
     assert_eq!(t.read(c1, t1, "t/a"), Ok("1".into()));
     assert_eq!(t.read(c1, t2, "t/a"), Err(e(XsError::ENOENT)));
     assert_eq!(t.call_tx(c1, t::DIRECTORY, t1, b"t\0"), Ok(b"a\0".to_vec()));
@@ -758,14 +1035,32 @@ fn transactions_basic() {
     assert_eq!(t.end(c1, 0, true).0, Err(e(XsError::ENOENT)));
     let t3 = t.start(c1);
     assert_eq!(t3, 3);
-    assert_eq!(t.call_tx(c1, t::TRANSACTION_END, t3, b"X\0"), Err(e(XsError::EINVAL)));
-    assert_eq!(t.call_tx(c1, t::TRANSACTION_END, t3, b"T"), Err(e(XsError::EINVAL)));
+    assert_eq!(
+        t.call_tx(c1, t::TRANSACTION_END, t3, b"X\0"),
+        Err(e(XsError::EINVAL))
+    );
+    assert_eq!(
+        t.call_tx(c1, t::TRANSACTION_END, t3, b"T"),
+        Err(e(XsError::EINVAL))
+    );
     assert_eq!(t.read(c1, t3, "t/a"), Ok("1".into()));
     // No nesting; unknown ids; ids are per connection.
-    assert_eq!(t.call_tx(c1, t::TRANSACTION_START, t3, b"\0"), Err(e(XsError::EBUSY)));
-    assert_eq!(t.call_tx(c1, t::TRANSACTION_START, 77, b"\0"), Err(e(XsError::ENOENT)));
-    assert_eq!(t.call_tx(c1, t::GET_DOMAIN_PATH, 77, b"1\0"), Err(e(XsError::ENOENT)));
-    assert_eq!(t.read(c0, t3, "/local/domain/1/t/a"), Err(e(XsError::ENOENT)));
+    assert_eq!(
+        t.call_tx(c1, t::TRANSACTION_START, t3, b"\0"),
+        Err(e(XsError::EBUSY))
+    );
+    assert_eq!(
+        t.call_tx(c1, t::TRANSACTION_START, 77, b"\0"),
+        Err(e(XsError::ENOENT))
+    );
+    assert_eq!(
+        t.call_tx(c1, t::GET_DOMAIN_PATH, 77, b"1\0"),
+        Err(e(XsError::ENOENT))
+    );
+    assert_eq!(
+        t.read(c0, t3, "/local/domain/1/t/a"),
+        Err(e(XsError::ENOENT))
+    );
     assert_eq!(t.start(c0), 1);
     // RESET_WATCHES drops transactions too.
     t.ok(c1, t::RESET_WATCHES, b"");
@@ -834,16 +1129,29 @@ fn transaction_rm_set_perms_and_watches() {
     t.watch(c0, "/tr", "W");
     t.watch(c0, "/tr/a/b", "B");
     let x = t.start(c0);
-    assert_eq!(t.rq(c0, t::RM, x, b"/tr/a\0"), (Ok(b"OK\0".to_vec()), vec![]));
+    assert_eq!(
+        t.rq(c0, t::RM, x, b"/tr/a\0"),
+        (Ok(b"OK\0".to_vec()), vec![])
+    );
     assert_eq!(t.read(c0, x, "/tr/a"), Err(e(XsError::ENOENT)));
     assert_eq!(t.read(c0, x, "/tr/a/b"), Err(e(XsError::ENOENT)));
     assert_eq!(t.call_tx(c0, t::DIRECTORY, x, b"/tr\0"), Ok(vec![]));
     assert_eq!(t.read(c0, 0, "/tr/a/b"), Ok(String::new()));
-    assert_eq!(t.rq(c0, t::SET_PERMS, x, &args(&["/tr", "n0", "r3"])), (Ok(b"OK\0".to_vec()), vec![]));
+    assert_eq!(
+        t.rq(c0, t::SET_PERMS, x, &args(&["/tr", "n0", "r3"])),
+        (Ok(b"OK\0".to_vec()), vec![])
+    );
     assert_eq!(t.perms(c0, "/tr"), Ok("n0 ".into()));
     let (r, evs) = t.end(c0, x, true);
     assert_eq!(r, Ok(b"OK\0".to_vec()));
-    assert_eq!(evs, vec![ev(c0, "/tr/a", "W"), ev(c0, "/tr", "W"), ev(c0, "/tr/a/b", "B")]);
+    assert_eq!(
+        evs,
+        vec![
+            ev(c0, "/tr/a", "W"),
+            ev(c0, "/tr", "W"),
+            ev(c0, "/tr/a/b", "B")
+        ]
+    );
     assert_eq!(t.call(c0, t::DIRECTORY, b"/tr\0"), Ok(vec![]));
     assert_eq!(t.perms(c0, "/tr"), Ok("n0 r3 ".into()));
     t.s.check_tree().unwrap();
@@ -859,10 +1167,18 @@ fn transaction_rm_set_perms_and_watches() {
     // MKDIR and DIRECTORY_PART in a transaction.
     let z = t.start(c0);
     t.ok(c0, t::WATCH, &args(&["/tm", "M"]));
-    assert_eq!(t.rq(c0, t::MKDIR, z, b"/tm/a\0"), (Ok(b"OK\0".to_vec()), vec![]));
-    let r = t.call_tx(c0, t::DIRECTORY_PART, z, &args(&["/tm", "0"])).unwrap();
+    assert_eq!(
+        t.rq(c0, t::MKDIR, z, b"/tm/a\0"),
+        (Ok(b"OK\0".to_vec()), vec![])
+    );
+    let r = t
+        .call_tx(c0, t::DIRECTORY_PART, z, &args(&["/tm", "0"]))
+        .unwrap();
     assert!(r.ends_with(b"\0a\0\0"));
-    assert_eq!(t.end(c0, z, true), (Ok(b"OK\0".to_vec()), vec![ev(c0, "/tm/a", "M")]));
+    assert_eq!(
+        t.end(c0, z, true),
+        (Ok(b"OK\0".to_vec()), vec![ev(c0, "/tm/a", "M")])
+    );
 }
 
 #[test]
@@ -874,17 +1190,26 @@ fn transaction_quotas() {
     for i in 1..=11 {
         assert_eq!(t.start(c1), i);
     }
-    assert_eq!(t.call(c1, t::TRANSACTION_START, b"\0"), Err(e(XsError::ENOSPC)));
+    assert_eq!(
+        t.call(c1, t::TRANSACTION_START, b"\0"),
+        Err(e(XsError::ENOSPC))
+    );
     // Per domain, not per connection.
     let c1b = t.s.connect(1);
-    assert_eq!(t.call(c1b, t::TRANSACTION_START, b"\0"), Err(e(XsError::ENOSPC)));
+    assert_eq!(
+        t.call(c1b, t::TRANSACTION_START, b"\0"),
+        Err(e(XsError::ENOSPC))
+    );
     assert_eq!(t.end(c1, 5, false).0, Ok(b"OK\0".to_vec()));
     assert_eq!(t.start(c1), 12);
     for _ in 0..30 {
         t.start(c0);
     }
     // Accessed nodes per transaction.
-    let mut t = T::with_quota(Quota { max_transaction_nodes: 3, ..Quota::default() });
+    let mut t = T::with_quota(Quota {
+        max_transaction_nodes: 3,
+        ..Quota::default()
+    });
     let c1 = t.s.connect(1);
     let x = t.start(c1);
     assert_eq!(t.read(c1, x, "a"), Err(e(XsError::ENOENT))); // "a" and its parent
@@ -896,7 +1221,10 @@ fn transaction_quotas() {
     let c1 = t.s.connect(1);
     let x = t.start(c1);
     t.write(c1, x, "ok", "").unwrap();
-    assert_eq!(t.write(c1, x, "big", &"v".repeat(3000)), Err(e(XsError::ENOSPC)));
+    assert_eq!(
+        t.write(c1, x, "big", &"v".repeat(3000)),
+        Err(e(XsError::ENOSPC))
+    );
     assert_eq!(t.end(c1, x, true).0, Err(e(XsError::ENOMEM)));
     assert_eq!(t.read(c1, 0, "ok"), Err(e(XsError::ENOENT)));
 }
@@ -905,7 +1233,10 @@ fn transaction_quotas() {
 
 #[test]
 fn quota_nodes() {
-    let q = Quota { max_nodes_per_dom: 5, ..Quota::default() };
+    let q = Quota {
+        max_nodes_per_dom: 5,
+        ..Quota::default()
+    };
     let mut t = T::with_quota(q);
     let c0 = t.s.connect(0);
     let c1 = t.s.connect(1);
@@ -949,8 +1280,21 @@ fn quota_nodes() {
     assert_eq!(t.s.owned[&1], 4);
     // A failed request inside a transaction does not count.
     let z = t.start(c1);
-    assert_eq!(t.write(c1, z, "big/x", &"v".repeat(3000)), Err(e(XsError::ENOSPC)));
-    assert_eq!(t.s.tx_ref(tree::Ctx { conn: Some(c1), dom: 1, tx: Some(z) }).unwrap().acc_delta.get(&1), None);
+    assert_eq!(
+        t.write(c1, z, "big/x", &"v".repeat(3000)),
+        Err(e(XsError::ENOSPC))
+    );
+    assert_eq!(
+        t.s.tx_ref(tree::Ctx {
+            conn: Some(c1),
+            dom: 1,
+            tx: Some(z)
+        })
+        .unwrap()
+        .acc_delta
+        .get(&1),
+        None
+    );
 }
 
 #[test]
@@ -960,26 +1304,57 @@ fn quota_node_size() {
     let c1 = t.s.connect(1);
     // 16 (header) + 8 (one permission) + value <= 2048.
     t.write(c1, 0, "big", &"v".repeat(2024)).unwrap();
-    assert_eq!(t.write(c1, 0, "big", &"v".repeat(2025)), Err(e(XsError::ENOSPC)));
+    assert_eq!(
+        t.write(c1, 0, "big", &"v".repeat(2025)),
+        Err(e(XsError::ENOSPC))
+    );
     assert_eq!(t.read(c1, 0, "big").map(|v| v.len()), Ok(2024));
-    t.write(c0, 0, "/local/domain/1/big", &"v".repeat(4000)).unwrap();
+    t.write(c0, 0, "/local/domain/1/big", &"v".repeat(4000))
+        .unwrap();
     // The guest cannot rewrite the oversized node, not even its permissions.
-    assert_eq!(t.err(c1, t::SET_PERMS, &args(&["big", "n1", "r2"])), "ENOSPC");
+    assert_eq!(
+        t.err(c1, t::SET_PERMS, &args(&["big", "n1", "r2"])),
+        "ENOSPC"
+    );
     t.write(c1, 0, "big", "").unwrap();
     // More permissions, less room.
     t.ok(c1, t::SET_PERMS, &args(&["big", "n1", "r2"]));
-    assert_eq!(t.write(c1, 0, "big", &"v".repeat(2017)), Err(e(XsError::ENOSPC)));
+    assert_eq!(
+        t.write(c1, 0, "big", &"v".repeat(2017)),
+        Err(e(XsError::ENOSPC))
+    );
     t.write(c1, 0, "big", &"v".repeat(2016)).unwrap();
     // The parent's children list counts: a new child that overflows it is refused and
     // leaves nothing behind.
     t.ok(c1, t::MKDIR, b"dir\0");
     for i in 0..20 {
-        t.ok(c1, t::MKDIR, &args(&[&format!("dir/c{i:02}{}", "x".repeat(97))]));
+        t.ok(
+            c1,
+            t::MKDIR,
+            &args(&[&format!("dir/c{i:02}{}", "x".repeat(97))]),
+        );
     }
-    assert_eq!(t.err(c1, t::MKDIR, &args(&[&format!("dir/c20{}", "x".repeat(97))])), "ENOSPC");
-    assert_eq!(t.call(c1, t::DIRECTORY, b"dir\0").map(|v| v.len()), Ok(2020));
-    assert_eq!(t.read(c1, 0, &format!("dir/c20{}", "x".repeat(97))), Err(e(XsError::ENOENT)));
-    t.ok(c0, t::MKDIR, &args(&[&format!("/local/domain/1/dir/c20{}", "x".repeat(97))]));
+    assert_eq!(
+        t.err(
+            c1,
+            t::MKDIR,
+            &args(&[&format!("dir/c20{}", "x".repeat(97))])
+        ),
+        "ENOSPC"
+    );
+    assert_eq!(
+        t.call(c1, t::DIRECTORY, b"dir\0").map(|v| v.len()),
+        Ok(2020)
+    );
+    assert_eq!(
+        t.read(c1, 0, &format!("dir/c20{}", "x".repeat(97))),
+        Err(e(XsError::ENOENT))
+    );
+    t.ok(
+        c0,
+        t::MKDIR,
+        &args(&[&format!("/local/domain/1/dir/c20{}", "x".repeat(97))]),
+    );
     t.s.check_tree().unwrap();
 }
 
@@ -1009,7 +1384,10 @@ fn quota_path_max_via_control() {
     assert_eq!(t.s.quota().max_path_len, 10);
     assert_eq!(t.read(c1, 0, &"a".repeat(10)), Err(e(XsError::ENOENT)));
     assert_eq!(t.read(c1, 0, &"a".repeat(11)), Err(e(XsError::EINVAL)));
-    assert_eq!(t.read(c0, 0, &format!("/local/domain/0/{}", "a".repeat(11))), Err(e(XsError::ENOENT)));
+    assert_eq!(
+        t.read(c0, 0, &format!("/local/domain/0/{}", "a".repeat(11))),
+        Err(e(XsError::ENOENT))
+    );
 }
 
 // ---------------------------------------------------------------- domains
@@ -1030,19 +1408,44 @@ fn domain_messages() {
         assert_eq!(t.err(c1, ty, &p), "EACCES", "type {ty}");
     }
     // GET_DOMAIN_PATH: anybody, atoi semantics.
-    assert_eq!(t.call(c1, t::GET_DOMAIN_PATH, b"1\0"), Ok(b"/local/domain/1\0".to_vec()));
-    assert_eq!(t.call(c1, t::GET_DOMAIN_PATH, b"42\0"), Ok(b"/local/domain/42\0".to_vec()));
-    assert_eq!(t.call(c1, t::GET_DOMAIN_PATH, b"\0"), Ok(b"/local/domain/0\0".to_vec()));
-    assert_eq!(t.call(c1, t::GET_DOMAIN_PATH, b"-1\0"), Ok(b"/local/domain/4294967295\0".to_vec()));
-    assert_eq!(t.call(c1, t::GET_DOMAIN_PATH, b"1"), Err(e(XsError::EINVAL)));
+    assert_eq!(
+        t.call(c1, t::GET_DOMAIN_PATH, b"1\0"),
+        Ok(b"/local/domain/1\0".to_vec())
+    );
+    assert_eq!(
+        t.call(c1, t::GET_DOMAIN_PATH, b"42\0"),
+        Ok(b"/local/domain/42\0".to_vec())
+    );
+    assert_eq!(
+        t.call(c1, t::GET_DOMAIN_PATH, b"\0"),
+        Ok(b"/local/domain/0\0".to_vec())
+    );
+    assert_eq!(
+        t.call(c1, t::GET_DOMAIN_PATH, b"-1\0"),
+        Ok(b"/local/domain/4294967295\0".to_vec())
+    );
+    assert_eq!(
+        t.call(c1, t::GET_DOMAIN_PATH, b"1"),
+        Err(e(XsError::EINVAL))
+    );
     // INTRODUCE.
     assert_eq!(t.err(c0, t::INTRODUCE, &args(&["3", "100"])), "EINVAL");
     assert_eq!(t.err(c0, t::INTRODUCE, &args(&["3", "100", "0"])), "EINVAL");
     t.ok(c0, t::INTRODUCE, &args(&["3", "100", "5", "extra"]));
     assert_eq!(t.s.ring_info(3), Some((100, 5)));
     // IS_DOMAIN_INTRODUCED.
-    for (d, a) in [("3", "T"), ("4", "F"), ("0", "T"), ("32752", "T"), ("1", "T")] {
-        assert_eq!(t.call(c0, t::IS_DOMAIN_INTRODUCED, &args(&[d])), Ok(args(&[a])), "{d}");
+    for (d, a) in [
+        ("3", "T"),
+        ("4", "F"),
+        ("0", "T"),
+        ("32752", "T"),
+        ("1", "T"),
+    ] {
+        assert_eq!(
+            t.call(c0, t::IS_DOMAIN_INTRODUCED, &args(&[d])),
+            Ok(args(&[a])),
+            "{d}"
+        );
     }
     assert_eq!(t.err(c0, t::IS_DOMAIN_INTRODUCED, b"3"), "EINVAL");
     // RESUME.
@@ -1053,16 +1456,26 @@ fn domain_messages() {
     // SET_TARGET: dom3 acts with dom1's rights.
     t.write(c1, 0, "secret", "s").unwrap();
     let c3 = t.s.connect(3);
-    assert_eq!(t.read(c3, 0, "/local/domain/1/secret"), Err(e(XsError::EACCES)));
+    assert_eq!(
+        t.read(c3, 0, "/local/domain/1/secret"),
+        Err(e(XsError::EACCES))
+    );
     assert_eq!(t.err(c0, t::SET_TARGET, &args(&["3", "4"])), "ENOENT");
     assert_eq!(t.err(c0, t::SET_TARGET, &args(&["4", "1"])), "ENOENT");
     assert_eq!(t.err(c0, t::SET_TARGET, &args(&["3"])), "EINVAL");
     t.ok(c0, t::SET_TARGET, &args(&["3", "1"]));
     assert_eq!(t.read(c3, 0, "/local/domain/1/secret"), Ok("s".into()));
     t.write(c3, 0, "/local/domain/1/secret", "t").unwrap();
-    t.ok(c0, t::SET_PERMS, &args(&["/local/domain/1/secret", "n0", "r1"]));
+    t.ok(
+        c0,
+        t::SET_PERMS,
+        &args(&["/local/domain/1/secret", "n0", "r1"]),
+    );
     assert_eq!(t.read(c3, 0, "/local/domain/1/secret"), Ok("t".into()));
-    assert_eq!(t.write(c3, 0, "/local/domain/1/secret", "u"), Err(e(XsError::EACCES)));
+    assert_eq!(
+        t.write(c3, 0, "/local/domain/1/secret", "u"),
+        Err(e(XsError::EACCES))
+    );
     // RELEASE: the domain's nodes go (watches fire), its watches go first.
     t.watch(c0, "/local/domain", "ld");
     t.watch(c0, "@releaseDomain", "rel");
@@ -1072,9 +1485,18 @@ fn domain_messages() {
     assert_eq!(t.err(c0, t::RELEASE, b"1"), "EINVAL");
     let (r, evs) = t.rq(c0, t::RELEASE, 0, b"1\0");
     assert_eq!(r, Ok(b"OK\0".to_vec()));
-    assert_eq!(evs, vec![ev(c0, "/local/domain/1", "ld"), ev(c0, "@releaseDomain", "rel")]);
+    assert_eq!(
+        evs,
+        vec![
+            ev(c0, "/local/domain/1", "ld"),
+            ev(c0, "@releaseDomain", "rel")
+        ]
+    );
     assert_eq!(t.read(c0, 0, "/local/domain/1"), Err(e(XsError::ENOENT)));
-    assert_eq!(t.call(c0, t::IS_DOMAIN_INTRODUCED, b"1\0"), Ok(b"F\0".to_vec()));
+    assert_eq!(
+        t.call(c0, t::IS_DOMAIN_INTRODUCED, b"1\0"),
+        Ok(b"F\0".to_vec())
+    );
     assert!(t.s.conns[&c1].watches.is_empty());
     assert_eq!(t.s.owned.get(&1), None);
     assert_eq!(t.err(c0, t::RELEASE, b"1\0"), "ENOENT");
@@ -1090,16 +1512,35 @@ fn control() {
     t.ok(c0, t::CONTROL, &args(&["check"]));
     assert_eq!(t.err(c0, t::CONTROL, &args(&["check", "x"])), "EINVAL");
     let help = String::from_utf8(t.call(c0, t::CONTROL, &args(&["help"])).unwrap()).unwrap();
-    assert!(help.starts_with("check") && help.contains("\nprint           <string>\n") && help.ends_with("\n\0"));
+    assert!(
+        help.starts_with("check")
+            && help.contains("\nprint           <string>\n")
+            && help.ends_with("\n\0")
+    );
     let q = String::from_utf8(t.call(c0, t::CONTROL, &args(&["quota"])).unwrap()).unwrap();
-    assert!(q.starts_with("Quota settings:\nnodes            :     1000 Nodes per domain\n"), "{q}");
+    assert!(
+        q.starts_with("Quota settings:\nnodes            :     1000 Nodes per domain\n"),
+        "{q}"
+    );
     t.ok(c0, t::CONTROL, &args(&["quota", "set", "nodes", "7"]));
     assert_eq!(t.s.quota().max_nodes_per_dom, 7);
-    assert_eq!(t.err(c0, t::CONTROL, &args(&["quota", "set", "nodes", "0"])), "EINVAL");
-    assert_eq!(t.err(c0, t::CONTROL, &args(&["quota", "set", "bogus", "1"])), "EINVAL");
-    assert_eq!(t.err(c0, t::CONTROL, &args(&["quota", "set", "nodes"])), "EINVAL");
+    assert_eq!(
+        t.err(c0, t::CONTROL, &args(&["quota", "set", "nodes", "0"])),
+        "EINVAL"
+    );
+    assert_eq!(
+        t.err(c0, t::CONTROL, &args(&["quota", "set", "bogus", "1"])),
+        "EINVAL"
+    );
+    assert_eq!(
+        t.err(c0, t::CONTROL, &args(&["quota", "set", "nodes"])),
+        "EINVAL"
+    );
     let d = String::from_utf8(t.call(c0, t::CONTROL, &args(&["quota", "1"])).unwrap()).unwrap();
-    assert!(d.starts_with("Domain 1:\nnodes            :        1 (max        1)\n"), "{d}");
+    assert!(
+        d.starts_with("Domain 1:\nnodes            :        1 (max        1)\n"),
+        "{d}"
+    );
     assert_eq!(t.err(c0, t::CONTROL, &args(&["quota", "99"])), "ENOENT");
     assert_eq!(t.err(c0, t::CONTROL, &args(&["bogus"])), "EINVAL");
     assert_eq!(t.err(c0, t::CONTROL, b"print"), "EINVAL");
@@ -1128,7 +1569,10 @@ fn malformed() {
     // The reply echoes req_id and tx_id.
     let x = t.start(c0);
     let out = t.s.handle(c0, &Msg::new(t::READ, 0xdead, x, args(&["/x"])));
-    assert_eq!((out[0].1.req_id, out[0].1.tx_id, out[0].1.ty), (0xdead, x, t::READ));
+    assert_eq!(
+        (out[0].1.req_id, out[0].1.tx_id, out[0].1.ty),
+        (0xdead, x, t::READ)
+    );
     // Reserved trailing bytes after TRANSACTION_START's NUL are ignored, as in xenstored.
     assert!(t.call(c0, t::TRANSACTION_START, b"").is_ok());
     assert!(t.call(c0, t::TRANSACTION_START, b"junk").is_ok());
@@ -1182,7 +1626,10 @@ fn snapshot_roundtrip() {
         (c1, Msg::new(t::WRITE, 2, 0, b"dev/x\0y".to_vec())),
         (c0, Msg::new(t::TRANSACTION_END, 3, 1, b"T\0".to_vec())),
         (c1, Msg::new(t::TRANSACTION_START, 4, 0, b"\0".to_vec())),
-        (c0, Msg::new(t::DIRECTORY_PART, 5, 0, args(&["/local/domain/1", "0"]))),
+        (
+            c0,
+            Msg::new(t::DIRECTORY_PART, 5, 0, args(&["/local/domain/1", "0"])),
+        ),
         (c0, Msg::new(t::RELEASE, 6, 0, args(&["7"]))),
         (c1, Msg::new(t::WATCH, 7, 0, args(&["dev", "d2"]))),
     ];
@@ -1318,8 +1765,22 @@ fn fuzz_any_payload(r: &mut Rng) -> Vec<u8> {
 fn fuzz_msg(r: &mut Rng, req: u32, tx: u32) -> Msg {
     use t::*;
     const COMMON: [u32; 16] = [
-        READ, WRITE, WRITE, WRITE, MKDIR, RM, DIRECTORY, WATCH, WATCH, UNWATCH, TRANSACTION_START,
-        TRANSACTION_START, TRANSACTION_END, TRANSACTION_END, SET_PERMS, GET_PERMS,
+        READ,
+        WRITE,
+        WRITE,
+        WRITE,
+        MKDIR,
+        RM,
+        DIRECTORY,
+        WATCH,
+        WATCH,
+        UNWATCH,
+        TRANSACTION_START,
+        TRANSACTION_START,
+        TRANSACTION_END,
+        TRANSACTION_END,
+        SET_PERMS,
+        GET_PERMS,
     ];
     let ty = match r.below(20) {
         0 => r.next() as u32,
@@ -1335,7 +1796,11 @@ fn fuzz_msg(r: &mut Rng, req: u32, tx: u32) -> Msg {
     match ty {
         WRITE => {
             cat(&mut p, &path);
-            let n = if r.below(20) == 0 { r.below(4200) } else { r.below(12) };
+            let n = if r.below(20) == 0 {
+                r.below(4200)
+            } else {
+                r.below(12)
+            };
             p.extend((0..n).map(|_| *r.pick(b"v\0w")));
         }
         WATCH | UNWATCH => {
@@ -1347,13 +1812,18 @@ fn fuzz_msg(r: &mut Rng, req: u32, tx: u32) -> Msg {
         SET_PERMS => {
             cat(&mut p, &path);
             for _ in 0..1 + r.below(6) {
-                let perm = r.pick(&["n0", "r1", "b2", "w1", "n1", "n2", "r2", "b1", "x", "r0x1", "n-1"]);
+                let perm = r.pick(&[
+                    "n0", "r1", "b2", "w1", "n1", "n2", "r2", "b1", "x", "r0x1", "n-1",
+                ]);
                 cat(&mut p, perm.as_bytes());
             }
         }
         DIRECTORY_PART => {
             cat(&mut p, &path);
-            cat(&mut p, r.pick(&["0", "1", "3", "-1", "100000", "x"]).as_bytes());
+            cat(
+                &mut p,
+                r.pick(&["0", "1", "3", "-1", "100000", "x"]).as_bytes(),
+            );
         }
         INTRODUCE | RELEASE | RESUME | GET_DOMAIN_PATH | IS_DOMAIN_INTRODUCED | SET_TARGET => {
             let n = match ty {
@@ -1362,13 +1832,25 @@ fn fuzz_msg(r: &mut Rng, req: u32, tx: u32) -> Msg {
                 _ => 1,
             };
             for _ in 0..n {
-                cat(&mut p, r.pick(&["0", "1", "2", "3", "9", "32752", "-1", "x"]).as_bytes());
+                cat(
+                    &mut p,
+                    r.pick(&["0", "1", "2", "3", "9", "32752", "-1", "x"])
+                        .as_bytes(),
+                );
             }
         }
         CONTROL => {
-            cat(&mut p, r.pick(&["print", "check", "help", "quota", "bogus"]).as_bytes());
+            cat(
+                &mut p,
+                r.pick(&["print", "check", "help", "quota", "bogus"])
+                    .as_bytes(),
+            );
             for _ in 0..r.below(4) {
-                cat(&mut p, r.pick(&["set", "nodes", "watches", "node-size", "1", "50", "0", "x"]).as_bytes());
+                cat(
+                    &mut p,
+                    r.pick(&["set", "nodes", "watches", "node-size", "1", "50", "0", "x"])
+                        .as_bytes(),
+                );
             }
         }
         RESET_WATCHES => {}
@@ -1398,7 +1880,12 @@ fn fuzz_op(r: &mut Rng, req: u32, conns: &[ConnId], txs: &BTreeMap<ConnId, Vec<u
         3 => Op::Rm(pth),
         4 => {
             let n = r.below(3);
-            Op::SetPerms(pth, (0..n).map(|i| Perm::new(i as u32 + r.below(3) as u32, Access::Read)).collect())
+            Op::SetPerms(
+                pth,
+                (0..n)
+                    .map(|i| Perm::new(i as u32 + r.below(3) as u32, Access::Read))
+                    .collect(),
+            )
         }
         5 => Op::Introduce(r.below(5) as u32),
         6 => Op::Release(r.below(5) as u32),
@@ -1406,7 +1893,10 @@ fn fuzz_op(r: &mut Rng, req: u32, conns: &[ConnId], txs: &BTreeMap<ConnId, Vec<u
         8 => Op::Disconnect(r.below(8)),
         _ => {
             let i = r.below(64);
-            let live = conns.get(i % conns.len().max(1)).and_then(|c| txs.get(c)).filter(|v| !v.is_empty());
+            let live = conns
+                .get(i % conns.len().max(1))
+                .and_then(|c| txs.get(c))
+                .filter(|v| !v.is_empty());
             let tx = match (live, r.below(10)) {
                 (Some(v), 0..=4) => *r.pick(v),
                 (_, 9) => r.next() as u32 % 8,
@@ -1475,7 +1965,10 @@ fn apply(s: &mut Store, conns: &mut Vec<ConnId>, op: &Op, st: &mut Stats) -> Vec
     };
     let skip = matches!(op, Op::Msg(..)) as usize;
     for (c, m) in &out[skip..] {
-        assert!(s.conn_domain(*c).is_some(), "event for a missing connection");
+        assert!(
+            s.conn_domain(*c).is_some(),
+            "event for a missing connection"
+        );
         assert_eq!((m.ty, m.req_id, m.tx_id), (t::WATCH_EVENT, 0, 0));
         assert!(m.payload.len() <= Msg::MAX_PAYLOAD);
         assert_eq!(m.payload.iter().filter(|&&b| b == 0).count(), 2);
@@ -1488,7 +1981,12 @@ fn apply(s: &mut Store, conns: &mut Vec<ConnId>, op: &Op, st: &mut Stats) -> Vec
 fn fuzz(seed: u64, quota: Quota, steps: usize) {
     let mut rng = Rng(seed);
     let mut t = T::with_quota(quota);
-    let mut conns = vec![t.s.connect(0), t.s.connect(1), t.s.connect(2), t.s.connect(1)];
+    let mut conns = vec![
+        t.s.connect(0),
+        t.s.connect(1),
+        t.s.connect(2),
+        t.s.connect(1),
+    ];
     let mut shadow: Option<(Store, Vec<ConnId>, usize)> = None;
     let mut st = Stats::default();
     let mut st2 = Stats::default();
@@ -1500,10 +1998,15 @@ fn fuzz(seed: u64, quota: Quota, steps: usize) {
         if let (Op::Msg(_, m), Some((c, reply))) = (&op, out.first()) {
             let v = txs.entry(*c).or_default();
             match (m.ty, reply.ty) {
-                (t::TRANSACTION_START, t::TRANSACTION_START) => {
-                    v.push(std::str::from_utf8(&reply.payload[..reply.payload.len() - 1]).unwrap().parse().unwrap())
+                (t::TRANSACTION_START, t::TRANSACTION_START) => v.push(
+                    std::str::from_utf8(&reply.payload[..reply.payload.len() - 1])
+                        .unwrap()
+                        .parse()
+                        .unwrap(),
+                ),
+                (t::TRANSACTION_END, _) if reply.error_name() != Some("EINVAL") => {
+                    v.retain(|&x| x != m.tx_id)
                 }
-                (t::TRANSACTION_END, _) if reply.error_name() != Some("EINVAL") => v.retain(|&x| x != m.tx_id),
                 (t::RESET_WATCHES, t::RESET_WATCHES) => v.clear(),
                 _ => {}
             }
@@ -1518,7 +2021,8 @@ fn fuzz(seed: u64, quota: Quota, steps: usize) {
             }
         }
         if step % 97 == 0 {
-            t.s.check_tree().unwrap_or_else(|e| panic!("step {step}: {e}"));
+            t.s.check_tree()
+                .unwrap_or_else(|e| panic!("step {step}: {e}"));
         }
         if step % 1000 == 500 && shadow.is_none() {
             let r = Store::restore(&t.s.snapshot()).unwrap();
@@ -1529,9 +2033,20 @@ fn fuzz(seed: u64, quota: Quota, steps: usize) {
     t.s.check_tree().unwrap();
     let mut h: Vec<_> = st.hist.iter().collect();
     h.sort_by_key(|x| std::cmp::Reverse(*x.1));
-    eprintln!("fuzz {seed:#x}: ok {} err {} ev {} commits {}, {} nodes; top errors {:?}", st.ok, st.errors, st.events, st.commits, t.s.nodes.len(), &h[..12]);
+    eprintln!(
+        "fuzz {seed:#x}: ok {} err {} ev {} commits {}, {} nodes; top errors {:?}",
+        st.ok,
+        st.errors,
+        st.events,
+        st.commits,
+        t.s.nodes.len(),
+        &h[..12]
+    );
     // The fuzzer reaches the interesting paths, not only errors.
-    assert!(st.ok > steps / 10 && st.errors > steps / 10 && st.events > steps / 20 && st.commits > 20, "{st:?}");
+    assert!(
+        st.ok > steps / 10 && st.errors > steps / 10 && st.events > steps / 20 && st.commits > 20,
+        "{st:?}"
+    );
 }
 
 #[test]

@@ -141,7 +141,11 @@ pub(super) struct Ctx {
 }
 
 impl Ctx {
-    pub const DIRECT: Ctx = Ctx { conn: None, dom: 0, tx: None };
+    pub const DIRECT: Ctx = Ctx {
+        conn: None,
+        dom: 0,
+        tx: None,
+    };
     /// !domain_is_unprivileged(conn).
     pub fn privileged(&self) -> bool {
         self.dom == 0
@@ -201,7 +205,9 @@ pub(super) fn is_child(child: &str, parent: &str) -> bool {
 /// The length of a "/local/domain/<id>/" prefix (sscanf "/local/domain/%5u/%n"), else 0.
 pub(super) fn local_off(name: &str) -> usize {
     const P: &str = "/local/domain/";
-    let Some(rest) = name.strip_prefix(P) else { return 0 };
+    let Some(rest) = name.strip_prefix(P) else {
+        return 0;
+    };
     let b = rest.as_bytes();
     let mut i = 0;
     if matches!(b.first(), Some(b'+' | b'-')) {
@@ -280,7 +286,12 @@ impl Store {
     pub(super) fn adjust_perms(&self, node: &mut Node) {
         let gen = node.generation;
         for p in node.perms.iter_mut().skip(1) {
-            if !p.ignore && !self.domains.get(&p.dom).is_some_and(|d| d.generation <= gen) {
+            if !p.ignore
+                && !self
+                    .domains
+                    .get(&p.dom)
+                    .is_some_and(|d| d.generation <= gen)
+            {
                 p.ignore = true;
             }
         }
@@ -291,7 +302,9 @@ impl Store {
     /// default (the owner entry's letter).
     pub(super) fn perm_for(&self, dom: DomId, perms: &[NodePerm]) -> u32 {
         let all = PERM_READ | PERM_WRITE | PERM_OWNER;
-        let Some(first) = perms.first() else { return if dom == 0 { all } else { 0 } };
+        let Some(first) = perms.first() else {
+            return if dom == 0 { all } else { 0 };
+        };
         let target = self.domains.get(&dom).and_then(|d| d.target);
         if dom == 0 || first.dom == dom || target == Some(first.dom) {
             return all;
@@ -308,7 +321,12 @@ impl Store {
     /// limits: XENSTORE_ABS_PATH_MAX for everybody (xenstore.txt; is_valid_nodename() up
     /// to Xen 4.17), and the path-max quota on the part after "/local/domain/<id>/" for
     /// unprivileged domains (current xenstored).
-    pub(super) fn canonicalize(&self, ctx: Ctx, path: &[u8], allow_special: bool) -> Result<String, XsError> {
+    pub(super) fn canonicalize(
+        &self,
+        ctx: Ctx,
+        path: &[u8],
+        allow_special: bool,
+    ) -> Result<String, XsError> {
         if !path.iter().all(|&c| valid_char(c)) || (path.first() == Some(&b'@') && !allow_special) {
             return Err(XsError::EINVAL);
         }
@@ -321,7 +339,8 @@ impl Store {
         };
         let bad_shape = (name.ends_with('/') && name != "/") || name.contains("//");
         let too_long = name.len() > ABS_PATH_MAX
-            || (!ctx.privileged() && name.len() - local_off(&name) > self.quota.max_path_len as usize);
+            || (!ctx.privileged()
+                && name.len() - local_off(&name) > self.quota.max_path_len as usize);
         if bad_shape || too_long {
             return Err(XsError::EINVAL);
         }
@@ -340,10 +359,18 @@ impl Store {
 
     /// access_node(): record a transaction's access to a node. Ok(false) is xenstored's
     /// "nothing to delete" (a delete of a node the transaction never saw).
-    pub(super) fn access(&mut self, ctx: Ctx, name: &str, node: Option<&Node>, ty: AccessType) -> Result<bool, XsError> {
+    pub(super) fn access(
+        &mut self,
+        ctx: Ctx,
+        name: &str,
+        node: Option<&Node>,
+        ty: AccessType,
+    ) -> Result<bool, XsError> {
         let unpriv = !ctx.privileged();
         let max = self.quota.max_transaction_nodes as usize;
-        let Some(tx) = self.tx_mut(ctx) else { return Ok(true) };
+        let Some(tx) = self.tx_mut(ctx) else {
+            return Ok(true);
+        };
         let (idx, introduced) = match tx.accessed.iter().position(|a| a.name == name) {
             Some(i) => (i, false),
             None => {
@@ -452,7 +479,13 @@ impl Store {
 
     /// write_node(): bump the generation, record the access, enforce the node-size quota
     /// (unprivileged writers), store globally or in the transaction.
-    pub(super) fn write_node(&mut self, ctx: Ctx, name: &str, node: &mut Node, no_quota: bool) -> Result<(), XsError> {
+    pub(super) fn write_node(
+        &mut self,
+        ctx: Ctx,
+        name: &str,
+        node: &mut Node,
+        no_quota: bool,
+    ) -> Result<(), XsError> {
         node.generation = self.bump();
         self.access(ctx, name, Some(node), AccessType::Write)?;
         self.adjust_perms(node);
@@ -513,7 +546,12 @@ impl Store {
     /// construct_node() + create_node(): create `name` and its missing parents. New nodes
     /// inherit the parent's permissions; an unprivileged creator becomes their owner.
     /// Returns the new leaf.
-    pub(super) fn create_node(&mut self, ctx: Ctx, name: &str, data: Vec<u8>) -> Result<Node, XsError> {
+    pub(super) fn create_node(
+        &mut self,
+        ctx: Ctx,
+        name: &str,
+        data: Vec<u8>,
+    ) -> Result<Node, XsError> {
         let mut new_names = vec![name.to_string()];
         let mut pname = get_parent(name);
         let parent = loop {
@@ -541,7 +579,12 @@ impl Store {
             if let Some(last) = chain.last_mut() {
                 last.1.children.push(basename(&nm).to_string());
             }
-            let node = Node { generation: NO_GEN, perms: perms.clone(), data: Vec::new(), children: Vec::new() };
+            let node = Node {
+                generation: NO_GEN,
+                perms: perms.clone(),
+                data: Vec::new(),
+                children: Vec::new(),
+            };
             chain.push((nm, node));
         }
         let leaf = chain.len() - 1;
@@ -551,7 +594,10 @@ impl Store {
         let mut result = Ok(());
         for k in (0..chain.len()).rev() {
             let is_new = k > 0;
-            if is_new && !ctx.privileged() && self.nbentry(ctx) >= self.quota.max_nodes_per_dom as i64 {
+            if is_new
+                && !ctx.privileged()
+                && self.nbentry(ctx) >= self.quota.max_nodes_per_dom as i64
+            {
                 result = Err(XsError::ENOSPC);
                 break;
             }
@@ -592,7 +638,8 @@ impl Store {
         match parent.children.iter().position(|c| c == base) {
             Some(i) => {
                 parent.children.remove(i);
-                self.write_node(ctx, &pname, &mut parent, true).map_err(|_| XsError::EIO)
+                self.write_node(ctx, &pname, &mut parent, true)
+                    .map_err(|_| XsError::EIO)
             }
             None => Err(XsError::EIO),
         }
@@ -606,19 +653,33 @@ impl Store {
             pos: usize,
         }
         let first = self.read_node(ctx, root).map_err(|_| XsError::EIO)?;
-        let mut stack = vec![Frame { name: root.to_string(), kids: first.children.clone(), node: first, pos: 0 }];
+        let mut stack = vec![Frame {
+            name: root.to_string(),
+            kids: first.children.clone(),
+            node: first,
+            pos: 0,
+        }];
         loop {
-            let Some(top) = stack.last_mut() else { return Ok(()) };
+            let Some(top) = stack.last_mut() else {
+                return Ok(());
+            };
             if top.pos < top.kids.len() {
                 let cname = child_name(&top.name, &top.kids[top.pos]);
                 top.pos += 1;
                 let n = self.read_node(ctx, &cname).map_err(|_| XsError::EIO)?;
-                stack.push(Frame { name: cname, kids: n.children.clone(), node: n, pos: 0 });
+                stack.push(Frame {
+                    name: cname,
+                    kids: n.children.clone(),
+                    node: n,
+                    pos: 0,
+                });
                 continue;
             }
             let Some(f) = stack.pop() else { return Ok(()) };
             self.delnode_sub(ctx, &f.name, f.node, root)?;
-            let Some(p) = stack.last_mut() else { return Ok(()) };
+            let Some(p) = stack.last_mut() else {
+                return Ok(());
+            };
             // rm_from_parent()
             let base = basename(&f.name);
             if let Some(i) = p.node.children.iter().position(|c| c == base) {
@@ -634,7 +695,13 @@ impl Store {
         }
     }
 
-    fn delnode_sub(&mut self, ctx: Ctx, name: &str, mut node: Node, root: &str) -> Result<(), XsError> {
+    fn delnode_sub(
+        &mut self,
+        ctx: Ctx,
+        name: &str,
+        mut node: Node,
+        root: &str,
+    ) -> Result<(), XsError> {
         node.generation = self.bump();
         let really = self.access(ctx, name, Some(&node), AccessType::Delete)?;
         self.nbentry_add(ctx, node.owner(), -1);
@@ -649,7 +716,14 @@ impl Store {
     /// (exactly, or `name` at or below the watched path) on connections allowed to see it:
     /// one that can read the node (its old permissions `old`, or `node`, or the node in
     /// the database), or else its parent. Inside a transaction, queue for the commit.
-    pub(super) fn fire_watches(&mut self, ctx: Ctx, name: &str, node: Option<&Node>, exact: bool, old: Option<&[NodePerm]>) {
+    pub(super) fn fire_watches(
+        &mut self,
+        ctx: Ctx,
+        name: &str,
+        node: Option<&Node>,
+        exact: bool,
+        old: Option<&[NodePerm]>,
+    ) {
         if let Some(tx) = self.tx_mut(ctx) {
             // queue_watches()
             match tx.find_mut(name) {
@@ -679,7 +753,13 @@ impl Store {
             let hits: Vec<&Watch> = c
                 .watches
                 .iter()
-                .filter(|w| if exact { w.node == name } else { is_child(name, &w.node) })
+                .filter(|w| {
+                    if exact {
+                        w.node == name
+                    } else {
+                        is_child(name, &w.node)
+                    }
+                })
                 .collect();
             if hits.is_empty() {
                 continue;
@@ -791,7 +871,9 @@ impl Store {
     pub(super) fn remove_domain_nodes(&mut self, dom: DomId) {
         let mut stack = vec!["/".to_string()];
         while let Some(name) = stack.pop() {
-            let Some(node) = self.nodes.get(&name) else { continue };
+            let Some(node) = self.nodes.get(&name) else {
+                continue;
+            };
             if node.owner() == dom && name != "/" {
                 let _ = self.rm_node(Ctx::DIRECT, &name);
                 continue;
@@ -846,6 +928,11 @@ impl Store {
 
 impl Node {
     pub(super) fn empty() -> Node {
-        Node { generation: NO_GEN, perms: Vec::new(), data: Vec::new(), children: Vec::new() }
+        Node {
+            generation: NO_GEN,
+            perms: Vec::new(),
+            data: Vec::new(),
+            children: Vec::new(),
+        }
     }
 }

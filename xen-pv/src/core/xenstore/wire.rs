@@ -59,7 +59,12 @@ impl Msg {
     pub const MAX_PAYLOAD: usize = 4096;
 
     pub fn new(ty: u32, req_id: u32, tx_id: u32, payload: impl Into<Vec<u8>>) -> Msg {
-        Msg { ty, req_id, tx_id, payload: payload.into() }
+        Msg {
+            ty,
+            req_id,
+            tx_id,
+            payload: payload.into(),
+        }
     }
 
     /// (type, req_id, tx_id, len) from a little-endian header.
@@ -83,7 +88,9 @@ impl Msg {
     /// [`Msg::MAX_PAYLOAD`] (xenstored then stops talking to the client:
     /// XENSTORE_ERROR_PROTO).
     pub fn decode(b: &[u8]) -> Result<Option<(Msg, usize)>, u32> {
-        let Some(h) = b.get(..Self::HEADER) else { return Ok(None) };
+        let Some(h) = b.get(..Self::HEADER) else {
+            return Ok(None);
+        };
         let mut hdr = [0u8; 16];
         hdr.copy_from_slice(h);
         let (ty, req_id, tx_id, len) = Self::parse_header(&hdr);
@@ -91,7 +98,8 @@ impl Msg {
             return Err(len);
         }
         let end = Self::HEADER + len as usize;
-        Ok(b.get(Self::HEADER..end).map(|p| (Msg::new(ty, req_id, tx_id, p), end)))
+        Ok(b.get(Self::HEADER..end)
+            .map(|p| (Msg::new(ty, req_id, tx_id, p), end)))
     }
 
     /// The error name of an ERROR message ("ENOENT"...), None for other messages.
@@ -194,7 +202,9 @@ pub(super) fn cstr(b: &[u8]) -> &[u8] {
 /// xenstored's get_string: length (including the NUL) of the string at `off`, 0 when there
 /// is no NUL after `off`.
 pub(super) fn get_string(b: &[u8], off: usize) -> usize {
-    b.get(off..).and_then(|s| s.iter().position(|&c| c == 0)).map_or(0, |n| n + 1)
+    b.get(off..)
+        .and_then(|s| s.iter().position(|&c| c == 0))
+        .map_or(0, |n| n + 1)
 }
 
 /// xenstored's get_strings: every NUL-terminated string of the payload (without its NUL);
@@ -241,7 +251,9 @@ pub(super) fn strtol(s: &[u8], base0: bool) -> (i64, usize) {
     }
     let mut radix = 10u32;
     if base0 && s.get(i) == Some(&b'0') {
-        if matches!(s.get(i + 1), Some(b'x' | b'X')) && s.get(i + 2).is_some_and(|c| c.is_ascii_hexdigit()) {
+        if matches!(s.get(i + 1), Some(b'x' | b'X'))
+            && s.get(i + 2).is_some_and(|c| c.is_ascii_hexdigit())
+        {
             radix = 16;
             i += 2;
         } else {
@@ -252,7 +264,10 @@ pub(super) fn strtol(s: &[u8], base0: bool) -> (i64, usize) {
     let mut mag: u64 = 0;
     let mut overflow = false;
     while let Some(d) = s.get(i).and_then(|&c| (c as char).to_digit(radix)) {
-        match mag.checked_mul(radix as u64).and_then(|m| m.checked_add(d as u64)) {
+        match mag
+            .checked_mul(radix as u64)
+            .and_then(|m| m.checked_add(d as u64))
+        {
             Some(m) => mag = m,
             None => overflow = true,
         }

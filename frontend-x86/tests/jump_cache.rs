@@ -1,0 +1,104 @@
+//! The indirect-jump cache across TLB flushes, with real x86 page tables: a flush keeps
+//! the entries whose code pages still map as before (no new lookup), and a remapped code
+//! page is never reached through a stale entry.
+
+use frontend_x86::state::{X86State, G_RIP};
+use jit::{Engine, EngineKind, StopReason};
+
+const P: u64 = 1;
+const RW: u64 = 2;
+const US: u64 = 4;
+const PML4: u64 = 0x1000;
+const PDPT: u64 = 0x2000;
+const PD: u64 = 0x3000;
+const PT: u64 = 0x4000;
+/// Code: `mov eax, 0x20000; jmp rax` at virtual and physical 0x10000.
+const START: u64 = 0x10000;
+/// The jump target's virtual page, mapped first to TARGET_A, then to TARGET_B.
+const TARGET: u64 = 0x20000;
+const TARGET_A: u64 = 0x30000;
+const TARGET_B: u64 = 0x40000;
+
+fn map(e: &mut Engine, va: u64, pa: u64) {
+    e.ram()
+        .write_u64(PT + ((va >> 12) & 511) * 8, pa | P | RW | US);
+}
+
+fn setup() -> Engine {
+    let mut e = frontend_x86::new_engine(1 << 20, EngineKind::Jit).expect("engine");
+    let ram = e.ram();
+    ram.write_u64(PML4, PDPT | P | RW | US);
+    ram.write_u64(PDPT, PD | P | RW | US);
+    ram.write_u64(PD, PT | P | RW | US);
+    // mov eax, TARGET; jmp rax
+    let mut code = vec![0xb8];
+    code.extend_from_slice(&(TARGET as u32).to_le_bytes());
+    code.extend_from_slice(&[0xff, 0xe0]);
+    assert!(ram.write(START, &code));
+    // mov ebx, 1; hlt   and   mov ebx, 2; hlt
+    assert!(ram.write(TARGET_A, &[0xbb, 1, 0, 0, 0, 0xf4]));
+    assert!(ram.write(TARGET_B, &[0xbb, 2, 0, 0, 0, 0xf4]));
+    map(&mut e, START, START);
+    map(&mut e, TARGET, TARGET_A);
+    frontend_x86::setup_long_mode(&mut e.env, PML4, 3);
+    e
+}
+
+/// Run from START to the HLT; return (rbx, run-loop lookups made).
+fn run(e: &mut Engine) -> (u64, u64) {
+    X86State(&mut e.env).set_rip(START);
+    X86State(&mut e.env).set_gpr(3, 0);
+    e.env.icount_limit = u64::MAX;
+    let before = e.stats().lookups;
+    let r = e.run();
+    assert!(
+        matches!(r, StopReason::Platform { .. }),
+        "stopped with {r:?}"
+    );
+    assert_eq!(e.env.g[G_RIP as usize], TARGET + 5, "stopped at the HLT");
+    (X86State(&mut e.env).gpr(3), e.stats().lookups - before)
+}
+
+#[test]
+fn flush_keeps_unchanged_code_and_drops_remapped_code() {
+    let mut e = setup();
+    // First run: the indirect jump misses the cache and goes through the run loop.
+    assert_eq!(run(&mut e), (1, 2));
+    // Second run: the generated code's probe finds the target.
+    assert_eq!(run(&mut e), (1, 1));
+    // A flush with the code pages mapped as before keeps the entry.
+    let kept = e.stats().jc_kept;
+    e.tlb_flush();
+    assert!(e.stats().jc_kept > kept);
+    assert_eq!(run(&mut e), (1, 1));
+    // Remap the target page: without a flush the old translation may still be used (as a
+    // TLB would), after the flush the new code must run.
+    map(&mut e, TARGET, TARGET_B);
+    e.tlb_flush();
+    assert_eq!(run(&mut e), (2, 2));
+    assert_eq!(run(&mut e), (2, 1));
+    // Removing execute rights (NX) and flushing: the fetch faults.
+    e.ram().write_u64(
+        PT + ((TARGET >> 12) & 511) * 8,
+        TARGET_B | P | RW | US | 1 << 63,
+    );
+    e.tlb_flush();
+    X86State(&mut e.env).set_rip(START);
+    match e.run() {
+        StopReason::Exception(f) => assert_eq!((f.vector, f.addr), (14, TARGET)),
+        r => panic!("expected #PF at the NX target, got {r:?}"),
+    }
+}
+
+#[test]
+fn probe_sets_no_accessed_bits() {
+    let mut e = setup();
+    assert_eq!(run(&mut e), (1, 2));
+    // Clear the accessed bits; a kept flush must not set them again (a probe has no side
+    // effects), while the next refill of a data or code TLB entry would.
+    let pte = PT + ((TARGET >> 12) & 511) * 8;
+    let v = e.ram().read_u64(pte).unwrap();
+    e.ram().write_u64(pte, v & !0x20);
+    e.tlb_flush();
+    assert_eq!(e.ram().read_u64(pte).unwrap() & 0x20, 0);
+}
