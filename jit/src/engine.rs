@@ -197,6 +197,11 @@ pub struct Tb {
     pub block: Block,
     pub exits: Vec<TbExit>,
     pub code: Option<CodeHandle>,
+    /// Host address of the compiled code (backends that chain), for jump-cache entries.
+    pub entry: Option<u64>,
+    /// Per half of the address space: `jc_gen + 1` when the TB's code pages were last
+    /// noted in `jc_pages` (so noting them again in the same generation is skipped).
+    jc_noted: [u32; 2],
     pub valid: bool,
     /// Chained jumps into this TB: (source tb, exit index).
     pub incoming: Vec<(u32, u32)>,
@@ -351,11 +356,17 @@ impl Engine {
         }
     }
 
-    /// Flush one virtual page (INVLPG).
+    /// Flush one virtual page (INVLPG). The jump caches depend on it only when code was
+    /// translated from that page (in the current generation of its half).
     pub fn tlb_flush_page(&mut self, vaddr: u64) {
         self.core.stats.tlb_page_flushes += 1;
-        self.env.tlb_flush_page(vaddr);
-        self.core.jc_invalidate_half((vaddr >> 63) as usize);
+        self.env.tlb_flush_page_entries(vaddr);
+        let half = (vaddr >> 63) as usize;
+        let r = &self.core.jc_pages[half];
+        if r.mixed || r.pages.contains_key(&(vaddr & PAGE_MASK)) {
+            self.env.jc_invalidate_half(half);
+            self.core.jc_invalidate_half(half);
+        }
     }
 
     /// Flush the TLB but the upper half of MMU mode `keep_mode`, and the jump caches'
@@ -415,7 +426,7 @@ impl Engine {
             }
             if std::mem::take(&mut fill_jc) && !single {
                 let t = &corer.tbs[tb as usize];
-                if let Some(entry) = t.code.and_then(|c| corer.backend.entry_addr(c)) {
+                if let Some(entry) = t.entry {
                     envr.jc[crate::env::jc_index(key.rip)] = crate::env::JcEntry {
                         pc: key.rip,
                         mode: mode_word(&key),
@@ -519,6 +530,10 @@ impl Core {
         self.jc_gen[half] = self.jc_gen[half].wrapping_add(1);
         if self.jc_gen[half] == 0 {
             self.jc.fill(None);
+            // Generations wrapped: no TB may look noted in the new one.
+            for t in self.tbs.iter_mut() {
+                t.jc_noted[half] = 0;
+            }
         }
         self.jc_pages[half] = JcPages::default();
     }
@@ -527,7 +542,7 @@ impl Core {
     /// The entry's half is that of the TB's `rip` (`Env::jc`) and `pc` (`Core::jc`); they
     /// differ only for a non-zero code-segment base, which only legacy modes have.
     fn jc_record(&mut self, id: u32) {
-        let t = &self.tbs[id as usize];
+        let t = &mut self.tbs[id as usize];
         let (pc, mmu_idx) = (t.key.pc, t.block.mmu_idx);
         let halves = [(pc >> 63) as usize, (t.key.rip >> 63) as usize];
         let pages = t.pages;
@@ -536,6 +551,11 @@ impl Core {
             .into_iter()
             .take(if halves[0] == halves[1] { 1 } else { 2 })
         {
+            let stamp = self.jc_gen[half].wrapping_add(1);
+            if t.jc_noted[half] == stamp {
+                continue;
+            }
+            t.jc_noted[half] = stamp;
             let r = &mut self.jc_pages[half];
             if unknown {
                 r.mixed = true;
@@ -703,6 +723,7 @@ impl Core {
         self.stats.insns_translated += block.insn_pcs.len() as u64;
         self.stats.translate_ns += t0.elapsed().as_nanos() as u64;
         let nexits = exits.len();
+        let entry = self.backend.entry_addr(code);
         self.tbs.push(Tb {
             key: *key,
             pages: tbpages,
@@ -710,6 +731,8 @@ impl Core {
             block,
             exits,
             code: Some(code),
+            entry,
+            jc_noted: [0; 2],
             valid: true,
             incoming: Vec::new(),
             chained: Vec::with_capacity(nexits),
@@ -775,7 +798,7 @@ impl Core {
         if !t.valid {
             return;
         }
-        if let Some(entry) = t.code.and_then(|c| self.backend.entry_addr(c)) {
+        if let Some(entry) = t.entry {
             for e in env.jc.iter_mut().filter(|e| e.code == entry) {
                 *e = crate::env::JcEntry::EMPTY;
             }

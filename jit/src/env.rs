@@ -236,6 +236,13 @@ impl Env {
 
     /// Flush the entries for one virtual page in every mode.
     pub fn tlb_flush_page(&mut self, vaddr: u64) {
+        self.tlb_flush_page_entries(vaddr);
+        self.jc_invalidate_half((vaddr >> 63) as usize);
+    }
+
+    /// Flush the entries for one virtual page in every mode, leaving the jump cache to the
+    /// caller.
+    pub fn tlb_flush_page_entries(&mut self, vaddr: u64) {
         let page = vaddr & PAGE_MASK;
         let idx = tlb_index(vaddr);
         for m in self.tlb.iter_mut() {
@@ -252,7 +259,6 @@ impl Env {
                 *e = TlbEntry::EMPTY;
             }
         }
-        self.jc_invalidate_half((vaddr >> 63) as usize);
     }
 
     /// Record a guest exception for the run loop.

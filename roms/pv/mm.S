@@ -252,6 +252,54 @@ _start:
         mov $12, %eax
         syscall
         EXPECT(-22, 44)
+
+        /* 13. a full flush drops every translation changed since the last one, whether
+         * the change named its page (update_va_mapping) or not (mmu_update) */
+        movq $0xaaaa, (PFN_TEST << 12)
+        movq $0xbbbb, ((PFN_TEST + 1) << 12)
+        mov $VA_TEST, %rdi                     /* VA_TEST -> PFN_TEST, in the TLB */
+        mov $(PFN_TEST << 12 | PTE_RW), %rsi
+        mov $2, %edx
+        HYPERCALL(14)
+        EXPECT(0, 45)
+        mov VA_TEST, %rax
+        EXPECT(0xaaaa, 46)
+        mov $VA_TEST, %rdi                     /* -> PFN_TEST + 1, no flush */
+        mov $((PFN_TEST + 1) << 12 | PTE_RW), %rsi
+        xor %edx, %edx
+        HYPERCALL(14)
+        EXPECT(0, 47)
+        mov $(VA_TEST + 0x1000), %rdi          /* another page, with UVMF_TLB_FLUSH */
+        mov $(PFN_TEST << 12 | PTE_RW), %rsi
+        mov $1, %edx
+        HYPERCALL(14)
+        EXPECT(0, 48)
+        mov VA_TEST, %rax
+        EXPECT(0xbbbb, 49)
+        mov start_info(%rip), %r8              /* VA_TEST's L1 entry (VA == MA here) */
+        mov 88(%r8), %rax
+        movabs $0x000ffffffffff000, %rcx
+        mov (%rax), %rax                       /* L4[0] */
+        and %rcx, %rax
+        mov (%rax), %rax                       /* L3[0] */
+        and %rcx, %rax
+        mov ((VA_TEST >> 21) & 511) * 8(%rax), %rax  /* L2 */
+        and %rcx, %rax
+        lea ((VA_TEST >> 12) & 511) * 8(%rax), %rax  /* L1 */
+        mov %rax, req(%rip)                    /* mmu_update: -> PFN_TEST, no flush */
+        movq $(PFN_TEST << 12 | PTE_RW), req+8(%rip)
+        lea req(%rip), %rdi
+        mov $1, %esi
+        xor %edx, %edx
+        mov $0x7ff0, %r10
+        mov $1, %eax
+        syscall
+        EXPECT(0, 50)
+        movl $6, ext(%rip)                     /* MMUEXT_TLB_FLUSH_LOCAL */
+        call mmuext
+        EXPECT(0, 51)
+        mov VA_TEST, %rax
+        EXPECT(0xaaaa, 52)
         jmp test_pass
 
 /* memop_res(cmd in edi): memory_op(cmd, &res) */

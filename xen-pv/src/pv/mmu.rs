@@ -52,7 +52,16 @@ pub struct PvMmu {
     pub tlb_dirty_lower: bool,
     /// The kernel base pointer the TLB's kernel-mode entries were filled from.
     pub active_kernel_base: u64,
+    /// Present entries changed or removed since the last full flush, which the TLB may
+    /// still hold: the virtual addresses they map where the guest named them
+    /// (update_va_mapping), and whether any change came without one (mmu_update, a
+    /// trapped write). A flush request that the named pages cover flushes only those.
+    pub stale_vas: Vec<u64>,
+    pub stale_unknown: bool,
 }
+
+/// More changed pages than this since the last flush: a flush request flushes everything.
+const STALE_VAS_MAX: usize = 64;
 
 impl PvDomain {
     fn top_level(&self) -> u8 {
@@ -273,12 +282,15 @@ impl PvDomain {
     }
 
     /// Write entry `ptr` (machine address) with `val`, validated for the table it is in.
+    /// `va`: the virtual address the entry maps, when the caller knows it (an L1 entry
+    /// named by update_va_mapping).
     pub(super) fn update_entry(
         &mut self,
         e: &mut Engine,
         ptr: u64,
         val: u64,
         preserve_ad: bool,
+        va: Option<u64>,
     ) -> Result<(), i64> {
         if ptr & 7 != 0 {
             return Err(EINVAL);
@@ -301,6 +313,15 @@ impl PvDomain {
                 // No flush: as with Xen, a changed entry may stay in the TLB until the guest
                 // flushes (UVMF_* flags, MMUEXT_TLB_FLUSH/INVLPG); only type changes flush.
                 GuestPhys::write_u64(e.ram(), ptr, v);
+                // A present entry that changes (beyond accessed/dirty) may be in the TLB.
+                if old & P != 0 && (old ^ v) & !(A | D) != 0 {
+                    match va {
+                        Some(va) if self.mmu.stale_vas.len() < STALE_VAS_MAX => {
+                            self.mmu.stale_vas.push(va)
+                        }
+                        _ => self.mmu.stale_unknown = true,
+                    }
+                }
                 // The old entry's reference goes after the new one is taken.
                 if let Some(c) = Self::child_of(t.level, old) {
                     self.put_table(e, c);
@@ -392,7 +413,28 @@ impl PvDomain {
         }
         if std::mem::take(&mut self.mmu.tlb_dirty) {
             e.tlb_flush();
+            self.mmu.stale_vas.clear();
+            self.mmu.stale_unknown = false;
         }
+    }
+
+    /// The guest asks for a full TLB flush (MMUEXT_TLB_FLUSH_*, UVMF_TLB_FLUSH). What it
+    /// must drop are translations its own changes made stale, and every change of a
+    /// present entry passes through `update_entry` (page tables are read-only to a PV
+    /// guest): when all of them since the last full flush named their page, flushing those
+    /// pages gives the guest exactly what a full flush would, and the rest of the TLB (and
+    /// the translated code's jump caches) stays warm. Linux pins and unpins each page
+    /// table with update_va_mapping and ends the batch with UVMF_TLB_FLUSH.
+    pub(super) fn flush_tlb(&mut self, e: &mut Engine) {
+        if self.mmu.stale_unknown {
+            e.tlb_flush();
+        } else {
+            for va in &self.mmu.stale_vas {
+                e.tlb_flush_page(*va);
+            }
+        }
+        self.mmu.stale_vas.clear();
+        self.mmu.stale_unknown = false;
     }
 
     /// Machine address of the L1 entry mapping `va` in the current tables.
@@ -432,8 +474,8 @@ pub(super) fn mmu_update(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcRes
         let val = u64::from_le_bytes(b[8..].try_into().unwrap());
         let r = match ptr & 3 {
             // MMU_NORMAL_PT_UPDATE, MMU_PT_UPDATE_PRESERVE_AD
-            0 => d.update_entry(e, ptr & !3, val, false),
-            2 => d.update_entry(e, ptr & !3, val, true),
+            0 => d.update_entry(e, ptr & !3, val, false, None),
+            2 => d.update_entry(e, ptr & !3, val, true, None),
             // MMU_MACHPHYS_UPDATE: M2P[mfn] = val for a frame the domain owns.
             1 => {
                 let mfn = ptr >> 12;
@@ -472,13 +514,16 @@ pub(super) fn update_va_mapping(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -
     let Some(ptr) = d.l1_entry_addr(e, va) else {
         return Err(EINVAL);
     };
-    if !d.mmu.tables.get(&(ptr >> 12)).is_some_and(|t| t.level == 1) {
+    let Some(t) = d.mmu.tables.get(&(ptr >> 12)).filter(|t| t.level == 1) else {
         return Err(EINVAL);
-    }
-    d.update_entry(e, ptr, val, false)?;
+    };
+    // The entry maps `va` alone unless its L1 is linked more than once (an alias at
+    // another address would need a full flush).
+    let only_va = t.refs.saturating_sub(t.pinned as u32) <= 1;
+    d.update_entry(e, ptr, val, false, only_va.then_some(va))?;
     // UVMF_FLUSHTYPE: none, the whole TLB, or the page (one vCPU: local and all are alike).
     match flags & 3 {
-        1 => e.tlb_flush(),
+        1 => d.flush_tlb(e),
         2 => e.tlb_flush_page(va),
         _ => {}
     }
@@ -581,7 +626,7 @@ fn mmuext_one(d: &mut PvDomain, e: &mut Engine, cmd: u32, arg1: u64, arg2: u64) 
         // TLB_FLUSH_LOCAL, INVLPG_LOCAL, TLB_FLUSH_MULTI, INVLPG_MULTI, TLB_FLUSH_ALL,
         // INVLPG_ALL: one vCPU, one TLB.
         6 | 8 | 10 => {
-            e.tlb_flush();
+            d.flush_tlb(e);
             Ok(())
         }
         7 | 9 | 11 => {

@@ -110,7 +110,7 @@ impl PvDomain {
             return false;
         };
         let new = (entry & !(mask << shift)) | ((val & mask) << shift);
-        if new != entry && self.update_entry(e, ptr, new, false).is_err() {
+        if new != entry && self.update_entry(e, ptr, new, false, None).is_err() {
             return false;
         }
         let mut s = X86State(&mut e.env);
