@@ -1,6 +1,6 @@
-//! The indirect-jump cache across TLB flushes, with real x86 page tables: a flush keeps
-//! the entries whose code pages still map as before (no new lookup), and a remapped code
-//! page is never reached through a stale entry.
+//! The indirect-jump cache and the chains to other pages across TLB flushes, with real x86
+//! page tables: a flush keeps the entries whose code pages still map as before (no new
+//! lookup), and a remapped code page is never reached through a stale entry or chain.
 
 use frontend_x86::state::{X86State, G_RIP};
 use jit::{Engine, EngineKind, StopReason};
@@ -12,7 +12,8 @@ const PML4: u64 = 0x1000;
 const PDPT: u64 = 0x2000;
 const PD: u64 = 0x3000;
 const PT: u64 = 0x4000;
-/// Code: `mov eax, 0x20000; jmp rax` at virtual and physical 0x10000.
+/// Code at virtual and physical 0x10000: `mov eax, 0x20000; jmp rax` (an indirect jump) or
+/// `jmp 0x20000` (a direct jump to another page, chained with an epoch check).
 const START: u64 = 0x10000;
 /// The jump target's virtual page, mapped first to TARGET_A, then to TARGET_B.
 const TARGET: u64 = 0x20000;
@@ -24,16 +25,23 @@ fn map(e: &mut Engine, va: u64, pa: u64) {
         .write_u64(PT + ((va >> 12) & 511) * 8, pa | P | RW | US);
 }
 
-fn setup() -> Engine {
+fn setup(direct: bool) -> Engine {
     let mut e = frontend_x86::new_engine(1 << 20, EngineKind::Jit).expect("engine");
     let ram = e.ram();
     ram.write_u64(PML4, PDPT | P | RW | US);
     ram.write_u64(PDPT, PD | P | RW | US);
     ram.write_u64(PD, PT | P | RW | US);
-    // mov eax, TARGET; jmp rax
-    let mut code = vec![0xb8];
-    code.extend_from_slice(&(TARGET as u32).to_le_bytes());
-    code.extend_from_slice(&[0xff, 0xe0]);
+    let mut code = Vec::new();
+    if direct {
+        // jmp rel32
+        code.push(0xe9);
+        code.extend_from_slice(&((TARGET - (START + 5)) as u32).to_le_bytes());
+    } else {
+        // mov eax, TARGET; jmp rax
+        code.push(0xb8);
+        code.extend_from_slice(&(TARGET as u32).to_le_bytes());
+        code.extend_from_slice(&[0xff, 0xe0]);
+    }
     assert!(ram.write(START, &code));
     // mov ebx, 1; hlt   and   mov ebx, 2; hlt
     assert!(ram.write(TARGET_A, &[0xbb, 1, 0, 0, 0, 0xf4]));
@@ -61,7 +69,13 @@ fn run(e: &mut Engine) -> (u64, u64) {
 
 #[test]
 fn flush_keeps_unchanged_code_and_drops_remapped_code() {
-    let mut e = setup();
+    for direct in [false, true] {
+        flush_keeps_and_drops(direct);
+    }
+}
+
+fn flush_keeps_and_drops(direct: bool) {
+    let mut e = setup(direct);
     // First run: the indirect jump misses the cache and goes through the run loop.
     assert_eq!(run(&mut e), (1, 2));
     // Second run: the generated code's probe finds the target.
@@ -92,7 +106,7 @@ fn flush_keeps_unchanged_code_and_drops_remapped_code() {
 
 #[test]
 fn probe_sets_no_accessed_bits() {
-    let mut e = setup();
+    let mut e = setup(false);
     assert_eq!(run(&mut e), (1, 2));
     // Clear the accessed bits; a kept flush must not set them again (a probe has no side
     // effects), while the next refill of a data or code TLB entry would.

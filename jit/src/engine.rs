@@ -400,7 +400,7 @@ impl Engine {
         // `backend.execute`, and we hold no reference into either across that call.
         unsafe { (*env).rt = core as *mut u8 };
         let pc_global = self.frontend.pc_global();
-        let mut last_exit: Option<(u32, u32)> = None;
+        let mut last_exit: Option<(u32, u32, bool)> = None;
         let mut fill_jc = false;
         loop {
             // SAFETY: short-lived references; see above.
@@ -419,8 +419,11 @@ impl Engine {
                 // The code cache was flushed: the exit we came from is gone.
                 last_exit = None;
             }
-            if let Some((from, idx)) = last_exit.take() {
-                if !single && corer.can_chain(from, tb) {
+            if let Some((from, idx, far)) = last_exit.take() {
+                if single {
+                } else if far {
+                    corer.chain_far(envr, from, idx, tb);
+                } else if corer.can_chain(from, tb) {
                     corer.chain(from, idx, tb);
                 }
             }
@@ -452,12 +455,17 @@ impl Engine {
                         Exit::Jump { .. } | Exit::Repeat { .. } => {
                             corer.stats.exit_jump += 1;
                             if t.valid && !t.one_shot {
-                                last_exit = Some((tb_id, index));
+                                last_exit = Some((tb_id, index, false));
                             }
                         }
                         Exit::Indirect { .. } => {
                             corer.stats.exit_indirect += 1;
-                            fill_jc = true
+                            fill_jc = true;
+                            // A far exit (known target on another page) is chained below
+                            // when the backend gave it a slot.
+                            if t.valid && !t.one_shot {
+                                last_exit = Some((tb_id, index, true));
+                            }
                         }
                         Exit::Exception { vector, error_code } => {
                             corer.stats.exit_exception += 1;
@@ -776,6 +784,45 @@ impl Core {
             && !t.one_shot
             && f.key.pc & PAGE_MASK == t.key.pc & PAGE_MASK
             && f.key.cs_base == t.key.cs_base
+    }
+
+    /// Chain indirect exit `idx` of `from` (a far exit, if the backend made it one) to
+    /// `to`, valid while the jump-cache epoch of `to`'s half stays as it is now: the epoch
+    /// moves whenever a code page of that half may map elsewhere, as for `Env::jc`.
+    fn chain_far(&mut self, env: &Env, from: u32, idx: u32, to: u32) {
+        let (f, t) = (&self.tbs[from as usize], &self.tbs[to as usize]);
+        if !f.valid || !t.valid || t.one_shot || f.key.cs_base != t.key.cs_base {
+            return;
+        }
+        let (Some(fc), Some(tc)) = (f.code, t.code) else {
+            return;
+        };
+        let epoch = env.jc_epoch_for(t.key.rip);
+        let prev = f
+            .chained
+            .iter()
+            .position(|c| c.0 == idx)
+            .map(|p| (p, f.chained[p].1));
+        if !self.backend.chain_far(fc, idx, tc, epoch) {
+            return;
+        }
+        // The target's code pages must be among those the epoch watches.
+        self.jc_record(to);
+        match prev {
+            Some((_, old)) if old == to => {}
+            Some((pos, old)) => {
+                self.tbs[old as usize]
+                    .incoming
+                    .retain(|&x| x != (from, idx));
+                self.tbs[from as usize].chained[pos].1 = to;
+                self.tbs[to as usize].incoming.push((from, idx));
+            }
+            None => {
+                self.tbs[from as usize].chained.push((idx, to));
+                self.tbs[to as usize].incoming.push((from, idx));
+                self.stats.chains += 1;
+            }
+        }
     }
 
     fn chain(&mut self, from: u32, idx: u32, to: u32) {

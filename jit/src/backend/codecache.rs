@@ -37,6 +37,9 @@ pub struct CodeCache {
     /// `XENOLITH_PERF_MAP=1`: each block's host range and guest pc go to
     /// /tmp/perf-PID.map, so `perf report` names generated code by guest address.
     perf_map: Option<std::fs::File>,
+    /// Far exits (TB handle, exit index): two slots, the target and the epoch it is good
+    /// for (`chain_far`).
+    far: std::collections::HashSet<(usize, u32)>,
 }
 
 impl CodeCache {
@@ -61,6 +64,7 @@ impl CodeCache {
             tbs: Vec::new(),
             prologue: 0,
             perf_map,
+            far: Default::default(),
         }
     }
 
@@ -147,6 +151,24 @@ impl CodeCache {
         }
     }
 
+    /// Mark exit `exit` of `tb` as far (its slot and the next are its own).
+    pub fn set_far(&mut self, tb: CodeHandle, exit: u32) {
+        self.far.insert((tb.0, exit));
+    }
+
+    /// Chain a far exit: its slot gets `to`'s entry, the slot after it `epoch`.
+    pub fn chain_far(&mut self, from: CodeHandle, exit: u32, to: CodeHandle, epoch: u64) -> bool {
+        let target = self.tbs[to.0].entry;
+        match self.tbs[from.0].exits.get(exit as usize).copied().flatten() {
+            Some((slot, _)) if self.far.contains(&(from.0, exit)) => {
+                self.set_slot(slot + 1, epoch as usize);
+                self.set_slot(slot, target);
+                true
+            }
+            _ => false,
+        }
+    }
+
     pub fn unchain(&mut self, from: CodeHandle, exit: u32) {
         if let Some((slot, default)) = self.tbs[from.0].exits.get(exit as usize).copied().flatten()
         {
@@ -162,6 +184,7 @@ impl CodeCache {
     pub fn reset(&mut self) {
         self.mem.flush();
         self.tbs.clear();
+        self.far.clear();
         self.slots_used = 0;
     }
 

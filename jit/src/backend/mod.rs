@@ -56,6 +56,13 @@ pub trait Backend {
     /// backend does not chain.
     fn chain(&mut self, from: CodeHandle, exit: u32, to: CodeHandle) -> bool;
     fn unchain(&mut self, from: CodeHandle, exit: u32);
+    /// Make exit `exit` of `from`, an indirect jump to a constant pc (see
+    /// `regalloc::far_targets`), continue directly into `to` as long as the jump-cache
+    /// epoch of the target's half is still `epoch`; afterwards it probes `Env::jc` as any
+    /// indirect jump. Returns false when the backend does not chain such exits.
+    fn chain_far(&mut self, _from: CodeHandle, _exit: u32, _to: CodeHandle, _epoch: u64) -> bool {
+        false
+    }
     /// The host address generated code may jump to for `code` (for `Env::jc`), if the
     /// backend probes the indirect-jump cache.
     fn entry_addr(&self, _code: CodeHandle) -> Option<u64> {

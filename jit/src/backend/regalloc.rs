@@ -79,6 +79,35 @@ pub(crate) fn op_def(op: &Op) -> Option<Temp> {
     }
 }
 
+/// For each `Exit::Indirect` of `block` (in order), its target when the target temp is
+/// defined exactly once, by a `Const`: a jump to a known pc on another page, which a
+/// backend may chain with a jump-cache epoch check (`Backend::chain_far`).
+pub fn far_targets(block: &Block) -> Vec<Option<u64>> {
+    let mut defs = vec![0u8; block.ntemps as usize];
+    let mut konst = vec![None; block.ntemps as usize];
+    for op in &block.ops {
+        if let Some(t) = op_def(op) {
+            let d = &mut defs[t.idx()];
+            *d = d.saturating_add(1);
+            if let Op::Const { val, .. } = *op {
+                konst[t.idx()] = Some(val);
+            }
+        }
+    }
+    block
+        .ops
+        .iter()
+        .filter_map(|op| match *op {
+            Op::Exit(Exit::Indirect { pc }) => Some(if defs[pc.idx()] == 1 {
+                konst[pc.idx()]
+            } else {
+                None
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Calls `f` for every temp an op reads, in operand order (a temp read twice is reported
 /// twice).
 pub(crate) fn op_uses(op: &Op, mut f: impl FnMut(Temp)) {

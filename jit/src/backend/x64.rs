@@ -42,7 +42,7 @@ use dynasmrt::x64::X64Relocation;
 use dynasmrt::{dynasm, DynamicLabel, DynasmApi, DynasmLabelApi, VecAssembler};
 
 use super::codecache::CodeCache;
-use super::regalloc::{regalloc, Loc, RegPool};
+use super::regalloc::{far_targets, regalloc, Loc, RegPool};
 use super::{Backend, CodeBufferFull, CodeHandle};
 use crate::engine::{mem_info, ret, slow_load, slow_store};
 use crate::env::{
@@ -205,11 +205,13 @@ impl Backend for X64Backend {
         helpers: &[HelperInfo],
         pc_global: Global,
     ) -> Result<CodeHandle, CodeBufferFull> {
+        let far = far_targets(block);
         let njumps = block
             .ops
             .iter()
             .filter(|o| matches!(o, Op::Exit(Exit::Jump { .. } | Exit::Repeat { .. })))
-            .count();
+            .count()
+            + 2 * far.iter().flatten().count();
         let slot_base = self.cc.reserve_slots(njumps)?;
         let base = self.cc.mem.next_addr();
         let alloc = regalloc(block, &POOL);
@@ -239,6 +241,9 @@ impl Backend for X64Backend {
             next_slot: slot_base,
             exit_defaults: Vec::new(),
             feat: self.feat,
+            far,
+            indirects: 0,
+            far_exits: Vec::new(),
         };
         let total_slots = SAVE_SLOTS + alloc.nspill;
         let need = (total_slots * 8) as i32;
@@ -262,15 +267,24 @@ impl Backend for X64Backend {
                 })
             })
             .collect();
+        let far_exits = std::mem::take(&mut g.far_exits);
         let code = g.a.finalize().expect("x64 backend: assembly failed");
-        self.cc.install(
+        let handle = self.cc.install(
             tb,
             block.insn_pcs.first().copied().unwrap_or(0),
             &code,
             base,
             slot_base + njumps,
             defaults,
-        )
+        )?;
+        for idx in far_exits {
+            self.cc.set_far(handle, idx);
+        }
+        Ok(handle)
+    }
+
+    fn chain_far(&mut self, from: CodeHandle, exit: u32, to: CodeHandle, epoch: u64) -> bool {
+        self.cc.chain_far(from, exit, to, epoch)
     }
 
     unsafe fn execute(&mut self, env: *mut Env, code: CodeHandle) -> u64 {
@@ -397,6 +411,11 @@ struct Gen<'a> {
     /// Per static exit: (slot, label of the default return code) for jumps.
     exit_defaults: Vec<Option<(usize, DynamicLabel)>>,
     feat: Features,
+    /// Per `Exit::Indirect` in order: its constant target, if any (`far_targets`).
+    far: Vec<Option<u64>>,
+    indirects: usize,
+    /// Static exits chained with `chain_far`.
+    far_exits: Vec<u32>,
 }
 
 fn fits_i32(v: u64) -> bool {
@@ -812,6 +831,8 @@ impl Gen<'_> {
                 self.exit_defaults.push(Some((slot, l)));
             }
             Exit::Indirect { pc } => {
+                let far = self.far.get(self.indirects).copied().flatten();
+                self.indirects += 1;
                 let o = self.topnd(pc);
                 self.mov_r(RDX, o, false);
                 asm!(self;
@@ -819,6 +840,28 @@ impl Gen<'_> {
                     ; add QWORD [r15 + OFF_ICOUNT_I], DWORD n
                 );
                 self.leave_frame();
+                let probe = self.a.new_dynamic_label();
+                if let Some(target) = far {
+                    // A known target on another page: its slot holds the chained block
+                    // (default: the probe below) and the next slot the jump-cache epoch
+                    // of the target's half it was chained in.
+                    let slot = self.next_slot;
+                    self.next_slot += 2;
+                    let slot_addr = self.slots + 8 * slot;
+                    let half = (target >> 63) as i32;
+                    asm!(self;
+                        mov rax, QWORD slot_addr as i64
+                        ; mov rcx, QWORD [rax + 8]
+                        ; cmp rcx, QWORD [r15 + OFF_JC_EPOCH_I + 8 * half]
+                        ; jne =>probe
+                        ; jmp QWORD [rax]
+                    );
+                    self.far_exits.push(idx);
+                    self.exit_defaults.push(Some((slot, probe)));
+                } else {
+                    self.exit_defaults.push(None);
+                }
+                asm!(self; =>probe);
                 // Probe the indirect-jump cache: index (pc ^ pc >> JC_BITS) & (JC_ENTRIES-1),
                 // hit when pc, the mode word and the epoch match; then enter the cached block.
                 let miss = self.a.new_dynamic_label();
@@ -843,7 +886,6 @@ impl Gen<'_> {
                     ; mov rax, QWORD ret::encode(self.tb, idx, ret::EXIT) as i64
                     ; jmp extern self.epilogue
                 );
-                self.exit_defaults.push(None);
             }
             Exit::Exception { .. } | Exit::Platform { .. } | Exit::Sync { .. } => {
                 // The run loop does the bookkeeping.
