@@ -432,8 +432,33 @@ impl Tr {
         self.set_cc_op(CcKind::Eflags as u64 * 4);
     }
 
-    /// CF as 0/1.
+    /// CF as 0/1. Computed inline when the last flag-setting operation of the block is
+    /// known (INC/DEC/ADC/SBB after a compare, the common case), else by the helper.
     pub fn cf(&mut self) -> Temp {
+        if let Some(op) = self.cc_static {
+            let bytes = 1u32 << (op & 3);
+            let size = MemSize::from_bytes(bytes);
+            match op / 4 {
+                k if k == CcKind::Add as u64 => {
+                    // result < second operand (mod 2^bits)
+                    let d = self.b.get(G_CC_DST);
+                    let s = self.b.get(G_CC_SRC);
+                    let d = self.b.ext(d, size, false);
+                    let s = self.b.ext(s, size, false);
+                    return self.b.setcond(Cond::LtU, d, Val::T(s));
+                }
+                k if k == CcKind::Sub as u64 => {
+                    let (c, a, b) = self.cond_base(2);
+                    return self.b.setcond(c, a, b);
+                }
+                k if k == CcKind::Logic as u64 => return self.b.konst(0),
+                k if k == CcKind::Inc as u64 || k == CcKind::Dec as u64 => {
+                    let s = self.b.get(G_CC_SRC);
+                    return self.b.and(s, Val::C(1));
+                }
+                _ => {}
+            }
+        }
         let f = self.arith_flags();
         self.b.and(f, Val::C(1))
     }
