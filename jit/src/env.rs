@@ -219,14 +219,15 @@ impl Env {
     /// the jump cache's lower half (a PV context switch that keeps the kernel's upper half
     /// mapped as it was).
     pub fn tlb_flush_lower(&mut self, keep: usize) {
-        let lower = |e: &TlbEntry| {
-            [e.read, e.write, e.exec]
-                .iter()
-                .any(|&t| t != TLB_INVALID && t >> 63 == 0)
-        };
+        let lower = |t: u64| t != TLB_INVALID && (t as i64) >= 0;
         for (m, (tlb, victim)) in self.tlb.iter_mut().zip(self.victim.iter_mut()).enumerate() {
+            if m != keep {
+                tlb.fill(TlbEntry::EMPTY);
+                victim.fill(TlbEntry::EMPTY);
+                continue;
+            }
             for e in tlb.iter_mut().chain(victim.iter_mut()) {
-                if m != keep || lower(e) {
+                if lower(e.read) | lower(e.write) | lower(e.exec) {
                     *e = TlbEntry::EMPTY;
                 }
             }

@@ -23,6 +23,8 @@ struct TbInfo {
     entry: usize,
     /// Per static exit: (chain slot index, default target address) for chainable exits.
     exits: Vec<Option<(usize, usize)>>,
+    /// The exits chained with `chain_far` (two slots each).
+    far: Vec<u32>,
 }
 
 pub struct CodeCache {
@@ -37,9 +39,6 @@ pub struct CodeCache {
     /// `XENOLITH_PERF_MAP=1`: each block's host range and guest pc go to
     /// /tmp/perf-PID.map, so `perf report` names generated code by guest address.
     perf_map: Option<std::fs::File>,
-    /// Far exits (TB handle, exit index): two slots, the target and the epoch it is good
-    /// for (`chain_far`).
-    far: std::collections::HashSet<(usize, u32)>,
 }
 
 impl CodeCache {
@@ -64,7 +63,6 @@ impl CodeCache {
             tbs: Vec::new(),
             prologue: 0,
             perf_map,
-            far: Default::default(),
         }
     }
 
@@ -117,6 +115,7 @@ impl CodeCache {
         self.tbs.push(TbInfo {
             entry: base,
             exits: defaults,
+            far: Vec::new(),
         });
         Ok(CodeHandle(self.tbs.len() - 1))
     }
@@ -153,14 +152,15 @@ impl CodeCache {
 
     /// Mark exit `exit` of `tb` as far (its slot and the next are its own).
     pub fn set_far(&mut self, tb: CodeHandle, exit: u32) {
-        self.far.insert((tb.0, exit));
+        self.tbs[tb.0].far.push(exit);
     }
 
     /// Chain a far exit: its slot gets `to`'s entry, the slot after it `epoch`.
     pub fn chain_far(&mut self, from: CodeHandle, exit: u32, to: CodeHandle, epoch: u64) -> bool {
         let target = self.tbs[to.0].entry;
-        match self.tbs[from.0].exits.get(exit as usize).copied().flatten() {
-            Some((slot, _)) if self.far.contains(&(from.0, exit)) => {
+        let f = &self.tbs[from.0];
+        match f.exits.get(exit as usize).copied().flatten() {
+            Some((slot, _)) if f.far.contains(&exit) => {
                 self.set_slot(slot + 1, epoch as usize);
                 self.set_slot(slot, target);
                 true
@@ -184,7 +184,6 @@ impl CodeCache {
     pub fn reset(&mut self) {
         self.mem.flush();
         self.tbs.clear();
-        self.far.clear();
         self.slots_used = 0;
     }
 
