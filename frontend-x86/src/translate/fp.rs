@@ -180,9 +180,27 @@ pub fn register(r: &mut impl FnMut(M, Handler)) {
     // XMM operands (MMX forms go to the helper).
     r(M::Pcmpeqb, pcmpeqb);
     r(M::Pmovmskb, pmovmskb);
+    // Integer shuffles and adds of glibc's memset broadcast and the kernel's BLAKE2s/SHA
+    // rounds, inline on XMM operands as quadword arithmetic.
+    let lane_ops = [
+        M::Pshufd,
+        M::Paddd,
+        M::Paddq,
+        M::Punpcklbw,
+        M::Punpcklwd,
+        M::Punpckldq,
+        M::Punpcklqdq,
+        M::Psrld,
+        M::Pslld,
+    ];
+    for m in lane_ops {
+        r(m, xmm_lanes);
+    }
     for e in fp::table() {
         // CMPSD is registered with the string instructions (it dispatches here).
-        if !matches!(e.m, M::Cmpsd | M::Crc32 | M::Pcmpeqb | M::Pmovmskb) {
+        if !matches!(e.m, M::Cmpsd | M::Crc32 | M::Pcmpeqb | M::Pmovmskb)
+            && !lane_ops.contains(&e.m)
+        {
             r(e.m, generic);
         }
     }
@@ -703,6 +721,133 @@ fn pcmpeqb(tr: &mut Tr, insn: &Instruction) -> Flow {
     let (dlo, dhi) = (tr.b.get(xmm_g(di)), tr.b.get(xmm_g(di) + 1));
     let lo = eq_bytes(tr, dlo, slo);
     let hi = eq_bytes(tr, dhi, shi);
+    tr.b.set(xmm_g(di), lo);
+    tr.b.set(xmm_g(di) + 1, hi);
+    Flow::Next
+}
+
+/// The two quadwords of an XMM source operand (register, or aligned m128).
+fn xmm_src(tr: &mut Tr, insn: &Instruction, i: u32) -> (Temp, Temp) {
+    match insn.op_kind(i) {
+        OpKind::Register => {
+            let s = xmm_index(insn.op_register(i));
+            (tr.b.get(xmm_g(s)), tr.b.get(xmm_g(s) + 1))
+        }
+        _ => {
+            let a = tr.ea(insn);
+            tr.load128(insn, a, true)
+        }
+    }
+}
+
+/// The low four bytes of `x` spread out: each `w`-byte unit (w = 1 or 2) moves to the low
+/// half of a `2w`-byte unit, the high halves zero (an unpack's interleave, SWAR).
+fn spread(tr: &mut Tr, x: Temp, w: u32) -> Temp {
+    let x = tr.b.and(x, Val::C(0xffff_ffff));
+    let t = tr.b.shl(x, Val::C(16));
+    let x = tr.b.or(x, t);
+    let x = tr.b.and(x, Val::C(0x0000_ffff_0000_ffff));
+    if w == 2 {
+        return x;
+    }
+    let t = tr.b.shl(x, Val::C(8));
+    let x = tr.b.or(x, t);
+    tr.b.and(x, Val::C(0x00ff_00ff_00ff_00ff))
+}
+
+/// PSHUFD, PADDD, PADDQ, PUNPCKL{BW,WD,DQ,QDQ}, PSRLD/PSLLD by an immediate, on XMM
+/// registers (and m128 sources), inline; MMX forms and shift counts in a register go to
+/// the helper.
+fn xmm_lanes(tr: &mut Tr, insn: &Instruction) -> Flow {
+    let d = insn.op_register(0);
+    let m = insn.mnemonic();
+    let imm_shift = matches!(m, M::Psrld | M::Pslld);
+    if !d.is_xmm() || (imm_shift && insn.op_kind(1) != OpKind::Immediate8) {
+        return generic(tr, insn);
+    }
+    let di = xmm_index(d);
+    const LANE_LOW: u64 = 0x0000_0000_ffff_ffff;
+    let (lo, hi) = if imm_shift {
+        let k = insn.immediate8() as u32;
+        let (dlo, dhi) = (tr.b.get(xmm_g(di)), tr.b.get(xmm_g(di) + 1));
+        if k > 31 {
+            (tr.b.konst(0), tr.b.konst(0))
+        } else {
+            let (mask, right) = if m == M::Psrld {
+                ((0xffff_ffffu64 >> k) * 0x1_0000_0001, true)
+            } else {
+                (((0xffff_ffffu64 << k) & 0xffff_ffff) * 0x1_0000_0001, false)
+            };
+            let sh = |tr: &mut Tr, v: Temp| {
+                let s = if right {
+                    tr.b.shr(v, Val::C(k as u64))
+                } else {
+                    tr.b.shl(v, Val::C(k as u64))
+                };
+                tr.b.and(s, Val::C(mask))
+            };
+            (sh(tr, dlo), sh(tr, dhi))
+        }
+    } else if m == M::Pshufd {
+        let (slo, shi) = xmm_src(tr, insn, 1);
+        let imm = insn.immediate8() as u64;
+        let lanes = [
+            tr.b.and(slo, Val::C(LANE_LOW)),
+            tr.b.shr(slo, Val::C(32)),
+            tr.b.and(shi, Val::C(LANE_LOW)),
+            tr.b.shr(shi, Val::C(32)),
+        ];
+        let pick = |i: u64| lanes[((imm >> (2 * i)) & 3) as usize];
+        let (l0, l1, l2, l3) = (pick(0), pick(1), pick(2), pick(3));
+        let t = tr.b.shl(l1, Val::C(32));
+        let lo = tr.b.or(l0, t);
+        let t = tr.b.shl(l3, Val::C(32));
+        let hi = tr.b.or(l2, t);
+        (lo, hi)
+    } else {
+        let (slo, shi) = xmm_src(tr, insn, 1);
+        let (dlo, dhi) = (tr.b.get(xmm_g(di)), tr.b.get(xmm_g(di) + 1));
+        match m {
+            M::Paddd => {
+                // Two 32-bit adds per quadword: add the low 31 bits of each lane, then
+                // put back each lane's top bit (no carry crosses a lane).
+                const TOP: u64 = 0x8000_0000_8000_0000;
+                let add = |tr: &mut Tr, a: Temp, b: Temp| {
+                    let a7 = tr.b.and(a, Val::C(!TOP));
+                    let b7 = tr.b.and(b, Val::C(!TOP));
+                    let s = tr.b.add(a7, b7);
+                    let x = tr.b.xor(a, b);
+                    let x = tr.b.and(x, Val::C(TOP));
+                    tr.b.xor(s, x)
+                };
+                (add(tr, dlo, slo), add(tr, dhi, shi))
+            }
+            M::Paddq => (tr.b.add(dlo, slo), tr.b.add(dhi, shi)),
+            M::Punpcklqdq => (dlo, slo),
+            M::Punpckldq => {
+                let a = tr.b.and(dlo, Val::C(LANE_LOW));
+                let b = tr.b.shl(slo, Val::C(32));
+                let lo = tr.b.or(a, b);
+                let a = tr.b.shr(dlo, Val::C(32));
+                let b = tr.b.and(slo, Val::C(!LANE_LOW));
+                (lo, tr.b.or(a, b))
+            }
+            M::Punpcklwd | M::Punpcklbw => {
+                let (w, s) = if m == M::Punpcklwd { (2, 16) } else { (1, 8) };
+                let a = spread(tr, dlo, w);
+                let b = spread(tr, slo, w);
+                let b = tr.b.shl(b, Val::C(s));
+                let lo = tr.b.or(a, b);
+                let dh = tr.b.shr(dlo, Val::C(32));
+                let sh = tr.b.shr(slo, Val::C(32));
+                let a = spread(tr, dh, w);
+                let b = spread(tr, sh, w);
+                let b = tr.b.shl(b, Val::C(s));
+                (lo, tr.b.or(a, b))
+            }
+            _ => unreachable!("registered for the lane ops only"),
+        }
+    };
     tr.b.set(xmm_g(di), lo);
     tr.b.set(xmm_g(di) + 1, hi);
     Flow::Next
