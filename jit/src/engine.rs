@@ -186,6 +186,8 @@ pub mod ret {
 pub struct TbExit {
     pub exit: Exit,
     pub insn: u32,
+    /// An `Exit::Indirect` to a constant pc (a backend may chain it, `chain_far`).
+    pub far: bool,
 }
 
 pub struct Tb {
@@ -463,7 +465,7 @@ impl Engine {
                             fill_jc = true;
                             // A far exit (known target on another page) is chained below
                             // when the backend gave it a slot.
-                            if t.valid && !t.one_shot {
+                            if e.far && t.valid && !t.one_shot {
                                 last_exit = Some((tb_id, index, true));
                             }
                         }
@@ -683,12 +685,14 @@ impl Core {
         let id = self.tbs.len() as u32;
         let mut exits = Vec::new();
         let mut insn: i64 = -1;
+        let mut far = crate::backend::regalloc::far_targets(&block).into_iter();
         for op in &block.ops {
             match op {
                 crate::ir::Op::InsnStart { .. } => insn += 1,
                 crate::ir::Op::Exit(e) => exits.push(TbExit {
                     exit: *e,
                     insn: insn.max(0) as u32,
+                    far: matches!(e, Exit::Indirect { .. }) && far.next().flatten().is_some(),
                 }),
                 _ => {}
             }

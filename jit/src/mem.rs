@@ -78,15 +78,34 @@ impl GuestRam {
         self.write(paddr, &v.to_le_bytes())
     }
 
-    /// Read `size` bytes (1..=8) little-endian.
+    /// Read `size` (1..=8) bytes little-endian. The common sizes are fixed-size loads, not
+    /// a call to memcpy (the engine's slow paths read guest memory this way).
     pub fn read_le(&self, paddr: u64, size: usize) -> Option<u64> {
         let s = self.slice(paddr, size)?;
-        let mut b = [0u8; 8];
-        b[..size].copy_from_slice(s);
-        Some(u64::from_le_bytes(b))
+        Some(match size {
+            1 => s[0] as u64,
+            2 => u16::from_le_bytes([s[0], s[1]]) as u64,
+            4 => u32::from_le_bytes(s.try_into().ok()?) as u64,
+            8 => u64::from_le_bytes(s.try_into().ok()?),
+            _ => {
+                let mut b = [0u8; 8];
+                b[..size].copy_from_slice(s);
+                u64::from_le_bytes(b)
+            }
+        })
     }
 
     pub fn write_le(&mut self, paddr: u64, size: usize, v: u64) -> bool {
-        self.write(paddr, &v.to_le_bytes()[..size])
+        let Some(s) = self.slice_mut(paddr, size) else {
+            return false;
+        };
+        match size {
+            1 => s[0] = v as u8,
+            2 => s.copy_from_slice(&(v as u16).to_le_bytes()),
+            4 => s.copy_from_slice(&(v as u32).to_le_bytes()),
+            8 => s.copy_from_slice(&v.to_le_bytes()),
+            _ => s.copy_from_slice(&v.to_le_bytes()[..size]),
+        }
+        true
     }
 }
