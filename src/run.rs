@@ -130,9 +130,9 @@ pub fn run(a: RunArgs) -> Result<u8> {
     if std::env::var_os("XENOLITH_STATS").is_some() {
         let st = e.stats();
         eprintln!(
-            "xenolith: {} guest instructions; {} TBs ({} instructions) translated in {:.3} s; {} lookups, {} chains, {} invalidations, {} SMC restarts, {} code flushes, {} TLB flushes, {} page flushes; run-loop returns: {} direct, {} indirect, {} platform, {} exception, {} sync; {} jump-cache hits; jump caches kept {} and dropped {} times at TLB flushes",
+            "xenolith: {} guest instructions; {} TBs ({} instructions) translated in {:.3} s; {} lookups, {} chains, {} invalidations, {} SMC restarts, {} code flushes, {} TLB flushes, {} page flushes; run-loop returns: {} direct, {} indirect, {} platform, {} exception, {} sync; {} jump-cache hits; jump caches kept {} and dropped {} times at TLB flushes; {} victim-TLB hits, {} page walks",
             e.env.icount, st.tbs_translated, st.insns_translated, st.translate_ns as f64 / 1e9, st.lookups, st.chains, st.invalidations, st.smc_restarts, st.flushes, st.tlb_flushes, st.tlb_page_flushes,
-            st.exit_jump, st.exit_indirect, st.exit_platform, st.exit_exception, st.exit_sync, st.jc_hits, st.jc_kept, st.jc_dropped
+            st.exit_jump, st.exit_indirect, st.exit_platform, st.exit_exception, st.exit_sync, st.jc_hits, st.jc_kept, st.jc_dropped, st.victim_hits, st.walks
         );
     }
     Ok(exit_status(&s))

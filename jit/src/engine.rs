@@ -246,6 +246,9 @@ pub struct Stats {
     /// re-walked and unchanged), and after which it was dropped.
     pub jc_kept: u64,
     pub jc_dropped: u64,
+    /// Slow-path translations: found in the victim TLB, and page walks.
+    pub victim_hits: u64,
+    pub walks: u64,
 }
 
 /// The code pages the jump-cache entries of one half of the address space depend on.
@@ -982,9 +985,11 @@ impl Core {
     ) -> Result<u64, GuestFault> {
         if who != AccessKind::System {
             if let Some(p) = self.victim_hit(env, vaddr, access) {
+                self.stats.victim_hits += 1;
                 return Ok(p);
             }
         }
+        self.stats.walks += 1;
         let p = self.mmu.translate(env, &mut self.ram, vaddr, access, who)?;
         if who != AccessKind::System {
             self.tlb_fill(env, vaddr, p, access);

@@ -272,10 +272,15 @@ impl Env {
     }
 }
 
-/// TLB index of a virtual address: the page number folded with the next TLB_BITS bits, so
-/// buffers a power-of-two number of pages apart (the classic copy between two 4 MiB
-/// arrays) do not all collide in the direct-mapped TLB.
+/// TLB index of a virtual address: the page number folded with the next two TLB_BITS-bit
+/// fields, so buffers a power-of-two number of pages apart (the classic copy between two
+/// 4 MiB arrays) do not all collide in the direct-mapped TLB, nor do tables at the same
+/// offset in different regions of a 64-bit address space (a Xen PV kernel reads its M2P at
+/// 0xffff8000_0000_0000 and its P2M in vmalloc space at the same offsets, in turn).
 #[inline]
 pub fn tlb_index(vaddr: u64) -> usize {
-    (((vaddr >> PAGE_BITS) ^ (vaddr >> (PAGE_BITS + TLB_BITS))) as usize) & (TLB_SIZE - 1)
+    (((vaddr >> PAGE_BITS)
+        ^ (vaddr >> (PAGE_BITS + TLB_BITS))
+        ^ (vaddr >> (PAGE_BITS + 2 * TLB_BITS))) as usize)
+        & (TLB_SIZE - 1)
 }

@@ -1282,11 +1282,13 @@ impl Gen<'_> {
         // x16 = env + 32*index (+ the mode's table base when it is far), x17 = tag, then
         // the addend.
         let mut tlb = OFF_TLB as i64 + (self.mmu_idx as usize * TLB_SIZE * TLB_ENTRY_BYTES) as i64;
-        let (pb, tb) = (PAGE_BITS, TLB_BITS);
+        let (pb, tb, tb2) = (PAGE_BITS, TLB_BITS, 2 * TLB_BITS);
         let pmask = PAGE_MASK;
-        // index = ((a >> 12) ^ (a >> (12 + TLB_BITS))) & (TLB_SIZE-1) (env::tlb_index)
+        // index = ((a >> 12) ^ (a >> (12 + TLB_BITS)) ^ (a >> (12 + 2 * TLB_BITS)))
+        // & (TLB_SIZE-1) (env::tlb_index)
         asm!(self;
             eor x16, X(ra), X(ra), LSR #tb
+            ; eor x16, x16, X(ra), LSR #tb2
             ; ubfx x16, x16, #pb, #tb
             ; add x16, x28, x16, LSL #5
         );

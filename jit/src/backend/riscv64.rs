@@ -1639,10 +1639,12 @@ impl Gen<'_> {
         // TLB probe (see interp::tlb_probe): index from the first byte, tag from the last.
         // t0 = &env.tlb[mmu][tlb_index(addr)], t1 = page of the last byte, t2 = tag.
         let tag = if store || mop.rmw { 8 } else { 0 };
-        let (pb, pb2) = (PAGE_BITS, PAGE_BITS + TLB_BITS);
+        let (pb, pb2, pb3) = (PAGE_BITS, PAGE_BITS + TLB_BITS, PAGE_BITS + 2 * TLB_BITS);
         asm!(self;
             srli t0, X(areg), pb
             ; srli t1, X(areg), pb2
+            ; xor t0, t0, t1
+            ; srli t1, X(areg), pb3
             ; xor t0, t0, t1
         );
         if TLB_SIZE - 1 <= 2047 {

@@ -1273,9 +1273,11 @@ impl Gen<'_> {
         let tlb = OFF_TLB_I + (self.mmu_idx as usize * TLB_SIZE * TLB_ENTRY_BYTES) as i32;
         let tag = tlb + if store || mop.rmw { 8 } else { 0 };
         let addend = tlb + 24;
-        // index = ((a >> 12) ^ (a >> (12 + TLB_BITS))) & (TLB_SIZE-1), scaled by 32
+        // index = ((a >> 12) ^ (a >> (12 + TLB_BITS)) ^ (a >> (12 + 2 * TLB_BITS)))
+        // & (TLB_SIZE-1) (env::tlb_index), scaled by 32
         let sh = (PAGE_BITS - 5) as i8;
         let sh2 = (PAGE_BITS + TLB_BITS - 5) as i8;
+        let sh3 = (PAGE_BITS + 2 * TLB_BITS - 5) as i8;
         let imask = ((TLB_SIZE - 1) * TLB_ENTRY_BYTES) as i32;
         let pmask = PAGE_MASK as i64 as i32;
         asm!(self;
@@ -1283,6 +1285,9 @@ impl Gen<'_> {
             ; mov rdx, Rq(areg)
             ; shr rax, BYTE sh
             ; shr rdx, BYTE sh2
+            ; xor eax, edx
+            ; mov rdx, Rq(areg)
+            ; shr rdx, BYTE sh3
             ; xor eax, edx
             ; and eax, DWORD imask
         );
