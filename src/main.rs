@@ -215,7 +215,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             if stats {
                 let s = e.stats();
                 eprintln!(
-                    "engine {}: {} guest instructions in {:.3} s; {} TBs ({} instructions) translated in {:.3} s ({:.0} insns/s); {} chains, {} invalidations, {} SMC restarts",
+                    "engine {}: {} guest instructions in {:.3} s; {} TBs ({} instructions) translated in {:.3} s ({:.0} insns/s); {} chains, {} invalidations, {} SMC restarts; {} lookups ({} indirect-jump cache misses)",
                     e.core.backend.name(),
                     e.env.icount,
                     dt.as_secs_f64(),
@@ -225,7 +225,9 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                     s.insns_translated as f64 / (s.translate_ns.max(1) as f64 / 1e9),
                     s.chains,
                     s.invalidations,
-                    s.smc_restarts
+                    s.smc_restarts,
+                    s.lookups,
+                    s.exit_indirect
                 );
             }
             let r = r?;
