@@ -527,16 +527,7 @@ fn logic(tr: &mut Tr, insn: &Instruction) -> Flow {
         tr.b.set(xmm_g(di) + 1, Val::C(0));
         return Flow::Next;
     }
-    let (slo, shi) = match insn.op_kind(1) {
-        OpKind::Register => {
-            let s = xmm_index(insn.op_register(1));
-            (tr.b.get(xmm_g(s)), tr.b.get(xmm_g(s) + 1))
-        }
-        _ => {
-            let a = tr.ea(insn);
-            tr.load128(insn, a, true)
-        }
-    };
+    let (slo, shi) = xmm_src(tr, insn, 1);
     let (dlo, dhi) = (tr.b.get(xmm_g(di)), tr.b.get(xmm_g(di) + 1));
     let lo = op(tr, dlo, slo);
     let hi = op(tr, dhi, shi);
@@ -708,16 +699,7 @@ fn pcmpeqb(tr: &mut Tr, insn: &Instruction) -> Flow {
         return generic(tr, insn);
     }
     let di = xmm_index(d);
-    let (slo, shi) = match insn.op_kind(1) {
-        OpKind::Register => {
-            let s = xmm_index(insn.op_register(1));
-            (tr.b.get(xmm_g(s)), tr.b.get(xmm_g(s) + 1))
-        }
-        _ => {
-            let a = tr.ea(insn);
-            tr.load128(insn, a, true)
-        }
-    };
+    let (slo, shi) = xmm_src(tr, insn, 1);
     let (dlo, dhi) = (tr.b.get(xmm_g(di)), tr.b.get(xmm_g(di) + 1));
     let lo = eq_bytes(tr, dlo, slo);
     let hi = eq_bytes(tr, dhi, shi);
