@@ -354,9 +354,7 @@ impl Engine {
                 self.core.stats.jc_kept += 1;
             } else {
                 self.core.stats.jc_dropped += 1;
-
-                self.env.jc_invalidate_half(half);
-                self.core.jc_invalidate_half(half);
+                self.drop_jc_half(half);
             }
         }
     }
@@ -369,9 +367,15 @@ impl Engine {
         let half = (vaddr >> 63) as usize;
         let r = &self.core.jc_pages[half];
         if r.mixed || r.pages.contains_key(&(vaddr & PAGE_MASK)) {
-            self.env.jc_invalidate_half(half);
-            self.core.jc_invalidate_half(half);
+            self.drop_jc_half(half);
         }
+    }
+
+    /// Forget both jump caches' entries (and chains to other pages) for one half of the
+    /// address space.
+    fn drop_jc_half(&mut self, half: usize) {
+        self.env.jc_invalidate_half(half);
+        self.core.jc_invalidate_half(half);
     }
 
     /// Flush the TLB but the upper half of MMU mode `keep_mode`, and the jump caches'
@@ -424,13 +428,12 @@ impl Engine {
                 // The code cache was flushed: the exit we came from is gone.
                 last_exit = None;
             }
-            if let Some((from, idx, far)) = last_exit.take() {
-                if single {
-                } else if far {
-                    corer.chain_far(envr, from, idx, tb);
-                } else if corer.can_chain(from, tb) {
-                    corer.chain(from, idx, tb);
+            match last_exit.take() {
+                Some((from, idx, true)) if !single => corer.chain_far(envr, from, idx, tb),
+                Some((from, idx, false)) if !single && corer.can_chain(from, tb) => {
+                    corer.chain(from, idx, tb)
                 }
+                _ => {}
             }
             if std::mem::take(&mut fill_jc) && !single {
                 let t = &corer.tbs[tb as usize];

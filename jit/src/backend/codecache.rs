@@ -157,13 +157,11 @@ impl CodeCache {
 
     /// Chain a far exit: its slot gets `to`'s entry, the slot after it `epoch`.
     pub fn chain_far(&mut self, from: CodeHandle, exit: u32, to: CodeHandle, epoch: u64) -> bool {
-        let target = self.tbs[to.0].entry;
         let f = &self.tbs[from.0];
         match f.exits.get(exit as usize).copied().flatten() {
             Some((slot, _)) if f.far.contains(&exit) => {
                 self.set_slot(slot + 1, epoch as usize);
-                self.set_slot(slot, target);
-                true
+                self.chain(from, exit, to)
             }
             _ => false,
         }

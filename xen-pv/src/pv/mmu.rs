@@ -412,10 +412,15 @@ impl PvDomain {
             e.tlb_flush_lower(1);
         }
         if std::mem::take(&mut self.mmu.tlb_dirty) {
-            e.tlb_flush();
-            self.mmu.stale_vas.clear();
-            self.mmu.stale_unknown = false;
+            self.flush_tlb_all(e);
         }
+    }
+
+    /// Flush the whole TLB: nothing the guest changed stays stale.
+    fn flush_tlb_all(&mut self, e: &mut Engine) {
+        e.tlb_flush();
+        self.mmu.stale_vas.clear();
+        self.mmu.stale_unknown = false;
     }
 
     /// The guest asks for a full TLB flush (MMUEXT_TLB_FLUSH_*, UVMF_TLB_FLUSH). What it
@@ -427,14 +432,11 @@ impl PvDomain {
     /// table with update_va_mapping and ends the batch with UVMF_TLB_FLUSH.
     pub(super) fn flush_tlb(&mut self, e: &mut Engine) {
         if self.mmu.stale_unknown {
-            e.tlb_flush();
-        } else {
-            for va in &self.mmu.stale_vas {
-                e.tlb_flush_page(*va);
-            }
+            return self.flush_tlb_all(e);
         }
-        self.mmu.stale_vas.clear();
-        self.mmu.stale_unknown = false;
+        for va in self.mmu.stale_vas.drain(..) {
+            e.tlb_flush_page(va);
+        }
     }
 
     /// Machine address of the L1 entry mapping `va` in the current tables.
