@@ -8,6 +8,7 @@
 
 use jit::engine::{Access, GuestFault, Mmu};
 use jit::ir::AccessKind;
+use jit::ptdeps::WalkPath;
 use jit::{Env, GuestRam};
 
 use crate::state::*;
@@ -59,6 +60,8 @@ struct Walk<'a> {
     vaddr: u64,
     /// Set accessed/dirty bits (false: a probe without side effects).
     update: bool,
+    /// The entries a successful walk read.
+    path: WalkPath,
 }
 
 impl Walk<'_> {
@@ -175,6 +178,13 @@ impl Walk<'_> {
             n += 1;
             if large || last_level {
                 self.check(rw, us, nx)?;
+                for &(epa, _) in &entries[..n] {
+                    self.path.push(epa);
+                }
+                // Every level is accessed after this walk; a write would need nothing more
+                // when the leaf is dirty and the rights allow it.
+                self.path.writable_dirty =
+                    !self.fetch && e & D != 0 && if self.user { rw } else { rw || !self.wp };
                 // Set accessed bits on every level, dirty on the leaf for writes.
                 for (i, &(epa, ev)) in entries[..n].iter().enumerate().filter(|_| self.update) {
                     let leaf = i + 1 == n;
@@ -226,15 +236,43 @@ impl Mmu for X86Mmu {
         access: Access,
         who: AccessKind,
     ) -> Result<u64, GuestFault> {
-        walk(env, ram, vaddr, access, who, true)
+        walk(env, ram, vaddr, access, who, true, &mut WalkPath::default())
     }
 
-    fn probe_exec(&mut self, env: &Env, ram: &mut GuestRam, vaddr: u64) -> Option<u64> {
-        walk(env, ram, vaddr, Access::Exec, AccessKind::Normal, false).ok()
+    fn translate_path(
+        &mut self,
+        env: &Env,
+        ram: &mut GuestRam,
+        vaddr: u64,
+        access: Access,
+        who: AccessKind,
+        path: &mut WalkPath,
+    ) -> Result<u64, GuestFault> {
+        walk(env, ram, vaddr, access, who, true, path)
+    }
+
+    fn probe_exec(
+        &mut self,
+        env: &Env,
+        ram: &mut GuestRam,
+        vaddr: u64,
+        path: &mut WalkPath,
+    ) -> Option<u64> {
+        walk(
+            env,
+            ram,
+            vaddr,
+            Access::Exec,
+            AccessKind::Normal,
+            false,
+            path,
+        )
+        .ok()
     }
 }
 
-/// Translate `vaddr` in the mode `env` holds; `update`: set accessed/dirty bits.
+/// Translate `vaddr` in the mode `env` holds; `update`: set accessed/dirty bits. On success
+/// `path` receives the page-table entries read (none without paging).
 fn walk(
     env: &Env,
     ram: &mut GuestRam,
@@ -242,6 +280,7 @@ fn walk(
     access: Access,
     who: AccessKind,
     update: bool,
+    path: &mut WalkPath,
 ) -> Result<u64, GuestFault> {
     {
         let g = &env.g;
@@ -281,12 +320,16 @@ fn walk(
             implicit: who == AccessKind::System,
             vaddr,
             update,
+            path: WalkPath::default(),
         };
-        if mode == PagingMode::Legacy && cr4 & cr4::PSE == 0 {
+        let r = if mode == PagingMode::Legacy && cr4 & cr4::PSE == 0 {
             // Without PSE the PS bit is ignored: walk as if it were clear.
-            return w.walk_legacy_nopse(g[G_CR3 as usize]);
-        }
-        w.walk(g[G_CR3 as usize], mode)
+            w.walk_legacy_nopse(g[G_CR3 as usize])
+        } else {
+            w.walk(g[G_CR3 as usize], mode)
+        };
+        *path = w.path;
+        r
     }
 }
 
@@ -304,6 +347,8 @@ impl Walk<'_> {
             return Err(self.fault(0));
         }
         self.check(pde & pte & RW != 0, pde & pte & US != 0, false)?;
+        self.path.push(pde_pa);
+        self.path.push(pte_pa);
         if self.update {
             self.ram.write_u32(pde_pa, (pde | A) as u32);
             self.ram

@@ -45,6 +45,7 @@ use crate::backend::{Backend, CodeHandle};
 use crate::env::{self, fault, tlb_index, Env, TlbEntry, PAGE_MASK, PAGE_SIZE};
 use crate::ir::{AccessKind, Block, Exit, Global, HelperInfo, MemSize};
 use crate::mem::GuestRam;
+use crate::ptdeps::{PtDeps, WalkPath};
 
 /// The kind of memory access being translated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,11 +77,34 @@ pub trait Mmu {
         who: AccessKind,
     ) -> Result<u64, GuestFault>;
 
+    /// `translate`, also giving the page-table entries the walk read (`crate::ptdeps`):
+    /// the engine keeps a translation across a flush only while those entries are
+    /// unchanged. An MMU that leaves `path` empty must have its platform flush with
+    /// `Engine::tlb_flush` (nothing is known to depend on any entry).
+    fn translate_path(
+        &mut self,
+        env: &Env,
+        ram: &mut GuestRam,
+        vaddr: u64,
+        access: Access,
+        who: AccessKind,
+        _path: &mut WalkPath,
+    ) -> Result<u64, GuestFault> {
+        self.translate(env, ram, vaddr, access, who)
+    }
+
     /// The physical page an instruction fetch at `vaddr` would reach now in the current
-    /// mode, *without side effects* (no accessed bits set, no fault raised); None when the
-    /// fetch would fault, or when the MMU cannot tell without side effects. The engine uses
-    /// it to keep jump-cache entries across a TLB flush whose code mappings are unchanged.
-    fn probe_exec(&mut self, _env: &Env, _ram: &mut GuestRam, _vaddr: u64) -> Option<u64> {
+    /// mode, *without side effects* (no accessed bits set, no fault raised), with the
+    /// entries read in `path`; None when the fetch would fault, or when the MMU cannot tell
+    /// without side effects. The engine uses it to keep jump-cache entries across a TLB
+    /// flush whose code mappings are unchanged.
+    fn probe_exec(
+        &mut self,
+        _env: &Env,
+        _ram: &mut GuestRam,
+        _vaddr: u64,
+        _path: &mut WalkPath,
+    ) -> Option<u64> {
         None
     }
 }
@@ -101,6 +125,7 @@ pub struct CodeFetcher<'a> {
     env: &'a Env,
     ram: &'a mut GuestRam,
     mmu: &'a mut dyn Mmu,
+    deps: &'a mut PtDeps,
     /// Physical page of each virtual page touched: (vpage, ppage).
     pub pages: Vec<(u64, u64)>,
 }
@@ -115,13 +140,16 @@ impl CodeFetcher<'_> {
             let ppage = match self.pages.iter().find(|p| p.0 == vpage) {
                 Some(p) => p.1,
                 None => {
-                    let p = self.mmu.translate(
+                    let mut path = WalkPath::default();
+                    let p = self.mmu.translate_path(
                         self.env,
                         self.ram,
                         a,
                         Access::Exec,
                         AccessKind::Normal,
+                        &mut path,
                     )? & PAGE_MASK;
+                    self.deps.note(a, path.as_slice());
                     self.pages.push((vpage, p));
                     p
                 }
@@ -281,6 +309,8 @@ pub struct Core {
     jc_gen: [u32; 2],
     /// What each half's jump-cache entries (here and in `Env::jc`) assume about mappings.
     jc_pages: [JcPages; 2],
+    /// The page-table entries the TLB and jump caches were filled from.
+    pt_deps: PtDeps,
     page_tbs: FxMap<u64, Vec<u32>>,
     /// One bit per RAM page: the page holds translated code (mirrors `page_tbs`).
     code_pages: Vec<u64>,
@@ -308,6 +338,7 @@ impl Engine {
         backend: Box<dyn Backend>,
     ) -> Engine {
         let ram_pages = ram.size() / PAGE_SIZE;
+        let pt_deps = PtDeps::new(ram.size());
         let mut env = Env::new();
         let core = Box::new(Core {
             ram,
@@ -318,6 +349,7 @@ impl Engine {
             jc: vec![None; JC_SIZE],
             jc_gen: [0; 2],
             jc_pages: Default::default(),
+            pt_deps,
             code_pages: vec![0; ram_pages.div_ceil(64) as usize + 1],
             page_tbs: FxMap::default(),
             stats: Stats::default(),
@@ -350,11 +382,46 @@ impl Engine {
         self.core.stats.tlb_flushes += 1;
         self.env.tlb_flush_entries();
         for half in 0..2 {
-            if self.core.jc_pages_unchanged(&self.env, half) {
-                self.core.stats.jc_kept += 1;
-            } else {
-                self.core.stats.jc_dropped += 1;
-                self.drop_jc_half(half);
+            self.core.pt_deps.clear(half);
+            self.revalidate_jc_half(half);
+        }
+    }
+
+    /// After every TLB entry of `half` was dropped: keep that half of the jump caches when
+    /// the code pages it came from map as before.
+    fn revalidate_jc_half(&mut self, half: usize) {
+        if self.core.jc_pages_unchanged(&self.env, half) {
+            self.core.stats.jc_kept += 1;
+        } else {
+            self.core.stats.jc_dropped += 1;
+            self.drop_jc_half(half);
+        }
+    }
+
+    /// The platform changed the guest page-table entry at guest-physical `pa` (present
+    /// before, other than by setting accessed/dirty bits). Translations made from it stay
+    /// usable until the guest flushes, as on hardware; see `tlb_flush_stale`.
+    pub fn pt_changed(&mut self, pa: u64) {
+        self.core.pt_deps.changed(pa);
+    }
+
+    /// The guest asks for a full TLB flush: drop what a flush would change, i.e. each half
+    /// of the address space that has translations made from an entry reported to
+    /// `pt_changed` since (all its MMU modes; jump caches revalidated). Every other
+    /// translation would be refilled exactly as it is. The platform must report every
+    /// changed entry (and flush itself for changes of anything else that translations
+    /// depend on, e.g. the page-table base).
+    pub fn tlb_flush_stale(&mut self) {
+        let stale = [0, 1].map(|h| self.core.pt_deps.is_stale(h));
+        match stale {
+            [true, true] => self.tlb_flush(),
+            [false, false] => {}
+            _ => {
+                let half = stale[1] as usize;
+                self.core.stats.tlb_flushes += 1;
+                self.env.tlb_flush_half(half);
+                self.core.pt_deps.clear(half);
+                self.revalidate_jc_half(half);
             }
         }
     }
@@ -385,6 +452,7 @@ impl Engine {
         self.core.stats.tlb_flushes += 1;
         self.env.tlb_flush_lower(keep_mode);
         self.core.jc_invalidate_half(0);
+        self.core.pt_deps.clear(0);
     }
 
     /// Drop the write permission of every TLB entry that maps physical page `ppage` (the
@@ -605,10 +673,17 @@ impl Core {
         if r.mixed || r.mmu_idx != env.mmu_idx {
             return false;
         }
-        let (mmu, ram) = (&mut self.mmu, &mut self.ram);
-        r.pages
-            .iter()
-            .all(|(&v, &p)| mmu.probe_exec(env, ram, v).map(|x| x & PAGE_MASK) == Some(p))
+        let (mmu, ram, deps) = (&mut self.mmu, &mut self.ram, &mut self.pt_deps);
+        r.pages.iter().all(|(&v, &p)| {
+            let mut path = WalkPath::default();
+            let ok = mmu
+                .probe_exec(env, ram, v, &mut path)
+                .map(|x| x & PAGE_MASK)
+                == Some(p);
+            // The kept entry now depends on the entries just read.
+            deps.note(v, path.as_slice());
+            ok
+        })
     }
 
     fn jc_gen_for(&self, pc: u64) -> u32 {
@@ -626,9 +701,16 @@ impl Core {
             let host = pc.wrapping_add(e.addend);
             return Ok(host - self.ram.base() as u64);
         }
-        let p = self
-            .mmu
-            .translate(env, &mut self.ram, pc, Access::Exec, AccessKind::Normal)?;
+        let mut path = WalkPath::default();
+        let p = self.mmu.translate_path(
+            env,
+            &mut self.ram,
+            pc,
+            Access::Exec,
+            AccessKind::Normal,
+            &mut path,
+        )?;
+        self.pt_deps.note(pc, path.as_slice());
         self.tlb_fill(env, pc, p, Access::Exec);
         Ok(p)
     }
@@ -666,6 +748,7 @@ impl Core {
             env,
             ram: &mut self.ram,
             mmu: &mut *self.mmu,
+            deps: &mut self.pt_deps,
             pages: Vec::new(),
         };
         let max = if single { 1 } else { self.max_insns };
@@ -987,15 +1070,36 @@ impl Core {
         who: AccessKind,
     ) -> Result<u64, GuestFault> {
         if who != AccessKind::System {
+            // Helpers (string instructions, far transfers, ...) come here without the
+            // generated code's inline lookup.
+            let vpage = vaddr & PAGE_MASK;
+            let e = &env.tlb[env.mmu_idx as usize][tlb_index(vaddr)];
+            let tag = match access {
+                Access::Read => e.read,
+                Access::Write => e.write,
+                Access::Exec => e.exec,
+            };
+            if tag == vpage {
+                let host = vaddr.wrapping_add(e.addend);
+                return Ok(host.wrapping_sub(self.ram.base() as u64));
+            }
             if let Some(p) = self.victim_hit(env, vaddr, access) {
                 self.stats.victim_hits += 1;
                 return Ok(p);
             }
         }
         self.stats.walks += 1;
-        let p = self.mmu.translate(env, &mut self.ram, vaddr, access, who)?;
+        let mut path = WalkPath::default();
+        let p = self
+            .mmu
+            .translate_path(env, &mut self.ram, vaddr, access, who, &mut path)?;
         if who != AccessKind::System {
-            self.tlb_fill(env, vaddr, p, access);
+            self.pt_deps.note(vaddr, path.as_slice());
+            let fill = match access {
+                Access::Read if path.writable_dirty => Access::Write,
+                a => a,
+            };
+            self.tlb_fill(env, vaddr, p, fill);
         }
         Ok(p)
     }
@@ -1121,6 +1225,10 @@ impl Core {
         }
         if !ok {
             return Ok(false);
+        }
+        if n1 == size {
+            self.ram.write_le(p1, size as usize, val);
+            return Ok(true);
         }
         for i in 0..size {
             let pa = if i < n1 {

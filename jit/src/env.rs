@@ -235,6 +235,22 @@ impl Env {
         self.jc_invalidate_half(0);
     }
 
+    /// Flush every entry for one half of the address space (1: the upper, bit 63 set) in
+    /// every mode, leaving the jump caches to the caller.
+    pub fn tlb_flush_half(&mut self, half: usize) {
+        let mine = |t: u64| t != TLB_INVALID && (t >> 63) as usize == half;
+        for e in self
+            .tlb
+            .iter_mut()
+            .flatten()
+            .chain(self.victim.iter_mut().flatten())
+        {
+            if mine(e.read) | mine(e.write) | mine(e.exec) {
+                *e = TlbEntry::EMPTY;
+            }
+        }
+    }
+
     /// Flush the entries for one virtual page in every mode.
     pub fn tlb_flush_page(&mut self, vaddr: u64) {
         self.tlb_flush_page_entries(vaddr);

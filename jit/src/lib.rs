@@ -24,6 +24,7 @@ pub mod execmem;
 pub mod ir;
 pub mod mem;
 pub mod opt;
+pub mod ptdeps;
 
 pub use backend::EngineKind;
 pub use engine::{Access, Engine, Frontend, GuestFault, Mmu, StopReason, TbKey};

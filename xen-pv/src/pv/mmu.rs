@@ -52,12 +52,10 @@ pub struct PvMmu {
     pub tlb_dirty_lower: bool,
     /// The kernel base pointer the TLB's kernel-mode entries were filled from.
     pub active_kernel_base: u64,
-    /// Present entries changed or removed since the last full flush, which the TLB may
-    /// still hold: the virtual addresses they map where the guest named them
-    /// (update_va_mapping), and whether any change came without one (mmu_update, a
-    /// trapped write). A flush request that the named pages cover flushes only those.
+    /// Present entries changed or removed since the last flush, which the TLB may still
+    /// hold, where the guest named the virtual address they map (update_va_mapping); the
+    /// others (mmu_update, a trapped write) are reported to the engine (`pt_changed`).
     pub stale_vas: Vec<u64>,
-    pub stale_unknown: bool,
 }
 
 /// More changed pages than this since the last flush: a flush request flushes everything.
@@ -313,13 +311,16 @@ impl PvDomain {
                 // No flush: as with Xen, a changed entry may stay in the TLB until the guest
                 // flushes (UVMF_* flags, MMUEXT_TLB_FLUSH/INVLPG); only type changes flush.
                 GuestPhys::write_u64(e.ram(), ptr, v);
-                // A present entry that changes (beyond accessed/dirty) may be in the TLB.
-                if old & P != 0 && (old ^ v) & !(A | D) != 0 {
+                // A present entry that changes may be in the TLB, unless the change only
+                // sets accessed/dirty bits (clearing them must reach the TLB at the next
+                // flush, so that the next access sets them again).
+                let changed = (old ^ v) & !(A | D) != 0 || old & !v & (A | D) != 0;
+                if old & P != 0 && changed {
                     match va {
                         Some(va) if self.mmu.stale_vas.len() < STALE_VAS_MAX => {
                             self.mmu.stale_vas.push(va)
                         }
-                        _ => self.mmu.stale_unknown = true,
+                        _ => e.pt_changed(ptr),
                     }
                 }
                 // The old entry's reference goes after the new one is taken.
@@ -420,20 +421,20 @@ impl PvDomain {
     fn flush_tlb_all(&mut self, e: &mut Engine) {
         e.tlb_flush();
         self.mmu.stale_vas.clear();
-        self.mmu.stale_unknown = false;
     }
 
     /// The guest asks for a full TLB flush (MMUEXT_TLB_FLUSH_*, UVMF_TLB_FLUSH). What it
     /// must drop are translations its own changes made stale, and every change of a
     /// present entry passes through `update_entry` (page tables are read-only to a PV
-    /// guest): when all of them since the last full flush named their page, flushing those
-    /// pages gives the guest exactly what a full flush would, and the rest of the TLB (and
-    /// the translated code's jump caches) stays warm. Linux pins and unpins each page
-    /// table with update_va_mapping and ends the batch with UVMF_TLB_FLUSH.
+    /// guest). Changes that named their page (update_va_mapping of a singly linked L1:
+    /// Linux pins and unpins each page table that way and ends the batch with
+    /// UVMF_TLB_FLUSH) flush that page; the others (mmu_update, writable page tables) were
+    /// reported to the engine, which drops each half of the address space whose
+    /// translations were made from a changed entry. Either way the guest sees exactly what
+    /// a full flush would give it, and the rest of the TLB (and the translated code's jump
+    /// caches) stays warm.
     pub(super) fn flush_tlb(&mut self, e: &mut Engine) {
-        if self.mmu.stale_unknown {
-            return self.flush_tlb_all(e);
-        }
+        e.tlb_flush_stale();
         for va in self.mmu.stale_vas.drain(..) {
             e.tlb_flush_page(va);
         }
