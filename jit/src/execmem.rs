@@ -5,11 +5,20 @@
 //! [`ExecMem::write`] or [`flush_icache`].
 //!
 //! Host hazards, and how this module (or its callers) deal with them:
-//! - **W^X.** Pages are never writable and executable at the same time. The region is
-//!   reserved `PROT_NONE`; [`ExecMem::write`] makes the pages it touches `RW`, copies the
-//!   code, then makes them `RX`. Pages already holding older code are briefly not executable
-//!   while new code lands on them, which is fine because the engine only compiles when no
-//!   generated code of this region is running (one region per vCPU thread).
+//! - **W^X.** No page is writable and executable at the same address. On x86_64 Linux the
+//!   region is a memfd mapped twice: an executable view (the addresses code runs at, `PROT_NONE`
+//!   beyond the code written so far) and a writable view at another address that code is
+//!   copied and patched through, so installing a block or chaining a jump costs no
+//!   protection change (two `mprotect`s per block cost about a quarter of the translation
+//!   time of a Linux boot, and their TLB shootdowns slowed the generated code too). On
+//!   other hosts (whose instruction-cache maintenance through a second view is untested
+//!   here, and whose CI runs under qemu-user, which tracks translated code by the address
+//!   written), where a memfd cannot be had, or with `XENOLITH_JIT_NO_ALIAS` set, the
+//!   region is anonymous memory reserved `PROT_NONE`, and
+//!   [`ExecMem::write`] makes the pages it touches `RW`, copies the code, then makes them
+//!   `RX`; pages holding older code are then briefly not executable, which is fine because
+//!   the engine only compiles when no generated code of this region is running (one region
+//!   per vCPU thread).
 //! - **macOS (Apple silicon) `MAP_JIT`.** There, `mprotect` between RW and RX is refused for
 //!   JIT memory; the region must be mapped with `MAP_JIT` and the *calling thread* toggles
 //!   its view with `pthread_jit_write_protect_np(0/1)` around the copy. That hook goes where
@@ -98,6 +107,9 @@ pub struct ExecMem {
     used: usize,
     /// Highest byte ever made accessible (for flush).
     touched: usize,
+    /// The writable view of a dual-mapped region (and its memfd), or None when pages are
+    /// toggled between RW and RX.
+    alias: Option<(*mut u8, libc::c_int)>,
 }
 
 // SAFETY: the region is owned exclusively by this value; nothing in it is tied to the thread
@@ -113,6 +125,11 @@ impl ExecMem {
     /// Reserve `size` bytes (rounded up to the host page size). No memory is committed
     /// until code is written.
     pub fn new(size: usize) -> io::Result<ExecMem> {
+        Self::with_alias(size, std::env::var_os("XENOLITH_JIT_NO_ALIAS").is_none())
+    }
+
+    /// `new`, with a writable second view where the host has one when `alias` is true.
+    fn with_alias(size: usize, alias: bool) -> io::Result<ExecMem> {
         let page = host_page_size();
         let size = round_up(size.max(page), page);
         // SAFETY: an anonymous private mapping at an address of the kernel's choosing does
@@ -130,13 +147,116 @@ impl ExecMem {
         if p == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        Ok(ExecMem {
+        let mut m = ExecMem {
             base: p as *mut u8,
             size,
             page,
             used: 0,
             touched: 0,
-        })
+            alias: None,
+        };
+        #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+        if alias {
+            m.alias = m.dual_map();
+        }
+        #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+        let _ = alias;
+        Ok(m)
+    }
+
+    /// Replace the reservation by two views of one memfd: executable at `base` (all
+    /// `PROT_NONE` until written), writable elsewhere. None (the reservation kept as is)
+    /// when the host refuses any step.
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    fn dual_map(&mut self) -> Option<(*mut u8, libc::c_int)> {
+        // SAFETY: plain syscalls on a new file descriptor; the executable view is mapped
+        // MAP_FIXED over our own reservation [base, base + size) only, which no other
+        // mapping shares, and the writable view at an address of the kernel's choosing.
+        unsafe {
+            let fd = libc::memfd_create(c"xenolith-jit".as_ptr(), libc::MFD_CLOEXEC);
+            if fd < 0 {
+                return None;
+            }
+            let close = |fd| {
+                libc::close(fd);
+                None
+            };
+            if libc::ftruncate(fd, self.size as libc::off_t) != 0 {
+                return close(fd);
+            }
+            let rw = libc::mmap(
+                ptr::null_mut(),
+                self.size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            );
+            if rw == libc::MAP_FAILED {
+                return close(fd);
+            }
+            let x = libc::mmap(
+                self.base as *mut libc::c_void,
+                self.size,
+                libc::PROT_NONE,
+                libc::MAP_SHARED | libc::MAP_FIXED,
+                fd,
+                0,
+            );
+            if x != self.base as *mut libc::c_void {
+                // MAP_FIXED failed and left the reservation as it was.
+                libc::munmap(rw, self.size);
+                return close(fd);
+            }
+            Some((rw as *mut u8, fd))
+        }
+    }
+
+    /// Whether code can be changed in place without a protection change
+    /// ([`patch`](Self::patch) is cheap).
+    pub fn cheap_patch(&self) -> bool {
+        self.alias.is_some()
+    }
+
+    /// Overwrite bytes of code already written at executable address `addr` (a chained
+    /// jump's displacement). Only call when no generated code of this region runs.
+    pub fn patch(&mut self, addr: usize, bytes: &[u8]) {
+        let off = addr - self.base as usize;
+        assert!(
+            off + bytes.len() <= self.used,
+            "patch outside the written code"
+        );
+        match self.alias {
+            // SAFETY: [off, off + len) is inside the written part of the region, which the
+            // writable view maps in full.
+            Some((rw, _)) => unsafe {
+                ptr::copy_nonoverlapping(bytes.as_ptr(), rw.add(off), bytes.len());
+            },
+            None => {
+                let pstart = off & !(self.page - 1);
+                let pend = round_up(off + bytes.len(), self.page);
+                // SAFETY: [pstart, pend) lies inside the written, RX part of our mapping;
+                // no generated code runs while it is briefly RW (this function's contract).
+                unsafe {
+                    let pp = self.base.add(pstart) as *mut libc::c_void;
+                    let rw = libc::PROT_READ | libc::PROT_WRITE;
+                    assert_eq!(
+                        libc::mprotect(pp, pend - pstart, rw),
+                        0,
+                        "execmem: mprotect RW"
+                    );
+                    ptr::copy_nonoverlapping(bytes.as_ptr(), self.base.add(off), bytes.len());
+                    let rx = libc::PROT_READ | libc::PROT_EXEC;
+                    assert_eq!(
+                        libc::mprotect(pp, pend - pstart, rx),
+                        0,
+                        "execmem: mprotect RX"
+                    );
+                }
+            }
+        }
+        // SAFETY: the range was just written and stays mapped.
+        flush_icache(unsafe { std::slice::from_raw_parts(self.base.add(off), bytes.len()) });
     }
 
     pub fn page_size(&self) -> usize {
@@ -181,6 +301,30 @@ impl ExecMem {
         // The alignment padding [used, start) may lie on the page before `start`.
         let pstart = self.used & !(self.page - 1);
         let pend = round_up(end.max(start + 1), self.page);
+        if let Some((rw, _)) = self.alias {
+            // SAFETY: [used, end) is inside both views (end <= size); the pages from
+            // `touched` to `pend` become executable for the first time, so no code runs on
+            // them, and no code of this region runs during a write (module contract).
+            unsafe {
+                ptr::write_bytes(rw.add(self.used), 0xcc, start - self.used);
+                ptr::copy_nonoverlapping(code.as_ptr(), rw.add(start), code.len());
+                if pend > self.touched {
+                    let pp = self.base.add(self.touched) as *mut libc::c_void;
+                    let rx = libc::PROT_READ | libc::PROT_EXEC;
+                    if libc::mprotect(pp, pend - self.touched, rx) != 0 {
+                        panic!(
+                            "execmem: mprotect RX failed: {}",
+                            io::Error::last_os_error()
+                        );
+                    }
+                }
+                flush_icache(std::slice::from_raw_parts(self.base.add(start), code.len()));
+            }
+            self.used = end;
+            self.touched = self.touched.max(pend);
+            // SAFETY: start < size, inside the mapping.
+            return Some(unsafe { self.base.add(start) } as *const u8);
+        }
         // SAFETY: [pstart, pend) lies inside our own mapping (end <= size, size is a page
         // multiple). No generated code of this region runs during a write (module contract),
         // so making its pages temporarily non-executable is harmless.
@@ -223,11 +367,24 @@ impl ExecMem {
                     libc::PROT_NONE,
                 );
                 #[cfg(target_os = "linux")]
-                libc::madvise(
-                    self.base as *mut libc::c_void,
-                    self.touched,
-                    libc::MADV_DONTNEED,
-                );
+                match self.alias {
+                    // Give the file's pages back; both views then read zeros.
+                    Some((_, fd)) => {
+                        libc::fallocate(
+                            fd,
+                            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                            0,
+                            self.touched as libc::off_t,
+                        );
+                    }
+                    None => {
+                        libc::madvise(
+                            self.base as *mut libc::c_void,
+                            self.touched,
+                            libc::MADV_DONTNEED,
+                        );
+                    }
+                }
             }
         }
         self.used = 0;
@@ -237,10 +394,15 @@ impl ExecMem {
 
 impl Drop for ExecMem {
     fn drop(&mut self) {
-        // SAFETY: unmapping exactly the mapping created in `new`; no code runs from it once
-        // its owner is dropped.
+        // SAFETY: unmapping exactly the mappings created in `new` (both views of a
+        // dual-mapped region) and closing its memfd; no code runs from it once its owner
+        // is dropped.
         unsafe {
             libc::munmap(self.base as *mut libc::c_void, self.size);
+            if let Some((rw, fd)) = self.alias {
+                libc::munmap(rw as *mut libc::c_void, self.size);
+                libc::close(fd);
+            }
         }
     }
 }
@@ -273,5 +435,30 @@ mod tests {
         m.flush();
         assert_eq!(m.next_addr(), a);
         assert!(m.write(&vec![0x90; 2 << 20]).is_none());
+    }
+
+    #[test]
+    fn patch_in_place_with_and_without_a_writable_view() {
+        for alias in [true, false] {
+            let mut m = ExecMem::with_alias(1 << 20, alias).unwrap();
+            #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+            assert_eq!(m.cheap_patch(), alias);
+            #[cfg(target_arch = "x86_64")]
+            {
+                let p = m.write(&[0xb8, 42, 0, 0, 0, 0xc3]).unwrap();
+                // SAFETY: p points at `mov eax, imm32; ret`.
+                let f: extern "C" fn() -> u32 = unsafe { std::mem::transmute(p) };
+                assert_eq!(f(), 42);
+                m.patch(p as usize + 1, &[7, 1]);
+                assert_eq!(f(), 0x107);
+                m.flush();
+                // The flushed region reads back as new code only.
+                let q = m.write(&[0xb8, 9, 0, 0, 0, 0xc3]).unwrap();
+                assert_eq!(q, p);
+                // SAFETY: as above, new code at the same address.
+                let g: extern "C" fn() -> u32 = unsafe { std::mem::transmute(q) };
+                assert_eq!(g(), 9);
+            }
+        }
     }
 }

@@ -25,6 +25,9 @@ struct TbInfo {
     exits: Vec<Option<(usize, usize)>>,
     /// The exits chained with `chain_far` (two slots each).
     far: Vec<u32>,
+    /// Per static exit: where the backend patches the jump itself instead of using the
+    /// slot (see `Backend::chain` of the x86_64 backend), if it does.
+    patch: Vec<Option<usize>>,
 }
 
 pub struct CodeCache {
@@ -116,6 +119,7 @@ impl CodeCache {
             entry: base,
             exits: defaults,
             far: Vec::new(),
+            patch: Vec::new(),
         });
         Ok(CodeHandle(self.tbs.len() - 1))
     }
@@ -148,6 +152,24 @@ impl CodeCache {
             }
             None => false,
         }
+    }
+
+    /// Record the patch sites of `tb`'s exits (indexed by exit; see `TbInfo::patch`).
+    pub fn set_patch_sites(&mut self, tb: CodeHandle, sites: Vec<Option<usize>>) {
+        self.tbs[tb.0].patch = sites;
+    }
+
+    /// The patch site of exit `exit` of `tb`, and the address its jump goes to unchained.
+    pub fn patch_site(&self, tb: CodeHandle, exit: u32) -> Option<(usize, usize)> {
+        let t = &self.tbs[tb.0];
+        let site = t.patch.get(exit as usize).copied().flatten()?;
+        let (_, default) = t.exits.get(exit as usize).copied().flatten()?;
+        Some((site, default))
+    }
+
+    /// Entry address of an installed block.
+    pub fn entry(&self, tb: CodeHandle) -> usize {
+        self.tbs[tb.0].entry
     }
 
     /// Mark exit `exit` of `tb` as far (its slot and the next are its own).

@@ -193,6 +193,14 @@ struct Tramp {
     a: Asm,
 }
 
+/// The displacement bytes of a `jmp rel32` whose rel32 field is at `site`, to `target`.
+fn rel32(site: usize, target: usize) -> [u8; 4] {
+    let d = target as i64 - (site as i64 + 4);
+    i32::try_from(d)
+        .expect("code region within rel32 range")
+        .to_le_bytes()
+}
+
 impl Backend for X64Backend {
     fn name(&self) -> &'static str {
         "x64"
@@ -244,6 +252,8 @@ impl Backend for X64Backend {
             far,
             indirects: 0,
             far_exits: Vec::new(),
+            patch_jumps: self.cc.mem.cheap_patch(),
+            patch_sites: Vec::new(),
         };
         let total_slots = SAVE_SLOTS + alloc.nspill;
         let need = (total_slots * 8) as i32;
@@ -268,6 +278,12 @@ impl Backend for X64Backend {
             })
             .collect();
         let far_exits = std::mem::take(&mut g.far_exits);
+        let mut sites = vec![None; g.exit_defaults.len()];
+        for &(idx, l) in &g.patch_sites {
+            // The label follows the jump's rel32.
+            let end = g.a.labels().resolve_dynamic(l).expect("patch label").0;
+            sites[idx as usize] = Some(base + end - 4);
+        }
         let code = g.a.finalize().expect("x64 backend: assembly failed");
         let handle = self.cc.install(
             tb,
@@ -280,6 +296,7 @@ impl Backend for X64Backend {
         for idx in far_exits {
             self.cc.set_far(handle, idx);
         }
+        self.cc.set_patch_sites(handle, sites);
         Ok(handle)
     }
 
@@ -293,8 +310,19 @@ impl Backend for X64Backend {
         unsafe { self.cc.execute(env, code) }
     }
 
+    /// A direct jump compiled as `jmp rel32` (when the code region has a writable view)
+    /// is retargeted in place: a direct branch that the host predicts like any other,
+    /// instead of a load and an indirect jump through the exit's slot. The run loop only
+    /// chains while no generated code runs.
     fn chain(&mut self, from: CodeHandle, exit: u32, to: CodeHandle) -> bool {
-        self.cc.chain(from, exit, to)
+        match self.cc.patch_site(from, exit) {
+            Some((site, _)) => {
+                let target = self.cc.entry(to);
+                self.cc.mem.patch(site, &rel32(site, target));
+                true
+            }
+            None => self.cc.chain(from, exit, to),
+        }
     }
 
     fn entry_addr(&self, code: CodeHandle) -> Option<u64> {
@@ -302,7 +330,10 @@ impl Backend for X64Backend {
     }
 
     fn unchain(&mut self, from: CodeHandle, exit: u32) {
-        self.cc.unchain(from, exit)
+        match self.cc.patch_site(from, exit) {
+            Some((site, default)) => self.cc.mem.patch(site, &rel32(site, default)),
+            None => self.cc.unchain(from, exit),
+        }
     }
 
     fn flush(&mut self) {
@@ -408,6 +439,10 @@ struct Gen<'a> {
     epilogue: usize,
     slots: usize,
     next_slot: usize,
+    /// Compile direct jumps as patchable `jmp rel32` (`X64Backend::chain`).
+    patch_jumps: bool,
+    /// (exit, label right after its rel32) of each patchable jump.
+    patch_sites: Vec<(u32, DynamicLabel)>,
     /// Per static exit: (slot, label of the default return code) for jumps.
     exit_defaults: Vec<Option<(usize, DynamicLabel)>>,
     feat: Features,
@@ -821,10 +856,16 @@ impl Gen<'_> {
                 self.next_slot += 1;
                 let slot_addr = self.slots + 8 * slot;
                 let l = self.a.new_dynamic_label();
+                if self.patch_jumps {
+                    // `jmp rel32`, retargeted in place by `chain` (see its comment).
+                    let site = self.a.new_dynamic_label();
+                    asm!(self; jmp =>l ; =>site);
+                    self.patch_sites.push((idx, site));
+                } else {
+                    asm!(self; mov rax, QWORD slot_addr as i64 ; jmp QWORD [rax]);
+                }
                 asm!(self;
-                    mov rax, QWORD slot_addr as i64
-                    ; jmp QWORD [rax]
-                    ; =>l
+                    =>l
                     ; mov rax, QWORD ret::encode(self.tb, idx, ret::EXIT) as i64
                     ; jmp extern self.epilogue
                 );
