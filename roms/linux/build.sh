@@ -133,6 +133,7 @@ EOF
 # The workload's parts on their own (for profiling).
 printf '%s\n' 'dd if=/dev/zero bs=1M count=64 2>/dev/null | sha256sum' > "$root/scripts/w1"
 printf '%s\n' 'i=0; while [ $i -lt 1000 ]; do /bin/true; i=$((i+1)); done' > "$root/scripts/w3"
+printf '%s\n' 'seq 1 2000000 > /tmp/f' 'gzip -c /tmp/f | wc -c' > "$root/scripts/w2"
 
 python3 - "$root" "$work/initrd" <<'PYEOF'
 # Write a newc cpio archive of a directory tree (sorted, uid/gid 0, mtime 0).

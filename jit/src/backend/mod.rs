@@ -1,12 +1,15 @@
 //! Host backends. Each turns an IR [`Block`] into something `execute` can run, and follows
 //! the same protocol (see [`crate::engine::ret`]):
 //!
-//! - On entry: if `Env::icount >= Env::icount_limit` return `BUDGET` without executing;
-//!   otherwise write the TB id to `Env::cur_tb`.
+//! - On entry: if `Env::icount >= Env::icount_limit` return `BUDGET` without executing,
+//!   with the pc global at the block's start pc.
+//! - `Env::cur_tb` holds the TB id whenever a store's slow path or a `can_fault` helper
+//!   runs (a backend may write it at entry, or just before those).
 //! - Static exits are numbered in the order their `Op::Exit` appear in the block.
-//!   `Exit::Jump` writes the pc global and adds the number of instructions up to and
-//!   including the exiting one to `Env::icount`, then goes through the exit's chain slot
-//!   (initially: return `EXIT|index`). `Exit::Repeat` is the same except that it adds
+//!   `Exit::Jump` adds the number of instructions up to and including the exiting one to
+//!   `Env::icount`, then goes through the exit's chain (initially: write the pc global and
+//!   return `EXIT|index`). A chained jump need not write the pc global: the block it
+//!   enters starts there, and writes it itself if it returns at its budget check. `Exit::Repeat` is the same except that it adds
 //!   only the index of the exiting instruction (it does not retire). `Exit::Indirect` does
 //!   the same as Jump with a computed pc, then may probe `Env::jc` (index
 //!   `env::jc_index(pc)`, matching pc and `Block::mode`) and jump to the cached entry

@@ -623,6 +623,26 @@ impl Gen<'_> {
         }
     }
 
+    /// Write the pc global (clobbers rax when `pc` needs 64 bits).
+    fn store_pc(&mut self, pc: u64) {
+        let pcg = gofs(self.pc_global);
+        if fits_i32(pc) {
+            asm!(self; mov QWORD [r15 + pcg], DWORD pc as i32);
+        } else {
+            asm!(self; mov rax, QWORD pc as i64 ; mov QWORD [r15 + pcg], rax);
+        }
+    }
+
+    /// Add `n` retired instructions to `Env::icount`.
+    fn add_icount(&mut self, n: i32) {
+        if n == 0 {
+        } else if n < 128 {
+            asm!(self; add QWORD [r15 + OFF_ICOUNT_I], BYTE n);
+        } else {
+            asm!(self; add QWORD [r15 + OFF_ICOUNT_I], DWORD n);
+        }
+    }
+
     /// Return `v` to the run loop.
     fn ret_to_loop(&mut self, v: u64) {
         self.leave_frame();
@@ -827,7 +847,11 @@ impl Gen<'_> {
             }
         }
         asm!(self; =>budget);
-        // The frame has not been grown yet at this point.
+        // The frame has not been grown yet at this point. A chained jump does not write the
+        // pc global (see `exit`), so write this block's own.
+        if let Some(&pc) = block.insn_pcs.first() {
+            self.store_pc(pc);
+        }
         asm!(self; mov rax, QWORD ret::encode(self.tb, 0, ret::BUDGET) as i64 ; jmp extern self.epilogue);
     }
 
@@ -837,20 +861,13 @@ impl Gen<'_> {
         let pcg = gofs(self.pc_global);
         match e {
             Exit::Jump { pc } | Exit::Repeat { pc } => {
-                if fits_i32(pc) {
-                    asm!(self; mov QWORD [r15 + pcg], DWORD pc as i32);
-                } else {
-                    asm!(self; mov rax, QWORD pc as i64 ; mov QWORD [r15 + pcg], rax);
-                }
                 // A repeating instruction does not retire.
                 let n = if matches!(e, Exit::Repeat { .. }) {
                     n - 1
                 } else {
                     n
                 };
-                if n != 0 {
-                    asm!(self; add QWORD [r15 + OFF_ICOUNT_I], DWORD n);
-                }
+                self.add_icount(n);
                 self.leave_frame();
                 let slot = self.next_slot;
                 self.next_slot += 1;
@@ -864,9 +881,13 @@ impl Gen<'_> {
                 } else {
                     asm!(self; mov rax, QWORD slot_addr as i64 ; jmp QWORD [rax]);
                 }
+                // The pc global is written only on the way back to the run loop: a chained
+                // block starts at `pc` by construction (and writes it itself if it returns
+                // at its budget check).
+                asm!(self; =>l);
+                self.store_pc(pc);
                 asm!(self;
-                    =>l
-                    ; mov rax, QWORD ret::encode(self.tb, idx, ret::EXIT) as i64
+                    mov rax, QWORD ret::encode(self.tb, idx, ret::EXIT) as i64
                     ; jmp extern self.epilogue
                 );
                 self.exit_defaults.push(Some((slot, l)));
@@ -876,10 +897,8 @@ impl Gen<'_> {
                 self.indirects += 1;
                 let o = self.topnd(pc);
                 self.mov_r(RDX, o, false);
-                asm!(self;
-                    mov QWORD [r15 + pcg], rdx
-                    ; add QWORD [r15 + OFF_ICOUNT_I], DWORD n
-                );
+                asm!(self; mov QWORD [r15 + pcg], rdx);
+                self.add_icount(n);
                 self.leave_frame();
                 let probe = self.a.new_dynamic_label();
                 if let Some(target) = far {
