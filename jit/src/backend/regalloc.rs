@@ -79,10 +79,9 @@ pub(crate) fn op_def(op: &Op) -> Option<Temp> {
     }
 }
 
-/// For each `Exit::Indirect` of `block` (in order), its target when the target temp is
-/// defined exactly once, by a `Const`: a jump to a known pc on another page, which a
-/// backend may chain with a jump-cache epoch check (`Backend::chain_far`).
-pub fn far_targets(block: &Block) -> Vec<Option<u64>> {
+/// The value of each temp that is defined exactly once, by a `Const` (it holds that value
+/// wherever it is read).
+fn single_consts(block: &Block) -> Vec<Option<u64>> {
     let mut defs = vec![0u8; block.ntemps as usize];
     let mut konst = vec![None; block.ntemps as usize];
     for op in &block.ops {
@@ -94,15 +93,39 @@ pub fn far_targets(block: &Block) -> Vec<Option<u64>> {
             }
         }
     }
+    for (k, d) in konst.iter_mut().zip(&defs) {
+        if *d != 1 {
+            *k = None;
+        }
+    }
+    konst
+}
+
+/// For each `Exit::Indirect` of `block` (in order), its target when the target temp is
+/// defined exactly once, by a `Const`: a jump to a known pc on another page, which a
+/// backend may chain with a jump-cache epoch check (`Backend::chain_far`).
+pub fn far_targets(block: &Block) -> Vec<Option<u64>> {
+    let konst = single_consts(block);
     block
         .ops
         .iter()
         .filter_map(|op| match *op {
-            Op::Exit(Exit::Indirect { pc }) => Some(if defs[pc.idx()] == 1 {
-                konst[pc.idx()]
-            } else {
-                None
-            }),
+            Op::Exit(Exit::Indirect { pc }) => Some(konst[pc.idx()]),
+            _ => None,
+        })
+        .collect()
+}
+
+/// For each op of `block`: the address of a `Load`/`Store` whose address temp is defined
+/// exactly once, by a `Const` (a guest global variable: a backend can select its TLB
+/// entry when compiling instead of hashing the address at run time); None otherwise.
+pub fn const_addrs(block: &Block) -> Vec<Option<u64>> {
+    let konst = single_consts(block);
+    block
+        .ops
+        .iter()
+        .map(|op| match *op {
+            Op::Load { addr, .. } | Op::Store { addr, .. } => konst[addr.idx()],
             _ => None,
         })
         .collect()
@@ -407,5 +430,37 @@ pub fn regalloc(block: &Block, pool: &RegPool) -> Alloc {
         loc,
         nspill,
         caller_live,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::{Builder, MemOp, MemSize};
+
+    #[test]
+    fn const_addrs_only_for_single_const_definitions() {
+        let mut b = Builder::new();
+        b.insn_start(0x100);
+        let k = b.konst(0x1234);
+        let v = b.load(k, MemOp::new(MemSize::B8));
+        let g = b.get(1);
+        b.store(g, v, MemOp::new(MemSize::B4));
+        // A temp defined twice (a Const, then a Mov into it) is not a constant.
+        let t = b.konst(0x2000);
+        b.block.ops.push(Op::Mov { dst: t, src: g });
+        b.store(t, v, MemOp::new(MemSize::B1));
+        b.store(k, v, MemOp::new(MemSize::B2));
+        b.exit(Exit::Indirect { pc: k });
+        let blk = b.finish();
+        let mems: Vec<Option<u64>> = blk
+            .ops
+            .iter()
+            .zip(const_addrs(&blk))
+            .filter(|(op, _)| matches!(op, Op::Load { .. } | Op::Store { .. }))
+            .map(|(_, c)| c)
+            .collect();
+        assert_eq!(mems, [Some(0x1234), None, None, Some(0x1234)]);
+        assert_eq!(far_targets(&blk), [Some(0x1234)]);
     }
 }

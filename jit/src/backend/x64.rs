@@ -42,12 +42,12 @@ use dynasmrt::x64::X64Relocation;
 use dynasmrt::{dynasm, DynamicLabel, DynasmApi, DynasmLabelApi, VecAssembler};
 
 use super::codecache::CodeCache;
-use super::regalloc::{far_targets, regalloc, Loc, RegPool};
+use super::regalloc::{const_addrs, far_targets, regalloc, Loc, RegPool};
 use super::{Backend, CodeBufferFull, CodeHandle};
 use crate::engine::{mem_info, ret, slow_load, slow_store};
 use crate::env::{
-    Env, JC_BITS, JC_ENTRIES, OFF_CUR_TB, OFF_FAULT, OFF_ICOUNT, OFF_ICOUNT_LIMIT, OFF_JC,
-    OFF_JC_EPOCH, OFF_TLB, PAGE_BITS, PAGE_MASK, TLB_BITS, TLB_SIZE,
+    tlb_index, Env, JC_BITS, JC_ENTRIES, OFF_CUR_TB, OFF_FAULT, OFF_ICOUNT, OFF_ICOUNT_LIMIT,
+    OFF_JC, OFF_JC_EPOCH, OFF_TLB, PAGE_BITS, PAGE_MASK, TLB_BITS, TLB_SIZE,
 };
 use crate::execmem::DEFAULT_CODE_SIZE;
 use crate::ir::{
@@ -250,6 +250,7 @@ impl Backend for X64Backend {
             exit_defaults: Vec::new(),
             feat: self.feat,
             far,
+            const_addr: const_addrs(block),
             indirects: 0,
             far_exits: Vec::new(),
             patch_jumps: self.cc.mem.cheap_patch(),
@@ -441,6 +442,8 @@ struct Gen<'a> {
     next_slot: usize,
     /// Compile direct jumps as patchable `jmp rel32` (`X64Backend::chain`).
     patch_jumps: bool,
+    /// Per op: the constant address of a memory access (`regalloc::const_addrs`).
+    const_addr: Vec<Option<u64>>,
     /// (exit, label right after its rel32) of each patchable jump.
     patch_sites: Vec<(u32, DynamicLabel)>,
     /// Per static exit: (slot, label of the default return code) for jumps.
@@ -1333,6 +1336,36 @@ impl Gen<'_> {
         let tlb = OFF_TLB_I + (self.mmu_idx as usize * TLB_SIZE * TLB_ENTRY_BYTES) as i32;
         let tag = tlb + if store || mop.rmw { 8 } else { 0 };
         let addend = tlb + 24;
+        let known = self.const_addr[i].filter(|&c| (c & !PAGE_MASK) + size.bytes() as u64 <= 4096);
+        if let Some(c) = known {
+            // A constant address within one page: its TLB entry is known now.
+            let ent = (tlb_index(c) * TLB_ENTRY_BYTES) as i32;
+            let page = c & PAGE_MASK;
+            if fits_i32(page) {
+                asm!(self; mov rdx, DWORD page as i32);
+            } else {
+                asm!(self; mov rdx, QWORD page as i64);
+            }
+            asm!(self;
+                cmp rdx, QWORD [r15 + tag + ent]
+                ;; self.jcc(Cc::Ne, slow)
+                ; mov rdx, QWORD [r15 + addend + ent]
+            );
+            self.mem_access(store, size, mop.signed, areg, vo, dl);
+            asm!(self; =>back);
+            self.stubs.push(Stub::Slow {
+                label: slow,
+                back,
+                store,
+                addr: ao,
+                val: vo,
+                dst: dl,
+                info,
+                save,
+                insn,
+            });
+            return;
+        }
         // index = ((a >> 12) ^ (a >> (12 + TLB_BITS)) ^ (a >> (12 + 2 * TLB_BITS)))
         // & (TLB_SIZE-1) (env::tlb_index), scaled by 32
         let sh = (PAGE_BITS - 5) as i8;
@@ -1363,6 +1396,31 @@ impl Gen<'_> {
             ;; self.jcc(Cc::Ne, slow)
             ; mov rdx, QWORD [r15 + rax + addend]
         );
+        self.mem_access(store, size, mop.signed, areg, vo, dl);
+        asm!(self; =>back);
+        self.stubs.push(Stub::Slow {
+            label: slow,
+            back,
+            store,
+            addr: ao,
+            val: vo,
+            dst: dl,
+            info,
+            save,
+            insn,
+        });
+    }
+
+    /// The access itself, at host address rdx + areg: a store of `vo` or a load into `dl`.
+    fn mem_access(
+        &mut self,
+        store: bool,
+        size: MemSize,
+        signed: bool,
+        areg: u8,
+        vo: Opnd,
+        dl: Option<Loc>,
+    ) {
         if store {
             match (size, vo) {
                 (MemSize::B1, Opnd::R(v)) => asm!(self; mov BYTE [rdx + Rq(areg)], Rb(v)),
@@ -1386,7 +1444,7 @@ impl Gen<'_> {
         } else {
             let d = dl.expect("load destination");
             let r = self.work(d);
-            match (size, mop.signed) {
+            match (size, signed) {
                 (MemSize::B1, false) => asm!(self; movzx Rd(r), BYTE [rdx + Rq(areg)]),
                 (MemSize::B1, true) => asm!(self; movsx Rq(r), BYTE [rdx + Rq(areg)]),
                 (MemSize::B2, false) => asm!(self; movzx Rd(r), WORD [rdx + Rq(areg)]),
@@ -1397,18 +1455,6 @@ impl Gen<'_> {
             }
             self.put(d, r);
         }
-        asm!(self; =>back);
-        self.stubs.push(Stub::Slow {
-            label: slow,
-            back,
-            store,
-            addr: ao,
-            val: vo,
-            dst: dl,
-            info,
-            save,
-            insn,
-        });
     }
 
     /// Call the softmmu slow path (result in rax for loads). Saves live r8..r11.
