@@ -116,3 +116,33 @@ fn probe_sets_no_accessed_bits() {
     e.tlb_flush();
     assert_eq!(e.ram().read_u64(pte).unwrap() & 0x20, 0);
 }
+
+/// A context switch (`tlb_flush_lower`) while another MMU mode runs (a PV kernel, whose
+/// user code fills the lower half of the jump cache): the lower half is checked when its
+/// own mode runs again, under the page tables it has then; kept when they map its code as
+/// before, dropped when they do not.
+#[test]
+fn context_switch_checks_the_lower_half_in_its_own_mode() {
+    let mut e = setup(false);
+    assert_eq!(run(&mut e), (1, 2));
+    assert_eq!(run(&mut e), (1, 1));
+    let user = e.env.mmu_idx;
+    // "Kernel" mode (address-space id 1 selects another MMU mode): the switch defers the
+    // check, so nothing is dropped yet.
+    X86State(&mut e.env).set_asid(1);
+    assert_ne!(e.env.mmu_idx, user);
+    let (kept, dropped) = (e.stats().jc_kept, e.stats().jc_dropped);
+    e.tlb_flush_lower(e.env.mmu_idx as usize);
+    assert_eq!((e.stats().jc_kept, e.stats().jc_dropped), (kept, dropped));
+    // Back in the user mode with the same mappings: kept, no lookup.
+    X86State(&mut e.env).set_asid(0);
+    assert_eq!(run(&mut e), (1, 1));
+    assert_eq!(e.stats().jc_kept, kept + 1);
+    // Another switch, and the new tables map the target elsewhere: dropped, new code.
+    X86State(&mut e.env).set_asid(1);
+    e.tlb_flush_lower(e.env.mmu_idx as usize);
+    map(&mut e, TARGET, TARGET_B);
+    X86State(&mut e.env).set_asid(0);
+    assert_eq!(run(&mut e), (2, 2));
+    assert_eq!(e.stats().jc_dropped, dropped + 1);
+}

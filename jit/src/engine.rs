@@ -311,6 +311,8 @@ pub struct Core {
     jc_pages: [JcPages; 2],
     /// The page-table entries the TLB and jump caches were filled from.
     pt_deps: PtDeps,
+    /// The lower half of the jump caches awaits its check (`Engine::tlb_flush_lower`).
+    jc_verify_lower: bool,
     page_tbs: FxMap<u64, Vec<u32>>,
     /// One bit per RAM page: the page holds translated code (mirrors `page_tbs`).
     code_pages: Vec<u64>,
@@ -350,6 +352,7 @@ impl Engine {
             jc_gen: [0; 2],
             jc_pages: Default::default(),
             pt_deps,
+            jc_verify_lower: false,
             code_pages: vec![0; ram_pages.div_ceil(64) as usize + 1],
             page_tbs: FxMap::default(),
             stats: Stats::default(),
@@ -390,6 +393,16 @@ impl Engine {
     /// After every TLB entry of `half` was dropped: keep that half of the jump caches when
     /// the code pages it came from map as before.
     fn revalidate_jc_half(&mut self, half: usize) {
+        if half == 0 {
+            // Entries of another mode (a PV guest's user code, while its kernel runs) are
+            // checked when that mode runs next, under the page tables it has then.
+            let r = &self.core.jc_pages[0];
+            let other_mode = !r.pages.is_empty() && !r.mixed && r.mmu_idx != self.env.mmu_idx;
+            self.core.jc_verify_lower = other_mode;
+            if other_mode {
+                return;
+            }
+        }
         if self.core.jc_pages_unchanged(&self.env, half) {
             self.core.stats.jc_kept += 1;
         } else {
@@ -441,18 +454,36 @@ impl Engine {
     /// Forget both jump caches' entries (and chains to other pages) for one half of the
     /// address space.
     fn drop_jc_half(&mut self, half: usize) {
+        if half == 0 {
+            self.core.jc_verify_lower = false;
+        }
         self.env.jc_invalidate_half(half);
         self.core.jc_invalidate_half(half);
     }
 
-    /// Flush the TLB but the upper half of MMU mode `keep_mode`, and the jump caches'
-    /// lower half: for a context switch whose upper half (a PV kernel's, in that mode) is
-    /// mapped exactly as before.
+    /// Flush the TLB but the upper half of MMU mode `keep_mode`: for a context switch
+    /// whose upper half (a PV kernel's, in that mode) is mapped exactly as before.
+    ///
+    /// The lower half of the jump caches holds code of the MMU mode it was translated in
+    /// (a PV guest's user mode), which the new page tables may map as before (a forked
+    /// child, a program run again): it is checked, not dropped, when the run loop next
+    /// runs in that mode, under the page tables it then has. No code of that mode runs
+    /// before (a jump-cache entry matches only its own mode), and each mode change passes
+    /// through the run loop.
     pub fn tlb_flush_lower(&mut self, keep_mode: usize) {
         self.core.stats.tlb_flushes += 1;
         self.env.tlb_flush_lower(keep_mode);
-        self.core.jc_invalidate_half(0);
         self.core.pt_deps.clear(0);
+        self.revalidate_jc_half(0);
+    }
+
+    /// The pending check of the lower half's jump-cache entries, once the current mode is
+    /// theirs (`revalidate_jc_half`).
+    fn verify_lower_jc(&mut self) {
+        let r = &self.core.jc_pages[0];
+        if r.pages.is_empty() || r.mixed || r.mmu_idx == self.env.mmu_idx {
+            self.revalidate_jc_half(0);
+        }
     }
 
     /// Drop the write permission of every TLB entry that maps physical page `ppage` (the
@@ -480,6 +511,10 @@ impl Engine {
         let mut last_exit: Option<(u32, u32, bool)> = None;
         let mut fill_jc = false;
         loop {
+            // SAFETY: no reference into env/core is live here.
+            if unsafe { (*core).jc_verify_lower } {
+                self.verify_lower_jc();
+            }
             // SAFETY: short-lived references; see above.
             let (envr, corer) = unsafe { (&mut *env, &mut *core) };
             if envr.icount >= envr.icount_limit {

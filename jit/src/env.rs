@@ -215,9 +215,9 @@ impl Env {
         self.jc_epoch[(pc >> 63) as usize]
     }
 
-    /// Flush the TLB except the upper half of the address space in MMU mode `keep`, and
-    /// the jump cache's lower half (a PV context switch that keeps the kernel's upper half
-    /// mapped as it was).
+    /// Flush the TLB except the upper half of the address space in MMU mode `keep` (a PV
+    /// context switch that keeps the kernel's upper half mapped as it was), leaving the
+    /// jump cache to the caller.
     pub fn tlb_flush_lower(&mut self, keep: usize) {
         let lower = |t: u64| t != TLB_INVALID && (t as i64) >= 0;
         for (m, (tlb, victim)) in self.tlb.iter_mut().zip(self.victim.iter_mut()).enumerate() {
@@ -232,7 +232,6 @@ impl Env {
                 }
             }
         }
-        self.jc_invalidate_half(0);
     }
 
     /// Flush every entry for one half of the address space (1: the upper, bit 63 set) in
