@@ -204,6 +204,9 @@ pub mod ret {
     pub const FAULT: u64 = 1;
     /// The icount budget was exhausted at TB entry (nothing executed).
     pub const BUDGET: u64 = 2;
+    /// Left through static exit `index`, an `Exit::Indirect` (the pc global holds the
+    /// target) that the backend does not chain: nothing else to look up.
+    pub const INDIRECT: u64 = 3;
     pub fn encode(tb: u32, index: u32, kind: u64) -> u64 {
         (tb as u64) << 32 | (index as u64) << 8 | kind
     }
@@ -551,10 +554,11 @@ impl Engine {
                 }
             }
             envr.cur_tb = tb;
-            let code = corer.tbs[tb as usize].code.expect("compiled TB");
+            let t = &corer.tbs[tb as usize];
+            let (code, entry) = (t.code.expect("compiled TB"), t.entry);
             // SAFETY: the backend runs generated code against `env`; no Rust references
-            // into env/core are live across the call.
-            let r = unsafe { (*core).backend.execute(env, code) };
+            // into env/core are live across the call. `entry` is the TB's entry address.
+            let r = unsafe { (*core).backend.execute_entry(env, code, entry) };
             let (envr, corer) = unsafe { (&mut *env, &mut *core) };
             let tb_id = (r >> 32) as u32;
             let index = ((r >> 8) & 0xff_ffff) as u32;
@@ -624,6 +628,10 @@ impl Engine {
                             return StopReason::Exception(gf);
                         }
                     }
+                }
+                ret::INDIRECT => {
+                    corer.stats.exit_indirect += 1;
+                    fill_jc = true;
                 }
                 ret::BUDGET => return StopReason::Budget,
                 k => panic!("backend returned unknown exit kind {k}"),

@@ -131,7 +131,16 @@ impl CodeCache {
     /// `extern "C" fn(*mut Env, *const u8) -> u64`; `env` must be valid with `Env::rt`
     /// pointing at the engine core (see `Backend::execute`).
     pub unsafe fn execute(&self, env: *mut Env, code: CodeHandle) -> u64 {
-        let entry = self.tbs[code.0].entry;
+        // SAFETY: per this function's contract.
+        unsafe { self.execute_at(env, self.tbs[code.0].entry) }
+    }
+
+    /// `execute`, given the block's entry address (`entry_addr`).
+    ///
+    /// # Safety
+    /// As `execute`, and `entry` must be the entry of a block installed here and not
+    /// flushed.
+    pub unsafe fn execute_at(&self, env: *mut Env, entry: usize) -> u64 {
         // SAFETY: per this function's contract; `entry` is a block installed here and not
         // flushed. The generated code only touches `env`, guest RAM through TLB entries the
         // engine filled, the chain slots, its own frame, and the engine's slow paths and

@@ -14,7 +14,9 @@
 //!   the same as Jump with a computed pc, then may probe `Env::jc` (index
 //!   `env::jc_index(pc)`, matching pc and `Block::mode`) and jump to the cached entry
 //!   instead of returning.
-//!   The other exits return `EXIT|index` and the run loop does the bookkeeping.
+//!   The other exits return `EXIT|index` and the run loop does the bookkeeping. An
+//!   `Exit::Indirect` that is not chained with `chain_far` may return `INDIRECT|index`
+//!   instead (the run loop then reads nothing of the TB).
 //! - A load/store slow path or a `can_fault` helper that leaves `Env::fault != 0` makes
 //!   the block return `FAULT|insn_index` at once.
 
@@ -55,6 +57,16 @@ pub trait Backend {
     /// # Safety
     /// `env` must be valid, with `Env::rt` pointing at the engine core that owns this backend.
     unsafe fn execute(&mut self, env: *mut Env, code: CodeHandle) -> u64;
+    /// `execute`, with `code`'s entry address (`entry_addr`) when the caller has it at
+    /// hand (it saves a lookup in the backend's tables on every run-loop iteration).
+    ///
+    /// # Safety
+    /// As `execute`; `entry`, when given, is `entry_addr(code)`.
+    unsafe fn execute_entry(&mut self, env: *mut Env, code: CodeHandle, entry: Option<u64>) -> u64 {
+        let _ = entry;
+        // SAFETY: the caller's contract.
+        unsafe { self.execute(env, code) }
+    }
     /// Make static exit `exit` of `from` continue directly into `to`. Returns false when the
     /// backend does not chain.
     fn chain(&mut self, from: CodeHandle, exit: u32, to: CodeHandle) -> bool;

@@ -311,6 +311,15 @@ impl Backend for X64Backend {
         unsafe { self.cc.execute(env, code) }
     }
 
+    unsafe fn execute_entry(&mut self, env: *mut Env, code: CodeHandle, entry: Option<u64>) -> u64 {
+        match entry {
+            // SAFETY: as in `execute`; `entry` is `code`'s entry (the caller's contract).
+            Some(e) => unsafe { self.cc.execute_at(env, e as usize) },
+            // SAFETY: as in `execute`.
+            None => unsafe { self.cc.execute(env, code) },
+        }
+    }
+
     /// A direct jump compiled as `jmp rel32` (when the code region has a writable view)
     /// is retargeted in place: a direct branch that the host predicts like any other,
     /// instead of a load and an indirect jump through the exit's slot. The run loop only
@@ -946,7 +955,16 @@ impl Gen<'_> {
                     ; jne =>miss
                     ; jmp QWORD [r15 + rax + OFF_JC_I + 16]
                     ; =>miss
-                    ; mov rax, QWORD ret::encode(self.tb, idx, ret::EXIT) as i64
+                );
+                // A far exit goes back through its exit (the run loop chains it again);
+                // any other says only "indirect", so the run loop need not read the TB.
+                let kind = if far.is_some() {
+                    ret::EXIT
+                } else {
+                    ret::INDIRECT
+                };
+                asm!(self;
+                    mov rax, QWORD ret::encode(self.tb, idx, kind) as i64
                     ; jmp extern self.epilogue
                 );
             }
