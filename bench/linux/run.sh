@@ -4,6 +4,8 @@
 # direct kernel boot, console=ttyS0), and the workload natively on the host, all in one run.
 #
 #   bench/linux/run.sh            # prints a table and the ratios Xenolith/QEMU, Xenolith/native
+#   BENCH_RUNS=5 bench/linux/run.sh   # each emulator 5 times, alternating (default 3); every
+#                                     # figure is the best of its runs
 #
 # The initramfs's `workload` script (xenolith.script=workload) prints markers around:
 #   W1  sha256sum of 64 MiB from /dev/zero
