@@ -1,7 +1,8 @@
 //! Selective TLB flushes with real x86 page tables: `Engine::tlb_flush_stale` drops the
 //! translations made from page-table entries reported as changed (`Engine::pt_changed`)
 //! and keeps the rest; helper accesses (string instructions) hit the TLB instead of
-//! walking; a read of a dirty, writable page fills the TLB for writes too.
+//! walking; a read of a dirty, writable page fills the TLB for writes too; a page that
+//! becomes code loses its write entries (found through the slot noted at fill time).
 
 use frontend_x86::state::{X86State, G_RIP};
 use jit::{Engine, EngineKind, StopReason};
@@ -105,4 +106,32 @@ fn a_clean_page_walks_again_for_its_first_write() {
     assert_eq!(run(&mut e), (0x1111, 2));
     assert_ne!(e.ram().read_u64(pte(DATA)).unwrap() & D, 0, "dirty bit set");
     assert_eq!(run(&mut e), (0x1111, 0));
+}
+
+/// A page written through the TLB and then translated as code keeps no write entry: the
+/// next store to it goes through the slow path and drops the stale translation.
+#[test]
+fn translated_code_loses_its_write_entries() {
+    const X: u64 = 0x50000;
+    let mut e = setup(D);
+    // START: mov [X + 1], ebx; jmp X      X: mov eax, imm32; hlt
+    let mut code = vec![0x89, 0x1c, 0x25];
+    code.extend_from_slice(&((X + 1) as u32).to_le_bytes());
+    code.push(0xe9);
+    code.extend_from_slice(&((X as i64 - (START as i64 + 12)) as i32).to_le_bytes());
+    assert!(e.ram().write(START, &code));
+    assert!(e.ram().write(X, &[0xb8, 0, 0, 0, 0, 0xf4]));
+    map(&mut e, X, X, D);
+    for v in [5u64, 7, 9] {
+        X86State(&mut e.env).set_rip(START);
+        X86State(&mut e.env).set_gpr(3, v);
+        e.env.icount_limit = u64::MAX;
+        assert!(matches!(e.run(), StopReason::Platform { .. }));
+        assert_eq!(e.env.g[G_RIP as usize], X + 5, "stopped at X's HLT");
+        assert_eq!(
+            X86State(&mut e.env).gpr(0),
+            v,
+            "X ran with the value just stored"
+        );
+    }
 }

@@ -42,7 +42,9 @@ impl Hasher for FxHasher {
 type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
 use crate::backend::{Backend, CodeHandle};
-use crate::env::{self, fault, tlb_index, Env, TlbEntry, PAGE_MASK, PAGE_SIZE};
+use crate::env::{
+    self, fault, tlb_index, Env, TlbEntry, PAGE_BITS, PAGE_MASK, PAGE_SIZE, TLB_SIZE,
+};
 use crate::ir::{AccessKind, Block, Exit, Global, HelperInfo, MemSize};
 use crate::mem::GuestRam;
 use crate::ptdeps::{PtDeps, WalkPath};
@@ -294,6 +296,9 @@ struct JcPages {
     mixed: bool,
 }
 
+const WRITE_SLOT_NONE: u32 = 0;
+const WRITE_SLOT_MANY: u32 = u32::MAX;
+
 /// More code pages than this in one half: a flush drops the half rather than re-walk.
 const JC_PAGES_MAX: usize = 4096;
 
@@ -314,6 +319,11 @@ pub struct Core {
     jc_pages: [JcPages; 2],
     /// The page-table entries the TLB and jump caches were filled from.
     pt_deps: PtDeps,
+    /// Per guest physical page: the main-TLB slot (mode * TLB_SIZE + index, plus one) of
+    /// the write entries made for it since it was last protected, `WRITE_SLOT_NONE`, or
+    /// `WRITE_SLOT_MANY` (several slots: search them all). A slot may since hold another
+    /// page; victim entries are always searched.
+    write_slots: Vec<u32>,
     /// The lower half of the jump caches awaits its check (`Engine::tlb_flush_lower`).
     jc_verify_lower: bool,
     page_tbs: FxMap<u64, Vec<u32>>,
@@ -355,6 +365,7 @@ impl Engine {
             jc_gen: [0; 2],
             jc_pages: Default::default(),
             pt_deps,
+            write_slots: vec![WRITE_SLOT_NONE; ram_pages as usize],
             jc_verify_lower: false,
             code_pages: vec![0; ram_pages.div_ceil(64) as usize + 1],
             page_tbs: FxMap::default(),
@@ -899,15 +910,23 @@ impl Core {
 
     /// Remove write tags that map to physical page `p`, so stores take the slow path.
     fn protect_code_page(&mut self, env: &mut Env, p: u64) {
-        let base = self.ram.base() as u64;
-        for e in env
-            .tlb
-            .iter_mut()
-            .flatten()
-            .chain(env.victim.iter_mut().flatten())
-        {
-            if e.write & !PAGE_MASK == 0 && e.write.wrapping_add(e.addend) == base + p {
+        let host = self.ram.base() as u64 + p;
+        let drop = |e: &mut TlbEntry| {
+            if e.write & !PAGE_MASK == 0 && e.write.wrapping_add(e.addend) == host {
                 e.write = env::TLB_INVALID;
+            }
+        };
+        // Entries evicted to the victim TLB keep no slot: always look there.
+        env.victim.iter_mut().flatten().for_each(drop);
+        let Some(rec) = self.write_slots.get_mut((p >> PAGE_BITS) as usize) else {
+            return;
+        };
+        match std::mem::replace(rec, WRITE_SLOT_NONE) {
+            WRITE_SLOT_NONE => {}
+            WRITE_SLOT_MANY => env.tlb.iter_mut().flatten().for_each(drop),
+            slot => {
+                let k = slot as usize - 1;
+                drop(&mut env.tlb[k / TLB_SIZE][k % TLB_SIZE]);
             }
         }
     }
@@ -1091,13 +1110,23 @@ impl Core {
                 env.victim_next[mmu] = ((k + 1) % crate::env::VICTIM_SIZE) as u32;
             }
         }
-        let e = &mut env.tlb[mmu][tlb_index(vaddr)];
+        let idx = tlb_index(vaddr);
+        let e = &mut env.tlb[mmu][idx];
         match access {
             Access::Read => e.read = vpage,
             Access::Write => {
                 e.read = vpage;
                 if !code {
                     e.write = vpage;
+                    // Where this page's write entries are (`protect_code_page`).
+                    let slot = (mmu * TLB_SIZE + idx) as u32 + 1;
+                    if let Some(rec) = self.write_slots.get_mut((ppage >> PAGE_BITS) as usize) {
+                        if *rec == WRITE_SLOT_NONE {
+                            *rec = slot;
+                        } else if *rec != slot {
+                            *rec = WRITE_SLOT_MANY;
+                        }
+                    }
                 }
             }
             Access::Exec => e.exec = vpage,
