@@ -147,6 +147,10 @@ impl ExecMem {
         if p == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
+        #[cfg_attr(
+            not(all(target_os = "linux", target_arch = "x86_64")),
+            allow(unused_mut)
+        )]
         let mut m = ExecMem {
             base: p as *mut u8,
             size,
@@ -440,11 +444,14 @@ mod tests {
     #[test]
     fn patch_in_place_with_and_without_a_writable_view() {
         for alias in [true, false] {
-            let mut m = ExecMem::with_alias(1 << 20, alias).unwrap();
+            let m = ExecMem::with_alias(1 << 20, alias).unwrap();
             #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
             assert_eq!(m.cheap_patch(), alias);
+            #[cfg(not(target_arch = "x86_64"))]
+            drop(m);
             #[cfg(target_arch = "x86_64")]
             {
+                let mut m = m;
                 let p = m.write(&[0xb8, 42, 0, 0, 0, 0xc3]).unwrap();
                 // SAFETY: p points at `mov eax, imm32; ret`.
                 let f: extern "C" fn() -> u32 = unsafe { std::mem::transmute(p) };

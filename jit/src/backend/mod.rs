@@ -13,7 +13,7 @@
 //!   only the index of the exiting instruction (it does not retire). `Exit::Indirect` does
 //!   the same as Jump with a computed pc, then may probe `Env::jc` (index
 //!   `env::jc_index(pc)`, matching pc and `Block::mode`) and jump to the cached entry
-//!   instead of returning.
+//!   instead of returning (a block entered that way needs no pc global either).
 //!   The other exits return `EXIT|index` and the run loop does the bookkeeping. An
 //!   `Exit::Indirect` that is not chained with `chain_far` may return `INDIRECT|index`
 //!   instead (the run loop then reads nothing of the TB).

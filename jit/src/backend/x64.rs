@@ -909,7 +909,8 @@ impl Gen<'_> {
                 self.indirects += 1;
                 let o = self.topnd(pc);
                 self.mov_r(RDX, o, false);
-                asm!(self; mov QWORD [r15 + pcg], rdx);
+                // As for a direct jump, the pc global (rdx) is written only on the way back
+                // to the run loop.
                 self.add_icount(n);
                 self.leave_frame();
                 let probe = self.a.new_dynamic_label();
@@ -955,6 +956,7 @@ impl Gen<'_> {
                     ; jne =>miss
                     ; jmp QWORD [r15 + rax + OFF_JC_I + 16]
                     ; =>miss
+                    ; mov QWORD [r15 + pcg], rdx
                 );
                 // A far exit goes back through its exit (the run loop chains it again);
                 // any other says only "indirect", so the run loop need not read the TB.
