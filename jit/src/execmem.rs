@@ -177,7 +177,14 @@ impl ExecMem {
         // MAP_FIXED over our own reservation [base, base + size) only, which no other
         // mapping shares, and the writable view at an address of the kernel's choosing.
         unsafe {
-            let fd = libc::memfd_create(c"xenolith-jit".as_ptr(), libc::MFD_CLOEXEC);
+            // MFD_EXEC: where vm.memfd_noexec makes memfds non-executable by default (Linux
+            // 6.3+); older kernels refuse the flag, and then the default is executable.
+            const MFD_EXEC: libc::c_uint = 0x10;
+            let name = c"xenolith-jit".as_ptr();
+            let mut fd = libc::memfd_create(name, libc::MFD_CLOEXEC | MFD_EXEC);
+            if fd < 0 {
+                fd = libc::memfd_create(name, libc::MFD_CLOEXEC);
+            }
             if fd < 0 {
                 return None;
             }
@@ -209,6 +216,25 @@ impl ExecMem {
             );
             if x != self.base as *mut libc::c_void {
                 // MAP_FIXED failed and left the reservation as it was.
+                libc::munmap(rw, self.size);
+                return close(fd);
+            }
+            // The executable view must be allowed to become executable (a security policy
+            // or a non-executable memfd may refuse): try it on the first page now, and
+            // otherwise put the plain reservation back.
+            let rx = libc::PROT_READ | libc::PROT_EXEC;
+            if libc::mprotect(x, self.page, rx) != 0
+                || libc::mprotect(x, self.page, libc::PROT_NONE) != 0
+            {
+                let anon = libc::mmap(
+                    x,
+                    self.size,
+                    libc::PROT_NONE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
+                    -1,
+                    0,
+                );
+                assert_eq!(anon, x, "execmem: cannot restore the code reservation");
                 libc::munmap(rw, self.size);
                 return close(fd);
             }
