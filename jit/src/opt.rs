@@ -2,7 +2,7 @@
 //!
 //! 1. forwarding: a `GetG` of a global whose value is already in a temp (or a constant) in
 //!    the same straight-line region becomes that value; moves and constants propagate into
-//!    operands; operations on constants fold;
+//!    operands; operations on constants fold, and so do x ^ x and x - x;
 //! 2. dead global stores: a `SetG` overwritten by a later `SetG` of the same global, with no
 //!    read of it, no possible fault, no exit and no control flow in between, is dropped —
 //!    this is what removes the lazy-flags stores of instructions whose flags die;
@@ -272,6 +272,17 @@ fn forward(b: &mut Block, helpers: &[HelperInfo]) {
                 known.set(g, v);
                 op
             }
+            // x ^ x and x - x are 0 (the zeroing idiom `xor eax, eax`): the read of x dies.
+            Op::Bin {
+                op: BinOp::Xor | BinOp::Sub,
+                dst,
+                a,
+                b: Val::T(bt),
+                ..
+            } if a == bt && single(dst) => {
+                alias[dst.idx()] = Some(Val::C(0));
+                Op::Const { dst, val: 0 }
+            }
             // x op 0 == x for these 64-bit operations (x & !0 too).
             Op::Bin {
                 op: bop,
@@ -467,5 +478,39 @@ fn dce(b: &mut Block) {
         if b.ops.len() == before {
             break;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::{Builder, Exit, Width};
+
+    #[test]
+    fn xor_and_sub_of_a_temp_with_itself_fold_to_zero() {
+        let mut b = Builder::new();
+        b.insn_start(0x100);
+        let x = b.get(1);
+        let z = b.bin(BinOp::Xor, Width::W32, x, x);
+        b.set(2, z);
+        let y = b.get(3);
+        let d = b.bin(BinOp::Sub, Width::W64, y, y);
+        b.set(4, d);
+        let e = b.bin(BinOp::Xor, Width::W64, x, y);
+        b.set(5, e);
+        b.exit(Exit::Jump { pc: 0x200 });
+        let mut blk = b.finish();
+        optimize(&mut blk, &[]);
+        let sets: Vec<Val> = blk
+            .ops
+            .iter()
+            .filter_map(|op| match *op {
+                Op::SetG { src, .. } => Some(src),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sets[0], Val::C(0));
+        assert_eq!(sets[1], Val::C(0));
+        assert!(matches!(sets[2], Val::T(_)), "x ^ y stays: {:?}", blk.ops);
     }
 }

@@ -419,6 +419,12 @@ impl Cc {
 
 /// Out-of-line code emitted after the block's main path.
 enum Stub {
+    /// The unchained path of a direct jump: write the pc global and return `ret`.
+    ExitDefault {
+        label: DynamicLabel,
+        pc: u64,
+        ret: u64,
+    },
     Slow {
         label: DynamicLabel,
         back: DynamicLabel,
@@ -893,15 +899,14 @@ impl Gen<'_> {
                 } else {
                     asm!(self; mov rax, QWORD slot_addr as i64 ; jmp QWORD [rax]);
                 }
-                // The pc global is written only on the way back to the run loop: a chained
-                // block starts at `pc` by construction (and writes it itself if it returns
-                // at its budget check).
-                asm!(self; =>l);
-                self.store_pc(pc);
-                asm!(self;
-                    mov rax, QWORD ret::encode(self.tb, idx, ret::EXIT) as i64
-                    ; jmp extern self.epilogue
-                );
+                // The pc global is written only on the way back to the run loop, out of
+                // line: a chained block starts at `pc` by construction (and writes it itself
+                // if it returns at its budget check).
+                self.stubs.push(Stub::ExitDefault {
+                    label: l,
+                    pc,
+                    ret: ret::encode(self.tb, idx, ret::EXIT),
+                });
                 self.exit_defaults.push(Some((slot, l)));
             }
             Exit::Indirect { pc } => {
@@ -1498,6 +1503,11 @@ impl Gen<'_> {
 
     fn emit_stub(&mut self, s: Stub) {
         match s {
+            Stub::ExitDefault { label, pc, ret } => {
+                asm!(self; =>label);
+                self.store_pc(pc);
+                asm!(self; mov rax, QWORD ret as i64 ; jmp extern self.epilogue);
+            }
             Stub::Slow {
                 label,
                 back,
