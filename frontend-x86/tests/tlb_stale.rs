@@ -2,7 +2,8 @@
 //! translations made from page-table entries reported as changed (`Engine::pt_changed`)
 //! and keeps the rest; helper accesses (string instructions) hit the TLB instead of
 //! walking; a read of a dirty, writable page fills the TLB for writes too; a page that
-//! becomes code loses its write entries (found through the slot noted at fill time).
+//! becomes code loses its write entries (found through the slot noted at fill time); a
+//! store into the running block, entered through a chain, restarts as it must.
 
 use frontend_x86::state::{X86State, G_RIP};
 use jit::{Engine, EngineKind, StopReason};
@@ -134,4 +135,41 @@ fn translated_code_loses_its_write_entries() {
             "X ran with the value just stored"
         );
     }
+}
+
+/// A store into the running block's own code, in a block entered through a chain (so
+/// not from the run loop): the slow path knows which block runs, restarts the store
+/// alone, and the modified instruction runs with its new bytes.
+#[test]
+fn store_into_the_running_block_entered_through_a_chain() {
+    let mut e = setup(D);
+    // START: jmp B (same page, chained after the first pass)
+    // B:     mov [rdi], bl ; C: mov al, imm8 ; hlt
+    let b = START + 0x40;
+    let c = b + 2;
+    let mut code = vec![0xeb, (b - (START + 2)) as u8];
+    code.resize(0x40, 0x90);
+    code.extend_from_slice(&[0x88, 0x1f, 0xb0, 0x00, 0xf4]);
+    assert!(e.ram().write(START, &code));
+    let mut run = |e: &mut Engine, rdi: u64, bl: u64| {
+        X86State(&mut e.env).set_rip(START);
+        X86State(&mut e.env).set_gpr(7, rdi);
+        X86State(&mut e.env).set_gpr(3, bl);
+        X86State(&mut e.env).set_gpr(0, 0);
+        e.env.icount_limit = u64::MAX;
+        assert!(matches!(e.run(), StopReason::Platform { .. }));
+        assert_eq!(e.env.g[G_RIP as usize], c + 2, "stopped at the HLT");
+        X86State(&mut e.env).gpr(0)
+    };
+    // Twice storing elsewhere: B stays valid and A gets chained to it.
+    assert_eq!(run(&mut e, DATA, 0x11), 0);
+    assert_eq!(run(&mut e, DATA, 0x22), 0);
+    assert!(e.stats().chains > 0, "A was chained to B");
+    // Then into C's immediate, with B entered through the chain.
+    assert_eq!(
+        run(&mut e, c + 1, 0x33),
+        0x33,
+        "C ran with the byte just stored"
+    );
+    assert_eq!(run(&mut e, c + 1, 0x44), 0x44);
 }

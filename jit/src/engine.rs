@@ -1316,6 +1316,14 @@ impl Core {
 
 /// Slow-path descriptor bit: the load is the read of a read-modify-write.
 pub const MEM_INFO_RMW: u64 = 1 << 7;
+/// Slow-path descriptor bit: bits 32..63 hold the running TB's id, for a backend that
+/// does not keep `Env::cur_tb` up to date at block entry (`mem_info_tb`).
+pub const MEM_INFO_TB: u64 = 1 << 8;
+
+/// `info` (from `mem_info`) carrying the id of the TB whose store it describes.
+pub fn mem_info_tb(info: u64, tb: u32) -> u64 {
+    info | MEM_INFO_TB | (tb as u64) << 32
+}
 
 /// The mode word of a key: what besides the pc an indirect jump's target must match.
 pub fn mode_word(key: &TbKey) -> u64 {
@@ -1372,6 +1380,9 @@ pub unsafe extern "C" fn slow_store(env: *mut Env, vaddr: u64, val: u64, info: u
     // SAFETY: as in slow_load.
     let (env, core) = unsafe { (&mut *env, &mut *((*env).rt as *mut Core)) };
     let size = (info & 0xf) as u32;
+    if info & MEM_INFO_TB != 0 {
+        env.cur_tb = (info >> 32) as u32;
+    }
     match core.store(env, vaddr, size, val, kind_of(info)) {
         Ok(true) => {}
         Ok(false) => env.fault = fault::SMC_RESTART,

@@ -3,8 +3,9 @@
 //!
 //! - On entry: if `Env::icount >= Env::icount_limit` return `BUDGET` without executing,
 //!   with the pc global at the block's start pc.
-//! - `Env::cur_tb` holds the TB id whenever a store's slow path or a `can_fault` helper
-//!   runs (a backend may write it at entry, or just before those).
+//! - The slow paths and helpers know which TB runs: `Env::cur_tb` holds its id whenever a
+//!   `can_fault` helper runs, and whenever a store's slow path runs unless its descriptor
+//!   carries the id (`engine::mem_info_tb`). A backend may simply write it at entry.
 //! - Static exits are numbered in the order their `Op::Exit` appear in the block.
 //!   `Exit::Jump` adds the number of instructions up to and including the exiting one to
 //!   `Env::icount`, then goes through the exit's chain (initially: write the pc global and

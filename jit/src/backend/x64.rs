@@ -44,7 +44,7 @@ use dynasmrt::{dynasm, DynamicLabel, DynasmApi, DynasmLabelApi, VecAssembler};
 use super::codecache::CodeCache;
 use super::regalloc::{const_addrs, far_targets, regalloc, Loc, RegPool};
 use super::{Backend, CodeBufferFull, CodeHandle};
-use crate::engine::{mem_info, ret, slow_load, slow_store};
+use crate::engine::{mem_info, mem_info_tb, ret, slow_load, slow_store};
 use crate::env::{
     tlb_index, Env, JC_BITS, JC_ENTRIES, OFF_CUR_TB, OFF_FAULT, OFF_ICOUNT, OFF_ICOUNT_LIMIT,
     OFF_JC, OFF_JC_EPOCH, OFF_TLB, PAGE_BITS, PAGE_MASK, TLB_BITS, TLB_SIZE,
@@ -758,12 +758,13 @@ impl Gen<'_> {
 
     fn emit_block(&mut self, block: &Block) {
         let budget = self.a.new_dynamic_label();
-        // Entry: budget check, then record the running TB.
+        // Entry: the budget check. `Env::cur_tb` (which block runs, for a store into its own
+        // code) is written only where it is read: a store's slow path carries it in its
+        // descriptor, and a helper that may fault gets it written before the call.
         asm!(self;
             mov rax, QWORD [r15 + OFF_ICOUNT_I]
             ; cmp rax, QWORD [r15 + OFF_ICOUNT_LIMIT_I]
             ;; self.jcc(Cc::Ae, budget)
-            ; mov DWORD [r15 + OFF_CUR_TB_I], self.tb as i32
         );
         if self.extra != 0 {
             asm!(self; sub rsp, self.extra);
@@ -1291,6 +1292,9 @@ impl Gen<'_> {
     fn call(&mut self, i: usize, insn: u32, helper: usize, args: &[Val], dst: Option<Temp>) {
         let h = self.helpers[helper];
         let save = self.caller_live[i];
+        if h.can_fault {
+            asm!(self; mov DWORD [r15 + OFF_CUR_TB_I], self.tb as i32);
+        }
         self.save(save);
         const ARG_REGS: [u8; 4] = [RSI, RDX, RCX, R8];
         for (k, &r) in ARG_REGS.iter().enumerate() {
@@ -1488,7 +1492,9 @@ impl Gen<'_> {
         self.mov_r(RSI, ao, false);
         if store {
             self.mov_r(RDX, vo, false);
-            asm!(self; mov ecx, DWORD info as i32);
+            // The store may hit this block's own code: the slow path learns which block
+            // runs from `info` (`Env::cur_tb` is not written at block entry).
+            asm!(self; mov rcx, QWORD mem_info_tb(info, self.tb) as i64);
         } else {
             asm!(self; mov edx, DWORD info as i32);
         }
