@@ -263,26 +263,17 @@ impl ExecMem {
                 ptr::copy_nonoverlapping(bytes.as_ptr(), rw.add(off), bytes.len());
             },
             None => {
+                // The pages are briefly RW; no generated code runs meanwhile (this
+                // function's contract).
                 let pstart = off & !(self.page - 1);
                 let pend = round_up(off + bytes.len(), self.page);
-                // SAFETY: [pstart, pend) lies inside the written, RX part of our mapping;
-                // no generated code runs while it is briefly RW (this function's contract).
+                self.protect(pstart, pend, libc::PROT_READ | libc::PROT_WRITE);
+                // SAFETY: [off, off + len) is inside the written part of the region,
+                // writable now.
                 unsafe {
-                    let pp = self.base.add(pstart) as *mut libc::c_void;
-                    let rw = libc::PROT_READ | libc::PROT_WRITE;
-                    assert_eq!(
-                        libc::mprotect(pp, pend - pstart, rw),
-                        0,
-                        "execmem: mprotect RW"
-                    );
-                    ptr::copy_nonoverlapping(bytes.as_ptr(), self.base.add(off), bytes.len());
-                    let rx = libc::PROT_READ | libc::PROT_EXEC;
-                    assert_eq!(
-                        libc::mprotect(pp, pend - pstart, rx),
-                        0,
-                        "execmem: mprotect RX"
-                    );
-                }
+                    ptr::copy_nonoverlapping(bytes.as_ptr(), self.base.add(off), bytes.len())
+                };
+                self.protect(pstart, pend, libc::PROT_READ | libc::PROT_EXEC);
             }
         }
         // SAFETY: the range was just written and stays mapped.
@@ -331,56 +322,50 @@ impl ExecMem {
         // The alignment padding [used, start) may lie on the page before `start`.
         let pstart = self.used & !(self.page - 1);
         let pend = round_up(end.max(start + 1), self.page);
-        if let Some((rw, _)) = self.alias {
-            // SAFETY: [used, end) is inside both views (end <= size); the pages from
-            // `touched` to `pend` become executable for the first time, so no code runs on
-            // them, and no code of this region runs during a write (module contract).
-            unsafe {
-                ptr::write_bytes(rw.add(self.used), 0xcc, start - self.used);
-                ptr::copy_nonoverlapping(code.as_ptr(), rw.add(start), code.len());
-                if pend > self.touched {
-                    let pp = self.base.add(self.touched) as *mut libc::c_void;
-                    let rx = libc::PROT_READ | libc::PROT_EXEC;
-                    if libc::mprotect(pp, pend - self.touched, rx) != 0 {
-                        panic!(
-                            "execmem: mprotect RX failed: {}",
-                            io::Error::last_os_error()
-                        );
-                    }
-                }
-                flush_icache(std::slice::from_raw_parts(self.base.add(start), code.len()));
+        // Dual-mapped: copy through the writable view, and make the pages from `touched` to
+        // `pend` executable for the first time (no code runs on them yet). Otherwise: the
+        // pages [pstart, pend) become RW for the copy, then RX again; no generated code of
+        // this region runs during a write (module contract), so that is harmless.
+        let view = match self.alias {
+            Some((rw, _)) => rw,
+            None => {
+                self.protect(pstart, pend, libc::PROT_READ | libc::PROT_WRITE);
+                self.base
             }
-            self.used = end;
-            self.touched = self.touched.max(pend);
-            // SAFETY: start < size, inside the mapping.
-            return Some(unsafe { self.base.add(start) } as *const u8);
-        }
-        // SAFETY: [pstart, pend) lies inside our own mapping (end <= size, size is a page
-        // multiple). No generated code of this region runs during a write (module contract),
-        // so making its pages temporarily non-executable is harmless.
+        };
+        // SAFETY: [used, end) lies inside the region (end <= size), which `view` maps in
+        // full, writable now.
         unsafe {
-            let pp = self.base.add(pstart) as *mut libc::c_void;
-            if libc::mprotect(pp, pend - pstart, libc::PROT_READ | libc::PROT_WRITE) != 0 {
-                panic!(
-                    "execmem: mprotect RW failed: {}",
-                    io::Error::last_os_error()
-                );
-            }
             // Pad the alignment gap with int3 (x86) so stray execution traps.
-            ptr::write_bytes(self.base.add(self.used), 0xcc, start - self.used);
-            ptr::copy_nonoverlapping(code.as_ptr(), self.base.add(start), code.len());
-            if libc::mprotect(pp, pend - pstart, libc::PROT_READ | libc::PROT_EXEC) != 0 {
-                panic!(
-                    "execmem: mprotect RX failed: {}",
-                    io::Error::last_os_error()
-                );
-            }
-            flush_icache(std::slice::from_raw_parts(self.base.add(start), code.len()));
+            ptr::write_bytes(view.add(self.used), 0xcc, start - self.used);
+            ptr::copy_nonoverlapping(code.as_ptr(), view.add(start), code.len());
         }
+        let rx = libc::PROT_READ | libc::PROT_EXEC;
+        match self.alias {
+            Some(_) if pend > self.touched => self.protect(self.touched, pend, rx),
+            Some(_) => {}
+            None => self.protect(pstart, pend, rx),
+        }
+        // SAFETY: the range was just written and is mapped executable.
+        flush_icache(unsafe { std::slice::from_raw_parts(self.base.add(start), code.len()) });
         self.used = end;
         self.touched = self.touched.max(pend);
         // SAFETY: start < size, inside the mapping.
         Some(unsafe { self.base.add(start) } as *const u8)
+    }
+
+    /// Set the protection of the executable view's pages [from, to) (page offsets).
+    fn protect(&self, from: usize, to: usize, prot: libc::c_int) {
+        // SAFETY: [from, to) lies inside our own mapping (callers pass page-aligned offsets
+        // up to `size`); changing its protection touches no other memory.
+        let r =
+            unsafe { libc::mprotect(self.base.add(from) as *mut libc::c_void, to - from, prot) };
+        if r != 0 {
+            panic!(
+                "execmem: mprotect {prot:#x} failed: {}",
+                io::Error::last_os_error()
+            );
+        }
     }
 
     /// Drop all code. Only call when no code of this region is running or will be entered

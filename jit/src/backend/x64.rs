@@ -1380,21 +1380,27 @@ impl Gen<'_> {
                 ;; self.jcc(Cc::Ne, slow)
                 ; mov rdx, QWORD [r15 + addend + ent]
             );
-            self.mem_access(store, size, mop.signed, areg, vo, dl);
-            asm!(self; =>back);
-            self.stubs.push(Stub::Slow {
-                label: slow,
-                back,
-                store,
-                addr: ao,
-                val: vo,
-                dst: dl,
-                info,
-                save,
-                insn,
-            });
-            return;
+        } else {
+            self.tlb_probe(areg, size, tag, addend, slow);
         }
+        self.mem_access(store, size, mop.signed, areg, vo, dl);
+        asm!(self; =>back);
+        self.stubs.push(Stub::Slow {
+            label: slow,
+            back,
+            store,
+            addr: ao,
+            val: vo,
+            dst: dl,
+            info,
+            save,
+            insn,
+        });
+    }
+
+    /// Look the address in `areg` up in this block's TLB: leaves the entry's addend in rdx,
+    /// or jumps to `slow`. Clobbers rax.
+    fn tlb_probe(&mut self, areg: u8, size: MemSize, tag: i32, addend: i32, slow: DynamicLabel) {
         // index = ((a >> 12) ^ (a >> (12 + TLB_BITS)) ^ (a >> (12 + 2 * TLB_BITS)))
         // & (TLB_SIZE-1) (env::tlb_index), scaled by 32
         let sh = (PAGE_BITS - 5) as i8;
@@ -1425,19 +1431,6 @@ impl Gen<'_> {
             ;; self.jcc(Cc::Ne, slow)
             ; mov rdx, QWORD [r15 + rax + addend]
         );
-        self.mem_access(store, size, mop.signed, areg, vo, dl);
-        asm!(self; =>back);
-        self.stubs.push(Stub::Slow {
-            label: slow,
-            back,
-            store,
-            addr: ao,
-            val: vo,
-            dst: dl,
-            info,
-            save,
-            insn,
-        });
     }
 
     /// The access itself, at host address rdx + areg: a store of `vo` or a load into `dl`.
