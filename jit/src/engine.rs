@@ -296,6 +296,15 @@ struct JcPages {
     mixed: bool,
 }
 
+/// The tag of `e` that allows `access`.
+fn tag(e: &TlbEntry, access: Access) -> u64 {
+    match access {
+        Access::Read => e.read,
+        Access::Write => e.write,
+        Access::Exec => e.exec,
+    }
+}
+
 const WRITE_SLOT_NONE: u32 = 0;
 const WRITE_SLOT_MANY: u32 = u32::MAX;
 
@@ -324,7 +333,8 @@ pub struct Core {
     /// `WRITE_SLOT_MANY` (several slots: search them all). A slot may since hold another
     /// page; victim entries are always searched.
     write_slots: Vec<u32>,
-    /// The lower half of the jump caches awaits its check (`Engine::tlb_flush_lower`).
+    /// The lower half of the jump caches awaits its check in its own mode
+    /// (`Engine::revalidate_jc_half`).
     jc_verify_lower: bool,
     page_tbs: FxMap<u64, Vec<u32>>,
     /// One bit per RAM page: the page holds translated code (mirrors `page_tbs`).
@@ -491,15 +501,6 @@ impl Engine {
         self.revalidate_jc_half(0);
     }
 
-    /// The pending check of the lower half's jump-cache entries, once the current mode is
-    /// theirs (`revalidate_jc_half`).
-    fn verify_lower_jc(&mut self) {
-        let r = &self.core.jc_pages[0];
-        if r.pages.is_empty() || r.mixed || r.mmu_idx == self.env.mmu_idx {
-            self.revalidate_jc_half(0);
-        }
-    }
-
     /// Drop the write permission of every TLB entry that maps physical page `ppage` (the
     /// page becomes read-only for the guest, e.g. a PV page table): cheaper than a flush.
     pub fn tlb_drop_writes(&mut self, ppage: u64) {
@@ -525,9 +526,10 @@ impl Engine {
         let mut last_exit: Option<(u32, u32, bool)> = None;
         let mut fill_jc = false;
         loop {
+            // The lower half's pending check (it waits again while another mode runs).
             // SAFETY: no reference into env/core is live here.
             if unsafe { (*core).jc_verify_lower } {
-                self.verify_lower_jc();
+                self.revalidate_jc_half(0);
             }
             // SAFETY: short-lived references; see above.
             let (envr, corer) = unsafe { (&mut *env, &mut *core) };
@@ -1144,14 +1146,8 @@ impl Core {
         if who != AccessKind::System {
             // Helpers (string instructions, far transfers, ...) come here without the
             // generated code's inline lookup.
-            let vpage = vaddr & PAGE_MASK;
             let e = &env.tlb[env.mmu_idx as usize][tlb_index(vaddr)];
-            let tag = match access {
-                Access::Read => e.read,
-                Access::Write => e.write,
-                Access::Exec => e.exec,
-            };
-            if tag == vpage {
+            if tag(e, access) == vaddr & PAGE_MASK {
                 let host = vaddr.wrapping_add(e.addend);
                 return Ok(host.wrapping_sub(self.ram.base() as u64));
             }
@@ -1212,11 +1208,9 @@ impl Core {
     fn victim_hit(&mut self, env: &mut Env, vaddr: u64, access: Access) -> Option<u64> {
         let vpage = vaddr & PAGE_MASK;
         let mmu = env.mmu_idx as usize;
-        let k = env.victim[mmu].iter().position(|v| match access {
-            Access::Read => v.read == vpage,
-            Access::Write => v.write == vpage,
-            Access::Exec => v.exec == vpage,
-        })?;
+        let k = env.victim[mmu]
+            .iter()
+            .position(|v| tag(v, access) == vpage)?;
         let idx = tlb_index(vaddr);
         let hit = env.victim[mmu][k];
         env.victim[mmu][k] = env.tlb[mmu][idx];

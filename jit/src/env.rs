@@ -40,6 +40,13 @@ impl TlbEntry {
         exec: TLB_INVALID,
         addend: 0,
     };
+
+    /// Does the entry translate a page of `half` of the address space (1: bit 63 set)?
+    pub fn in_half(&self, half: usize) -> bool {
+        [self.read, self.write, self.exec]
+            .iter()
+            .any(|&t| t != TLB_INVALID && (t >> 63) as usize == half)
+    }
 }
 
 const _: () = assert!(std::mem::size_of::<TlbEntry>() == 32);
@@ -219,7 +226,6 @@ impl Env {
     /// context switch that keeps the kernel's upper half mapped as it was), leaving the
     /// jump cache to the caller.
     pub fn tlb_flush_lower(&mut self, keep: usize) {
-        let lower = |t: u64| t != TLB_INVALID && (t as i64) >= 0;
         for (m, (tlb, victim)) in self.tlb.iter_mut().zip(self.victim.iter_mut()).enumerate() {
             if m != keep {
                 tlb.fill(TlbEntry::EMPTY);
@@ -227,7 +233,7 @@ impl Env {
                 continue;
             }
             for e in tlb.iter_mut().chain(victim.iter_mut()) {
-                if lower(e.read) | lower(e.write) | lower(e.exec) {
+                if e.in_half(0) {
                     *e = TlbEntry::EMPTY;
                 }
             }
@@ -237,23 +243,16 @@ impl Env {
     /// Flush every entry for one half of the address space (1: the upper, bit 63 set) in
     /// every mode, leaving the jump caches to the caller.
     pub fn tlb_flush_half(&mut self, half: usize) {
-        let mine = |t: u64| t != TLB_INVALID && (t >> 63) as usize == half;
         for e in self
             .tlb
             .iter_mut()
             .flatten()
             .chain(self.victim.iter_mut().flatten())
         {
-            if mine(e.read) | mine(e.write) | mine(e.exec) {
+            if e.in_half(half) {
                 *e = TlbEntry::EMPTY;
             }
         }
-    }
-
-    /// Flush the entries for one virtual page in every mode.
-    pub fn tlb_flush_page(&mut self, vaddr: u64) {
-        self.tlb_flush_page_entries(vaddr);
-        self.jc_invalidate_half((vaddr >> 63) as usize);
     }
 
     /// Flush the entries for one virtual page in every mode, leaving the jump cache to the

@@ -58,7 +58,8 @@ pub struct PvMmu {
     pub stale_vas: Vec<u64>,
 }
 
-/// More changed pages than this since the last flush: a flush request flushes everything.
+/// More named pages than this since the last flush: further changes are reported to the
+/// engine as if they had named none.
 const STALE_VAS_MAX: usize = 64;
 
 impl PvDomain {
