@@ -151,7 +151,7 @@ fn store_into_the_running_block_entered_through_a_chain() {
     code.resize(0x40, 0x90);
     code.extend_from_slice(&[0x88, 0x1f, 0xb0, 0x00, 0xf4]);
     assert!(e.ram().write(START, &code));
-    let mut run = |e: &mut Engine, rdi: u64, bl: u64| {
+    let run = |e: &mut Engine, rdi: u64, bl: u64| {
         X86State(&mut e.env).set_rip(START);
         X86State(&mut e.env).set_gpr(7, rdi);
         X86State(&mut e.env).set_gpr(3, bl);
