@@ -557,12 +557,12 @@ impl Engine {
             if std::mem::take(&mut fill_jc) && !single {
                 let t = &corer.tbs[tb as usize];
                 if let Some(entry) = t.entry {
-                    envr.jc[crate::env::jc_index(key.rip)] = crate::env::JcEntry {
+                    envr.jc_insert(crate::env::JcEntry {
                         pc: key.rip,
                         mode: mode_word(&key),
                         code: entry,
                         epoch: envr.jc_epoch_for(key.rip),
-                    };
+                    });
                     corer.jc_record(tb);
                 }
             }

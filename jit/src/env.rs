@@ -87,7 +87,10 @@ const _: () = assert!(offset_of!(JcEntry, pc) == 0);
 const _: () = assert!(offset_of!(JcEntry, mode) == 8);
 const _: () = assert!(offset_of!(JcEntry, code) == 16);
 
-/// Index of `pc` in the indirect-jump cache.
+/// Index of `pc` in the indirect-jump cache: its first way. The cache is two-way
+/// associative in pairs of entries (`i`, `i ^ 1`): an entry may also sit in the other half
+/// of its pair, where it was moved when a newer target took its first way. Every backend
+/// probes the first way; a backend may also probe the second.
 #[inline]
 pub fn jc_index(pc: u64) -> usize {
     ((pc ^ (pc >> JC_BITS)) as usize) & (JC_ENTRIES - 1)
@@ -215,6 +218,21 @@ impl Env {
             self.jc.fill(JcEntry::EMPTY);
             self.jc_epoch = [0; 2];
         }
+    }
+
+    /// Enter `e` in the indirect-jump cache at its first way; a live entry for another pc
+    /// there moves to the second way of the pair (so two hot targets with one index both
+    /// stay), replacing what was there.
+    pub fn jc_insert(&mut self, e: JcEntry) {
+        let i = jc_index(e.pc);
+        let old = self.jc[i];
+        if old.code != 0 && old.pc != e.pc && old.epoch == self.jc_epoch_for(old.pc) {
+            self.jc[i ^ 1] = old;
+        } else if self.jc[i ^ 1].pc == e.pc {
+            // Never two entries for one pc (one would go stale when the other is replaced).
+            self.jc[i ^ 1] = JcEntry::EMPTY;
+        }
+        self.jc[i] = e;
     }
 
     /// The current jump-cache epoch for a jump to `pc`.

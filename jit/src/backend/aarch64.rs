@@ -1577,7 +1577,7 @@ mod tests {
 
     #[test]
     fn indirect_jump_cache_probe() {
-        testkit::indirect_jump_cache_probe(&mut A64Backend::new());
+        testkit::indirect_jump_cache_probe(&mut A64Backend::new(), false);
     }
 
     #[test]

@@ -1988,7 +1988,7 @@ mod tests {
 
     #[test]
     fn indirect_jump_cache_probe() {
-        testkit::indirect_jump_cache_probe(&mut Rv64Backend::new());
+        testkit::indirect_jump_cache_probe(&mut Rv64Backend::new(), false);
     }
 
     /// Rough speed check against the interpreter (see [`testkit::bench_loop`]).

@@ -1430,8 +1430,9 @@ pub fn tlb_probe_index_and_mode(be: &mut dyn Backend) {
 
 /// `Exit::Indirect` probes `Env::jc`: a hit on pc and mode enters the cached block
 /// (whose entry still checks the budget), a miss returns to the run loop.
-pub fn indirect_jump_cache_probe(be: &mut dyn Backend) {
-    use crate::env::{jc_index, JcEntry};
+/// `second_way`: the backend also probes the second entry of an index's pair.
+pub fn indirect_jump_cache_probe(be: &mut dyn Backend, second_way: bool) {
+    use crate::env::{jc_index, JcEntry, JC_BITS};
     let hs = helpers();
     let mut e = engine();
     let mut b = Builder::new();
@@ -1512,5 +1513,43 @@ pub fn indirect_jump_cache_probe(be: &mut dyn Backend) {
         e.env.jc_invalidate();
         assert_eq!(exec(be, &mut e, ca), ret::encode(1, 0, ret::EXIT));
         assert_eq!(e.env.g[6], 0);
+        // Two targets with one index (`Env::jc_insert`): the older one moves to the other
+        // entry of the pair, where a backend that probes it (`second_way`) still finds it;
+        // every backend finds the newer one.
+        let other = pc ^ (1 << (JC_BITS + 3)) ^ (1 << 3);
+        assert_eq!(jc_index(other), jc_index(pc));
+        e.env.jc.fill(JcEntry::EMPTY);
+        for p in [pc, other] {
+            e.env.jc_insert(JcEntry {
+                pc: p,
+                mode: a.mode,
+                code: entry,
+                epoch: e.env.jc_epoch_for(p),
+            });
+        }
+        assert_eq!(e.env.jc[jc_index(pc) ^ 1].pc, pc);
+        for (p, found) in [(other, true), (pc, second_way)] {
+            e.env.g[5] = p;
+            e.env.g[6] = 0;
+            let want = if found { 2 } else { 1 };
+            assert_eq!(exec(be, &mut e, ca), ret::encode(want, 0, ret::EXIT), "{p:#x}");
+            assert_eq!(e.env.g[6], if found { 42 } else { 0 });
+        }
+        // A stale entry in the second way (older epoch) misses there too.
+        e.env.jc[jc_index(pc) ^ 1].epoch = e.env.jc_epoch_for(pc).wrapping_sub(1);
+        e.env.g[5] = pc;
+        e.env.g[6] = 0;
+        assert_eq!(exec(be, &mut e, ca), ret::encode(1, 0, ret::EXIT));
+        // Re-entering the older target takes its first way back; the newer one moves.
+        e.env.jc_insert(JcEntry {
+            pc,
+            mode: a.mode,
+            code: entry,
+            epoch: e.env.jc_epoch_for(pc),
+        });
+        assert_eq!(
+            (e.env.jc[jc_index(pc)].pc, e.env.jc[jc_index(pc) ^ 1].pc),
+            (pc, other)
+        );
     }
 }

@@ -942,8 +942,10 @@ impl Gen<'_> {
                 }
                 asm!(self; =>probe);
                 // Probe the indirect-jump cache: index (pc ^ pc >> JC_BITS) & (JC_ENTRIES-1),
-                // hit when pc, the mode word and the epoch match; then enter the cached block.
+                // then the other entry of its pair (`Env::jc_insert`); hit when pc, the
+                // mode word and the epoch match; then enter the cached block.
                 let miss = self.a.new_dynamic_label();
+                let check = self.a.new_dynamic_label();
                 asm!(self;
                     mov rax, rdx
                     ; shr rax, JC_BITS as i8
@@ -951,7 +953,11 @@ impl Gen<'_> {
                     ; and eax, (JC_ENTRIES - 1) as i32
                     ; shl eax, 5
                     ; cmp rdx, QWORD [r15 + rax + OFF_JC_I]
+                    ; je =>check
+                    ; xor eax, 32
+                    ; cmp rdx, QWORD [r15 + rax + OFF_JC_I]
                     ; jne =>miss
+                    ; =>check
                     ; mov rcx, QWORD self.mode as i64
                     ; cmp rcx, QWORD [r15 + rax + OFF_JC_I + 8]
                     ; jne =>miss
@@ -1621,7 +1627,7 @@ mod tests {
 
     #[test]
     fn indirect_jump_cache_probe() {
-        testkit::indirect_jump_cache_probe(&mut X64Backend::new());
+        testkit::indirect_jump_cache_probe(&mut X64Backend::new(), true);
     }
 
     #[test]
