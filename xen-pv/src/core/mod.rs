@@ -53,6 +53,26 @@ impl GuestPhys for jit::GuestRam {
     fn size(&self) -> u64 {
         jit::GuestRam::size(self)
     }
+    // Fixed-size accesses as plain loads and stores (page-table validation reads entries
+    // one by one; the slice copies of the defaults were calls to memcpy).
+    fn read_u64(&self, gpa: u64) -> Option<u64> {
+        self.read_le(gpa, 8)
+    }
+    fn read_u32(&self, gpa: u64) -> Option<u32> {
+        self.read_le(gpa, 4).map(|v| v as u32)
+    }
+    fn read_u8(&self, gpa: u64) -> Option<u8> {
+        self.read_le(gpa, 1).map(|v| v as u8)
+    }
+    fn write_u64(&mut self, gpa: u64, v: u64) -> bool {
+        self.write_le(gpa, 8, v)
+    }
+    fn write_u32(&mut self, gpa: u64, v: u32) -> bool {
+        self.write_le(gpa, 4, v as u64)
+    }
+    fn write_u8(&mut self, gpa: u64, v: u8) -> bool {
+        self.write_le(gpa, 1, v as u64)
+    }
 }
 
 /// A plain byte vector as guest memory, for unit tests.
