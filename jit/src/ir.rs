@@ -74,6 +74,17 @@ impl MemSize {
     }
 }
 
+/// Global stores a memory access owes the guest state if it leaves generated code (its
+/// slow path: a fault, a TLB miss, a write to translated code): `(g, v)` means global `g`
+/// holds `v` at that point, though no `SetG` wrote it (the optimiser dropped a `SetG` that
+/// a later `SetG` of `g` overwrites, with only memory accesses in between; see
+/// `opt::dead_setg`). A backend stores them before anything that can observe `Env`; the
+/// fast path of a TLB hit observes nothing, so a backend may leave them out there, and one
+/// that does not distinguish simply stores them before the access. Temps in the list are
+/// uses of the access (they stay live up to it and keep their value).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SyncList(pub Vec<(Global, Val)>);
+
 /// Who performs a memory access, which decides the permission check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum AccessKind {
@@ -317,16 +328,20 @@ pub enum Op {
         f: Val,
     },
     /// Guest load from linear address `addr`.
+    ///
+    /// `sync`: global stores the optimiser sank into the access ([`SyncList`]).
     Load {
         dst: Temp,
         addr: Temp,
         mop: MemOp,
+        sync: SyncList,
     },
-    /// Guest store to linear address `addr`.
+    /// Guest store to linear address `addr` (`sync` as for `Load`).
     Store {
         addr: Temp,
         val: Val,
         mop: MemOp,
+        sync: SyncList,
     },
     /// Call a helper from the engine's helper table.
     Call {
@@ -550,7 +565,12 @@ impl Builder {
     }
     pub fn load(&mut self, addr: Temp, mop: MemOp) -> Temp {
         let dst = self.temp();
-        self.push(Op::Load { dst, addr, mop });
+        self.push(Op::Load {
+            dst,
+            addr,
+            mop,
+            sync: SyncList::default(),
+        });
         dst
     }
     pub fn store(&mut self, addr: Temp, val: impl Into<Val>, mop: MemOp) {
@@ -558,6 +578,7 @@ impl Builder {
             addr,
             val: val.into(),
             mop,
+            sync: SyncList::default(),
         });
     }
     pub fn call(&mut self, helper: HelperId, args: &[Val]) -> Temp {

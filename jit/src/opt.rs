@@ -15,7 +15,7 @@
 
 use crate::backend::eval;
 use crate::backend::regalloc::{op_def, op_uses};
-use crate::ir::{BinOp, Block, GlobalSet, HelperInfo, Op, Temp, Val};
+use crate::ir::{BinOp, Block, Global, GlobalSet, HelperInfo, Op, Temp, Val};
 
 pub fn optimize(b: &mut Block, helpers: &[HelperInfo]) {
     forward(b, helpers);
@@ -222,10 +222,16 @@ fn forward(b: &mut Block, helpers: &[HelperInfo]) {
                 *t = sub_v(&alias, *t);
                 *f = sub_v(&alias, *f);
             }
-            Op::Load { addr, .. } => *addr = sub_t(&alias, *addr),
-            Op::Store { addr, val, .. } => {
+            Op::Load { addr, sync, .. } => {
+                *addr = sub_t(&alias, *addr);
+                sync.0.iter_mut().for_each(|e| e.1 = sub_v(&alias, e.1));
+            }
+            Op::Store {
+                addr, val, sync, ..
+            } => {
                 *addr = sub_t(&alias, *addr);
                 *val = sub_v(&alias, *val);
+                sync.0.iter_mut().for_each(|e| e.1 = sub_v(&alias, e.1));
             }
             Op::Call { args, .. } => args.iter_mut().for_each(|a| *a = sub_v(&alias, *a)),
             Op::Exit(crate::ir::Exit::Indirect { pc }) => *pc = sub_t(&alias, *pc),
@@ -415,21 +421,36 @@ impl Known {
 }
 
 fn dead_setg(b: &mut Block, helpers: &[HelperInfo]) {
-    // `over[g]`: g is written again later before anything can observe it.
+    // Backward scan. `over[g]`: g is written again later before anything but memory
+    // accesses can observe it; `since[g]`: how many memory accesses (`mems`, in backward
+    // order) were already seen when that later write was, i.e. `mems[since[g]..]` lie
+    // between this point and the write. A `SetG` of a global in `over` is dropped; the
+    // accesses in between get its value in their sync lists (`ir::SyncList`), stored only
+    // if they leave generated code. Temps defined more than once in the block keep their
+    // `SetG` (the value must still be in the temp at those accesses).
+    let mut defs = vec![0u32; b.ntemps as usize];
+    for op in &b.ops {
+        if let Some(d) = op_def(op) {
+            defs[d.idx()] += 1;
+        }
+    }
     let mut over = GlobalSet::NONE;
+    let mut since = vec![0usize; crate::env::NGLOBALS];
+    let mut mems: Vec<usize> = Vec::new();
     let mut remove = vec![false; b.ops.len()];
+    let mut sink: Vec<(usize, Global, Val)> = Vec::new();
     for i in (0..b.ops.len()).rev() {
         match &b.ops[i] {
-            Op::Exit(_)
-            | Op::Label(_)
-            | Op::Br(_)
-            | Op::BrCond { .. }
-            | Op::Load { .. }
-            | Op::Store { .. } => over = GlobalSet::NONE,
+            Op::Exit(_) | Op::Label(_) | Op::Br(_) | Op::BrCond { .. } => {
+                over = GlobalSet::NONE;
+                mems.clear();
+            }
+            Op::Load { .. } | Op::Store { .. } => mems.push(i),
             Op::Call { helper, .. } => {
                 let h = &helpers[helper.0 as usize];
                 if h.can_fault || h.reads == GlobalSet::ALL {
                     over = GlobalSet::NONE;
+                    mems.clear();
                 } else {
                     for (o, r) in over.0.iter_mut().zip(h.reads.0) {
                         *o &= !r;
@@ -437,14 +458,30 @@ fn dead_setg(b: &mut Block, helpers: &[HelperInfo]) {
                 }
             }
             Op::GetG { g, .. } => over.0[*g as usize / 64] &= !(1 << (*g % 64)),
-            Op::SetG { g, .. } => {
-                if over.contains(*g) {
+            &Op::SetG { g, src } => {
+                let single = match src {
+                    Val::T(t) => defs[t.idx()] == 1,
+                    Val::C(_) => true,
+                };
+                let between = &mems[since[g as usize].min(mems.len())..];
+                if over.contains(g) && (between.is_empty() || single) {
                     remove[i] = true;
+                    sink.extend(between.iter().map(|&m| (m, g, src)));
+                    // Earlier writes of g are overwritten here, as far as they go.
+                    since[g as usize] = mems.len();
                 } else {
-                    over = over.with(*g);
+                    over = over.with(g);
+                    since[g as usize] = mems.len();
                 }
             }
             _ => {}
+        }
+    }
+    // Accesses list the sunk stores in program order (a later store of one global wins).
+    for (m, g, v) in sink.into_iter().rev() {
+        if let Op::Load { sync, .. } | Op::Store { sync, .. } = &mut b.ops[m] {
+            sync.0.retain(|e| e.0 != g);
+            sync.0.push((g, v));
         }
     }
     let mut k = 0;
@@ -512,5 +549,82 @@ mod tests {
         assert_eq!(sets[0], Val::C(0));
         assert_eq!(sets[1], Val::C(0));
         assert!(matches!(sets[2], Val::T(_)), "x ^ y stays: {:?}", blk.ops);
+    }
+
+    /// A global overwritten later with only memory accesses in between loses its `SetG`;
+    /// each access in between owes its value (sync list), the last value wins per access,
+    /// and a value in a temp defined twice keeps its store.
+    #[test]
+    fn stores_overwritten_across_accesses_sink_into_their_sync_lists() {
+        use crate::ir::{AccessKind, MemOp, MemSize, SyncList};
+        let mop = MemOp {
+            size: MemSize::B8,
+            signed: false,
+            kind: AccessKind::Normal,
+            rmw: false,
+        };
+        let mut b = Builder::new();
+        b.insn_start(0x100);
+        let a = b.get(1);
+        let x = b.bin(BinOp::Add, Width::W64, a, Val::C(8));
+        b.set(2, x); // dropped: overwritten below
+        b.set(3, Val::C(7)); // dropped
+        b.insn_start(0x104);
+        let l1 = b.load(a, mop);
+        b.set(3, Val::C(9)); // dropped
+        b.insn_start(0x108);
+        b.store(x, l1, mop);
+        b.set(2, l1);
+        b.set(3, l1);
+        // A temp defined twice: its store stays (its value may change before the access).
+        let t = b.temp();
+        b.push(Op::Const { dst: t, val: 1 });
+        b.push(Op::Const { dst: t, val: 2 });
+        b.set(4, t);
+        let l2 = b.load(a, mop);
+        b.set(4, l2);
+        b.exit(Exit::Jump { pc: 0x200 });
+        let mut blk = b.finish();
+        optimize(&mut blk, &[]);
+        let syncs: Vec<&SyncList> = blk
+            .ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Load { sync, .. } | Op::Store { sync, .. } => Some(sync),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            syncs[0].0,
+            [(2, Val::T(x)), (3, Val::C(7))],
+            "{:?}",
+            blk.ops
+        );
+        assert_eq!(
+            syncs[1].0,
+            [(2, Val::T(x)), (3, Val::C(9))],
+            "{:?}",
+            blk.ops
+        );
+        assert!(syncs[2].0.is_empty(), "{:?}", blk.ops);
+        let sets: Vec<(u16, Val)> = blk
+            .ops
+            .iter()
+            .filter_map(|op| match *op {
+                Op::SetG { g, src } => Some((g, src)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            sets,
+            [
+                (2, Val::T(l1)),
+                (3, Val::T(l1)),
+                (4, Val::T(t)),
+                (4, Val::T(l2))
+            ],
+            "{:?}",
+            blk.ops
+        );
     }
 }

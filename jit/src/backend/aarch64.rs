@@ -808,8 +808,26 @@ impl Gen<'_> {
                     t,
                     f,
                 } => self.select(cond, dst, a, b, t, f),
-                Op::Load { dst, addr, mop } => self.mem_op(i, insn, Some(dst), addr, None, mop),
-                Op::Store { addr, val, mop } => self.mem_op(i, insn, None, addr, Some(val), mop),
+                Op::Load { .. } | Op::Store { .. } => {
+                    let (Op::Load { ref sync, .. } | Op::Store { ref sync, .. }) = *op else {
+                        unreachable!()
+                    };
+                    // The global stores owed before the slow path (ir::SyncList), made
+                    // before the access on this backend.
+                    for &(g, v) in &sync.0 {
+                        let r = self.vreg(v, IP0);
+                        self.mem(Ls::StX, r, ENV, gofs(g));
+                    }
+                    match *op {
+                        Op::Load { dst, addr, mop, .. } => {
+                            self.mem_op(i, insn, Some(dst), addr, None, mop)
+                        }
+                        Op::Store { addr, val, mop, .. } => {
+                            self.mem_op(i, insn, None, addr, Some(val), mop)
+                        }
+                        _ => unreachable!(),
+                    }
+                }
                 Op::Call {
                     helper,
                     ref args,

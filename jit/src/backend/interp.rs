@@ -48,6 +48,13 @@ fn val(t: &[u64], v: Val) -> u64 {
     }
 }
 
+/// The global stores a memory access owes `Env` before its slow path (`ir::SyncList`).
+fn sync_globals(env: &mut Env, t: &[u64], sync: &crate::ir::SyncList) {
+    for &(g, v) in &sync.0 {
+        env.g[g as usize] = val(t, v);
+    }
+}
+
 /// The inline TLB probe shared by loads and stores: the host address, or None for the slow
 /// path. The tag is compared against the page of the *last* byte while the index comes from
 /// the first, so an access that crosses a page never hits.
@@ -164,7 +171,12 @@ impl Backend for Interp {
                         val(t, f)
                     }
                 }
-                Op::Load { dst, addr, mop } => {
+                Op::Load {
+                    dst,
+                    addr,
+                    mop,
+                    ref sync,
+                } => {
                     let a = t[addr.idx()];
                     let size = mop.size.bytes() as u64;
                     let hit = if mop.kind == AccessKind::System {
@@ -192,6 +204,7 @@ impl Backend for Interp {
                             }
                         }
                         None => {
+                            sync_globals(env, t, sync);
                             // SAFETY: env is valid and rt points at the core (execute contract).
                             let rmw = if mop.rmw {
                                 crate::engine::MEM_INFO_RMW
@@ -208,7 +221,12 @@ impl Backend for Interp {
                         }
                     };
                 }
-                Op::Store { addr, val: v, mop } => {
+                Op::Store {
+                    addr,
+                    val: v,
+                    mop,
+                    ref sync,
+                } => {
                     let a = t[addr.idx()];
                     let v = val(t, v);
                     let size = mop.size.bytes() as u64;
@@ -228,6 +246,7 @@ impl Backend for Interp {
                             }
                         },
                         None => {
+                            sync_globals(env, t, sync);
                             // SAFETY: as for slow_load.
                             unsafe { slow_store(envp, a, v, mem_info(mop.size, false, mop.kind)) };
                             if env.fault != 0 {

@@ -153,10 +153,19 @@ pub(crate) fn op_uses(op: &Op, mut f: impl FnMut(Temp)) {
             v(t);
             v(ff);
         }
-        Op::Load { addr, .. } => v(Val::T(addr)),
-        Op::Store { addr, val, .. } => {
+        Op::Load { addr, ref sync, .. } => {
+            v(Val::T(addr));
+            sync.0.iter().for_each(|&(_, x)| v(x));
+        }
+        Op::Store {
+            addr,
+            val,
+            ref sync,
+            ..
+        } => {
             v(Val::T(addr));
             v(val);
+            sync.0.iter().for_each(|&(_, x)| v(x));
         }
         Op::Call { ref args, .. } => {
             for &a in args {

@@ -927,8 +927,27 @@ impl Gen<'_> {
                     t,
                     f,
                 } => self.select(cond, dst, a, b, t, f),
-                Op::Load { dst, addr, mop } => self.mem_op(i, insn, Some(dst), addr, None, mop),
-                Op::Store { addr, val, mop } => self.mem_op(i, insn, None, addr, Some(val), mop),
+                Op::Load { .. } | Op::Store { .. } => {
+                    let (Op::Load { ref sync, .. } | Op::Store { ref sync, .. }) = *op else {
+                        unreachable!()
+                    };
+                    // The global stores owed before the slow path (ir::SyncList), made
+                    // before the access on this backend.
+                    for &(g, v) in &sync.0 {
+                        let r = self.rd_val(v, T0);
+                        let o = gofs(g);
+                        asm!(self; sd X(r), [X(ENV), o]);
+                    }
+                    match *op {
+                        Op::Load { dst, addr, mop, .. } => {
+                            self.mem_op(i, insn, Some(dst), addr, None, mop)
+                        }
+                        Op::Store { addr, val, mop, .. } => {
+                            self.mem_op(i, insn, None, addr, Some(val), mop)
+                        }
+                        _ => unreachable!(),
+                    }
+                }
                 Op::Call {
                     helper,
                     ref args,

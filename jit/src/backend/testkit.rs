@@ -24,7 +24,7 @@ use crate::engine::{
 use crate::env::{fault, Env, TlbEntry, NB_MMU_MODES};
 use crate::ir::{
     AccessKind, BinOp, Block, Builder, Cond, Exit, Global, GlobalSet, HelperId, HelperInfo, Label,
-    MemOp, MemSize, Op, Temp, UnOp, Val, Width,
+    MemOp, MemSize, Op, SyncList, Temp, UnOp, Val, Width,
 };
 use crate::mem::GuestRam;
 
@@ -276,7 +276,14 @@ struct BlockGen<'r> {
     ops_left: i64,
     /// May contain accesses that fault and the faulting helper.
     faulty: bool,
+    /// Every memory access carries a sync list (`ir::SyncList`) of all of SYNC_GLOBALS,
+    /// and no helper faults (so a fault always leaves those globals as its access's list).
+    sync_on: bool,
 }
+
+/// Globals the random blocks only write through sync lists (never read): what they hold
+/// is defined only at a fault (`differential`).
+pub const SYNC_GLOBALS: [Global; 3] = [20, 21, 22];
 
 impl BlockGen<'_> {
     fn konst(&mut self) -> u64 {
@@ -366,6 +373,13 @@ impl BlockGen<'_> {
             (bt, false)
         }
     }
+    fn sync_list(&mut self) -> SyncList {
+        if !self.sync_on {
+            return SyncList::default();
+        }
+        SyncList(SYNC_GLOBALS.iter().map(|&g| (g, self.val())).collect())
+    }
+
     fn mop(&mut self, signed_ok: bool) -> MemOp {
         let size = self.rng.pick(&SIZES);
         let kind = match self.rng.below(10) {
@@ -504,11 +518,13 @@ impl BlockGen<'_> {
                 60..=67 => {
                     let (a, _) = self.addr(false);
                     let mop = self.mop(true);
+                    let sync = self.sync_list();
                     let (d, fresh) = self.dst();
                     self.b.push(Op::Load {
                         dst: d,
                         addr: a,
                         mop,
+                        sync,
                     });
                     self.def(d, fresh);
                 }
@@ -516,10 +532,16 @@ impl BlockGen<'_> {
                     let (a, _) = self.addr(true);
                     let mop = self.mop(false);
                     let v = self.val();
-                    self.b.store(a, v, mop);
+                    let sync = self.sync_list();
+                    self.b.push(Op::Store {
+                        addr: a,
+                        val: v,
+                        mop,
+                        sync,
+                    });
                 }
                 75..=79 => {
-                    let h = if self.faulty {
+                    let h = if self.faulty && !self.sync_on {
                         self.rng.below(3) as u16
                     } else {
                         self.rng.pick(&[0, 2])
@@ -613,8 +635,10 @@ pub fn random_block(rng: &mut Rng) -> Block {
         pc: 0x1000,
         ops_left: 0,
         faulty: false,
+        sync_on: false,
     };
     g.faulty = g.rng.chance(35);
+    g.sync_on = g.rng.chance(40);
     g.b.insn_start(0x1000);
     // Sometimes many long-lived temps, to force spills beyond the fixed frame.
     let many = if g.rng.chance(10) {
@@ -781,6 +805,13 @@ pub fn differential(n: u32, seed: u64, be: &mut dyn Backend) {
             // guest RAM through the engine.
             let (ra, rb) = unsafe { (interp.execute(pa, ca), be.execute(pb, cb)) };
             let (ra, rb) = (same_exit(ra), same_exit(rb));
+            // Sync-list globals are defined at a fault only (a backend may store them on
+            // any access or only on slow paths).
+            if ra & 0xff != ret::FAULT {
+                for g in SYNC_GLOBALS {
+                    eb.env.g[g as usize] = ea.env.g[g as usize];
+                }
+            }
             if budget {
                 assert_eq!(rb, ret::encode(tb, 0, ret::BUDGET));
                 // The pc global is the block's start then (the run loop entered it at its
@@ -1532,7 +1563,11 @@ pub fn indirect_jump_cache_probe(be: &mut dyn Backend, second_way: bool) {
             e.env.g[5] = p;
             e.env.g[6] = 0;
             let want = if found { 2 } else { 1 };
-            assert_eq!(exec(be, &mut e, ca), ret::encode(want, 0, ret::EXIT), "{p:#x}");
+            assert_eq!(
+                exec(be, &mut e, ca),
+                ret::encode(want, 0, ret::EXIT),
+                "{p:#x}"
+            );
             assert_eq!(e.env.g[6], if found { 42 } else { 0 });
         }
         // A stale entry in the second way (older epoch) misses there too.

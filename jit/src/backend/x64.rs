@@ -51,8 +51,8 @@ use crate::env::{
 };
 use crate::execmem::DEFAULT_CODE_SIZE;
 use crate::ir::{
-    AccessKind, BinOp, Block, Cond, Exit, Global, HelperInfo, MemOp, MemSize, Op, Temp, UnOp, Val,
-    Width,
+    AccessKind, BinOp, Block, Cond, Exit, Global, HelperInfo, MemOp, MemSize, Op, SyncList, Temp,
+    UnOp, Val, Width,
 };
 
 type Asm = VecAssembler<X64Relocation>;
@@ -435,6 +435,7 @@ enum Stub {
         info: u64,
         save: u32,
         insn: u32,
+        sync: Vec<(Global, Opnd)>,
     },
 }
 
@@ -796,14 +797,10 @@ impl Gen<'_> {
                     asm!(self; mov Rq(r), QWORD [r15 + gofs(g)]);
                     self.put(d, r);
                 }
-                Op::SetG { g, src } => match self.opnd(src) {
-                    Opnd::R(s) => asm!(self; mov QWORD [r15 + gofs(g)], Rq(s)),
-                    Opnd::I(v) => asm!(self; mov QWORD [r15 + gofs(g)], DWORD v),
-                    o => {
-                        self.mov_r(RAX, o, false);
-                        asm!(self; mov QWORD [r15 + gofs(g)], rax);
-                    }
-                },
+                Op::SetG { g, src } => {
+                    let o = self.opnd(src);
+                    self.set_global(g, o);
+                }
                 Op::Bin { op, w, dst, a, b } => self.bin(op, w, dst, a, b),
                 Op::Un { op, w, dst, a } => self.un(op, w, dst, a),
                 Op::Ext {
@@ -828,8 +825,18 @@ impl Gen<'_> {
                     t,
                     f,
                 } => self.select(cond, dst, a, b, t, f),
-                Op::Load { dst, addr, mop } => self.mem_op(i, insn, Some(dst), addr, None, mop),
-                Op::Store { addr, val, mop } => self.mem_op(i, insn, None, addr, Some(val), mop),
+                Op::Load {
+                    dst,
+                    addr,
+                    mop,
+                    ref sync,
+                } => self.mem_op(i, insn, Some(dst), addr, None, mop, sync),
+                Op::Store {
+                    addr,
+                    val,
+                    mop,
+                    ref sync,
+                } => self.mem_op(i, insn, None, addr, Some(val), mop, sync),
                 Op::Call {
                     helper,
                     ref args,
@@ -1324,6 +1331,19 @@ impl Gen<'_> {
         }
     }
 
+    /// Store `o` into global `g` (clobbers rax).
+    fn set_global(&mut self, g: Global, o: Opnd) {
+        match o {
+            Opnd::R(s) => asm!(self; mov QWORD [r15 + gofs(g)], Rq(s)),
+            Opnd::I(v) => asm!(self; mov QWORD [r15 + gofs(g)], DWORD v),
+            o => {
+                self.mov_r(RAX, o, false);
+                asm!(self; mov QWORD [r15 + gofs(g)], rax);
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn mem_op(
         &mut self,
         i: usize,
@@ -1332,6 +1352,7 @@ impl Gen<'_> {
         addr: Temp,
         val: Option<Val>,
         mop: MemOp,
+        sync: &SyncList,
     ) {
         let store = val.is_some();
         let size = mop.size;
@@ -1350,7 +1371,13 @@ impl Gen<'_> {
         };
         let dl = dst.map(|d| self.dloc(d));
         let save = self.caller_live[i];
+        // The global stores owed before the slow path (ir::SyncList): the fast path of a
+        // TLB hit observes nothing.
+        let sync: Vec<(Global, Opnd)> = sync.0.iter().map(|&(g, v)| (g, self.opnd(v))).collect();
         if mop.kind == AccessKind::System {
+            for &(g, o) in &sync {
+                self.set_global(g, o);
+            }
             self.slow_call(store, ao, vo, info, save);
             self.check_fault(insn);
             if let Some(d) = dl {
@@ -1401,6 +1428,7 @@ impl Gen<'_> {
             info,
             save,
             insn,
+            sync,
         });
     }
 
@@ -1523,8 +1551,12 @@ impl Gen<'_> {
                 info,
                 save,
                 insn,
+                sync,
             } => {
                 asm!(self; =>label);
+                for (g, o) in sync {
+                    self.set_global(g, o);
+                }
                 self.slow_call(store, addr, val, info, save);
                 self.check_fault(insn);
                 if let Some(d) = dst {
