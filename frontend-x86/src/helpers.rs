@@ -26,6 +26,7 @@ pub struct HelperIds {
     pub maskmov: HelperId,
     pub x87: HelperId,
     pub fenv: HelperId,
+    pub clock: HelperId,
 }
 
 pub const H: HelperIds = HelperIds {
@@ -45,6 +46,7 @@ pub const H: HelperIds = HelperIds {
     maskmov: HelperId(13),
     x87: HelperId(14),
     fenv: HelperId(15),
+    clock: HelperId(16),
 };
 
 const CC: GlobalSet = GlobalSet::NONE
@@ -175,7 +177,23 @@ pub fn table() -> Vec<HelperInfo> {
             writes: fp_state(),
             can_fault: true,
         },
+        HelperInfo {
+            name: "clock",
+            func: helper_clock,
+            reads: GlobalSet::NONE,
+            writes: GlobalSet::NONE,
+            can_fault: false,
+        },
     ]
+}
+
+/// The platform's time for RDTSC/RDTSCP when `Env::inline_clock` is set: the retired
+/// instruction count at instruction `insn` of the running block (`Env::icount` holds the
+/// count at the block's entry) plus `Env::clock_offset`.
+unsafe extern "C" fn helper_clock(env: *mut Env, insn: u64, _: u64, _: u64, _: u64) -> u64 {
+    // SAFETY: helper contract.
+    let e = unsafe { env_mut(env) };
+    e.icount.wrapping_add(insn).wrapping_add(e.clock_offset)
 }
 
 /// The FP/SIMD state globals (XMM, MXCSR, x87, scratch).

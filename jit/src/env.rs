@@ -137,6 +137,13 @@ pub struct Env {
     /// The indirect-jump cache's epochs for the lower and the upper half of the address
     /// space (see [`JcEntry::epoch`]); never u64::MAX.
     pub jc_epoch: [u64; 2],
+    /// Non-zero when the platform's clock is the retired-instruction count plus
+    /// `clock_offset` (a deterministic clock): a frontend may then read the time in
+    /// generated code (x86 RDTSC) instead of exiting to the platform. Set before the
+    /// first translation (blocks are not retranslated when it changes).
+    pub inline_clock: u64,
+    /// See `inline_clock`; the platform keeps it current while generated code runs.
+    pub clock_offset: u64,
     pub tlb: [[TlbEntry; TLB_SIZE]; NB_MMU_MODES],
     /// Indirect-jump cache (host code addresses; only backends that chain use it).
     pub jc: [JcEntry; JC_ENTRIES],
@@ -179,6 +186,8 @@ impl Env {
             std::ptr::addr_of_mut!((*p).rt).write(std::ptr::null_mut());
             std::ptr::addr_of_mut!((*p).scratch).write([0; 4]);
             std::ptr::addr_of_mut!((*p).jc_epoch).write([0; 2]);
+            std::ptr::addr_of_mut!((*p).inline_clock).write(0);
+            std::ptr::addr_of_mut!((*p).clock_offset).write(0);
             std::ptr::addr_of_mut!((*p).tlb).write([[TlbEntry::EMPTY; TLB_SIZE]; NB_MMU_MODES]);
             std::ptr::addr_of_mut!((*p).jc).write([JcEntry::EMPTY; JC_ENTRIES]);
             std::ptr::addr_of_mut!((*p).victim)

@@ -99,6 +99,8 @@ pub struct Tr {
     pub idx: usize,
     /// Linear address of the block's first instruction.
     pub start_pc: u64,
+    /// RDTSC/RDTSCP read the platform's clock in generated code (`Env::inline_clock`).
+    pub inline_clock: bool,
 }
 
 impl Tr {
@@ -972,6 +974,7 @@ pub fn translate(
         flags_live: true,
         idx: 0,
         start_pc: key.pc,
+        inline_clock: env.inline_clock != 0,
     };
     tr.b.block.mmu_idx = if flags & tbf::MMU_USER != 0 {
         1 + (flags & tbf::ASID != 0) as u32

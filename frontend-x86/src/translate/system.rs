@@ -4,7 +4,9 @@
 use iced_x86::{Instruction, Mnemonic as M};
 
 use super::{Flow, Handler, Tr};
+use crate::state::{G_GPR0, G_TSC_AUX};
 use crate::PlatformOp as P;
+use jit::ir::Val;
 
 pub fn register(r: &mut impl FnMut(M, Handler)) {
     let exits: &[(M, P)] = &[
@@ -40,8 +42,6 @@ pub fn register(r: &mut impl FnMut(M, Handler)) {
         (M::Swapgs, P::Swapgs),
         (M::Invlpg, P::Invlpg),
         (M::Invpcid, P::Invlpg),
-        (M::Rdtsc, P::Rdtsc),
-        (M::Rdtscp, P::Rdtscp),
         (M::Rdpmc, P::Rdpmc),
         (M::Wbinvd, P::CacheCtl),
         (M::Invd, P::CacheCtl),
@@ -52,6 +52,8 @@ pub fn register(r: &mut impl FnMut(M, Handler)) {
     for &(m, p) in exits {
         r(m, platform_for(p));
     }
+    r(M::Rdtsc, |t, i| rdtsc(t, i, false));
+    r(M::Rdtscp, |t, i| rdtsc(t, i, true));
     for m in [
         M::Nop,
         M::Pause,
@@ -87,6 +89,27 @@ fn platform_for(p: P) -> Handler {
         Cpuid, Rdmsr, Wrmsr, Io, Cli, Sti, Hlt, MovCr, MovDr, DescTable, Syscall, Sysret, Sysenter,
         Sysexit, Iret, Swapgs, Invlpg, Rdtsc, Rdtscp, Rdpmc, CacheCtl, Xgetbv, Xsetbv, Rdpid
     )
+}
+
+/// RDTSC/RDTSCP: EDX:EAX = the time stamp counter (and ECX = IA32_TSC_AUX for RDTSCP).
+/// The platform answers (an exit), unless its clock is the instruction count plus an
+/// offset (`Env::inline_clock`), which the block reads itself.
+fn rdtsc(tr: &mut Tr, insn: &Instruction, aux: bool) -> Flow {
+    if !tr.inline_clock {
+        let op = if aux { P::Rdtscp } else { P::Rdtsc };
+        return tr.platform(op, insn.code() as u64, insn);
+    }
+    let t = tr.b.call(crate::helpers::H.clock, &[Val::C(tr.idx as u64)]);
+    let lo = tr.b.and(t, Val::C(0xffff_ffff));
+    let hi = tr.b.shr(t, Val::C(32));
+    if aux {
+        let a = tr.b.get(G_TSC_AUX);
+        let a = tr.b.and(a, Val::C(0xffff_ffff));
+        tr.b.set(G_GPR0 + 1, a);
+    }
+    tr.b.set(G_GPR0, lo);
+    tr.b.set(G_GPR0 + 2, hi);
+    Flow::Next
 }
 
 /// CLFLUSH and friends: no cache to flush, but the address is checked like a read.

@@ -56,6 +56,15 @@ impl VirtualClock {
         }
     }
 
+    /// Deterministic mode: the clock is the retired-instruction count plus this offset
+    /// (the engine may then compute it in generated code: `jit::Env::inline_clock`).
+    pub fn icount_offset(&self) -> Option<u64> {
+        match self.mode {
+            ClockMode::Deterministic => Some(self.idle_ns),
+            ClockMode::Realtime => None,
+        }
+    }
+
     /// The guest TSC (1 GHz: equal to system time).
     pub fn tsc(&self, icount: u64) -> u64 {
         self.now(icount)

@@ -386,6 +386,12 @@ impl PvDomain {
             }
             // Deferred TLB flushes (new base pointers) happen before the guest runs.
             self.flush_if_dirty(e);
+            // RDTSC in generated code when time is the instruction count plus an offset
+            // (the mode is fixed for the run, so it is set before the first translation).
+            if let Some(off) = self.clock.icount_offset() {
+                e.env.inline_clock = 1;
+                e.env.clock_offset = off;
+            }
             match e.run() {
                 StopReason::Budget => {
                     if self.opts.max_insns.is_some_and(|m| e.env.icount >= m) {
