@@ -48,7 +48,7 @@ fn inline_clock_is_the_instruction_count_plus_the_offset() {
             "{kind:?}: stopped with {r:?}"
         );
         assert_eq!(e.env.g[G_RIP as usize], START + 13, "{kind:?}: at the HLT");
-        let mut s = X86State(&mut e.env);
+        let s = X86State(&mut e.env);
         // rdtsc is instruction 2 (5 + 2 + offset), rdtscp instruction 5.
         assert_eq!((s.gpr(6), s.gpr(7)), (0, 3), "{kind:?}: rdtsc");
         assert_eq!(
