@@ -219,31 +219,37 @@ pub mod ret {
 pub struct TbExit {
     pub exit: Exit,
     pub insn: u32,
+    /// The pc of instruction `insn` (the run loop's copy of `block.insn_pcs[insn]`).
+    pub pc: u64,
     /// An `Exit::Indirect` to a constant pc (a backend may chain it, `chain_far`).
     pub far: bool,
 }
 
+/// A translated block. `repr(C)` keeps what the run loop reads on every entry and exit
+/// (validity, code, exits, key) in the first cache line; the rest is read when blocks are
+/// made, chained or invalidated.
+#[repr(C)]
 pub struct Tb {
+    pub valid: bool,
+    /// Translated for a single instruction (SMC restart); never entered in the cache.
+    pub one_shot: bool,
+    /// Per half of the address space: `jc_gen + 1` when the TB's code pages were last
+    /// noted in `jc_pages` (so noting them again in the same generation is skipped).
+    jc_noted: [u32; 2],
+    pub code: Option<CodeHandle>,
+    /// Host address of the compiled code (backends that chain), for jump-cache entries.
+    pub entry: Option<u64>,
+    pub exits: Vec<TbExit>,
     pub key: TbKey,
     /// Physical pages covered (first, optional second).
     pub pages: [Option<u64>; 2],
     /// Physical byte ranges covered.
     pub ranges: Vec<(u64, u64)>,
     pub block: Block,
-    pub exits: Vec<TbExit>,
-    pub code: Option<CodeHandle>,
-    /// Host address of the compiled code (backends that chain), for jump-cache entries.
-    pub entry: Option<u64>,
-    /// Per half of the address space: `jc_gen + 1` when the TB's code pages were last
-    /// noted in `jc_pages` (so noting them again in the same generation is skipped).
-    jc_noted: [u32; 2],
-    pub valid: bool,
     /// Chained jumps into this TB: (source tb, exit index).
     pub incoming: Vec<(u32, u32)>,
     /// Outgoing chains: exit index -> target tb.
     pub chained: Vec<(u32, u32)>,
-    /// Translated for a single instruction (SMC restart); never entered in the cache.
-    pub one_shot: bool,
 }
 
 impl Tb {
@@ -597,7 +603,7 @@ impl Engine {
                         }
                         Exit::Exception { vector, error_code } => {
                             corer.stats.exit_exception += 1;
-                            envr.g[pc_global as usize] = t.block.insn_pcs[e.insn as usize];
+                            envr.g[pc_global as usize] = e.pc;
                             envr.icount += e.insn as u64;
                             return StopReason::Exception(GuestFault {
                                 vector,
@@ -607,7 +613,7 @@ impl Engine {
                         }
                         Exit::Platform { op, arg, len } => {
                             corer.stats.exit_platform += 1;
-                            envr.g[pc_global as usize] = t.block.insn_pcs[e.insn as usize];
+                            envr.g[pc_global as usize] = e.pc;
                             envr.icount += e.insn as u64;
                             return StopReason::Platform { op, arg, len };
                         }
@@ -837,6 +843,7 @@ impl Core {
                 crate::ir::Op::Exit(e) => exits.push(TbExit {
                     exit: *e,
                     insn: insn.max(0) as u32,
+                    pc: block.insn_pcs.get(insn.max(0) as usize).copied().unwrap_or(key.pc),
                     far: matches!(e, Exit::Indirect { .. }) && far.next().flatten().is_some(),
                 }),
                 _ => {}
