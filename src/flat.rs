@@ -82,6 +82,12 @@ pub fn run(e: &mut Engine, opts: &FlatOptions) -> Result<FlatExit> {
                     X86State(&mut e.env).rip()
                 )
             }
+            StopReason::SingleStep => {
+                bail!(
+                    "single-step trap (RFLAGS.TF) at rip {:#x}: flat guests have no #DB handler",
+                    X86State(&mut e.env).rip()
+                )
+            }
             StopReason::Exception(f) => {
                 bail!(
                     "guest exception {} (error code {:?}, address {:#x}) at rip {:#x}",

@@ -186,6 +186,11 @@ impl jit::Frontend for X86Frontend {
     fn pc_global(&self) -> Global {
         G_RIP
     }
+
+    /// RFLAGS.TF: a debug trap after each instruction.
+    fn single_step(&self, env: &Env) -> bool {
+        env.g[G_RFLAGS as usize] & crate::state::fl::TF != 0
+    }
 }
 
 /// Build an engine for an x86 guest with `ram_size` bytes of RAM.

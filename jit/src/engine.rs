@@ -185,6 +185,11 @@ pub trait Frontend {
     fn helpers(&self) -> &[HelperInfo];
     /// The global holding the instruction pointer.
     fn pc_global(&self) -> Global;
+    /// Stop after each instruction (`StopReason::SingleStep`), e.g. x86 RFLAGS.TF. Read
+    /// before each block; an instruction that turns it on must end its block.
+    fn single_step(&self, _env: &Env) -> bool {
+        false
+    }
 }
 
 /// Why `Engine::run` returned. Guest state is consistent in every case.
@@ -196,6 +201,9 @@ pub enum StopReason {
     Platform { op: u32, arg: u64, len: u8 },
     /// `icount` reached `icount_limit`.
     Budget,
+    /// Single-stepping (`Frontend::single_step` was on): one instruction ran to its end,
+    /// or one round of a repeated one (`Exit::Repeat`); state is that after it.
+    SingleStep,
 }
 
 /// Encoding of a block's return value: `tb << 32 | index << 8 | kind`.
@@ -543,7 +551,15 @@ impl Engine {
                 return StopReason::Budget;
             }
             let key = self.frontend.key(envr);
-            let single = std::mem::take(&mut self.single_insn_next);
+            // Single-stepping: one instruction in a block of its own (never cached or
+            // chained), and a budget that ends at it, so that a block it reaches through
+            // the jump cache returns at its entry check without running.
+            let step = self.frontend.single_step(envr);
+            let single = std::mem::take(&mut self.single_insn_next) || step;
+            let limit = envr.icount_limit;
+            if step {
+                envr.icount_limit = limit.min(envr.icount + 1);
+            }
             let flushes = corer.stats.flushes;
             let tb = match corer.find_tb(envr, &key, single, &mut *self.frontend) {
                 Ok(t) => t,
@@ -579,6 +595,9 @@ impl Engine {
             // into env/core are live across the call. `entry` is the TB's entry address.
             let r = unsafe { (*core).backend.execute_entry(env, code, entry) };
             let (envr, corer) = unsafe { (&mut *env, &mut *core) };
+            if step {
+                envr.icount_limit = limit;
+            }
             let tb_id = (r >> 32) as u32;
             let index = ((r >> 8) & 0xff_ffff) as u32;
             match r & 0xff {
@@ -635,6 +654,8 @@ impl Engine {
                         fault::SMC_RESTART => {
                             corer.stats.smc_restarts += 1;
                             self.single_insn_next = true;
+                            // The instruction did not complete: it runs again.
+                            continue;
                         }
                         _ => {
                             corer.stats.exit_exception += 1;
@@ -652,8 +673,14 @@ impl Engine {
                     corer.stats.exit_indirect += 1;
                     fill_jc = true;
                 }
+                // Stepping, the budget ends after the stepped instruction: a block entered
+                // after it (through the jump cache) returned here without running.
+                ret::BUDGET if step => return StopReason::SingleStep,
                 ret::BUDGET => return StopReason::Budget,
                 k => panic!("backend returned unknown exit kind {k}"),
+            }
+            if step {
+                return StopReason::SingleStep;
             }
         }
     }
@@ -843,7 +870,11 @@ impl Core {
                 crate::ir::Op::Exit(e) => exits.push(TbExit {
                     exit: *e,
                     insn: insn.max(0) as u32,
-                    pc: block.insn_pcs.get(insn.max(0) as usize).copied().unwrap_or(key.pc),
+                    pc: block
+                        .insn_pcs
+                        .get(insn.max(0) as usize)
+                        .copied()
+                        .unwrap_or(key.pc),
                     far: matches!(e, Exit::Indirect { .. }) && far.next().flatten().is_some(),
                 }),
                 _ => {}

@@ -1,6 +1,6 @@
 /* traps: exception and software-interrupt delivery to a 64-bit PV kernel as Xen's
  * create_bounce_frame builds it — every vector a kernel can raise (#DE #DB #BP #UD #NM #SS
- * #GP #PF #MF #XM), the frame {rcx, r11, [ec], rip, cs|mask<<32, rflags, rsp, ss} 16-byte
+ * #GP #PF #MF #XM, and #DB from RFLAGS.TF single-stepping), the frame {rcx, r11, [ec], rip, cs|mask<<32, rflags, rsp, ss} 16-byte
  * aligned, rcx/r11 as Xen's sysret exit leaves them, the INT n DPL rule, mask-on-entry
  * trap gates, HYPERVISOR_iret, and user mode: a user L4 (MMUEXT_NEW_USER_BASEPTR), faults and
  * INT n from user mode on the stack_switch stack, syscall to the syscall callback (not a
@@ -165,6 +165,33 @@ db_next:
         mov %r13, %r8
         call chk
         EXPECT(0, 12)
+
+        /* 6b. RFLAGS.TF: a #DB trap after each instruction (not after the POPF that sets
+         * TF, but after the one that clears it; CPUID too), DR6.BS in the virtual DR6 */
+        TRAPS(0)
+        mov %rsp, %r13
+        xor %eax, %eax
+        pushfq
+        pushfq
+        orq $0x100, (%rsp)
+        popfq
+        nop
+        cpuid                              /* emulated by the platform: traps too */
+        popfq
+tf_done:
+        mov nlog(%rip), %eax
+        EXPECT(3, 57)
+        mov $1, %edi
+        mov $-1, %rsi
+        lea tf_done(%rip), %rdx
+        mov $KCS, %ecx
+        mov %r13, %r8
+        call chk
+        EXPECT(0, 58)
+        mov $6, %edi
+        HYPERCALL(9)                       /* get_debugreg(6) */
+        and $0x4000, %eax
+        EXPECT(0x4000, 59)
 
         /* 7. #NM after fpu_taskswitch(1); Xen clears the virtual CR0.TS when it delivers
          * #NM, so the instruction runs when the handler returns to it */

@@ -101,6 +101,9 @@ pub struct Tr {
     pub start_pc: u64,
     /// RDTSC/RDTSCP read the platform's clock in generated code (`Env::inline_clock`).
     pub inline_clock: bool,
+    /// RFLAGS.TF: the block is a single instruction that traps after it (or after each
+    /// round of a REP), translated for that run only (never cached).
+    pub single_step: bool,
 }
 
 impl Tr {
@@ -975,6 +978,7 @@ pub fn translate(
         idx: 0,
         start_pc: key.pc,
         inline_clock: env.inline_clock != 0,
+        single_step: env.g[G_RFLAGS as usize] & crate::state::fl::TF != 0,
     };
     tr.b.block.mmu_idx = if flags & tbf::MMU_USER != 0 {
         1 + (flags & tbf::ASID != 0) as u32

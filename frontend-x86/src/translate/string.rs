@@ -79,8 +79,9 @@ fn string(tr: &mut Tr, insn: &Instruction, kind: Kind) -> Flow {
     if rep {
         let c = tr.gpr(1);
         tr.b.brcond(Cond::TstZ, c, Val::C(amask), done);
-        if matches!(kind, Kind::Movs | Kind::Stos) {
-            // Whole pages at a time when nothing can fault (see helper_rep_fast).
+        if matches!(kind, Kind::Movs | Kind::Stos) && !tr.single_step {
+            // Whole pages at a time when nothing can fault (see helper_rep_fast); under
+            // TF, one element per round (each round traps).
             let zero = tr.b.konst(0);
             let sbase = tr.seg_add(insn.memory_segment(), zero);
             let ebase = tr.seg_add(Register::ES, zero);

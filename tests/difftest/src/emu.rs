@@ -199,6 +199,16 @@ impl EmuRunner {
                 },
             },
             StopReason::Budget => NativeOutcome::Timeout,
+            // RFLAGS.TF: the #DB trap after an instruction (rip after it).
+            StopReason::SingleStep => NativeOutcome::Exception {
+                regs,
+                data: d,
+                exc: NativeException {
+                    vector: 1,
+                    error_code: 0,
+                    cr2: 0,
+                },
+            },
         }
     }
 }

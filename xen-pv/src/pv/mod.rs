@@ -399,9 +399,50 @@ impl PvDomain {
                     }
                 }
                 StopReason::Exception(f) => self.exception(e, f),
-                StopReason::Platform { op, arg, len } => self.platform(e, op, arg, len),
+                StopReason::SingleStep => self.single_step_trap(e),
+                StopReason::Platform { op, arg, len } => {
+                    let tf = X86State(&mut e.env).g(frontend_x86::state::G_RFLAGS) & 0x100 != 0;
+                    let emulated = !matches!(
+                        PlatformOp::from_u32(op),
+                        Some(
+                            PlatformOp::Syscall
+                                | PlatformOp::Sysret
+                                | PlatformOp::Sysenter
+                                | PlatformOp::Sysexit
+                                | PlatformOp::Iret
+                                | PlatformOp::SoftInt
+                        )
+                    );
+                    let next = X86State(&mut e.env).rip().wrapping_add(len as u64);
+                    let icount = e.env.icount;
+                    self.platform(e, op, arg, len);
+                    // An instruction emulated to its end under TF traps after it, as
+                    // Xen's pv_emul_instruction_done does (not a fault it raised instead).
+                    if tf
+                        && emulated
+                        && self.shutdown.is_none()
+                        && e.env.icount == icount + 1
+                        && X86State(&mut e.env).rip() == next
+                    {
+                        self.single_step_trap(e);
+                    }
+                }
             }
         }
+    }
+
+    /// RFLAGS.TF after an instruction: #DB (a trap) with DR6.BS set in the virtual DR6,
+    /// as Xen's do_debug forwards it.
+    fn single_step_trap(&mut self, e: &mut Engine) {
+        self.debugreg[6] |= 0x4000;
+        self.deliver_fault(
+            e,
+            GuestFault {
+                vector: 1,
+                error_code: None,
+                addr: 0,
+            },
+        );
     }
 
     /// Kill the domain as Xen's domain_crash does, with the reason and a register dump.
