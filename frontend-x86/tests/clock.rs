@@ -6,13 +6,9 @@ use frontend_x86::state::{X86State, G_RIP, G_TSC_AUX};
 use frontend_x86::PlatformOp;
 use jit::{Engine, EngineKind, StopReason};
 
-const P: u64 = 1;
-const RW: u64 = 2;
-const US: u64 = 4;
-const PML4: u64 = 0x1000;
-const PDPT: u64 = 0x2000;
-const PD: u64 = 0x3000;
-const PT: u64 = 0x4000;
+mod common;
+use common::{long_mode_engine, map};
+
 const START: u64 = 0x10000;
 
 /// nop; nop; rdtsc; mov rsi, rax; mov rdi, rdx; rdtscp; hlt
@@ -21,14 +17,9 @@ const CODE: &[u8] = &[
 ];
 
 fn setup(kind: EngineKind) -> Engine {
-    let mut e = frontend_x86::new_engine(1 << 20, kind).expect("engine");
-    let ram = e.ram();
-    ram.write_u64(PML4, PDPT | P | RW | US);
-    ram.write_u64(PDPT, PD | P | RW | US);
-    ram.write_u64(PD, PT | P | RW | US);
-    ram.write_u64(PT + ((START >> 12) & 511) * 8, START | P | RW | US);
-    assert!(ram.write(START, CODE));
-    frontend_x86::setup_long_mode(&mut e.env, PML4, 3);
+    let mut e = long_mode_engine(kind);
+    map(&mut e, START, START, 0);
+    assert!(e.ram().write(START, CODE));
     X86State(&mut e.env).set_rip(START);
     e.env.g[G_TSC_AUX as usize] = 0xdead_0000_0000_0007;
     e.env.icount = 5;

@@ -5,13 +5,9 @@
 use frontend_x86::state::{X86State, G_RIP};
 use jit::{Engine, EngineKind, StopReason};
 
-const P: u64 = 1;
-const RW: u64 = 2;
-const US: u64 = 4;
-const PML4: u64 = 0x1000;
-const PDPT: u64 = 0x2000;
-const PD: u64 = 0x3000;
-const PT: u64 = 0x4000;
+mod common;
+use common::{long_mode_engine, map, pte, P, RW, US};
+
 /// Code at virtual and physical 0x10000: `mov eax, 0x20000; jmp rax` (an indirect jump) or
 /// `jmp 0x20000` (a direct jump to another page, chained with an epoch check).
 const START: u64 = 0x10000;
@@ -20,17 +16,9 @@ const TARGET: u64 = 0x20000;
 const TARGET_A: u64 = 0x30000;
 const TARGET_B: u64 = 0x40000;
 
-fn map(e: &mut Engine, va: u64, pa: u64) {
-    e.ram()
-        .write_u64(PT + ((va >> 12) & 511) * 8, pa | P | RW | US);
-}
-
 fn setup(direct: bool) -> Engine {
-    let mut e = frontend_x86::new_engine(1 << 20, EngineKind::Jit).expect("engine");
+    let mut e = long_mode_engine(EngineKind::Jit);
     let ram = e.ram();
-    ram.write_u64(PML4, PDPT | P | RW | US);
-    ram.write_u64(PDPT, PD | P | RW | US);
-    ram.write_u64(PD, PT | P | RW | US);
     let mut code = Vec::new();
     if direct {
         // jmp rel32
@@ -46,9 +34,8 @@ fn setup(direct: bool) -> Engine {
     // mov ebx, 1; hlt   and   mov ebx, 2; hlt
     assert!(ram.write(TARGET_A, &[0xbb, 1, 0, 0, 0, 0xf4]));
     assert!(ram.write(TARGET_B, &[0xbb, 2, 0, 0, 0, 0xf4]));
-    map(&mut e, START, START);
-    map(&mut e, TARGET, TARGET_A);
-    frontend_x86::setup_long_mode(&mut e.env, PML4, 3);
+    map(&mut e, START, START, 0);
+    map(&mut e, TARGET, TARGET_A, 0);
     e
 }
 
@@ -87,15 +74,13 @@ fn flush_keeps_and_drops(direct: bool) {
     assert_eq!(run(&mut e), (1, 1));
     // Remap the target page: without a flush the old translation may still be used (as a
     // TLB would), after the flush the new code must run.
-    map(&mut e, TARGET, TARGET_B);
+    map(&mut e, TARGET, TARGET_B, 0);
     e.tlb_flush();
     assert_eq!(run(&mut e), (2, 2));
     assert_eq!(run(&mut e), (2, 1));
     // Removing execute rights (NX) and flushing: the fetch faults.
-    e.ram().write_u64(
-        PT + ((TARGET >> 12) & 511) * 8,
-        TARGET_B | P | RW | US | 1 << 63,
-    );
+    e.ram()
+        .write_u64(pte(TARGET), TARGET_B | P | RW | US | 1 << 63);
     e.tlb_flush();
     X86State(&mut e.env).set_rip(START);
     match e.run() {
@@ -110,7 +95,7 @@ fn probe_sets_no_accessed_bits() {
     assert_eq!(run(&mut e), (1, 2));
     // Clear the accessed bits; a kept flush must not set them again (a probe has no side
     // effects), while the next refill of a data or code TLB entry would.
-    let pte = PT + ((TARGET >> 12) & 511) * 8;
+    let pte = pte(TARGET);
     let v = e.ram().read_u64(pte).unwrap();
     e.ram().write_u64(pte, v & !0x20);
     e.tlb_flush();
@@ -141,7 +126,7 @@ fn context_switch_checks_the_lower_half_in_its_own_mode() {
     // Another switch, and the new tables map the target elsewhere: dropped, new code.
     X86State(&mut e.env).set_asid(1);
     e.tlb_flush_lower(e.env.mmu_idx as usize);
-    map(&mut e, TARGET, TARGET_B);
+    map(&mut e, TARGET, TARGET_B, 0);
     X86State(&mut e.env).set_asid(0);
     assert_eq!(run(&mut e), (2, 2));
     assert_eq!(e.stats().jc_dropped, dropped + 1);

@@ -6,13 +6,9 @@ use frontend_x86::state::{X86State, G_RIP};
 use frontend_x86::PlatformOp;
 use jit::{Engine, EngineKind, StopReason};
 
-const P: u64 = 1;
-const RW: u64 = 2;
-const US: u64 = 4;
-const PML4: u64 = 0x1000;
-const PDPT: u64 = 0x2000;
-const PD: u64 = 0x3000;
-const PT: u64 = 0x4000;
+mod common;
+use common::{long_mode_engine, map};
+
 const CODE: u64 = 0x10000;
 const DATA: u64 = 0x18000;
 const STACK: u64 = 0x19000;
@@ -32,18 +28,14 @@ const POPF: &[u8] = &[
 const FAULT: &[u8] = &[0x8b, 0x04, 0x25, 0x00, 0x00, 0x50, 0x00];
 
 fn setup(kind: EngineKind, start: u64, tf: bool) -> Engine {
-    let mut e = frontend_x86::new_engine(1 << 20, kind).expect("engine");
-    let ram = e.ram();
-    ram.write_u64(PML4, PDPT | P | RW | US);
-    ram.write_u64(PDPT, PD | P | RW | US);
-    ram.write_u64(PD, PT | P | RW | US);
+    let mut e = long_mode_engine(kind);
     for page in [CODE, DATA, STACK] {
-        ram.write_u64(PT + ((page >> 12) & 511) * 8, page | P | RW | US);
+        map(&mut e, page, page, 0);
     }
+    let ram = e.ram();
     assert!(ram.write(CODE, STEPS));
     assert!(ram.write(CODE + 0x100, POPF));
     assert!(ram.write(CODE + 0x200, FAULT));
-    frontend_x86::setup_long_mode(&mut e.env, PML4, 3);
     let mut s = X86State(&mut e.env);
     s.set_rip(start);
     s.set_gpr(4, STACK + 0xff0);

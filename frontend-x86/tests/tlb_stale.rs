@@ -8,14 +8,10 @@
 use frontend_x86::state::{X86State, G_RIP};
 use jit::{Engine, EngineKind, StopReason};
 
-const P: u64 = 1;
-const RW: u64 = 2;
-const US: u64 = 4;
+mod common;
+use common::{long_mode_engine, map, pte, P, PD, RW, US};
+
 const D: u64 = 0x40;
-const PML4: u64 = 0x1000;
-const PDPT: u64 = 0x2000;
-const PD: u64 = 0x3000;
-const PT: u64 = 0x4000;
 /// A second L1 table no walk reads.
 const PT_OTHER: u64 = 0x5000;
 const START: u64 = 0x10000;
@@ -24,20 +20,9 @@ const DATA: u64 = 0x20000;
 const DATA_A: u64 = 0x30000;
 const DATA_B: u64 = 0x40000;
 
-fn pte(va: u64) -> u64 {
-    PT + ((va >> 12) & 511) * 8
-}
-
-fn map(e: &mut Engine, va: u64, pa: u64, flags: u64) {
-    e.ram().write_u64(pte(va), pa | P | RW | US | flags);
-}
-
 fn setup(data_flags: u64) -> Engine {
-    let mut e = frontend_x86::new_engine(1 << 20, EngineKind::Jit).expect("engine");
+    let mut e = long_mode_engine(EngineKind::Jit);
     let ram = e.ram();
-    ram.write_u64(PML4, PDPT | P | RW | US);
-    ram.write_u64(PDPT, PD | P | RW | US);
-    ram.write_u64(PD, PT | P | RW | US);
     ram.write_u64(PD + 8, PT_OTHER | P | RW | US);
     // mov rax, [DATA]; mov edi, DATA + 8; mov ecx, 4; rep stosb (a helper); hlt
     let mut code = vec![0x48, 0x8b, 0x04, 0x25];
@@ -51,7 +36,6 @@ fn setup(data_flags: u64) -> Engine {
     assert!(ram.write_u64(DATA_B, 0x2222));
     map(&mut e, START, START, 0);
     map(&mut e, DATA, DATA_A, data_flags);
-    frontend_x86::setup_long_mode(&mut e.env, PML4, 3);
     e
 }
 
