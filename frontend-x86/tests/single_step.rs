@@ -115,5 +115,12 @@ fn a_faulting_instruction_does_not_trap() {
             r => panic!("{kind:?}: expected #PF, got {r:?}"),
         }
         assert_eq!((rip(&mut e), e.env.icount), (CODE + 0x200, 0), "{kind:?}");
+        // A fetch fault under TF (code not mapped) leaves the budget as it was.
+        X86State(&mut e.env).set_rip(0x50_0000);
+        match e.run() {
+            StopReason::Exception(f) => assert_eq!((f.vector, f.addr), (14, 0x500000), "{kind:?}"),
+            r => panic!("{kind:?}: expected #PF, got {r:?}"),
+        }
+        assert_eq!(e.env.icount_limit, u64::MAX, "{kind:?}");
     }
 }

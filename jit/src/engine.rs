@@ -556,10 +556,6 @@ impl Engine {
             // the jump cache returns at its entry check without running.
             let step = self.frontend.single_step(envr);
             let single = std::mem::take(&mut self.single_insn_next) || step;
-            let limit = envr.icount_limit;
-            if step {
-                envr.icount_limit = limit.min(envr.icount + 1);
-            }
             let flushes = corer.stats.flushes;
             let tb = match corer.find_tb(envr, &key, single, &mut *self.frontend) {
                 Ok(t) => t,
@@ -591,6 +587,10 @@ impl Engine {
             envr.cur_tb = tb;
             let t = &corer.tbs[tb as usize];
             let (code, entry) = (t.code.expect("compiled TB"), t.entry);
+            let limit = envr.icount_limit;
+            if step {
+                envr.icount_limit = limit.min(envr.icount + 1);
+            }
             // SAFETY: the backend runs generated code against `env`; no Rust references
             // into env/core are live across the call. `entry` is the TB's entry address.
             let r = unsafe { (*core).backend.execute_entry(env, code, entry) };
