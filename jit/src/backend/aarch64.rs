@@ -86,8 +86,8 @@ use crate::env::{
 };
 use crate::execmem::DEFAULT_CODE_SIZE;
 use crate::ir::{
-    AccessKind, BinOp, Block, Cond, Exit, Global, HelperInfo, MemOp, MemSize, Op, Temp, UnOp, Val,
-    Width,
+    AccessKind, BinOp, Block, Cond, Exit, Global, HelperInfo, MemOp, MemSize, Op, SyncList, Temp,
+    UnOp, Val, Width,
 };
 
 type Asm = VecAssembler<Aarch64Relocation>;
@@ -781,10 +781,7 @@ impl Gen<'_> {
                     self.mem(Ls::LdX, r, ENV, gofs(g));
                     self.put(d, r);
                 }
-                Op::SetG { g, src } => {
-                    let r = self.vreg(src, IP0);
-                    self.mem(Ls::StX, r, ENV, gofs(g));
-                }
+                Op::SetG { g, src } => self.set_global(g, src),
                 Op::Bin { op, w, dst, a, b } => self.bin(op, w, dst, a, b),
                 Op::Un { op, w, dst, a } => self.un(op, w, dst, a),
                 Op::Ext {
@@ -808,25 +805,25 @@ impl Gen<'_> {
                     t,
                     f,
                 } => self.select(cond, dst, a, b, t, f),
-                Op::Load { .. } | Op::Store { .. } => {
-                    let (Op::Load { ref sync, .. } | Op::Store { ref sync, .. }) = *op else {
-                        unreachable!()
-                    };
-                    // The global stores owed before the slow path (ir::SyncList), made
-                    // before the access on this backend.
-                    for &(g, v) in &sync.0 {
-                        let r = self.vreg(v, IP0);
-                        self.mem(Ls::StX, r, ENV, gofs(g));
-                    }
-                    match *op {
-                        Op::Load { dst, addr, mop, .. } => {
-                            self.mem_op(i, insn, Some(dst), addr, None, mop)
-                        }
-                        Op::Store { addr, val, mop, .. } => {
-                            self.mem_op(i, insn, None, addr, Some(val), mop)
-                        }
-                        _ => unreachable!(),
-                    }
+                // The global stores owed before the slow path (ir::SyncList) are made
+                // before the access on this backend.
+                Op::Load {
+                    dst,
+                    addr,
+                    mop,
+                    ref sync,
+                } => {
+                    self.sync_globals(sync);
+                    self.mem_op(i, insn, Some(dst), addr, None, mop)
+                }
+                Op::Store {
+                    addr,
+                    val,
+                    mop,
+                    ref sync,
+                } => {
+                    self.sync_globals(sync);
+                    self.mem_op(i, insn, None, addr, Some(val), mop)
                 }
                 Op::Call {
                     helper,
@@ -1257,6 +1254,19 @@ impl Gen<'_> {
         if let Some(d) = dst {
             let dl = self.dloc(d);
             self.put(dl, T0);
+        }
+    }
+
+    /// Store `v` into global `g`.
+    fn set_global(&mut self, g: Global, v: Val) {
+        let r = self.vreg(v, IP0);
+        self.mem(Ls::StX, r, ENV, gofs(g));
+    }
+
+    /// Make a memory access's owed global stores (`ir::SyncList`).
+    fn sync_globals(&mut self, sync: &SyncList) {
+        for &(g, v) in &sync.0 {
+            self.set_global(g, v);
         }
     }
 

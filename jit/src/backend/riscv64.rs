@@ -98,8 +98,8 @@ use crate::env::{
 };
 use crate::execmem::DEFAULT_CODE_SIZE;
 use crate::ir::{
-    AccessKind, BinOp, Block, Cond, Exit, Global, HelperInfo, MemOp, MemSize, Op, Temp, UnOp, Val,
-    Width,
+    AccessKind, BinOp, Block, Cond, Exit, Global, HelperInfo, MemOp, MemSize, Op, SyncList, Temp,
+    UnOp, Val, Width,
 };
 
 type Asm = VecAssembler<RiscvRelocation>;
@@ -894,11 +894,7 @@ impl Gen<'_> {
                     asm!(self; ld X(r), [X(ENV), o]);
                     self.put(d, r);
                 }
-                Op::SetG { g, src } => {
-                    let r = self.rd_val(src, T0);
-                    let o = gofs(g);
-                    asm!(self; sd X(r), [X(ENV), o]);
-                }
+                Op::SetG { g, src } => self.set_global(g, src),
                 Op::Bin { op, w, dst, a, b } => self.bin(op, w, dst, a, b),
                 Op::Un { op, w, dst, a } => self.un(op, w, dst, a),
                 Op::Ext {
@@ -927,26 +923,25 @@ impl Gen<'_> {
                     t,
                     f,
                 } => self.select(cond, dst, a, b, t, f),
-                Op::Load { .. } | Op::Store { .. } => {
-                    let (Op::Load { ref sync, .. } | Op::Store { ref sync, .. }) = *op else {
-                        unreachable!()
-                    };
-                    // The global stores owed before the slow path (ir::SyncList), made
-                    // before the access on this backend.
-                    for &(g, v) in &sync.0 {
-                        let r = self.rd_val(v, T0);
-                        let o = gofs(g);
-                        asm!(self; sd X(r), [X(ENV), o]);
-                    }
-                    match *op {
-                        Op::Load { dst, addr, mop, .. } => {
-                            self.mem_op(i, insn, Some(dst), addr, None, mop)
-                        }
-                        Op::Store { addr, val, mop, .. } => {
-                            self.mem_op(i, insn, None, addr, Some(val), mop)
-                        }
-                        _ => unreachable!(),
-                    }
+                // The global stores owed before the slow path (ir::SyncList) are made
+                // before the access on this backend.
+                Op::Load {
+                    dst,
+                    addr,
+                    mop,
+                    ref sync,
+                } => {
+                    self.sync_globals(sync);
+                    self.mem_op(i, insn, Some(dst), addr, None, mop)
+                }
+                Op::Store {
+                    addr,
+                    val,
+                    mop,
+                    ref sync,
+                } => {
+                    self.sync_globals(sync);
+                    self.mem_op(i, insn, None, addr, Some(val), mop)
                 }
                 Op::Call {
                     helper,
@@ -1613,6 +1608,20 @@ impl Gen<'_> {
         if let Some(d) = dst {
             let dl = self.tloc(d);
             self.put(dl, A0);
+        }
+    }
+
+    /// Store `v` into global `g`.
+    fn set_global(&mut self, g: Global, v: Val) {
+        let r = self.rd_val(v, T0);
+        let o = gofs(g);
+        asm!(self; sd X(r), [X(ENV), o]);
+    }
+
+    /// Make a memory access's owed global stores (`ir::SyncList`).
+    fn sync_globals(&mut self, sync: &SyncList) {
+        for &(g, v) in &sync.0 {
+            self.set_global(g, v);
         }
     }
 
