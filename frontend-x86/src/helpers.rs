@@ -56,6 +56,12 @@ const CC: GlobalSet = GlobalSet::NONE
     .with(G_CC_SRC2)
     .with(G_RFLAGS);
 
+/// Every global but MXCSR: what the helpers that have nothing to do with SSE declare
+/// instead of "all", so that generated code need not make MXCSR's flags current for them
+/// (the x64 backend keeps them in the host's MXCSR: `jit::ir::Block::sse_csr`). Such a
+/// helper must not do host floating-point arithmetic either.
+const NOT_MXCSR: GlobalSet = GlobalSet::ALL.without(G_MXCSR);
+
 pub fn table() -> Vec<HelperInfo> {
     let gprs = {
         let mut s = GlobalSet::NONE;
@@ -96,36 +102,36 @@ pub fn table() -> Vec<HelperInfo> {
         HelperInfo {
             name: "load_seg",
             func: crate::desc::helper_load_seg,
-            reads: GlobalSet::ALL,
-            writes: GlobalSet::ALL,
+            reads: NOT_MXCSR,
+            writes: NOT_MXCSR,
             can_fault: true,
         },
         HelperInfo {
             name: "lar_lsl",
             func: crate::desc::helper_lar_lsl,
-            reads: GlobalSet::ALL,
+            reads: NOT_MXCSR,
             writes: CC,
             can_fault: true,
         },
         HelperInfo {
             name: "verrw",
             func: crate::desc::helper_verrw,
-            reads: GlobalSet::ALL,
+            reads: NOT_MXCSR,
             writes: CC,
             can_fault: true,
         },
         HelperInfo {
             name: "popf",
             func: helper_popf,
-            reads: GlobalSet::ALL,
+            reads: NOT_MXCSR,
             writes: CC,
             can_fault: false,
         },
         HelperInfo {
             name: "far_jump",
             func: crate::desc::helper_far_jump,
-            reads: GlobalSet::ALL,
-            writes: GlobalSet::ALL,
+            reads: NOT_MXCSR,
+            writes: NOT_MXCSR,
             can_fault: true,
         },
         HelperInfo {
@@ -138,7 +144,7 @@ pub fn table() -> Vec<HelperInfo> {
         HelperInfo {
             name: "rep_fast",
             func: helper_rep_fast,
-            reads: GlobalSet::ALL,
+            reads: NOT_MXCSR,
             writes: gprs,
             can_fault: false,
         },
@@ -159,15 +165,15 @@ pub fn table() -> Vec<HelperInfo> {
         HelperInfo {
             name: "maskmov",
             func: crate::fp::helper_maskmov,
-            reads: GlobalSet::ALL,
+            reads: NOT_MXCSR,
             writes: GlobalSet::NONE,
             can_fault: true,
         },
         HelperInfo {
             name: "x87",
             func: crate::fp::x87::helper_x87,
-            reads: fp_state(),
-            writes: fp_state(),
+            reads: x87_state(),
+            writes: x87_state(),
             can_fault: false,
         },
         HelperInfo {
@@ -194,6 +200,11 @@ unsafe extern "C" fn helper_clock(env: *mut Env, insn: u64, _: u64, _: u64, _: u
     // SAFETY: helper contract.
     let e = unsafe { env_mut(env) };
     e.icount.wrapping_add(insn).wrapping_add(e.clock_offset)
+}
+
+/// The x87 helper's state: the FP/SIMD state but MXCSR.
+pub fn x87_state() -> GlobalSet {
+    fp_state().without(G_MXCSR)
 }
 
 /// The FP/SIMD state globals (XMM, MXCSR, x87, scratch).

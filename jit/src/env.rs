@@ -160,6 +160,7 @@ pub const OFF_CUR_TB: usize = offset_of!(Env, cur_tb);
 pub const OFF_TLB: usize = offset_of!(Env, tlb);
 pub const OFF_JC: usize = offset_of!(Env, jc);
 pub const OFF_JC_EPOCH: usize = offset_of!(Env, jc_epoch);
+pub const OFF_SCRATCH: usize = offset_of!(Env, scratch);
 const _: () = assert!(offset_of!(JcEntry, epoch) == 24);
 const _: () = assert!(offset_of!(Env, g) == 0);
 

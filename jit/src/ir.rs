@@ -344,10 +344,14 @@ pub enum Op {
         sync: SyncList,
     },
     /// Call a helper from the engine's helper table.
+    ///
+    /// `inline`: an equivalent the backend may run instead of the call (see [`Inline`]);
+    /// a backend that has none for it, or whose host cannot do it, makes the call.
     Call {
         helper: HelperId,
         args: Vec<Val>,
         dst: Option<Temp>,
+        inline: Option<Inline>,
     },
     Label(Label),
     Br(Label),
@@ -358,6 +362,57 @@ pub enum Op {
         label: Label,
     },
     Exit(Exit),
+}
+
+/// A helper call's guest semantics, stated so that a backend whose host has the same
+/// instruction can run it inline. The call stays the definition: an inline form must
+/// leave exactly what the call would (globals, return value, fault), and falls back to
+/// the call wherever it cannot be sure of that.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Inline {
+    /// An x86 SSE floating-point instruction `op dst, src` on 128-bit values held as two
+    /// globals each (`dst`, `dst + 1` and `src`, `src + 1`, low quadword first), under the
+    /// control and status register in global `csr` (MXCSR layout): the result replaces
+    /// `dst` (the whole register for packed forms, the low element for scalar ones) and
+    /// the exception flags raised are ORed into `csr`. The call returns 0 and raises
+    /// #XM/#UD itself when an exception is unmasked.
+    Sse {
+        op: SseOp,
+        dst: Global,
+        src: Global,
+        csr: Global,
+    },
+}
+
+/// Arithmetic of [`Inline::Sse`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SseArith {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Min,
+    Max,
+    /// Square root of the source (the destination's other elements kept, scalar forms).
+    Sqrt,
+    /// CMPccPS/PD/SS/SD with the predicate (0..=7) as the immediate.
+    Cmp(u8),
+}
+
+/// Element layout of [`Inline::Sse`]: packed or scalar, single or double precision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SseForm {
+    Ps,
+    Ss,
+    Pd,
+    Sd,
+}
+
+/// One [`Inline::Sse`] operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SseOp {
+    pub arith: SseArith,
+    pub form: SseForm,
 }
 
 /// Index into the helper table handed to the engine.
@@ -379,6 +434,10 @@ impl GlobalSet {
     pub const NONE: GlobalSet = GlobalSet([0; crate::env::NGLOBALS / 64]);
     pub const fn with(mut self, g: Global) -> GlobalSet {
         self.0[g as usize / 64] |= 1 << (g % 64);
+        self
+    }
+    pub const fn without(mut self, g: Global) -> GlobalSet {
+        self.0[g as usize / 64] &= !(1 << (g % 64));
         self
     }
     pub fn contains(&self, g: Global) -> bool {
@@ -423,6 +482,12 @@ pub struct Block {
     /// An `Exit::Indirect` continues in the same mode, so a backend may look the target up
     /// in `Env::jc` with this mode.
     pub mode: u64,
+    /// The global holding the guest's SSE control and status register (MXCSR layout),
+    /// for blocks that may contain [`Inline::Sse`]. A backend that runs those inline may
+    /// keep exception flags raised by them in the host's own status register while
+    /// generated code runs, provided every reader of this global sees them: see the x64
+    /// backend. The optimiser leaves this global's writes in place (no sinking).
+    pub sse_csr: Option<Global>,
 }
 
 /// Builds a block: allocates temps and labels and records instruction starts.
@@ -588,6 +653,19 @@ impl Builder {
             helper,
             args: args.to_vec(),
             dst: Some(dst),
+            inline: None,
+        });
+        dst
+    }
+    /// A call with an inline equivalent ([`Inline`]).
+    pub fn call_inline(&mut self, helper: HelperId, args: &[Val], inline: Inline) -> Temp {
+        assert!(args.len() <= 4);
+        let dst = self.temp();
+        self.push(Op::Call {
+            helper,
+            args: args.to_vec(),
+            dst: Some(dst),
+            inline: Some(inline),
         });
         dst
     }
@@ -597,6 +675,7 @@ impl Builder {
             helper,
             args: args.to_vec(),
             dst: None,
+            inline: None,
         });
     }
     pub fn place(&mut self, l: Label) {

@@ -439,6 +439,8 @@ fn dead_setg(b: &mut Block, helpers: &[HelperInfo]) {
     let mut mems: Vec<usize> = Vec::new();
     let mut remove = vec![false; b.ops.len()];
     let mut sink: Vec<(usize, Global, Val)> = Vec::new();
+    // Writes of the SSE status global stay (see `Block::sse_csr`).
+    let csr = b.sse_csr;
     for i in (0..b.ops.len()).rev() {
         match &b.ops[i] {
             Op::Exit(_) | Op::Label(_) | Op::Br(_) | Op::BrCond { .. } => {
@@ -464,7 +466,7 @@ fn dead_setg(b: &mut Block, helpers: &[HelperInfo]) {
                     Val::C(_) => true,
                 };
                 let between = &mems[since[g as usize].min(mems.len())..];
-                if over.contains(g) && (between.is_empty() || single) {
+                if over.contains(g) && (between.is_empty() || single) && csr != Some(g) {
                     remove[i] = true;
                     sink.extend(between.iter().map(|&m| (m, g, src)));
                     // Earlier writes of g are overwritten here, as far as they go.

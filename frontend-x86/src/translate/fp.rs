@@ -7,7 +7,9 @@
 //! loaded a memory source into `G_FPTMP` (so a fault happens before anything changes).
 
 use iced_x86::{Code, CpuidFeature, Instruction, Mnemonic as M, OpKind, Register};
-use jit::ir::{BinOp, Cond, Exit, MemOp, MemSize, Temp, Val, Width};
+use jit::ir::{
+    BinOp, Cond, Exit, Inline, MemOp, MemSize, SseArith, SseForm, SseOp, Temp, Val, Width,
+};
 
 use super::{Flow, Handler, Tr};
 use crate::fp::{self, arg, Shape};
@@ -605,6 +607,48 @@ fn maskmov(tr: &mut Tr, insn: &Instruction) -> Flow {
 }
 
 /// Global of an XMM/MMX register operand, and whether it is MMX.
+/// The SSE arithmetic a backend may run as the host's own instruction ([`Inline::Sse`]).
+fn sse_inline_op(m: M, imm: u64) -> Option<SseOp> {
+    use SseArith as A;
+    use SseForm as F;
+    let (arith, form) = match m {
+        M::Addps => (A::Add, F::Ps),
+        M::Addss => (A::Add, F::Ss),
+        M::Addpd => (A::Add, F::Pd),
+        M::Addsd => (A::Add, F::Sd),
+        M::Subps => (A::Sub, F::Ps),
+        M::Subss => (A::Sub, F::Ss),
+        M::Subpd => (A::Sub, F::Pd),
+        M::Subsd => (A::Sub, F::Sd),
+        M::Mulps => (A::Mul, F::Ps),
+        M::Mulss => (A::Mul, F::Ss),
+        M::Mulpd => (A::Mul, F::Pd),
+        M::Mulsd => (A::Mul, F::Sd),
+        M::Divps => (A::Div, F::Ps),
+        M::Divss => (A::Div, F::Ss),
+        M::Divpd => (A::Div, F::Pd),
+        M::Divsd => (A::Div, F::Sd),
+        M::Minps => (A::Min, F::Ps),
+        M::Minss => (A::Min, F::Ss),
+        M::Minpd => (A::Min, F::Pd),
+        M::Minsd => (A::Min, F::Sd),
+        M::Maxps => (A::Max, F::Ps),
+        M::Maxss => (A::Max, F::Ss),
+        M::Maxpd => (A::Max, F::Pd),
+        M::Maxsd => (A::Max, F::Sd),
+        M::Sqrtps => (A::Sqrt, F::Ps),
+        M::Sqrtss => (A::Sqrt, F::Ss),
+        M::Sqrtpd => (A::Sqrt, F::Pd),
+        M::Sqrtsd => (A::Sqrt, F::Sd),
+        M::Cmpps if imm < 8 => (A::Cmp(imm as u8), F::Ps),
+        M::Cmpss if imm < 8 => (A::Cmp(imm as u8), F::Ss),
+        M::Cmppd if imm < 8 => (A::Cmp(imm as u8), F::Pd),
+        M::Cmpsd if imm < 8 => (A::Cmp(imm as u8), F::Sd),
+        _ => return None,
+    };
+    Some(SseOp { arith, form })
+}
+
 fn vreg(r: Register) -> (u64, bool) {
     if r.is_mm() {
         (mmx_g(mm_index(r)) as u64, true)
@@ -899,7 +943,21 @@ fn generic(tr: &mut Tr, insn: &Instruction) -> Flow {
             if sm {
                 a0 |= arg::SRC_MMX;
             }
-            let r = call(tr, a0, d, s, imm);
+            let inline = match sse_inline_op(m, imm) {
+                Some(op) if shape == Shape::Rm && !dm && !sm => Some(Inline::Sse {
+                    op,
+                    dst: d as u16,
+                    src: s as u16,
+                    csr: G_MXCSR,
+                }),
+                _ => None,
+            };
+            let r = match inline {
+                Some(il) => {
+                    tr.b.call_inline(H.sse, &[Val::C(a0), Val::C(d), Val::C(s), Val::C(imm)], il)
+                }
+                None => call(tr, a0, d, s, imm),
+            };
             if shape != Shape::Rm {
                 tr.write_arith_flags(r, 0);
             }

@@ -1015,6 +1015,8 @@ pub fn translate(
     }
     let mut block = tr.b.finish();
     block.guest_len = bytes_len as u32;
+    // MXCSR is where SSE arithmetic (`Inline::Sse`) keeps its exception flags.
+    block.sse_csr = Some(G_MXCSR);
     Ok(block)
 }
 

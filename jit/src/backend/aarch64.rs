@@ -829,6 +829,7 @@ impl Gen<'_> {
                     helper,
                     ref args,
                     dst,
+                    inline: _,
                 } => self.call(i, insn, helper.0 as usize, args, dst),
                 Op::Label(l) => {
                     let l = self.labels[l as usize];

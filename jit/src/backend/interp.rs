@@ -259,6 +259,7 @@ impl Backend for Interp {
                     helper,
                     ref args,
                     dst,
+                    inline: _,
                 } => {
                     let h = &b.helpers[helper.0 as usize];
                     let mut a = [0u64; 4];

@@ -556,6 +556,7 @@ impl BlockGen<'_> {
                             helper: HelperId(h),
                             args,
                             dst: Some(d),
+                            inline: None,
                         });
                         self.def(d, fresh);
                     }

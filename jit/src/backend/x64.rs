@@ -47,12 +47,12 @@ use super::{Backend, CodeBufferFull, CodeHandle};
 use crate::engine::{mem_info, mem_info_tb, ret, slow_load, slow_store};
 use crate::env::{
     tlb_index, Env, JC_BITS, JC_ENTRIES, OFF_CUR_TB, OFF_FAULT, OFF_ICOUNT, OFF_ICOUNT_LIMIT,
-    OFF_JC, OFF_JC_EPOCH, OFF_TLB, PAGE_BITS, PAGE_MASK, TLB_BITS, TLB_SIZE,
+    OFF_JC, OFF_JC_EPOCH, OFF_SCRATCH, OFF_TLB, PAGE_BITS, PAGE_MASK, TLB_BITS, TLB_SIZE,
 };
 use crate::execmem::DEFAULT_CODE_SIZE;
 use crate::ir::{
-    AccessKind, BinOp, Block, Cond, Exit, Global, HelperInfo, MemOp, MemSize, Op, SyncList, Temp,
-    UnOp, Val, Width,
+    AccessKind, BinOp, Block, Cond, Exit, Global, HelperInfo, Inline, MemOp, MemSize, Op, SseArith,
+    SseForm, SseOp, SyncList, Temp, UnOp, Val, Width,
 };
 
 type Asm = VecAssembler<X64Relocation>;
@@ -128,6 +128,9 @@ pub struct X64Backend {
     /// Code region, chain slots and the TB table.
     cc: CodeCache,
     epilogue: usize,
+    /// The epilogue of blocks with an SSE status global (`Block::sse_csr`): merges the
+    /// host's MXCSR flags into that global, then the shared epilogue.
+    csr_epilogue: Option<(Global, usize)>,
     feat: Features,
 }
 
@@ -140,6 +143,7 @@ impl X64Backend {
         let mut b = X64Backend {
             cc: CodeCache::new(DEFAULT_CODE_SIZE, "x64"),
             epilogue: 0,
+            csr_epilogue: None,
             feat,
         };
         b.emit_trampoline();
@@ -159,6 +163,10 @@ impl X64Backend {
             ; push r15
             ; sub rsp, FRAME_BYTES
             ; mov r15, rdi
+            // The host MXCSR generated code assumes (see `sse_inline`): Rust's own
+            // default (round to nearest, all exceptions masked, no FTZ/DAZ), flags clear.
+            ; mov DWORD [rsp], MXCSR_HOST as i32
+            ; ldmxcsr [rsp]
             ; jmp rsi
         );
         let epi = g.a.offset().0;
@@ -180,6 +188,29 @@ impl X64Backend {
             .expect("code region too small for the trampoline");
         self.cc.prologue = p as usize;
         self.epilogue = p as usize + epi;
+        self.csr_epilogue = None;
+    }
+
+    /// The epilogue for blocks whose SSE status global is `csr` (see `sse_inline`).
+    fn csr_epilogue(&mut self, csr: Global) -> Result<usize, CodeBufferFull> {
+        if let Some((g, at)) = self.csr_epilogue {
+            if g == csr {
+                return Ok(at);
+            }
+        }
+        let base = self.cc.mem.next_addr();
+        let mut g = Tramp { a: Asm::new(base) };
+        asm!(g;
+            stmxcsr [r15 + OFF_SCRATCH as i32]
+            ; mov ecx, DWORD [r15 + OFF_SCRATCH as i32]
+            ; and ecx, MXCSR_FLAGS as i32
+            ; or DWORD [r15 + gofs(csr)], ecx
+            ; jmp extern self.epilogue
+        );
+        let code = g.a.finalize().expect("csr epilogue");
+        let p = self.cc.mem.write(&code).ok_or(CodeBufferFull)? as usize;
+        self.csr_epilogue = Some((csr, p));
+        Ok(p)
     }
 }
 
@@ -220,6 +251,10 @@ impl Backend for X64Backend {
             .filter(|o| matches!(o, Op::Exit(Exit::Jump { .. } | Exit::Repeat { .. })))
             .count()
             + 2 * far.iter().flatten().count();
+        let epilogue = match block.sse_csr {
+            Some(g) => self.csr_epilogue(g)?,
+            None => self.epilogue,
+        };
         let slot_base = self.cc.reserve_slots(njumps)?;
         let base = self.cc.mem.next_addr();
         let alloc = regalloc(block, &POOL);
@@ -244,7 +279,8 @@ impl Backend for X64Backend {
                     .max(1)
             ],
             stubs: Vec::new(),
-            epilogue: self.epilogue,
+            epilogue,
+            csr: block.sse_csr,
             slots: self.cc.slots as usize,
             next_slot: slot_base,
             exit_defaults: Vec::new(),
@@ -454,6 +490,8 @@ struct Gen<'a> {
     fault_labels: Vec<Option<DynamicLabel>>,
     stubs: Vec<Stub>,
     epilogue: usize,
+    /// `Block::sse_csr` (see `sse_inline`).
+    csr: Option<Global>,
     slots: usize,
     next_slot: usize,
     /// Compile direct jumps as patchable `jmp rel32` (`X64Backend::chain`).
@@ -475,6 +513,13 @@ struct Gen<'a> {
 fn fits_i32(v: u64) -> bool {
     v as i64 == v as i32 as i64
 }
+
+/// The host MXCSR generated code runs with: round to nearest, every exception masked, no
+/// FTZ or DAZ (the power-on value, and Rust's).
+const MXCSR_HOST: u32 = 0x1f80;
+/// MXCSR's control bits (DAZ, the masks, rounding control, FTZ) and its flags.
+const MXCSR_CONTROL: u32 = 0xffc0;
+const MXCSR_FLAGS: u32 = 0x3f;
 
 fn gofs(g: Global) -> i32 {
     8 * g as i32
@@ -792,6 +837,9 @@ impl Gen<'_> {
                     self.mov_loc(self.dloc(dst), o);
                 }
                 Op::GetG { dst, g } => {
+                    if self.csr == Some(g) {
+                        self.csr_sync();
+                    }
                     let d = self.dloc(dst);
                     let r = self.work(d);
                     asm!(self; mov Rq(r), QWORD [r15 + gofs(g)]);
@@ -800,6 +848,9 @@ impl Gen<'_> {
                 Op::SetG { g, src } => {
                     let o = self.opnd(src);
                     self.set_global(g, o);
+                    if self.csr == Some(g) {
+                        self.csr_clear();
+                    }
                 }
                 Op::Bin { op, w, dst, a, b } => self.bin(op, w, dst, a, b),
                 Op::Un { op, w, dst, a } => self.un(op, w, dst, a),
@@ -841,7 +892,16 @@ impl Gen<'_> {
                     helper,
                     ref args,
                     dst,
-                } => self.call(i, insn, helper.0 as usize, args, dst),
+                    inline,
+                } => match inline {
+                    Some(Inline::Sse {
+                        op,
+                        dst: d,
+                        src,
+                        csr,
+                    }) => self.sse_inline(i, insn, helper.0 as usize, args, dst, op, [d, src, csr]),
+                    None => self.call(i, insn, helper.0 as usize, args, dst),
+                },
                 Op::Label(l) => {
                     let l = self.labels[l as usize];
                     asm!(self; =>l);
@@ -1305,6 +1365,13 @@ impl Gen<'_> {
     fn call(&mut self, i: usize, insn: u32, helper: usize, args: &[Val], dst: Option<Temp>) {
         let h = self.helpers[helper];
         let save = self.caller_live[i];
+        let (sync, clear) = match self.csr {
+            Some(g) => (h.reads.contains(g), h.writes.contains(g)),
+            None => (false, false),
+        };
+        if sync {
+            self.csr_sync();
+        }
         if h.can_fault {
             asm!(self; mov DWORD [r15 + OFF_CUR_TB_I], self.tb as i32);
         }
@@ -1321,6 +1388,9 @@ impl Gen<'_> {
         }
         asm!(self; mov rdi, r15);
         self.call_abs(h.func as usize);
+        if clear {
+            self.csr_clear();
+        }
         self.restore(save);
         if h.can_fault {
             self.check_fault(insn);
@@ -1328,6 +1398,120 @@ impl Gen<'_> {
         if let Some(d) = dst {
             let dl = self.dloc(d);
             self.put(dl, RAX);
+        }
+    }
+
+    /// An SSE floating-point helper call run as the host's own SSE instruction
+    /// ([`Inline::Sse`]), which on an x86_64 host is the guest instruction itself.
+    ///
+    /// Host MXCSR control is [`MXCSR_HOST`] (the trampoline sets it), so the inline form
+    /// runs only when the guest's control bits equal it: then the host computes the guest's
+    /// result bit for bit, and no exception can be unmasked. Any other control setting
+    /// makes the helper call.
+    ///
+    /// The exception flags stay in the host's MXCSR: while generated code runs, the
+    /// guest's flags are those of its status global (`Block::sse_csr`) ORed with the
+    /// host's. The trampoline clears the host's flags on entry; every way back to the run
+    /// loop merges them into the global (`csr_epilogue`); so does a read of the global
+    /// (`GetG`, a helper that reads it: `csr_sync`), and a write of it (`SetG`, a helper
+    /// that writes it) clears the host's again (`csr_clear`), so that flags the guest
+    /// cleared do not come back. Helpers that do not declare the global do no host
+    /// floating-point arithmetic (which would raise host flags); those that do declare it
+    /// write it, and the host flags are cleared after them.
+    #[allow(clippy::too_many_arguments)]
+    fn sse_inline(
+        &mut self,
+        i: usize,
+        insn: u32,
+        helper: usize,
+        args: &[Val],
+        dst: Option<Temp>,
+        op: SseOp,
+        [d, s, csr]: [Global; 3],
+    ) {
+        assert_eq!(
+            self.csr,
+            Some(csr),
+            "Inline::Sse in a block without its sse_csr"
+        );
+        let (call_l, done) = (self.a.new_dynamic_label(), self.a.new_dynamic_label());
+        asm!(self;
+            mov eax, DWORD [r15 + gofs(csr)]
+            ; and eax, MXCSR_CONTROL as i32
+            ; cmp eax, MXCSR_HOST as i32
+            ; jne =>call_l
+        );
+        self.sse_op(op, d, s);
+        asm!(self;
+            movq [r15 + gofs(d)], xmm0
+            ; movhps [r15 + gofs(d) + 8], xmm0
+        );
+        if let Some(t) = dst {
+            let dl = self.dloc(t);
+            asm!(self; xor eax, eax);
+            self.put(dl, RAX);
+        }
+        asm!(self; jmp =>done ; =>call_l);
+        self.call(i, insn, helper, args, dst);
+        asm!(self; =>done);
+    }
+
+    /// Merge the host's MXCSR flags into the SSE status global (clobbers rcx).
+    fn csr_sync(&mut self) {
+        let g = self.csr.expect("csr");
+        asm!(self;
+            stmxcsr [r15 + OFF_SCRATCH as i32]
+            ; mov ecx, DWORD [r15 + OFF_SCRATCH as i32]
+            ; and ecx, MXCSR_FLAGS as i32
+            ; or DWORD [r15 + gofs(g)], ecx
+        );
+    }
+
+    /// Clear the host's MXCSR flags (the control bits are [`MXCSR_HOST`] throughout).
+    fn csr_clear(&mut self) {
+        asm!(self;
+            mov DWORD [r15 + OFF_SCRATCH as i32], MXCSR_HOST as i32
+            ; ldmxcsr [r15 + OFF_SCRATCH as i32]
+        );
+    }
+
+    /// xmm0 = global pair `d` op global pair `s` (clobbers xmm1).
+    fn sse_op(&mut self, op: SseOp, d: Global, s: Global) {
+        // Each global is loaded at its own width: the IR wrote them with 8-byte stores
+        // just before, and a 16-byte load of two such stores cannot be store-forwarded.
+        asm!(self;
+            movq xmm0, [r15 + gofs(d)]
+            ; movhps xmm0, [r15 + gofs(d) + 8]
+            ; movq xmm1, [r15 + gofs(s)]
+            ; movhps xmm1, [r15 + gofs(s) + 8]
+        );
+        macro_rules! forms {
+            ($ps:ident, $ss:ident, $pd:ident, $sd:ident) => {
+                match op.form {
+                    SseForm::Ps => asm!(self; $ps xmm0, xmm1),
+                    SseForm::Ss => asm!(self; $ss xmm0, xmm1),
+                    SseForm::Pd => asm!(self; $pd xmm0, xmm1),
+                    SseForm::Sd => asm!(self; $sd xmm0, xmm1),
+                }
+            };
+        }
+        match op.arith {
+            SseArith::Add => forms!(addps, addss, addpd, addsd),
+            SseArith::Sub => forms!(subps, subss, subpd, subsd),
+            SseArith::Mul => forms!(mulps, mulss, mulpd, mulsd),
+            SseArith::Div => forms!(divps, divss, divpd, divsd),
+            SseArith::Min => forms!(minps, minss, minpd, minsd),
+            SseArith::Max => forms!(maxps, maxss, maxpd, maxsd),
+            SseArith::Sqrt => forms!(sqrtps, sqrtss, sqrtpd, sqrtsd),
+            SseArith::Cmp(p) => {
+                let p = (p & 7) as i8;
+                match op.form {
+                    SseForm::Ps => asm!(self; cmpps xmm0, xmm1, p),
+                    SseForm::Ss => asm!(self; cmpss xmm0, xmm1, p),
+                    SseForm::Pd => asm!(self; cmppd xmm0, xmm1, p),
+                    SseForm::Sd => asm!(self; cmpsd xmm0, xmm1, p),
+                }
+            }
         }
     }
 
