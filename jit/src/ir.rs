@@ -657,17 +657,15 @@ impl Builder {
         });
         dst
     }
-    /// A call with an inline equivalent ([`Inline`]).
-    pub fn call_inline(&mut self, helper: HelperId, args: &[Val], inline: Inline) -> Temp {
+    /// A call whose result is not used, with an inline equivalent ([`Inline`]).
+    pub fn call_inline_void(&mut self, helper: HelperId, args: &[Val], inline: Inline) {
         assert!(args.len() <= 4);
-        let dst = self.temp();
         self.push(Op::Call {
             helper,
             args: args.to_vec(),
-            dst: Some(dst),
+            dst: None,
             inline: Some(inline),
         });
-        dst
     }
     pub fn call_void(&mut self, helper: HelperId, args: &[Val]) {
         assert!(args.len() <= 4);

@@ -943,23 +943,24 @@ fn generic(tr: &mut Tr, insn: &Instruction) -> Flow {
             if sm {
                 a0 |= arg::SRC_MMX;
             }
-            let inline = match sse_inline_op(m, imm) {
-                Some(op) if shape == Shape::Rm && !dm && !sm => Some(Inline::Sse {
-                    op,
-                    dst: d as u16,
-                    src: s as u16,
-                    csr: G_MXCSR,
-                }),
-                _ => None,
-            };
-            let r = match inline {
-                Some(il) => {
-                    tr.b.call_inline(H.sse, &[Val::C(a0), Val::C(d), Val::C(s), Val::C(imm)], il)
+            match sse_inline_op(m, imm) {
+                // The result of a register-to-register form is not used.
+                Some(op) if shape == Shape::Rm && !dm && !sm => tr.b.call_inline_void(
+                    H.sse,
+                    &[Val::C(a0), Val::C(d), Val::C(s), Val::C(imm)],
+                    Inline::Sse {
+                        op,
+                        dst: d as u16,
+                        src: s as u16,
+                        csr: G_MXCSR,
+                    },
+                ),
+                _ => {
+                    let r = call(tr, a0, d, s, imm);
+                    if shape != Shape::Rm {
+                        tr.write_arith_flags(r, 0);
+                    }
                 }
-                None => call(tr, a0, d, s, imm),
-            };
-            if shape != Shape::Rm {
-                tr.write_arith_flags(r, 0);
             }
         }
         Shape::ToGpr => {

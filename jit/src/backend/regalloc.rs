@@ -23,7 +23,7 @@
 //! [`op_def`] and [`op_uses`] are the def/use view of an [`Op`] shared with the optimiser
 //! ([`crate::opt`]).
 
-use crate::ir::{Block, Exit, Op, Temp, Val};
+use crate::ir::{Block, Exit, MemSize, Op, Temp, Val};
 
 /// The host registers the allocator may hand to temps. Register numbers are the backend's
 /// own encoding (e.g. x86 `rbx` = 3, aarch64 `x19` = 19) and must be below 64.
@@ -129,6 +129,65 @@ pub fn const_addrs(block: &Block) -> Vec<Option<u64>> {
             _ => None,
         })
         .collect()
+}
+
+/// For each op of `block`: true when it and the next op are two 8-byte accesses of one
+/// 16-byte operand (an SSE load or store): both `Load`s or both `Store`s with the same
+/// `MemOp` (not a system access), the first at temp `x`, the second at `x + 8` (a
+/// single-definition temp made by `Add x, 8`, possibly then zero-extended from 32 bits).
+/// When both bytes ranges lie in one page the pair can be done with one TLB lookup; a
+/// backend that does so must fall back to the two accesses, in order, otherwise.
+pub fn access_pairs(block: &Block) -> Vec<bool> {
+    let n = block.ntemps as usize;
+    let mut defs = vec![0u8; n];
+    // plus8[t] = Some(x): t = x + 8 (or its zero-extension from 32 bits).
+    let mut plus8: Vec<Option<Temp>> = vec![None; n];
+    for op in &block.ops {
+        if let Some(t) = op_def(op) {
+            let d = &mut defs[t.idx()];
+            *d = d.saturating_add(1);
+        }
+    }
+    for op in &block.ops {
+        match *op {
+            Op::Bin {
+                op: crate::ir::BinOp::Add,
+                w: crate::ir::Width::W64,
+                dst,
+                a,
+                b: Val::C(8),
+            } => plus8[dst.idx()] = Some(a),
+            Op::Ext {
+                dst,
+                a,
+                from: MemSize::B4,
+                signed: false,
+            } => plus8[dst.idx()] = plus8[a.idx()].filter(|_| defs[a.idx()] == 1),
+            _ => {}
+        }
+    }
+    let single = |t: Temp| defs[t.idx()] == 1;
+    let mut out = vec![false; block.ops.len()];
+    for i in 0..block.ops.len().saturating_sub(1) {
+        let (x, y, m1, m2) = match (&block.ops[i], &block.ops[i + 1]) {
+            (
+                Op::Load { addr: x, mop: m1, dst: d1, .. },
+                Op::Load { addr: y, mop: m2, .. },
+            ) if *d1 != *x && *d1 != *y => (*x, *y, *m1, *m2),
+            (Op::Store { addr: x, mop: m1, .. }, Op::Store { addr: y, mop: m2, .. }) => {
+                (*x, *y, *m1, *m2)
+            }
+            _ => continue,
+        };
+        out[i] = m1 == m2
+            && m1.size == MemSize::B8
+            && m1.kind != crate::ir::AccessKind::System
+            && !out.get(i.wrapping_sub(1)).copied().unwrap_or(false)
+            && single(x)
+            && single(y)
+            && plus8[y.idx()] == Some(x);
+    }
+    out
 }
 
 /// Calls `f` for every temp an op reads, in operand order (a temp read twice is reported

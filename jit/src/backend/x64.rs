@@ -42,7 +42,7 @@ use dynasmrt::x64::X64Relocation;
 use dynasmrt::{dynasm, DynamicLabel, DynasmApi, DynasmLabelApi, VecAssembler};
 
 use super::codecache::CodeCache;
-use super::regalloc::{const_addrs, far_targets, regalloc, Loc, RegPool};
+use super::regalloc::{access_pairs, const_addrs, far_targets, regalloc, Loc, RegPool};
 use super::{Backend, CodeBufferFull, CodeHandle};
 use crate::engine::{mem_info, mem_info_tb, ret, slow_load, slow_store};
 use crate::env::{
@@ -817,7 +817,17 @@ impl Gen<'_> {
         }
         let mut insn: u32 = 0;
         let mut seen_insn = false;
+        let pairs = access_pairs(block);
+        let mut skip = false;
         for (i, op) in block.ops.iter().enumerate() {
+            if std::mem::take(&mut skip) {
+                continue;
+            }
+            if pairs[i] && self.const_addr[i].is_none() {
+                self.mem_pair(i, insn, &block.ops[i], &block.ops[i + 1]);
+                skip = true;
+                continue;
+            }
             match *op {
                 Op::InsnStart { .. } => {
                     if seen_insn {
@@ -1616,9 +1626,82 @@ impl Gen<'_> {
         });
     }
 
+    /// Two 8-byte accesses of one 16-byte operand (`regalloc::access_pairs`): ops `i` and
+    /// `i + 1`, the second at the first's address + 8. When all 16 bytes are in the page
+    /// of a TLB hit, both are done after one lookup; otherwise (a miss, a page boundary
+    /// in between, a page that stores must not take directly) the two accesses run as
+    /// they would unpaired, each with its own lookup and slow path.
+    fn mem_pair(&mut self, i: usize, insn: u32, first: &Op, second: &Op) {
+        let (fallback, done) = (self.a.new_dynamic_label(), self.a.new_dynamic_label());
+        let (addr, mop, store) = match *first {
+            Op::Load { addr, mop, .. } => (addr, mop, false),
+            Op::Store { addr, mop, .. } => (addr, mop, true),
+            _ => unreachable!("access pair"),
+        };
+        let ao = self.topnd(addr);
+        let areg = match ao {
+            Opnd::R(x) => x,
+            _ => {
+                self.mov_r(RSI, ao, false);
+                RSI
+            }
+        };
+        let tlb = OFF_TLB_I + (self.mmu_idx as usize * TLB_SIZE * TLB_ENTRY_BYTES) as i32;
+        let tag = tlb + if store || mop.rmw { 8 } else { 0 };
+        self.tlb_probe_last(areg, 15, tag, tlb + 24, fallback);
+        match (first, second) {
+            (&Op::Load { dst: d1, .. }, &Op::Load { dst: d2, .. }) => {
+                // The second quadword first, into rcx: either destination may be the
+                // address register (its temp dies here).
+                asm!(self; mov rcx, QWORD [rdx + Rq(areg) + 8]);
+                match self.dloc(d1) {
+                    Loc::R(r) => asm!(self; mov Rq(r), QWORD [rdx + Rq(areg)]),
+                    l @ Loc::S(_) => {
+                        asm!(self; mov rax, QWORD [rdx + Rq(areg)]);
+                        self.put(l, RAX);
+                    }
+                }
+                let l2 = self.dloc(d2);
+                self.put(l2, RCX);
+            }
+            (&Op::Store { val: v1, .. }, &Op::Store { val: v2, .. }) => {
+                let o1 = self.opnd(v1);
+                self.mem_access(true, MemSize::B8, false, areg, o1, None);
+                asm!(self; add rdx, 8);
+                let o2 = self.opnd(v2);
+                self.mem_access(true, MemSize::B8, false, areg, o2, None);
+            }
+            _ => unreachable!("access pair"),
+        }
+        asm!(self; jmp =>done ; =>fallback);
+        for (k, op) in [(i, first), (i + 1, second)] {
+            match *op {
+                Op::Load {
+                    dst,
+                    addr,
+                    mop,
+                    ref sync,
+                } => self.mem_op(k, insn, Some(dst), addr, None, mop, sync),
+                Op::Store {
+                    addr,
+                    val,
+                    mop,
+                    ref sync,
+                } => self.mem_op(k, insn, None, addr, Some(val), mop, sync),
+                _ => unreachable!("access pair"),
+            }
+        }
+        asm!(self; =>done);
+    }
+
     /// Look the address in `areg` up in this block's TLB: leaves the entry's addend in rdx,
     /// or jumps to `slow`. Clobbers rax.
     fn tlb_probe(&mut self, areg: u8, size: MemSize, tag: i32, addend: i32, slow: DynamicLabel) {
+        self.tlb_probe_last(areg, size.bytes() as i32 - 1, tag, addend, slow)
+    }
+
+    /// `tlb_probe` for an access whose last byte is at `areg + last`.
+    fn tlb_probe_last(&mut self, areg: u8, last: i32, tag: i32, addend: i32, slow: DynamicLabel) {
         // index = ((a >> 12) ^ (a >> (12 + TLB_BITS)) ^ (a >> (12 + 2 * TLB_BITS)))
         // & (TLB_SIZE-1) (env::tlb_index), scaled by 32
         let sh = (PAGE_BITS - 5) as i8;
@@ -1637,10 +1720,9 @@ impl Gen<'_> {
             ; xor eax, edx
             ; and eax, DWORD imask
         );
-        if size == MemSize::B1 {
+        if last == 0 {
             asm!(self; mov rdx, Rq(areg));
         } else {
-            let last = size.bytes() as i32 - 1;
             asm!(self; lea rdx, [Rq(areg) + last]);
         }
         asm!(self;
