@@ -33,8 +33,10 @@ fn engine(kind: EngineKind, rsi: u64, rdi: u64) -> Engine {
     e.ram().write_u64(pte(RO), RO | 1 | 4);
     assert!(e.ram().write(START, CODE));
     for k in 0..0x3000 / 8 {
-        e.ram().write_u64(RO + 8 * k, 0x0101_0101_0101_0101 * (k % 251));
-        e.ram().write_u64(B_FRAME + 8 * k, 0x0102_0304_0506_0708 ^ k);
+        e.ram()
+            .write_u64(RO + 8 * k, 0x0101_0101_0101_0101 * (k % 251));
+        e.ram()
+            .write_u64(B_FRAME + 8 * k, 0x0102_0304_0506_0708 ^ k);
     }
     let mut s = X86State(&mut e.env);
     s.set_rip(START);
@@ -57,7 +59,11 @@ fn read16(e: &mut Engine, a: u64) -> [u64; 2] {
     let mut b = [0u8; 16];
     for (k, byte) in b.iter_mut().enumerate() {
         let va = a + k as u64;
-        let pa = if va & !0xfff == B { B_FRAME + (va & 0xfff) } else { va };
+        let pa = if va & !0xfff == B {
+            B_FRAME + (va & 0xfff)
+        } else {
+            va
+        };
         let mut x = [0u8];
         assert!(e.ram().read(pa, &mut x));
         *byte = x[0];
@@ -80,7 +86,12 @@ fn halted(e: &Engine, r: StopReason, kind: EngineKind) {
 fn within_and_across_pages() {
     for kind in [EngineKind::Jit, EngineKind::Interp] {
         // Loop over alignments within a page and across the A/B boundary.
-        for (src, dst) in [(A + 0x40, B + 0x80), (A + 0x7, B + 0x9), (B - 8, B - 3), (B - 1, B - 15)] {
+        for (src, dst) in [
+            (A + 0x40, B + 0x80),
+            (A + 0x7, B + 0x9),
+            (B - 8, B - 3),
+            (B - 1, B - 15),
+        ] {
             let mut e = engine(kind, src, dst);
             let want = read16(&mut e, src);
             let r = e.run();
@@ -136,6 +147,10 @@ fn second_page_faults_are_precise() {
             ),
             r => panic!("{kind:?}: store at the end: {r:?}"),
         }
-        assert_eq!(read16(&mut e, B + 0xff0), before, "{kind:?}: memory unchanged");
+        assert_eq!(
+            read16(&mut e, B + 0xff0),
+            before,
+            "{kind:?}: memory unchanged"
+        );
     }
 }

@@ -171,12 +171,24 @@ pub fn access_pairs(block: &Block) -> Vec<bool> {
     for i in 0..block.ops.len().saturating_sub(1) {
         let (x, y, m1, m2) = match (&block.ops[i], &block.ops[i + 1]) {
             (
-                Op::Load { addr: x, mop: m1, dst: d1, .. },
-                Op::Load { addr: y, mop: m2, .. },
+                Op::Load {
+                    addr: x,
+                    mop: m1,
+                    dst: d1,
+                    ..
+                },
+                Op::Load {
+                    addr: y, mop: m2, ..
+                },
             ) if *d1 != *x && *d1 != *y => (*x, *y, *m1, *m2),
-            (Op::Store { addr: x, mop: m1, .. }, Op::Store { addr: y, mop: m2, .. }) => {
-                (*x, *y, *m1, *m2)
-            }
+            (
+                Op::Store {
+                    addr: x, mop: m1, ..
+                },
+                Op::Store {
+                    addr: y, mop: m2, ..
+                },
+            ) => (*x, *y, *m1, *m2),
             _ => continue,
         };
         out[i] = m1 == m2

@@ -112,6 +112,8 @@ struct Features {
     lzcnt: bool,
     bmi1: bool,
     popcnt: bool,
+    /// RORX: the TLB index without register copies.
+    bmi2: bool,
 }
 
 impl Features {
@@ -120,6 +122,7 @@ impl Features {
             lzcnt: std::arch::is_x86_feature_detected!("lzcnt"),
             bmi1: std::arch::is_x86_feature_detected!("bmi1"),
             popcnt: std::arch::is_x86_feature_detected!("popcnt"),
+            bmi2: std::arch::is_x86_feature_detected!("bmi2"),
         }
     }
 }
@@ -472,6 +475,25 @@ enum Stub {
         save: u32,
         insn: u32,
         sync: Vec<(Global, Opnd)>,
+    },
+    /// The two accesses of a pair (`mem_pair`) that did not fit one page: ops `i` and
+    /// `i + 1`, then back.
+    Pair {
+        label: DynamicLabel,
+        back: DynamicLabel,
+        i: usize,
+        insn: u32,
+        ops: Box<[Op; 2]>,
+    },
+    /// The helper call of an inline op (`sse_inline`), then back.
+    Call {
+        label: DynamicLabel,
+        back: DynamicLabel,
+        i: usize,
+        insn: u32,
+        helper: usize,
+        args: Vec<Val>,
+        dst: Option<Temp>,
     },
 }
 
@@ -932,9 +954,12 @@ impl Gen<'_> {
         asm!(self; ud2);
 
         // Out-of-line code.
-        let stubs = std::mem::take(&mut self.stubs);
-        for s in stubs {
-            self.emit_stub(s);
+        // Stubs may add stubs (the fallback of an access pair has slow paths).
+        while !self.stubs.is_empty() {
+            let stubs = std::mem::take(&mut self.stubs);
+            for s in stubs {
+                self.emit_stub(s);
+            }
         }
         for insn in 0..self.fault_labels.len() {
             if let Some(l) = self.fault_labels[insn] {
@@ -1461,9 +1486,16 @@ impl Gen<'_> {
             asm!(self; xor eax, eax);
             self.put(dl, RAX);
         }
-        asm!(self; jmp =>done ; =>call_l);
-        self.call(i, insn, helper, args, dst);
         asm!(self; =>done);
+        self.stubs.push(Stub::Call {
+            label: call_l,
+            back: done,
+            i,
+            insn,
+            helper,
+            args: args.to_vec(),
+            dst,
+        });
     }
 
     /// Merge the host's MXCSR flags into the SSE status global (clobbers rcx).
@@ -1651,18 +1683,24 @@ impl Gen<'_> {
         self.tlb_probe_last(areg, 15, tag, tlb + 24, fallback);
         match (first, second) {
             (&Op::Load { dst: d1, .. }, &Op::Load { dst: d2, .. }) => {
-                // The second quadword first, into rcx: either destination may be the
-                // address register (its temp dies here).
-                asm!(self; mov rcx, QWORD [rdx + Rq(areg) + 8]);
-                match self.dloc(d1) {
-                    Loc::R(r) => asm!(self; mov Rq(r), QWORD [rdx + Rq(areg)]),
-                    l @ Loc::S(_) => {
-                        asm!(self; mov rax, QWORD [rdx + Rq(areg)]);
-                        self.put(l, RAX);
+                // Either destination may be the address register (its temp dies here):
+                // the access into it goes last.
+                let (l1, l2) = (self.dloc(d1), self.dloc(d2));
+                let hi_first = l1 == Loc::R(areg);
+                let seq = if hi_first {
+                    [(l2, 8), (l1, 0)]
+                } else {
+                    [(l1, 0), (l2, 8)]
+                };
+                for (l, off) in seq {
+                    match l {
+                        Loc::R(r) => asm!(self; mov Rq(r), QWORD [rdx + Rq(areg) + off]),
+                        Loc::S(_) => {
+                            asm!(self; mov rax, QWORD [rdx + Rq(areg) + off]);
+                            self.put(l, RAX);
+                        }
                     }
                 }
-                let l2 = self.dloc(d2);
-                self.put(l2, RCX);
             }
             (&Op::Store { val: v1, .. }, &Op::Store { val: v2, .. }) => {
                 let o1 = self.opnd(v1);
@@ -1673,25 +1711,14 @@ impl Gen<'_> {
             }
             _ => unreachable!("access pair"),
         }
-        asm!(self; jmp =>done ; =>fallback);
-        for (k, op) in [(i, first), (i + 1, second)] {
-            match *op {
-                Op::Load {
-                    dst,
-                    addr,
-                    mop,
-                    ref sync,
-                } => self.mem_op(k, insn, Some(dst), addr, None, mop, sync),
-                Op::Store {
-                    addr,
-                    val,
-                    mop,
-                    ref sync,
-                } => self.mem_op(k, insn, None, addr, Some(val), mop, sync),
-                _ => unreachable!("access pair"),
-            }
-        }
         asm!(self; =>done);
+        self.stubs.push(Stub::Pair {
+            label: fallback,
+            back: done,
+            i,
+            insn,
+            ops: Box::new([first.clone(), second.clone()]),
+        });
     }
 
     /// Look the address in `areg` up in this block's TLB: leaves the entry's addend in rdx,
@@ -1709,17 +1736,29 @@ impl Gen<'_> {
         let sh3 = (PAGE_BITS + 2 * TLB_BITS - 5) as i8;
         let imask = ((TLB_SIZE - 1) * TLB_ENTRY_BYTES) as i32;
         let pmask = PAGE_MASK as i64 as i32;
-        asm!(self;
-            mov rax, Rq(areg)
-            ; mov rdx, Rq(areg)
-            ; shr rax, BYTE sh
-            ; shr rdx, BYTE sh2
-            ; xor eax, edx
-            ; mov rdx, Rq(areg)
-            ; shr rdx, BYTE sh3
-            ; xor eax, edx
-            ; and eax, DWORD imask
-        );
+        if self.feat.bmi2 {
+            // Rotations: the bits that wrap around land above the mask.
+            asm!(self;
+                rorx rax, Rq(areg), sh
+                ; rorx rdx, Rq(areg), sh2
+                ; xor eax, edx
+                ; rorx rdx, Rq(areg), sh3
+                ; xor eax, edx
+                ; and eax, DWORD imask
+            );
+        } else {
+            asm!(self;
+                mov rax, Rq(areg)
+                ; mov rdx, Rq(areg)
+                ; shr rax, BYTE sh
+                ; shr rdx, BYTE sh2
+                ; xor eax, edx
+                ; mov rdx, Rq(areg)
+                ; shr rdx, BYTE sh3
+                ; xor eax, edx
+                ; and eax, DWORD imask
+            );
+        }
         if last == 0 {
             asm!(self; mov rdx, Rq(areg));
         } else {
@@ -1802,6 +1841,46 @@ impl Gen<'_> {
 
     fn emit_stub(&mut self, s: Stub) {
         match s {
+            Stub::Pair {
+                label,
+                back,
+                i,
+                insn,
+                ops,
+            } => {
+                asm!(self; =>label);
+                for (k, op) in [(i, &ops[0]), (i + 1, &ops[1])] {
+                    match *op {
+                        Op::Load {
+                            dst,
+                            addr,
+                            mop,
+                            ref sync,
+                        } => self.mem_op(k, insn, Some(dst), addr, None, mop, sync),
+                        Op::Store {
+                            addr,
+                            val,
+                            mop,
+                            ref sync,
+                        } => self.mem_op(k, insn, None, addr, Some(val), mop, sync),
+                        _ => unreachable!("access pair"),
+                    }
+                }
+                asm!(self; jmp =>back);
+            }
+            Stub::Call {
+                label,
+                back,
+                i,
+                insn,
+                helper,
+                args,
+                dst,
+            } => {
+                asm!(self; =>label);
+                self.call(i, insn, helper, &args, dst);
+                asm!(self; jmp =>back);
+            }
             Stub::ExitDefault { label, pc, ret } => {
                 asm!(self; =>label);
                 self.store_pc(pc);
@@ -1860,6 +1939,7 @@ mod tests {
             lzcnt: false,
             bmi1: false,
             popcnt: false,
+            bmi2: false,
         });
         testkit::differential(1500, 0x1234_5678_9abc_def1, &mut x64);
     }
@@ -1882,6 +1962,7 @@ mod tests {
                 lzcnt: false,
                 bmi1: false,
                 popcnt: false,
+                bmi2: false,
             },
         ] {
             testkit::directed_ops_against_eval(
