@@ -138,6 +138,7 @@ pub fn tb_flags(g: &[u64]) -> u32 {
         (c0 & cr0::MP != 0, tbf::MP),
         (c4 & cr4::OSFXSR != 0, tbf::OSFXSR),
         (c4 & cr4::OSXSAVE != 0, tbf::OSXSAVE),
+        (g[G_MXCSR as usize] & 0xffc0 == 0x1f80, tbf::MXCSR_HOST),
     ] {
         if on {
             f |= bit;

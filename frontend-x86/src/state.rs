@@ -225,6 +225,10 @@ pub mod tbf {
     pub const OSXSAVE: u32 = 1 << 13;
     /// G_ASID = 1 (the second user TLB).
     pub const ASID: u32 = 1 << 14;
+    /// MXCSR's control bits are the power-on 0x1F80 (round to nearest, every exception
+    /// masked, no FTZ/DAZ): SSE arithmetic may run as the host's instruction
+    /// (`jit::ir::Inline::Sse`). LDMXCSR, FXRSTOR and XRSTOR end the block.
+    pub const MXCSR_HOST: u32 = 1 << 15;
 }
 
 /// Lazy-flags operation kinds; `CC_OP = kind * 4 + size index` (0: 8, 1: 16, 2: 32, 3: 64).

@@ -374,8 +374,9 @@ pub enum Inline {
     /// globals each (`dst`, `dst + 1` and `src`, `src + 1`, low quadword first), under the
     /// control and status register in global `csr` (MXCSR layout): the result replaces
     /// `dst` (the whole register for packed forms, the low element for scalar ones) and
-    /// the exception flags raised are ORed into `csr`. The call returns 0 and raises
-    /// #XM/#UD itself when an exception is unmasked.
+    /// the exception flags raised are ORed into `csr`. The frontend emits it only where
+    /// `csr`'s control bits are known to be 0x1F80 (round to nearest, every exception
+    /// masked, no flush-to-zero or denormals-are-zero), so it cannot fault.
     Sse {
         op: SseOp,
         dst: Global,

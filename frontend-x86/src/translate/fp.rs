@@ -555,7 +555,10 @@ fn ldmxcsr(tr: &mut Tr, insn: &Instruction) -> Flow {
     });
     tr.b.place(ok);
     tr.b.set(G_MXCSR, v);
-    Flow::Next
+    // The control bits are part of the block key (tbf::MXCSR_HOST).
+    let next = tr.next;
+    tr.b.exit(Exit::Sync { pc: next });
+    Flow::End
 }
 
 fn fxstate(tr: &mut Tr, insn: &Instruction) -> Flow {
@@ -572,6 +575,13 @@ fn fxstate(tr: &mut Tr, insn: &Instruction) -> Flow {
     let a0 = kind | (wide as u64) << 8 | (tr.code64() as u64) << 9;
     let a = tr.ea(insn);
     tr.b.call_void(H.fxstate, &[Val::C(a0), Val::T(a)]);
+    if kind & 1 != 0 {
+        // A restore loads MXCSR, whose control bits are part of the block key
+        // (tbf::MXCSR_HOST).
+        let next = tr.next;
+        tr.b.exit(Exit::Sync { pc: next });
+        return Flow::End;
+    }
     Flow::Next
 }
 
@@ -945,16 +955,18 @@ fn generic(tr: &mut Tr, insn: &Instruction) -> Flow {
             }
             match sse_inline_op(m, imm) {
                 // The result of a register-to-register form is not used.
-                Some(op) if shape == Shape::Rm && !dm && !sm => tr.b.call_inline_void(
-                    H.sse,
-                    &[Val::C(a0), Val::C(d), Val::C(s), Val::C(imm)],
-                    Inline::Sse {
-                        op,
-                        dst: d as u16,
-                        src: s as u16,
-                        csr: G_MXCSR,
-                    },
-                ),
+                Some(op) if shape == Shape::Rm && !dm && !sm && tr.flags & tbf::MXCSR_HOST != 0 => {
+                    tr.b.call_inline_void(
+                        H.sse,
+                        &[Val::C(a0), Val::C(d), Val::C(s), Val::C(imm)],
+                        Inline::Sse {
+                            op,
+                            dst: d as u16,
+                            src: s as u16,
+                            csr: G_MXCSR,
+                        },
+                    )
+                }
                 _ => {
                     let r = call(tr, a0, d, s, imm);
                     if shape != Shape::Rm {

@@ -515,6 +515,48 @@ impl BlockGen<'_> {
                     self.b.push(Op::Mov { dst: d, src: s });
                     self.def(d, fresh);
                 }
+                60..=62 if self.rng.chance(40) => {
+                    // A 16-byte operand as two 8-byte accesses (regalloc::access_pairs),
+                    // the first result sometimes unused.
+                    let (a, _) = self.addr(false);
+                    let y = self.b.add(a, Val::C(8));
+                    let mop = MemOp {
+                        size: MemSize::B8,
+                        ..self.mop(true)
+                    };
+                    let (d1, d2) = (self.b.temp(), self.b.temp());
+                    for (d, at) in [(d1, a), (d2, y)] {
+                        let sync = self.sync_list();
+                        self.b.push(Op::Load {
+                            dst: d,
+                            addr: at,
+                            mop,
+                            sync,
+                        });
+                    }
+                    if self.rng.chance(50) {
+                        self.def(d1, true);
+                    }
+                    self.def(d2, true);
+                }
+                68..=70 if self.rng.chance(40) => {
+                    let (a, _) = self.addr(true);
+                    let y = self.b.add(a, Val::C(8));
+                    let mop = MemOp {
+                        size: MemSize::B8,
+                        ..self.mop(false)
+                    };
+                    for at in [a, y] {
+                        let v = self.val();
+                        let sync = self.sync_list();
+                        self.b.push(Op::Store {
+                            addr: at,
+                            val: v,
+                            mop,
+                            sync,
+                        });
+                    }
+                }
                 60..=67 => {
                     let (a, _) = self.addr(false);
                     let mop = self.mop(true);

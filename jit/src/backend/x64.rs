@@ -485,16 +485,6 @@ enum Stub {
         insn: u32,
         ops: Box<[Op; 2]>,
     },
-    /// The helper call of an inline op (`sse_inline`), then back.
-    Call {
-        label: DynamicLabel,
-        back: DynamicLabel,
-        i: usize,
-        insn: u32,
-        helper: usize,
-        args: Vec<Val>,
-        dst: Option<Temp>,
-    },
 }
 
 struct Gen<'a> {
@@ -539,8 +529,7 @@ fn fits_i32(v: u64) -> bool {
 /// The host MXCSR generated code runs with: round to nearest, every exception masked, no
 /// FTZ or DAZ (the power-on value, and Rust's).
 const MXCSR_HOST: u32 = 0x1f80;
-/// MXCSR's control bits (DAZ, the masks, rounding control, FTZ) and its flags.
-const MXCSR_CONTROL: u32 = 0xffc0;
+/// MXCSR's exception flags.
 const MXCSR_FLAGS: u32 = 0x3f;
 
 fn gofs(g: Global) -> i32 {
@@ -931,7 +920,7 @@ impl Gen<'_> {
                         dst: d,
                         src,
                         csr,
-                    }) => self.sse_inline(i, insn, helper.0 as usize, args, dst, op, [d, src, csr]),
+                    }) => self.sse_inline(dst, op, [d, src, csr]),
                     None => self.call(i, insn, helper.0 as usize, args, dst),
                 },
                 Op::Label(l) => {
@@ -1439,10 +1428,9 @@ impl Gen<'_> {
     /// An SSE floating-point helper call run as the host's own SSE instruction
     /// ([`Inline::Sse`]), which on an x86_64 host is the guest instruction itself.
     ///
-    /// Host MXCSR control is [`MXCSR_HOST`] (the trampoline sets it), so the inline form
-    /// runs only when the guest's control bits equal it: then the host computes the guest's
-    /// result bit for bit, and no exception can be unmasked. Any other control setting
-    /// makes the helper call.
+    /// The guest's MXCSR control bits are [`MXCSR_HOST`] wherever the frontend emits the
+    /// op, and so are the host's (the trampoline sets them): the host computes the
+    /// guest's result bit for bit, and no exception can be unmasked.
     ///
     /// The exception flags stay in the host's MXCSR: while generated code runs, the
     /// guest's flags are those of its status global (`Block::sse_csr`) ORed with the
@@ -1453,28 +1441,11 @@ impl Gen<'_> {
     /// cleared do not come back. Helpers that do not declare the global do no host
     /// floating-point arithmetic (which would raise host flags); those that do declare it
     /// write it, and the host flags are cleared after them.
-    #[allow(clippy::too_many_arguments)]
-    fn sse_inline(
-        &mut self,
-        i: usize,
-        insn: u32,
-        helper: usize,
-        args: &[Val],
-        dst: Option<Temp>,
-        op: SseOp,
-        [d, s, csr]: [Global; 3],
-    ) {
+    fn sse_inline(&mut self, dst: Option<Temp>, op: SseOp, [d, s, csr]: [Global; 3]) {
         assert_eq!(
             self.csr,
             Some(csr),
             "Inline::Sse in a block without its sse_csr"
-        );
-        let (call_l, done) = (self.a.new_dynamic_label(), self.a.new_dynamic_label());
-        asm!(self;
-            mov eax, DWORD [r15 + gofs(csr)]
-            ; and eax, MXCSR_CONTROL as i32
-            ; cmp eax, MXCSR_HOST as i32
-            ; jne =>call_l
         );
         self.sse_op(op, d, s);
         asm!(self;
@@ -1486,16 +1457,6 @@ impl Gen<'_> {
             asm!(self; xor eax, eax);
             self.put(dl, RAX);
         }
-        asm!(self; =>done);
-        self.stubs.push(Stub::Call {
-            label: call_l,
-            back: done,
-            i,
-            insn,
-            helper,
-            args: args.to_vec(),
-            dst,
-        });
     }
 
     /// Merge the host's MXCSR flags into the SSE status global (clobbers rcx).
@@ -1683,24 +1644,19 @@ impl Gen<'_> {
         self.tlb_probe_last(areg, 15, tag, tlb + 24, fallback);
         match (first, second) {
             (&Op::Load { dst: d1, .. }, &Op::Load { dst: d2, .. }) => {
-                // Either destination may be the address register (its temp dies here):
-                // the access into it goes last.
-                let (l1, l2) = (self.dloc(d1), self.dloc(d2));
-                let hi_first = l1 == Loc::R(areg);
-                let seq = if hi_first {
-                    [(l2, 8), (l1, 0)]
-                } else {
-                    [(l1, 0), (l2, 8)]
-                };
-                for (l, off) in seq {
-                    match l {
-                        Loc::R(r) => asm!(self; mov Rq(r), QWORD [rdx + Rq(areg) + off]),
-                        Loc::S(_) => {
-                            asm!(self; mov rax, QWORD [rdx + Rq(areg) + off]);
-                            self.put(l, RAX);
-                        }
+                // The second quadword first, into rcx: either destination may be the
+                // address register (its temp dies here), and an unused first one may
+                // share the second's register (so the second is written last).
+                asm!(self; mov rcx, QWORD [rdx + Rq(areg) + 8]);
+                match self.dloc(d1) {
+                    Loc::R(r) => asm!(self; mov Rq(r), QWORD [rdx + Rq(areg)]),
+                    l @ Loc::S(_) => {
+                        asm!(self; mov rax, QWORD [rdx + Rq(areg)]);
+                        self.put(l, RAX);
                     }
                 }
+                let l2 = self.dloc(d2);
+                self.put(l2, RCX);
             }
             (&Op::Store { val: v1, .. }, &Op::Store { val: v2, .. }) => {
                 let o1 = self.opnd(v1);
@@ -1866,19 +1822,6 @@ impl Gen<'_> {
                         _ => unreachable!("access pair"),
                     }
                 }
-                asm!(self; jmp =>back);
-            }
-            Stub::Call {
-                label,
-                back,
-                i,
-                insn,
-                helper,
-                args,
-                dst,
-            } => {
-                asm!(self; =>label);
-                self.call(i, insn, helper, &args, dst);
                 asm!(self; jmp =>back);
             }
             Stub::ExitDefault { label, pc, ret } => {
