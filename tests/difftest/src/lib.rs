@@ -432,8 +432,9 @@ fn run_batch_family(
                 if res.reports.len() < 20 {
                     let dis = disassemble(&c);
                     let mut rep = format!(
-                        "[{name}] case {} (undef flags {:#x}) init gpr={:x?} flags={:#x}\n{dis}  native: {}\n  {name}: {}",
+                        "[{name}] case {} code {:02x?} (undef flags {:#x}) init gpr={:x?} flags={:#x}\n{dis}  native: {}\n  {name}: {}",
                         res.cases,
+                        c.code,
                         m.flags,
                         c.init.gpr,
                         c.init.rflags,
