@@ -201,8 +201,49 @@ fn forward(b: &mut Block, helpers: &[HelperInfo]) {
             _ => None,
         }
     };
+    // What is known at a label: the intersection of what was known at every forward
+    // branch to it and, when the op before it falls through, at that point. A label that
+    // a later branch jumps back to knows nothing.
+    let nl = b.nlabels as usize;
+    let mut placed = vec![false; nl];
+    let mut backward = vec![false; nl];
+    for op in &b.ops {
+        match *op {
+            Op::Label(l) => placed[l as usize] = true,
+            Op::Br(l) | Op::BrCond { label: l, .. } if placed[l as usize] => {
+                backward[l as usize] = true
+            }
+            _ => {}
+        }
+    }
+    let mut at_label: Vec<Option<Known>> = vec![None; nl];
+    let mut falls_through = true;
     for i in 0..b.ops.len() {
         let mut op = std::mem::replace(&mut b.ops[i], Op::Label(u32::MAX));
+        match op {
+            Op::Br(l) | Op::BrCond { label: l, .. } => {
+                let k = &mut at_label[l as usize];
+                *k = Some(match k.take() {
+                    None => known.clone(),
+                    Some(prev) => prev.intersect(&known),
+                });
+            }
+            Op::Label(l) => {
+                let from_branches = at_label[l as usize].take();
+                known = if backward[l as usize] {
+                    Known::default()
+                } else {
+                    match (falls_through, from_branches) {
+                        (true, Some(k)) => known.intersect(&k),
+                        (true, None) => known,
+                        (false, Some(k)) => k,
+                        (false, None) => Known::default(),
+                    }
+                };
+            }
+            _ => {}
+        }
+        falls_through = !matches!(op, Op::Br(_) | Op::Exit(_));
         // Substitute operands.
         match &mut op {
             Op::Mov { src, .. } => *src = sub_t(&alias, *src),
@@ -394,10 +435,6 @@ fn forward(b: &mut Block, helpers: &[HelperInfo]) {
                 }
                 op
             }
-            Op::Label(_) => {
-                known.0.clear();
-                op
-            }
             other => other,
         };
         b.ops[i] = new;
@@ -405,10 +442,20 @@ fn forward(b: &mut Block, helpers: &[HelperInfo]) {
 }
 
 /// A small map from globals to known values.
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct Known(Vec<(u16, Val)>);
 
 impl Known {
+    /// The entries both maps have.
+    fn intersect(&self, other: &Known) -> Known {
+        Known(
+            self.0
+                .iter()
+                .filter(|e| other.0.contains(e))
+                .copied()
+                .collect(),
+        )
+    }
     fn get(&self, g: u16) -> Option<Val> {
         self.0.iter().find(|e| e.0 == g).map(|e| e.1)
     }
@@ -524,6 +571,59 @@ fn dce(b: &mut Block) {
 mod tests {
     use super::*;
     use crate::ir::{Builder, Exit, Width};
+
+    /// A global's known value survives a label reached only past an exit (an exception
+    /// check), and is forgotten at one where the paths disagree or that a later branch
+    /// jumps back to.
+    #[test]
+    fn known_globals_join_at_labels() {
+        use crate::ir::Cond;
+        let mut b = Builder::new();
+        b.insn_start(0x100);
+        let x = b.get(1);
+        let ok = b.label();
+        b.brcond(Cond::Ne, x, Val::C(0), ok);
+        b.exit(Exit::Exception {
+            vector: 0,
+            error_code: None,
+        });
+        b.place(ok);
+        let y = b.get(1); // x on the only path here
+        b.set(2, y);
+        let skip = b.label();
+        b.brcond(Cond::Eq, x, Val::C(5), skip);
+        b.set(1, Val::C(7));
+        b.place(skip);
+        let z = b.get(1); // x or 7: unknown
+        b.set(3, z);
+        let back = b.label();
+        b.place(back);
+        let w = b.get(2); // a backward branch target: unknown
+        b.set(4, w);
+        b.brcond(Cond::Eq, w, Val::C(1), back);
+        b.exit(Exit::Jump { pc: 0x200 });
+        let mut blk = b.finish();
+        optimize(&mut blk, &[]);
+        let set = |g: u16| {
+            blk.ops
+                .iter()
+                .find_map(|op| match *op {
+                    Op::SetG { g: gg, src } if gg == g => Some(src),
+                    _ => None,
+                })
+                .unwrap()
+        };
+        assert_eq!(set(2), Val::T(x), "{:?}", blk.ops);
+        assert_ne!(set(3), Val::T(x), "{:?}", blk.ops);
+        assert_ne!(set(3), Val::C(7), "{:?}", blk.ops);
+        assert_eq!(set(4), Val::T(w), "{:?}", blk.ops);
+        let gets = blk
+            .ops
+            .iter()
+            .filter(|op| matches!(op, Op::GetG { .. }))
+            .count();
+        assert_eq!(gets, 3, "x, z and w read their globals: {:?}", blk.ops);
+    }
 
     #[test]
     fn xor_and_sub_of_a_temp_with_itself_fold_to_zero() {

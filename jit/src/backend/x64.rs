@@ -1448,10 +1448,9 @@ impl Gen<'_> {
             "Inline::Sse in a block without its sse_csr"
         );
         self.sse_op(op, d, s);
-        asm!(self;
-            movq [r15 + gofs(d)], xmm0
-            ; movhps [r15 + gofs(d) + 8], xmm0
-        );
+        // One 16-byte store: later 8-byte loads of either half forward from it (a MOVHPS
+        // store of the high half did not forward to a general-register load).
+        asm!(self; movups [r15 + gofs(d)], xmm0);
         if let Some(t) = dst {
             let dl = self.dloc(t);
             asm!(self; xor eax, eax);
