@@ -376,7 +376,8 @@ pub enum Inline {
     /// `dst` (the whole register for packed forms, the low element for scalar ones) and
     /// the exception flags raised are ORed into `csr`. The frontend emits it only where
     /// `csr`'s control bits are known to be 0x1F80 (round to nearest, every exception
-    /// masked, no flush-to-zero or denormals-are-zero), so it cannot fault.
+    /// masked, no flush-to-zero or denormals-are-zero), so it cannot fault (shuffles,
+    /// which neither read nor raise anything, anywhere).
     Sse {
         op: SseOp,
         dst: Global,
@@ -398,6 +399,13 @@ pub enum SseArith {
     Sqrt,
     /// CMPccPS/PD/SS/SD with the predicate (0..=7) as the immediate.
     Cmp(u8),
+    /// SHUFPS (form `Ps`) / SHUFPD (`Pd`) with its immediate: a shuffle, exact everywhere
+    /// and independent of `csr`.
+    Shuf(u8),
+    /// UNPCKLPS/UNPCKHPS (`Ps`), UNPCKLPD/UNPCKHPD (`Pd`): `false` for the low halves.
+    Unpack(bool),
+    /// PSHUFB (form `Ps`): a byte shuffle, independent of `csr`.
+    Pshufb,
 }
 
 /// Element layout of [`Inline::Sse`]: packed or scalar, single or double precision.

@@ -654,6 +654,13 @@ fn sse_inline_op(m: M, imm: u64) -> Option<SseOp> {
         M::Cmpss if imm < 8 => (A::Cmp(imm as u8), F::Ss),
         M::Cmppd if imm < 8 => (A::Cmp(imm as u8), F::Pd),
         M::Cmpsd if imm < 8 => (A::Cmp(imm as u8), F::Sd),
+        M::Shufps => (A::Shuf(imm as u8), F::Ps),
+        M::Shufpd => (A::Shuf(imm as u8), F::Pd),
+        M::Unpcklps => (A::Unpack(false), F::Ps),
+        M::Unpckhps => (A::Unpack(true), F::Ps),
+        M::Unpcklpd => (A::Unpack(false), F::Pd),
+        M::Unpckhpd => (A::Unpack(true), F::Pd),
+        M::Pshufb => (A::Pshufb, F::Ps),
         _ => return None,
     };
     Some(SseOp { arith, form })
@@ -955,7 +962,16 @@ fn generic(tr: &mut Tr, insn: &Instruction) -> Flow {
             }
             match sse_inline_op(m, imm) {
                 // The result of a register-to-register form is not used.
-                Some(op) if shape == Shape::Rm && !dm && !sm && tr.flags & tbf::MXCSR_HOST != 0 => {
+                Some(op)
+                    if shape == Shape::Rm
+                        && !dm
+                        && !sm
+                        && (tr.flags & tbf::MXCSR_HOST != 0
+                            || matches!(
+                                op.arith,
+                                SseArith::Shuf(_) | SseArith::Unpack(_) | SseArith::Pshufb
+                            )) =>
+                {
                     tr.b.call_inline_void(
                         H.sse,
                         &[Val::C(a0), Val::C(d), Val::C(s), Val::C(imm)],

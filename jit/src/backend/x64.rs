@@ -114,6 +114,8 @@ struct Features {
     popcnt: bool,
     /// RORX: the TLB index without register copies.
     bmi2: bool,
+    /// PSHUFB for `Inline::Sse` (the helper call otherwise).
+    ssse3: bool,
 }
 
 impl Features {
@@ -123,6 +125,7 @@ impl Features {
             bmi1: std::arch::is_x86_feature_detected!("bmi1"),
             popcnt: std::arch::is_x86_feature_detected!("popcnt"),
             bmi2: std::arch::is_x86_feature_detected!("bmi2"),
+            ssse3: std::arch::is_x86_feature_detected!("ssse3"),
         }
     }
 }
@@ -920,8 +923,10 @@ impl Gen<'_> {
                         dst: d,
                         src,
                         csr,
-                    }) => self.sse_inline(dst, op, [d, src, csr]),
-                    None => self.call(i, insn, helper.0 as usize, args, dst),
+                    }) if op.arith != SseArith::Pshufb || self.feat.ssse3 => {
+                        self.sse_inline(dst, op, [d, src, csr])
+                    }
+                    _ => self.call(i, insn, helper.0 as usize, args, dst),
                 },
                 Op::Label(l) => {
                     let l = self.labels[l as usize];
@@ -1505,6 +1510,17 @@ impl Gen<'_> {
             SseArith::Min => forms!(minps, minss, minpd, minsd),
             SseArith::Max => forms!(maxps, maxss, maxpd, maxsd),
             SseArith::Sqrt => forms!(sqrtps, sqrtss, sqrtpd, sqrtsd),
+            SseArith::Shuf(imm) => match op.form {
+                SseForm::Pd => asm!(self; shufpd xmm0, xmm1, imm as i8),
+                _ => asm!(self; shufps xmm0, xmm1, imm as i8),
+            },
+            SseArith::Unpack(high) => match (op.form, high) {
+                (SseForm::Pd, false) => asm!(self; unpcklpd xmm0, xmm1),
+                (SseForm::Pd, true) => asm!(self; unpckhpd xmm0, xmm1),
+                (_, false) => asm!(self; unpcklps xmm0, xmm1),
+                (_, true) => asm!(self; unpckhps xmm0, xmm1),
+            },
+            SseArith::Pshufb => asm!(self; pshufb xmm0, xmm1),
             SseArith::Cmp(p) => {
                 let p = (p & 7) as i8;
                 match op.form {
@@ -1882,6 +1898,7 @@ mod tests {
             bmi1: false,
             popcnt: false,
             bmi2: false,
+            ssse3: false,
         });
         testkit::differential(1500, 0x1234_5678_9abc_def1, &mut x64);
     }
@@ -1905,6 +1922,7 @@ mod tests {
                 bmi1: false,
                 popcnt: false,
                 bmi2: false,
+                ssse3: false,
             },
         ] {
             testkit::directed_ops_against_eval(
