@@ -1,8 +1,10 @@
 //! Host-independent IR optimisation, run on every block before a backend sees it:
 //!
-//! 1. forwarding: a `GetG` of a global whose value is already in a temp (or a constant) in
-//!    the same straight-line region becomes that value; moves and constants propagate into
-//!    operands; operations on constants fold, and so do x ^ x and x - x;
+//! 1. forwarding: a `GetG` of a global whose value is already in a temp (or a constant) on
+//!    every path to it becomes that value, and so does a pure operation already computed on
+//!    every path (what is known joins at labels: the intersection over the branches to it);
+//!    moves and constants propagate into operands; operations on constants fold, and so do
+//!    x ^ x and x - x;
 //! 2. dead global stores: a `SetG` overwritten by a later `SetG` of the same global, with no
 //!    read of it, no possible fault, no exit and no control flow in between, is dropped —
 //!    this is what removes the lazy-flags stores of instructions whose flags die;
@@ -217,6 +219,10 @@ fn forward(b: &mut Block, helpers: &[HelperInfo]) {
         }
     }
     let mut at_label: Vec<Option<Known>> = vec![None; nl];
+    // Pure operations already computed (on single-definition temps) in a temp that is
+    // available here: a repeat becomes a move (joined at labels as `known`).
+    let mut exprs = Exprs::default();
+    let mut exprs_at_label: Vec<Option<Exprs>> = vec![None; nl];
     let mut falls_through = true;
     for i in 0..b.ops.len() {
         let mut op = std::mem::replace(&mut b.ops[i], Op::Label(u32::MAX));
@@ -227,8 +233,24 @@ fn forward(b: &mut Block, helpers: &[HelperInfo]) {
                     None => known.clone(),
                     Some(prev) => prev.intersect(&known),
                 });
+                let e = &mut exprs_at_label[l as usize];
+                *e = Some(match e.take() {
+                    None => exprs.clone(),
+                    Some(prev) => prev.intersect(&exprs),
+                });
             }
             Op::Label(l) => {
+                let e = exprs_at_label[l as usize].take();
+                exprs = if backward[l as usize] {
+                    Exprs::default()
+                } else {
+                    match (falls_through, e) {
+                        (true, Some(e)) => exprs.intersect(&e),
+                        (true, None) => exprs,
+                        (false, Some(e)) => e,
+                        (false, None) => Exprs::default(),
+                    }
+                };
                 let from_branches = at_label[l as usize].take();
                 known = if backward[l as usize] {
                     Known::default()
@@ -437,7 +459,66 @@ fn forward(b: &mut Block, helpers: &[HelperInfo]) {
             }
             other => other,
         };
+        // Common subexpressions.
+        let new = match Exprs::key(&new, &defs) {
+            Some((key, dst)) => match exprs.0.get(&key) {
+                Some(&t) => {
+                    alias[dst.idx()] = Some(Val::T(t));
+                    Op::Mov { dst, src: t }
+                }
+                None => {
+                    exprs.0.insert(key, dst);
+                    new
+                }
+            },
+            None => new,
+        };
         b.ops[i] = new;
+    }
+}
+
+/// Pure operations computed so far, by operation and operands: (kind and operator, width,
+/// first operand, second operand).
+#[derive(Clone, Default)]
+struct Exprs(std::collections::HashMap<(u16, u8, Temp, Val), Temp>);
+
+impl Exprs {
+    /// The key of a pure operation whose result and operand temps are each defined once.
+    fn key(op: &Op, defs: &[u32]) -> Option<((u16, u8, Temp, Val), Temp)> {
+        let once = |t: Temp| defs[t.idx()] == 1;
+        let val_once = |v: Val| match v {
+            Val::T(t) => once(t),
+            Val::C(_) => true,
+        };
+        let w = |w: crate::ir::Width| w as u8;
+        let (k, dst) = match *op {
+            Op::Bin {
+                op,
+                w: wd,
+                dst,
+                a,
+                b,
+            } if val_once(b) => ((op as u16, w(wd), a, b), dst),
+            Op::Un { op, w: wd, dst, a } => ((0x100 | op as u16, w(wd), a, Val::C(0)), dst),
+            Op::Ext {
+                dst,
+                a,
+                from,
+                signed,
+            } => ((0x200 | signed as u16, from as u8, a, Val::C(0)), dst),
+            _ => return None,
+        };
+        (once(dst) && once(k.2)).then_some((k, dst))
+    }
+    /// The entries both have.
+    fn intersect(&self, other: &Exprs) -> Exprs {
+        Exprs(
+            self.0
+                .iter()
+                .filter(|(k, v)| other.0.get(k) == Some(v))
+                .map(|(k, v)| (*k, *v))
+                .collect(),
+        )
     }
 }
 
@@ -623,6 +704,54 @@ mod tests {
             .filter(|op| matches!(op, Op::GetG { .. }))
             .count();
         assert_eq!(gets, 3, "x, z and w read their globals: {:?}", blk.ops);
+    }
+
+    /// A repeated pure operation reuses the first result where that one is computed on
+    /// every path (past an exception check), and not after a join where one path skipped
+    /// it.
+    #[test]
+    fn common_subexpressions_are_computed_once() {
+        use crate::ir::Cond;
+        let mut b = Builder::new();
+        b.insn_start(0x100);
+        let x = b.get(1);
+        let a1 = b.bin(BinOp::Shl, Width::W64, x, Val::C(2));
+        let ok = b.label();
+        b.brcond(Cond::Ne, a1, Val::C(0), ok);
+        b.exit(Exit::Exception {
+            vector: 0,
+            error_code: None,
+        });
+        b.place(ok);
+        let a2 = b.bin(BinOp::Shl, Width::W64, x, Val::C(2)); // a1
+        b.set(2, a2);
+        let skip = b.label();
+        b.brcond(Cond::Eq, x, Val::C(5), skip);
+        let m1 = b.bin(BinOp::Mul, Width::W64, x, Val::C(3));
+        b.set(3, m1);
+        b.place(skip);
+        let m2 = b.bin(BinOp::Mul, Width::W64, x, Val::C(3)); // not m1: skipped on a path
+        b.set(4, m2);
+        b.exit(Exit::Jump { pc: 0x200 });
+        let mut blk = b.finish();
+        optimize(&mut blk, &[]);
+        let set = |g: u16| {
+            blk.ops
+                .iter()
+                .find_map(|op| match *op {
+                    Op::SetG { g: gg, src } if gg == g => Some(src),
+                    _ => None,
+                })
+                .unwrap()
+        };
+        assert_eq!(set(2), Val::T(a1), "{:?}", blk.ops);
+        assert_eq!(set(4), Val::T(m2), "{:?}", blk.ops);
+        let shl = blk
+            .ops
+            .iter()
+            .filter(|op| matches!(op, Op::Bin { op: BinOp::Shl, .. }))
+            .count();
+        assert_eq!(shl, 1, "{:?}", blk.ops);
     }
 
     #[test]
