@@ -459,6 +459,10 @@ fn forward(b: &mut Block, helpers: &[HelperInfo]) {
             }
             other => other,
         };
+        // Memory and helpers may change what a load reads.
+        if matches!(new, Op::Store { .. } | Op::Call { .. }) {
+            exprs.forget_loads();
+        }
         // Common subexpressions.
         let new = match Exprs::key(&new, &defs) {
             Some((key, dst)) => match exprs.0.get(&key) {
@@ -477,7 +481,10 @@ fn forward(b: &mut Block, helpers: &[HelperInfo]) {
     }
 }
 
-/// Pure operations computed so far, by operation and operands: (kind and operator, width,
+/// `Exprs` key kinds: loads (the others: operators, 0x100 | unary, 0x200 | extension).
+const LOAD: u16 = 0x1000;
+
+/// Pure operations (and loads) computed so far, by operation and operands: (kind and operator, width,
 /// first operand, second operand).
 #[derive(Clone, Default)]
 struct Exprs(std::collections::HashMap<(u16, u8, Temp, Val), Temp>);
@@ -506,9 +513,29 @@ impl Exprs {
                 from,
                 signed,
             } => ((0x200 | signed as u16, from as u8, a, Val::C(0)), dst),
+            // A second load of an address with nothing in between that could write memory
+            // reads the same value (guest memory has no side-effecting reads: outside RAM
+            // reads as all ones) and cannot fault where the first did not.
+            Op::Load {
+                dst,
+                addr,
+                mop,
+                ref sync,
+            } if sync.0.is_empty() => {
+                let kind = match mop.kind {
+                    crate::ir::AccessKind::Normal => 0,
+                    crate::ir::AccessKind::System => 1,
+                    crate::ir::AccessKind::Stack => 2,
+                };
+                let k = LOAD | mop.signed as u16 | (mop.rmw as u16) << 1 | kind << 2;
+                ((k, mop.size as u8, addr, Val::C(0)), dst)
+            }
             _ => return None,
         };
         (once(dst) && once(k.2)).then_some((k, dst))
+    }
+    fn forget_loads(&mut self) {
+        self.0.retain(|k, _| k.0 & LOAD == 0);
     }
     /// The entries both have.
     fn intersect(&self, other: &Exprs) -> Exprs {
@@ -752,6 +779,46 @@ mod tests {
             .filter(|op| matches!(op, Op::Bin { op: BinOp::Shl, .. }))
             .count();
         assert_eq!(shl, 1, "{:?}", blk.ops);
+    }
+
+    /// A load repeated with nothing in between that could write memory reuses the first
+    /// value; after a store or a helper call it loads again.
+    #[test]
+    fn repeated_loads_are_done_once_between_writes() {
+        use crate::ir::{MemOp, MemSize};
+        let mop = MemOp::new(MemSize::B4);
+        let mut b = Builder::new();
+        b.insn_start(0x100);
+        let a = b.get(1);
+        let l1 = b.load(a, mop);
+        b.set(2, l1);
+        let l2 = b.load(a, mop); // l1
+        b.set(3, l2);
+        let l3 = b.load(a, MemOp::signed(MemSize::B4)); // another access: stays
+        b.set(4, l3);
+        b.store(a, Val::C(1), mop);
+        let l4 = b.load(a, mop); // after a store: stays
+        b.set(5, l4);
+        b.exit(Exit::Jump { pc: 0x200 });
+        let mut blk = b.finish();
+        optimize(&mut blk, &[]);
+        let set = |g: u16| {
+            blk.ops
+                .iter()
+                .find_map(|op| match *op {
+                    Op::SetG { g: gg, src } if gg == g => Some(src),
+                    _ => None,
+                })
+                .unwrap()
+        };
+        assert_eq!(set(3), Val::T(l1), "{:?}", blk.ops);
+        assert_eq!((set(4), set(5)), (Val::T(l3), Val::T(l4)), "{:?}", blk.ops);
+        let loads = blk
+            .ops
+            .iter()
+            .filter(|op| matches!(op, Op::Load { .. }))
+            .count();
+        assert_eq!(loads, 3, "{:?}", blk.ops);
     }
 
     #[test]
