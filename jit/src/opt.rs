@@ -680,6 +680,21 @@ mod tests {
     use super::*;
     use crate::ir::{Builder, Exit, Width};
 
+    /// The value the first `SetG` of `g` in `blk` stores.
+    fn first_set(blk: &Block, g: u16) -> Val {
+        blk.ops
+            .iter()
+            .find_map(|op| match *op {
+                Op::SetG { g: gg, src } if gg == g => Some(src),
+                _ => None,
+            })
+            .unwrap()
+    }
+
+    fn count(blk: &Block, f: impl Fn(&Op) -> bool) -> usize {
+        blk.ops.iter().filter(|op| f(op)).count()
+    }
+
     /// A global's known value survives a label reached only past an exit (an exception
     /// check), and is forgotten at one where the paths disagree or that a later branch
     /// jumps back to.
@@ -712,24 +727,12 @@ mod tests {
         b.exit(Exit::Jump { pc: 0x200 });
         let mut blk = b.finish();
         optimize(&mut blk, &[]);
-        let set = |g: u16| {
-            blk.ops
-                .iter()
-                .find_map(|op| match *op {
-                    Op::SetG { g: gg, src } if gg == g => Some(src),
-                    _ => None,
-                })
-                .unwrap()
-        };
+        let set = |g: u16| first_set(&blk, g);
         assert_eq!(set(2), Val::T(x), "{:?}", blk.ops);
         assert_ne!(set(3), Val::T(x), "{:?}", blk.ops);
         assert_ne!(set(3), Val::C(7), "{:?}", blk.ops);
         assert_eq!(set(4), Val::T(w), "{:?}", blk.ops);
-        let gets = blk
-            .ops
-            .iter()
-            .filter(|op| matches!(op, Op::GetG { .. }))
-            .count();
+        let gets = count(&blk, |op| matches!(op, Op::GetG { .. }));
         assert_eq!(gets, 3, "x, z and w read their globals: {:?}", blk.ops);
     }
 
@@ -762,22 +765,10 @@ mod tests {
         b.exit(Exit::Jump { pc: 0x200 });
         let mut blk = b.finish();
         optimize(&mut blk, &[]);
-        let set = |g: u16| {
-            blk.ops
-                .iter()
-                .find_map(|op| match *op {
-                    Op::SetG { g: gg, src } if gg == g => Some(src),
-                    _ => None,
-                })
-                .unwrap()
-        };
+        let set = |g: u16| first_set(&blk, g);
         assert_eq!(set(2), Val::T(a1), "{:?}", blk.ops);
         assert_eq!(set(4), Val::T(m2), "{:?}", blk.ops);
-        let shl = blk
-            .ops
-            .iter()
-            .filter(|op| matches!(op, Op::Bin { op: BinOp::Shl, .. }))
-            .count();
+        let shl = count(&blk, |op| matches!(op, Op::Bin { op: BinOp::Shl, .. }));
         assert_eq!(shl, 1, "{:?}", blk.ops);
     }
 
@@ -802,22 +793,10 @@ mod tests {
         b.exit(Exit::Jump { pc: 0x200 });
         let mut blk = b.finish();
         optimize(&mut blk, &[]);
-        let set = |g: u16| {
-            blk.ops
-                .iter()
-                .find_map(|op| match *op {
-                    Op::SetG { g: gg, src } if gg == g => Some(src),
-                    _ => None,
-                })
-                .unwrap()
-        };
+        let set = |g: u16| first_set(&blk, g);
         assert_eq!(set(3), Val::T(l1), "{:?}", blk.ops);
         assert_eq!((set(4), set(5)), (Val::T(l3), Val::T(l4)), "{:?}", blk.ops);
-        let loads = blk
-            .ops
-            .iter()
-            .filter(|op| matches!(op, Op::Load { .. }))
-            .count();
+        let loads = count(&blk, |op| matches!(op, Op::Load { .. }));
         assert_eq!(loads, 3, "{:?}", blk.ops);
     }
 
