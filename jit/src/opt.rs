@@ -17,7 +17,7 @@
 
 use crate::backend::eval;
 use crate::backend::regalloc::{op_def, op_uses};
-use crate::ir::{BinOp, Block, Global, GlobalSet, HelperInfo, Op, Temp, Val};
+use crate::ir::{BinOp, Block, Global, GlobalSet, HelperInfo, Inline, Op, Temp, Val};
 
 pub fn optimize(b: &mut Block, helpers: &[HelperInfo]) {
     forward(b, helpers);
@@ -603,9 +603,11 @@ fn dead_setg(b: &mut Block, helpers: &[HelperInfo]) {
                 mems.clear();
             }
             Op::Load { .. } | Op::Store { .. } => mems.push(i),
-            Op::Call { helper, .. } => {
+            Op::Call { helper, inline, .. } => {
                 let h = &helpers[helper.0 as usize];
-                if h.can_fault || h.reads == GlobalSet::ALL {
+                // An `Inline::Sse` op cannot fault (every SIMD exception is masked).
+                let can_fault = h.can_fault && !matches!(inline, Some(Inline::Sse { .. }));
+                if can_fault || h.reads == GlobalSet::ALL {
                     over = GlobalSet::NONE;
                     mems.clear();
                 } else {
