@@ -1662,23 +1662,38 @@ impl Gen<'_> {
                 // The second quadword first, into rcx: either destination may be the
                 // address register (its temp dies here), and an unused first one may
                 // share the second's register (so the second is written last).
-                asm!(self; mov rcx, QWORD [rdx + Rq(areg) + 8]);
-                match self.dloc(d1) {
+                // When the second's register is neither, it is loaded directly.
+                let (l1, l2) = (self.dloc(d1), self.dloc(d2));
+                let direct = matches!(l2, Loc::R(r) if r != areg && l1 != l2);
+                let hi = match l2 {
+                    Loc::R(r) if direct => r,
+                    _ => RCX,
+                };
+                asm!(self; mov Rq(hi), QWORD [rdx + Rq(areg) + 8]);
+                match l1 {
                     Loc::R(r) => asm!(self; mov Rq(r), QWORD [rdx + Rq(areg)]),
                     l @ Loc::S(_) => {
                         asm!(self; mov rax, QWORD [rdx + Rq(areg)]);
                         self.put(l, RAX);
                     }
                 }
-                let l2 = self.dloc(d2);
-                self.put(l2, RCX);
+                if !direct {
+                    self.put(l2, RCX);
+                }
             }
             (&Op::Store { val: v1, .. }, &Op::Store { val: v2, .. }) => {
-                let o1 = self.opnd(v1);
-                self.mem_access(true, MemSize::B8, false, areg, o1, None);
-                asm!(self; add rdx, 8);
-                let o2 = self.opnd(v2);
-                self.mem_access(true, MemSize::B8, false, areg, o2, None);
+                // rdx = host address of the first quadword, then both stores.
+                asm!(self; add rdx, Rq(areg));
+                for (v, off) in [(v1, 0), (v2, 8)] {
+                    match self.opnd(v) {
+                        Opnd::R(r) => asm!(self; mov QWORD [rdx + off], Rq(r)),
+                        Opnd::I(c) => asm!(self; mov QWORD [rdx + off], DWORD c),
+                        o => {
+                            self.mov_r(RAX, o, false);
+                            asm!(self; mov QWORD [rdx + off], rax);
+                        }
+                    }
+                }
             }
             _ => unreachable!("access pair"),
         }
