@@ -253,6 +253,8 @@ pub struct Tb {
     pub pages: [Option<u64>; 2],
     /// Physical byte ranges covered.
     pub ranges: Vec<(u64, u64)>,
+    /// The translated block without its ops (they are dropped once compiled): the
+    /// instruction table and the block's mode.
     pub block: Block,
     /// Chained jumps into this TB: (source tb, exit index).
     pub incoming: Vec<(u32, u32)>,
@@ -919,6 +921,9 @@ impl Core {
         self.stats.translate_ns += t0.elapsed().as_nanos() as u64;
         let nexits = exits.len();
         let entry = self.backend.entry_addr(code);
+        // The backend has what it needs; the TB keeps the instruction table, not the ops.
+        let mut block = block;
+        block.ops = Vec::new();
         self.tbs.push(Tb {
             key: *key,
             pages: tbpages,
