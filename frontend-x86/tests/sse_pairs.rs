@@ -102,35 +102,31 @@ fn within_and_across_pages() {
     }
 }
 
+/// Run `e`: it must stop with #PF(`code`) at `addr`.
+fn assert_page_fault(e: &mut Engine, code: u32, addr: u64, kind: EngineKind, what: &str) {
+    match e.run() {
+        StopReason::Exception(f) => assert_eq!(
+            (f.vector, f.error_code, f.addr),
+            (14, Some(code), addr),
+            "{kind:?}: {what}"
+        ),
+        r => panic!("{kind:?}: {what}: {r:?}"),
+    }
+}
+
 #[test]
 fn second_page_faults_are_precise() {
     for kind in [EngineKind::Jit, EngineKind::Interp] {
         // A load whose second quadword is on the unmapped page.
         let mut e = engine(kind, B + 0xff8, A);
-        let r = e.run();
-        match r {
-            StopReason::Exception(f) => assert_eq!(
-                (f.vector, f.error_code, f.addr),
-                (14, Some(4), B + 0x1000),
-                "{kind:?}: load"
-            ),
-            r => panic!("{kind:?}: load: {r:?}"),
-        }
+        assert_page_fault(&mut e, 4, B + 0x1000, kind, "load");
         assert_eq!((xmm0(&e), e.env.g[G_RIP as usize]), (X0, START), "{kind:?}");
 
         // A store that starts on the read-only page and ends on a writable one: the first
         // page faults (a write to a present page), nothing is written.
         let mut e = engine(kind, A, A - 4);
         let before = read16(&mut e, A - 4);
-        let r = e.run();
-        match r {
-            StopReason::Exception(f) => assert_eq!(
-                (f.vector, f.error_code, f.addr),
-                (14, Some(7), A - 4),
-                "{kind:?}: store"
-            ),
-            r => panic!("{kind:?}: store: {r:?}"),
-        }
+        assert_page_fault(&mut e, 7, A - 4, kind, "store");
         assert_eq!(e.env.g[G_RIP as usize], START + 3, "{kind:?}");
         assert_eq!(read16(&mut e, A - 4), before, "{kind:?}: memory unchanged");
 
@@ -138,15 +134,7 @@ fn second_page_faults_are_precise() {
         // at that page, the first page unchanged.
         let mut e = engine(kind, A, B + 0xffc);
         let before = read16(&mut e, B + 0xff0);
-        let r = e.run();
-        match r {
-            StopReason::Exception(f) => assert_eq!(
-                (f.vector, f.error_code, f.addr),
-                (14, Some(6), B + 0x1000),
-                "{kind:?}: store at the end"
-            ),
-            r => panic!("{kind:?}: store at the end: {r:?}"),
-        }
+        assert_page_fault(&mut e, 6, B + 0x1000, kind, "store at the end");
         assert_eq!(
             read16(&mut e, B + 0xff0),
             before,

@@ -922,7 +922,6 @@ impl Core {
         let nexits = exits.len();
         let entry = self.backend.entry_addr(code);
         // The backend has what it needs; the TB keeps the instruction table, not the ops.
-        let mut block = block;
         block.ops = Vec::new();
         self.tbs.push(Tb {
             key: *key,

@@ -218,48 +218,31 @@ fn forward(b: &mut Block, helpers: &[HelperInfo]) {
             _ => {}
         }
     }
-    let mut at_label: Vec<Option<Known>> = vec![None; nl];
+    let mut at_label: Vec<Option<(Known, Exprs)>> = vec![None; nl];
     // Pure operations already computed (on single-definition temps) in a temp that is
     // available here: a repeat becomes a move (joined at labels as `known`).
     let mut exprs = Exprs::default();
-    let mut exprs_at_label: Vec<Option<Exprs>> = vec![None; nl];
     let mut falls_through = true;
     for i in 0..b.ops.len() {
         let mut op = std::mem::replace(&mut b.ops[i], Op::Label(u32::MAX));
         match op {
             Op::Br(l) | Op::BrCond { label: l, .. } => {
-                let k = &mut at_label[l as usize];
-                *k = Some(match k.take() {
-                    None => known.clone(),
-                    Some(prev) => prev.intersect(&known),
-                });
-                let e = &mut exprs_at_label[l as usize];
-                *e = Some(match e.take() {
-                    None => exprs.clone(),
-                    Some(prev) => prev.intersect(&exprs),
+                let at = &mut at_label[l as usize];
+                *at = Some(match at.take() {
+                    None => (known.clone(), exprs.clone()),
+                    Some((k, e)) => (k.intersect(&known), e.intersect(&exprs)),
                 });
             }
             Op::Label(l) => {
-                let e = exprs_at_label[l as usize].take();
-                exprs = if backward[l as usize] {
-                    Exprs::default()
-                } else {
-                    match (falls_through, e) {
-                        (true, Some(e)) => exprs.intersect(&e),
-                        (true, None) => exprs,
-                        (false, Some(e)) => e,
-                        (false, None) => Exprs::default(),
-                    }
-                };
                 let from_branches = at_label[l as usize].take();
-                known = if backward[l as usize] {
-                    Known::default()
+                (known, exprs) = if backward[l as usize] {
+                    Default::default()
                 } else {
                     match (falls_through, from_branches) {
-                        (true, Some(k)) => known.intersect(&k),
-                        (true, None) => known,
-                        (false, Some(k)) => k,
-                        (false, None) => Known::default(),
+                        (true, Some((k, e))) => (known.intersect(&k), exprs.intersect(&e)),
+                        (true, None) => (known, exprs),
+                        (false, Some(at)) => at,
+                        (false, None) => Default::default(),
                     }
                 };
             }

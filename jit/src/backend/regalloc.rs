@@ -79,18 +79,26 @@ pub(crate) fn op_def(op: &Op) -> Option<Temp> {
     }
 }
 
-/// The value of each temp that is defined exactly once, by a `Const` (it holds that value
-/// wherever it is read).
-fn single_consts(block: &Block) -> Vec<Option<u64>> {
+/// How many ops define each temp (saturating).
+fn def_counts(block: &Block) -> Vec<u8> {
     let mut defs = vec![0u8; block.ntemps as usize];
-    let mut konst = vec![None; block.ntemps as usize];
     for op in &block.ops {
         if let Some(t) = op_def(op) {
             let d = &mut defs[t.idx()];
             *d = d.saturating_add(1);
-            if let Op::Const { val, .. } = *op {
-                konst[t.idx()] = Some(val);
-            }
+        }
+    }
+    defs
+}
+
+/// The value of each temp that is defined exactly once, by a `Const` (it holds that value
+/// wherever it is read).
+fn single_consts(block: &Block) -> Vec<Option<u64>> {
+    let defs = def_counts(block);
+    let mut konst = vec![None; block.ntemps as usize];
+    for op in &block.ops {
+        if let Op::Const { dst, val } = *op {
+            konst[dst.idx()] = Some(val);
         }
     }
     for (k, d) in konst.iter_mut().zip(&defs) {
@@ -138,16 +146,9 @@ pub fn const_addrs(block: &Block) -> Vec<Option<u64>> {
 /// When both bytes ranges lie in one page the pair can be done with one TLB lookup; a
 /// backend that does so must fall back to the two accesses, in order, otherwise.
 pub fn access_pairs(block: &Block) -> Vec<bool> {
-    let n = block.ntemps as usize;
-    let mut defs = vec![0u8; n];
+    let defs = def_counts(block);
     // plus8[t] = Some(x): t = x + 8 (or its zero-extension from 32 bits).
-    let mut plus8: Vec<Option<Temp>> = vec![None; n];
-    for op in &block.ops {
-        if let Some(t) = op_def(op) {
-            let d = &mut defs[t.idx()];
-            *d = d.saturating_add(1);
-        }
-    }
+    let mut plus8: Vec<Option<Temp>> = vec![None; block.ntemps as usize];
     for op in &block.ops {
         match *op {
             Op::Bin {

@@ -900,18 +900,7 @@ impl Gen<'_> {
                     t,
                     f,
                 } => self.select(cond, dst, a, b, t, f),
-                Op::Load {
-                    dst,
-                    addr,
-                    mop,
-                    ref sync,
-                } => self.mem_op(i, insn, Some(dst), addr, None, mop, sync),
-                Op::Store {
-                    addr,
-                    val,
-                    mop,
-                    ref sync,
-                } => self.mem_op(i, insn, None, addr, Some(val), mop, sync),
+                Op::Load { .. } | Op::Store { .. } => self.access(i, insn, op),
                 Op::Call {
                     helper,
                     ref args,
@@ -1587,19 +1576,11 @@ impl Gen<'_> {
             }
             return;
         }
-        let areg = match ao {
-            Opnd::R(x) => x,
-            _ => {
-                self.mov_r(RSI, ao, false);
-                RSI
-            }
-        };
+        let areg = self.addr_reg(ao);
         let slow = self.a.new_dynamic_label();
         let back = self.a.new_dynamic_label();
         // TLB probe (see interp::tlb_probe): index from the first byte, tag from the last.
-        let tlb = OFF_TLB_I + (self.mmu_idx as usize * TLB_SIZE * TLB_ENTRY_BYTES) as i32;
-        let tag = tlb + if store || mop.rmw { 8 } else { 0 };
-        let addend = tlb + 24;
+        let (tag, addend) = self.tlb_offsets(store || mop.rmw);
         let known = self.const_addr[i].filter(|&c| (c & !PAGE_MASK) + size.bytes() as u64 <= 4096);
         if let Some(c) = known {
             // A constant address within one page: its TLB entry is known now.
@@ -1634,6 +1615,43 @@ impl Gen<'_> {
         });
     }
 
+    /// Guest load or store op `i` (of instruction `insn`).
+    fn access(&mut self, i: usize, insn: u32, op: &Op) {
+        match *op {
+            Op::Load {
+                dst,
+                addr,
+                mop,
+                ref sync,
+            } => self.mem_op(i, insn, Some(dst), addr, None, mop, sync),
+            Op::Store {
+                addr,
+                val,
+                mop,
+                ref sync,
+            } => self.mem_op(i, insn, None, addr, Some(val), mop, sync),
+            _ => unreachable!("not an access: {op:?}"),
+        }
+    }
+
+    /// The register holding address operand `ao` (rsi when it is not in one).
+    fn addr_reg(&mut self, ao: Opnd) -> u8 {
+        match ao {
+            Opnd::R(x) => x,
+            _ => {
+                self.mov_r(RSI, ao, false);
+                RSI
+            }
+        }
+    }
+
+    /// Offsets from r15 of this block's TLB tag for the access (the write tag for stores
+    /// and read-modify-write loads) and of the entry's addend, for index 0.
+    fn tlb_offsets(&self, write: bool) -> (i32, i32) {
+        let tlb = OFF_TLB_I + (self.mmu_idx as usize * TLB_SIZE * TLB_ENTRY_BYTES) as i32;
+        (tlb + if write { 8 } else { 0 }, tlb + 24)
+    }
+
     /// Two 8-byte accesses of one 16-byte operand (`regalloc::access_pairs`): ops `i` and
     /// `i + 1`, the second at the first's address + 8. When all 16 bytes are in the page
     /// of a TLB hit, both are done after one lookup; otherwise (a miss, a page boundary
@@ -1647,16 +1665,9 @@ impl Gen<'_> {
             _ => unreachable!("access pair"),
         };
         let ao = self.topnd(addr);
-        let areg = match ao {
-            Opnd::R(x) => x,
-            _ => {
-                self.mov_r(RSI, ao, false);
-                RSI
-            }
-        };
-        let tlb = OFF_TLB_I + (self.mmu_idx as usize * TLB_SIZE * TLB_ENTRY_BYTES) as i32;
-        let tag = tlb + if store || mop.rmw { 8 } else { 0 };
-        self.tlb_probe_last(areg, 15, tag, tlb + 24, fallback);
+        let areg = self.addr_reg(ao);
+        let (tag, addend) = self.tlb_offsets(store || mop.rmw);
+        self.tlb_probe_last(areg, 15, tag, addend, fallback);
         match (first, second) {
             (&Op::Load { dst: d1, .. }, &Op::Load { dst: d2, .. }) => {
                 // The second quadword first, into rcx: either destination may be the
@@ -1835,23 +1846,8 @@ impl Gen<'_> {
                 ops,
             } => {
                 asm!(self; =>label);
-                for (k, op) in [(i, &ops[0]), (i + 1, &ops[1])] {
-                    match *op {
-                        Op::Load {
-                            dst,
-                            addr,
-                            mop,
-                            ref sync,
-                        } => self.mem_op(k, insn, Some(dst), addr, None, mop, sync),
-                        Op::Store {
-                            addr,
-                            val,
-                            mop,
-                            ref sync,
-                        } => self.mem_op(k, insn, None, addr, Some(val), mop, sync),
-                        _ => unreachable!("access pair"),
-                    }
-                }
+                self.access(i, insn, &ops[0]);
+                self.access(i + 1, insn, &ops[1]);
                 asm!(self; jmp =>back);
             }
             Stub::ExitDefault { label, pc, ret } => {
