@@ -222,6 +222,8 @@ fn forward(b: &mut Block, helpers: &[HelperInfo]) {
     // Pure operations already computed (on single-definition temps) in a temp that is
     // available here: a repeat becomes a move (joined at labels as `known`).
     let mut exprs = Exprs::default();
+    // The binary operation that defines each single-definition temp (for `(x - y) + y`).
+    let mut bin_def: Vec<Option<(BinOp, crate::ir::Width, Temp, Val)>> = vec![None; n];
     let mut falls_through = true;
     for i in 0..b.ops.len() {
         let mut op = std::mem::replace(&mut b.ops[i], Op::Label(u32::MAX));
@@ -431,6 +433,41 @@ fn forward(b: &mut Block, helpers: &[HelperInfo]) {
                     }
                 }
             }
+            // (x - y) + y == x: a compare's lazy flags give the first operand back as the
+            // result plus the second (`jb`, `jbe`, `jl`, `jle` after `cmp`), in 64 bits or
+            // in the low bits an extension keeps.
+            Op::Bin {
+                op: BinOp::Add,
+                w: crate::ir::Width::W64,
+                dst,
+                a,
+                b: y,
+            } if single(dst) && undo_sub(&bin_def, &defs, a, y, 64).is_some() => {
+                let x = undo_sub(&bin_def, &defs, a, y, 64).unwrap();
+                alias[dst.idx()] = Some(Val::T(x));
+                Op::Mov { dst, src: x }
+            }
+            Op::Ext {
+                dst,
+                a,
+                from,
+                signed,
+            } if single(dst)
+                && matches!(bin_def[a.idx()], Some((BinOp::Add, w, s, y))
+                    if from.bits() <= width_bits(w)
+                        && undo_sub(&bin_def, &defs, s, y, from.bits()).is_some()) =>
+            {
+                let Some((_, _, s, y)) = bin_def[a.idx()] else {
+                    unreachable!()
+                };
+                let x = undo_sub(&bin_def, &defs, s, y, from.bits()).unwrap();
+                Op::Ext {
+                    dst,
+                    a: x,
+                    from,
+                    signed,
+                }
+            }
             Op::Call { helper, .. } => {
                 let w = helpers[helper.0 as usize].writes;
                 if w == GlobalSet::ALL {
@@ -442,6 +479,11 @@ fn forward(b: &mut Block, helpers: &[HelperInfo]) {
             }
             other => other,
         };
+        if let Op::Bin { op, w, dst, a, b } = new {
+            if single(dst) {
+                bin_def[dst.idx()] = Some((op, w, a, b));
+            }
+        }
         // Memory and helpers may change what a load reads.
         if matches!(new, Op::Store { .. } | Op::Call { .. }) {
             exprs.forget_loads();
@@ -461,6 +503,36 @@ fn forward(b: &mut Block, helpers: &[HelperInfo]) {
             None => new,
         };
         b.ops[i] = new;
+    }
+}
+
+fn width_bits(w: crate::ir::Width) -> u32 {
+    match w {
+        crate::ir::Width::W32 => 32,
+        crate::ir::Width::W64 => 64,
+    }
+}
+
+/// `x` when `t = x - y` (at least `bits` wide) and `x` and `y` are defined once (so they
+/// still hold the values the subtraction read).
+fn undo_sub(
+    bin_def: &[Option<(BinOp, crate::ir::Width, Temp, Val)>],
+    defs: &[u32],
+    t: Temp,
+    y: Val,
+    bits: u32,
+) -> Option<Temp> {
+    let once = |v: Val| match v {
+        Val::T(t) => defs[t.idx()] == 1,
+        Val::C(_) => true,
+    };
+    match bin_def[t.idx()] {
+        Some((BinOp::Sub, w, x, y2))
+            if y2 == y && bits <= width_bits(w) && once(Val::T(x)) && once(y) =>
+        {
+            Some(x)
+        }
+        _ => None,
     }
 }
 
@@ -663,7 +735,7 @@ fn dce(b: &mut Block) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ir::{Builder, Exit, Width};
+    use crate::ir::{Builder, Exit, MemSize, Width};
 
     /// The value the first `SetG` of `g` in `blk` stores.
     fn first_set(blk: &Block, g: u16) -> Val {
@@ -811,6 +883,59 @@ mod tests {
         assert_eq!(sets[0], Val::C(0));
         assert_eq!(sets[1], Val::C(0));
         assert!(matches!(sets[2], Val::T(_)), "x ^ y stays: {:?}", blk.ops);
+    }
+
+    /// `(x - y) + y` is `x` in 64 bits, and in the low bits an extension of it keeps after a
+    /// 32-bit subtraction; not when `y` is a temp written again in between.
+    #[test]
+    fn a_compare_result_plus_its_operand_is_the_first_operand() {
+        let mut b = Builder::new();
+        b.insn_start(0x100);
+        let x = b.get(1);
+        let y = b.get(2);
+        let d = b.bin(BinOp::Sub, Width::W64, x, Val::T(y));
+        let a = b.bin(BinOp::Add, Width::W64, d, Val::T(y));
+        b.set(3, a); // x
+        let d32 = b.bin(BinOp::Sub, Width::W32, x, Val::C(18));
+        let a32 = b.bin(BinOp::Add, Width::W64, d32, Val::C(18));
+        let e = b.ext(a32, MemSize::B4, false);
+        b.set(4, e); // Ext(x, B4)
+        let e8 = b.ext(a32, MemSize::B8, false);
+        b.set(5, e8); // not x: the high half differs
+        let v = b.get(6);
+        let w = b.bin(BinOp::Sub, Width::W64, x, Val::T(v));
+        b.push(Op::Const { dst: v, val: 3 }); // v written again: (x - v) + v is not x
+        let q = b.bin(BinOp::Add, Width::W64, w, Val::T(v));
+        b.set(7, q);
+        b.exit(Exit::Jump { pc: 0x200 });
+        let mut blk = b.finish();
+        optimize(&mut blk, &[]);
+        let x = first_set(&blk, 3);
+        assert!(
+            matches!(x, Val::T(t) if matches!(blk.ops[..], [_, Op::GetG { dst, g: 1 }, ..] if dst == t)),
+            "{:?}",
+            blk.ops
+        );
+        let def = |v: Val| {
+            blk.ops
+                .iter()
+                .find(|op| matches!((v, op_def(op)), (Val::T(t), Some(d)) if t == d))
+                .cloned()
+        };
+        assert!(
+            matches!(def(first_set(&blk, 4)), Some(Op::Ext { a, from: MemSize::B4, .. }) if Val::T(a) == x),
+            "{:?}",
+            blk.ops
+        );
+        assert_ne!(first_set(&blk, 5), x, "{:?}", blk.ops);
+        assert!(
+            matches!(
+                def(first_set(&blk, 7)),
+                Some(Op::Bin { op: BinOp::Add, .. })
+            ),
+            "{:?}",
+            blk.ops
+        );
     }
 
     /// A global overwritten later with only memory accesses in between loses its `SetG`;

@@ -459,6 +459,16 @@ impl Cc {
     }
 }
 
+/// A static exit's number and chaining slots (`Gen::plan_exit`).
+#[derive(Clone, Copy)]
+struct ExitPlan {
+    idx: u32,
+    /// First chaining slot (direct jumps, far indirect ones).
+    slot: usize,
+    /// The constant target of a far indirect exit.
+    far: Option<u64>,
+}
+
 /// Out-of-line code emitted after the block's main path.
 enum Stub {
     /// The unchained path of a direct jump: write the pc global and return `ret`.
@@ -478,6 +488,13 @@ enum Stub {
         save: u32,
         insn: u32,
         sync: Vec<(Global, Opnd)>,
+    },
+    /// A side exit (`side_exit`): the exit's code, out of the main path.
+    Exit {
+        label: DynamicLabel,
+        insn: u32,
+        exit: Exit,
+        plan: ExitPlan,
     },
     /// The two accesses of a pair (`mem_pair`) that did not fit one page: ops `i` and
     /// `i + 1`, then back.
@@ -523,6 +540,31 @@ struct Gen<'a> {
     indirects: usize,
     /// Static exits chained with `chain_far`.
     far_exits: Vec<u32>,
+}
+
+/// How many branches go to each label.
+fn label_refs(block: &Block) -> Vec<u32> {
+    let mut n = vec![0u32; block.nlabels as usize];
+    for op in &block.ops {
+        if let Op::Br(l) | Op::BrCond { label: l, .. } = *op {
+            n[l as usize] += 1;
+        }
+    }
+    n
+}
+
+/// The exit of a side exit at `ops[i]`: a conditional branch over an exit to a label
+/// nothing else branches to (`if !c goto l; exit; l:`, the shape of a Jcc's taken path
+/// and of an exception check).
+fn side_exit(block: &Block, i: usize, label_refs: &[u32]) -> Option<Exit> {
+    match (&block.ops[i], block.ops.get(i + 1), block.ops.get(i + 2)) {
+        (&Op::BrCond { label, .. }, Some(&Op::Exit(e)), Some(&Op::Label(l)))
+            if l == label && label_refs[l as usize] == 1 =>
+        {
+            Some(e)
+        }
+        _ => None,
+    }
 }
 
 fn fits_i32(v: u64) -> bool {
@@ -832,9 +874,11 @@ impl Gen<'_> {
         let mut insn: u32 = 0;
         let mut seen_insn = false;
         let pairs = access_pairs(block);
+        let label_refs = label_refs(block);
         let mut skip = false;
+        let mut skip_to = 0;
         for (i, op) in block.ops.iter().enumerate() {
-            if std::mem::take(&mut skip) {
+            if std::mem::take(&mut skip) || i < skip_to {
                 continue;
             }
             if pairs[i] && self.const_addr[i].is_none() {
@@ -928,7 +972,23 @@ impl Gen<'_> {
                 Op::BrCond { cond, a, b, label } => {
                     let cc = self.compare(cond, a, b);
                     let l = self.labels[label as usize];
-                    self.jcc(cc, l);
+                    if let Some(exit) = side_exit(block, i, &label_refs) {
+                        // `if !c goto l; exit; l:` — the exit goes out of line and the
+                        // main path falls through.
+                        let plan = self.plan_exit(exit);
+                        let s = self.a.new_dynamic_label();
+                        self.jcc(cc.inv(), s);
+                        self.stubs.push(Stub::Exit {
+                            label: s,
+                            insn,
+                            exit,
+                            plan,
+                        });
+                        asm!(self; =>l);
+                        skip_to = i + 3;
+                    } else {
+                        self.jcc(cc, l);
+                    }
                 }
                 Op::Exit(e) => self.exit(insn, e),
             }
@@ -960,7 +1020,35 @@ impl Gen<'_> {
     }
 
     fn exit(&mut self, insn: u32, e: Exit) {
+        let plan = self.plan_exit(e);
+        self.emit_exit(insn, e, plan);
+    }
+
+    /// Number a static exit (its index in the block's exits, its chaining slots, its
+    /// constant target), in IR order whenever its code is emitted.
+    fn plan_exit(&mut self, e: Exit) -> ExitPlan {
         let idx = self.exit_defaults.len() as u32;
+        self.exit_defaults.push(None);
+        let mut slot = self.next_slot;
+        let mut far = None;
+        match e {
+            Exit::Jump { .. } | Exit::Repeat { .. } => self.next_slot += 1,
+            Exit::Indirect { .. } => {
+                far = self.far.get(self.indirects).copied().flatten();
+                self.indirects += 1;
+                if far.is_some() {
+                    self.next_slot += 2;
+                } else {
+                    slot = usize::MAX;
+                }
+            }
+            _ => slot = usize::MAX,
+        }
+        ExitPlan { idx, slot, far }
+    }
+
+    fn emit_exit(&mut self, insn: u32, e: Exit, plan: ExitPlan) {
+        let ExitPlan { idx, slot, far } = plan;
         let n = insn as i32 + 1;
         let pcg = gofs(self.pc_global);
         match e {
@@ -973,8 +1061,6 @@ impl Gen<'_> {
                 };
                 self.add_icount(n);
                 self.leave_frame();
-                let slot = self.next_slot;
-                self.next_slot += 1;
                 let slot_addr = self.slots + 8 * slot;
                 let l = self.a.new_dynamic_label();
                 if self.patch_jumps {
@@ -993,11 +1079,9 @@ impl Gen<'_> {
                     pc,
                     ret: ret::encode(self.tb, idx, ret::EXIT),
                 });
-                self.exit_defaults.push(Some((slot, l)));
+                self.exit_defaults[idx as usize] = Some((slot, l));
             }
             Exit::Indirect { pc } => {
-                let far = self.far.get(self.indirects).copied().flatten();
-                self.indirects += 1;
                 let o = self.topnd(pc);
                 self.mov_r(RDX, o, false);
                 // As for a direct jump, the pc global (rdx) is written only on the way back
@@ -1009,8 +1093,6 @@ impl Gen<'_> {
                     // A known target on another page: its slot holds the chained block
                     // (default: the probe below) and the next slot the jump-cache epoch
                     // of the target's half it was chained in.
-                    let slot = self.next_slot;
-                    self.next_slot += 2;
                     let slot_addr = self.slots + 8 * slot;
                     let half = (target >> 63) as i32;
                     asm!(self;
@@ -1021,9 +1103,7 @@ impl Gen<'_> {
                         ; jmp QWORD [rax]
                     );
                     self.far_exits.push(idx);
-                    self.exit_defaults.push(Some((slot, probe)));
-                } else {
-                    self.exit_defaults.push(None);
+                    self.exit_defaults[idx as usize] = Some((slot, probe));
                 }
                 asm!(self; =>probe);
                 // Probe the indirect-jump cache: index (pc ^ pc >> JC_BITS) & (JC_ENTRIES-1),
@@ -1070,7 +1150,6 @@ impl Gen<'_> {
             Exit::Exception { .. } | Exit::Platform { .. } | Exit::Sync { .. } => {
                 // The run loop does the bookkeeping.
                 self.ret_to_loop(ret::encode(self.tb, idx, ret::EXIT));
-                self.exit_defaults.push(None);
             }
         }
     }
@@ -1849,6 +1928,15 @@ impl Gen<'_> {
                 self.access(i, insn, &ops[0]);
                 self.access(i + 1, insn, &ops[1]);
                 asm!(self; jmp =>back);
+            }
+            Stub::Exit {
+                label,
+                insn,
+                exit,
+                plan,
+            } => {
+                asm!(self; =>label);
+                self.emit_exit(insn, exit, plan);
             }
             Stub::ExitDefault { label, pc, ret } => {
                 asm!(self; =>label);
