@@ -1178,7 +1178,7 @@ impl Core {
     }
 
     /// Translate one access (not crossing a page) and fill the TLB.
-    fn translate(
+    pub fn translate(
         &mut self,
         env: &mut Env,
         vaddr: u64,

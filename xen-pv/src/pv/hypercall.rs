@@ -197,8 +197,9 @@ impl PvDomain {
     }
 
     fn read_u32_at(&self, e: &mut Engine, va: u64) -> Result<u32, i64> {
-        let b = self.read_bytes(e, va, 4)?;
-        Ok(u32::from_le_bytes(b.try_into().unwrap()))
+        let mut b = [0u8; 4];
+        self.read_guest(e, va, &mut b).map_err(|_| EFAULT)?;
+        Ok(u32::from_le_bytes(b))
     }
 
     fn put_bytes(&self, e: &mut Engine, va: u64, data: &[u8]) -> Result<(), i64> {

@@ -636,17 +636,19 @@ impl PvDomain {
         };
         // One write: a frame that does not fit leaves the stack untouched.
         let sp = top.wrapping_sub(width * frame.len() as u64);
-        let bytes: Vec<u8> = frame
-            .iter()
-            .flat_map(|v| v.to_le_bytes()[..width as usize].to_vec())
-            .collect();
-        self.write_guest(e, sp, &bytes).map_err(|f| {
-            format!(
-                "cannot write the exception frame at {:#x}: {}",
-                f.addr,
-                vector_name(f.vector)
-            )
-        })?;
+        let mut bytes = [0u8; 8 * 16];
+        let w = width as usize;
+        for (i, v) in frame.iter().enumerate() {
+            bytes[i * w..(i + 1) * w].copy_from_slice(&v.to_le_bytes()[..w]);
+        }
+        self.write_guest(e, sp, &bytes[..frame.len() * w])
+            .map_err(|f| {
+                format!(
+                    "cannot write the exception frame at {:#x}: {}",
+                    f.addr,
+                    vector_name(f.vector)
+                )
+            })?;
         if self.guest() == GuestType::X86_64 {
             // The guest kernel always runs on Xen's flat kernel selectors
             // (FLAT_KERNEL_CS/SS), whatever the interrupted context had loaded.
@@ -917,26 +919,34 @@ impl PvDomain {
         access: Access,
         mut f: impl FnMut(&mut jit::GuestRam, u64, (usize, usize)),
     ) -> Result<(), GuestFault> {
-        let mut done = 0usize;
-        let mut pages = Vec::new();
-        // Translate every page first, so a fault leaves memory untouched.
+        // Xen touches a 32-bit guest's memory with supervisor rights (a bounce frame on
+        // the ring-1 stack while ring 3 runs); 64-bit PV kernels run in ring 3 with every
+        // page user-accessible, so their accesses are ordinary ones (through the TLB, as
+        // the guest's own would be).
+        let kind = if self.guest() == GuestType::X86_32Pae {
+            AccessKind::System
+        } else {
+            AccessKind::Normal
+        };
+        let first = ((0x1000 - (va & 0xfff)) as usize).min(len);
+        // Translate every page first, so a fault leaves memory untouched. Most copies are
+        // within one page (hypercall arguments, frames): no list for those.
+        let mut more = Vec::new();
+        let pa0 = if len == 0 {
+            0
+        } else {
+            e.core.translate(&mut e.env, va, access, kind)?
+        };
+        let mut done = first;
         while done < len {
             let a = va.wrapping_add(done as u64);
-            let n = ((0x1000 - (a & 0xfff)) as usize).min(len - done);
-            let core = &mut *e.core;
-            // Xen touches a 32-bit guest's memory with supervisor rights (a bounce frame on
-            // the ring-1 stack while ring 3 runs); 64-bit PV kernels run in ring 3 with every
-            // page user-accessible, so their accesses are ordinary ones.
-            let kind = if self.guest() == GuestType::X86_32Pae {
-                AccessKind::System
-            } else {
-                AccessKind::Normal
-            };
-            let pa = core.mmu.translate(&e.env, &mut core.ram, a, access, kind)?;
-            pages.push((pa, done, n));
+            let n = 0x1000usize.min(len - done);
+            let pa = e.core.translate(&mut e.env, a, access, kind)?;
+            more.push((pa, done, n));
             done += n;
         }
-        for (pa, s, n) in pages {
+        let head = (len > 0).then_some((pa0, 0, first));
+        for (pa, s, n) in head.into_iter().chain(more) {
             f(&mut e.core.ram, pa, (s, n));
             if access == Access::Write {
                 // A write into translated code drops those translations.
