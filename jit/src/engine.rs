@@ -559,7 +559,10 @@ impl Engine {
             let step = self.frontend.single_step(envr);
             let single = std::mem::take(&mut self.single_insn_next) || step;
             let flushes = corer.stats.flushes;
-            let tb = match corer.find_tb(envr, &key, single, &mut *self.frontend) {
+            // After an indirect jump, the generated code's jump-cache probe just missed:
+            // the run loop's own cache rarely has the target then (under a tenth of the
+            // time in a Linux fork+exec loop) and costs a cache miss to look at.
+            let tb = match corer.find_tb(envr, &key, single, !fill_jc, &mut *self.frontend) {
                 Ok(t) => t,
                 Err(f) => return StopReason::Exception(f),
             };
@@ -811,10 +814,11 @@ impl Core {
         env: &mut Env,
         key: &TbKey,
         single: bool,
+        probe_jc: bool,
         fe: &mut dyn Frontend,
     ) -> Result<u32, GuestFault> {
         self.stats.lookups += 1;
-        if !single {
+        if !single && probe_jc {
             if let Some((k, id, gen)) = self.jc[Self::jc_index(key)] {
                 if gen == self.jc_gen_for(key.pc) && k == *key && self.tbs[id as usize].valid {
                     self.stats.jc_hits += 1;
@@ -913,7 +917,7 @@ impl Core {
                 // Out of code space mid-compile: flush and retry once.
                 self.flush_all();
                 env.jc.fill(crate::env::JcEntry::EMPTY);
-                return self.find_tb(env, key, single, fe);
+                return self.find_tb(env, key, single, probe_jc, fe);
             }
         };
         self.stats.tbs_translated += 1;
