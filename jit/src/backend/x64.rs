@@ -6,7 +6,7 @@
 //! # Frame and registers
 //! [`execute`](Backend::execute) calls a trampoline generated once at the start of the
 //! region: it pushes the callee-saved registers, reserves a fixed frame of `FRAME_BYTES`
-//! (leaving `rsp` 16-byte aligned), keeps `Env*` in `r15` and jumps to the block. Every
+//! (leaving `rsp` 16-byte aligned), keeps `Env*` (plus `ENV_BIAS`) in `r15` and jumps to the block. Every
 //! exit that returns to the run loop jumps to the shared epilogue with the result in `rax`.
 //! Chained blocks run in the same frame, so every block uses the same layout:
 //!
@@ -20,7 +20,7 @@
 //! Temps live in rbx, rbp, r12, r13, r14 (callee-saved) and r8..r11 (caller-saved; saved
 //! around helper calls and inside the out-of-line softmmu slow paths only when a temp in
 //! them is live across the call), or in spill slots. rax, rcx, rdx, rsi, rdi are scratch
-//! within one op. Globals are never cached: `GetG`/`SetG` access `[r15 + 8*g]`.
+//! within one op. Globals are never cached: `GetG`/`SetG` access `[r15 + 8*g - ENV_BIAS]`.
 //!
 //! # Register allocation
 //! Done by the host-independent linear-scan allocator in [`super::regalloc`], given `POOL`:
@@ -96,13 +96,22 @@ const POOL: RegPool = RegPool {
     spill_base: 8 * SAVE_SLOTS as i32,
 };
 
-const OFF_TLB_I: i32 = OFF_TLB as i32;
-const OFF_JC_I: i32 = OFF_JC as i32;
-const OFF_JC_EPOCH_I: i32 = OFF_JC_EPOCH as i32;
-const OFF_FAULT_I: i32 = OFF_FAULT as i32;
-const OFF_ICOUNT_I: i32 = OFF_ICOUNT as i32;
-const OFF_ICOUNT_LIMIT_I: i32 = OFF_ICOUNT_LIMIT as i32;
-const OFF_CUR_TB_I: i32 = OFF_CUR_TB as i32;
+/// `r15` points this far into `Env`, so that the signed 8-bit displacements reach the
+/// first 32 globals (the general registers, rip, the lazy flags): `[r15 + disp8]` is three
+/// bytes shorter than `[r15 + disp32]`, and generated code addresses them everywhere.
+const ENV_BIAS: i32 = 0x80;
+const _: () = assert!(
+    ENV_BIAS == 0x80,
+    "the literal 0x80 in `lea` instructions is ENV_BIAS"
+);
+const OFF_TLB_I: i32 = OFF_TLB as i32 - ENV_BIAS;
+const OFF_JC_I: i32 = OFF_JC as i32 - ENV_BIAS;
+const OFF_JC_EPOCH_I: i32 = OFF_JC_EPOCH as i32 - ENV_BIAS;
+const OFF_FAULT_I: i32 = OFF_FAULT as i32 - ENV_BIAS;
+const OFF_ICOUNT_I: i32 = OFF_ICOUNT as i32 - ENV_BIAS;
+const OFF_ICOUNT_LIMIT_I: i32 = OFF_ICOUNT_LIMIT as i32 - ENV_BIAS;
+const OFF_CUR_TB_I: i32 = OFF_CUR_TB as i32 - ENV_BIAS;
+const OFF_SCRATCH_I: i32 = OFF_SCRATCH as i32 - ENV_BIAS;
 const TLB_ENTRY_BYTES: usize = std::mem::size_of::<crate::env::TlbEntry>();
 const _: () = assert!(TLB_ENTRY_BYTES == 32);
 
@@ -168,7 +177,7 @@ impl X64Backend {
             ; push r14
             ; push r15
             ; sub rsp, FRAME_BYTES
-            ; mov r15, rdi
+            ; lea r15, [rdi + 0x80] // ENV_BIAS (a literal: disp8)
             // The host MXCSR generated code assumes (see `sse_inline`): Rust's own
             // default (round to nearest, all exceptions masked, no FTZ/DAZ), flags clear.
             ; mov DWORD [rsp], MXCSR_HOST as i32
@@ -207,8 +216,8 @@ impl X64Backend {
         let base = self.cc.mem.next_addr();
         let mut g = Tramp { a: Asm::new(base) };
         asm!(g;
-            stmxcsr [r15 + OFF_SCRATCH as i32]
-            ; mov ecx, DWORD [r15 + OFF_SCRATCH as i32]
+            stmxcsr [r15 + OFF_SCRATCH_I]
+            ; mov ecx, DWORD [r15 + OFF_SCRATCH_I]
             ; and ecx, MXCSR_FLAGS as i32
             ; or DWORD [r15 + gofs(csr)], ecx
             ; jmp extern self.epilogue
@@ -577,8 +586,9 @@ const MXCSR_HOST: u32 = 0x1f80;
 /// MXCSR's exception flags.
 const MXCSR_FLAGS: u32 = 0x3f;
 
+/// Offset of global `g` from `r15` (see `ENV_BIAS`).
 fn gofs(g: Global) -> i32 {
-    8 * g as i32
+    8 * g as i32 - ENV_BIAS
 }
 
 macro_rules! alu {
@@ -747,9 +757,10 @@ impl Gen<'_> {
     fn store_pc(&mut self, pc: u64) {
         let pcg = gofs(self.pc_global);
         if fits_i32(pc) {
-            asm!(self; mov QWORD [r15 + pcg], DWORD pc as i32);
+            self.env_store_imm(pcg, pc as i32);
         } else {
-            asm!(self; mov rax, QWORD pc as i64 ; mov QWORD [r15 + pcg], rax);
+            asm!(self; mov rax, QWORD pc as i64);
+            self.env_store(pcg, RAX);
         }
     }
 
@@ -910,7 +921,7 @@ impl Gen<'_> {
                     }
                     let d = self.dloc(dst);
                     let r = self.work(d);
-                    asm!(self; mov Rq(r), QWORD [r15 + gofs(g)]);
+                    self.env_load(r, gofs(g));
                     self.put(d, r);
                 }
                 Op::SetG { g, src } => {
@@ -1133,8 +1144,8 @@ impl Gen<'_> {
                     ; jne =>miss
                     ; jmp QWORD [r15 + rax + OFF_JC_I + 16]
                     ; =>miss
-                    ; mov QWORD [r15 + pcg], rdx
                 );
+                self.env_store(pcg, RDX);
                 // A far exit goes back through its exit (the run loop chains it again);
                 // any other says only "indirect", so the run loop need not read the TB.
                 let kind = if far.is_some() {
@@ -1483,7 +1494,7 @@ impl Gen<'_> {
                 None => asm!(self; xor Rd(r), Rd(r)),
             }
         }
-        asm!(self; mov rdi, r15);
+        asm!(self; lea rdi, [r15 - 0x80]); // ENV_BIAS (a literal: disp8)
         self.call_abs(h.func as usize);
         if clear {
             self.csr_clear();
@@ -1535,8 +1546,8 @@ impl Gen<'_> {
     fn csr_sync(&mut self) {
         let g = self.csr.expect("csr");
         asm!(self;
-            stmxcsr [r15 + OFF_SCRATCH as i32]
-            ; mov ecx, DWORD [r15 + OFF_SCRATCH as i32]
+            stmxcsr [r15 + OFF_SCRATCH_I]
+            ; mov ecx, DWORD [r15 + OFF_SCRATCH_I]
             ; and ecx, MXCSR_FLAGS as i32
             ; or DWORD [r15 + gofs(g)], ecx
         );
@@ -1545,8 +1556,8 @@ impl Gen<'_> {
     /// Clear the host's MXCSR flags (the control bits are [`MXCSR_HOST`] throughout).
     fn csr_clear(&mut self) {
         asm!(self;
-            mov DWORD [r15 + OFF_SCRATCH as i32], MXCSR_HOST as i32
-            ; ldmxcsr [r15 + OFF_SCRATCH as i32]
+            mov DWORD [r15 + OFF_SCRATCH_I], MXCSR_HOST as i32
+            ; ldmxcsr [r15 + OFF_SCRATCH_I]
         );
     }
 
@@ -1604,12 +1615,53 @@ impl Gen<'_> {
     /// Store `o` into global `g` (clobbers rax).
     fn set_global(&mut self, g: Global, o: Opnd) {
         match o {
-            Opnd::R(s) => asm!(self; mov QWORD [r15 + gofs(g)], Rq(s)),
-            Opnd::I(v) => asm!(self; mov QWORD [r15 + gofs(g)], DWORD v),
+            Opnd::R(s) => self.env_store(gofs(g), s),
+            Opnd::I(v) => self.env_store_imm(gofs(g), v),
             o => {
                 self.mov_r(RAX, o, false);
-                asm!(self; mov QWORD [r15 + gofs(g)], rax);
+                self.env_store(gofs(g), RAX);
             }
+        }
+    }
+
+    // dynasm encodes a displacement that is a runtime value in 32 bits; the global
+    // accesses, the most frequent memory operands of generated code, take the 8-bit form
+    // (three bytes shorter) by hand when their displacement fits.
+
+    /// `mov r, QWORD [r15 + d]`.
+    fn env_load(&mut self, r: u8, d: i32) {
+        match i8::try_from(d) {
+            Ok(d8) => self.emit_r15_disp8(0x8b, r, d8, &[]),
+            Err(_) => asm!(self; mov Rq(r), QWORD [r15 + d]),
+        }
+    }
+
+    /// `mov QWORD [r15 + d], r`.
+    fn env_store(&mut self, d: i32, r: u8) {
+        match i8::try_from(d) {
+            Ok(d8) => self.emit_r15_disp8(0x89, r, d8, &[]),
+            Err(_) => asm!(self; mov QWORD [r15 + d], Rq(r)),
+        }
+    }
+
+    /// `mov QWORD [r15 + d], imm32` (sign-extended).
+    fn env_store_imm(&mut self, d: i32, v: i32) {
+        match i8::try_from(d) {
+            Ok(d8) => self.emit_r15_disp8(0xc7, 0, d8, &v.to_le_bytes()),
+            Err(_) => asm!(self; mov QWORD [r15 + d], DWORD v),
+        }
+    }
+
+    /// REX.W `op` with ModRM `[r15 + disp8]` and `reg` (a register or an opcode extension),
+    /// then `imm`.
+    fn emit_r15_disp8(&mut self, op: u8, reg: u8, d: i8, imm: &[u8]) {
+        let rex = 0x49 | (reg >> 3 & 1) << 2;
+        let modrm = 0x40 | (reg & 7) << 3 | 7;
+        for b in [rex, op, modrm, d as u8]
+            .into_iter()
+            .chain(imm.iter().copied())
+        {
+            self.a.push(b);
         }
     }
 
@@ -1906,7 +1958,7 @@ impl Gen<'_> {
         } else {
             asm!(self; mov edx, DWORD info as i32);
         }
-        asm!(self; mov rdi, r15);
+        asm!(self; lea rdi, [r15 - 0x80]); // ENV_BIAS (a literal: disp8)
         if store {
             self.call_abs(slow_store as *const () as usize);
         } else {
