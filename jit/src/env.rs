@@ -314,15 +314,65 @@ impl Env {
     }
 }
 
-/// TLB index of a virtual address: the page number folded with the next two TLB_BITS-bit
-/// fields, so buffers a power-of-two number of pages apart (the classic copy between two
-/// 4 MiB arrays) do not all collide in the direct-mapped TLB, nor do tables at the same
-/// offset in different regions of a 64-bit address space (a Xen PV kernel reads its M2P at
-/// 0xffff8000_0000_0000 and its P2M in vmalloc space at the same offsets, in turn).
+/// Shifts (from the page number) of the second and third fields `tlb_index` folds in.
+pub const TLB_FOLD2: u32 = TLB_BITS;
+pub const TLB_FOLD3: u32 = 2 * TLB_BITS - 1;
+const _: () = assert!(
+    TLB_FOLD3 < TLB_FOLD2 + TLB_BITS,
+    "adjacent pages must not collide"
+);
+
+/// TLB index of a virtual address: the page number p folded as p ^ p >> TLB_FOLD2 ^
+/// p >> TLB_FOLD3, so buffers a power-of-two number of pages apart (the classic copy
+/// between two 4 MiB arrays) do not all collide in the direct-mapped TLB, nor do tables at
+/// the same offset in different regions of a 64-bit address space (a Xen PV kernel reads
+/// its M2P at 0xffff8000_0000_0000 and its P2M in vmalloc space at the same offsets, in
+/// turn).
+///
+/// Two adjacent pages never share an index, which the inline lookups rely on: they take
+/// the index from an access's first byte and compare the tag with its last byte's page,
+/// so an access into the next page must miss. (p and p + 1 differ in their k + 1 low bits
+/// when p has k trailing ones; the three fields' differences cancel within the index only
+/// if the second covers the whole index while the third is unchanged, i.e. k >= FOLD2 +
+/// TLB_BITS - 1 and k < FOLD3, which the assertion above rules out. With FOLD3 = 2 *
+/// TLB_BITS the page below every 2 GiB boundary shared the next page's index.)
 #[inline]
 pub fn tlb_index(vaddr: u64) -> usize {
-    (((vaddr >> PAGE_BITS)
-        ^ (vaddr >> (PAGE_BITS + TLB_BITS))
-        ^ (vaddr >> (PAGE_BITS + 2 * TLB_BITS))) as usize)
-        & (TLB_SIZE - 1)
+    let p = vaddr >> PAGE_BITS;
+    ((p ^ (p >> TLB_FOLD2) ^ (p >> TLB_FOLD3)) as usize) & (TLB_SIZE - 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Adjacent pages never share a TLB index, whatever their trailing ones (the lookups'
+    /// page-crossing check depends on it); the M2P and a P2M at the same offset do not
+    /// either.
+    #[test]
+    fn tlb_index_separates_adjacent_pages_and_the_m2p_from_the_p2m() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for k in 0..51 {
+            for _ in 0..64 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                // A page number with exactly k trailing ones, in a 52-bit page space.
+                let p = ((x << (k + 1)) | ((1u64 << k) - 1)) & ((1 << 52) - 1);
+                let a = p << PAGE_BITS;
+                assert_ne!(
+                    tlb_index(a),
+                    tlb_index(a.wrapping_add(PAGE_SIZE)),
+                    "{a:#x} and the next page"
+                );
+                let off = x & 0x3f_ffff_f000;
+                assert_ne!(
+                    tlb_index(0xffff_8000_0000_0000 + off),
+                    tlb_index(0xffff_c900_0000_0000 + off),
+                    "offset {off:#x}"
+                );
+            }
+        }
+        assert_ne!(tlb_index(0x7fff_f000), tlb_index(0x8000_0000));
+    }
 }

@@ -82,7 +82,7 @@ use super::{Backend, CodeBufferFull, CodeHandle};
 use crate::engine::{mem_info, ret, slow_load, slow_store};
 use crate::env::{
     Env, JC_BITS, JC_ENTRIES, OFF_CUR_TB, OFF_FAULT, OFF_ICOUNT, OFF_ICOUNT_LIMIT, OFF_JC,
-    OFF_JC_EPOCH, OFF_TLB, PAGE_BITS, PAGE_MASK, TLB_BITS, TLB_SIZE,
+    OFF_JC_EPOCH, OFF_TLB, PAGE_BITS, PAGE_MASK, TLB_BITS, TLB_FOLD2, TLB_FOLD3, TLB_SIZE,
 };
 use crate::execmem::DEFAULT_CODE_SIZE;
 use crate::ir::{
@@ -1311,13 +1311,13 @@ impl Gen<'_> {
         // x16 = env + 32*index (+ the mode's table base when it is far), x17 = tag, then
         // the addend.
         let mut tlb = OFF_TLB as i64 + (self.mmu_idx as usize * TLB_SIZE * TLB_ENTRY_BYTES) as i64;
-        let (pb, tb, tb2) = (PAGE_BITS, TLB_BITS, 2 * TLB_BITS);
+        let (pb, tb, f2, f3) = (PAGE_BITS, TLB_BITS, TLB_FOLD2, TLB_FOLD3);
         let pmask = PAGE_MASK;
-        // index = ((a >> 12) ^ (a >> (12 + TLB_BITS)) ^ (a >> (12 + 2 * TLB_BITS)))
+        // index = ((a >> 12) ^ (a >> (12 + TLB_FOLD2)) ^ (a >> (12 + TLB_FOLD3)))
         // & (TLB_SIZE-1) (env::tlb_index)
         asm!(self;
-            eor x16, X(ra), X(ra), LSR #tb
-            ; eor x16, x16, X(ra), LSR #tb2
+            eor x16, X(ra), X(ra), LSR #f2
+            ; eor x16, x16, X(ra), LSR #f3
             ; ubfx x16, x16, #pb, #tb
             ; add x16, x28, x16, LSL #5
         );

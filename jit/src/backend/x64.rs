@@ -47,7 +47,8 @@ use super::{Backend, CodeBufferFull, CodeHandle};
 use crate::engine::{mem_info, mem_info_tb, ret, slow_load, slow_store};
 use crate::env::{
     tlb_index, Env, JC_BITS, JC_ENTRIES, OFF_CUR_TB, OFF_FAULT, OFF_ICOUNT, OFF_ICOUNT_LIMIT,
-    OFF_JC, OFF_JC_EPOCH, OFF_SCRATCH, OFF_TLB, PAGE_BITS, PAGE_MASK, TLB_BITS, TLB_SIZE,
+    OFF_JC, OFF_JC_EPOCH, OFF_SCRATCH, OFF_TLB, PAGE_BITS, PAGE_MASK, TLB_FOLD2, TLB_FOLD3,
+    TLB_SIZE,
 };
 use crate::execmem::DEFAULT_CODE_SIZE;
 use crate::ir::{
@@ -1179,13 +1180,13 @@ impl Gen<'_> {
         if let (Loc::R(d), Opnd::R(x)) = (dl, ao) {
             if d != x {
                 match (op, bo, w) {
-                    (Add, Opnd::I(i), Width::W64) => return asm!(self; lea Rq(d), [Rq(x) + i]),
-                    (Add, Opnd::I(i), Width::W32) => return asm!(self; lea Rd(d), [Rq(x) + i]),
+                    (Add, Opnd::I(i), Width::W64) => return self.lea_disp(true, d, x, i),
+                    (Add, Opnd::I(i), Width::W32) => return self.lea_disp(false, d, x, i),
                     (Sub, Opnd::I(i), Width::W64) if i != i32::MIN => {
-                        return asm!(self; lea Rq(d), [Rq(x) - i])
+                        return self.lea_disp(true, d, x, -i)
                     }
                     (Sub, Opnd::I(i), Width::W32) if i != i32::MIN => {
-                        return asm!(self; lea Rd(d), [Rq(x) - i])
+                        return self.lea_disp(false, d, x, -i)
                     }
                     (Add, Opnd::R(y), Width::W64) => return asm!(self; lea Rq(d), [Rq(x) + Rq(y)]),
                     (Add, Opnd::R(y), Width::W32) => return asm!(self; lea Rd(d), [Rq(x) + Rq(y)]),
@@ -1652,6 +1653,29 @@ impl Gen<'_> {
         }
     }
 
+    /// `lea d, [b + disp]` (64-bit, or 32-bit when `!q`), with an 8-bit displacement
+    /// when it fits (see `env_load`).
+    fn lea_disp(&mut self, q: bool, d: u8, b: u8, disp: i32) {
+        let Ok(d8) = i8::try_from(disp) else {
+            return if q {
+                asm!(self; lea Rq(d), [Rq(b) + disp])
+            } else {
+                asm!(self; lea Rd(d), [Rq(b) + disp])
+            };
+        };
+        let rex = 0x40 | (q as u8) << 3 | (d >> 3 & 1) << 2 | (b >> 3 & 1);
+        if rex != 0x40 {
+            self.a.push(rex);
+        }
+        self.a.push(0x8d);
+        self.a.push(0x40 | (d & 7) << 3 | (b & 7));
+        if b & 7 == 4 {
+            // rsp/r12 as a base need a SIB byte (no index).
+            self.a.push(0x24);
+        }
+        self.a.push(d8 as u8);
+    }
+
     /// REX.W `op` with ModRM `[r15 + disp8]` and `reg` (a register or an opcode extension),
     /// then `imm`.
     fn emit_r15_disp8(&mut self, op: u8, reg: u8, d: i8, imm: &[u8]) {
@@ -1857,11 +1881,11 @@ impl Gen<'_> {
 
     /// `tlb_probe` for an access whose last byte is at `areg + last`.
     fn tlb_probe_last(&mut self, areg: u8, last: i32, tag: i32, addend: i32, slow: DynamicLabel) {
-        // index = ((a >> 12) ^ (a >> (12 + TLB_BITS)) ^ (a >> (12 + 2 * TLB_BITS)))
+        // index = ((a >> 12) ^ (a >> (12 + TLB_FOLD2)) ^ (a >> (12 + TLB_FOLD3)))
         // & (TLB_SIZE-1) (env::tlb_index), scaled by 32
         let sh = (PAGE_BITS - 5) as i8;
-        let sh2 = (PAGE_BITS + TLB_BITS - 5) as i8;
-        let sh3 = (PAGE_BITS + 2 * TLB_BITS - 5) as i8;
+        let sh2 = (PAGE_BITS + TLB_FOLD2 - 5) as i8;
+        let sh3 = (PAGE_BITS + TLB_FOLD3 - 5) as i8;
         let imask = ((TLB_SIZE - 1) * TLB_ENTRY_BYTES) as i32;
         let pmask = PAGE_MASK as i64 as i32;
         if self.feat.bmi2 {
@@ -1890,7 +1914,7 @@ impl Gen<'_> {
         if last == 0 {
             asm!(self; mov rdx, Rq(areg));
         } else {
-            asm!(self; lea rdx, [Rq(areg) + last]);
+            self.lea_disp(true, RDX, areg, last);
         }
         asm!(self;
             and rdx, DWORD pmask

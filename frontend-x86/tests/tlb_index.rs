@@ -1,0 +1,110 @@
+//! An access that crosses from one page into the next is translated page by page, also
+//! where the two pages' TLB indexes could coincide: the generated code's lookup takes the
+//! index from the first byte's page and compares the tag with the last byte's, which is
+//! only sound if adjacent pages never share an index (`jit::env::tlb_index`). The page
+//! below a 2 GiB boundary (page number with 19 trailing ones) is the case an earlier fold
+//! got wrong: with the next page's entry in the TLB, the crossing access used that page's
+//! translation for its first bytes too.
+
+use frontend_x86::state::{X86State, G_RIP};
+use frontend_x86::PlatformOp;
+use jit::{Engine, EngineKind, StopReason};
+
+mod common;
+use common::{long_mode_engine, map, P, PDPT, RW, US};
+
+const START: u64 = 0x10000;
+/// mov rax, [rsi]; mov rbx, [rdi]; mov [rdx], rcx; hlt
+const CODE: &[u8] = &[0x48, 0x8b, 0x06, 0x48, 0x8b, 0x1f, 0x48, 0x89, 0x0a, 0xf4];
+/// The page below 2 GiB and the one above, on frames far apart (and in that order the
+/// other way round, so that one frame's neighbour is not the other).
+const LO: u64 = 0x7fff_f000;
+const _: () = assert!(LO + 0x1000 == HI);
+const HI: u64 = 0x8000_0000;
+const LO_FRAME: u64 = 0x40000;
+const HI_FRAME: u64 = 0x30000;
+
+fn engine(kind: EngineKind, rdi: u64, rdx: u64) -> Engine {
+    let mut e = long_mode_engine(kind);
+    map(&mut e, START, START, 0);
+    // PDPT[1] -> PD at 0x5000, its last entry -> PT at 0x6000, whose last entry maps LO;
+    // PDPT[2] -> PD at 0x7000, its first entry -> PT at 0x8000, whose first maps HI.
+    let f = P | RW | US;
+    let ram = e.ram();
+    ram.write_u64(PDPT + 8, 0x5000 | f);
+    ram.write_u64(0x5000 + 511 * 8, 0x6000 | f);
+    ram.write_u64(0x6000 + 511 * 8, LO_FRAME | f);
+    ram.write_u64(PDPT + 16, 0x7000 | f);
+    ram.write_u64(0x7000, 0x8000 | f);
+    ram.write_u64(0x8000, HI_FRAME | f);
+    for k in 0..0x1000 / 8 {
+        ram.write_u64(LO_FRAME + 8 * k, 0x1111_1111_0000_0000 | k);
+        ram.write_u64(HI_FRAME + 8 * k, 0x2222_2222_0000_0000 | k);
+        // The bytes around the frames, which a wrong translation would reach.
+        ram.write_u64(LO_FRAME + 0x1000 + 8 * k, 0x3333_3333_3333_3333);
+        ram.write_u64(HI_FRAME - 0x1000 + 8 * k, 0x4444_4444_4444_4444);
+    }
+    assert!(ram.write(START, CODE));
+    let mut s = X86State(&mut e.env);
+    s.set_rip(START);
+    // The first load puts HI's translation in the TLB.
+    s.set_gpr(6, HI + 0x100);
+    s.set_gpr(7, rdi);
+    s.set_gpr(2, rdx);
+    s.set_gpr(1, 0x0102_0304_0506_0708);
+    e.env.icount_limit = u64::MAX;
+    e
+}
+
+fn read8(e: &mut Engine, pa: u64) -> u8 {
+    let mut b = [0u8];
+    assert!(e.ram().read(pa, &mut b));
+    b[0]
+}
+
+#[test]
+fn accesses_across_the_2gib_boundary_translate_both_pages() {
+    for kind in [EngineKind::Jit, EngineKind::Interp] {
+        for off in 1..8u64 {
+            let a = HI - off;
+            let mut e = engine(kind, a, a);
+            // Bytes [a, HI) are the last `off` bytes of LO's frame, the rest HI's first.
+            let want = (0..8u64).fold(0u64, |v, k| {
+                let b = if k < off {
+                    read8(&mut e, LO_FRAME + 0x1000 - off + k)
+                } else {
+                    read8(&mut e, HI_FRAME + k - off)
+                };
+                v | (b as u64) << (8 * k)
+            });
+            let r = e.run();
+            assert!(
+                matches!(r, StopReason::Platform { op, .. } if op == PlatformOp::Hlt as u32),
+                "{kind:?}: stopped with {r:?}"
+            );
+            assert_eq!(
+                e.env.g[G_RIP as usize],
+                START + CODE.len() as u64 - 1,
+                "{kind:?}: at the hlt"
+            );
+            let rbx = X86State(&mut e.env).gpr(3);
+            assert_eq!(rbx, want, "{kind:?}: load at {a:#x}");
+            let stored = 0x0102_0304_0506_0708u64.to_le_bytes();
+            for k in 0..8u64 {
+                let pa = if k < off {
+                    LO_FRAME + 0x1000 - off + k
+                } else {
+                    HI_FRAME + k - off
+                };
+                assert_eq!(
+                    read8(&mut e, pa),
+                    stored[k as usize],
+                    "{kind:?}: store at {a:#x}, byte {k}"
+                );
+            }
+            // Nothing outside the two pages was written.
+            assert_eq!(read8(&mut e, HI_FRAME - 1), 0x44, "{kind:?}");
+            assert_eq!(read8(&mut e, LO_FRAME + 0x1000), 0x33, "{kind:?}");
+        }
+    }
+}
