@@ -203,6 +203,130 @@ pub fn access_pairs(block: &Block) -> Vec<bool> {
     out
 }
 
+/// A memory op's part in an access group (`access_groups`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupRole {
+    None,
+    /// The group's first access: the group's bytes are `[addr + lo, addr + hi]` (`addr`
+    /// this op's address); `write` when any access of the group stores (or is a
+    /// read-modify-write load).
+    Leader {
+        lo: i32,
+        hi: i32,
+        write: bool,
+    },
+    /// A later access of the group.
+    Member,
+}
+
+/// The longest span of bytes a group may cover (so it usually fits one page).
+const GROUP_SPAN: i64 = 256;
+
+/// Access groups: runs of two or more guest memory accesses (not system accesses, nor ones
+/// `skip` marks) at constant offsets from one temp, within `GROUP_SPAN` bytes, with no
+/// label, branch, exit or helper call in between: a push/pop sequence, the fields of one
+/// structure. When all of a group's bytes lie in the page of one TLB hit, a backend may
+/// give every access of the group that page's translation after the leader's single
+/// lookup; otherwise each access must take its own path as it would ungrouped. A
+/// translation stays correct until the block ends: nothing inside a block changes a
+/// mapping (page-table writes and flushes leave the block), and a page that takes direct
+/// stores holds no translated code while any block runs.
+pub fn access_groups(block: &Block, skip: &[bool]) -> Vec<GroupRole> {
+    let defs = def_counts(block);
+    let single = |t: Temp| defs[t.idx()] == 1;
+    // base[t] = (root, offset): t = root + offset through adds and subtracts of constants
+    // and moves, all of single-definition temps.
+    let mut base: Vec<Option<(Temp, i64)>> = vec![None; block.ntemps as usize];
+    let root = |base: &[Option<(Temp, i64)>], t: Temp| base[t.idx()].unwrap_or((t, 0));
+    for op in &block.ops {
+        match *op {
+            Op::Bin {
+                op: bop @ (crate::ir::BinOp::Add | crate::ir::BinOp::Sub),
+                w: crate::ir::Width::W64,
+                dst,
+                a,
+                b: Val::C(c),
+            } if single(dst) && single(a) && (c as i64).unsigned_abs() < 1 << 20 => {
+                let (r, o) = root(&base, a);
+                let c = if bop == crate::ir::BinOp::Add {
+                    c as i64
+                } else {
+                    -(c as i64)
+                };
+                base[dst.idx()] = Some((r, o + c)).filter(|&(_, o)| o.unsigned_abs() < 1 << 20);
+            }
+            Op::Mov { dst, src } if single(dst) && single(src) => {
+                base[dst.idx()] = Some(root(&base, src));
+            }
+            _ => {}
+        }
+    }
+    let mut out = vec![GroupRole::None; block.ops.len()];
+    // The open group: root, members (op, offset), lowest offset, end of the highest
+    // access, whether any writes.
+    struct Open {
+        root: Temp,
+        members: Vec<(usize, i64)>,
+        lo: i64,
+        end: i64,
+        write: bool,
+    }
+    let close = |open: &mut Option<Open>, out: &mut Vec<GroupRole>| {
+        if let Some(g) = open.take() {
+            if g.members.len() >= 2 {
+                let (first, off) = g.members[0];
+                out[first] = GroupRole::Leader {
+                    lo: (g.lo - off) as i32,
+                    hi: (g.end - 1 - off) as i32,
+                    write: g.write,
+                };
+                for &(m, _) in &g.members[1..] {
+                    out[m] = GroupRole::Member;
+                }
+            }
+        }
+    };
+    let mut open: Option<Open> = None;
+    for (i, op) in block.ops.iter().enumerate() {
+        let (addr, mop, store) = match *op {
+            Op::Load { addr, mop, .. } => (addr, mop, false),
+            Op::Store { addr, mop, .. } => (addr, mop, true),
+            Op::Label(_) | Op::Br(_) | Op::BrCond { .. } | Op::Exit(_) | Op::Call { .. } => {
+                close(&mut open, &mut out);
+                continue;
+            }
+            _ => continue,
+        };
+        if skip[i] || mop.kind == crate::ir::AccessKind::System || !single(addr) {
+            close(&mut open, &mut out);
+            continue;
+        }
+        let (r, off) = root(&base, addr);
+        let end = off + mop.size.bytes() as i64;
+        let write = store || mop.rmw;
+        match open.as_mut() {
+            Some(g) if g.root == r && end.max(g.end) - off.min(g.lo) <= GROUP_SPAN => {
+                g.members.push((i, off));
+                g.lo = g.lo.min(off);
+                g.end = g.end.max(end);
+                g.write |= write;
+            }
+            _ => {
+                close(&mut open, &mut out);
+                open = Some(Open {
+                    root: r,
+                    members: vec![(i, off)],
+                    lo: off,
+                    end,
+                    write,
+                });
+            }
+        }
+    }
+    close(&mut open, &mut out);
+    out
+}
+
 /// Calls `f` for every temp an op reads, in operand order (a temp read twice is reported
 /// twice).
 pub(crate) fn op_uses(op: &Op, mut f: impl FnMut(Temp)) {

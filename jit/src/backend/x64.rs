@@ -42,13 +42,15 @@ use dynasmrt::x64::X64Relocation;
 use dynasmrt::{dynasm, DynamicLabel, DynasmApi, DynasmLabelApi, VecAssembler};
 
 use super::codecache::CodeCache;
-use super::regalloc::{access_pairs, const_addrs, far_targets, regalloc, Loc, RegPool};
+use super::regalloc::{
+    access_groups, access_pairs, const_addrs, far_targets, regalloc, GroupRole, Loc, RegPool,
+};
 use super::{Backend, CodeBufferFull, CodeHandle};
 use crate::engine::{mem_info, mem_info_tb, ret, slow_load, slow_store};
 use crate::env::{
-    tlb_index, Env, JC_BITS, JC_ENTRIES, OFF_CUR_TB, OFF_FAULT, OFF_ICOUNT, OFF_ICOUNT_LIMIT,
-    OFF_JC, OFF_JC_EPOCH, OFF_SCRATCH, OFF_TLB, PAGE_BITS, PAGE_MASK, TLB_FOLD2, TLB_FOLD3,
-    TLB_SIZE,
+    tlb_index, Env, JC_BITS, JC_ENTRIES, OFF_CUR_TB, OFF_FAULT, OFF_GROUP_ADDEND, OFF_ICOUNT,
+    OFF_ICOUNT_LIMIT, OFF_JC, OFF_JC_EPOCH, OFF_SCRATCH, OFF_TLB, PAGE_BITS, PAGE_MASK, TLB_FOLD2,
+    TLB_FOLD3, TLB_SIZE,
 };
 use crate::execmem::DEFAULT_CODE_SIZE;
 use crate::ir::{
@@ -113,6 +115,7 @@ const OFF_ICOUNT_I: i32 = OFF_ICOUNT as i32 - ENV_BIAS;
 const OFF_ICOUNT_LIMIT_I: i32 = OFF_ICOUNT_LIMIT as i32 - ENV_BIAS;
 const OFF_CUR_TB_I: i32 = OFF_CUR_TB as i32 - ENV_BIAS;
 const OFF_SCRATCH_I: i32 = OFF_SCRATCH as i32 - ENV_BIAS;
+const OFF_GROUP_I: i32 = OFF_GROUP_ADDEND as i32 - ENV_BIAS;
 const TLB_ENTRY_BYTES: usize = std::mem::size_of::<crate::env::TlbEntry>();
 const _: () = assert!(TLB_ENTRY_BYTES == 32);
 
@@ -498,6 +501,16 @@ enum Stub {
         save: u32,
         insn: u32,
         sync: Vec<(Global, Opnd)>,
+    },
+    /// An access of a group (`group_access`) that takes its own lookup, then back;
+    /// `clear` first marks the group's translation unknown (the leader's miss).
+    Access {
+        label: DynamicLabel,
+        back: DynamicLabel,
+        i: usize,
+        insn: u32,
+        op: Box<Op>,
+        clear: bool,
     },
     /// A side exit (`side_exit`): the exit's code, out of the main path.
     Exit {
@@ -886,6 +899,12 @@ impl Gen<'_> {
         let mut insn: u32 = 0;
         let mut seen_insn = false;
         let pairs = access_pairs(block);
+        let groups = {
+            let skip: Vec<bool> = (0..block.ops.len())
+                .map(|i| pairs[i] || (i > 0 && pairs[i - 1]) || self.const_addr[i].is_some())
+                .collect();
+            access_groups(block, &skip)
+        };
         let label_refs = label_refs(block);
         let mut skip = false;
         let mut skip_to = 0;
@@ -956,7 +975,10 @@ impl Gen<'_> {
                     t,
                     f,
                 } => self.select(cond, dst, a, b, t, f),
-                Op::Load { .. } | Op::Store { .. } => self.access(i, insn, op),
+                Op::Load { .. } | Op::Store { .. } => match groups[i] {
+                    GroupRole::None => self.access(i, insn, op),
+                    role => self.group_access(i, insn, op, role),
+                },
                 Op::Call {
                     helper,
                     ref args,
@@ -1770,6 +1792,59 @@ impl Gen<'_> {
         });
     }
 
+    /// Access op `i` of an access group (`regalloc::access_groups`). The leader looks
+    /// the group's whole span up once and leaves the page's addend in
+    /// `Env::group_addend` (0 on a miss, after which it takes its own path); a member
+    /// uses that addend when it is set, else its own lookup, out of line.
+    fn group_access(&mut self, i: usize, insn: u32, op: &Op, role: GroupRole) {
+        let (dst, addr, val, mop) = match *op {
+            Op::Load { dst, addr, mop, .. } => (Some(dst), addr, None, mop),
+            Op::Store { addr, val, mop, .. } => (None, addr, Some(val), mop),
+            _ => unreachable!("not an access: {op:?}"),
+        };
+        let size = mop.size;
+        let ao = self.topnd(addr);
+        let vo = match val {
+            Some(Val::C(c)) if size != MemSize::B8 => Opnd::I((c & size.mask()) as u32 as i32),
+            Some(v) => self.opnd(v),
+            None => Opnd::I(0),
+        };
+        let dl = dst.map(|d| self.dloc(d));
+        let areg = self.addr_reg(ao);
+        let own = self.a.new_dynamic_label();
+        let back = self.a.new_dynamic_label();
+        match role {
+            GroupRole::Leader { lo, hi, write } => {
+                let (tag, addend) = self.tlb_offsets(write);
+                let first = if lo == 0 {
+                    areg
+                } else {
+                    self.lea_disp(true, RCX, areg, lo);
+                    RCX
+                };
+                self.tlb_probe_span(first, areg, hi, tag, addend, own);
+                asm!(self; mov QWORD [r15 + OFF_GROUP_I], rdx);
+            }
+            _ => {
+                asm!(self;
+                    mov rdx, QWORD [r15 + OFF_GROUP_I]
+                    ; test rdx, rdx
+                    ;; self.jcc(Cc::E, own)
+                );
+            }
+        }
+        self.mem_access(val.is_some(), size, mop.signed, areg, vo, dl);
+        asm!(self; =>back);
+        self.stubs.push(Stub::Access {
+            label: own,
+            back,
+            i,
+            insn,
+            op: Box::new(op.clone()),
+            clear: matches!(role, GroupRole::Leader { .. }),
+        });
+    }
+
     /// Guest load or store op `i` (of instruction `insn`).
     fn access(&mut self, i: usize, insn: u32, op: &Op) {
         match *op {
@@ -1881,6 +1956,19 @@ impl Gen<'_> {
 
     /// `tlb_probe` for an access whose last byte is at `areg + last`.
     fn tlb_probe_last(&mut self, areg: u8, last: i32, tag: i32, addend: i32, slow: DynamicLabel) {
+        self.tlb_probe_span(areg, areg, last, tag, addend, slow)
+    }
+
+    /// `tlb_probe` for bytes from `first` to `areg + last` (`first` may be rcx).
+    fn tlb_probe_span(
+        &mut self,
+        first: u8,
+        areg: u8,
+        last: i32,
+        tag: i32,
+        addend: i32,
+        slow: DynamicLabel,
+    ) {
         // index = ((a >> 12) ^ (a >> (12 + TLB_FOLD2)) ^ (a >> (12 + TLB_FOLD3)))
         // & (TLB_SIZE-1) (env::tlb_index), scaled by 32
         let sh = (PAGE_BITS - 5) as i8;
@@ -1891,21 +1979,21 @@ impl Gen<'_> {
         if self.feat.bmi2 {
             // Rotations: the bits that wrap around land above the mask.
             asm!(self;
-                rorx rax, Rq(areg), sh
-                ; rorx rdx, Rq(areg), sh2
+                rorx rax, Rq(first), sh
+                ; rorx rdx, Rq(first), sh2
                 ; xor eax, edx
-                ; rorx rdx, Rq(areg), sh3
+                ; rorx rdx, Rq(first), sh3
                 ; xor eax, edx
                 ; and eax, DWORD imask
             );
         } else {
             asm!(self;
-                mov rax, Rq(areg)
-                ; mov rdx, Rq(areg)
+                mov rax, Rq(first)
+                ; mov rdx, Rq(first)
                 ; shr rax, BYTE sh
                 ; shr rdx, BYTE sh2
                 ; xor eax, edx
-                ; mov rdx, Rq(areg)
+                ; mov rdx, Rq(first)
                 ; shr rdx, BYTE sh3
                 ; xor eax, edx
                 ; and eax, DWORD imask
@@ -2003,6 +2091,21 @@ impl Gen<'_> {
                 asm!(self; =>label);
                 self.access(i, insn, &ops[0]);
                 self.access(i + 1, insn, &ops[1]);
+                asm!(self; jmp =>back);
+            }
+            Stub::Access {
+                label,
+                back,
+                i,
+                insn,
+                op,
+                clear,
+            } => {
+                asm!(self; =>label);
+                if clear {
+                    asm!(self; mov QWORD [r15 + OFF_GROUP_I], 0);
+                }
+                self.access(i, insn, &op);
                 asm!(self; jmp =>back);
             }
             Stub::Exit {
