@@ -224,8 +224,8 @@ const GROUP_SPAN: i64 = 256;
 
 /// Access groups: runs of two or more guest memory accesses (not system accesses, nor ones
 /// `skip` marks) at constant offsets from one temp, within `GROUP_SPAN` bytes, with no
-/// label, branch, exit or helper call in between: a push/pop sequence, the fields of one
-/// structure. When all of a group's bytes lie in the page of one TLB hit, a backend may
+/// label, branch, exit or helper call in between but side exits: a push/pop sequence, the
+/// fields of one structure. When all of a group's bytes lie in the page of one TLB hit, a backend may
 /// give every access of the group that page's translation after the leader's single
 /// lookup; otherwise each access must take its own path as it would ungrouped. A
 /// translation stays correct until the block ends: nothing inside a block changes a
@@ -286,11 +286,34 @@ pub fn access_groups(block: &Block, skip: &[bool]) -> Vec<GroupRole> {
             }
         }
     };
+    // A side exit (`if !c goto l; exit; l:` with nothing else going to l) leaves the block
+    // or goes on along the one path: a group continues across it.
+    let mut refs = vec![0u32; block.nlabels as usize];
+    for op in &block.ops {
+        if let Op::Br(l) | Op::BrCond { label: l, .. } = *op {
+            refs[l as usize] += 1;
+        }
+    }
+    let side_exit = |i: usize| {
+        matches!(
+            (&block.ops[i], block.ops.get(i + 1), block.ops.get(i + 2)),
+            (&Op::BrCond { label, .. }, Some(Op::Exit(_)), Some(&Op::Label(l)))
+                if l == label && refs[l as usize] == 1
+        )
+    };
     let mut open: Option<Open> = None;
+    let mut skip_to = 0;
     for (i, op) in block.ops.iter().enumerate() {
+        if i < skip_to {
+            continue;
+        }
         let (addr, mop, store) = match *op {
             Op::Load { addr, mop, .. } => (addr, mop, false),
             Op::Store { addr, mop, .. } => (addr, mop, true),
+            Op::BrCond { .. } if side_exit(i) => {
+                skip_to = i + 3;
+                continue;
+            }
             Op::Label(_) | Op::Br(_) | Op::BrCond { .. } | Op::Exit(_) | Op::Call { .. } => {
                 close(&mut open, &mut out);
                 continue;
@@ -642,6 +665,68 @@ pub fn regalloc(block: &Block, pool: &RegPool) -> Alloc {
 mod tests {
     use super::*;
     use crate::ir::{Builder, MemOp, MemSize};
+
+    /// Accesses at constant offsets from one temp form a group across a side exit; a label,
+    /// another base or a span over `GROUP_SPAN` bytes starts a new one, and a lone access
+    /// is in none.
+    #[test]
+    fn access_groups_by_base_offset_and_span() {
+        use crate::ir::{BinOp, Cond, Exit, Width};
+        let mut b = Builder::new();
+        b.insn_start(0x100);
+        let sp = b.get(4);
+        let m = MemOp::new(MemSize::B8);
+        let a1 = b.bin(BinOp::Sub, Width::W64, sp, Val::C(8));
+        b.store(a1, Val::C(1), m); // 0: leader, bytes -8..-1 from sp
+        let a2 = b.bin(BinOp::Sub, Width::W64, a1, Val::C(8));
+        b.store(a2, Val::C(2), m); // member
+        let l = b.label();
+        b.brcond(Cond::Eq, sp, Val::C(0), l);
+        b.exit(Exit::Jump { pc: 0x200 });
+        b.place(l);
+        let x = b.load(sp, m); // member, across the side exit
+        let other = b.get(5);
+        let y = b.load(other, m); // another base: a lone access
+        let a3 = b.bin(BinOp::Add, Width::W64, sp, Val::C(0x1000));
+        let z = b.load(a3, m); // a new group (sp again, far away)...
+        let a4 = b.bin(BinOp::Add, Width::W64, a3, Val::C(16));
+        let w = b.load(a4, m); // ...with this one
+        let l2 = b.label();
+        b.place(l2);
+        let v = b.load(a4, m); // after a label: alone
+        for t in [x, y, z, w, v] {
+            b.set(6, t);
+        }
+        b.exit(Exit::Jump { pc: 0x300 });
+        let blk = b.finish();
+        let roles: Vec<GroupRole> = access_groups(&blk, &vec![false; blk.ops.len()])
+            .into_iter()
+            .zip(&blk.ops)
+            .filter(|(_, op)| matches!(op, Op::Load { .. } | Op::Store { .. }))
+            .map(|(r, _)| r)
+            .collect();
+        use GroupRole::*;
+        assert_eq!(
+            roles,
+            [
+                Leader {
+                    lo: -8,
+                    hi: 15,
+                    write: true
+                },
+                Member,
+                Member,
+                None,
+                Leader {
+                    lo: 0,
+                    hi: 23,
+                    write: false
+                },
+                Member,
+                None
+            ]
+        );
+    }
 
     #[test]
     fn const_addrs_only_for_single_const_definitions() {
