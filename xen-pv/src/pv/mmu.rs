@@ -168,15 +168,18 @@ impl PvDomain {
         }
         let base = mfn << 12;
         let n = self.table_entries(level);
-        let mut out: Vec<(u64, u64)> = Vec::with_capacity(n as usize);
+        // The table in one read (entries one by one were a bounds-checked copy each).
+        let page = read_table(e, base, n).ok_or(EFAULT)?;
+        let mut out: Vec<(u64, u64)> = Vec::new();
         for i in 0..n {
             if !self.is_guest_slot(level, i, xen_l2) {
                 continue;
             }
-            let r = GuestPhys::read_u64(e.ram(), base + i * 8)
-                .ok_or(EFAULT)
-                .and_then(|v| self.check_entry(e, level, i, v));
-            match r {
+            let old = page[i as usize];
+            match self.check_entry(e, level, i, old) {
+                // Only the entries validation changed (_PAGE_USER) are written back; the
+                // list also undoes the references on a failure.
+                Ok(v) if v == old && Self::child_of(level, v).is_none() => {}
                 Ok(v) => out.push((i, v)),
                 Err(x) => {
                     // Drop the references the entries validated so far took.
@@ -190,7 +193,9 @@ impl PvDomain {
             }
         }
         for (i, v) in out {
-            GuestPhys::write_u64(e.ram(), base + i * 8, v);
+            if v != page[i as usize] {
+                GuestPhys::write_u64(e.ram(), base + i * 8, v);
+            }
         }
         let xen_level = match self.guest() {
             GuestType::X86_64 => 4,
@@ -268,12 +273,12 @@ impl PvDomain {
         self.mmu.tables.remove(&mfn);
         if level > 1 {
             let n = self.table_entries(level);
+            let page = read_table(e, mfn << 12, n).unwrap_or([0; 512]);
             for i in 0..n {
                 if !self.is_guest_slot(level, i, xen_l2) {
                     continue;
                 }
-                let v = GuestPhys::read_u64(e.ram(), (mfn << 12) + i * 8).unwrap_or(0);
-                if let Some(c) = Self::child_of(level, v) {
+                if let Some(c) = Self::child_of(level, page[i as usize]) {
                     self.put_table(e, c);
                 }
             }
@@ -832,4 +837,19 @@ pub(super) fn vcpu_op(d: &mut PvDomain, e: &mut Engine, a: [u64; 6]) -> HcResult
         }
         _ => Err(ENOSYS),
     }
+}
+
+/// The first `n` (at most 512) entries of the table at guest-physical `base`, or None
+/// outside RAM.
+fn read_table(e: &mut Engine, base: u64, n: u64) -> Option<[u64; 512]> {
+    let mut bytes = [0u8; 4096];
+    let len = 8 * n.min(512) as usize;
+    if !GuestPhys::read(e.ram(), base, &mut bytes[..len]) {
+        return None;
+    }
+    let mut t = [0u64; 512];
+    for (v, b) in t.iter_mut().zip(bytes[..len].chunks_exact(8)) {
+        *v = u64::from_le_bytes(b.try_into().unwrap());
+    }
+    Some(t)
 }
