@@ -1157,9 +1157,17 @@ impl Gen<'_> {
                     ; cmp rdx, QWORD [r15 + rax + OFF_JC_I]
                     ; jne =>miss
                     ; =>check
-                    ; mov rcx, QWORD self.mode as i64
-                    ; cmp rcx, QWORD [r15 + rax + OFF_JC_I + 8]
-                    ; jne =>miss
+                );
+                if fits_i32(self.mode) {
+                    asm!(self; cmp QWORD [r15 + rax + OFF_JC_I + 8], DWORD self.mode as i32);
+                } else {
+                    asm!(self;
+                        mov rcx, QWORD self.mode as i64
+                        ; cmp rcx, QWORD [r15 + rax + OFF_JC_I + 8]
+                    );
+                }
+                asm!(self;
+                    jne =>miss
                     ; mov rcx, rdx
                     ; shr rcx, 63
                     ; mov rcx, QWORD [r15 + rcx * 8 + OFF_JC_EPOCH_I]
