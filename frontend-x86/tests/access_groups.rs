@@ -5,11 +5,10 @@
 //! before it done, rsp and rip at the faulting push).
 
 use frontend_x86::state::{X86State, G_RIP};
-use frontend_x86::PlatformOp;
 use jit::{Engine, EngineKind, StopReason};
 
 mod common;
-use common::{long_mode_engine, map};
+use common::{assert_halted, long_mode_engine, map};
 
 const START: u64 = 0x10000;
 /// push rax; push rcx; push rdx; push rbx; pop rsi; pop rdi; pop r8; pop r9; hlt
@@ -46,7 +45,8 @@ fn engine(kind: EngineKind, rsp: u64, map_a: bool) -> Engine {
             s.set_gpr(r, !v);
         }
         if pass == 0 {
-            halted(e.run(), kind);
+            let r = e.run();
+            assert_halted(&e, r, kind, START, CODE);
         }
     }
     for (r, v) in REGS {
@@ -57,13 +57,6 @@ fn engine(kind: EngineKind, rsp: u64, map_a: bool) -> Engine {
         e.tlb_flush_page(A);
     }
     e
-}
-
-fn halted(r: StopReason, kind: EngineKind) {
-    assert!(
-        matches!(r, StopReason::Platform { op, .. } if op == PlatformOp::Hlt as u32),
-        "{kind:?}: stopped with {r:?}"
-    );
 }
 
 /// The frame address of stack address `va`.
@@ -87,7 +80,8 @@ fn pushes_and_pops_within_and_across_pages() {
         // Within B; across B and A (two pushes on each page).
         for rsp in [B + 0x800, B + 0x10] {
             let mut e = engine(kind, rsp, true);
-            halted(e.run(), kind);
+            let r = e.run();
+            assert_halted(&e, r, kind, START, CODE);
             for (k, (_, v)) in REGS.iter().enumerate() {
                 let va = rsp - 8 * (k as u64 + 1);
                 assert_eq!(

@@ -3,12 +3,11 @@
 //! engine must show the guest the same results and the same MXCSR flags, through STMXCSR,
 //! after LDMXCSR cleared them, and in the state the run loop sees after an exit.
 
-use frontend_x86::state::{xmm_g, X86State, G_MXCSR, G_RIP};
-use frontend_x86::PlatformOp;
-use jit::{Engine, EngineKind, StopReason};
+use frontend_x86::state::{xmm_g, X86State, G_MXCSR};
+use jit::{Engine, EngineKind};
 
 mod common;
-use common::{long_mode_engine, map};
+use common::{assert_halted, long_mode_engine, map};
 
 const START: u64 = 0x10000;
 const DATA: u64 = 0x20000;
@@ -58,15 +57,7 @@ fn run(kind: EngineKind, mxcsr: u64) -> Engine {
     X86State(&mut e.env).set_rip(START);
     e.env.icount_limit = u64::MAX;
     let r = e.run();
-    assert!(
-        matches!(r, StopReason::Platform { op, .. } if op == PlatformOp::Hlt as u32),
-        "{kind:?}: stopped with {r:?}"
-    );
-    assert_eq!(
-        e.env.g[G_RIP as usize],
-        START + CODE.len() as u64 - 1,
-        "{kind:?}"
-    );
+    assert_halted(&e, r, kind, START, CODE);
     e
 }
 

@@ -6,12 +6,11 @@
 //! got wrong: with the next page's entry in the TLB, the crossing access used that page's
 //! translation for its first bytes too.
 
-use frontend_x86::state::{X86State, G_RIP};
-use frontend_x86::PlatformOp;
-use jit::{Engine, EngineKind, StopReason};
+use frontend_x86::state::X86State;
+use jit::{Engine, EngineKind};
 
 mod common;
-use common::{long_mode_engine, map, P, PDPT, RW, US};
+use common::{assert_halted, long_mode_engine, map, P, PDPT, RW, US};
 
 const START: u64 = 0x10000;
 /// mov rax, [rsi]; mov rbx, [rdi]; mov [rdx], rcx; hlt
@@ -78,15 +77,7 @@ fn accesses_across_the_2gib_boundary_translate_both_pages() {
                 v | (b as u64) << (8 * k)
             });
             let r = e.run();
-            assert!(
-                matches!(r, StopReason::Platform { op, .. } if op == PlatformOp::Hlt as u32),
-                "{kind:?}: stopped with {r:?}"
-            );
-            assert_eq!(
-                e.env.g[G_RIP as usize],
-                START + CODE.len() as u64 - 1,
-                "{kind:?}: at the hlt"
-            );
+            assert_halted(&e, r, kind, START, CODE);
             let rbx = X86State(&mut e.env).gpr(3);
             assert_eq!(rbx, want, "{kind:?}: load at {a:#x}");
             let stored = 0x0102_0304_0506_0708u64.to_le_bytes();

@@ -2,7 +2,7 @@
 //! table covers the first 2 MiB (pages mapped with `map`), and 64-bit mode at CPL 3.
 #![allow(dead_code)]
 
-use jit::{Engine, EngineKind};
+use jit::{Engine, EngineKind, StopReason};
 
 pub const P: u64 = 1;
 pub const RW: u64 = 2;
@@ -32,4 +32,17 @@ pub fn long_mode_engine(kind: EngineKind) -> Engine {
     ram.write_u64(PD, PT | P | RW | US);
     frontend_x86::setup_long_mode(&mut e.env, PML4, 3);
     e
+}
+
+/// `r` must be the stop at a HLT, and rip at that HLT (the last byte of `code` at `start`).
+pub fn assert_halted(e: &Engine, r: StopReason, kind: EngineKind, start: u64, code: &[u8]) {
+    assert!(
+        matches!(r, StopReason::Platform { op, .. } if op == frontend_x86::PlatformOp::Hlt as u32),
+        "{kind:?}: stopped with {r:?}"
+    );
+    assert_eq!(
+        e.env.g[frontend_x86::state::G_RIP as usize],
+        start + code.len() as u64 - 1,
+        "{kind:?}: rip at the hlt"
+    );
 }

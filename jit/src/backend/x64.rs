@@ -1738,14 +1738,7 @@ impl Gen<'_> {
             } else {
                 0
             };
-        let ao = self.topnd(addr);
-        // Store values are truncated to the access size; constants fit an imm32 then.
-        let vo = match val {
-            Some(Val::C(c)) if size != MemSize::B8 => Opnd::I((c & size.mask()) as u32 as i32),
-            Some(v) => self.opnd(v),
-            None => Opnd::I(0),
-        };
-        let dl = dst.map(|d| self.dloc(d));
+        let (ao, vo, dl) = self.access_operands(addr, val, size, dst);
         let save = self.caller_live[i];
         // The global stores owed before the slow path (ir::SyncList): the fast path of a
         // TLB hit observes nothing.
@@ -1811,13 +1804,7 @@ impl Gen<'_> {
             _ => unreachable!("not an access: {op:?}"),
         };
         let size = mop.size;
-        let ao = self.topnd(addr);
-        let vo = match val {
-            Some(Val::C(c)) if size != MemSize::B8 => Opnd::I((c & size.mask()) as u32 as i32),
-            Some(v) => self.opnd(v),
-            None => Opnd::I(0),
-        };
-        let dl = dst.map(|d| self.dloc(d));
+        let (ao, vo, dl) = self.access_operands(addr, val, size, dst);
         let areg = self.addr_reg(ao);
         let own = self.a.new_dynamic_label();
         let back = self.a.new_dynamic_label();
@@ -1851,6 +1838,24 @@ impl Gen<'_> {
             op: Box::new(op.clone()),
             clear: matches!(role, GroupRole::Leader { .. }),
         });
+    }
+
+    /// An access's address, stored value (truncated to the access size: a constant then
+    /// fits an imm32) and load destination.
+    fn access_operands(
+        &mut self,
+        addr: Temp,
+        val: Option<Val>,
+        size: MemSize,
+        dst: Option<Temp>,
+    ) -> (Opnd, Opnd, Option<Loc>) {
+        let ao = self.topnd(addr);
+        let vo = match val {
+            Some(Val::C(c)) if size != MemSize::B8 => Opnd::I((c & size.mask()) as u32 as i32),
+            Some(v) => self.opnd(v),
+            None => Opnd::I(0),
+        };
+        (ao, vo, dst.map(|d| self.dloc(d)))
     }
 
     /// Guest load or store op `i` (of instruction `insn`).
