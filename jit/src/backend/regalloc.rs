@@ -286,21 +286,9 @@ pub fn access_groups(block: &Block, skip: &[bool]) -> Vec<GroupRole> {
             }
         }
     };
-    // A side exit (`if !c goto l; exit; l:` with nothing else going to l) leaves the block
-    // or goes on along the one path: a group continues across it.
-    let mut refs = vec![0u32; block.nlabels as usize];
-    for op in &block.ops {
-        if let Op::Br(l) | Op::BrCond { label: l, .. } = *op {
-            refs[l as usize] += 1;
-        }
-    }
-    let side_exit = |i: usize| {
-        matches!(
-            (&block.ops[i], block.ops.get(i + 1), block.ops.get(i + 2)),
-            (&Op::BrCond { label, .. }, Some(Op::Exit(_)), Some(&Op::Label(l)))
-                if l == label && refs[l as usize] == 1
-        )
-    };
+    // A side exit leaves the block or goes on along the one path: a group continues
+    // across it.
+    let refs = label_refs(block);
     let mut open: Option<Open> = None;
     let mut skip_to = 0;
     for (i, op) in block.ops.iter().enumerate() {
@@ -310,7 +298,7 @@ pub fn access_groups(block: &Block, skip: &[bool]) -> Vec<GroupRole> {
         let (addr, mop, store) = match *op {
             Op::Load { addr, mop, .. } => (addr, mop, false),
             Op::Store { addr, mop, .. } => (addr, mop, true),
-            Op::BrCond { .. } if side_exit(i) => {
+            Op::BrCond { .. } if side_exit(block, i, &refs).is_some() => {
                 skip_to = i + 3;
                 continue;
             }
@@ -348,6 +336,31 @@ pub fn access_groups(block: &Block, skip: &[bool]) -> Vec<GroupRole> {
     }
     close(&mut open, &mut out);
     out
+}
+
+/// How many branches go to each label.
+pub fn label_refs(block: &Block) -> Vec<u32> {
+    let mut n = vec![0u32; block.nlabels as usize];
+    for op in &block.ops {
+        if let Op::Br(l) | Op::BrCond { label: l, .. } = *op {
+            n[l as usize] += 1;
+        }
+    }
+    n
+}
+
+/// The exit of a side exit at `ops[i]`: a conditional branch over an exit to a label
+/// nothing else branches to (`if !c goto l; exit; l:`, the shape of a Jcc's taken path
+/// and of an exception check).
+pub fn side_exit(block: &Block, i: usize, label_refs: &[u32]) -> Option<Exit> {
+    match (&block.ops[i], block.ops.get(i + 1), block.ops.get(i + 2)) {
+        (&Op::BrCond { label, .. }, Some(&Op::Exit(e)), Some(&Op::Label(l)))
+            if l == label && label_refs[l as usize] == 1 =>
+        {
+            Some(e)
+        }
+        _ => None,
+    }
 }
 
 /// Calls `f` for every temp an op reads, in operand order (a temp read twice is reported

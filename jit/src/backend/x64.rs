@@ -43,7 +43,8 @@ use dynasmrt::{dynasm, DynamicLabel, DynasmApi, DynasmLabelApi, VecAssembler};
 
 use super::codecache::CodeCache;
 use super::regalloc::{
-    access_groups, access_pairs, const_addrs, far_targets, regalloc, GroupRole, Loc, RegPool,
+    access_groups, access_pairs, const_addrs, far_targets, label_refs, regalloc, side_exit,
+    GroupRole, Loc, RegPool,
 };
 use super::{Backend, CodeBufferFull, CodeHandle};
 use crate::engine::{mem_info, mem_info_tb, ret, slow_load, slow_store};
@@ -563,31 +564,6 @@ struct Gen<'a> {
     indirects: usize,
     /// Static exits chained with `chain_far`.
     far_exits: Vec<u32>,
-}
-
-/// How many branches go to each label.
-fn label_refs(block: &Block) -> Vec<u32> {
-    let mut n = vec![0u32; block.nlabels as usize];
-    for op in &block.ops {
-        if let Op::Br(l) | Op::BrCond { label: l, .. } = *op {
-            n[l as usize] += 1;
-        }
-    }
-    n
-}
-
-/// The exit of a side exit at `ops[i]`: a conditional branch over an exit to a label
-/// nothing else branches to (`if !c goto l; exit; l:`, the shape of a Jcc's taken path
-/// and of an exception check).
-fn side_exit(block: &Block, i: usize, label_refs: &[u32]) -> Option<Exit> {
-    match (&block.ops[i], block.ops.get(i + 1), block.ops.get(i + 2)) {
-        (&Op::BrCond { label, .. }, Some(&Op::Exit(e)), Some(&Op::Label(l)))
-            if l == label && label_refs[l as usize] == 1 =>
-        {
-            Some(e)
-        }
-        _ => None,
-    }
 }
 
 fn fits_i32(v: u64) -> bool {
