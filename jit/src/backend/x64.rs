@@ -882,15 +882,16 @@ impl Gen<'_> {
             access_groups(block, &skip)
         };
         let label_refs = label_refs(block);
-        let mut skip = false;
+        // Ops already emitted with an earlier one (an access pair's second, a side exit's
+        // exit and label) are skipped up to here.
         let mut skip_to = 0;
         for (i, op) in block.ops.iter().enumerate() {
-            if std::mem::take(&mut skip) || i < skip_to {
+            if i < skip_to {
                 continue;
             }
             if pairs[i] && self.const_addr[i].is_none() {
                 self.mem_pair(i, insn, &block.ops[i], &block.ops[i + 1]);
-                skip = true;
+                skip_to = i + 2;
                 continue;
             }
             match *op {

@@ -928,15 +928,14 @@ impl PvDomain {
         } else {
             AccessKind::Normal
         };
+        if len == 0 {
+            return Ok(());
+        }
         let first = ((0x1000 - (va & 0xfff)) as usize).min(len);
         // Translate every page first, so a fault leaves memory untouched. Most copies are
         // within one page (hypercall arguments, frames): no list for those.
+        let pa0 = e.core.translate(&mut e.env, va, access, kind)?;
         let mut more = Vec::new();
-        let pa0 = if len == 0 {
-            0
-        } else {
-            e.core.translate(&mut e.env, va, access, kind)?
-        };
         let mut done = first;
         while done < len {
             let a = va.wrapping_add(done as u64);
@@ -945,8 +944,7 @@ impl PvDomain {
             more.push((pa, done, n));
             done += n;
         }
-        let head = (len > 0).then_some((pa0, 0, first));
-        for (pa, s, n) in head.into_iter().chain(more) {
+        for (pa, s, n) in std::iter::once((pa0, 0, first)).chain(more) {
             f(&mut e.core.ram, pa, (s, n));
             if access == Access::Write {
                 // A write into translated code drops those translations.
