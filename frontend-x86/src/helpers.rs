@@ -298,6 +298,42 @@ unsafe extern "C" fn helper_div(env: *mut Env, a0: u64, divisor: u64, _: u64, _:
             let r = n % d;
             e.g[0] = (rax & !0xffff) | ((r as u64 & 0xff) << 8) | (q as u64 & 0xff);
         }
+        (_, false) if bits <= 32 || rdx == 0 => {
+            // The dividend fits 64 bits: the host's 64-bit divide (u128 division is a
+            // libcall), and the quotient overflows exactly when it exceeds the width.
+            let m = super::translate::size_mask(bytes);
+            let n = if bits == 64 { rax } else { (rdx & m) << bits | (rax & m) };
+            let d = divisor & m;
+            if d == 0 || n / d > m {
+                return de(e);
+            }
+            write_sized(e, 0, n / d, bytes);
+            write_sized(e, 2, n % d, bytes);
+        }
+        (_, true) if bits <= 32 || rdx == ((rax as i64) >> 63) as u64 => {
+            // The dividend fits 64 bits (signed), as after cdq/cqo.
+            let m = super::translate::size_mask(bytes);
+            let n = if bits == 64 {
+                rax as i64
+            } else {
+                ((((rdx & m) << bits | (rax & m)) << (64 - 2 * bits)) as i64) >> (64 - 2 * bits)
+            };
+            let dsh = 64 - bits;
+            let d = ((divisor << dsh) as i64) >> dsh;
+            if d == 0 {
+                return de(e);
+            }
+            // i64::MIN / -1 overflows 64 bits, and so any width.
+            let (Some(q), Some(r)) = (n.checked_div(d), n.checked_rem(d)) else {
+                return de(e);
+            };
+            let max = i64::MAX >> (64 - bits);
+            if q > max || q < -max - 1 {
+                return de(e);
+            }
+            write_sized(e, 0, q as u64, bytes);
+            write_sized(e, 2, r as u64, bytes);
+        }
         (_, false) => {
             let m = super::translate::size_mask(bytes);
             let n = ((rdx & m) as u128) << bits | (rax & m) as u128;

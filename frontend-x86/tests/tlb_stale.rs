@@ -127,11 +127,12 @@ fn translated_code_loses_its_write_entries() {
 #[test]
 fn store_into_the_running_block_entered_through_a_chain() {
     let mut e = setup(D);
-    // START: jmp B (same page, chained after the first pass)
+    // START: cmp eax, eax ; je B (same page, chained after the first pass; a jmp would
+    //        be followed, making B part of this block) ; hlt
     // B:     mov [rdi], bl ; C: mov al, imm8 ; hlt
     let b = START + 0x40;
     let c = b + 2;
-    let mut code = vec![0xeb, (b - (START + 2)) as u8];
+    let mut code = vec![0x39, 0xc0, 0x74, (b - (START + 4)) as u8, 0xf4];
     code.resize(0x40, 0x90);
     code.extend_from_slice(&[0x88, 0x1f, 0xb0, 0x00, 0xf4]);
     assert!(e.ram().write(START, &code));

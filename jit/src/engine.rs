@@ -889,21 +889,26 @@ impl Core {
         // Physical byte ranges covered by the block's bytes.
         let mut ranges = Vec::new();
         let mut tbpages = [None, None];
-        let mut a = key.pc;
-        let end = key.pc.wrapping_add(block.guest_len.max(1) as u64);
-        while a != end {
-            let vpage = a & PAGE_MASK;
-            let n = (PAGE_SIZE - (a & !PAGE_MASK)).min(end.wrapping_sub(a));
-            if let Some(&(_, pp)) = pages.iter().find(|p| p.0 == vpage) {
-                let pa = pp + (a & !PAGE_MASK);
-                ranges.push((pa, pa + n));
-                if tbpages[0].is_none() {
-                    tbpages[0] = Some(pp);
-                } else if tbpages[0] != Some(pp) {
-                    tbpages[1] = Some(pp);
+        let runs = std::iter::once((key.pc, block.guest_len.max(1)))
+            .chain(block.guest_more.iter().copied());
+        for (start, len) in runs {
+            let mut a = start;
+            let end = start.wrapping_add(len as u64);
+            while a != end {
+                let vpage = a & PAGE_MASK;
+                let n = (PAGE_SIZE - (a & !PAGE_MASK)).min(end.wrapping_sub(a));
+                if let Some(&(_, pp)) = pages.iter().find(|p| p.0 == vpage) {
+                    let pa = pp + (a & !PAGE_MASK);
+                    ranges.push((pa, pa + n));
+                    if tbpages[0].is_none() {
+                        tbpages[0] = Some(pp);
+                    } else if tbpages[0] != Some(pp) {
+                        debug_assert!(tbpages[1].is_none() || tbpages[1] == Some(pp));
+                        tbpages[1] = Some(pp);
+                    }
                 }
+                a = a.wrapping_add(n);
             }
-            a = a.wrapping_add(n);
         }
         let code = self
             .backend

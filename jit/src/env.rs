@@ -144,9 +144,6 @@ pub struct Env {
     pub inline_clock: u64,
     /// See `inline_clock`; the platform keeps it current while generated code runs.
     pub clock_offset: u64,
-    /// For backends: the host addend of the page of the access group being run (see
-    /// `backend::regalloc::access_groups`), or 0 when its accesses take their own lookups.
-    pub group_addend: u64,
     pub tlb: [[TlbEntry; TLB_SIZE]; NB_MMU_MODES],
     /// Indirect-jump cache (host code addresses; only backends that chain use it).
     pub jc: [JcEntry; JC_ENTRIES],
@@ -161,7 +158,6 @@ pub const OFF_FAULT: usize = offset_of!(Env, fault);
 pub const OFF_MMU_IDX: usize = offset_of!(Env, mmu_idx);
 pub const OFF_CUR_TB: usize = offset_of!(Env, cur_tb);
 pub const OFF_TLB: usize = offset_of!(Env, tlb);
-pub const OFF_GROUP_ADDEND: usize = offset_of!(Env, group_addend);
 pub const OFF_JC: usize = offset_of!(Env, jc);
 pub const OFF_JC_EPOCH: usize = offset_of!(Env, jc_epoch);
 pub const OFF_SCRATCH: usize = offset_of!(Env, scratch);
@@ -193,7 +189,6 @@ impl Env {
             std::ptr::addr_of_mut!((*p).jc_epoch).write([0; 2]);
             std::ptr::addr_of_mut!((*p).inline_clock).write(0);
             std::ptr::addr_of_mut!((*p).clock_offset).write(0);
-            std::ptr::addr_of_mut!((*p).group_addend).write(0);
             std::ptr::addr_of_mut!((*p).tlb).write([[TlbEntry::EMPTY; TLB_SIZE]; NB_MMU_MODES]);
             std::ptr::addr_of_mut!((*p).jc).write([JcEntry::EMPTY; JC_ENTRIES]);
             std::ptr::addr_of_mut!((*p).victim)

@@ -481,8 +481,12 @@ pub struct Block {
     pub nlabels: u32,
     /// Guest pc (linear) of each instruction, in order.
     pub insn_pcs: Vec<u64>,
-    /// Number of guest bytes covered (from the first instruction's pc).
+    /// Number of guest bytes covered from the first instruction's pc (up to the end of the
+    /// first followed jump, if the block continues through one).
     pub guest_len: u32,
+    /// Further runs of guest bytes (linear start, length): a block that continues at a
+    /// direct jump's target covers its bytes from there (see the frontend).
+    pub guest_more: Vec<(u64, u32)>,
     /// The MMU mode (TLB) every access of this block uses; the frontend makes it part of
     /// the block's key, so it is constant for the block and equals `Env::mmu_idx` whenever
     /// the block runs.

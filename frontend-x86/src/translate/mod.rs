@@ -888,6 +888,10 @@ pub fn translate(
     let mut rip = key.rip;
     let first_page = key.pc & !0xfff;
     let mut bytes_len = 0u64;
+    // Followed jumps: the instruction index of each unconditional direct jump the block
+    // continues through, and the linear start of the code after it (where a new run of
+    // guest bytes begins).
+    let mut follows: Vec<(usize, u64)> = Vec::new();
     let mut decode_fault: Option<GuestFault> = None;
     while (insns.len() as u32) < max_insns {
         let lin = key.cs_base.wrapping_add(rip);
@@ -933,6 +937,16 @@ pub fn translate(
         if side_exit {
             side_exits += 1;
         }
+        if let Some(target) = followable_jump(&insn, &insns, follows.len()) {
+            let t_lin = key.cs_base.wrapping_add(target);
+            let t_lin = if bitness == 64 { t_lin } else { t_lin & 0xffff_ffff };
+            if t_lin & !0xfff == first_page {
+                follows.push((insns.len(), t_lin));
+                insns.push(insn);
+                rip = target;
+                continue;
+            }
+        }
         let end = (ends_block(&insn) && !side_exit) || insn.code() == iced_x86::Code::Ud2;
         insns.push(insn);
         if end {
@@ -951,6 +965,10 @@ pub fn translate(
         let mut live: u32 = ALL;
         for i in (0..n).rev() {
             let ins = &insns[i];
+            if follows.iter().any(|f| f.0 == i) {
+                // A followed jump neither faults nor leaves the block nor touches flags.
+                continue;
+            }
             let written = ins.rflags_modified() & ALL;
             let read = ins.rflags_read() & ALL;
             // Partial or count-dependent writers merge with the old flags when they emit.
@@ -992,6 +1010,11 @@ pub fn translate(
         tr.next = insn.next_ip();
         tr.flags_live = live_flags[i];
         tr.b.insn_start(tr.pc);
+        if follows.iter().any(|f| f.0 == i) {
+            // Continued through: the next instruction is the jump's target.
+            tr.next = insn.near_branch_target();
+            continue;
+        }
         let h = table()[insn.mnemonic() as usize];
         let flow = match h {
             Some(h)
@@ -1014,10 +1037,54 @@ pub fn translate(
         tr.exit_jump(next);
     }
     let mut block = tr.b.finish();
-    block.guest_len = bytes_len as u32;
+    // The guest bytes: one run from the block's start to the first followed jump's end,
+    // then one from each jump's target to the next one's end (or the block's end).
+    let mut runs = Vec::with_capacity(follows.len() + 1);
+    let mut start = key.pc;
+    let mut len = 0u64;
+    let mut k = 0;
+    for (i, insn) in insns.iter().enumerate() {
+        len += insn.len() as u64;
+        if follows.get(k).is_some_and(|f| f.0 == i) {
+            runs.push((start, len as u32));
+            start = follows[k].1;
+            len = 0;
+            k += 1;
+        }
+    }
+    runs.push((start, len as u32));
+    debug_assert_eq!(runs.iter().map(|r| r.1 as u64).sum::<u64>(), bytes_len);
+    block.guest_len = runs[0].1;
+    block.guest_more = runs.split_off(1);
     // MXCSR is where SSE arithmetic (`Inline::Sse`) keeps its exception flags.
     block.sse_csr = Some(G_MXCSR);
     Ok(block)
+}
+
+/// Unconditional direct jumps a block may continue through, at most this many per block.
+const MAX_FOLLOWS: usize = 1;
+
+/// The target of `insn` if it is a direct near jump the block can continue through (on
+/// the block's page, which the caller checks): not a 16-bit one (whose target wraps at
+/// 64K), not to an instruction already in the block (a loop), and at most
+/// [`MAX_FOLLOWS`] per block. Such a jump cannot fault: its target is on a page the
+/// block already fetched from, so canonical, and PV code segments have no limit below
+/// 4 GiB.
+fn followable_jump(insn: &Instruction, decoded: &[Instruction], follows: usize) -> Option<u64> {
+    use iced_x86::Code as C;
+    if follows >= MAX_FOLLOWS
+        || !matches!(
+            insn.code(),
+            C::Jmp_rel8_64 | C::Jmp_rel32_64 | C::Jmp_rel8_32 | C::Jmp_rel32_32
+        )
+    {
+        return None;
+    }
+    let target = insn.near_branch_target();
+    if target == insn.ip() || decoded.iter().any(|i| i.ip() == target) {
+        return None;
+    }
+    Some(target)
 }
 
 fn decode_one(bitness: u32, bytes: &[u8], rip: u64) -> Option<Instruction> {

@@ -19,8 +19,9 @@
 //!
 //! Temps live in rbx, rbp, r12, r13, r14 (callee-saved) and r8..r11 (caller-saved; saved
 //! around helper calls and inside the out-of-line softmmu slow paths only when a temp in
-//! them is live across the call), or in spill slots. rax, rcx, rdx, rsi, rdi are scratch
-//! within one op. Globals are never cached: `GetG`/`SetG` access `[r15 + 8*g - ENV_BIAS]`.
+//! them is live across the call), or in spill slots. rax, rcx, rdx, rsi are scratch
+//! within one op; rdi holds an open access group's addend (0 after any call, see
+//! `group_access`). Globals are never cached: `GetG`/`SetG` access `[r15 + 8*g - ENV_BIAS]`.
 //!
 //! # Register allocation
 //! Done by the host-independent linear-scan allocator in [`super::regalloc`], given `POOL`:
@@ -49,7 +50,7 @@ use super::regalloc::{
 use super::{Backend, CodeBufferFull, CodeHandle};
 use crate::engine::{mem_info, mem_info_tb, ret, slow_load, slow_store};
 use crate::env::{
-    tlb_index, Env, JC_BITS, JC_ENTRIES, OFF_CUR_TB, OFF_FAULT, OFF_GROUP_ADDEND, OFF_ICOUNT,
+    tlb_index, Env, JC_BITS, JC_ENTRIES, OFF_CUR_TB, OFF_FAULT, OFF_ICOUNT,
     OFF_ICOUNT_LIMIT, OFF_JC, OFF_JC_EPOCH, OFF_SCRATCH, OFF_TLB, PAGE_BITS, PAGE_MASK, TLB_FOLD2,
     TLB_FOLD3, TLB_SIZE,
 };
@@ -116,7 +117,6 @@ const OFF_ICOUNT_I: i32 = OFF_ICOUNT as i32 - ENV_BIAS;
 const OFF_ICOUNT_LIMIT_I: i32 = OFF_ICOUNT_LIMIT as i32 - ENV_BIAS;
 const OFF_CUR_TB_I: i32 = OFF_CUR_TB as i32 - ENV_BIAS;
 const OFF_SCRATCH_I: i32 = OFF_SCRATCH as i32 - ENV_BIAS;
-const OFF_GROUP_I: i32 = OFF_GROUP_ADDEND as i32 - ENV_BIAS;
 const TLB_ENTRY_BYTES: usize = std::mem::size_of::<crate::env::TlbEntry>();
 const _: () = assert!(TLB_ENTRY_BYTES == 32);
 
@@ -1468,8 +1468,10 @@ impl Gen<'_> {
         }
     }
 
+    /// Every call from generated code. The callee clobbers rdi, the open access group's
+    /// addend (`group_access`), which is cleared: a member after it takes its own lookup.
     fn call_abs(&mut self, f: usize) {
-        asm!(self; mov rax, QWORD f as i64 ; call rax);
+        asm!(self; mov rax, QWORD f as i64 ; call rax ; xor edi, edi);
     }
 
     fn check_fault(&mut self, insn: u32) {
@@ -1771,9 +1773,11 @@ impl Gen<'_> {
     }
 
     /// Access op `i` of an access group (`regalloc::access_groups`). The leader looks
-    /// the group's whole span up once and leaves the page's addend in
-    /// `Env::group_addend` (0 on a miss, after which it takes its own path); a member
-    /// uses that addend when it is set, else its own lookup, out of line.
+    /// the group's whole span up once and leaves the page's addend in rdi (0 on a miss,
+    /// after which it takes its own path; `call_abs` clears it too); a member uses that
+    /// addend when it is set, else its own lookup, out of line. rdi is not otherwise
+    /// used between a leader and its members: the group ends at main-path calls, and
+    /// every call (an out-of-line slow path between them included) clears it.
     fn group_access(&mut self, i: usize, insn: u32, op: &Op, role: GroupRole) {
         let (dst, addr, val, mop) = match *op {
             Op::Load { dst, addr, mop, .. } => (Some(dst), addr, None, mop),
@@ -1795,13 +1799,13 @@ impl Gen<'_> {
                     RCX
                 };
                 self.tlb_probe_span(first, areg, hi, tag, addend, own);
-                asm!(self; mov QWORD [r15 + OFF_GROUP_I], rdx);
+                asm!(self; mov rdi, rdx);
             }
             _ => {
                 asm!(self;
-                    mov rdx, QWORD [r15 + OFF_GROUP_I]
-                    ; test rdx, rdx
+                    test rdi, rdi
                     ;; self.jcc(Cc::E, own)
+                    ; mov rdx, rdi
                 );
             }
         }
@@ -2093,7 +2097,7 @@ impl Gen<'_> {
             } => {
                 asm!(self; =>label);
                 if clear {
-                    asm!(self; mov QWORD [r15 + OFF_GROUP_I], 0);
+                    asm!(self; xor edi, edi);
                 }
                 self.access(i, insn, &op);
                 asm!(self; jmp =>back);

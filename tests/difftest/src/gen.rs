@@ -433,7 +433,30 @@ fn template(rng: &mut Rng, mode: Mode, ip: u64) -> Vec<u8> {
         Mode::Compat => (Code::Lea_r32_m, Register::ESI, Register::EDI, Register::EBP),
     };
     let base = mode.base();
-    match rng.below(if mode == Mode::Long { 6 } else { 5 }) {
+    // Template 5 (segment loads) is 64-bit only.
+    let pick = match (mode, rng.below(if mode == Mode::Long { 8 } else { 7 })) {
+        (Mode::Compat, p) if p >= 5 => p + 1,
+        (_, p) => p,
+    };
+    match pick {
+        6 => {
+            // A forward jmp (rel8 or rel32) over 0..8 one-byte instructions that must not
+            // run (they trap or change CF): the translator may continue a block at a
+            // jump's target. (Whole instructions, so the case's listing and its flag
+            // analysis, which skips them, stay aligned.)
+            let junk = rng.below(9) as usize;
+            if rng.chance(50) {
+                out.extend_from_slice(&[0xeb, junk as u8]);
+            } else {
+                out.push(0xe9);
+                out.extend_from_slice(&(junk as u32).to_le_bytes());
+            }
+            for _ in 0..junk {
+                // int3, hlt, cmc, clc, stc
+                out.push([0xcc, 0xf4, 0xf5, 0xf8, 0xf9][rng.below(5) as usize]);
+            }
+        }
+        7 => divide_after_extend(rng, mode, &mut out),
         5 => {
             // Segment selectors against Linux's GDT (64-bit mode only: there data
             // segment attributes do not affect later accesses). Loads into DS/ES with
@@ -554,6 +577,38 @@ fn template(rng: &mut Rng, mode: Mode, ip: u64) -> Vec<u8> {
         }
     }
     out
+}
+
+/// div/idiv by a random register after cwd/cdq/cqo (or zeroing rDX): the dividends
+/// programs divide, which fit the operand width (random rDX rarely does).
+fn divide_after_extend(rng: &mut Rng, mode: Mode, out: &mut Vec<u8>) {
+    let nregs = if mode == Mode::Long { 16 } else { 8 };
+    let reg = match rng.below(nregs) {
+        4 => 1, // not rSP
+        r => r as u8,
+    };
+    let signed = rng.chance(50);
+    let (prefix, rex_w): (&[u8], u8) = match rng.below(if mode == Mode::Long { 3 } else { 2 }) {
+        0 => (&[0x66], 0),
+        1 => (&[], 0),
+        _ => (&[], 0x48),
+    };
+    let rex = rex_w | if reg >= 8 { 0x41 } else { 0 };
+    out.extend_from_slice(prefix);
+    if signed {
+        if rex_w != 0 {
+            out.push(0x48);
+        }
+        out.push(0x99); // cwd/cdq/cqo
+    } else {
+        out.extend_from_slice(&[0x31, 0xd2]); // xor edx, edx
+    }
+    out.extend_from_slice(prefix);
+    if rex != 0 {
+        out.push(rex);
+    }
+    out.push(0xf7);
+    out.push(0xc0 | if signed { 7 << 3 } else { 6 << 3 } | (reg & 7));
 }
 
 /// Generate a case with 1..=max_len instructions.
@@ -701,7 +756,20 @@ fn rcl_rcr_of_undefined(i: &Instruction) -> u32 {
 pub fn undefined_flags_before(insns: &[Instruction], rip: u64) -> Option<u64> {
     let mut undef: u32 = 0;
     let mut after_jcc = false;
+    // The target of a direct jmp over the instructions up to it (which do not run).
+    let mut skip_to: Option<u64> = None;
     for i in insns.iter().take_while(|i| i.ip() != rip) {
+        if let Some(t) = skip_to {
+            if i.ip() < t {
+                continue;
+            }
+            skip_to = None;
+        }
+        if i.mnemonic() == Mnemonic::Jmp && i.is_jmp_short_or_near() {
+            skip_to = Some(i.near_branch_target());
+            after_jcc = false;
+            continue;
+        }
         if i.rflags_read() & undef != 0 {
             return None;
         }
