@@ -976,7 +976,7 @@ impl Core {
         };
         match std::mem::replace(rec, WRITE_SLOT_NONE) {
             WRITE_SLOT_NONE => {}
-            WRITE_SLOT_MANY => env.tlb.iter_mut().flatten().for_each(drop),
+            WRITE_SLOT_MANY => env.tlb_for_each_used(drop),
             slot => {
                 let k = slot as usize - 1;
                 drop(&mut env.tlb[k / TLB_SIZE][k % TLB_SIZE]);
@@ -1148,10 +1148,11 @@ impl Core {
             .wrapping_add(ppage)
             .wrapping_sub(vpage);
         let mmu = env.mmu_idx as usize;
-        let old = env.tlb[mmu][tlb_index(vaddr)];
-        let e = &mut env.tlb[mmu][tlb_index(vaddr)];
+        let idx = tlb_index(vaddr);
+        let old = env.tlb[mmu][idx];
+        let mut e = old;
         if e.addend != addend || (e.read != vpage && e.write != vpage && e.exec != vpage) {
-            *e = TlbEntry::EMPTY;
+            e = TlbEntry::EMPTY;
             e.addend = addend;
             // Keep the evicted entry in the victim TLB.
             if old.read & !PAGE_MASK == 0
@@ -1163,8 +1164,6 @@ impl Core {
                 env.victim_next[mmu] = ((k + 1) % crate::env::VICTIM_SIZE) as u32;
             }
         }
-        let idx = tlb_index(vaddr);
-        let e = &mut env.tlb[mmu][idx];
         match access {
             Access::Read => e.read = vpage,
             Access::Write => {
@@ -1184,6 +1183,7 @@ impl Core {
             }
             Access::Exec => e.exec = vpage,
         }
+        env.tlb_set(mmu, idx, e);
     }
 
     /// Translate one access (not crossing a page) and fill the TLB.
@@ -1265,7 +1265,7 @@ impl Core {
         let idx = tlb_index(vaddr);
         let hit = env.victim[mmu][k];
         env.victim[mmu][k] = env.tlb[mmu][idx];
-        env.tlb[mmu][idx] = hit;
+        env.tlb_set(mmu, idx, hit);
         let host = vaddr.wrapping_add(hit.addend);
         Some(host.wrapping_sub(self.ram.base() as u64))
     }

@@ -8,7 +8,7 @@ use std::mem::offset_of;
 /// Number of u64 guest-state slots.
 pub const NGLOBALS: usize = 256;
 /// TLB entries per MMU mode (direct-mapped, indexed by virtual page number).
-pub const TLB_BITS: u32 = 10;
+pub const TLB_BITS: u32 = 12;
 pub const TLB_SIZE: usize = 1 << TLB_BITS;
 /// Number of MMU modes (the frontend decides what they mean, e.g. supervisor and user).
 pub const NB_MMU_MODES: usize = 3;
@@ -40,6 +40,24 @@ impl TlbEntry {
         exec: TLB_INVALID,
         addend: 0,
     };
+
+    /// Does the entry translate nothing (no tag is a page address)?
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.read & !PAGE_MASK != 0
+            && self.write & !PAGE_MASK != 0
+            && self.exec & !PAGE_MASK != 0
+    }
+
+    /// The half of the address space (1: bit 63 set) of the page the entry translates, if
+    /// any (all its tags are one page).
+    #[inline]
+    pub fn half(&self) -> Option<usize> {
+        [self.read, self.write, self.exec]
+            .into_iter()
+            .find(|&t| t & !PAGE_MASK == 0)
+            .map(|t| (t >> 63) as usize)
+    }
 
     /// Does the entry translate a page of `half` of the address space (1: bit 63 set)?
     pub fn in_half(&self, half: usize) -> bool {
@@ -150,7 +168,16 @@ pub struct Env {
     /// Victim TLB (slow path only), and the next slot to replace per mode.
     pub victim: [[TlbEntry; VICTIM_SIZE]; NB_MMU_MODES],
     pub victim_next: [u32; NB_MMU_MODES],
+    /// Per MMU mode and half of the address space, the indexes of the main TLB's entries
+    /// filled since: every entry that is not empty has its index among the first
+    /// `tlb_used_len[m][h]` of its mode and half (which may also hold emptied ones, ones
+    /// refilled for the other half, and repeats), so a flush touches the entries in use
+    /// instead of the whole TLB (a PV kernel flushes one half or the other tens of
+    /// thousands of times per second of guest work). Kept by [`Env::tlb_set`].
+    pub tlb_used: [[[u16; TLB_SIZE]; 2]; NB_MMU_MODES],
+    pub tlb_used_len: [[u32; 2]; NB_MMU_MODES],
 }
+const _: () = assert!(TLB_SIZE <= 1 << 16, "tlb_used holds u16 indexes");
 
 pub const OFF_ICOUNT: usize = offset_of!(Env, icount);
 pub const OFF_ICOUNT_LIMIT: usize = offset_of!(Env, icount_limit);
@@ -194,6 +221,8 @@ impl Env {
             std::ptr::addr_of_mut!((*p).victim)
                 .write([[TlbEntry::EMPTY; VICTIM_SIZE]; NB_MMU_MODES]);
             std::ptr::addr_of_mut!((*p).victim_next).write([0; NB_MMU_MODES]);
+            std::ptr::addr_of_mut!((*p).tlb_used).write([[[0; TLB_SIZE]; 2]; NB_MMU_MODES]);
+            std::ptr::addr_of_mut!((*p).tlb_used_len).write([[0; 2]; NB_MMU_MODES]);
             e.assume_init()
         }
     }
@@ -207,11 +236,77 @@ impl Env {
 
     /// Flush every TLB entry of every mode, leaving the jump cache to the caller.
     pub fn tlb_flush_entries(&mut self) {
-        for m in self.tlb.iter_mut() {
-            m.fill(TlbEntry::EMPTY);
+        for m in 0..NB_MMU_MODES {
+            self.tlb_flush_mode(m);
         }
         for m in self.victim.iter_mut() {
             m.fill(TlbEntry::EMPTY);
+        }
+    }
+
+    /// Write main-TLB entry `idx` of mode `mmu` (every write that may fill an empty entry
+    /// goes through here, see `tlb_used`).
+    #[inline]
+    pub fn tlb_set(&mut self, mmu: usize, idx: usize, e: TlbEntry) {
+        let old = &self.tlb[mmu][idx];
+        if let Some(h) = e.half() {
+            if old.half() != Some(h) {
+                if self.tlb_used_len[mmu][h] as usize == TLB_SIZE {
+                    self.tlb_used_rebuild(mmu, h);
+                }
+                let n = self.tlb_used_len[mmu][h] as usize;
+                self.tlb_used[mmu][h][n] = idx as u16;
+                self.tlb_used_len[mmu][h] += 1;
+            }
+        }
+        self.tlb[mmu][idx] = e;
+    }
+
+    /// Rebuild the used list of mode `mmu` and `half` from the entries (when repeats
+    /// filled it up).
+    fn tlb_used_rebuild(&mut self, mmu: usize, half: usize) {
+        let mut n = 0;
+        for (i, e) in self.tlb[mmu].iter().enumerate() {
+            if e.half() == Some(half) {
+                self.tlb_used[mmu][half][n] = i as u16;
+                n += 1;
+            }
+        }
+        self.tlb_used_len[mmu][half] = n as u32;
+    }
+
+    /// Empty every main-TLB entry of mode `mmu`.
+    fn tlb_flush_mode(&mut self, mmu: usize) {
+        for half in 0..2 {
+            for k in 0..self.tlb_used_len[mmu][half] as usize {
+                let i = self.tlb_used[mmu][half][k] as usize;
+                self.tlb[mmu][i] = TlbEntry::EMPTY;
+            }
+            self.tlb_used_len[mmu][half] = 0;
+        }
+    }
+
+    /// Empty the main-TLB entries of mode `mmu` that translate a page of `half`.
+    fn tlb_flush_mode_half(&mut self, mmu: usize, half: usize) {
+        for k in 0..self.tlb_used_len[mmu][half] as usize {
+            let i = self.tlb_used[mmu][half][k] as usize;
+            let e = &mut self.tlb[mmu][i];
+            if e.in_half(half) {
+                *e = TlbEntry::EMPTY;
+            }
+        }
+        self.tlb_used_len[mmu][half] = 0;
+    }
+
+    /// Apply `f` to every main-TLB entry that may not be empty (some more than once).
+    pub fn tlb_for_each_used(&mut self, mut f: impl FnMut(&mut TlbEntry)) {
+        for m in 0..NB_MMU_MODES {
+            for h in 0..2 {
+                for k in 0..self.tlb_used_len[m][h] as usize {
+                    let i = self.tlb_used[m][h][k] as usize;
+                    f(&mut self.tlb[m][i]);
+                }
+            }
         }
     }
 
@@ -254,13 +349,14 @@ impl Env {
     /// context switch that keeps the kernel's upper half mapped as it was), leaving the
     /// jump cache to the caller.
     pub fn tlb_flush_lower(&mut self, keep: usize) {
-        for (m, (tlb, victim)) in self.tlb.iter_mut().zip(self.victim.iter_mut()).enumerate() {
+        for m in 0..NB_MMU_MODES {
             if m != keep {
-                tlb.fill(TlbEntry::EMPTY);
-                victim.fill(TlbEntry::EMPTY);
+                self.tlb_flush_mode(m);
+                self.victim[m].fill(TlbEntry::EMPTY);
                 continue;
             }
-            for e in tlb.iter_mut().chain(victim.iter_mut()) {
+            self.tlb_flush_mode_half(m, 0);
+            for e in self.victim[m].iter_mut() {
                 if e.in_half(0) {
                     *e = TlbEntry::EMPTY;
                 }
@@ -271,12 +367,10 @@ impl Env {
     /// Flush every entry for one half of the address space (1: the upper, bit 63 set) in
     /// every mode, leaving the jump caches to the caller.
     pub fn tlb_flush_half(&mut self, half: usize) {
-        for e in self
-            .tlb
-            .iter_mut()
-            .flatten()
-            .chain(self.victim.iter_mut().flatten())
-        {
+        for m in 0..NB_MMU_MODES {
+            self.tlb_flush_mode_half(m, half);
+        }
+        for e in self.victim.iter_mut().flatten() {
             if e.in_half(half) {
                 *e = TlbEntry::EMPTY;
             }
@@ -345,6 +439,63 @@ pub fn tlb_index(vaddr: u64) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Flushes clear exactly what they should although they only visit the entries in
+    /// `tlb_used`: filled, refilled, page-flushed (leaving stale indexes) and refilled
+    /// again, past the list's capacity (a rebuild).
+    #[test]
+    fn flushes_through_the_used_list_clear_every_entry_they_must() {
+        let mut env = Env::new();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let fill = |env: &mut Env, mmu: usize, page: u64| {
+            let e = TlbEntry {
+                read: page,
+                write: TLB_INVALID,
+                exec: page,
+                addend: 0x1000,
+            };
+            env.tlb_set(mmu, tlb_index(page), e);
+        };
+        let page_of = |r: u64| {
+            let half = r >> 63;
+            (half << 63) | (r >> 20 & 0xffff) << PAGE_BITS
+        };
+        for _ in 0..3 * TLB_SIZE {
+            let r = rnd();
+            let (mmu, page) = ((r % NB_MMU_MODES as u64) as usize, page_of(rnd()));
+            fill(&mut env, mmu, page);
+            if r & 0x30 == 0 {
+                env.tlb_flush_page_entries(page);
+            }
+        }
+        let count = |env: &Env, half: usize| {
+            env.tlb.iter().flatten().filter(|e| e.in_half(half)).count()
+        };
+        let lower = count(&env, 0);
+        assert!(lower > 0 && count(&env, 1) > 0);
+        env.tlb_flush_half(1);
+        assert_eq!(count(&env, 1), 0, "upper half flushed");
+        assert_eq!(count(&env, 0), lower, "lower half kept");
+        for _ in 0..TLB_SIZE {
+            let r = rnd();
+            fill(&mut env, (r % NB_MMU_MODES as u64) as usize, page_of(rnd()));
+        }
+        env.tlb_flush_lower(1);
+        for m in [0, 2] {
+            assert!(env.tlb[m].iter().all(|e| e.is_empty()), "mode {m} flushed");
+        }
+        assert!(env.tlb[1].iter().all(|e| !e.in_half(0)), "mode 1's lower half flushed");
+        assert!(env.tlb[1].iter().any(|e| e.in_half(1)), "mode 1's upper half kept");
+        env.tlb_flush_entries();
+        assert!(env.tlb.iter().flatten().all(|e| e.is_empty()));
+        assert_eq!(env.tlb_used_len, [[0; 2]; NB_MMU_MODES]);
+    }
 
     /// Adjacent pages never share a TLB index, whatever their trailing ones (the lookups'
     /// page-crossing check depends on it); the M2P and a P2M at the same offset do not

@@ -1462,12 +1462,16 @@ pub fn tlb_probe_index_and_mode(be: &mut dyn Backend) {
             let off = (a & !PAGE_MASK) as usize / 8;
             e.env.tlb_flush();
             e.env.mmu_idx = mmu;
-            e.env.tlb[mmu as usize][tlb_index(a)] = TlbEntry {
-                read: page,
-                write: page,
-                exec: crate::env::TLB_INVALID,
-                addend: (buf.as_mut_ptr() as u64).wrapping_sub(page),
-            };
+            e.env.tlb_set(
+                mmu as usize,
+                tlb_index(a),
+                TlbEntry {
+                    read: page,
+                    write: page,
+                    exec: crate::env::TLB_INVALID,
+                    addend: (buf.as_mut_ptr() as u64).wrapping_sub(page),
+                },
+            );
             let mut b = Builder::new();
             b.insn_start(0x100);
             let at = b.konst(a);
