@@ -9,6 +9,9 @@
 #   BENCH_INTERP_RUNS=N   runs per interpreter measurement (default: BENCH_RUNS)
 #   BENCH_KERNELS="..."   subset of kernels (default: "sha256 memmix vm")
 #   BENCH_JIT_TARGET=X    the JIT target ratio to native (default 8)
+#   BENCH_SKIP_QEMU=1     don't run the peer: QEMU's user-mode TCG (qemu-x86_64-static, from
+#                         qemu-user-static) on the native executable, which translates the
+#                         same code without a softmmu (guest addresses are host addresses)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -19,6 +22,11 @@ interp_runs=${BENCH_INTERP_RUNS:-$runs}
 kernels=${BENCH_KERNELS:-"sha256 memmix vm fpsimd"}
 target=${BENCH_JIT_TARGET:-8}
 skip_interp=${BENCH_SKIP_INTERP:-0}
+qemu=
+if [ "${BENCH_SKIP_QEMU:-0}" != 1 ]; then
+  qemu=$(command -v qemu-x86_64-static || command -v qemu-x86_64 || true)
+  [ -n "$qemu" ] || echo "(qemu-x86_64-static not found: no QEMU peer; apt-get install qemu-user-static)"
+fi
 
 echo "== building kernels"
 "$here/build.sh"
@@ -75,7 +83,7 @@ check_same() {
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == 0) print "-"; else printf "%.1fx", a / b }'; }
 
-declare -A t_native t_interp t_jit xrate icount
+declare -A t_native t_interp t_jit t_qemu xrate icount
 for k in $kernels; do
   [ -f "$out/$k.bin" ] || die "unknown kernel $k"
   echo "== $k"
@@ -92,6 +100,12 @@ for k in $kernels; do
   measure "$k.jit" "$runs" "$xeno" flat "$out/$k.bin" --engine jit --stats
   t_jit[$k]=$best
   check_same "$k" "$k.jit"
+  t_qemu[$k]=
+  if [ -n "$qemu" ]; then
+    measure "$k.qemu" "$runs" "$qemu" "$out/$k.native"
+    t_qemu[$k]=$best
+    check_same "$k" "$k.qemu"
+  fi
   stats=$(grep '^engine ' "$out/$k.jit.stderr" || true)
   [ -n "$stats" ] || die "$k: no --stats line from the JIT run"
   echo "   jit stats: $stats"
@@ -101,14 +115,17 @@ done
 
 echo
 echo "== results for xenolith $rev (wall-clock of the whole process, best of $runs; interp best of $interp_runs; load average now: $(cut -d' ' -f1-3 /proc/loadavg))"
-printf '%-8s %10s %10s %9s %11s %10s %13s %12s  %s\n' \
-  kernel native_s interp_s jit_s interp/nat jit/nat guest_insns xlate_ins/s "jit<=target"
+printf '%-8s %10s %10s %9s %11s %10s %9s %10s %13s %12s  %s\n' \
+  kernel native_s interp_s jit_s interp/nat jit/nat qemu_s jit/qemu guest_insns xlate_ins/s \
+  "jit<=target"
 for k in $kernels; do
   n=${t_native[$k]} i=${t_interp[$k]} j=${t_jit[$k]}
   # The FP/SIMD kernel's target is 10x (issue: FP/SIMD), the integer kernels' $target.
   t=$target; [ "$k" = fpsimd ] && t=${BENCH_FP_TARGET:-10}
   verdict=$(awk -v j="$j" -v n="$n" -v t="$t" 'BEGIN { printf "%s (%sx)", (j <= t * n) ? "PASS" : "MISS", t }')
-  printf '%-8s %10s %10s %9s %11s %10s %13s %12s  %s\n' \
-    "$k" "$n" "${i:--}" "$j" "$(ratio "$i" "$n")" "$(ratio "$j" "$n")" "${icount[$k]}" \
-    "${xrate[$k]}" "$verdict"
+  q=${t_qemu[$k]}
+  printf '%-8s %10s %10s %9s %11s %10s %9s %10s %13s %12s  %s\n' \
+    "$k" "$n" "${i:--}" "$j" "$(ratio "$i" "$n")" "$(ratio "$j" "$n")" "${q:--}" \
+    "$(awk -v j="$j" -v q="$q" 'BEGIN { if (q == "") print "-"; else printf "%.2fx", j / q }')" \
+    "${icount[$k]}" "${xrate[$k]}" "$verdict"
 done
