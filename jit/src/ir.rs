@@ -384,6 +384,17 @@ pub enum Inline {
         src: Global,
         csr: Global,
     },
+    /// An x86 DIV (`signed`: IDIV) of the dividend in globals `rdx:rax` (high and low
+    /// halves, `bytes` = 4 or 8 wide) by the call's second argument (zero-extended): the
+    /// quotient replaces `rax` and the remainder `rdx`, each zero-extended to 64 bits. The
+    /// call is the definition (it raises #DE); a backend may divide inline where the
+    /// division cannot fault and call otherwise.
+    Div {
+        bytes: u8,
+        signed: bool,
+        rax: Global,
+        rdx: Global,
+    },
 }
 
 /// Arithmetic of [`Inline::Sse`].

@@ -92,10 +92,18 @@ fn imul(tr: &mut Tr, insn: &Instruction) -> Flow {
 fn div(tr: &mut Tr, insn: &Instruction, signed: bool) -> Flow {
     let bytes = tr.op_size(insn, 0);
     let src = tr.read_op_t(insn, 0, bytes);
-    tr.b.call_void(
-        H.div,
-        &[Val::C(bytes as u64 | (signed as u64) << 8), Val::T(src)],
-    );
+    let args = [Val::C(bytes as u64 | (signed as u64) << 8), Val::T(src)];
+    if bytes >= 4 {
+        let inline = jit::ir::Inline::Div {
+            bytes: bytes as u8,
+            signed,
+            rax: crate::state::G_GPR0,
+            rdx: crate::state::G_GPR0 + 2,
+        };
+        tr.b.call_inline_void(H.div, &args, inline);
+    } else {
+        tr.b.call_void(H.div, &args);
+    }
     // Flags are undefined after DIV; Intel cores leave them unchanged... the lazy state is
     // kept as is.
     let _ = Cond::Eq;

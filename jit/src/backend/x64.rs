@@ -970,6 +970,12 @@ impl Gen<'_> {
                     }) if op.arith != SseArith::Pshufb || self.feat.ssse3 => {
                         self.sse_inline(dst, op, [d, src, csr])
                     }
+                    Some(Inline::Div {
+                        bytes,
+                        signed,
+                        rax,
+                        rdx,
+                    }) => self.div_inline(i, insn, helper.0 as usize, args, bytes, signed, [rax, rdx]),
                     _ => self.call(i, insn, helper.0 as usize, args, dst),
                 },
                 Op::Label(l) => {
@@ -1478,6 +1484,59 @@ impl Gen<'_> {
         let l = self.fault_label(insn);
         asm!(self; cmp DWORD [r15 + OFF_FAULT_I], 0);
         self.jcc(Cc::Ne, l);
+    }
+
+    /// [`Inline::Div`]: the host's own DIV/IDIV where it cannot fault (a divisor that is
+    /// not 0; unsigned, a high half below the divisor, so the quotient fits; signed, a
+    /// dividend that fits one half, as after CDQ/CQO, and a divisor other than -1), the
+    /// helper call otherwise. rax, rcx, rdx and rsi are scratch.
+    #[allow(clippy::too_many_arguments)]
+    fn div_inline(
+        &mut self,
+        i: usize,
+        insn: u32,
+        helper: usize,
+        args: &[Val],
+        bytes: u8,
+        signed: bool,
+        [ga, gd]: [Global; 2],
+    ) {
+        let (call, done) = (self.a.new_dynamic_label(), self.a.new_dynamic_label());
+        let o = self.opnd(args[1]);
+        self.mov_r(RCX, o, false);
+        self.env_load(RAX, gofs(ga));
+        self.env_load(RDX, gofs(gd));
+        match (bytes, signed) {
+            (8, false) => asm!(self;
+                test rcx, rcx ;; self.jcc(Cc::E, call)
+                ; cmp rdx, rcx ;; self.jcc(Cc::Ae, call)
+                ; div rcx
+            ),
+            (8, true) => asm!(self;
+                test rcx, rcx ;; self.jcc(Cc::E, call)
+                ; cmp rcx, -1 ;; self.jcc(Cc::E, call)
+                ; mov rsi, rax ; sar rsi, 63 ; cmp rsi, rdx ;; self.jcc(Cc::Ne, call)
+                ; idiv rcx
+            ),
+            (4, false) => asm!(self;
+                test ecx, ecx ;; self.jcc(Cc::E, call)
+                ; cmp edx, ecx ;; self.jcc(Cc::Ae, call)
+                ; div ecx
+            ),
+            (4, true) => asm!(self;
+                test ecx, ecx ;; self.jcc(Cc::E, call)
+                ; cmp ecx, -1 ;; self.jcc(Cc::E, call)
+                ; mov esi, eax ; sar esi, 31 ; cmp esi, edx ;; self.jcc(Cc::Ne, call)
+                ; idiv ecx
+            ),
+            _ => unreachable!("Inline::Div of {bytes} bytes"),
+        }
+        // A 32-bit divide zero-extends its results into rax and rdx, as the guest's does.
+        self.env_store(gofs(ga), RAX);
+        self.env_store(gofs(gd), RDX);
+        asm!(self; jmp =>done ; =>call);
+        self.call(i, insn, helper, args, None);
+        asm!(self; =>done);
     }
 
     fn call(&mut self, i: usize, insn: u32, helper: usize, args: &[Val], dst: Option<Temp>) {
