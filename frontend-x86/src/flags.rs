@@ -25,7 +25,7 @@ fn mask(bits: u32) -> u64 {
 
 /// Compute the arithmetic flags (CF PF AF ZF SF OF) from lazy state.
 pub fn compute(cc_op: u64, dst: u64, src: u64, src2: u64, rflags: u64) -> u64 {
-    let kind = cc_op / 4;
+    let kind = cc_kind(cc_op);
     let bits = 8u32 << (cc_op & 3);
     let m = mask(bits);
     let sign = 1u64 << (bits - 1);
@@ -77,6 +77,17 @@ pub fn compute(cc_op: u64, dst: u64, src: u64, src2: u64, rflags: u64) -> u64 {
         12 => cf_if(s != 0) | zf_sf_pf(d),
         13 => cf_if(s == 0) | zf_sf_pf(d),
         14 => cf_if(s == 0) | if d == 0 { fl::ZF } else { 0 },
+        15 | 16 => {
+            // The previous operation's SF ZF AF PF, this rotate's CF and OF.
+            let before = compute(cc_op >> 8, src, src2, 0, rflags);
+            let top = d & sign != 0;
+            let (cf, of) = if kind == 15 {
+                (d & 1 != 0, top ^ (d & 1 != 0))
+            } else {
+                (top, top ^ (d & (sign >> 1) != 0))
+            };
+            (before & (fl::SF | fl::ZF | fl::AF | fl::PF)) | cf_if(cf) | of_if(of)
+        }
         _ => rflags & fl::ARITH,
     }
 }
@@ -119,6 +130,33 @@ pub unsafe extern "C" fn helper_flags(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A rotate's lazy state keeps the previous operation's SF ZF AF PF and adds its own
+    /// CF and OF (after `xor eax, eax`: ZF PF; after `sub al, 1` from 0: CF SF AF PF).
+    #[test]
+    fn rotate_flags_over_the_previous_operation() {
+        let logic = cc_op(CcKind::Logic, 4);
+        let rol = |prev: u64, bytes| prev << 8 | cc_op(CcKind::Rol, bytes);
+        let ror = |prev: u64, bytes| prev << 8 | cc_op(CcKind::Ror, bytes);
+        let zp = fl::ZF | fl::PF;
+        assert_eq!(compute(rol(logic, 4), 0x8000_0001, 0, 0, 0), zp | fl::CF);
+        assert_eq!(compute(rol(logic, 4), 0x8000_0000, 0, 0, 0), zp | fl::OF);
+        assert_eq!(compute(ror(logic, 4), 0xc000_0000, 0, 0, 0), zp | fl::CF);
+        assert_eq!(compute(ror(logic, 4), 0x8000_0000, 0, 0, 0), zp | fl::CF | fl::OF);
+        assert_eq!(compute(ror(logic, 4), 0x4000_0000, 0, 0, 0), zp | fl::OF);
+        // The rotate's own size: an 8-bit ROL of 0x80 sets OF, not CF.
+        let sub8 = cc_op(CcKind::Sub, 1);
+        let before = fl::CF | fl::SF | fl::AF | fl::PF;
+        assert_eq!(compute(sub8, 0xff, 1, 0, 0), before);
+        assert_eq!(
+            compute(rol(sub8, 1), 0x180, 0xff, 1, 0),
+            fl::SF | fl::AF | fl::PF | fl::OF
+        );
+        // After flags held in RFLAGS.
+        let ef = cc_op(CcKind::Eflags, 1);
+        let r = fl::ZF | fl::OF | fl::CF;
+        assert_eq!(compute(rol(ef, 8), 2, 0, 0, r), fl::ZF);
+    }
 
     #[test]
     fn add_sub_flags() {

@@ -265,9 +265,22 @@ pub enum CcKind {
     Blsr,
     /// TZCNT/LZCNT: DST = result, SRC = source (CF = source == 0, ZF = result == 0).
     Cnt,
+    /// ROL by a non-zero count: DST = result (CF = its bit 0, OF = its top bit ^ CF), the
+    /// other four flags those of the operation before, whose CC_OP is kept in bits 8.. of
+    /// this CC_OP, its DST in SRC and its SRC in SRC2 (so that operation is never
+    /// ADC/SBB, which read SRC2, nor another rotate).
+    Rol,
+    /// ROR by a non-zero count: as `Rol`, CF = the result's top bit, OF = its two top
+    /// bits' XOR.
+    Ror,
 }
 
-pub const CC_KINDS: usize = 15;
+pub const CC_KINDS: usize = 17;
+
+/// The kind of a CC_OP value (`Rol`/`Ror` keep the previous operation above bit 8).
+pub fn cc_kind(op: u64) -> u64 {
+    (op & 0xff) / 4
+}
 
 pub fn size_index(bytes: u32) -> u64 {
     match bytes {

@@ -443,7 +443,7 @@ impl Tr {
         if let Some(op) = self.cc_static {
             let bytes = 1u32 << (op & 3);
             let size = MemSize::from_bytes(bytes);
-            match op / 4 {
+            match cc_kind(op) {
                 k if k == CcKind::Add as u64 => {
                     // result < second operand (mod 2^bits)
                     let d = self.b.get(G_CC_DST);
@@ -460,6 +460,15 @@ impl Tr {
                 k if k == CcKind::Inc as u64 || k == CcKind::Dec as u64 => {
                     let s = self.b.get(G_CC_SRC);
                     return self.b.and(s, Val::C(1));
+                }
+                k if k == CcKind::Rol as u64 => {
+                    let d = self.b.get(G_CC_DST);
+                    return self.b.and(d, Val::C(1));
+                }
+                k if k == CcKind::Ror as u64 => {
+                    let d = self.b.get(G_CC_DST);
+                    let t = self.b.shr(d, Val::C(bytes as u64 * 8 - 1));
+                    return self.b.and(t, Val::C(1));
                 }
                 _ => {}
             }
@@ -480,7 +489,7 @@ impl Tr {
     fn cond_base(&mut self, cc: u8) -> (Cond, Temp, Val) {
         // Fast paths for statically known operations.
         if let Some(op) = self.cc_static {
-            let kind = op / 4;
+            let kind = cc_kind(op);
             let bytes = 1u32 << (op & 3);
             let bits = bytes * 8;
             if kind == CcKind::Sub as u64 {
@@ -533,9 +542,10 @@ impl Tr {
                     }
                     _ => {}
                 }
-            } else if kind != CcKind::Eflags as u64
-                && (cc == 4 || cc == 8)
-                && kind != CcKind::Cnt as u64
+            } else if (cc == 4 || cc == 8)
+                && ![CcKind::Eflags, CcKind::Cnt, CcKind::Rol, CcKind::Ror]
+                    .iter()
+                    .any(|&k| kind == k as u64)
             {
                 let d = self.b.get(G_CC_DST);
                 if cc == 4 {

@@ -113,6 +113,32 @@ fn rotate(tr: &mut Tr, insn: &Instruction, kind: u64) -> Flow {
     let dst = tr.loc_rmw(insn, 0, bytes);
     let a = tr.read_loc(dst);
     let c = count(tr, insn, 1, bytes);
+    if kind < 2 && tr.flags_live {
+        if let Ok(n) = c {
+            // A constant count: zero changes no flag; otherwise the flags become lazy
+            // (`CcKind::Rol`/`Ror`) when the previous operation is known and keeps no
+            // state in SRC2, with no call.
+            let prev = tr.cc_static.filter(|&op| {
+                ![CcKind::Adc, CcKind::Sbb, CcKind::Rol, CcKind::Ror]
+                    .iter()
+                    .any(|&k| cc_kind(op) == k as u64)
+            });
+            if n == 0 || prev.is_some() {
+                let r = rotate_inline(tr, a, Val::C(n), bytes, kind);
+                tr.write_loc(dst, r);
+                if let (Some(prev), true) = (prev, n != 0) {
+                    let old_dst = tr.b.get(G_CC_DST);
+                    let old_src = tr.b.get(G_CC_SRC);
+                    tr.b.set(G_CC_SRC2, old_src);
+                    tr.b.set(G_CC_SRC, old_dst);
+                    tr.b.set(G_CC_DST, r);
+                    let k = if kind == 0 { CcKind::Rol } else { CcKind::Ror };
+                    tr.set_cc_op(prev << 8 | cc_op(k, bytes));
+                }
+                return Flow::Next;
+            }
+        }
+    }
     if kind >= 2 || tr.flags_live {
         let cv = match c {
             Ok(n) => Val::C(n),
