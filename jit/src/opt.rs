@@ -44,19 +44,36 @@ fn narrow(b: &mut Block) -> bool {
             defs[d.idx()] += 1;
         }
     }
+    // An extension with a use that needs more than the bytes it extends (a global, an
+    // address, a 64-bit operation, ...) stays live: the other uses keep reading it, and
+    // 32-bit uses of its source after it read it instead, so that one of the two values
+    // dies early (a `mov r32, r32` whose source and result are both read later would
+    // otherwise hold two registers). Without such a use, its uses read the source and
+    // the extension dies.
+    let wide = wide_extensions(b, &defs);
     // Significant low bits of each single-definition temp (64 = unknown).
     let mut bits = vec![64u8; n];
-    // temp = Ext(a, from): (a, from bytes)
+    // temp = Ext(a, from) that can die: (a, from bytes)
     let mut ext_of: Vec<Option<(Temp, u32)>> = vec![None; n];
+    // a -> (Ext(a, from) that stays live, from bytes), since the last label.
+    let mut wide_of: Vec<Option<(Temp, u32)>> = vec![None; n];
     let mut changed = false;
-    let low = |ext_of: &[Option<(Temp, u32)>], t: Temp, need: u32| -> Temp {
-        match ext_of[t.idx()] {
-            Some((a, from)) if from >= need => a,
+    let low = |ext_of: &[Option<(Temp, u32)>],
+               wide_of: &[Option<(Temp, u32)>],
+               t: Temp,
+               need: u32|
+     -> Temp {
+        match (ext_of[t.idx()], wide_of.get(t.idx()).copied().flatten()) {
+            (Some((a, from)), _) if from >= need => a,
+            (_, Some((w, from))) if from >= need => w,
             _ => t,
         }
     };
     for op in b.ops.iter_mut() {
         let single = |d: Temp| defs[d.idx()] == 1;
+        if let Op::Label(_) = op {
+            wide_of.iter_mut().for_each(|w| *w = None);
+        }
         match op {
             Op::Ext {
                 dst,
@@ -64,7 +81,7 @@ fn narrow(b: &mut Block) -> bool {
                 from,
                 signed,
             } => {
-                let a0 = low(&ext_of, *a, from.bytes());
+                let a0 = low(&ext_of, &[], *a, from.bytes());
                 if a0 != *a {
                     *a = a0;
                     changed = true;
@@ -81,7 +98,12 @@ fn narrow(b: &mut Block) -> bool {
                     continue;
                 }
                 if single(*dst) {
-                    ext_of[dst.idx()] = Some((*a, from.bytes()));
+                    if !single(*a) {
+                    } else if wide[dst.idx()] {
+                        wide_of[a.idx()] = Some((*dst, from.bytes()));
+                    } else {
+                        ext_of[dst.idx()] = Some((*a, from.bytes()));
+                    }
                     bits[dst.idx()] = if *signed { 64 } else { fb.min(ba) };
                 }
             }
@@ -93,13 +115,13 @@ fn narrow(b: &mut Block) -> bool {
                 b: bv,
             } => {
                 if *w == Width::W32 {
-                    let a0 = low(&ext_of, *a, 4);
+                    let a0 = low(&ext_of, &wide_of, *a, 4);
                     if a0 != *a {
                         *a = a0;
                         changed = true;
                     }
                     if let Val::T(t) = bv {
-                        let t0 = low(&ext_of, *t, 4);
+                        let t0 = low(&ext_of, &wide_of, *t, 4);
                         if t0 != *t {
                             *t = t0;
                             changed = true;
@@ -126,7 +148,7 @@ fn narrow(b: &mut Block) -> bool {
             }
             Op::Un { op: uop, w, dst, a } => {
                 if *w == Width::W32 {
-                    let a0 = low(&ext_of, *a, 4);
+                    let a0 = low(&ext_of, &wide_of, *a, 4);
                     if a0 != *a {
                         *a = a0;
                         changed = true;
@@ -145,7 +167,7 @@ fn narrow(b: &mut Block) -> bool {
                 mop,
                 ..
             } if mop.size.bytes() <= 4 => {
-                let t0 = low(&ext_of, *t, mop.size.bytes());
+                let t0 = low(&ext_of, &wide_of, *t, mop.size.bytes());
                 if t0 != *t {
                     *t = t0;
                     changed = true;
@@ -171,6 +193,63 @@ fn narrow(b: &mut Block) -> bool {
         }
     }
     changed
+}
+
+/// For each single-definition extension `Ext(a, from)` of a single-definition temp: whether
+/// some use reads more than its low `from` bytes (see `narrow`).
+fn wide_extensions(b: &Block, defs: &[u32]) -> Vec<bool> {
+    use crate::ir::Width;
+    let n = b.ntemps as usize;
+    let mut from = vec![0u32; n];
+    for op in &b.ops {
+        if let Op::Ext { dst, a, from: f, .. } = *op {
+            if defs[dst.idx()] == 1 && defs[a.idx()] == 1 {
+                from[dst.idx()] = f.bytes();
+            }
+        }
+    }
+    let mut wide = vec![false; n];
+    for op in &b.ops {
+        // Each operand that reads only some low bytes, with how many.
+        let mut low: [(Option<Temp>, u32); 2] = [(None, 0); 2];
+        match *op {
+            Op::Bin {
+                w: Width::W32,
+                a,
+                b: bv,
+                ..
+            } => {
+                low[0] = (Some(a), 4);
+                if let Val::T(t) = bv {
+                    low[1] = (Some(t), 4);
+                }
+            }
+            Op::Un { w: Width::W32, a, .. } => low[0] = (Some(a), 4),
+            Op::Ext { a, from: f, .. } => low[0] = (Some(a), f.bytes()),
+            Op::Store {
+                val: Val::T(t),
+                mop,
+                ..
+            } if mop.size.bytes() <= 4 => low[1] = (Some(t), mop.size.bytes()),
+            _ => {}
+        }
+        let mut seen = [0u32; 2];
+        op_uses(op, |t| {
+            let f = from[t.idx()];
+            if f == 0 {
+                return;
+            }
+            // Count this use as low once per matching operand slot.
+            for (k, &(lt, need)) in low.iter().enumerate() {
+                if lt == Some(t) && seen[k] == 0 && need <= f {
+                    seen[k] = 1;
+                    return;
+                }
+            }
+            wide[t.idx()] = true;
+        });
+    }
+    wide
 }
 
 fn forward(b: &mut Block, helpers: &[HelperInfo]) {
@@ -887,6 +966,51 @@ mod tests {
 
     /// `(x - y) + y` is `x` in 64 bits, and in the low bits an extension of it keeps after a
     /// 32-bit subtraction; not when `y` is a temp written again in between.
+    /// `mov r10d, r11d` whose result is also a register (a full-width use): 32-bit uses of
+    /// the source after it read the extension, so the source dies there; an extension
+    /// read only by 32-bit operations dies instead; a use after a label keeps the source
+    /// (the extension need not have run on every path to it).
+    #[test]
+    fn zero_extensions_and_their_sources_are_not_both_kept_live() {
+        let mut b = Builder::new();
+        b.insn_start(0x100);
+        let x = b.get(11);
+        let ex = b.ext(x, MemSize::B4, false);
+        b.set(10, ex);
+        let y = b.get(9);
+        let ey = b.ext(y, MemSize::B4, false);
+        let r1 = b.bin(BinOp::Rotr, Width::W32, x, Val::C(6));
+        b.set(1, r1);
+        let r2 = b.bin(BinOp::Or, Width::W32, ey, Val::C(1));
+        b.set(2, r2);
+        let l = b.label();
+        let c = b.get(3);
+        b.brcond(crate::ir::Cond::Eq, c, Val::C(0), l);
+        b.place(l);
+        let r3 = b.bin(BinOp::Add, Width::W32, x, Val::C(1));
+        b.set(4, r3);
+        b.exit(Exit::Jump { pc: 0x200 });
+        let mut blk = b.finish();
+        optimize(&mut blk, &[]);
+        let ops = &blk.ops;
+        let reads = |t: Temp| {
+            ops.iter()
+                .filter(|op| {
+                    let mut n = false;
+                    op_uses(op, |u| n |= u == t);
+                    n
+                })
+                .count()
+        };
+        let rot = ops.iter().find(|op| matches!(op, Op::Bin { op: BinOp::Rotr, .. }));
+        assert!(matches!(rot, Some(&Op::Bin { a, .. }) if a == ex), "{ops:?}");
+        let or = ops.iter().find(|op| matches!(op, Op::Bin { op: BinOp::Or, .. }));
+        assert!(matches!(or, Some(&Op::Bin { a, .. }) if a == y), "{ops:?}");
+        assert_eq!(reads(ey), 0, "{ops:?}");
+        let add = ops.iter().find(|op| matches!(op, Op::Bin { op: BinOp::Add, .. }));
+        assert!(matches!(add, Some(&Op::Bin { a, .. }) if a == x), "{ops:?}");
+    }
+
     #[test]
     fn a_compare_result_plus_its_operand_is_the_first_operand() {
         let mut b = Builder::new();
