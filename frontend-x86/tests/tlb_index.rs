@@ -99,3 +99,70 @@ fn accesses_across_the_2gib_boundary_translate_both_pages() {
         }
     }
 }
+
+/// The last page of the address space, and page 0 (which follows it: linear addresses wrap
+/// around), on frames of their own.
+const TOP: u64 = 0xffff_ffff_ffff_f000;
+const TOP_FRAME: u64 = 0x50000;
+const ZERO_FRAME: u64 = 0x60000;
+
+fn wrap_engine(kind: EngineKind, rdi: u64, rdx: u64) -> Engine {
+    let mut e = long_mode_engine(kind);
+    map(&mut e, START, START, 0);
+    map(&mut e, 0, ZERO_FRAME, 0);
+    // PML4[511] -> PDPT at 0x5000, [511] -> PD at 0x6000, [511] -> PT at 0x7000, [511] -> TOP.
+    let f = P | RW | US;
+    let ram = e.ram();
+    ram.write_u64(common::PML4 + 511 * 8, 0x5000 | f);
+    ram.write_u64(0x5000 + 511 * 8, 0x6000 | f);
+    ram.write_u64(0x6000 + 511 * 8, 0x7000 | f);
+    ram.write_u64(0x7000 + 511 * 8, TOP_FRAME | f);
+    for k in 0..0x1000 / 8 {
+        ram.write_u64(TOP_FRAME + 8 * k, 0x5555_5555_0000_0000 | k);
+        ram.write_u64(ZERO_FRAME + 8 * k, 0x6666_6666_0000_0000 | k);
+        ram.write_u64(ZERO_FRAME - 0x1000 + 8 * k, 0x7777_7777_7777_7777);
+    }
+    assert!(ram.write(START, CODE));
+    let mut s = X86State(&mut e.env);
+    s.set_rip(START);
+    // The first load reads page 0 (which a TLB could keep).
+    s.set_gpr(6, 0x100);
+    s.set_gpr(7, rdi);
+    s.set_gpr(2, rdx);
+    s.set_gpr(1, 0x0102_0304_0506_0708);
+    e.env.icount_limit = u64::MAX;
+    e
+}
+
+/// An access from the last page into page 0 (the last page and page 0 share a TLB index)
+/// reads and writes both pages' frames, also with page 0 used just before.
+#[test]
+fn accesses_wrapping_around_the_address_space_translate_both_pages() {
+    for kind in [EngineKind::Jit, EngineKind::Interp] {
+        for off in 1..8u64 {
+            let a = 0u64.wrapping_sub(off);
+            let mut e = wrap_engine(kind, a, a);
+            let want = (0..8u64).fold(0u64, |v, k| {
+                let b = if k < off {
+                    read8(&mut e, TOP_FRAME + 0x1000 - off + k)
+                } else {
+                    read8(&mut e, ZERO_FRAME + k - off)
+                };
+                v | (b as u64) << (8 * k)
+            });
+            let r = e.run();
+            assert_halted(&e, r, kind, START, CODE);
+            assert_eq!(X86State(&mut e.env).gpr(3), want, "{kind:?}: load at {a:#x}");
+            let stored = 0x0102_0304_0506_0708u64.to_le_bytes();
+            for k in 0..8u64 {
+                let pa = if k < off {
+                    TOP_FRAME + 0x1000 - off + k
+                } else {
+                    ZERO_FRAME + k - off
+                };
+                assert_eq!(read8(&mut e, pa), stored[k as usize], "{kind:?}: store at {a:#x}");
+            }
+            assert_eq!(read8(&mut e, ZERO_FRAME - 1), 0x77, "{kind:?}");
+        }
+    }
+}

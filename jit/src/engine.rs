@@ -1143,6 +1143,11 @@ impl Core {
             return; // not RAM: always slow path
         }
         let vpage = vaddr & PAGE_MASK;
+        if vpage == 0 {
+            // Never cached: an access wrapping around from the last page would find it at
+            // that page's index (`env::tlb_index`).
+            return;
+        }
         let code = self.is_code_page(ppage);
         let addend = (self.ram.base() as u64)
             .wrapping_add(ppage)

@@ -62,7 +62,7 @@
 //! gives the engine the entry addresses to cache).
 //!
 //! # Softmmu fast path
-//! `env::tlb_index` folded inline (`eor` with the address shifted by `TLB_BITS`, `ubfx`),
+//! `env::tlb_index` folded inline (`eor` with the address shifted by `TLB_FOLD`, `ubfx`),
 //! the entry addressed as `x28 + 32*index` (plus the mode's table base with one or two
 //! `add`s when it lies beyond the scaled 12-bit offset range), the tag compared with the
 //! page of the access's last byte, then a register-offset access through the addend. Misses
@@ -82,7 +82,7 @@ use super::{Backend, CodeBufferFull, CodeHandle};
 use crate::engine::{mem_info, ret, slow_load, slow_store};
 use crate::env::{
     Env, JC_BITS, JC_ENTRIES, OFF_CUR_TB, OFF_FAULT, OFF_ICOUNT, OFF_ICOUNT_LIMIT, OFF_JC,
-    OFF_JC_EPOCH, OFF_TLB, PAGE_BITS, PAGE_MASK, TLB_BITS, TLB_FOLD2, TLB_FOLD3, TLB_SIZE,
+    OFF_JC_EPOCH, OFF_TLB, PAGE_BITS, PAGE_MASK, TLB_BITS, TLB_FOLD, TLB_SIZE,
 };
 use crate::execmem::DEFAULT_CODE_SIZE;
 use crate::ir::{
@@ -1311,13 +1311,11 @@ impl Gen<'_> {
         // x16 = env + 32*index (+ the mode's table base when it is far), x17 = tag, then
         // the addend.
         let mut tlb = OFF_TLB as i64 + (self.mmu_idx as usize * TLB_SIZE * TLB_ENTRY_BYTES) as i64;
-        let (pb, tb, f2, f3) = (PAGE_BITS, TLB_BITS, TLB_FOLD2, TLB_FOLD3);
+        let (pb, tb, f) = (PAGE_BITS, TLB_BITS, TLB_FOLD);
         let pmask = PAGE_MASK;
-        // index = ((a >> 12) ^ (a >> (12 + TLB_FOLD2)) ^ (a >> (12 + TLB_FOLD3)))
-        // & (TLB_SIZE-1) (env::tlb_index)
+        // index = ((a >> 12) ^ (a >> (12 + TLB_FOLD))) & (TLB_SIZE-1) (env::tlb_index)
         asm!(self;
-            eor x16, X(ra), X(ra), LSR #f2
-            ; eor x16, x16, X(ra), LSR #f3
+            eor x16, X(ra), X(ra), LSR #f
             ; ubfx x16, x16, #pb, #tb
             ; add x16, x28, x16, LSL #5
         );

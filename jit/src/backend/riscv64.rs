@@ -94,7 +94,7 @@ use super::{Backend, CodeBufferFull, CodeHandle};
 use crate::engine::{mem_info, ret, slow_load, slow_store, MEM_INFO_RMW};
 use crate::env::{
     Env, JC_BITS, JC_ENTRIES, OFF_CUR_TB, OFF_FAULT, OFF_ICOUNT, OFF_ICOUNT_LIMIT, OFF_JC,
-    OFF_JC_EPOCH, OFF_TLB, PAGE_BITS, TLB_BITS, TLB_FOLD2, TLB_FOLD3, TLB_SIZE,
+    OFF_JC_EPOCH, OFF_TLB, PAGE_BITS, TLB_BITS, TLB_FOLD, TLB_SIZE,
 };
 use crate::execmem::DEFAULT_CODE_SIZE;
 use crate::ir::{
@@ -1668,12 +1668,10 @@ impl Gen<'_> {
         // TLB probe (see interp::tlb_probe): index from the first byte, tag from the last.
         // t0 = &env.tlb[mmu][tlb_index(addr)], t1 = page of the last byte, t2 = tag.
         let tag = if store || mop.rmw { 8 } else { 0 };
-        let (pb, pb2, pb3) = (PAGE_BITS, PAGE_BITS + TLB_FOLD2, PAGE_BITS + TLB_FOLD3);
+        let (pb, pb2) = (PAGE_BITS, PAGE_BITS + TLB_FOLD);
         asm!(self;
             srli t0, X(areg), pb
             ; srli t1, X(areg), pb2
-            ; xor t0, t0, t1
-            ; srli t1, X(areg), pb3
             ; xor t0, t0, t1
         );
         if TLB_SIZE - 1 <= 2047 {

@@ -51,8 +51,8 @@ use super::{Backend, CodeBufferFull, CodeHandle};
 use crate::engine::{mem_info, mem_info_tb, ret, slow_load, slow_store};
 use crate::env::{
     tlb_index, Env, JC_BITS, JC_ENTRIES, OFF_CUR_TB, OFF_FAULT, OFF_ICOUNT,
-    OFF_ICOUNT_LIMIT, OFF_JC, OFF_JC_EPOCH, OFF_SCRATCH, OFF_TLB, PAGE_BITS, PAGE_MASK, TLB_FOLD2,
-    TLB_FOLD3, TLB_SIZE,
+    OFF_ICOUNT_LIMIT, OFF_JC, OFF_JC_EPOCH, OFF_SCRATCH, OFF_TLB, PAGE_BITS, PAGE_MASK, TLB_FOLD,
+    TLB_SIZE,
 };
 use crate::execmem::DEFAULT_CODE_SIZE;
 use crate::ir::{
@@ -2022,11 +2022,10 @@ impl Gen<'_> {
         addend: i32,
         slow: DynamicLabel,
     ) {
-        // index = ((a >> 12) ^ (a >> (12 + TLB_FOLD2)) ^ (a >> (12 + TLB_FOLD3)))
-        // & (TLB_SIZE-1) (env::tlb_index), scaled by 32
+        // index = ((a >> 12) ^ (a >> (12 + TLB_FOLD))) & (TLB_SIZE-1) (env::tlb_index),
+        // scaled by 32
         let sh = (PAGE_BITS - 5) as i8;
-        let sh2 = (PAGE_BITS + TLB_FOLD2 - 5) as i8;
-        let sh3 = (PAGE_BITS + TLB_FOLD3 - 5) as i8;
+        let sh2 = (PAGE_BITS + TLB_FOLD - 5) as i8;
         let imask = ((TLB_SIZE - 1) * TLB_ENTRY_BYTES) as i32;
         let pmask = PAGE_MASK as i64 as i32;
         if self.feat.bmi2 {
@@ -2034,8 +2033,6 @@ impl Gen<'_> {
             asm!(self;
                 rorx rax, Rq(first), sh
                 ; rorx rdx, Rq(first), sh2
-                ; xor eax, edx
-                ; rorx rdx, Rq(first), sh3
                 ; xor eax, edx
                 ; and eax, DWORD imask
             );
@@ -2045,9 +2042,6 @@ impl Gen<'_> {
                 ; mov rdx, Rq(first)
                 ; shr rax, BYTE sh
                 ; shr rdx, BYTE sh2
-                ; xor eax, edx
-                ; mov rdx, Rq(first)
-                ; shr rdx, BYTE sh3
                 ; xor eax, edx
                 ; and eax, DWORD imask
             );
