@@ -364,6 +364,36 @@ impl BlockGen<'_> {
             94..=95 => UNMAPPED + self.rng.below(0x4000),
             _ => 0xffff_ffff_ffff_f000 + self.rng.below(0x1000),
         };
+        if self.rng.chance(30) {
+            // As the x86 frontend computes base + index * scale + disp (a backend may fold
+            // it into one instruction, as x86_64's `lea`).
+            let disp = self.rng.pick(&[0, 8, 0x40]);
+            let form = self.rng.below(3);
+            let bt = self.b.konst(base - disp);
+            let x = self.temp();
+            let m = self.b.and(x, Val::C(7));
+            let s = self.rng.below(4);
+            let si = if s == 0 {
+                m
+            } else {
+                self.b.shl(m, Val::C(s))
+            };
+            let a = match form {
+                0 => self.b.add(bt, si),
+                1 => self.b.add(si, bt),
+                _ => self.b.add(si, Val::C(base - disp)),
+            };
+            let a = if disp != 0 {
+                self.b.add(a, Val::C(disp))
+            } else {
+                a
+            };
+            if self.rng.chance(30) {
+                // Read again later too (so that it may be spilled).
+                self.avail.push(a);
+            }
+            return (a, false);
+        }
         let bt = self.b.konst(base);
         if self.rng.chance(50) {
             let x = self.temp();

@@ -44,7 +44,7 @@ use dynasmrt::{dynasm, DynamicLabel, DynasmApi, DynasmLabelApi, VecAssembler};
 
 use super::codecache::CodeCache;
 use super::regalloc::{
-    access_groups, access_pairs, const_addrs, far_targets, label_refs, regalloc, side_exit,
+    access_groups, access_pairs, const_addrs, far_targets, label_refs, op_uses, regalloc, side_exit,
     GroupRole, Loc, RegPool,
 };
 use super::{Backend, CodeBufferFull, CodeHandle};
@@ -882,6 +882,7 @@ impl Gen<'_> {
             access_groups(block, &skip)
         };
         let label_refs = label_refs(block);
+        let uses = use_counts(block);
         // Ops already emitted with an earlier one (an access pair's second, a side exit's
         // exit and label) are skipped up to here.
         let mut skip_to = 0;
@@ -892,6 +893,11 @@ impl Gen<'_> {
             if pairs[i] && self.const_addr[i].is_none() {
                 self.mem_pair(i, insn, &block.ops[i], &block.ops[i + 1]);
                 skip_to = i + 2;
+                continue;
+            }
+            if let Some((plan, n)) = lea_plan(&block.ops, i, &uses) {
+                self.lea(plan);
+                skip_to = i + n;
                 continue;
             }
             match *op {
@@ -1723,6 +1729,38 @@ impl Gen<'_> {
 
     /// `lea d, [b + disp]` (64-bit, or 32-bit when `!q`), with an 8-bit displacement
     /// when it fits (see `env_load`).
+    /// One `lea` for an address computation (`lea_plan`).
+    fn lea(&mut self, p: LeaPlan) {
+        let dl = self.dloc(p.dst);
+        let (x, s) = p.index;
+        let xr = match self.topnd(x) {
+            Opnd::R(r) => r,
+            o => {
+                self.mov_r(RAX, o, false);
+                RAX
+            }
+        };
+        let br = p.base.map(|b| match self.topnd(b) {
+            Opnd::R(r) => r,
+            o => {
+                self.mov_r(RDX, o, false);
+                RDX
+            }
+        });
+        let d = self.work(dl);
+        let disp = p.disp;
+        match (br, s) {
+            (Some(b), 0) => asm!(self; lea Rq(d), [Rq(b) + Rq(xr) + disp]),
+            (Some(b), 1) => asm!(self; lea Rq(d), [Rq(b) + Rq(xr) * 2 + disp]),
+            (Some(b), 2) => asm!(self; lea Rq(d), [Rq(b) + Rq(xr) * 4 + disp]),
+            (Some(b), _) => asm!(self; lea Rq(d), [Rq(b) + Rq(xr) * 8 + disp]),
+            (None, 1) => asm!(self; lea Rq(d), [Rq(xr) * 2 + disp]),
+            (None, 2) => asm!(self; lea Rq(d), [Rq(xr) * 4 + disp]),
+            (None, _) => asm!(self; lea Rq(d), [Rq(xr) * 8 + disp]),
+        }
+        self.put(dl, d);
+    }
+
     fn lea_disp(&mut self, q: bool, d: u8, b: u8, disp: i32) {
         let Ok(d8) = i8::try_from(disp) else {
             return if q {
@@ -2297,5 +2335,104 @@ mod tests {
     #[test]
     fn engine_run_with_chaining() {
         testkit::engine_run_with_chaining(&mut || Box::new(X64Backend::new()));
+    }
+}
+
+/// Uses of each temp in the block (operands, sync lists, exits).
+fn use_counts(block: &Block) -> Vec<u32> {
+    let mut n = vec![0u32; block.ntemps as usize];
+    for op in &block.ops {
+        op_uses(op, |t| n[t.idx()] += 1);
+    }
+    n
+}
+
+/// An address computation `dst = base + (index << scale) + disp` for one `lea`.
+#[derive(Clone, Copy, Debug)]
+struct LeaPlan {
+    dst: Temp,
+    base: Option<Temp>,
+    index: (Temp, u8),
+    disp: i32,
+}
+
+/// The ops from `i` that compute an address as the frontend builds one (a shift by 1-3,
+/// an add of a base, an add of a displacement, each result read only by the next) and
+/// one `lea` can replace, with how many there are: `shl; add base`, `shl; add disp`,
+/// `shl; add base; add disp`, `add base; add disp`.
+fn lea_plan(ops: &[Op], i: usize, uses: &[u32]) -> Option<(LeaPlan, usize)> {
+    use crate::ir::BinOp::{Add, Shl};
+    let add = |k: usize| match ops.get(k) {
+        Some(&Op::Bin {
+            op: Add,
+            w: Width::W64,
+            dst,
+            a,
+            b,
+        }) => Some((dst, a, b)),
+        _ => None,
+    };
+    let imm = |v: Val| match v {
+        Val::C(c) if fits_i32(c) => Some(c as i64 as i32),
+        _ => None,
+    };
+    // base + disp on the result `t` of op k - 1, read only by op k.
+    let disp_after = |k: usize, t: Temp| match add(k) {
+        Some((dst, a, b)) if a == t && uses[t.idx()] == 1 => imm(b).map(|c| (dst, c)),
+        _ => None,
+    };
+    match ops[i] {
+        Op::Bin {
+            op: Shl,
+            w: Width::W64,
+            dst: t,
+            a: x,
+            b: Val::C(s @ 1..=3),
+        } if uses[t.idx()] == 1 => {
+            let (d2, a, b) = add(i + 1)?;
+            let base = match (a, b) {
+                (a, Val::T(y)) if a == t && y != t => y,
+                (a, Val::T(y)) if y == t && a != t => a,
+                (a, b) if a == t => {
+                    let c = imm(b)?;
+                    let p = LeaPlan {
+                        dst: d2,
+                        base: None,
+                        index: (x, s as u8),
+                        disp: c,
+                    };
+                    return Some((p, 2));
+                }
+                _ => return None,
+            };
+            let mut p = LeaPlan {
+                dst: d2,
+                base: Some(base),
+                index: (x, s as u8),
+                disp: 0,
+            };
+            let mut n = 2;
+            if let Some((d3, c)) = disp_after(i + 2, d2) {
+                (p.dst, p.disp, n) = (d3, c, 3);
+            }
+            Some((p, n))
+        }
+        Op::Bin {
+            op: Add,
+            w: Width::W64,
+            dst: t,
+            a,
+            b: Val::T(y),
+        } if a != t && y != t => {
+            let (d2, c) = disp_after(i + 1, t)?;
+            let p = LeaPlan {
+                dst: d2,
+                base: Some(a),
+                index: (y, 0),
+                disp: c,
+            };
+            Some((p, 2))
+        }
+        _ => None,
     }
 }
