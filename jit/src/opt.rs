@@ -21,7 +21,8 @@ use crate::ir::{BinOp, Block, Global, GlobalSet, HelperInfo, Inline, Op, Temp, V
 
 pub fn optimize(b: &mut Block, helpers: &[HelperInfo]) {
     forward(b, helpers);
-    if narrow(b) {
+    let extensions = narrow(b);
+    if narrow_ops(b) || extensions {
         forward(b, helpers);
     }
     dead_setg(b, helpers);
@@ -188,6 +189,62 @@ fn narrow(b: &mut Block) -> bool {
                     Val::T(x) => bits[x.idx()],
                 };
                 bits[dst.idx()] = bt(t).max(bt(f));
+            }
+            _ => {}
+        }
+    }
+    changed
+}
+
+/// A 64-bit add, sub, mul, and, or, xor or shift left by less than 32 whose result is only
+/// zero-extended from its low 32 bits (a 32-bit `lea`'s address arithmetic) becomes the
+/// 32-bit operation, which zero-extends its result, and the extension a move (which
+/// `forward` then removes). Returns whether anything changed.
+fn narrow_ops(b: &mut Block) -> bool {
+    use crate::ir::{BinOp, MemSize, Width};
+    let n = b.ntemps as usize;
+    let mut defs = vec![0u32; n];
+    let mut uses = vec![0u32; n];
+    for op in &b.ops {
+        if let Some(d) = op_def(op) {
+            defs[d.idx()] += 1;
+        }
+        op_uses(op, |t| uses[t.idx()] += 1);
+    }
+    // The op defining each single-definition, single-use temp that may narrow.
+    let mut def_at = vec![usize::MAX; n];
+    let mut changed = false;
+    for j in 0..b.ops.len() {
+        match b.ops[j] {
+            Op::Bin {
+                op,
+                w: Width::W64,
+                dst,
+                b: bv,
+                ..
+            } if defs[dst.idx()] == 1
+                && uses[dst.idx()] == 1
+                && match op {
+                    BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::And | BinOp::Or | BinOp::Xor => {
+                        true
+                    }
+                    BinOp::Shl => matches!(bv, Val::C(c) if c < 32),
+                    _ => false,
+                } =>
+            {
+                def_at[dst.idx()] = j
+            }
+            Op::Ext {
+                dst,
+                a,
+                from: MemSize::B4,
+                signed: false,
+            } if def_at[a.idx()] != usize::MAX => {
+                if let Op::Bin { w, .. } = &mut b.ops[def_at[a.idx()]] {
+                    *w = Width::W32;
+                }
+                b.ops[j] = Op::Mov { dst, src: a };
+                changed = true;
             }
             _ => {}
         }
@@ -1009,6 +1066,41 @@ mod tests {
         assert_eq!(reads(ey), 0, "{ops:?}");
         let add = ops.iter().find(|op| matches!(op, Op::Bin { op: BinOp::Add, .. }));
         assert!(matches!(add, Some(&Op::Bin { a, .. }) if a == x), "{ops:?}");
+    }
+
+    /// `lea r8d, [rdx + 1]`: the 64-bit add only zero-extended becomes a 32-bit add; not
+    /// a shift by 32 or more, nor an add whose 64-bit result is also read.
+    #[test]
+    fn operations_only_zero_extended_from_32_bits_are_done_in_32_bits() {
+        let mut b = Builder::new();
+        b.insn_start(0x100);
+        let x = b.get(2);
+        let a = b.add(x, Val::C(1));
+        let e = b.ext(a, MemSize::B4, false);
+        b.set(8, e);
+        let s = b.shl(x, Val::C(40));
+        let es = b.ext(s, MemSize::B4, false);
+        b.set(9, es);
+        let a2 = b.add(x, Val::C(2));
+        let e2 = b.ext(a2, MemSize::B4, false);
+        b.set(10, e2);
+        b.set(11, a2);
+        b.exit(Exit::Jump { pc: 0x200 });
+        let mut blk = b.finish();
+        optimize(&mut blk, &[]);
+        let ops = &blk.ops;
+        let bin = |c: u64| {
+            ops.iter().find_map(|op| match *op {
+                Op::Bin { w, dst, b: Val::C(k), .. } if k == c => Some((w, dst)),
+                _ => None,
+            })
+        };
+        let (w, d) = bin(1).unwrap();
+        assert_eq!(w, Width::W32, "{ops:?}");
+        assert_eq!(first_set(&blk, 8), Val::T(d), "{ops:?}");
+        assert_eq!(bin(40).unwrap().0, Width::W64, "{ops:?}");
+        assert_eq!(bin(2).unwrap().0, Width::W64, "{ops:?}");
+        assert_eq!(count(&blk, |op| matches!(op, Op::Ext { .. })), 2, "{ops:?}");
     }
 
     #[test]
