@@ -74,6 +74,7 @@ const RDX: u8 = 2;
 const RBX: u8 = 3;
 const RBP: u8 = 5;
 const RSI: u8 = 6;
+const RDI: u8 = 7;
 const R8: u8 = 8;
 const R9: u8 = 9;
 const R10: u8 = 10;
@@ -900,6 +901,16 @@ impl Gen<'_> {
                 skip_to = i + n;
                 continue;
             }
+            // A global read only to be extended: one extending load.
+            if let (&Op::GetG { dst: t, g }, Some(&Op::Ext { dst, a, from, signed })) =
+                (op, block.ops.get(i + 1))
+            {
+                if a == t && uses[t.idx()] == 1 && self.csr != Some(g) && from != MemSize::B8 {
+                    self.get_global_ext(dst, g, from, signed);
+                    skip_to = i + 2;
+                    continue;
+                }
+            }
             match *op {
                 Op::InsnStart { .. } => {
                     if seen_insn {
@@ -1433,6 +1444,22 @@ impl Gen<'_> {
         self.put(dl, r);
     }
 
+    /// `dst = Ext(global g, from, signed)` with one load.
+    fn get_global_ext(&mut self, dst: Temp, g: Global, from: MemSize, signed: bool) {
+        let dl = self.dloc(dst);
+        let r = self.work(dl);
+        let d = gofs(g);
+        match (from, signed) {
+            (MemSize::B1, false) => asm!(self; movzx Rd(r), BYTE [r15 + d]),
+            (MemSize::B1, true) => asm!(self; movsx Rq(r), BYTE [r15 + d]),
+            (MemSize::B2, false) => asm!(self; movzx Rd(r), WORD [r15 + d]),
+            (MemSize::B2, true) => asm!(self; movsx Rq(r), WORD [r15 + d]),
+            (MemSize::B4, false) => asm!(self; mov Rd(r), DWORD [r15 + d]),
+            _ => asm!(self; movsxd Rq(r), DWORD [r15 + d]),
+        }
+        self.put(dl, r);
+    }
+
     fn select(&mut self, cond: Cond, dst: Temp, a: Temp, b: Val, t: Val, f: Val) {
         let dl = self.dloc(dst);
         let (to, fo) = (self.opnd(t), self.opnd(f));
@@ -1727,8 +1754,6 @@ impl Gen<'_> {
         }
     }
 
-    /// `lea d, [b + disp]` (64-bit, or 32-bit when `!q`), with an 8-bit displacement
-    /// when it fits (see `env_load`).
     /// One `lea` for an address computation (`lea_plan`).
     fn lea(&mut self, p: LeaPlan) {
         let dl = self.dloc(p.dst);
@@ -1761,6 +1786,8 @@ impl Gen<'_> {
         self.put(dl, d);
     }
 
+    /// `lea d, [b + disp]` (64-bit, or 32-bit when `!q`), with an 8-bit displacement
+    /// when it fits (see `env_load`).
     fn lea_disp(&mut self, q: bool, d: u8, b: u8, disp: i32) {
         let Ok(d8) = i8::try_from(disp) else {
             return if q {
@@ -1853,7 +1880,7 @@ impl Gen<'_> {
         } else {
             self.tlb_probe(areg, size, tag, addend, slow);
         }
-        self.mem_access(store, size, mop.signed, areg, vo, dl);
+        self.mem_access(store, size, mop.signed, RDX, areg, vo, dl);
         asm!(self; =>back);
         self.stubs.push(Stub::Slow {
             label: slow,
@@ -1902,11 +1929,15 @@ impl Gen<'_> {
                 asm!(self;
                     test rdi, rdi
                     ;; self.jcc(Cc::E, own)
-                    ; mov rdx, rdi
                 );
             }
         }
-        self.mem_access(val.is_some(), size, mop.signed, areg, vo, dl);
+        // A member accesses through rdi directly (the leader has it in rdx too).
+        let base = match role {
+            GroupRole::Leader { .. } => RDX,
+            _ => RDI,
+        };
+        self.mem_access(val.is_some(), size, mop.signed, base, areg, vo, dl);
         asm!(self; =>back);
         self.stubs.push(Stub::Access {
             label: own,
@@ -2097,33 +2128,35 @@ impl Gen<'_> {
         );
     }
 
-    /// The access itself, at host address rdx + areg: a store of `vo` or a load into `dl`.
+    /// The access itself, at host address base + areg (base: the addend, in rdx or rdi): a
+    /// store of `vo` or a load into `dl`.
     fn mem_access(
         &mut self,
         store: bool,
         size: MemSize,
         signed: bool,
+        base: u8,
         areg: u8,
         vo: Opnd,
         dl: Option<Loc>,
     ) {
         if store {
             match (size, vo) {
-                (MemSize::B1, Opnd::R(v)) => asm!(self; mov BYTE [rdx + Rq(areg)], Rb(v)),
-                (MemSize::B2, Opnd::R(v)) => asm!(self; mov WORD [rdx + Rq(areg)], Rw(v)),
-                (MemSize::B4, Opnd::R(v)) => asm!(self; mov DWORD [rdx + Rq(areg)], Rd(v)),
-                (MemSize::B8, Opnd::R(v)) => asm!(self; mov QWORD [rdx + Rq(areg)], Rq(v)),
-                (MemSize::B1, Opnd::I(c)) => asm!(self; mov BYTE [rdx + Rq(areg)], BYTE c as i8),
-                (MemSize::B2, Opnd::I(c)) => asm!(self; mov WORD [rdx + Rq(areg)], WORD c as i16),
-                (MemSize::B4, Opnd::I(c)) => asm!(self; mov DWORD [rdx + Rq(areg)], DWORD c),
-                (MemSize::B8, Opnd::I(c)) => asm!(self; mov QWORD [rdx + Rq(areg)], DWORD c),
+                (MemSize::B1, Opnd::R(v)) => asm!(self; mov BYTE [Rq(base) + Rq(areg)], Rb(v)),
+                (MemSize::B2, Opnd::R(v)) => asm!(self; mov WORD [Rq(base) + Rq(areg)], Rw(v)),
+                (MemSize::B4, Opnd::R(v)) => asm!(self; mov DWORD [Rq(base) + Rq(areg)], Rd(v)),
+                (MemSize::B8, Opnd::R(v)) => asm!(self; mov QWORD [Rq(base) + Rq(areg)], Rq(v)),
+                (MemSize::B1, Opnd::I(c)) => asm!(self; mov BYTE [Rq(base) + Rq(areg)], BYTE c as i8),
+                (MemSize::B2, Opnd::I(c)) => asm!(self; mov WORD [Rq(base) + Rq(areg)], WORD c as i16),
+                (MemSize::B4, Opnd::I(c)) => asm!(self; mov DWORD [Rq(base) + Rq(areg)], DWORD c),
+                (MemSize::B8, Opnd::I(c)) => asm!(self; mov QWORD [Rq(base) + Rq(areg)], DWORD c),
                 _ => {
                     self.mov_r(RAX, vo, false);
                     match size {
-                        MemSize::B1 => asm!(self; mov BYTE [rdx + Rq(areg)], al),
-                        MemSize::B2 => asm!(self; mov WORD [rdx + Rq(areg)], ax),
-                        MemSize::B4 => asm!(self; mov DWORD [rdx + Rq(areg)], eax),
-                        MemSize::B8 => asm!(self; mov QWORD [rdx + Rq(areg)], rax),
+                        MemSize::B1 => asm!(self; mov BYTE [Rq(base) + Rq(areg)], al),
+                        MemSize::B2 => asm!(self; mov WORD [Rq(base) + Rq(areg)], ax),
+                        MemSize::B4 => asm!(self; mov DWORD [Rq(base) + Rq(areg)], eax),
+                        MemSize::B8 => asm!(self; mov QWORD [Rq(base) + Rq(areg)], rax),
                     }
                 }
             }
@@ -2131,13 +2164,13 @@ impl Gen<'_> {
             let d = dl.expect("load destination");
             let r = self.work(d);
             match (size, signed) {
-                (MemSize::B1, false) => asm!(self; movzx Rd(r), BYTE [rdx + Rq(areg)]),
-                (MemSize::B1, true) => asm!(self; movsx Rq(r), BYTE [rdx + Rq(areg)]),
-                (MemSize::B2, false) => asm!(self; movzx Rd(r), WORD [rdx + Rq(areg)]),
-                (MemSize::B2, true) => asm!(self; movsx Rq(r), WORD [rdx + Rq(areg)]),
-                (MemSize::B4, false) => asm!(self; mov Rd(r), DWORD [rdx + Rq(areg)]),
-                (MemSize::B4, true) => asm!(self; movsxd Rq(r), DWORD [rdx + Rq(areg)]),
-                (MemSize::B8, _) => asm!(self; mov Rq(r), QWORD [rdx + Rq(areg)]),
+                (MemSize::B1, false) => asm!(self; movzx Rd(r), BYTE [Rq(base) + Rq(areg)]),
+                (MemSize::B1, true) => asm!(self; movsx Rq(r), BYTE [Rq(base) + Rq(areg)]),
+                (MemSize::B2, false) => asm!(self; movzx Rd(r), WORD [Rq(base) + Rq(areg)]),
+                (MemSize::B2, true) => asm!(self; movsx Rq(r), WORD [Rq(base) + Rq(areg)]),
+                (MemSize::B4, false) => asm!(self; mov Rd(r), DWORD [Rq(base) + Rq(areg)]),
+                (MemSize::B4, true) => asm!(self; movsxd Rq(r), DWORD [Rq(base) + Rq(areg)]),
+                (MemSize::B8, _) => asm!(self; mov Rq(r), QWORD [Rq(base) + Rq(areg)]),
             }
             self.put(d, r);
         }
