@@ -1145,13 +1145,25 @@ impl Gen<'_> {
                 // mode word and the epoch match; then enter the cached block.
                 let miss = self.a.new_dynamic_label();
                 let check = self.a.new_dynamic_label();
+                if self.feat.bmi2 {
+                    // The same index, scaled: (pc << 5 ^ pc >> (JC_BITS - 5)) masked.
+                    asm!(self;
+                        rorx rax, rdx, 59
+                        ; rorx rcx, rdx, (JC_BITS - 5) as i8
+                        ; xor eax, ecx
+                        ; and eax, ((JC_ENTRIES - 1) << 5) as i32
+                    );
+                } else {
+                    asm!(self;
+                        mov rax, rdx
+                        ; shr rax, JC_BITS as i8
+                        ; xor rax, rdx
+                        ; and eax, (JC_ENTRIES - 1) as i32
+                        ; shl eax, 5
+                    );
+                }
                 asm!(self;
-                    mov rax, rdx
-                    ; shr rax, JC_BITS as i8
-                    ; xor rax, rdx
-                    ; and eax, (JC_ENTRIES - 1) as i32
-                    ; shl eax, 5
-                    ; cmp rdx, QWORD [r15 + rax + OFF_JC_I]
+                    cmp rdx, QWORD [r15 + rax + OFF_JC_I]
                     ; je =>check
                     ; xor eax, 32
                     ; cmp rdx, QWORD [r15 + rax + OFF_JC_I]
