@@ -61,41 +61,51 @@ fn read8(e: &mut Engine, pa: u64) -> u8 {
     b[0]
 }
 
+/// Runs CODE in `e` (rdi = rdx = the access's address), whose 8-byte load and store cross
+/// from frame `first`'s last `off` bytes into frame `second`'s first bytes, and checks
+/// the bytes loaded, the bytes stored, and that each of `guards` (a physical address and
+/// the byte it holds) was not written.
+fn check_crossing(
+    kind: EngineKind,
+    mut e: Engine,
+    off: u64,
+    first: u64,
+    second: u64,
+    guards: &[(u64, u8)],
+) {
+    let pa = |k: u64| {
+        if k < off {
+            first + 0x1000 - off + k
+        } else {
+            second + k - off
+        }
+    };
+    let a = X86State(&mut e.env).gpr(7);
+    let want = (0..8u64).fold(0u64, |v, k| v | (read8(&mut e, pa(k)) as u64) << (8 * k));
+    let r = e.run();
+    assert_halted(&e, r, kind, START, CODE);
+    assert_eq!(X86State(&mut e.env).gpr(3), want, "{kind:?}: load at {a:#x}");
+    let stored = 0x0102_0304_0506_0708u64.to_le_bytes();
+    for k in 0..8u64 {
+        assert_eq!(
+            read8(&mut e, pa(k)),
+            stored[k as usize],
+            "{kind:?}: store at {a:#x}, byte {k}"
+        );
+    }
+    for &(p, b) in guards {
+        assert_eq!(read8(&mut e, p), b, "{kind:?}: {p:#x} written by the access at {a:#x}");
+    }
+}
+
 #[test]
 fn accesses_across_the_2gib_boundary_translate_both_pages() {
     for kind in [EngineKind::Jit, EngineKind::Interp] {
         for off in 1..8u64 {
             let a = HI - off;
-            let mut e = engine(kind, a, a);
-            // Bytes [a, HI) are the last `off` bytes of LO's frame, the rest HI's first.
-            let want = (0..8u64).fold(0u64, |v, k| {
-                let b = if k < off {
-                    read8(&mut e, LO_FRAME + 0x1000 - off + k)
-                } else {
-                    read8(&mut e, HI_FRAME + k - off)
-                };
-                v | (b as u64) << (8 * k)
-            });
-            let r = e.run();
-            assert_halted(&e, r, kind, START, CODE);
-            let rbx = X86State(&mut e.env).gpr(3);
-            assert_eq!(rbx, want, "{kind:?}: load at {a:#x}");
-            let stored = 0x0102_0304_0506_0708u64.to_le_bytes();
-            for k in 0..8u64 {
-                let pa = if k < off {
-                    LO_FRAME + 0x1000 - off + k
-                } else {
-                    HI_FRAME + k - off
-                };
-                assert_eq!(
-                    read8(&mut e, pa),
-                    stored[k as usize],
-                    "{kind:?}: store at {a:#x}, byte {k}"
-                );
-            }
-            // Nothing outside the two pages was written.
-            assert_eq!(read8(&mut e, HI_FRAME - 1), 0x44, "{kind:?}");
-            assert_eq!(read8(&mut e, LO_FRAME + 0x1000), 0x33, "{kind:?}");
+            // Nothing outside the two pages is written.
+            let guards = [(HI_FRAME - 1, 0x44), (LO_FRAME + 0x1000, 0x33)];
+            check_crossing(kind, engine(kind, a, a), off, LO_FRAME, HI_FRAME, &guards);
         }
     }
 }
@@ -141,28 +151,8 @@ fn accesses_wrapping_around_the_address_space_translate_both_pages() {
     for kind in [EngineKind::Jit, EngineKind::Interp] {
         for off in 1..8u64 {
             let a = 0u64.wrapping_sub(off);
-            let mut e = wrap_engine(kind, a, a);
-            let want = (0..8u64).fold(0u64, |v, k| {
-                let b = if k < off {
-                    read8(&mut e, TOP_FRAME + 0x1000 - off + k)
-                } else {
-                    read8(&mut e, ZERO_FRAME + k - off)
-                };
-                v | (b as u64) << (8 * k)
-            });
-            let r = e.run();
-            assert_halted(&e, r, kind, START, CODE);
-            assert_eq!(X86State(&mut e.env).gpr(3), want, "{kind:?}: load at {a:#x}");
-            let stored = 0x0102_0304_0506_0708u64.to_le_bytes();
-            for k in 0..8u64 {
-                let pa = if k < off {
-                    TOP_FRAME + 0x1000 - off + k
-                } else {
-                    ZERO_FRAME + k - off
-                };
-                assert_eq!(read8(&mut e, pa), stored[k as usize], "{kind:?}: store at {a:#x}");
-            }
-            assert_eq!(read8(&mut e, ZERO_FRAME - 1), 0x77, "{kind:?}");
+            let guards = [(ZERO_FRAME - 1, 0x77)];
+            check_crossing(kind, wrap_engine(kind, a, a), off, TOP_FRAME, ZERO_FRAME, &guards);
         }
     }
 }
