@@ -37,9 +37,18 @@ impl Hasher for FxHasher {
     fn write_u32(&mut self, v: u32) {
         self.write_u64(v as u64);
     }
+    fn write_u16(&mut self, v: u16) {
+        self.write_u64(v as u64);
+    }
+    fn write_u8(&mut self, v: u8) {
+        self.write_u64(v as u64);
+    }
+    fn write_usize(&mut self, v: usize) {
+        self.write_u64(v as u64);
+    }
 }
 
-type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+pub(crate) type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
 use crate::backend::{Backend, CodeHandle};
 use crate::env::{
@@ -258,6 +267,9 @@ pub struct Tb {
     pub block: Block,
     /// Chained jumps into this TB: (source tb, exit index).
     pub incoming: Vec<(u32, u32)>,
+    /// The pcs it was entered in `Env::jc` for (`None`: too many to keep, scan it all),
+    /// so that invalidation clears its entries without scanning the whole cache.
+    jc_pcs: Option<Vec<u64>>,
     /// Outgoing chains: exit index -> target tb.
     pub chained: Vec<(u32, u32)>,
 }
@@ -578,7 +590,7 @@ impl Engine {
                 _ => {}
             }
             if std::mem::take(&mut fill_jc) && !single {
-                let t = &corer.tbs[tb as usize];
+                let t = &mut corer.tbs[tb as usize];
                 if let Some(entry) = t.entry {
                     envr.jc_insert(crate::env::JcEntry {
                         pc: key.rip,
@@ -586,6 +598,15 @@ impl Engine {
                         code: entry,
                         epoch: envr.jc_epoch_for(key.rip),
                     });
+                    if let Some(pcs) = &mut t.jc_pcs {
+                        if !pcs.contains(&key.rip) {
+                            if pcs.len() < 8 {
+                                pcs.push(key.rip);
+                            } else {
+                                t.jc_pcs = None;
+                            }
+                        }
+                    }
                     corer.jc_record(tb);
                 }
             }
@@ -943,6 +964,7 @@ impl Core {
             jc_noted: [0; 2],
             valid: true,
             incoming: Vec::new(),
+            jc_pcs: Some(Vec::new()),
             chained: Vec::with_capacity(nexits),
             one_shot: single,
         });
@@ -1054,8 +1076,24 @@ impl Core {
             return;
         }
         if let Some(entry) = t.entry {
-            for e in env.jc.iter_mut().filter(|e| e.code == entry) {
-                *e = crate::env::JcEntry::EMPTY;
+            match t.jc_pcs.take() {
+                // Its entries stay in the pairs of the pcs it was entered for
+                // (`Env::jc_insert` moves an entry only to the other way of its pair).
+                Some(pcs) => {
+                    for pc in pcs {
+                        let i = crate::env::jc_index(pc);
+                        for k in [i, i ^ 1] {
+                            if env.jc[k].code == entry {
+                                env.jc[k] = crate::env::JcEntry::EMPTY;
+                            }
+                        }
+                    }
+                }
+                None => {
+                    for e in env.jc.iter_mut().filter(|e| e.code == entry) {
+                        *e = crate::env::JcEntry::EMPTY;
+                    }
+                }
             }
         }
         t.valid = false;

@@ -678,7 +678,7 @@ const LOAD: u16 = 0x1000;
 /// Pure operations (and loads) computed so far, by operation and operands: (kind and operator, width,
 /// first operand, second operand).
 #[derive(Clone, Default)]
-struct Exprs(std::collections::HashMap<(u16, u8, Temp, Val), Temp>);
+struct Exprs(crate::engine::FxMap<(u16, u8, Temp, Val), Temp>);
 
 impl Exprs {
     /// The key of a pure operation whose result and operand temps are each defined once.
