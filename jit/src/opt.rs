@@ -58,6 +58,7 @@ fn narrow(b: &mut Block) -> bool {
     let mut ext_of: Vec<Option<(Temp, u32)>> = vec![None; n];
     // a -> (Ext(a, from) that stays live, from bytes), since the last label.
     let mut wide_of: Vec<Option<(Temp, u32)>> = vec![None; n];
+    let mut wide_set: Vec<Temp> = Vec::new();
     let mut changed = false;
     let low = |ext_of: &[Option<(Temp, u32)>],
                wide_of: &[Option<(Temp, u32)>],
@@ -73,7 +74,9 @@ fn narrow(b: &mut Block) -> bool {
     for op in b.ops.iter_mut() {
         let single = |d: Temp| defs[d.idx()] == 1;
         if let Op::Label(_) = op {
-            wide_of.iter_mut().for_each(|w| *w = None);
+            for a in wide_set.drain(..) {
+                wide_of[a.idx()] = None;
+            }
         }
         match op {
             Op::Ext {
@@ -102,6 +105,7 @@ fn narrow(b: &mut Block) -> bool {
                     if !single(*a) {
                     } else if wide[dst.idx()] {
                         wide_of[a.idx()] = Some((*dst, from.bytes()));
+                        wide_set.push(*a);
                     } else {
                         ext_of[dst.idx()] = Some((*a, from.bytes()));
                     }
@@ -842,30 +846,44 @@ fn dead_setg(b: &mut Block, helpers: &[HelperInfo]) {
 }
 
 fn dce(b: &mut Block) {
+    let mut uses = vec![0u32; b.ntemps as usize];
+    for op in &b.ops {
+        op_uses(op, |t| uses[t.idx()] += 1);
+    }
+    let pure = |op: &Op| {
+        matches!(
+            op,
+            Op::Const { .. }
+                | Op::Mov { .. }
+                | Op::GetG { .. }
+                | Op::Bin { .. }
+                | Op::Un { .. }
+                | Op::Ext { .. }
+                | Op::SetCond { .. }
+                | Op::Select { .. }
+        )
+    };
+    // Backwards, so that a chain of dead operations goes in one pass (another pass only
+    // for a use that comes before its definition, in a loop).
+    let mut dead = vec![false; b.ops.len()];
     loop {
-        let mut uses = vec![0u32; b.ntemps as usize];
-        for op in &b.ops {
-            op_uses(op, |t| uses[t.idx()] += 1);
+        let mut changed = false;
+        for (i, op) in b.ops.iter().enumerate().rev() {
+            if !dead[i] && pure(op) && op_def(op).is_some_and(|d| uses[d.idx()] == 0) {
+                dead[i] = true;
+                changed = true;
+                op_uses(op, |t| uses[t.idx()] -= 1);
+            }
         }
-        let before = b.ops.len();
-        b.ops.retain(|op| {
-            let pure = matches!(
-                op,
-                Op::Const { .. }
-                    | Op::Mov { .. }
-                    | Op::GetG { .. }
-                    | Op::Bin { .. }
-                    | Op::Un { .. }
-                    | Op::Ext { .. }
-                    | Op::SetCond { .. }
-                    | Op::Select { .. }
-            );
-            !(pure && op_def(op).is_some_and(|d| uses[d.idx()] == 0))
-        });
-        if b.ops.len() == before {
+        if !changed {
             break;
         }
     }
+    let mut k = 0;
+    b.ops.retain(|_| {
+        k += 1;
+        !dead[k - 1]
+    });
 }
 
 #[cfg(test)]
