@@ -131,3 +131,42 @@ fn context_switch_checks_the_lower_half_in_its_own_mode() {
     assert_eq!(run(&mut e), (2, 2));
     assert_eq!(e.stats().jc_dropped, dropped + 1);
 }
+
+/// A block reached through the jump cache (an indirect call) and then rewritten by a store
+/// is never entered again through its cache entry: the invalidation clears the entries at
+/// the pcs the block was entered for (`Core::invalidate_tb`).
+#[test]
+fn rewritten_code_is_not_reached_through_the_jump_cache() {
+    const CALLEE: u64 = 0x20000;
+    const STACK: u64 = 0x50000;
+    let mut e = long_mode_engine(EngineKind::Jit);
+    #[rustfmt::skip]
+    let code = [
+        0x31, 0xdb,                         // xor ebx, ebx
+        0xbe, 3, 0, 0, 0,                   // mov esi, 3
+        0xb8, 0, 0, 2, 0,                   // loop: mov eax, CALLEE
+        0xff, 0xd0,                         // call rax
+        0x01, 0xcb,                         // add ebx, ecx
+        0xc6, 0x04, 0x25, 1, 0, 2, 0, 5,    // mov byte [CALLEE + 1], 5
+        0xff, 0xce,                         // dec esi
+        0x75, 0xeb,                         // jnz loop
+        0xf4,                               // hlt
+    ];
+    let ram = e.ram();
+    assert!(ram.write(START, &code));
+    // mov ecx, 1; ret
+    assert!(ram.write(CALLEE, &[0xb9, 1, 0, 0, 0, 0xc3]));
+    map(&mut e, START, START, 0);
+    map(&mut e, CALLEE, CALLEE, 0);
+    map(&mut e, STACK - 0x1000, STACK - 0x1000, 0);
+    let mut s = X86State(&mut e.env);
+    s.set_rip(START);
+    s.set_gpr(4, STACK);
+    e.env.icount_limit = u64::MAX;
+    let r = e.run();
+    assert!(matches!(r, StopReason::Platform { .. }), "stopped with {r:?}");
+    assert_eq!(e.env.g[G_RIP as usize], START + code.len() as u64 - 1, "at the hlt");
+    // The first call runs `mov ecx, 1`, the next two the rewritten `mov ecx, 5`.
+    assert_eq!(X86State(&mut e.env).gpr(3), 1 + 5 + 5);
+    assert!(e.stats().invalidations >= 1);
+}
