@@ -23,7 +23,7 @@ const HI: u64 = 0x8000_0000;
 const LO_FRAME: u64 = 0x40000;
 const HI_FRAME: u64 = 0x30000;
 
-fn engine(kind: EngineKind, rdi: u64, rdx: u64) -> Engine {
+fn engine(kind: EngineKind, a: u64) -> Engine {
     let mut e = long_mode_engine(kind);
     map(&mut e, START, START, 0);
     // PDPT[1] -> PD at 0x5000, its last entry -> PT at 0x6000, whose last entry maps LO;
@@ -43,13 +43,18 @@ fn engine(kind: EngineKind, rdi: u64, rdx: u64) -> Engine {
         ram.write_u64(LO_FRAME + 0x1000 + 8 * k, 0x3333_3333_3333_3333);
         ram.write_u64(HI_FRAME - 0x1000 + 8 * k, 0x4444_4444_4444_4444);
     }
-    assert!(ram.write(START, CODE));
+    // The first load puts HI's translation in the TLB.
+    start(e, HI + 0x100, a)
+}
+
+/// CODE at START, its first load from `first`, the crossing load and store at `a`.
+fn start(mut e: Engine, first: u64, a: u64) -> Engine {
+    assert!(e.ram().write(START, CODE));
     let mut s = X86State(&mut e.env);
     s.set_rip(START);
-    // The first load puts HI's translation in the TLB.
-    s.set_gpr(6, HI + 0x100);
-    s.set_gpr(7, rdi);
-    s.set_gpr(2, rdx);
+    s.set_gpr(6, first);
+    s.set_gpr(7, a);
+    s.set_gpr(2, a);
     s.set_gpr(1, 0x0102_0304_0506_0708);
     e.env.icount_limit = u64::MAX;
     e
@@ -105,7 +110,7 @@ fn accesses_across_the_2gib_boundary_translate_both_pages() {
             let a = HI - off;
             // Nothing outside the two pages is written.
             let guards = [(HI_FRAME - 1, 0x44), (LO_FRAME + 0x1000, 0x33)];
-            check_crossing(kind, engine(kind, a, a), off, LO_FRAME, HI_FRAME, &guards);
+            check_crossing(kind, engine(kind, a), off, LO_FRAME, HI_FRAME, &guards);
         }
     }
 }
@@ -116,7 +121,7 @@ const TOP: u64 = 0xffff_ffff_ffff_f000;
 const TOP_FRAME: u64 = 0x50000;
 const ZERO_FRAME: u64 = 0x60000;
 
-fn wrap_engine(kind: EngineKind, rdi: u64, rdx: u64) -> Engine {
+fn wrap_engine(kind: EngineKind, a: u64) -> Engine {
     let mut e = long_mode_engine(kind);
     map(&mut e, START, START, 0);
     map(&mut e, 0, ZERO_FRAME, 0);
@@ -132,16 +137,8 @@ fn wrap_engine(kind: EngineKind, rdi: u64, rdx: u64) -> Engine {
         ram.write_u64(ZERO_FRAME + 8 * k, 0x6666_6666_0000_0000 | k);
         ram.write_u64(ZERO_FRAME - 0x1000 + 8 * k, 0x7777_7777_7777_7777);
     }
-    assert!(ram.write(START, CODE));
-    let mut s = X86State(&mut e.env);
-    s.set_rip(START);
     // The first load reads page 0 (which a TLB could keep).
-    s.set_gpr(6, 0x100);
-    s.set_gpr(7, rdi);
-    s.set_gpr(2, rdx);
-    s.set_gpr(1, 0x0102_0304_0506_0708);
-    e.env.icount_limit = u64::MAX;
-    e
+    start(e, 0x100, a)
 }
 
 /// An access from the last page into page 0 (the last page and page 0 share a TLB index)
@@ -150,9 +147,9 @@ fn wrap_engine(kind: EngineKind, rdi: u64, rdx: u64) -> Engine {
 fn accesses_wrapping_around_the_address_space_translate_both_pages() {
     for kind in [EngineKind::Jit, EngineKind::Interp] {
         for off in 1..8u64 {
-            let a = 0u64.wrapping_sub(off);
+            let a = TOP.wrapping_add(0x1000 - off);
             let guards = [(ZERO_FRAME - 1, 0x77)];
-            check_crossing(kind, wrap_engine(kind, a, a), off, TOP_FRAME, ZERO_FRAME, &guards);
+            check_crossing(kind, wrap_engine(kind, a), off, TOP_FRAME, ZERO_FRAME, &guards);
         }
     }
 }
