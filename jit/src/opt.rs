@@ -16,7 +16,7 @@
 //! have stored there.
 
 use crate::backend::eval;
-use crate::backend::regalloc::{op_def, op_uses};
+use crate::backend::regalloc::{op_def, op_uses, use_counts};
 use crate::ir::{BinOp, Block, Global, GlobalSet, HelperInfo, Inline, Op, Temp, Val};
 
 pub fn optimize(b: &mut Block, helpers: &[HelperInfo]) {
@@ -102,11 +102,10 @@ fn narrow(b: &mut Block) -> bool {
                     continue;
                 }
                 if single(*dst) {
-                    if !single(*a) {
-                    } else if wide[dst.idx()] {
+                    if single(*a) && wide[dst.idx()] {
                         wide_of[a.idx()] = Some((*dst, from.bytes()));
                         wide_set.push(*a);
-                    } else {
+                    } else if single(*a) {
                         ext_of[dst.idx()] = Some((*a, from.bytes()));
                     }
                     bits[dst.idx()] = if *signed { 64 } else { fb.min(ba) };
@@ -208,13 +207,12 @@ fn narrow_ops(b: &mut Block) -> bool {
     use crate::ir::{BinOp, MemSize, Width};
     let n = b.ntemps as usize;
     let mut defs = vec![0u32; n];
-    let mut uses = vec![0u32; n];
     for op in &b.ops {
         if let Some(d) = op_def(op) {
             defs[d.idx()] += 1;
         }
-        op_uses(op, |t| uses[t.idx()] += 1);
     }
+    let uses = use_counts(b);
     // The op defining each single-definition, single-use temp that may narrow.
     let mut def_at = vec![usize::MAX; n];
     let mut changed = false;
@@ -846,10 +844,7 @@ fn dead_setg(b: &mut Block, helpers: &[HelperInfo]) {
 }
 
 fn dce(b: &mut Block) {
-    let mut uses = vec![0u32; b.ntemps as usize];
-    for op in &b.ops {
-        op_uses(op, |t| uses[t.idx()] += 1);
-    }
+    let mut uses = use_counts(b);
     let pure = |op: &Op| {
         matches!(
             op,
@@ -1039,8 +1034,6 @@ mod tests {
         assert!(matches!(sets[2], Val::T(_)), "x ^ y stays: {:?}", blk.ops);
     }
 
-    /// `(x - y) + y` is `x` in 64 bits, and in the low bits an extension of it keeps after a
-    /// 32-bit subtraction; not when `y` is a temp written again in between.
     /// `mov r10d, r11d` whose result is also a register (a full-width use): 32-bit uses of
     /// the source after it read the extension, so the source dies there; an extension
     /// read only by 32-bit operations dies instead; a use after a label keeps the source
@@ -1121,6 +1114,8 @@ mod tests {
         assert_eq!(count(&blk, |op| matches!(op, Op::Ext { .. })), 2, "{ops:?}");
     }
 
+    /// `(x - y) + y` is `x` in 64 bits, and in the low bits an extension of it keeps after a
+    /// 32-bit subtraction; not when `y` is a temp written again in between.
     #[test]
     fn a_compare_result_plus_its_operand_is_the_first_operand() {
         let mut b = Builder::new();

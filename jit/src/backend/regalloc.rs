@@ -91,6 +91,15 @@ fn def_counts(block: &Block) -> Vec<u8> {
     defs
 }
 
+/// How many times each temp is read (operands, sync lists, exits).
+pub(crate) fn use_counts(block: &Block) -> Vec<u32> {
+    let mut n = vec![0u32; block.ntemps as usize];
+    for op in &block.ops {
+        op_uses(op, |t| n[t.idx()] += 1);
+    }
+    n
+}
+
 /// The value of each temp that is defined exactly once, by a `Const` (it holds that value
 /// wherever it is read).
 fn single_consts(block: &Block) -> Vec<Option<u64>> {

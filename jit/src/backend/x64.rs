@@ -44,7 +44,7 @@ use dynasmrt::{dynasm, DynamicLabel, DynasmApi, DynasmLabelApi, VecAssembler};
 
 use super::codecache::CodeCache;
 use super::regalloc::{
-    access_groups, access_pairs, const_addrs, far_targets, label_refs, op_uses, regalloc, side_exit,
+    access_groups, access_pairs, const_addrs, far_targets, label_refs, regalloc, side_exit, use_counts,
     GroupRole, Loc, RegPool,
 };
 use super::{Backend, CodeBufferFull, CodeHandle};
@@ -2381,15 +2381,6 @@ mod tests {
     fn engine_run_with_chaining() {
         testkit::engine_run_with_chaining(&mut || Box::new(X64Backend::new()));
     }
-}
-
-/// Uses of each temp in the block (operands, sync lists, exits).
-fn use_counts(block: &Block) -> Vec<u32> {
-    let mut n = vec![0u32; block.ntemps as usize];
-    for op in &block.ops {
-        op_uses(op, |t| n[t.idx()] += 1);
-    }
-    n
 }
 
 /// An address computation `dst = base + (index << scale) + disp` for one `lea`.
